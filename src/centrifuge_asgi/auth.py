@@ -1,0 +1,733 @@
+"""JWT verification for connection and subscription tokens (client protocol §6).
+
+Validation order (as in Centrifugo's ``jwtverify``):
+
+1. split and decode header and claims without verification → :class:`TokenInvalid`;
+2. ``aud`` / ``iss`` checks (exact values and full-match regexes, only when configured) →
+   :class:`TokenInvalid`; regex named groups may fill ``{{name}}`` placeholders of the JWKS URL;
+3. signature → :class:`TokenInvalid` (so a forged token is *invalid* even if also expired);
+4. claim shapes (a connection token must not carry ``channel``) → :class:`TokenInvalid`;
+5. ``exp`` / ``nbf`` (strict, no leeway) → :class:`TokenExpired`.
+
+Every algorithm family is bound to its own key: HS* only to the HMAC secret(s), RS* only to
+the RSA key, ES* only to the ECDSA key, and, with a JWKS endpoint, RS*/ES*/EdDSA only to the
+JWK selected by ``kid``. ``none`` and anything else is rejected, which rules out key confusion.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import http.client
+import logging
+import math
+import re
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Final, TypeAlias
+
+import anyio
+import anyio.to_thread
+import jwt
+import msgspec
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+
+from .config import TokenConfig
+from .errors import CentrifugeError, ConfigError
+
+__all__ = [
+    "SUPPORTED_ALGORITHMS",
+    "ConnectToken",
+    "JWKSUnavailable",
+    "ServerSubscription",
+    "SubscribeToken",
+    "SubscriptionOverride",
+    "TokenExpired",
+    "TokenInvalid",
+    "TokenVerifier",
+    "connection_token",
+    "encode_token",
+    "subscription_token",
+]
+
+log = logging.getLogger(__name__)
+
+SUPPORTED_ALGORITHMS: Final = frozenset(
+    {"HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "ES256", "ES384", "ES512", "EdDSA"}
+)
+_HASHES: Final[dict[str, type[hashes.HashAlgorithm]]] = {
+    "256": hashes.SHA256,
+    "384": hashes.SHA384,
+    "512": hashes.SHA512,
+}
+# ES alg → (curve name, byte length of r and of s in the JOSE signature)
+_EC_ALGS: Final = {
+    "ES256": ("secp256r1", 32),
+    "ES384": ("secp384r1", 48),
+    "ES512": ("secp521r1", 66),
+}
+_JWK_CURVES: Final[dict[str, type[ec.EllipticCurve]]] = {
+    "P-256": ec.SECP256R1,
+    "P-384": ec.SECP384R1,
+    "P-521": ec.SECP521R1,
+}
+_OVERRIDE_FIELDS: Final = (
+    "presence",
+    "join_leave",
+    "force_push_join_leave",
+    "force_positioning",
+    "force_recovery",
+)
+_B64URL: Final = re.compile(r"[A-Za-z0-9_-]*")
+_USER_CLAIM: Final = re.compile(r"[A-Za-z_]+")
+_PLACEHOLDER: Final = re.compile(r"\{\{\s*([A-Za-z0-9_]+)\s*\}\}")
+_SAFE_PLACEHOLDER_VALUE: Final = re.compile(r"[A-Za-z0-9_-]+")
+_MAX_JWKS_BYTES: Final = 1 << 20
+_MAX_JWKS_URLS: Final = 256
+
+_PublicKey: TypeAlias = rsa.RSAPublicKey | ec.EllipticCurvePublicKey | Ed25519PublicKey
+_Key: TypeAlias = bytes | _PublicKey
+_Claims: TypeAlias = dict[str, object]
+
+
+class TokenInvalid(CentrifugeError):
+    """The token is malformed, badly signed, or its claims are not acceptable."""
+
+
+class TokenExpired(CentrifugeError):
+    """The token is authentic but expired (``exp``) or not yet valid (``nbf``)."""
+
+
+class JWKSUnavailable(TokenInvalid):
+    """The JWKS endpoint could not be fetched or returned no usable key set."""
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriptionOverride:
+    """Per-subscription feature overrides (``override`` claim); ``None`` = not set."""
+
+    presence: bool | None = None
+    join_leave: bool | None = None
+    force_push_join_leave: bool | None = None
+    force_positioning: bool | None = None
+    force_recovery: bool | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ServerSubscription:
+    """A server-side subscription requested by a connection token."""
+
+    channel: str
+    info: bytes | None = None
+    data: bytes | None = None
+    override: SubscriptionOverride | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectToken:
+    """Verified connection-token claims; ``expire_at`` ``None`` means never expires."""
+
+    user: str
+    expire_at: int | None
+    info: bytes | None
+    subs: list[ServerSubscription]
+    meta: object | None
+
+
+@dataclass(frozen=True, slots=True)
+class SubscribeToken:
+    """Verified subscription-token claims."""
+
+    user: str
+    channel: str
+    client: str
+    expire_at: int | None
+    info: bytes | None
+    data: bytes | None
+    override: SubscriptionOverride | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Parsed:
+    alg: str
+    kid: str | None
+    claims: _Claims
+    signing_input: bytes
+    signature: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class _JWK:
+    key: _PublicKey
+    alg: str | None
+
+
+@dataclass(slots=True)
+class _JWKSEntry:
+    keys: dict[str, _JWK]
+    fetched_at: float  # monotonic time of the last successful fetch
+    attempted_at: float  # monotonic time of the last attempt
+
+
+class TokenVerifier:
+    """Verifies connection and subscription JWTs against one :class:`TokenConfig`.
+
+    JWKS key sets are cached per URL for ``jwks_cache_ttl`` seconds, so a key is always looked
+    up by ``(url, kid)``; an unknown ``kid`` triggers at most one refetch per
+    ``jwks_refetch_interval`` seconds and URL.
+    """
+
+    def __init__(
+        self,
+        cfg: TokenConfig,
+        *,
+        insecure_skip_signature: bool = False,
+        http_timeout: float = 5.0,
+        jwks_cache_ttl: float = 300.0,
+        jwks_refetch_interval: float = 5.0,
+        config_prefix: str = "client.token",
+    ) -> None:
+        self._cfg = cfg
+        self._insecure = insecure_skip_signature
+        self._http_timeout = http_timeout
+        self._jwks_ttl = jwks_cache_ttl
+        self._jwks_refetch_interval = jwks_refetch_interval
+        self._user_claim = cfg.user_id_claim or "sub"
+        if not _USER_CLAIM.fullmatch(self._user_claim):
+            raise ConfigError(f"{config_prefix}.user_id_claim: must match ^[a-zA-Z_]+$")
+        self._aud_re = _compile(cfg.audience_regex, f"{config_prefix}.audience_regex")
+        self._iss_re = _compile(cfg.issuer_regex, f"{config_prefix}.issuer_regex")
+        self._rsa = _load_rsa(cfg.rsa_public_key, f"{config_prefix}.rsa_public_key")
+        self._ec = _load_ec(cfg.ecdsa_public_key, f"{config_prefix}.ecdsa_public_key")
+        self._jwks_url = cfg.jwks_public_endpoint
+        if self._jwks_url:
+            self._check_jwks_url(f"{config_prefix}.jwks_public_endpoint")
+        self._jwks: dict[str, _JWKSEntry] = {}
+        self._jwks_locks: dict[str, anyio.Lock] = {}
+
+    async def verify_connect(self, token: str) -> ConnectToken:
+        """Verify a connection token; raises :class:`TokenInvalid` / :class:`TokenExpired`."""
+        claims = await self._verified_claims(token)
+        if claims.get("channel") not in (None, ""):
+            raise TokenInvalid("connection token must not contain a channel claim")
+        result = ConnectToken(
+            user=_user(claims, self._user_claim),
+            expire_at=_expire_at(claims),
+            info=_binary(claims, "info", "b64info"),
+            subs=_server_subs(claims),
+            meta=claims.get("meta"),
+        )
+        _check_times(claims)
+        return result
+
+    async def verify_subscribe(self, token: str) -> SubscribeToken:
+        """Verify a subscription token; the ``channel`` claim is required."""
+        claims = await self._verified_claims(token)
+        channel = claims.get("channel")
+        if not isinstance(channel, str) or not channel:
+            raise TokenInvalid("subscription token requires a channel claim")
+        result = SubscribeToken(
+            user=_user(claims, self._user_claim),
+            channel=channel,
+            client=_opt_str(claims, "client") or "",
+            expire_at=_expire_at(claims),
+            info=_binary(claims, "info", "b64info"),
+            data=_binary(claims, "data", "b64data"),
+            override=_override(claims.get("override")),
+        )
+        _check_times(claims)
+        return result
+
+    # -- pipeline ---------------------------------------------------------------------------
+
+    async def _verified_claims(self, token: str) -> _Claims:
+        parsed = _parse(token)
+        variables = self._check_audience_issuer(parsed.claims)
+        if not self._insecure:
+            await self._check_signature(parsed, variables)
+        _numeric(parsed.claims, "iat")
+        _opt_str(parsed.claims, "jti")
+        return parsed.claims
+
+    def _check_audience_issuer(self, claims: _Claims) -> dict[str, str]:
+        """Check ``aud``/``iss``; return named regex groups (for JWKS URL placeholders)."""
+        cfg = self._cfg
+        audiences = _audiences(claims)
+        issuer = _opt_str(claims, "iss")
+        if cfg.audience and cfg.audience not in audiences:
+            raise TokenInvalid("token audience mismatch")
+        if cfg.issuer and issuer != cfg.issuer:
+            raise TokenInvalid("token issuer mismatch")
+        variables: dict[str, str] = {}
+        if self._aud_re is not None:
+            variables |= _regex_groups(self._aud_re, audiences, "audience")
+        if self._iss_re is not None:
+            variables |= _regex_groups(self._iss_re, [issuer] if issuer else [], "issuer")
+        return variables
+
+    async def _check_signature(self, parsed: _Parsed, variables: dict[str, str]) -> None:
+        alg = parsed.alg
+        if alg not in SUPPORTED_ALGORITHMS:
+            raise TokenInvalid(f"unsupported token algorithm {alg[:16]!r}")
+        keys = await self._keys_for(parsed, variables)
+        if not keys:
+            raise TokenInvalid(f"token algorithm {alg} is not enabled")
+        if not any(_signature_ok(alg, k, parsed.signing_input, parsed.signature) for k in keys):
+            raise TokenInvalid("invalid token signature")
+
+    async def _keys_for(self, parsed: _Parsed, variables: dict[str, str]) -> list[_Key]:
+        alg = parsed.alg
+        if self._jwks_url:
+            if alg.startswith("HS"):
+                return []
+            jwk = await self._jwk(self._jwks_url_for(variables), parsed.kid)
+            if jwk.alg is not None and jwk.alg != alg:
+                raise TokenInvalid("token algorithm does not match the JWK")
+            return [jwk.key]
+        if alg.startswith("HS"):
+            return self._hmac_keys()
+        if alg.startswith("RS") and self._rsa is not None:
+            return [self._rsa]
+        if alg.startswith("ES") and self._ec is not None:
+            return [self._ec]
+        return []  # EdDSA is only available through JWKS
+
+    def _hmac_keys(self) -> list[_Key]:
+        cfg = self._cfg
+        keys: list[_Key] = []
+        if cfg.hmac_secret_key:
+            keys.append(cfg.hmac_secret_key.encode())
+        until = cfg.hmac_previous_secret_key_valid_until
+        if cfg.hmac_previous_secret_key and (until <= 0 or time.time() < until):
+            keys.append(cfg.hmac_previous_secret_key.encode())
+        return keys
+
+    # -- JWKS -------------------------------------------------------------------------------
+
+    def _check_jwks_url(self, key: str) -> None:
+        scheme = urllib.parse.urlsplit(_PLACEHOLDER.sub("x", self._jwks_url)).scheme
+        if scheme not in ("http", "https"):
+            raise ConfigError(f"{key}: must be an http(s) URL")
+        groups: set[str] = set()
+        for pattern in (self._aud_re, self._iss_re):
+            if pattern is not None:
+                groups |= set(pattern.groupindex)
+        for name in _PLACEHOLDER.findall(self._jwks_url):
+            if name not in groups:
+                raise ConfigError(f"{key}: placeholder {{{{{name}}}}} is no regex group")
+
+    def _jwks_url_for(self, variables: dict[str, str]) -> str:
+        """Fill ``{{name}}`` placeholders, refusing anything but ``[A-Za-z0-9_-]+`` (SSRF)."""
+
+        def fill(match: re.Match[str]) -> str:
+            value = variables.get(match.group(1), "")
+            if not _SAFE_PLACEHOLDER_VALUE.fullmatch(value):
+                raise TokenInvalid("unsafe value for a JWKS URL placeholder")
+            return value
+
+        return _PLACEHOLDER.sub(fill, self._jwks_url)
+
+    async def _jwk(self, url: str, kid: str | None) -> _JWK:
+        if not kid:
+            raise TokenInvalid("token has no kid header")
+        jwk = self._cached_jwk(url, kid)
+        if jwk is None:
+            async with self._lock_for(url):
+                jwk = self._cached_jwk(url, kid)
+                if jwk is None:
+                    jwk = (await self._refresh_jwks(url)).get(kid)
+        if jwk is None:
+            raise TokenInvalid("unknown token kid")
+        return jwk
+
+    def _cached_jwk(self, url: str, kid: str) -> _JWK | None:
+        entry = self._jwks.get(url)
+        if entry is None or time.monotonic() - entry.fetched_at >= self._jwks_ttl:
+            return None
+        return entry.keys.get(kid)
+
+    def _lock_for(self, url: str) -> anyio.Lock:
+        lock = self._jwks_locks.get(url)
+        if lock is None:
+            if len(self._jwks_locks) >= _MAX_JWKS_URLS:
+                self._jwks_locks = {u: lk for u, lk in self._jwks_locks.items() if lk.locked()}
+            lock = self._jwks_locks[url] = anyio.Lock()
+        return lock
+
+    async def _refresh_jwks(self, url: str) -> dict[str, _JWK]:
+        """Fetch the key set of ``url``; ``{}`` if it was attempted too recently."""
+        now = time.monotonic()
+        entry = self._jwks.get(url)
+        if entry is not None and now - entry.attempted_at < self._jwks_refetch_interval:
+            return {}
+        if entry is None:
+            entry = self._new_jwks_entry(url)
+        entry.attempted_at = now
+        try:
+            body = await anyio.to_thread.run_sync(_download, url, self._http_timeout)
+            keys = _parse_jwks(body)
+        except (
+            OSError,
+            ValueError,
+            RecursionError,
+            http.client.HTTPException,
+            msgspec.DecodeError,
+        ) as exc:
+            log.warning("JWKS fetch from %s failed: %s", url, exc)
+            raise JWKSUnavailable(f"JWKS fetch failed: {exc}") from exc
+        entry.keys = keys
+        entry.fetched_at = time.monotonic()
+        return keys
+
+    def _new_jwks_entry(self, url: str) -> _JWKSEntry:
+        if len(self._jwks) >= _MAX_JWKS_URLS:
+            oldest = min(self._jwks, key=lambda u: self._jwks[u].attempted_at)
+            del self._jwks[oldest]
+        entry = self._jwks[url] = _JWKSEntry({}, -math.inf, -math.inf)
+        return entry
+
+
+# -- parsing helpers ------------------------------------------------------------------------
+
+
+def _b64url_decode(text: str) -> bytes:
+    """Strict unpadded base64url (RFC 7515 §2); raises ``ValueError``."""
+    if not _B64URL.fullmatch(text) or len(text) % 4 == 1:
+        raise ValueError("not base64url")
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def _b64url_encode(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _json_object(raw: bytes, what: str) -> _Claims:
+    try:
+        value = msgspec.json.decode(raw)
+    except (msgspec.DecodeError, RecursionError) as exc:
+        raise TokenInvalid(f"malformed token {what}") from exc
+    if not isinstance(value, dict):
+        raise TokenInvalid(f"token {what} is not a JSON object")
+    return value
+
+
+def _parse(token: str) -> _Parsed:
+    """Split and decode a compact JWS without verifying it."""
+    if not isinstance(token, str):
+        raise TokenInvalid("token is not a string")
+    parts = token.split(".")
+    if len(parts) != 3:
+        raise TokenInvalid("malformed token")
+    try:
+        header_raw, claims_raw, signature = (_b64url_decode(p) for p in parts)
+    except ValueError as exc:
+        raise TokenInvalid("malformed token encoding") from exc
+    header = _json_object(header_raw, "header")
+    alg = header.get("alg")
+    kid = header.get("kid")
+    if not isinstance(alg, str) or (kid is not None and not isinstance(kid, str)):
+        raise TokenInvalid("malformed token header")
+    claims = _json_object(claims_raw, "claims")
+    signing_input = f"{parts[0]}.{parts[1]}".encode("ascii")
+    return _Parsed(alg, kid, claims, signing_input, signature)
+
+
+def _opt_str(claims: Mapping[str, object], name: str) -> str | None:
+    value = claims.get(name)
+    if value is not None and not isinstance(value, str):
+        raise TokenInvalid(f"claim {name} must be a string")
+    return value
+
+
+def _numeric(claims: Mapping[str, object], name: str) -> int | float | None:
+    value = claims.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TokenInvalid(f"claim {name} must be a number")
+    return value
+
+
+def _user(claims: Mapping[str, object], name: str) -> str:
+    return _opt_str(claims, name) or ""
+
+
+def _audiences(claims: Mapping[str, object]) -> list[str]:
+    aud = claims.get("aud")
+    if aud is None:
+        return []
+    if isinstance(aud, str):
+        return [aud]
+    return _str_list(aud, "aud")
+
+
+def _str_list(value: object, name: str) -> list[str]:
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise TokenInvalid(f"claim {name} must be an array of strings")
+    return value
+
+
+def _object(value: object, name: str) -> _Claims:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise TokenInvalid(f"claim {name} must be an object")
+    return value
+
+
+def _regex_groups(pattern: re.Pattern[str], values: list[str], what: str) -> dict[str, str]:
+    for value in values:
+        match = pattern.fullmatch(value)
+        if match is not None:
+            return {k: v for k, v in match.groupdict().items() if v is not None}
+    raise TokenInvalid(f"token {what} does not match the configured regex")
+
+
+def _expire_at(claims: Mapping[str, object]) -> int | None:
+    """``expire_at`` > 0 → it; ``expire_at`` ≤ 0 → never; absent → ``exp`` (or never)."""
+    value = claims.get("expire_at")
+    if value is not None:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TokenInvalid("claim expire_at must be an integer")
+        return value if value > 0 else None
+    exp = _numeric(claims, "exp")
+    return None if exp is None else int(exp)
+
+
+def _check_times(claims: Mapping[str, object]) -> None:
+    """Strict ``exp > now`` and ``nbf < now``, no leeway."""
+    now = time.time()
+    exp = _numeric(claims, "exp")
+    nbf = _numeric(claims, "nbf")
+    if exp is not None and not exp > now:
+        raise TokenExpired("token expired")
+    if nbf is not None and not nbf < now:
+        raise TokenExpired("token is not valid yet")
+
+
+def _binary(obj: Mapping[str, object], json_name: str, b64_name: str) -> bytes | None:
+    """``b64<name>`` (standard base64) wins over ``<name>`` (any JSON → compact JSON)."""
+    encoded = obj.get(b64_name)
+    if encoded is not None and not isinstance(encoded, str):
+        raise TokenInvalid(f"claim {b64_name} must be a string")
+    if encoded:
+        try:
+            return base64.b64decode(encoded, validate=True)
+        except binascii.Error as exc:
+            raise TokenInvalid(f"claim {b64_name} is not valid base64") from exc
+    value = obj.get(json_name)
+    return None if value is None else msgspec.json.encode(value)
+
+
+def _bool_value(value: object, name: str) -> bool | None:
+    """Parse ``{"value": bool}`` (protobuf ``BoolValue`` JSON shape)."""
+    if value is None:
+        return None
+    inner = _object(value, f"override.{name}").get("value", False)
+    if not isinstance(inner, bool):
+        raise TokenInvalid(f"claim override.{name}.value must be a boolean")
+    return inner
+
+
+def _override(value: object) -> SubscriptionOverride | None:
+    if value is None:
+        return None
+    obj = _object(value, "override")
+    return SubscriptionOverride(
+        presence=_bool_value(obj.get("presence"), "presence"),
+        join_leave=_bool_value(obj.get("join_leave"), "join_leave"),
+        force_push_join_leave=_bool_value(
+            obj.get("force_push_join_leave"), "force_push_join_leave"
+        ),
+        force_positioning=_bool_value(obj.get("force_positioning"), "force_positioning"),
+        force_recovery=_bool_value(obj.get("force_recovery"), "force_recovery"),
+    )
+
+
+def _server_subs(claims: Mapping[str, object]) -> list[ServerSubscription]:
+    """Merge ``channels`` (plain) and ``subs`` (with options; wins for shared channels)."""
+    subs: dict[str, ServerSubscription] = {}
+    for channel in _str_list(claims.get("channels"), "channels"):
+        subs[channel] = ServerSubscription(channel)
+    for channel, raw in _object(claims.get("subs"), "subs").items():
+        opts = _object(raw, f"subs.{channel}")
+        subs[channel] = ServerSubscription(
+            channel=channel,
+            info=_binary(opts, "info", "b64info"),
+            data=_binary(opts, "data", "b64data"),
+            override=_override(opts.get("override")),
+        )
+    return list(subs.values())
+
+
+# -- keys and signatures --------------------------------------------------------------------
+
+
+def _compile(pattern: str, key: str) -> re.Pattern[str] | None:
+    if not pattern:
+        return None
+    try:
+        return re.compile(pattern)
+    except re.error as exc:
+        raise ConfigError(f"{key}: invalid regex ({exc})") from exc
+
+
+def _load_pem(text: str, key: str) -> object:
+    data = text.strip().encode()
+    try:
+        if b"-----BEGIN CERTIFICATE-----" in data:
+            return x509.load_pem_x509_certificate(data).public_key()
+        return serialization.load_pem_public_key(data)
+    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
+        raise ConfigError(f"{key}: not a PEM public key ({exc})") from exc
+
+
+def _load_rsa(text: str, key: str) -> rsa.RSAPublicKey | None:
+    if not text:
+        return None
+    loaded = _load_pem(text, key)
+    if not isinstance(loaded, rsa.RSAPublicKey):
+        raise ConfigError(f"{key}: not an RSA public key")
+    return loaded
+
+
+def _load_ec(text: str, key: str) -> ec.EllipticCurvePublicKey | None:
+    if not text:
+        return None
+    loaded = _load_pem(text, key)
+    if not isinstance(loaded, ec.EllipticCurvePublicKey):
+        raise ConfigError(f"{key}: not an ECDSA public key")
+    return loaded
+
+
+def _signature_ok(alg: str, key: _Key, message: bytes, signature: bytes) -> bool:
+    """Verify ``signature`` only if ``key`` belongs to the family of ``alg``."""
+    try:
+        if alg.startswith("HS") and isinstance(key, bytes):
+            mac = hmac.new(key, message, "sha" + alg[2:]).digest()
+            return hmac.compare_digest(mac, signature)
+        if alg.startswith("RS") and isinstance(key, rsa.RSAPublicKey):
+            key.verify(signature, message, padding.PKCS1v15(), _HASHES[alg[2:]]())
+            return True
+        if alg.startswith("ES") and isinstance(key, ec.EllipticCurvePublicKey):
+            return _ecdsa_ok(alg, key, message, signature)
+        if alg == "EdDSA" and isinstance(key, Ed25519PublicKey):
+            key.verify(signature, message)
+            return True
+    except (InvalidSignature, ValueError):
+        return False
+    return False
+
+
+def _ecdsa_ok(alg: str, key: ec.EllipticCurvePublicKey, message: bytes, signature: bytes) -> bool:
+    curve, size = _EC_ALGS[alg]
+    if key.curve.name != curve or len(signature) != 2 * size:
+        return False
+    r = int.from_bytes(signature[:size], "big")
+    s = int.from_bytes(signature[size:], "big")
+    key.verify(encode_dss_signature(r, s), message, ec.ECDSA(_HASHES[alg[2:]]()))
+    return True
+
+
+def _download(url: str, timeout: float) -> bytes:
+    """Blocking GET of a JWKS document (run in a worker thread)."""
+    if not url.startswith(("http://", "https://")):
+        raise ValueError("JWKS URL must be http(s)")
+    request = urllib.request.Request(
+        url, headers={"Accept": "application/json", "User-Agent": "centrifuge-asgi"}
+    )
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        body: bytes = response.read(_MAX_JWKS_BYTES + 1)
+    if len(body) > _MAX_JWKS_BYTES:
+        raise ValueError("JWKS document too large")
+    return body
+
+
+def _parse_jwks(body: bytes) -> dict[str, _JWK]:
+    """Parse a JWK set; keys without ``kid``, not for signing or unusable are skipped."""
+    document = msgspec.json.decode(body)
+    if not isinstance(document, dict) or not isinstance(document.get("keys"), list):
+        raise ValueError("not a JWK set")
+    keys: dict[str, _JWK] = {}
+    for item in document["keys"]:
+        if not isinstance(item, dict):
+            continue
+        kid, alg = item.get("kid"), item.get("alg")
+        if not isinstance(kid, str) or not kid or item.get("use", "sig") != "sig":
+            continue
+        if alg is not None and not isinstance(alg, str):
+            continue
+        try:
+            key = _jwk_public_key(item)
+        except (ValueError, TypeError, KeyError, UnsupportedAlgorithm):
+            continue
+        if key is not None:
+            keys[kid] = _JWK(key, alg)
+    return keys
+
+
+def _jwk_public_key(item: Mapping[str, object]) -> _PublicKey | None:
+    kty = item.get("kty")
+    if kty == "RSA":
+        return rsa.RSAPublicNumbers(_jwk_int(item["e"]), _jwk_int(item["n"])).public_key()
+    if kty == "EC":
+        curve = _JWK_CURVES[str(item["crv"])]()
+        x, y = _jwk_int(item["x"]), _jwk_int(item["y"])
+        return ec.EllipticCurvePublicNumbers(x, y, curve).public_key()
+    if kty == "OKP" and item.get("crv") == "Ed25519":
+        return Ed25519PublicKey.from_public_bytes(_jwk_bytes(item["x"]))
+    return None
+
+
+def _jwk_bytes(value: object) -> bytes:
+    if not isinstance(value, str):
+        raise TypeError("JWK member must be a string")
+    return _b64url_decode(value.rstrip("="))
+
+
+def _jwk_int(value: object) -> int:
+    return int.from_bytes(_jwk_bytes(value), "big")
+
+
+# -- minting (demo, CLI, tests) -------------------------------------------------------------
+
+
+def encode_token(claims: dict[str, object], secret: str, algorithm: str = "HS256") -> str:
+    """Sign ``claims``; HS* with the secret, other algorithms with a private-key PEM."""
+    if algorithm in ("HS256", "HS384", "HS512"):
+        header = _b64url_encode(msgspec.json.encode({"alg": algorithm, "typ": "JWT"}))
+        payload = _b64url_encode(msgspec.json.encode(claims))
+        signing_input = f"{header}.{payload}".encode("ascii")
+        mac = hmac.new(secret.encode(), signing_input, "sha" + algorithm[2:]).digest()
+        return f"{header}.{payload}.{_b64url_encode(mac)}"
+    return jwt.encode(claims, secret, algorithm=algorithm)
+
+
+def _timed_claims(user: str, ttl: float | None, claims: dict[str, object]) -> dict[str, object]:
+    base: dict[str, object] = {"sub": user}
+    if ttl is not None:
+        base["exp"] = int(time.time() + ttl)
+    return base | claims
+
+
+def connection_token(user: str, secret: str, ttl: float | None = 3600, **claims: object) -> str:
+    """HS256 connection token for ``user`` expiring in ``ttl`` seconds (``None``: no exp)."""
+    return encode_token(_timed_claims(user, ttl, claims), secret)
+
+
+def subscription_token(
+    user: str, channel: str, secret: str, ttl: float | None = 3600, **claims: object
+) -> str:
+    """HS256 subscription token for ``user`` and ``channel``."""
+    return encode_token(_timed_claims(user, ttl, {"channel": channel, **claims}), secret)

@@ -1,0 +1,182 @@
+"""What the host application's handlers receive and return.
+
+Every handler is an ``async`` callable taking one event object. Returning a reply
+object allows (and can shape) the action; raising :class:`~centrifuge_asgi.errors.ClientError`
+or :class:`~centrifuge_asgi.errors.Disconnect` rejects it with that code; any other
+exception becomes an internal error (100) for that command and is logged.
+Payload fields accept any JSON-encodable Python value, or ``bytes`` of JSON.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .payload import decode_payload
+
+
+@dataclass(frozen=True, slots=True)
+class ClientRef:
+    """The connection an event comes from."""
+
+    client: str
+    user: str
+    transport: str
+    info: bytes | None = None
+
+    @property
+    def is_anonymous(self) -> bool:
+        return self.user == ""
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectEvent:
+    """A connect without a token (the embedded equivalent of the connect proxy)."""
+
+    client: str
+    transport: str
+    token: str
+    raw_data: bytes | None
+    name: str
+    version: str
+    headers: Mapping[str, str]
+
+    @property
+    def data(self) -> Any:
+        return decode_payload(self.raw_data)
+
+
+@dataclass(slots=True)
+class ConnectReply:
+    """Credentials for a connection: the user id (``""`` = anonymous) and extras."""
+
+    user: str
+    info: Any = None
+    data: Any = None
+    channels: list[str] = field(default_factory=list)
+    expire_at: int | None = None  # unix seconds; refreshed through on_refresh
+    meta: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class SubscribeEvent:
+    client: ClientRef
+    channel: str
+    raw_data: bytes | None
+
+    @property
+    def data(self) -> Any:
+        return decode_payload(self.raw_data)
+
+
+@dataclass(slots=True)
+class SubscribeReply:
+    """Allow a subscription; ``None`` fields keep the namespace defaults."""
+
+    info: Any = None
+    data: Any = None
+    expire_at: int | None = None
+    presence: bool | None = None
+    join_leave: bool | None = None
+    force_push_join_leave: bool | None = None
+    force_positioning: bool | None = None
+    force_recovery: bool | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PublishEvent:
+    client: ClientRef
+    channel: str
+    raw_data: bytes
+
+    @property
+    def data(self) -> Any:
+        return decode_payload(self.raw_data)
+
+
+@dataclass(slots=True)
+class PublishReply:
+    """Allow a publication; ``data`` (when not None) replaces what the client sent."""
+
+    data: Any = None
+    skip_history: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class RPCEvent:
+    client: ClientRef
+    method: str
+    raw_data: bytes | None
+
+    @property
+    def data(self) -> Any:
+        return decode_payload(self.raw_data)
+
+
+@dataclass(frozen=True, slots=True)
+class RefreshEvent:
+    """A connection whose credentials expire asks to be extended (server-side refresh)."""
+
+    client: ClientRef
+
+
+@dataclass(slots=True)
+class RefreshReply:
+    expire_at: int | None = None
+    expired: bool = False
+    info: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class SubRefreshEvent:
+    client: ClientRef
+    channel: str
+
+
+@dataclass(slots=True)
+class SubRefreshReply:
+    expire_at: int | None = None
+    expired: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class MessageEvent:
+    client: ClientRef
+    raw_data: bytes | None
+
+    @property
+    def data(self) -> Any:
+        return decode_payload(self.raw_data)
+
+
+@dataclass(frozen=True, slots=True)
+class DisconnectEvent:
+    client: ClientRef
+    code: int
+    reason: str
+
+
+ConnectingHandler = Callable[[ConnectEvent], Awaitable[ConnectReply | None]]
+SubscribeHandler = Callable[[SubscribeEvent], Awaitable[SubscribeReply | None]]
+PublishHandler = Callable[[PublishEvent], Awaitable[PublishReply | None]]
+RPCHandler = Callable[[RPCEvent], Awaitable[Any]]
+RefreshHandler = Callable[[RefreshEvent], Awaitable[RefreshReply]]
+SubRefreshHandler = Callable[[SubRefreshEvent], Awaitable[SubRefreshReply]]
+MessageHandler = Callable[[MessageEvent], Awaitable[None]]
+DisconnectHandler = Callable[[DisconnectEvent], Awaitable[None]]
+
+
+@dataclass(slots=True)
+class Handlers:
+    """The host application's handlers, registered through ``Node`` decorators."""
+
+    connecting: ConnectingHandler | None = None
+    subscribe: SubscribeHandler | None = None
+    publish: PublishHandler | None = None
+    rpc: dict[str, RPCHandler] = field(default_factory=dict)
+    rpc_fallback: RPCHandler | None = None
+    refresh: RefreshHandler | None = None
+    sub_refresh: SubRefreshHandler | None = None
+    message: MessageHandler | None = None
+    disconnect: DisconnectHandler | None = None

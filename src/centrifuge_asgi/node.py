@@ -1,0 +1,498 @@
+"""The Node: configuration, engine, connection registry, handlers and the in-process API.
+
+A node runs inside a lifespan (``async with node:`` or ``FastAPI(lifespan=node.lifespan)``)
+that owns its background work: the shared timer, presence refresh, position checks and
+memory sweeps, all in one task group.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import anyio
+import msgspec
+from anyio.abc import TaskGroup
+
+from . import __version__
+from .auth import TokenVerifier
+from .channels import resolve_options
+from .codes import DisconnectCode, ErrorCode, UnsubscribeCode
+from .config import ChannelOptions, Config
+from .engines.base import (
+    Broker,
+    ClientInfo,
+    HistoryFilter,
+    PresenceManager,
+    PresenceStats,
+    Publication,
+    PublishOptions,
+    StreamPosition,
+)
+from .engines.memory import MemoryBroker, MemoryPresenceManager
+from .errors import ClientError, EngineError
+from .handlers import (
+    ConnectingHandler,
+    DisconnectHandler,
+    Handlers,
+    MessageHandler,
+    PublishHandler,
+    RefreshHandler,
+    RPCHandler,
+    SubRefreshHandler,
+    SubscribeHandler,
+)
+from .payload import optional_payload, to_payload
+from .registry import Registry
+from .session import Session
+from .subscriptions import Grant
+from .timers import Scheduler
+
+log = logging.getLogger("centrifuge_asgi.node")
+
+F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
+
+_DEFAULT_META_TTL = 30 * 24 * 3600.0
+
+
+@dataclass(frozen=True, slots=True)
+class PublishResult:
+    """Where a publication landed (offset 0 and empty epoch without history)."""
+
+    offset: int = 0
+    epoch: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryPage:
+    publications: list[Publication]
+    offset: int
+    epoch: str
+
+
+class _Control(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """A node-to-node command: the API acts locally and tells the other nodes."""
+
+    op: str
+    origin: str
+    user: str = ""
+    client: str = ""
+    channel: str = ""
+    code: int = 0
+    reason: str = ""
+    expire_at: int = 0
+    expired: bool = False
+    info: bytes | None = None
+    whitelist: list[str] = []
+
+
+class Node:
+    """A Centrifugo-compatible node.
+
+    ``config`` is a :class:`~centrifuge_asgi.config.Config` or a Centrifugo v6-style dict.
+    The engine defaults to the in-memory broker and presence manager.
+    """
+
+    def __init__(
+        self,
+        config: Config | Mapping[str, Any] | None = None,
+        *,
+        broker: Broker | None = None,
+        presence_manager: PresenceManager | None = None,
+        name: str = "",
+    ) -> None:
+        if config is None:
+            config = Config()
+        elif not isinstance(config, Config):
+            config = Config.from_dict(config)
+        self.config: Config = config
+        self.node_id = str(uuid.uuid4())
+        self.name = name or self.node_id[:8]
+        self.version = __version__
+        self.started_at = time.time()
+        self.registry = Registry()
+        self.scheduler = Scheduler()
+        self.handlers = Handlers()
+        memory = None
+        if broker is None:
+            memory = MemoryBroker()
+            broker = memory
+        self.broker: Broker = broker
+        self._memory_broker = memory
+        self.presence_manager: PresenceManager = presence_manager or MemoryPresenceManager()
+        cfg = config.client
+        self.token_verifier = TokenVerifier(
+            cfg.token, insecure_skip_signature=cfg.insecure_skip_token_signature_verify
+        )
+        sub_cfg = cfg.subscription_token if cfg.subscription_token.enabled else cfg.token
+        self.subscription_token_verifier = TokenVerifier(
+            sub_cfg, insecure_skip_signature=cfg.insecure_skip_token_signature_verify
+        )
+        if cfg.insecure:
+            log.warning("client.insecure is on: every client may subscribe, publish and read")
+        self._tg: TaskGroup | None = None
+        self._closing = False
+
+    # --------------------------------------------------------------- decorators
+
+    def on_connecting(self, fn: ConnectingHandler) -> ConnectingHandler:
+        """Authenticate connections that carry no token (returns ConnectReply or None)."""
+        self.handlers.connecting = fn
+        return fn
+
+    def on_subscribe(self, fn: SubscribeHandler) -> SubscribeHandler:
+        self.handlers.subscribe = fn
+        return fn
+
+    def on_publish(self, fn: PublishHandler) -> PublishHandler:
+        self.handlers.publish = fn
+        return fn
+
+    def on_refresh(self, fn: RefreshHandler) -> RefreshHandler:
+        self.handlers.refresh = fn
+        return fn
+
+    def on_sub_refresh(self, fn: SubRefreshHandler) -> SubRefreshHandler:
+        self.handlers.sub_refresh = fn
+        return fn
+
+    def on_message(self, fn: MessageHandler) -> MessageHandler:
+        self.handlers.message = fn
+        return fn
+
+    def on_disconnect(self, fn: DisconnectHandler) -> DisconnectHandler:
+        self.handlers.disconnect = fn
+        return fn
+
+    def on_rpc(self, method: str | None = None) -> Callable[[RPCHandler], RPCHandler]:
+        """Register an RPC handler for ``method`` (``None``: every unregistered method)."""
+
+        def register(fn: RPCHandler) -> RPCHandler:
+            if method is None:
+                self.handlers.rpc_fallback = fn
+            else:
+                self.handlers.rpc[method] = fn
+            return fn
+
+        return register
+
+    # ---------------------------------------------------------------- lifespan
+
+    @property
+    def running(self) -> bool:
+        return self._tg is not None
+
+    async def __aenter__(self) -> Node:
+        if self._tg is not None:
+            raise RuntimeError("node is already running")
+        self._closing = False
+        tg = anyio.create_task_group()
+        await tg.__aenter__()
+        self._tg = tg
+        try:
+            await self.broker.start(self)
+        except BaseException:
+            self._tg = None
+            tg.cancel_scope.cancel()
+            await tg.__aexit__(None, None, None)
+            raise
+        tg.start_soon(self.scheduler.run)
+        tg.start_soon(self._periodic, self.config.client.presence_update_interval, self._refresh_presence)
+        tg.start_soon(self._periodic, 1.0, self._sweep)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        tg = self._tg
+        if tg is None:
+            return
+        self._closing = True
+        for session in self.registry.sessions():
+            session.disconnect(DisconnectCode.SHUTDOWN)
+        with anyio.move_on_after(5, shield=True):
+            while self.registry.num_clients:
+                await anyio.sleep(0.02)
+            with contextlib.suppress(Exception):
+                await self.broker.close()
+            with contextlib.suppress(Exception):
+                await self.presence_manager.close()
+        tg.cancel_scope.cancel()
+        self._tg = None
+        await tg.__aexit__(None, None, None)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, app: object = None) -> AsyncIterator[None]:
+        """Starlette/FastAPI lifespan: ``FastAPI(lifespan=node.lifespan)``."""
+        async with self:
+            yield
+
+    def spawn(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
+        """Run ``fn(*args)`` in the node's task group; failures are logged."""
+        if self._tg is None:
+            return
+
+        async def guarded() -> None:
+            try:
+                await fn(*args)
+            except Exception:
+                log.exception("background task %s failed", getattr(fn, "__name__", fn))
+
+        self._tg.start_soon(guarded)
+
+    async def _periodic(self, interval: float, step: Callable[[], Awaitable[None]]) -> None:
+        if interval <= 0:
+            return
+        while True:
+            await anyio.sleep(interval)
+            try:
+                await step()
+            except Exception:
+                log.exception("periodic %s failed", getattr(step, "__name__", step))
+
+    async def _refresh_presence(self) -> None:
+        for session in self.registry.sessions():
+            if not session.connected:
+                continue
+            for sub in list(session.subs.values()):
+                if sub.presence:
+                    await self.presence_manager.add_presence(
+                        sub.channel, session.client_id, session.client_info(sub.chan_info)
+                    )
+
+    async def _sweep(self) -> None:
+        if self._memory_broker is not None:
+            self._memory_broker.sweep()
+
+    def asgi_app(self) -> Any:
+        """A Starlette app with the connection endpoints, to mount at any prefix."""
+        from .transports.app import build_app
+
+        return build_app(self)
+
+    # --------------------------------------------------------------- helpers
+
+    def meta_ttl(self, opts: ChannelOptions) -> float:
+        return opts.history_meta_ttl or self.config.channel.history_meta_ttl or _DEFAULT_META_TTL
+
+    def personal_channel(self, user: str) -> str:
+        personal = self.config.client.subscribe_to_user_personal_channel
+        ch = self.config.channel
+        if personal.personal_channel_namespace:
+            return f"{personal.personal_channel_namespace}{ch.namespace_boundary}{ch.user_boundary}{user}"
+        return f"{ch.user_boundary}{user}"
+
+    def metrics_command(self, method: str, duration: float) -> None:
+        """Hook for command metrics (observability is wired in a later module)."""
+
+    def create_session(self, transport: Any) -> Session:
+        return Session(self, transport)
+
+    # -------------------------------------------------- BrokerEventHandler
+
+    def handle_publication(self, channel: str, pub: Publication, epoch: str) -> None:
+        self.registry.broadcast_publication(channel, pub, epoch)
+
+    def handle_join(self, channel: str, info: ClientInfo) -> None:
+        self.registry.broadcast_join(channel, info)
+
+    def handle_leave(self, channel: str, info: ClientInfo) -> None:
+        self.registry.broadcast_leave(channel, info)
+
+    def handle_control(self, data: bytes) -> None:
+        try:
+            cmd = msgspec.json.decode(data, type=_Control)
+        except msgspec.DecodeError:
+            log.warning("malformed control message ignored")
+            return
+        if cmd.origin != self.node_id:
+            self.spawn(self._apply_control, cmd)
+
+    async def _apply_control(self, cmd: _Control) -> None:
+        sessions = self._target_sessions(cmd.user, cmd.client)
+        if cmd.op == "disconnect":
+            for s in sessions:
+                if s.client_id not in cmd.whitelist:
+                    s.disconnect(cmd.code or DisconnectCode.FORCE_DISCONNECT, cmd.reason)
+        elif cmd.op == "unsubscribe":
+            for s in sessions:
+                await s.server_unsubscribe(cmd.channel, cmd.code or UnsubscribeCode.SERVER, cmd.reason)
+        elif cmd.op == "subscribe":
+            grant = Grant(info=cmd.info)
+            for s in sessions:
+                await s.server_subscribe(cmd.channel, grant)
+        elif cmd.op == "refresh":
+            for s in sessions:
+                s.apply_refresh(cmd.expire_at or None, cmd.info, cmd.expired)
+
+    def _target_sessions(self, user: str, client: str) -> list[Session]:
+        if client:
+            s = self.registry.session(client)
+            return [s] if s is not None and s.user == user else []
+        return self.registry.user_sessions(user)
+
+    async def _control(self, cmd: _Control) -> None:
+        await self._apply_control(cmd)
+        await self.broker.publish_control(msgspec.json.encode(cmd))
+
+    # -------------------------------------------------------- in-process API
+
+    async def publish(
+        self,
+        channel: str,
+        data: Any,
+        *,
+        idempotency_key: str = "",
+        skip_history: bool = False,
+        tags: Mapping[str, str] | None = None,
+        client_info: ClientInfo | None = None,
+        version: int = 0,
+        version_epoch: str = "",
+    ) -> PublishResult:
+        """Publish ``data`` (any JSON-encodable value, or bytes of JSON) into ``channel``."""
+        if not channel:
+            raise ClientError(ErrorCode.BAD_REQUEST, "channel required")
+        opts = resolve_options(self.config, channel)
+        payload = to_payload(data)
+        history = opts.history_size > 0 and opts.history_ttl > 0
+        options = PublishOptions(
+            history_size=opts.history_size if history else 0,
+            history_ttl=opts.history_ttl if history else 0.0,
+            history_meta_ttl=self.meta_ttl(opts),
+            idempotency_key=idempotency_key,
+            client_info=client_info,
+            tags=dict(tags) if tags else None,
+            skip_history=skip_history,
+            version=version,
+            version_epoch=version_epoch,
+        )
+        try:
+            result = await self.broker.publish(channel, payload, options)
+        except EngineError as exc:
+            log.error("publish to %s failed: %s", channel, exc)
+            raise ClientError.of(ErrorCode.INTERNAL) from exc
+        return PublishResult(result.position.offset, result.position.epoch)
+
+    async def broadcast(
+        self, channels: list[str], data: Any, **kwargs: Any
+    ) -> list[PublishResult | ClientError]:
+        """Publish the same data into several channels; one result or error per channel."""
+        payload = to_payload(data)
+        results: list[PublishResult | ClientError] = []
+        for channel in channels:
+            try:
+                results.append(await self.publish(channel, payload, **kwargs))
+            except ClientError as exc:
+                results.append(exc)
+        return results
+
+    async def subscribe(
+        self, user: str, channel: str, *, client: str = "", info: Any = None
+    ) -> None:
+        """Subscribe every connection of ``user`` (or one ``client``) to ``channel``."""
+        resolve_options(self.config, channel)
+        await self._control(
+            _Control(op="subscribe", origin=self.node_id, user=user, client=client,
+                     channel=channel, info=optional_payload(info))
+        )
+
+    async def unsubscribe(self, user: str, channel: str, *, client: str = "") -> None:
+        await self._control(
+            _Control(op="unsubscribe", origin=self.node_id, user=user, client=client, channel=channel)
+        )
+
+    async def disconnect(
+        self,
+        user: str,
+        *,
+        client: str = "",
+        code: int = DisconnectCode.FORCE_DISCONNECT,
+        reason: str = "",
+        whitelist: list[str] | None = None,
+    ) -> None:
+        """Disconnect every connection of ``user`` (or one ``client``)."""
+        await self._control(
+            _Control(op="disconnect", origin=self.node_id, user=user, client=client, code=code,
+                     reason=reason, whitelist=list(whitelist or []))
+        )
+
+    async def refresh(
+        self,
+        user: str,
+        *,
+        client: str = "",
+        expire_at: int | None = None,
+        expired: bool = False,
+        info: Any = None,
+    ) -> None:
+        """Move the expiry of a user's connections (server-side refresh)."""
+        await self._control(
+            _Control(op="refresh", origin=self.node_id, user=user, client=client,
+                     expire_at=expire_at or 0, expired=expired, info=optional_payload(info))
+        )
+
+    async def presence(self, channel: str) -> dict[str, ClientInfo]:
+        self._require(channel, "presence")
+        return await self.presence_manager.presence(channel)
+
+    async def presence_stats(self, channel: str) -> PresenceStats:
+        self._require(channel, "presence")
+        return await self.presence_manager.presence_stats(channel)
+
+    async def history(
+        self,
+        channel: str,
+        *,
+        limit: int = 0,
+        since: StreamPosition | None = None,
+        reverse: bool = False,
+    ) -> HistoryPage:
+        opts = self._require(channel, "history")
+        hist = await self.broker.history(
+            channel, HistoryFilter(limit=limit, since=since, reverse=reverse), self.meta_ttl(opts)
+        )
+        return HistoryPage(hist.publications, hist.position.offset, hist.position.epoch)
+
+    async def history_remove(self, channel: str) -> None:
+        self._require(channel, "history")
+        await self.broker.remove_history(channel)
+
+    def channels(self, pattern: str = "") -> dict[str, int]:
+        """Active channels on this node with their subscriber counts (glob filter)."""
+        import fnmatch
+
+        chans = self.registry.channels()
+        if not pattern:
+            return chans
+        return {ch: n for ch, n in chans.items() if fnmatch.fnmatchcase(ch, pattern)}
+
+    def info(self) -> dict[str, Any]:
+        """Statistics of the nodes in the cluster (just this one for the memory engine)."""
+        return {
+            "nodes": [
+                {
+                    "uid": self.node_id,
+                    "name": self.name,
+                    "version": self.version,
+                    "num_clients": self.registry.num_clients,
+                    "num_users": self.registry.num_users,
+                    "num_channels": self.registry.num_channels,
+                    "num_subs": self.registry.num_subscriptions,
+                    "uptime": int(time.time() - self.started_at),
+                }
+            ]
+        }
+
+    def _require(self, channel: str, feature: str) -> ChannelOptions:
+        if not channel:
+            raise ClientError(ErrorCode.BAD_REQUEST, "channel required")
+        opts = resolve_options(self.config, channel)
+        enabled = opts.presence if feature == "presence" else (
+            opts.history_size > 0 and opts.history_ttl > 0
+        )
+        if not enabled:
+            raise ClientError.of(ErrorCode.NOT_AVAILABLE)
+        return opts

@@ -1,0 +1,1 @@
+"""Wire types and codecs of the Centrifugo client protocol; no I/O here."""

@@ -1,0 +1,265 @@
+"""Wire types of the Centrifugo client protocol v2 (JSON field names = proto names).
+
+Commands are decoded from clients; replies and pushes are encoded to them. Payload
+fields (``data``, ``info``) travel as :class:`msgspec.Raw` so user JSON is embedded
+verbatim, never decoded and re-encoded. Zero-valued fields are omitted (``omit_defaults``)
+except the ones the SDKs index directly, which are declared without a default.
+"""
+
+from __future__ import annotations
+
+import msgspec
+from msgspec import UNSET, Raw, UnsetType
+
+OptRaw = Raw | UnsetType
+
+
+class _In(msgspec.Struct, kw_only=True):
+    """Base of decoded client requests: unknown fields are ignored."""
+
+
+class _Out(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """Base of encoded server messages: zero values are left out."""
+
+
+# ----------------------------------------------------------------- commands (client → server)
+
+
+class SubscribeRequest(_In):
+    channel: str = ""
+    token: str = ""
+    recover: bool = False
+    epoch: str = ""
+    offset: int = 0
+    data: OptRaw = UNSET
+    positioned: bool = False
+    recoverable: bool = False
+    join_leave: bool = False
+    delta: str = ""
+    flag: int = 0
+    type: int = 0
+
+
+class ConnectRequest(_In):
+    token: str = ""
+    data: OptRaw = UNSET
+    subs: dict[str, SubscribeRequest] = {}
+    name: str = ""
+    version: str = ""
+    headers: dict[str, str] = {}
+
+
+class ChannelRequest(_In):
+    """Unsubscribe, presence and presence_stats carry only a channel."""
+
+    channel: str = ""
+
+
+class PublishRequest(_In):
+    channel: str = ""
+    data: OptRaw = UNSET
+
+
+class StreamPositionWire(msgspec.Struct, kw_only=True, omit_defaults=True):
+    offset: int = 0
+    epoch: str = ""
+
+
+class HistoryRequest(_In):
+    channel: str = ""
+    limit: int = 0
+    since: StreamPositionWire | None = None
+    reverse: bool = False
+
+
+class SendRequest(_In):
+    data: OptRaw = UNSET
+
+
+class RPCRequest(_In):
+    data: OptRaw = UNSET
+    method: str = ""
+
+
+class RefreshRequest(_In):
+    token: str = ""
+
+
+class SubRefreshRequest(_In):
+    channel: str = ""
+    token: str = ""
+
+
+class EmptyRequest(_In):
+    pass
+
+
+class Command(_In):
+    id: int = 0
+    connect: ConnectRequest | None = None
+    subscribe: SubscribeRequest | None = None
+    unsubscribe: ChannelRequest | None = None
+    publish: PublishRequest | None = None
+    presence: ChannelRequest | None = None
+    presence_stats: ChannelRequest | None = None
+    history: HistoryRequest | None = None
+    ping: EmptyRequest | None = None
+    send: SendRequest | None = None
+    rpc: RPCRequest | None = None
+    refresh: RefreshRequest | None = None
+    sub_refresh: SubRefreshRequest | None = None
+
+
+# --------------------------------------------------------------------- shared (server → client)
+
+
+class ClientInfoWire(_Out):
+    user: str
+    client: str
+    conn_info: OptRaw = UNSET
+    chan_info: OptRaw = UNSET
+
+
+class PublicationWire(_Out):
+    data: Raw
+    info: ClientInfoWire | None = None
+    offset: int = 0
+    tags: dict[str, str] = {}
+    delta: bool = False
+    time: int = 0
+
+
+class ErrorWire(_Out):
+    code: int
+    message: str
+    temporary: bool = False
+
+
+# ------------------------------------------------------------------------------------ results
+
+
+class SubscribeResult(_Out):
+    expires: bool = False
+    ttl: int = 0
+    recoverable: bool = False
+    epoch: str = ""
+    publications: list[PublicationWire] = []
+    recovered: bool = False
+    offset: int = 0
+    positioned: bool = False
+    data: OptRaw = UNSET
+    was_recovering: bool = False
+    delta: bool = False
+
+
+class ConnectResult(_Out):
+    client: str
+    version: str = ""
+    expires: bool = False
+    ttl: int = 0
+    data: OptRaw = UNSET
+    subs: dict[str, SubscribeResult] = {}
+    ping: int = 0
+    pong: bool = False
+    session: str = ""
+    node: str = ""
+    time: int = 0
+
+
+class EmptyResult(_Out):
+    pass
+
+
+class PresenceResult(_Out):
+    presence: dict[str, ClientInfoWire]
+
+
+class PresenceStatsResult(_Out):
+    num_clients: int
+    num_users: int
+
+
+class HistoryResult(_Out):
+    publications: list[PublicationWire]
+    epoch: str
+    offset: int
+
+
+class RPCResult(_Out):
+    data: OptRaw = UNSET
+
+
+class RefreshResult(_Out):
+    client: str = ""
+    version: str = ""
+    expires: bool = False
+    ttl: int = 0
+
+
+class SubRefreshResult(_Out):
+    expires: bool = False
+    ttl: int = 0
+
+
+# -------------------------------------------------------------------------------------- pushes
+
+
+class JoinLeave(_Out):
+    info: ClientInfoWire
+
+
+class UnsubscribePush(_Out):
+    code: int
+    reason: str
+
+
+class MessagePush(_Out):
+    data: Raw
+
+
+class SubscribePush(_Out):
+    recoverable: bool = False
+    epoch: str = ""
+    offset: int = 0
+    positioned: bool = False
+    data: OptRaw = UNSET
+
+
+class DisconnectPush(_Out):
+    code: int
+    reason: str
+
+
+class RefreshPush(_Out):
+    expires: bool = False
+    ttl: int = 0
+
+
+class Push(_Out):
+    channel: str = ""
+    pub: PublicationWire | None = None
+    join: JoinLeave | None = None
+    leave: JoinLeave | None = None
+    unsubscribe: UnsubscribePush | None = None
+    message: MessagePush | None = None
+    subscribe: SubscribePush | None = None
+    connect: ConnectResult | None = None
+    disconnect: DisconnectPush | None = None
+    refresh: RefreshPush | None = None
+
+
+class Reply(_Out):
+    id: int = 0
+    error: ErrorWire | None = None
+    push: Push | None = None
+    connect: ConnectResult | None = None
+    subscribe: SubscribeResult | None = None
+    unsubscribe: EmptyResult | None = None
+    publish: EmptyResult | None = None
+    presence: PresenceResult | None = None
+    presence_stats: PresenceStatsResult | None = None
+    history: HistoryResult | None = None
+    ping: EmptyResult | None = None
+    rpc: RPCResult | None = None
+    refresh: RefreshResult | None = None
+    sub_refresh: SubRefreshResult | None = None

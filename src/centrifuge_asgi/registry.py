@@ -1,0 +1,125 @@
+"""Node-local index of live connections: channel → sessions, user → sessions.
+
+Fan-out lives here: a publication is encoded once per channel and handed to every
+subscriber's bounded outbox; nothing here awaits a client.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from .engines.base import ClientInfo, Publication
+from .protocol import json_codec
+from .protocol.messages import JoinLeave, Push, Reply
+from .wire import client_info_wire, publication_wire
+
+if TYPE_CHECKING:
+    from .session import Session
+
+
+class Registry:
+    def __init__(self) -> None:
+        self._channels: dict[str, dict[Session, None]] = {}
+        self._users: dict[str, dict[Session, None]] = {}
+        self._clients: dict[str, Session] = {}
+
+    # ------------------------------------------------------------------ connections
+
+    def add_session(self, session: Session) -> None:
+        self._clients[session.client_id] = session
+        self._users.setdefault(session.user, {})[session] = None
+
+    def remove_session(self, session: Session) -> None:
+        if self._clients.get(session.client_id) is session:
+            del self._clients[session.client_id]
+        users = self._users.get(session.user)
+        if users is not None:
+            users.pop(session, None)
+            if not users:
+                del self._users[session.user]
+
+    def session(self, client_id: str) -> Session | None:
+        return self._clients.get(client_id)
+
+    def user_sessions(self, user: str) -> list[Session]:
+        return list(self._users.get(user, ()))
+
+    def user_connection_count(self, user: str) -> int:
+        return len(self._users.get(user, ()))
+
+    def sessions(self) -> Iterator[Session]:
+        return iter(list(self._clients.values()))
+
+    @property
+    def num_clients(self) -> int:
+        return len(self._clients)
+
+    @property
+    def num_users(self) -> int:
+        return len(self._users)
+
+    # --------------------------------------------------------------------- channels
+
+    def add_subscriber(self, channel: str, session: Session) -> bool:
+        """Index a subscriber; True when it is the channel's first on this node."""
+        subs = self._channels.get(channel)
+        if subs is None:
+            self._channels[channel] = {session: None}
+            return True
+        subs[session] = None
+        return False
+
+    def remove_subscriber(self, channel: str, session: Session) -> bool:
+        """Drop a subscriber; True when the channel has no subscribers left here."""
+        subs = self._channels.get(channel)
+        if subs is None:
+            return False
+        subs.pop(session, None)
+        if subs:
+            return False
+        del self._channels[channel]
+        return True
+
+    def has_subscribers(self, channel: str) -> bool:
+        return channel in self._channels
+
+    def channels(self) -> dict[str, int]:
+        """Channel → number of subscribed connections on this node."""
+        return {ch: len(subs) for ch, subs in self._channels.items()}
+
+    @property
+    def num_channels(self) -> int:
+        return len(self._channels)
+
+    @property
+    def num_subscriptions(self) -> int:
+        return sum(len(subs) for subs in self._channels.values())
+
+    # ---------------------------------------------------------------------- fan-out
+
+    def broadcast_publication(self, channel: str, pub: Publication, epoch: str) -> None:
+        subs = self._channels.get(channel)
+        if not subs:
+            return
+        encoded = json_codec.encode_reply(
+            Reply(push=Push(channel=channel, pub=publication_wire(pub)))
+        )
+        for session in list(subs):
+            session.deliver_publication(channel, pub, epoch, encoded)
+
+    def broadcast_join(self, channel: str, info: ClientInfo) -> None:
+        self._broadcast_join_leave(channel, info, join=True)
+
+    def broadcast_leave(self, channel: str, info: ClientInfo) -> None:
+        self._broadcast_join_leave(channel, info, join=False)
+
+    def _broadcast_join_leave(self, channel: str, info: ClientInfo, *, join: bool) -> None:
+        subs = self._channels.get(channel)
+        if not subs:
+            return
+        body = JoinLeave(info=client_info_wire(info))
+        push = Push(channel=channel, join=body) if join else Push(channel=channel, leave=body)
+        encoded = json_codec.encode_reply(Reply(push=push))
+        for session in list(subs):
+            session.deliver_join_leave(channel, encoded)

@@ -1,0 +1,640 @@
+"""One client connection: decoded commands in, replies and pushes out.
+
+A :class:`Session` knows nothing about sockets. Its transport feeds it frames
+(:meth:`Session.handle_frame`), drains its :class:`~centrifuge_asgi.outbox.Outbox`
+into the wire, and calls :meth:`Session.finish` once the connection is gone. Channel
+commands (subscribe, publish, presence, history) live in :mod:`.subscriptions`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import TYPE_CHECKING, Any
+
+from msgspec import UNSET
+
+from . import auth
+from .codes import DisconnectCode, ErrorCode, UnsubscribeCode
+from .engines.base import ClientInfo, Publication
+from .errors import ClientError, Disconnect
+from .handlers import (
+    ClientRef,
+    ConnectEvent,
+    DisconnectEvent,
+    MessageEvent,
+    RefreshEvent,
+    RPCEvent,
+)
+from .outbox import Outbox
+from .payload import optional_payload
+from .protocol import json_codec
+from .protocol.messages import (
+    Command,
+    ConnectRequest,
+    ConnectResult,
+    DisconnectPush,
+    EmptyResult,
+    ErrorWire,
+    Push,
+    RefreshRequest,
+    RefreshResult,
+    Reply,
+    RPCRequest,
+    RPCResult,
+    SendRequest,
+    SubscribePush,
+    SubscribeResult,
+    UnsubscribePush,
+)
+from .subscriptions import ChannelCommands, Grant, Subscription
+from .timers import Timer
+from .wire import opt_raw
+
+if TYPE_CHECKING:
+    from .node import Node
+
+log = logging.getLogger("centrifuge_asgi.session")
+
+
+class State(Enum):
+    CONNECTING = "connecting"
+    CONNECTED = "connected"
+    FAILED = "failed"  # connect answered with an error: later commands are dropped
+    CLOSED = "closed"
+
+
+@dataclass(frozen=True, slots=True)
+class TransportInfo:
+    """What the transport tells the session about itself."""
+
+    name: str = "websocket"
+    emulation: bool = False
+    unidirectional: bool = False
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Credentials:
+    user: str
+    info: bytes | None = None
+    data: bytes | None = None
+    expire_at: int | None = None
+    client_side_refresh: bool = False
+    subs: list[auth.ServerSubscription] = field(default_factory=list)
+    meta: Any = None
+
+
+_METHODS = (
+    "connect",
+    "subscribe",
+    "unsubscribe",
+    "publish",
+    "presence",
+    "presence_stats",
+    "history",
+    "send",
+    "rpc",
+    "refresh",
+    "sub_refresh",
+    "ping",
+)
+
+
+class Session:
+    """The state machine of one connection (see the module docstring)."""
+
+    def __init__(self, node: Node, transport: TransportInfo) -> None:
+        self.node = node
+        self.transport = transport
+        self.client_id = str(uuid.uuid4())
+        self.session_id = str(uuid.uuid4()) if transport.emulation else ""
+        self.user = ""
+        self.info: bytes | None = None
+        self.meta: Any = None
+        self.state = State.CONNECTING
+        self.outbox = Outbox(node.config.client.queue_max_size)
+        self.subs: dict[str, Subscription] = {}
+        self.expire_at: int | None = None
+        self.client_side_refresh = False
+        self.close_code = 0
+        self.close_reason = ""
+        self._refresh_by_handler = False
+        self._timers: dict[str, Timer] = {}
+        self._awaiting_pong = False
+        self._channels = ChannelCommands(self)
+        self._schedule("stale", node.config.client.stale_close_delay, self._on_stale)
+
+    # ------------------------------------------------------------------- properties
+
+    @property
+    def closing(self) -> bool:
+        return self.close_code != 0
+
+    @property
+    def connected(self) -> bool:
+        return self.state is State.CONNECTED and not self.closing
+
+    def client_info(self, chan_info: bytes | None = None) -> ClientInfo:
+        return ClientInfo(self.user, self.client_id, self.info, chan_info)
+
+    def client_ref(self) -> ClientRef:
+        return ClientRef(self.client_id, self.user, self.transport.name, self.info)
+
+    # ----------------------------------------------------------------------- output
+
+    def send(self, data: bytes) -> None:
+        """Queue one encoded message; an overflowing queue disconnects as slow."""
+        if self.closing:
+            return
+        if not self.outbox.put(data):
+            self.disconnect(DisconnectCode.SLOW)
+
+    def send_reply(self, reply: Reply) -> None:
+        self.send(json_codec.encode_reply(reply))
+
+    def send_push(self, push: Push) -> None:
+        self.send_reply(Reply(push=push))
+
+    def disconnect(self, code: int, reason: str = "") -> None:
+        """Close the connection with ``code``; queued messages flush unless 3000/3008."""
+        if self.closing:
+            return
+        if not reason:
+            reason = Disconnect(code).reason
+        if self.transport.emulation or self.transport.unidirectional:
+            if code != DisconnectCode.CONNECTION_CLOSED:
+                self.outbox.put(
+                    json_codec.encode_reply(
+                        Reply(push=Push(disconnect=DisconnectPush(code=code, reason=reason)))
+                    )
+                )
+        self.close_code = int(code)
+        self.close_reason = reason
+        discard = code in (DisconnectCode.CONNECTION_CLOSED, DisconnectCode.SLOW)
+        self.outbox.close(discard=discard)
+        self._cancel_timers()
+        if code != DisconnectCode.CONNECTION_CLOSED:
+            log.info(
+                "disconnect client=%s user=%s code=%s reason=%s",
+                self.client_id,
+                self.user,
+                code,
+                reason,
+            )
+
+    def transport_closed(self) -> None:
+        """The peer went away: nothing more can be written."""
+        self.disconnect(DisconnectCode.CONNECTION_CLOSED)
+
+    # ---------------------------------------------------------------------- timers
+
+    def _schedule(self, name: str, delay: float, callback: Callable[[], object]) -> None:
+        old = self._timers.pop(name, None)
+        if old is not None:
+            old.cancel()
+        if delay > 0:
+            self._timers[name] = self.node.scheduler.call_later(delay, callback)
+
+    def _cancel_timer(self, name: str) -> None:
+        timer = self._timers.pop(name, None)
+        if timer is not None:
+            timer.cancel()
+
+    def _cancel_timers(self) -> None:
+        for timer in self._timers.values():
+            timer.cancel()
+        self._timers.clear()
+        for sub in self.subs.values():
+            if sub.timer is not None:
+                sub.timer.cancel()
+
+    def _on_stale(self) -> None:
+        if self.state is State.CONNECTING:
+            self.disconnect(DisconnectCode.STALE)
+
+    def _on_ping(self) -> None:
+        if not self.connected:
+            return
+        self.send(json_codec.PING)
+        cfg = self.node.config.client
+        if cfg.pong_timeout > 0 and not self.transport.unidirectional:
+            self._awaiting_pong = True
+            self._schedule("pong", cfg.pong_timeout, self._on_pong_timeout)
+        self._schedule("ping", cfg.ping_interval, self._on_ping)
+
+    def _on_pong_timeout(self) -> None:
+        if self._awaiting_pong:
+            self.disconnect(DisconnectCode.NO_PONG)
+
+    def _handle_pong(self) -> None:
+        # A pong nobody asked for is ignored (lenient; the SDKs never send one).
+        if self._awaiting_pong:
+            self._awaiting_pong = False
+            self._cancel_timer("pong")
+
+    # -------------------------------------------------------------------- commands
+
+    async def handle_frame(self, frame: bytes) -> None:
+        """Decode one transport frame and run its commands in order."""
+        if self.closing or self.state is State.FAILED:
+            return
+        try:
+            commands = json_codec.decode_commands(frame)
+        except json_codec.ProtocolError as exc:
+            log.info("bad frame from client=%s: %s", self.client_id, exc)
+            self.disconnect(DisconnectCode.BAD_REQUEST)
+            return
+        for command in commands:
+            if self.closing or self.state is State.FAILED:
+                return
+            await self.handle_command(command)
+
+    async def handle_command(self, cmd: Command) -> None:
+        method = next((m for m in _METHODS if getattr(cmd, m) is not None), None)
+        if method is None:
+            if cmd.id == 0 and self.state is State.CONNECTED:
+                self._handle_pong()
+            else:
+                self.disconnect(DisconnectCode.BAD_REQUEST)
+            return
+        if (method == "connect") == (self.state is State.CONNECTED) or (
+            cmd.id == 0 and method != "send"
+        ):
+            # connect twice, anything before connect, or a command without an id
+            self.disconnect(DisconnectCode.BAD_REQUEST)
+            return
+        started = time.perf_counter()
+        try:
+            reply = await self._dispatch(method, cmd)
+        except ClientError as exc:
+            if method == "connect":
+                self.state = State.FAILED
+                self._schedule("drop", 5.0, self.transport_closed)
+            reply = Reply(
+                id=cmd.id,
+                error=ErrorWire(code=exc.code, message=exc.message, temporary=exc.temporary),
+            )
+        except Disconnect as exc:
+            self.disconnect(exc.code, exc.reason)
+            return
+        except Exception:
+            log.exception("command %s failed for client=%s", method, self.client_id)
+            if method == "connect":
+                self.disconnect(DisconnectCode.SERVER_ERROR)
+                return
+            err = ClientError.of(ErrorCode.INTERNAL)
+            reply = Reply(id=cmd.id, error=ErrorWire(code=err.code, message=err.message, temporary=True))
+        finally:
+            self.node.metrics_command(method, time.perf_counter() - started)
+        if reply is None:
+            return
+        self.send_reply(reply)
+        if reply.connect is not None:
+            self._after_connect()
+            await self._channels.activate_all()
+        elif reply.subscribe is not None and cmd.subscribe is not None:
+            await self._channels.activate(cmd.subscribe.channel)
+
+    async def _dispatch(self, method: str, cmd: Command) -> Reply | None:
+        """Run one command; returns its reply (None for ``send``)."""
+        req: Any = getattr(cmd, method)
+        ch = self._channels
+        if method == "send":
+            await self._send(req)
+            return None
+        if method == "unsubscribe":
+            await ch.unsubscribe(req.channel)
+            return Reply(id=cmd.id, unsubscribe=EmptyResult())
+        if method == "publish":
+            await ch.publish(req)
+            return Reply(id=cmd.id, publish=EmptyResult())
+        run: dict[str, Callable[[Any], Awaitable[Any]]] = {
+            "connect": self._connect,
+            "subscribe": ch.subscribe,
+            "presence": ch.presence,
+            "presence_stats": ch.presence_stats,
+            "history": ch.history,
+            "rpc": self._rpc,
+            "refresh": self._refresh,
+            "sub_refresh": ch.sub_refresh,
+        }
+        fn = run.get(method)
+        if fn is None:
+            # "ping" is a protocol-v1 leftover that current servers do not accept.
+            raise Disconnect.of(DisconnectCode.BAD_REQUEST)
+        return Reply(id=cmd.id, **{method: await fn(req)})
+
+    # ---------------------------------------------------------------------- connect
+
+    async def _authenticate(self, req: ConnectRequest) -> Credentials:
+        node = self.node
+        cfg = node.config.client
+        header_user = self._header_user()
+        if header_user is not None:
+            return Credentials(user=header_user)
+        if req.token:
+            try:
+                token = await node.token_verifier.verify_connect(req.token)
+            except auth.TokenExpired:
+                raise ClientError.of(ErrorCode.TOKEN_EXPIRED) from None
+            except auth.TokenInvalid as exc:
+                log.info("invalid connection token from client=%s: %s", self.client_id, exc)
+                raise Disconnect.of(DisconnectCode.INVALID_TOKEN) from None
+            if token.user == "" and cfg.disallow_anonymous_connection_tokens:
+                raise Disconnect.of(DisconnectCode.PERMISSION_DENIED)
+            expire_at = None if cfg.insecure else token.expire_at
+            return Credentials(
+                user=token.user,
+                info=token.info,
+                expire_at=expire_at,
+                client_side_refresh=expire_at is not None,
+                subs=list(token.subs),
+                meta=token.meta,
+            )
+        handler = node.handlers.connecting
+        if handler is not None:
+            event = ConnectEvent(
+                client=self.client_id,
+                transport=self.transport.name,
+                token=req.token,
+                raw_data=bytes(req.data) if req.data is not UNSET else None,
+                name=req.name,
+                version=req.version,
+                headers=self._event_headers(req),
+            )
+            reply = await handler(event)
+            if reply is not None:
+                return Credentials(
+                    user=reply.user,
+                    info=optional_payload(reply.info),
+                    data=optional_payload(reply.data),
+                    expire_at=reply.expire_at,
+                    subs=[auth.ServerSubscription(ch, None, None, None) for ch in reply.channels],
+                    meta=reply.meta,
+                )
+        if cfg.allow_anonymous_connect_without_token or cfg.insecure:
+            return Credentials(user="")
+        raise Disconnect(DisconnectCode.BAD_REQUEST, "bad request")
+
+    def _header_user(self) -> str | None:
+        header = self.node.config.client.user_id_http_header
+        if not header:
+            return None
+        return self.transport.headers.get(header.lower())
+
+    def _event_headers(self, req: ConnectRequest) -> dict[str, str]:
+        headers = dict(self.transport.headers)
+        headers.update({k.lower(): v for k, v in req.headers.items()})
+        return headers
+
+    async def _connect(self, req: ConnectRequest) -> ConnectResult:
+        node = self.node
+        cfg = node.config.client
+        creds = await self._authenticate(req)
+        now = time.time()
+        if creds.expire_at is not None and creds.expire_at <= now:
+            raise ClientError.of(ErrorCode.EXPIRED)
+        limit = cfg.user_connection_limit
+        if limit > 0 and creds.user and node.registry.user_connection_count(creds.user) >= limit:
+            raise Disconnect.of(DisconnectCode.CONNECTION_LIMIT)
+        self.user = creds.user
+        self.info = creds.info
+        self.meta = creds.meta
+        self.expire_at = creds.expire_at
+        self.client_side_refresh = creds.client_side_refresh
+        self._refresh_by_handler = creds.expire_at is not None and not creds.client_side_refresh
+        node.registry.add_session(self)
+        try:
+            subs = await self._server_side_subscribe(creds, req)
+        except BaseException:
+            await self._channels.remove_all()
+            node.registry.remove_session(self)
+            raise
+        self.state = State.CONNECTED
+        self._cancel_timer("stale")
+        result = ConnectResult(
+            client=self.client_id,
+            version=node.version,
+            data=opt_raw(creds.data),
+            subs=subs,
+            session=self.session_id,
+            node=node.node_id if self.transport.emulation else "",
+        )
+        if cfg.ping_interval > 0:
+            result.ping = max(1, int(cfg.ping_interval))
+            result.pong = cfg.pong_timeout > 0 and not self.transport.unidirectional
+        if self.client_side_refresh and self.expire_at is not None:
+            result.expires = True
+            result.ttl = max(1, int(self.expire_at - now))
+        if cfg.connect_include_server_time:
+            result.time = int(now * 1000)
+        return result
+
+    async def _server_side_subscribe(
+        self, creds: Credentials, req: ConnectRequest
+    ) -> dict[str, SubscribeResult]:
+        node = self.node
+        wanted: dict[str, auth.ServerSubscription] = {s.channel: s for s in creds.subs}
+        personal = node.config.client.subscribe_to_user_personal_channel
+        if personal.enabled and creds.user:
+            channel = node.personal_channel(creds.user)
+            wanted.setdefault(channel, auth.ServerSubscription(channel, None, None, None))
+        if len(wanted) > node.config.client.channel_limit:
+            raise Disconnect.of(DisconnectCode.CHANNEL_LIMIT)
+        results: dict[str, SubscribeResult] = {}
+        for channel, spec in wanted.items():
+            grant = Grant.from_server_subscription(spec)
+            results[channel] = await self._channels.subscribe_server_side(
+                channel, grant, req.subs.get(channel)
+            )
+        return results
+
+    def _after_connect(self) -> None:
+        cfg = self.node.config.client
+        if cfg.ping_interval > 0:
+            self._schedule("ping", cfg.ping_interval, self._on_ping)
+        self._schedule_expiry()
+
+    # ---------------------------------------------------------------------- expiry
+
+    def _schedule_expiry(self) -> None:
+        if self.expire_at is None:
+            self._cancel_timer("expire")
+            return
+        delay = self.expire_at - time.time()
+        if self._refresh_by_handler:
+            self._schedule("expire", max(delay, 0.001), self._on_expire_refresh)
+        else:
+            delay += self.node.config.client.expired_close_delay
+            self._schedule("expire", max(delay, 0.001), self._on_expire_check)
+
+    def _on_expire_check(self) -> None:
+        if self.expire_at is not None and self.expire_at <= time.time():
+            self.disconnect(DisconnectCode.EXPIRED)
+
+    def _on_expire_refresh(self) -> None:
+        self.node.spawn(self._refresh_with_handler)
+
+    async def _refresh_with_handler(self) -> None:
+        handler = self.node.handlers.refresh
+        if handler is None or self.closing:
+            self.disconnect(DisconnectCode.EXPIRED)
+            return
+        try:
+            reply = await handler(RefreshEvent(self.client_ref()))
+        except Disconnect as exc:
+            self.disconnect(exc.code, exc.reason)
+            return
+        except Exception:
+            log.exception("refresh handler failed for client=%s", self.client_id)
+            self._schedule("expire", 10.0, self._on_expire_refresh)
+            return
+        if reply.expired or (reply.expire_at is not None and reply.expire_at <= time.time()):
+            self.disconnect(DisconnectCode.EXPIRED)
+            return
+        if reply.info is not None:
+            self.info = optional_payload(reply.info)
+        self.expire_at = reply.expire_at
+        self._schedule_expiry()
+
+    async def _refresh(self, req: RefreshRequest) -> RefreshResult:
+        if not self.client_side_refresh or not req.token:
+            raise Disconnect.of(DisconnectCode.BAD_REQUEST)
+        try:
+            token = await self.node.token_verifier.verify_connect(req.token)
+        except auth.TokenExpired:
+            raise Disconnect.of(DisconnectCode.EXPIRED) from None
+        except auth.TokenInvalid:
+            raise Disconnect.of(DisconnectCode.INVALID_TOKEN) from None
+        if token.user != self.user:
+            raise Disconnect.of(DisconnectCode.INVALID_TOKEN)
+        now = time.time()
+        if token.expire_at is not None and token.expire_at <= now:
+            raise Disconnect.of(DisconnectCode.EXPIRED)
+        self.expire_at = token.expire_at
+        if token.info is not None:
+            self.info = token.info
+        self._schedule_expiry()
+        if self.expire_at is None:
+            return RefreshResult(client=self.client_id, version=self.node.version)
+        return RefreshResult(
+            client=self.client_id,
+            version=self.node.version,
+            expires=True,
+            ttl=max(1, int(self.expire_at - now)),
+        )
+
+    def apply_refresh(self, expire_at: int | None, info: bytes | None, expired: bool) -> None:
+        """Server API ``refresh``: move the connection's expiry (or expire it now)."""
+        if expired:
+            self.disconnect(DisconnectCode.EXPIRED)
+            return
+        if info is not None:
+            self.info = info
+        self.expire_at = expire_at
+        self._schedule_expiry()
+
+    # ------------------------------------------------------------------ rpc / send
+
+    async def _rpc(self, req: RPCRequest) -> RPCResult:
+        node = self.node
+        ping = node.config.rpc.ping
+        if ping.enabled and req.method == (ping.method or "ping"):
+            return RPCResult()
+        handler = node.handlers.rpc.get(req.method) or node.handlers.rpc_fallback
+        if handler is None:
+            if node.handlers.rpc:
+                raise ClientError.of(ErrorCode.METHOD_NOT_FOUND)
+            raise ClientError.of(ErrorCode.NOT_AVAILABLE)
+        raw = bytes(req.data) if req.data is not UNSET else None
+        result = await handler(RPCEvent(self.client_ref(), req.method, raw))
+        return RPCResult(data=opt_raw(optional_payload(result)))
+
+    async def _send(self, req: SendRequest) -> None:
+        handler = self.node.handlers.message
+        if handler is None:
+            raise Disconnect.of(DisconnectCode.NOT_AVAILABLE)
+        raw = bytes(req.data) if req.data is not UNSET else None
+        await handler(MessageEvent(self.client_ref(), raw))
+
+    # ------------------------------------------------------------- server actions
+
+    def push_message(self, data: bytes) -> None:
+        from msgspec import Raw
+
+        from .protocol.messages import MessagePush
+
+        self.send_push(Push(message=MessagePush(data=Raw(data))))
+
+    async def server_subscribe(self, channel: str, grant: Grant) -> None:
+        """Server API ``subscribe``: add a server-side subscription and push it."""
+        if not self.connected or channel in self.subs:
+            return
+        if len(self.subs) >= self.node.config.client.channel_limit:
+            self.disconnect(DisconnectCode.CHANNEL_LIMIT)
+            return
+        result = await self._channels.subscribe_server_side(channel, grant, None)
+        self.send_push(
+            Push(
+                channel=channel,
+                subscribe=SubscribePush(
+                    recoverable=result.recoverable,
+                    epoch=result.epoch,
+                    offset=result.offset,
+                    positioned=result.positioned,
+                    data=result.data,
+                ),
+            )
+        )
+        await self._channels.activate(channel)
+
+    async def server_unsubscribe(
+        self, channel: str, code: int = UnsubscribeCode.SERVER, reason: str = ""
+    ) -> None:
+        """Server API ``unsubscribe``: push Unsubscribe, then forget the channel."""
+        if channel not in self.subs or self.closing:
+            return
+        if not reason:
+            reason = UnsubscribeCode(code).reason if code in UnsubscribeCode else "unsubscribe"
+        self.send_push(
+            Push(channel=channel, unsubscribe=UnsubscribePush(code=code, reason=reason))
+        )
+        await self._channels.remove(channel)
+
+    # ------------------------------------------------------------------- fan-out
+
+    def deliver_publication(self, channel: str, pub: Publication, epoch: str, data: bytes) -> None:
+        self._channels.deliver_publication(channel, pub, epoch, data)
+
+    def deliver_join_leave(self, channel: str, data: bytes) -> None:
+        sub = self.subs.get(channel)
+        if sub is not None and sub.push_join_leave and sub.pending is None:
+            self.send(data)
+
+    # ------------------------------------------------------------------- teardown
+
+    async def finish(self) -> None:
+        """Release everything the connection held (call once, after the transport ends)."""
+        if self.state is State.CLOSED:
+            return
+        was_connected = self.state is State.CONNECTED
+        if not self.closing:
+            self.disconnect(DisconnectCode.CONNECTION_CLOSED)
+        self.state = State.CLOSED
+        self._cancel_timers()
+        self.node.registry.remove_session(self)
+        await self._channels.remove_all()
+        handler = self.node.handlers.disconnect
+        if was_connected and handler is not None:
+            try:
+                await handler(DisconnectEvent(self.client_ref(), self.close_code, self.close_reason))
+            except Exception:
+                log.exception("disconnect handler failed for client=%s", self.client_id)
+
+
+__all__ = ["Credentials", "Session", "State", "TransportInfo"]

@@ -1,0 +1,591 @@
+"""Channel commands of one connection: subscribe (with recovery), unsubscribe, publish,
+presence, history and sub_refresh, plus per-subscriber delivery with position checks.
+
+Ordering rule kept here: a subscription is *pending* from the moment it is indexed
+until its subscribe reply is written; publications arriving meanwhile are buffered and
+then delivered after the reply, de-duplicated by offset, so a client never sees a push
+for a channel before its subscribe reply and never sees a publication twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from msgspec import UNSET
+
+from . import auth
+from .channels import allowed_by_flags, check_name, resolve_options, user_allowed
+from .codes import DisconnectCode, ErrorCode, UnsubscribeCode
+from .engines.base import HistoryFilter, Publication, StreamPosition
+from .errors import ClientError, Disconnect
+from .handlers import PublishEvent, SubRefreshEvent, SubscribeEvent, SubscribeReply
+from .payload import optional_payload, to_payload
+from .protocol.messages import (
+    ChannelRequest,
+    HistoryRequest,
+    HistoryResult,
+    PresenceResult,
+    PresenceStatsResult,
+    PublishRequest,
+    Push,
+    SubRefreshRequest,
+    SubRefreshResult,
+    SubscribeRequest,
+    SubscribeResult,
+    UnsubscribePush,
+)
+from .timers import Timer
+from .wire import client_info_wire, opt_raw, publication_wire
+
+if TYPE_CHECKING:
+    from .config import ChannelOptions
+    from .session import Session
+
+log = logging.getLogger("centrifuge_asgi.session")
+
+_REJECT_UNRECOVERED = 2  # subscribe flag bit sent by SDKs that use getState
+
+
+@dataclass(slots=True)
+class Grant:
+    """What a token, a handler or the server API granted for one subscription."""
+
+    info: bytes | None = None
+    data: bytes | None = None
+    expire_at: int | None = None
+    client_side_refresh: bool = False
+    presence: bool | None = None
+    join_leave: bool | None = None
+    force_push_join_leave: bool | None = None
+    force_positioning: bool | None = None
+    force_recovery: bool | None = None
+
+    def _override(self, ov: auth.SubscriptionOverride | None) -> Grant:
+        if ov is not None:
+            self.presence = ov.presence
+            self.join_leave = ov.join_leave
+            self.force_push_join_leave = ov.force_push_join_leave
+            self.force_positioning = ov.force_positioning
+            self.force_recovery = ov.force_recovery
+        return self
+
+    @classmethod
+    def from_server_subscription(cls, spec: auth.ServerSubscription) -> Grant:
+        return cls(info=spec.info, data=spec.data)._override(spec.override)
+
+    @classmethod
+    def from_token(cls, token: auth.SubscribeToken) -> Grant:
+        grant = cls(
+            info=token.info,
+            data=token.data,
+            expire_at=token.expire_at,
+            client_side_refresh=token.expire_at is not None,
+        )
+        return grant._override(token.override)
+
+    @classmethod
+    def from_reply(cls, reply: SubscribeReply) -> Grant:
+        return cls(
+            info=optional_payload(reply.info),
+            data=optional_payload(reply.data),
+            expire_at=reply.expire_at,
+            presence=reply.presence,
+            join_leave=reply.join_leave,
+            force_push_join_leave=reply.force_push_join_leave,
+            force_positioning=reply.force_positioning,
+            force_recovery=reply.force_recovery,
+        )
+
+
+@dataclass(slots=True, eq=False)
+class Subscription:
+    """One channel subscription of one connection."""
+
+    channel: str
+    server_side: bool
+    chan_info: bytes | None
+    presence: bool
+    emit_join_leave: bool
+    push_join_leave: bool
+    positioned: bool
+    recoverable: bool
+    expire_at: int | None = None
+    client_side_refresh: bool = False
+    offset: int = 0
+    epoch: str = ""
+    pending: list[tuple[Publication, str, bytes]] | None = field(default_factory=list)
+    timer: Timer | None = None
+
+
+def _pick(override: bool | None, default: bool) -> bool:
+    return default if override is None else override
+
+
+class ChannelCommands:
+    """The channel half of a :class:`~centrifuge_asgi.session.Session`."""
+
+    def __init__(self, session: Session) -> None:
+        self.s = session
+
+    # ------------------------------------------------------------------ subscribe
+
+    async def subscribe(self, req: SubscribeRequest) -> SubscribeResult:
+        s = self.s
+        node = s.node
+        channel = req.channel
+        if not channel or (req.delta and req.delta != "fossil"):
+            raise Disconnect.of(DisconnectCode.BAD_REQUEST)
+        if len(channel) > node.config.channel.max_length:
+            raise ClientError.of(ErrorCode.BAD_REQUEST)
+        if channel in s.subs:
+            raise ClientError.of(ErrorCode.ALREADY_SUBSCRIBED)
+        if len(s.subs) >= node.config.client.channel_limit:
+            raise ClientError.of(ErrorCode.LIMIT_EXCEEDED)
+        if req.type != 0:
+            raise ClientError.of(ErrorCode.NOT_AVAILABLE)
+        opts = resolve_options(node.config, channel)
+        check_name(node.config, channel, opts)
+        grant = await self._authorize_subscribe(req, opts)
+        return await self._subscribe(channel, opts, grant, req, server_side=False)
+
+    async def _authorize_subscribe(self, req: SubscribeRequest, opts: ChannelOptions) -> Grant:
+        s = self.s
+        node = s.node
+        channel = req.channel
+        if req.token:
+            return Grant.from_token(await self._verify_sub_token(req.token, channel))
+        if channel.startswith(node.config.channel.private_prefix):
+            raise ClientError.of(ErrorCode.PERMISSION_DENIED)
+        if user_allowed(node.config, channel, opts, s.user):
+            return Grant()
+        handler = node.handlers.subscribe
+        if handler is not None:
+            raw = bytes(req.data) if req.data is not UNSET else None
+            reply = await handler(SubscribeEvent(s.client_ref(), channel, raw))
+            if reply is not None:
+                return Grant.from_reply(reply)
+        cfg = node.config.client
+        if cfg.insecure or (
+            opts.allow_subscribe_for_client and (s.user or opts.allow_subscribe_for_anonymous)
+        ):
+            return Grant()
+        raise ClientError.of(ErrorCode.PERMISSION_DENIED)
+
+    async def _verify_sub_token(self, token: str, channel: str) -> auth.SubscribeToken:
+        s = self.s
+        try:
+            claims = await s.node.subscription_token_verifier.verify_subscribe(token)
+        except auth.TokenExpired:
+            raise ClientError.of(ErrorCode.TOKEN_EXPIRED) from None
+        except auth.TokenInvalid as exc:
+            log.info("invalid subscription token from client=%s: %s", s.client_id, exc)
+            raise ClientError.of(ErrorCode.PERMISSION_DENIED) from None
+        if (
+            claims.channel != channel
+            or claims.user != s.user
+            or (claims.client and claims.client != s.client_id)
+        ):
+            raise Disconnect.of(DisconnectCode.INVALID_TOKEN)
+        return claims
+
+    async def subscribe_server_side(
+        self, channel: str, grant: Grant, recover: SubscribeRequest | None
+    ) -> SubscribeResult:
+        """Subscribe without permission checks (token claims, handlers, server API)."""
+        opts = resolve_options(self.s.node.config, channel)
+        req = recover if recover is not None else SubscribeRequest(channel=channel)
+        return await self._subscribe(channel, opts, grant, req, server_side=True)
+
+    async def _subscribe(
+        self,
+        channel: str,
+        opts: ChannelOptions,
+        grant: Grant,
+        req: SubscribeRequest,
+        *,
+        server_side: bool,
+    ) -> SubscribeResult:
+        s = self.s
+        node = s.node
+        now = time.time()
+        if grant.expire_at is not None and grant.expire_at <= now:
+            raise ClientError.of(ErrorCode.EXPIRED)
+        history = opts.history_size > 0 and opts.history_ttl > 0
+        recoverable = history and (
+            _pick(grant.force_recovery, opts.force_recovery)
+            or (req.recoverable and (opts.allow_recovery or self._may_read_history(opts)))
+        )
+        positioned = recoverable or (
+            history
+            and (
+                _pick(grant.force_positioning, opts.force_positioning)
+                or (req.positioned and (opts.allow_positioning or self._may_read_history(opts)))
+            )
+        )
+        emit = _pick(grant.join_leave, opts.join_leave)
+        sub = Subscription(
+            channel=channel,
+            server_side=server_side,
+            chan_info=grant.info,
+            presence=_pick(grant.presence, opts.presence),
+            emit_join_leave=emit,
+            push_join_leave=emit
+            and (_pick(grant.force_push_join_leave, opts.force_push_join_leave) or req.join_leave),
+            positioned=positioned,
+            recoverable=recoverable,
+            expire_at=grant.expire_at,
+            client_side_refresh=grant.client_side_refresh,
+        )
+        s.subs[channel] = sub
+        try:
+            if node.registry.add_subscriber(channel, s):
+                await node.broker.subscribe(channel)
+            result = SubscribeResult(data=opt_raw(grant.data))
+            if positioned:
+                await self._position(sub, opts, req, result)
+            if sub.presence:
+                await node.presence_manager.add_presence(channel, s.client_id, s.client_info(sub.chan_info))
+        except BaseException:
+            await self.remove(channel)
+            raise
+        if sub.expire_at is not None:
+            if sub.client_side_refresh:
+                result.expires = True
+                result.ttl = max(1, int(sub.expire_at - now))
+            self._schedule_sub_expiry(sub)
+        return result
+
+    def _may_read_history(self, opts: ChannelOptions) -> bool:
+        s = self.s
+        return allowed_by_flags(
+            for_client=opts.allow_history_for_client,
+            for_subscriber=opts.allow_history_for_subscriber,
+            for_anonymous=opts.allow_history_for_anonymous,
+            user=s.user,
+            subscribed=True,
+            insecure=s.node.config.client.insecure,
+        )
+
+    async def _position(
+        self, sub: Subscription, opts: ChannelOptions, req: SubscribeRequest, result: SubscribeResult
+    ) -> None:
+        """Fill the stream position, recovering missed publications when asked."""
+        node = self.s.node
+        meta_ttl = node.meta_ttl(opts)
+        result.positioned = True
+        result.recoverable = sub.recoverable
+        recovered = False
+        pubs: list[Publication] = []
+        top = StreamPosition()
+        if sub.recoverable and req.recover:
+            result.was_recovering = True
+            limit = node.config.client.recovery_max_publication_limit
+            since = StreamPosition(req.offset, req.epoch)
+            try:
+                hist = await node.broker.history(
+                    sub.channel, HistoryFilter(limit=limit if limit > 0 else -1, since=since), meta_ttl
+                )
+            except ClientError as exc:
+                if exc.code != ErrorCode.UNRECOVERABLE_POSITION:
+                    raise
+            else:
+                top, pubs = hist.position, hist.publications
+                recovered = _is_recovered(req.offset, pubs, top)
+        if not recovered and not top.epoch:
+            top = (await node.broker.history(sub.channel, HistoryFilter(limit=0), meta_ttl)).position
+        if req.recover and not recovered and req.flag & _REJECT_UNRECOVERED:
+            raise ClientError.of(ErrorCode.UNRECOVERABLE_POSITION)
+        result.epoch = top.epoch
+        sub.epoch = top.epoch
+        sub.offset = top.offset
+        if recovered:
+            result.recovered = True
+            result.offset = req.offset
+            result.publications = [publication_wire(p) for p in pubs]
+        else:
+            result.offset = top.offset
+
+    async def activate(self, channel: str) -> None:
+        """After the subscribe reply: flush buffered publications, then announce the join."""
+        s = self.s
+        sub = s.subs.get(channel)
+        if sub is None or sub.pending is None:
+            return
+        buffered, sub.pending = sub.pending, None
+        for pub, epoch, data in buffered:
+            self.deliver_publication(channel, pub, epoch, data)
+        if sub.emit_join_leave and s.subs.get(channel) is sub:
+            await s.node.broker.publish_join(channel, s.client_info(sub.chan_info))
+
+    async def activate_all(self) -> None:
+        for channel in list(self.s.subs):
+            await self.activate(channel)
+
+    # ---------------------------------------------------------------- delivery
+
+    def deliver_publication(self, channel: str, pub: Publication, epoch: str, data: bytes) -> None:
+        s = self.s
+        sub = s.subs.get(channel)
+        if sub is None:
+            return
+        if sub.pending is not None:
+            sub.pending.append((pub, epoch, data))
+            return
+        if sub.positioned and pub.offset:
+            if sub.epoch and epoch != sub.epoch:
+                self.insufficient_state(sub)
+                return
+            if pub.offset <= sub.offset:
+                return  # late duplicate (already recovered or delivered)
+            if pub.offset != sub.offset + 1:
+                self.insufficient_state(sub)
+                return
+            sub.offset = pub.offset
+            sub.epoch = epoch
+        s.send(data)
+
+    def insufficient_state(self, sub: Subscription) -> None:
+        """A gap in a positioned stream: resubscribe (client-side) or reconnect (server-side)."""
+        s = self.s
+        if sub.server_side:
+            s.disconnect(DisconnectCode.INSUFFICIENT_STATE)
+            return
+        self.unsubscribe_push(sub.channel, UnsubscribeCode.INSUFFICIENT_STATE)
+
+    def unsubscribe_push(self, channel: str, code: UnsubscribeCode) -> None:
+        """Tell the client it lost ``channel``; nothing more is sent for it."""
+        s = self.s
+        sub = self._detach(channel)
+        if sub is None:
+            return
+        s.send_push(Push(channel=channel, unsubscribe=UnsubscribePush(code=code, reason=code.reason)))
+        s.node.spawn(self._release, sub)
+
+    # ----------------------------------------------------------- unsubscribe
+
+    async def unsubscribe(self, channel: str) -> None:
+        if not channel:
+            raise Disconnect.of(DisconnectCode.BAD_REQUEST)
+        await self.remove(channel)
+
+    async def remove(self, channel: str) -> None:
+        """Forget a subscription: index, broker, presence, then announce the leave."""
+        sub = self._detach(channel)
+        if sub is not None:
+            await self._release(sub)
+
+    def _detach(self, channel: str) -> Subscription | None:
+        sub = self.s.subs.pop(channel, None)
+        if sub is not None and sub.timer is not None:
+            sub.timer.cancel()
+        return sub
+
+    async def _release(self, sub: Subscription) -> None:
+        s = self.s
+        node = s.node
+        channel = sub.channel
+        try:
+            if node.registry.remove_subscriber(channel, s):
+                await node.broker.unsubscribe(channel)
+            if sub.presence:
+                await node.presence_manager.remove_presence(channel, s.client_id, s.user)
+            if sub.emit_join_leave and sub.pending is None:
+                await node.broker.publish_leave(channel, s.client_info(sub.chan_info))
+        except Exception:
+            log.exception("cleanup of channel %s failed for client=%s", channel, s.client_id)
+
+    async def remove_all(self) -> None:
+        for channel in list(self.s.subs):
+            await self.remove(channel)
+
+    # --------------------------------------------------------------- expiry
+
+    def _schedule_sub_expiry(self, sub: Subscription) -> None:
+        if sub.timer is not None:
+            sub.timer.cancel()
+            sub.timer = None
+        if sub.expire_at is None:
+            return
+        delay = sub.expire_at - time.time()
+        if sub.client_side_refresh:
+            delay += self.s.node.config.client.expired_sub_close_delay
+        sub.timer = self.s.node.scheduler.call_later(max(delay, 0.001), lambda: self._on_expired(sub))
+
+    def _on_expired(self, sub: Subscription) -> None:
+        s = self.s
+        if s.subs.get(sub.channel) is not sub or s.closing:
+            return
+        if not sub.client_side_refresh and s.node.handlers.sub_refresh is not None:
+            s.node.spawn(self._refresh_with_handler, sub)
+            return
+        if sub.expire_at is not None and sub.expire_at > time.time():
+            self._schedule_sub_expiry(sub)
+        elif sub.server_side:
+            s.disconnect(DisconnectCode.SUBSCRIPTION_EXPIRED)
+        else:
+            self.unsubscribe_push(sub.channel, UnsubscribeCode.EXPIRED)
+
+    async def _refresh_with_handler(self, sub: Subscription) -> None:
+        s = self.s
+        handler = s.node.handlers.sub_refresh
+        if handler is None:
+            return
+        try:
+            reply = await handler(SubRefreshEvent(s.client_ref(), sub.channel))
+        except Exception:
+            log.exception("sub_refresh handler failed for client=%s", s.client_id)
+            reply = None
+        if reply is None or reply.expired or (
+            reply.expire_at is not None and reply.expire_at <= time.time()
+        ):
+            if sub.server_side:
+                s.disconnect(DisconnectCode.SUBSCRIPTION_EXPIRED)
+            else:
+                self.unsubscribe_push(sub.channel, UnsubscribeCode.EXPIRED)
+            return
+        sub.expire_at = reply.expire_at
+        self._schedule_sub_expiry(sub)
+
+    async def sub_refresh(self, req: SubRefreshRequest) -> SubRefreshResult:
+        s = self.s
+        if not req.channel:
+            raise Disconnect.of(DisconnectCode.BAD_REQUEST)
+        sub = s.subs.get(req.channel)
+        if sub is None:
+            raise ClientError.of(ErrorCode.PERMISSION_DENIED)
+        if not req.token:
+            raise ClientError.of(ErrorCode.BAD_REQUEST)
+        if not sub.client_side_refresh:
+            raise Disconnect.of(DisconnectCode.BAD_REQUEST)
+        try:
+            claims = await self._verify_sub_token(req.token, req.channel)
+        except ClientError as exc:
+            code = (
+                DisconnectCode.EXPIRED
+                if exc.code == ErrorCode.TOKEN_EXPIRED
+                else DisconnectCode.INVALID_TOKEN
+            )
+            raise Disconnect.of(code) from None
+        now = time.time()
+        if claims.expire_at is not None and claims.expire_at <= now:
+            raise ClientError.of(ErrorCode.EXPIRED)
+        sub.expire_at = claims.expire_at
+        self._schedule_sub_expiry(sub)
+        if sub.expire_at is None:
+            return SubRefreshResult()
+        return SubRefreshResult(expires=True, ttl=max(1, int(sub.expire_at - now)))
+
+    # ------------------------------------------------------- publish / presence / history
+
+    def _checked_options(self, channel: str) -> ChannelOptions:
+        if not channel:
+            raise Disconnect.of(DisconnectCode.BAD_REQUEST)
+        config = self.s.node.config
+        opts = resolve_options(config, channel)
+        check_name(config, channel, opts)
+        return opts
+
+    def _allowed(self, channel: str, client: bool, subscriber: bool, anonymous: bool) -> bool:
+        s = self.s
+        return allowed_by_flags(
+            for_client=client,
+            for_subscriber=subscriber,
+            for_anonymous=anonymous,
+            user=s.user,
+            subscribed=channel in s.subs,
+            insecure=s.node.config.client.insecure,
+        )
+
+    async def publish(self, req: PublishRequest) -> None:
+        s = self.s
+        node = s.node
+        channel = req.channel
+        opts = self._checked_options(channel)
+        if req.data is UNSET:
+            raise ClientError.of(ErrorCode.BAD_REQUEST)
+        data = bytes(req.data)
+        skip_history = False
+        handler = node.handlers.publish
+        reply = None
+        if handler is not None:
+            reply = await handler(PublishEvent(s.client_ref(), channel, data))
+        if reply is not None:
+            if reply.data is not None:
+                data = to_payload(reply.data)
+            skip_history = reply.skip_history
+        elif not self._allowed(
+            channel,
+            opts.allow_publish_for_client,
+            opts.allow_publish_for_subscriber,
+            opts.allow_publish_for_anonymous,
+        ):
+            raise ClientError.of(ErrorCode.PERMISSION_DENIED)
+        sub = s.subs.get(channel)
+        info = s.client_info(sub.chan_info if sub is not None else None)
+        await node.publish(channel, data, client_info=info, skip_history=skip_history)
+
+    async def presence(self, req: ChannelRequest) -> PresenceResult:
+        channel = req.channel
+        self._check_presence(channel)
+        presence = await self.s.node.presence_manager.presence(channel)
+        return PresenceResult(presence={cid: client_info_wire(i) for cid, i in presence.items()})
+
+    async def presence_stats(self, req: ChannelRequest) -> PresenceStatsResult:
+        channel = req.channel
+        self._check_presence(channel)
+        stats = await self.s.node.presence_manager.presence_stats(channel)
+        return PresenceStatsResult(num_clients=stats.num_clients, num_users=stats.num_users)
+
+    def _check_presence(self, channel: str) -> None:
+        opts = self._checked_options(channel)
+        if not opts.presence:
+            raise ClientError.of(ErrorCode.NOT_AVAILABLE)
+        if not self._allowed(
+            channel,
+            opts.allow_presence_for_client,
+            opts.allow_presence_for_subscriber,
+            opts.allow_presence_for_anonymous,
+        ):
+            raise ClientError.of(ErrorCode.PERMISSION_DENIED)
+
+    async def history(self, req: HistoryRequest) -> HistoryResult:
+        node = self.s.node
+        channel = req.channel
+        opts = self._checked_options(channel)
+        if not (opts.history_size > 0 and opts.history_ttl > 0):
+            raise ClientError.of(ErrorCode.NOT_AVAILABLE)
+        if not self._allowed(
+            channel,
+            opts.allow_history_for_client,
+            opts.allow_history_for_subscriber,
+            opts.allow_history_for_anonymous,
+        ):
+            raise ClientError.of(ErrorCode.PERMISSION_DENIED)
+        cap = node.config.client.history_max_publication_limit
+        limit = req.limit
+        if cap > 0 and (limit < 0 or limit > cap):
+            limit = cap
+        since = None
+        if req.since is not None:
+            since = StreamPosition(req.since.offset, req.since.epoch)
+        hist = await node.broker.history(
+            channel, HistoryFilter(limit=limit, since=since, reverse=req.reverse), node.meta_ttl(opts)
+        )
+        return HistoryResult(
+            publications=[publication_wire(p) for p in hist.publications],
+            epoch=hist.position.epoch,
+            offset=hist.position.offset,
+        )
+
+
+def _is_recovered(since: int, pubs: list[Publication], top: StreamPosition) -> bool:
+    """All-or-nothing: every publication after ``since`` up to the top is present."""
+    if not pubs:
+        return top.offset == since
+    return pubs[0].offset == since + 1 and pubs[-1].offset == top.offset
+
+
+__all__ = ["ChannelCommands", "Grant", "Subscription"]

@@ -1,0 +1,1 @@
+"""Transports move bytes between sockets and sessions; they hold no protocol state."""

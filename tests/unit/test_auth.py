@@ -1,0 +1,724 @@
+"""Unit tests for centrifuge_asgi.auth (JWT verification, client protocol §6)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
+
+from centrifuge_asgi.auth import (
+    ServerSubscription,
+    SubscriptionOverride,
+    TokenExpired,
+    TokenInvalid,
+    TokenVerifier,
+    connection_token,
+    encode_token,
+    subscription_token,
+)
+from centrifuge_asgi.config import TokenConfig
+from centrifuge_asgi.errors import CentrifugeError, ConfigError
+
+pytestmark = pytest.mark.anyio
+
+PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
+SECRET = "s" * 64  # long enough that pyjwt does not warn for HS512
+OTHER_SECRET = "o" * 64
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+# -- keys ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Keys:
+    rsa: rsa.RSAPrivateKey
+    ec: dict[str, ec.EllipticCurvePrivateKey]
+    ed: ed25519.Ed25519PrivateKey
+
+    @staticmethod
+    def priv_pem(key: PrivateKey) -> str:
+        return key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ).decode()
+
+    @staticmethod
+    def pub_pem(key: PrivateKey) -> str:
+        return (
+            key.public_key()
+            .public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
+            .decode()
+        )
+
+
+@pytest.fixture(scope="module")
+def keys() -> Keys:
+    return Keys(
+        rsa=rsa.generate_private_key(public_exponent=65537, key_size=2048),
+        ec={
+            "ES256": ec.generate_private_key(ec.SECP256R1()),
+            "ES384": ec.generate_private_key(ec.SECP384R1()),
+            "ES512": ec.generate_private_key(ec.SECP521R1()),
+        },
+        ed=ed25519.Ed25519PrivateKey.generate(),
+    )
+
+
+# -- helpers -------------------------------------------------------------------------------
+
+
+def b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def raw_token(header: dict[str, Any], claims: dict[str, Any], hmac_key: bytes | None) -> str:
+    """Hand-made JWS (for things pyjwt refuses to sign, e.g. PEM text as an HMAC key)."""
+    signing_input = f"{b64url(json.dumps(header).encode())}.{b64url(json.dumps(claims).encode())}"
+    sig = b""
+    if hmac_key is not None:
+        sig = hmac.new(hmac_key, signing_input.encode(), hashlib.sha256).digest()
+    return f"{signing_input}.{b64url(sig)}"
+
+
+def jws(header: bytes, claims: bytes, signature: str = "") -> str:
+    return f"{b64url(header)}.{b64url(claims)}.{signature}"
+
+
+def hs(claims: dict[str, Any], secret: str = SECRET, alg: str = "HS256", **headers: Any) -> str:
+    return jwt.encode(claims, secret, algorithm=alg, headers=headers or None)
+
+
+def future(seconds: int = 3600) -> int:
+    return int(time.time()) + seconds
+
+
+def verifier(**cfg: Any) -> TokenVerifier:
+    return TokenVerifier(TokenConfig(**cfg))
+
+
+HS_VERIFIER_CFG: dict[str, Any] = {"hmac_secret_key": SECRET}
+
+
+# -- algorithms ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("alg", ["HS256", "HS384", "HS512"])
+async def test_hmac_algorithms_accepted(alg: str) -> None:
+    tok = await verifier(**HS_VERIFIER_CFG).verify_connect(hs({"sub": "42"}, alg=alg))
+    assert tok.user == "42"
+    assert tok.expire_at is None
+
+
+@pytest.mark.parametrize("alg", ["RS256", "RS384", "RS512"])
+async def test_rsa_algorithms_accepted(keys: Keys, alg: str) -> None:
+    token = jwt.encode({"sub": "u"}, Keys.priv_pem(keys.rsa), algorithm=alg)
+    tok = await verifier(rsa_public_key=Keys.pub_pem(keys.rsa)).verify_connect(token)
+    assert tok.user == "u"
+
+
+@pytest.mark.parametrize("alg", ["ES256", "ES384", "ES512"])
+async def test_ecdsa_algorithms_accepted(keys: Keys, alg: str) -> None:
+    key = keys.ec[alg]
+    token = jwt.encode({"sub": "u"}, Keys.priv_pem(key), algorithm=alg)
+    tok = await verifier(ecdsa_public_key=Keys.pub_pem(key)).verify_connect(token)
+    assert tok.user == "u"
+
+
+async def test_ecdsa_curve_must_match_algorithm(keys: Keys) -> None:
+    token = jwt.encode({"sub": "u"}, Keys.priv_pem(keys.ec["ES384"]), algorithm="ES384")
+    v = verifier(ecdsa_public_key=Keys.pub_pem(keys.ec["ES256"]))
+    with pytest.raises(TokenInvalid):
+        await v.verify_connect(token)
+
+
+async def test_alg_none_rejected() -> None:
+    token = raw_token({"alg": "none", "typ": "JWT"}, {"sub": "42"}, None)
+    with pytest.raises(TokenInvalid):
+        await verifier(**HS_VERIFIER_CFG).verify_connect(token)
+
+
+async def test_unknown_alg_rejected(keys: Keys) -> None:
+    token = jwt.encode({"sub": "u"}, Keys.priv_pem(keys.rsa), algorithm="PS256")
+    with pytest.raises(TokenInvalid, match="unsupported"):
+        await verifier(rsa_public_key=Keys.pub_pem(keys.rsa)).verify_connect(token)
+
+
+@pytest.mark.parametrize("with_hmac", [False, True])
+async def test_hs_token_signed_with_rsa_public_pem_rejected(keys: Keys, with_hmac: bool) -> None:
+    pem = Keys.pub_pem(keys.rsa)
+    token = raw_token({"alg": "HS256", "typ": "JWT"}, {"sub": "admin"}, pem.encode())
+    cfg: dict[str, Any] = {"rsa_public_key": pem}
+    if with_hmac:
+        cfg["hmac_secret_key"] = SECRET
+    with pytest.raises(TokenInvalid):
+        await verifier(**cfg).verify_connect(token)
+
+
+async def test_family_without_configured_key_rejected(keys: Keys) -> None:
+    rs = jwt.encode({"sub": "u"}, Keys.priv_pem(keys.rsa), algorithm="RS256")
+    es = jwt.encode({"sub": "u"}, Keys.priv_pem(keys.ec["ES256"]), algorithm="ES256")
+    ed = jwt.encode({"sub": "u"}, Keys.priv_pem(keys.ed), algorithm="EdDSA")
+    with pytest.raises(TokenInvalid, match="not enabled"):
+        await verifier(**HS_VERIFIER_CFG).verify_connect(rs)
+    with pytest.raises(TokenInvalid, match="not enabled"):
+        await verifier(rsa_public_key=Keys.pub_pem(keys.rsa)).verify_connect(es)
+    with pytest.raises(TokenInvalid, match="not enabled"):
+        await verifier(rsa_public_key=Keys.pub_pem(keys.rsa)).verify_connect(hs({"sub": "u"}))
+    with pytest.raises(TokenInvalid, match="not enabled"):  # EdDSA only via JWKS
+        await verifier(**HS_VERIFIER_CFG).verify_connect(ed)
+
+
+async def test_wrong_secret_rejected() -> None:
+    with pytest.raises(TokenInvalid, match="signature"):
+        await verifier(**HS_VERIFIER_CFG).verify_connect(hs({"sub": "1"}, OTHER_SECRET))
+
+
+# -- time ----------------------------------------------------------------------------------
+
+
+async def test_expired_token() -> None:
+    token = hs({"sub": "1", "exp": int(time.time()) - 1})
+    with pytest.raises(TokenExpired):
+        await verifier(**HS_VERIFIER_CFG).verify_connect(token)
+
+
+async def test_nbf_in_future_is_expired_and_past_nbf_ok() -> None:
+    v = verifier(**HS_VERIFIER_CFG)
+    with pytest.raises(TokenExpired):
+        await v.verify_connect(hs({"sub": "1", "nbf": future(60)}))
+    assert (await v.verify_connect(hs({"sub": "1", "nbf": future(-60)}))).user == "1"
+
+
+async def test_forged_signature_on_expired_token_is_invalid() -> None:
+    token = hs({"sub": "1", "exp": int(time.time()) - 100}, OTHER_SECRET)
+    with pytest.raises(TokenInvalid):
+        await verifier(**HS_VERIFIER_CFG).verify_connect(token)
+
+
+async def test_insecure_skip_signature_still_checks_time() -> None:
+    v = TokenVerifier(TokenConfig(**HS_VERIFIER_CFG), insecure_skip_signature=True)
+    assert (await v.verify_connect(hs({"sub": "x"}, OTHER_SECRET))).user == "x"
+    with pytest.raises(TokenExpired):
+        await v.verify_connect(hs({"sub": "x", "exp": int(time.time()) - 5}, OTHER_SECRET))
+
+
+async def test_exceptions_are_centrifuge_errors() -> None:
+    assert issubclass(TokenInvalid, CentrifugeError)
+    assert issubclass(TokenExpired, CentrifugeError)
+
+
+# -- audience / issuer ---------------------------------------------------------------------
+
+
+async def test_audience_and_issuer_exact() -> None:
+    v = verifier(hmac_secret_key=SECRET, audience="app", issuer="auth")
+    ok = await v.verify_connect(hs({"sub": "1", "aud": "app", "iss": "auth"}))
+    assert ok.user == "1"
+    listed = await v.verify_connect(hs({"sub": "1", "aud": ["x", "app"], "iss": "auth"}))
+    assert listed.user == "1"
+    for claims in (
+        {"aud": "other", "iss": "auth"},
+        {"aud": ["x", "y"], "iss": "auth"},
+        {"aud": "app", "iss": "evil"},
+        {"iss": "auth"},
+        {"aud": "app"},
+        {"aud": 5, "iss": "auth"},
+    ):
+        with pytest.raises(TokenInvalid):
+            await v.verify_connect(hs({"sub": "1", **claims}))
+
+
+async def test_audience_issuer_not_checked_when_unconfigured() -> None:
+    tok = await verifier(**HS_VERIFIER_CFG).verify_connect(
+        hs({"sub": "1", "aud": "whatever", "iss": "anyone"})
+    )
+    assert tok.user == "1"
+
+
+async def test_audience_and_issuer_regex_full_match() -> None:
+    v = verifier(hmac_secret_key=SECRET, audience_regex=r"app-\d+", issuer_regex=r"auth\.(a|b)")
+    ok = await v.verify_connect(hs({"sub": "1", "aud": ["zzz", "app-7"], "iss": "auth.b"}))
+    assert ok.user == "1"
+    for claims in (
+        {"aud": "app-7x", "iss": "auth.a"},
+        {"aud": "xapp-7", "iss": "auth.a"},
+        {"aud": "app-7", "iss": "auth.c"},
+    ):
+        with pytest.raises(TokenInvalid):
+            await v.verify_connect(hs({"sub": "1", **claims}))
+
+
+# -- connection token claims ---------------------------------------------------------------
+
+
+async def test_custom_user_id_claim() -> None:
+    v = verifier(hmac_secret_key=SECRET, user_id_claim="user_id")
+    assert (await v.verify_connect(hs({"sub": "no", "user_id": "yes"}))).user == "yes"
+    assert (await v.verify_connect(hs({"sub": "no"}))).user == ""
+    with pytest.raises(TokenInvalid):
+        await v.verify_connect(hs({"user_id": 42}))
+
+
+async def test_non_string_sub_invalid_and_missing_sub_anonymous() -> None:
+    v = verifier(**HS_VERIFIER_CFG)
+    with pytest.raises(TokenInvalid):
+        await v.verify_connect(hs({"sub": 42}))
+    assert (await v.verify_connect(hs({}))).user == ""
+
+
+async def test_channel_claim_in_connection_token_invalid() -> None:
+    with pytest.raises(TokenInvalid, match="channel"):
+        await verifier(**HS_VERIFIER_CFG).verify_connect(hs({"sub": "1", "channel": "news"}))
+
+
+async def test_expire_at_semantics() -> None:
+    v = verifier(**HS_VERIFIER_CFG)
+    exp, later = future(100), future(5000)
+    assert (await v.verify_connect(hs({"exp": exp}))).expire_at == exp
+    assert (await v.verify_connect(hs({"exp": exp, "expire_at": later}))).expire_at == later
+    assert (await v.verify_connect(hs({"exp": exp, "expire_at": 0}))).expire_at is None
+    assert (await v.verify_connect(hs({}))).expire_at is None
+    assert (await v.verify_connect(hs({"expire_at": later}))).expire_at == later
+    with pytest.raises(TokenInvalid):
+        await v.verify_connect(hs({"expire_at": "soon"}))
+    with pytest.raises(TokenExpired):  # expire_at does not rescue an expired exp
+        await v.verify_connect(hs({"exp": int(time.time()) - 1, "expire_at": 0}))
+
+
+async def test_info_and_b64info() -> None:
+    v = verifier(**HS_VERIFIER_CFG)
+    tok = await v.verify_connect(hs({"info": {"name": "Alice", "n": [1, 2]}, "meta": {"m": 1}}))
+    assert json.loads(tok.info or b"") == {"name": "Alice", "n": [1, 2]}
+    assert b" " not in (tok.info or b"")
+    assert tok.meta == {"m": 1}
+    b64 = base64.b64encode(b"\x00\xffbin").decode()
+    tok = await v.verify_connect(hs({"info": {"x": 1}, "b64info": b64}))
+    assert tok.info == b"\x00\xffbin"
+    assert (await v.verify_connect(hs({}))).info is None
+    with pytest.raises(TokenInvalid):
+        await v.verify_connect(hs({"b64info": "not base64!"}))
+
+
+async def test_channels_and_subs_merge_with_override() -> None:
+    claims = {
+        "sub": "1",
+        "channels": ["a", "b"],
+        "subs": {
+            "b": {
+                "info": {"k": "v"},
+                "b64data": base64.b64encode(b"raw").decode(),
+                "override": {
+                    "presence": {"value": True},
+                    "join_leave": {"value": False},
+                    "force_recovery": {"value": True},
+                },
+            },
+            "c": {"data": [1]},
+        },
+    }
+    tok = await verifier(**HS_VERIFIER_CFG).verify_connect(hs(claims))
+    assert tok.subs == [
+        ServerSubscription("a", None, None, None),
+        ServerSubscription(
+            "b",
+            info=b'{"k":"v"}',
+            data=b"raw",
+            override=SubscriptionOverride(
+                presence=True,
+                join_leave=False,
+                force_push_join_leave=None,
+                force_positioning=None,
+                force_recovery=True,
+            ),
+        ),
+        ServerSubscription("c", info=None, data=b"[1]", override=None),
+    ]
+
+
+@pytest.mark.parametrize(
+    "claims",
+    [
+        {"channels": "news"},
+        {"channels": ["ok", 1]},
+        {"subs": ["a"]},
+        {"subs": {"a": 1}},
+        {"subs": {"a": {"override": {"presence": True}}}},
+        {"subs": {"a": {"override": {"presence": {"value": "yes"}}}}},
+        {"subs": {"a": {"b64info": 12}}},
+        {"exp": "tomorrow"},
+        {"nbf": [1]},
+        {"iat": "now"},
+        {"jti": 7},
+        {"exp": True},
+    ],
+)
+async def test_wrong_claim_types_invalid(claims: dict[str, Any]) -> None:
+    with pytest.raises(TokenInvalid):
+        await verifier(**HS_VERIFIER_CFG).verify_connect(hs({"sub": "1", **claims}))
+
+
+# -- subscription tokens -------------------------------------------------------------------
+
+
+async def test_subscription_token_fields() -> None:
+    claims = {
+        "sub": "42",
+        "channel": "$private",
+        "client": "cid",
+        "exp": future(60),
+        "info": {"role": "x"},
+        "data": {"welcome": True},
+        "override": {"force_positioning": {"value": True}},
+    }
+    tok = await verifier(**HS_VERIFIER_CFG).verify_subscribe(hs(claims))
+    assert tok.user == "42"
+    assert tok.channel == "$private"
+    assert tok.client == "cid"
+    assert tok.expire_at == claims["exp"]
+    assert tok.info == b'{"role":"x"}'
+    assert tok.data == b'{"welcome":true}'
+    assert tok.override == SubscriptionOverride(force_positioning=True)
+
+
+async def test_subscription_token_defaults_and_b64() -> None:
+    data = base64.b64encode(b"\x01").decode()
+    tok = await verifier(**HS_VERIFIER_CFG).verify_subscribe(
+        hs({"sub": "1", "channel": "c", "expire_at": 0, "b64data": data})
+    )
+    assert (tok.client, tok.expire_at, tok.info, tok.data, tok.override) == (
+        "",
+        None,
+        None,
+        b"\x01",
+        None,
+    )
+
+
+async def test_subscription_token_requires_channel() -> None:
+    v = verifier(**HS_VERIFIER_CFG)
+    for claims in ({"sub": "1"}, {"sub": "1", "channel": ""}, {"sub": "1", "channel": 3}):
+        with pytest.raises(TokenInvalid):
+            await v.verify_subscribe(hs(claims))
+
+
+async def test_subscription_token_expired() -> None:
+    token = hs({"sub": "1", "channel": "c", "exp": int(time.time()) - 1})
+    with pytest.raises(TokenExpired):
+        await verifier(**HS_VERIFIER_CFG).verify_subscribe(token)
+
+
+# -- HMAC key rotation ---------------------------------------------------------------------
+
+
+async def test_previous_hmac_key_rotation() -> None:
+    old = hs({"sub": "1"}, OTHER_SECRET)
+    for until in (0, future(60)):
+        v = verifier(
+            hmac_secret_key=SECRET,
+            hmac_previous_secret_key=OTHER_SECRET,
+            hmac_previous_secret_key_valid_until=until,
+        )
+        assert (await v.verify_connect(old)).user == "1"
+        assert (await v.verify_connect(hs({"sub": "2"}))).user == "2"
+    expired = verifier(
+        hmac_secret_key=SECRET,
+        hmac_previous_secret_key=OTHER_SECRET,
+        hmac_previous_secret_key_valid_until=int(time.time()) - 1,
+    )
+    with pytest.raises(TokenInvalid):
+        await expired.verify_connect(old)
+
+
+# -- malformed input -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        "",
+        "garbage",
+        "a.b",
+        "a.b.c.d",
+        "....",
+        "!!!.@@@.###",
+        "é.é.é",
+        "a.b.c",
+        "abcde.abcde.abcde",
+        jws(b"[]", b"{}"),
+        jws(b"{}", b"{}"),
+        jws(b'{"alg":5}', b"{}"),
+        jws(b'{"alg":"HS256","kid":1}', b"{}"),
+        jws(b'{"alg":"HS256"}', b"not json"),
+        jws(b'{"alg":"HS256"}', b"[1,2]"),
+        jws(b'{"alg":"HS256"}', b"\xff\xfe"),
+        jws(b'{"alg":"HS256"}', b"{}", "===="),
+        jws(b'{"alg":"HS256"}', b"[" * 100_000 + b"]" * 100_000),
+    ],
+)
+async def test_malformed_tokens_invalid(token: str) -> None:
+    v = verifier(**HS_VERIFIER_CFG)
+    with pytest.raises(TokenInvalid):
+        await v.verify_connect(token)
+    with pytest.raises(TokenInvalid):
+        await v.verify_subscribe(token)
+
+
+async def test_non_string_token_invalid() -> None:
+    with pytest.raises(TokenInvalid):
+        await verifier(**HS_VERIFIER_CFG).verify_connect(None)  # type: ignore[arg-type]
+
+
+# -- JWKS ----------------------------------------------------------------------------------
+
+
+@dataclass
+class JwksServer:
+    port: int
+    documents: dict[str, bytes] = field(default_factory=dict)
+    requests: list[str] = field(default_factory=list)
+
+    def url(self, path: str = "/jwks") -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def serve(self, jwks: list[dict[str, Any]], path: str = "/jwks") -> None:
+        self.documents[path] = json.dumps({"keys": jwks}).encode()
+
+
+@pytest.fixture(scope="module")
+def jwks_http() -> Iterator[JwksServer]:
+    state = JwksServer(port=0)
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            state.requests.append(self.path)
+            body = state.documents.get(self.path)
+            self.send_response(200 if body is not None else 404)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(body or b"{}")
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    state.port = server.server_address[1]
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.start()
+    try:
+        yield state
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+@pytest.fixture
+def jwks(jwks_http: JwksServer) -> JwksServer:
+    jwks_http.documents.clear()
+    jwks_http.requests.clear()
+    return jwks_http
+
+
+def jwk_of(private_key: PrivateKey, kid: str, **extra: Any) -> dict[str, Any]:
+    public = private_key.public_key()
+    if isinstance(public, rsa.RSAPublicKey):
+        data = RSAAlgorithm.to_jwk(public, as_dict=True)
+    elif isinstance(public, ec.EllipticCurvePublicKey):
+        data = ECAlgorithm.to_jwk(public, as_dict=True)
+    else:
+        data = OKPAlgorithm.to_jwk(public, as_dict=True)
+    return {**data, "kid": kid, **extra}
+
+
+def signed(private_key: PrivateKey, alg: str, kid: str | None, claims: dict[str, Any]) -> str:
+    headers = {"kid": kid} if kid is not None else None
+    return jwt.encode(claims, Keys.priv_pem(private_key), algorithm=alg, headers=headers)
+
+
+async def test_jwks_rsa_ec_ed25519_with_kid_selection(keys: Keys, jwks: JwksServer) -> None:
+    jwks.serve(
+        [
+            jwk_of(keys.rsa, "r1"),
+            jwk_of(keys.ec["ES256"], "e1"),
+            jwk_of(keys.ec["ES512"], "e5"),
+            jwk_of(keys.ed, "d1"),
+        ]
+    )
+    v = verifier(jwks_public_endpoint=jwks.url())
+    for key, alg, kid in (
+        (keys.rsa, "RS256", "r1"),
+        (keys.rsa, "RS512", "r1"),
+        (keys.ec["ES256"], "ES256", "e1"),
+        (keys.ec["ES512"], "ES512", "e5"),
+        (keys.ed, "EdDSA", "d1"),
+    ):
+        tok = await v.verify_connect(signed(key, alg, kid, {"sub": kid}))
+        assert tok.user == kid
+    # right kid, but the signature is from another key
+    with pytest.raises(TokenInvalid):
+        await v.verify_connect(signed(keys.ec["ES256"], "ES256", "e5", {"sub": "x"}))
+    with pytest.raises(TokenInvalid):  # RSA key selected for an ES token
+        await v.verify_connect(signed(keys.ec["ES256"], "ES256", "r1", {"sub": "x"}))
+    assert jwks.requests == ["/jwks"]
+
+
+async def test_jwks_unknown_or_missing_kid_invalid(keys: Keys, jwks: JwksServer) -> None:
+    jwks.serve([jwk_of(keys.rsa, "r1")])
+    v = verifier(jwks_public_endpoint=jwks.url())
+    with pytest.raises(TokenInvalid, match="kid"):
+        await v.verify_connect(signed(keys.rsa, "RS256", "nope", {"sub": "x"}))
+    with pytest.raises(TokenInvalid, match="kid"):
+        await v.verify_connect(signed(keys.rsa, "RS256", None, {"sub": "x"}))
+    # the unknown kid right after the first fetch is rate-limited: no second request
+    with pytest.raises(TokenInvalid):
+        await v.verify_connect(signed(keys.rsa, "RS256", "nope2", {"sub": "x"}))
+    assert jwks.requests == ["/jwks"]
+
+
+async def test_jwks_cached_between_verifications(keys: Keys, jwks: JwksServer) -> None:
+    jwks.serve([jwk_of(keys.rsa, "r1")])
+    v = verifier(jwks_public_endpoint=jwks.url())
+    token = signed(keys.rsa, "RS256", "r1", {"sub": "x"})
+    await v.verify_connect(token)
+    await v.verify_subscribe(signed(keys.rsa, "RS256", "r1", {"sub": "x", "channel": "c"}))
+    await v.verify_connect(token)
+    assert len(jwks.requests) == 1
+
+
+async def test_jwks_unknown_kid_refetches_after_rotation(keys: Keys, jwks: JwksServer) -> None:
+    jwks.serve([jwk_of(keys.rsa, "old")])
+    v = TokenVerifier(TokenConfig(jwks_public_endpoint=jwks.url()), jwks_refetch_interval=0)
+    await v.verify_connect(signed(keys.rsa, "RS256", "old", {"sub": "x"}))
+    jwks.serve([jwk_of(keys.rsa, "old"), jwk_of(keys.ed, "new")])
+    assert (await v.verify_connect(signed(keys.ed, "EdDSA", "new", {"sub": "y"}))).user == "y"
+    assert len(jwks.requests) == 2
+
+
+async def test_jwks_ttl_expiry_refetches(keys: Keys, jwks: JwksServer) -> None:
+    jwks.serve([jwk_of(keys.rsa, "r1")])
+    v = TokenVerifier(
+        TokenConfig(jwks_public_endpoint=jwks.url()), jwks_cache_ttl=0, jwks_refetch_interval=0
+    )
+    token = signed(keys.rsa, "RS256", "r1", {"sub": "x"})
+    await v.verify_connect(token)
+    await v.verify_connect(token)
+    assert len(jwks.requests) == 2
+
+
+async def test_jwks_disables_static_keys_and_hmac(keys: Keys, jwks: JwksServer) -> None:
+    jwks.serve([jwk_of(keys.ed, "d1")])
+    v = verifier(
+        jwks_public_endpoint=jwks.url(),
+        hmac_secret_key=SECRET,
+        rsa_public_key=Keys.pub_pem(keys.rsa),
+    )
+    with pytest.raises(TokenInvalid):
+        await v.verify_connect(hs({"sub": "x"}, kid="d1"))
+    with pytest.raises(TokenInvalid):  # the static RSA key would accept it
+        await v.verify_connect(signed(keys.rsa, "RS256", "r1", {"sub": "x"}))
+
+
+async def test_jwk_alg_member_must_match(keys: Keys, jwks: JwksServer) -> None:
+    jwks.serve([jwk_of(keys.rsa, "r1", alg="RS512")])
+    v = verifier(jwks_public_endpoint=jwks.url())
+    assert (await v.verify_connect(signed(keys.rsa, "RS512", "r1", {"sub": "x"}))).user == "x"
+    with pytest.raises(TokenInvalid):
+        await v.verify_connect(signed(keys.rsa, "RS256", "r1", {"sub": "x"}))
+
+
+async def test_jwks_expired_token_with_valid_key(keys: Keys, jwks: JwksServer) -> None:
+    jwks.serve([jwk_of(keys.ed, "d1")])
+    v = verifier(jwks_public_endpoint=jwks.url())
+    with pytest.raises(TokenExpired):
+        await v.verify_connect(signed(keys.ed, "EdDSA", "d1", {"exp": int(time.time()) - 1}))
+
+
+async def test_jwks_unreachable_is_invalid(keys: Keys, jwks: JwksServer) -> None:
+    v = verifier(jwks_public_endpoint=jwks.url("/missing"))
+    with pytest.raises(TokenInvalid):
+        await v.verify_connect(signed(keys.rsa, "RS256", "r1", {"sub": "x"}))
+    jwks.documents["/broken"] = b"not json"
+    v = verifier(jwks_public_endpoint=jwks.url("/broken"))
+    with pytest.raises(TokenInvalid):
+        await v.verify_connect(signed(keys.rsa, "RS256", "r1", {"sub": "x"}))
+
+
+async def test_jwks_url_placeholders_from_issuer_regex(keys: Keys, jwks: JwksServer) -> None:
+    jwks.serve([jwk_of(keys.rsa, "k")], path="/acme/jwks")
+    jwks.serve([jwk_of(keys.ed, "k")], path="/other/jwks")
+    v = verifier(
+        jwks_public_endpoint=jwks.url("/{{tenant}}/jwks"),
+        issuer_regex=r"https://auth\.example/(?P<tenant>.+)",
+    )
+    acme = signed(keys.rsa, "RS256", "k", {"sub": "a", "iss": "https://auth.example/acme"})
+    assert (await v.verify_connect(acme)).user == "a"
+    # same kid, other tenant: its own key set is used (cache keyed by URL and kid)
+    other = signed(keys.rsa, "RS256", "k", {"sub": "a", "iss": "https://auth.example/other"})
+    with pytest.raises(TokenInvalid):
+        await v.verify_connect(other)
+    evil = signed(keys.rsa, "RS256", "k", {"sub": "a", "iss": "https://auth.example/x/../y"})
+    with pytest.raises(TokenInvalid, match="unsafe"):
+        await v.verify_connect(evil)
+    assert jwks.requests == ["/acme/jwks", "/other/jwks"]
+
+
+# -- configuration -------------------------------------------------------------------------
+
+
+async def test_config_errors(keys: Keys) -> None:
+    with pytest.raises(ConfigError, match="rsa_public_key"):
+        verifier(rsa_public_key="not a pem")
+    with pytest.raises(ConfigError, match="rsa_public_key"):
+        verifier(rsa_public_key=Keys.pub_pem(keys.ec["ES256"]))
+    with pytest.raises(ConfigError, match="ecdsa_public_key"):
+        verifier(ecdsa_public_key=Keys.pub_pem(keys.rsa))
+    with pytest.raises(ConfigError, match="jwks_public_endpoint"):
+        verifier(jwks_public_endpoint="file:///etc/passwd")
+    with pytest.raises(ConfigError, match="placeholder"):
+        verifier(jwks_public_endpoint="https://x/{{tenant}}/jwks")
+    with pytest.raises(ConfigError, match="user_id_claim"):
+        verifier(user_id_claim="user-id")
+    with pytest.raises(ConfigError, match="issuer_regex"):
+        verifier(issuer_regex="(")
+
+
+# -- minting helpers -----------------------------------------------------------------------
+
+
+async def test_minting_helpers_roundtrip(keys: Keys) -> None:
+    v = verifier(hmac_secret_key="short")
+    tok = await v.verify_connect(connection_token("u1", "short", info={"a": 1}))
+    assert tok.user == "u1"
+    assert tok.expire_at is not None and tok.expire_at > time.time()
+    assert tok.info == b'{"a":1}'
+    assert (await v.verify_connect(connection_token("u1", "short", ttl=None))).expire_at is None
+    sub = await v.verify_subscribe(subscription_token("u1", "$c", "short", ttl=10, client="id"))
+    assert (sub.user, sub.channel, sub.client) == ("u1", "$c", "id")
+    with pytest.raises(TokenExpired):
+        await v.verify_connect(connection_token("u1", "short", ttl=-1))
+    for alg in ("HS384", "HS512"):
+        token = encode_token({"sub": "z"}, SECRET, alg)
+        assert jwt.decode(token, SECRET, algorithms=[alg]) == {"sub": "z"}
+    rs = encode_token({"sub": "r"}, Keys.priv_pem(keys.rsa), "RS256")
+    assert (await verifier(rsa_public_key=Keys.pub_pem(keys.rsa)).verify_connect(rs)).user == "r"
