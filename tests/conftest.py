@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import os
@@ -16,13 +17,16 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
+import anyio
 import anyio.to_thread
 import pytest
 import uvicorn
+
+T = TypeVar("T")
 
 TESTS_DIR = Path(__file__).resolve().parent
 JS_DIR = TESTS_DIR / "js"
@@ -63,6 +67,7 @@ class LiveServer:
         self.port = 0
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
 
     @property
     def http_url(self) -> str:
@@ -78,10 +83,28 @@ class LiveServer:
         return f"ws://127.0.0.1:{self.port}{_leading_slash(path)}"
 
     def _run(self) -> None:
+        async def serve() -> None:
+            self.loop = asyncio.get_running_loop()
+            await self.server.serve()
+
         try:
-            self.server.run()
+            asyncio.run(serve())
         except BaseException as exc:  # SystemExit on lifespan startup failure, etc.
             self._error = exc
+
+    def call(self, coro: Coroutine[Any, Any, T], timeout: float = 10.0) -> T:
+        """Run a coroutine on the server's event loop (e.g. ``node.publish``) and wait."""
+        if self.loop is None:
+            raise RuntimeError("server is not running")
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    async def acall(self, coro: Coroutine[Any, Any, T]) -> T:
+        """:meth:`call` from an async test without blocking its loop (bounded to 10 s)."""
+        if self.loop is None:
+            raise RuntimeError("server is not running")
+        fut = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        with anyio.fail_after(10):
+            return await asyncio.wrap_future(fut)
 
     def start(self) -> LiveServer:
         """Start serving; block until a TCP connect succeeds (or raise)."""

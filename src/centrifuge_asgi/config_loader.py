@@ -226,8 +226,13 @@ _SCALARS: dict[str, Callable[[object, str, _Context], object]] = {
 
 
 def _as_list(value: object) -> list[object]:
-    """A single value where a list is expected is a one-item list (spec §2.8.1 rule 5)."""
-    return list(value) if isinstance(value, list | tuple) else [value]
+    """A single value where a list is expected is a one-item list (spec §2.8.1 rule 5).
+
+    An empty string is an empty list (so it takes the default), not ``[""]``.
+    """
+    if isinstance(value, list | tuple):
+        return list(value)
+    return [] if value == "" else [value]
 
 
 def _coerce(f: _Field, value: object, path: str, ctx: _Context) -> object:
@@ -525,7 +530,8 @@ def _dump_value(f: _Field, value: Any, omit_defaults: bool) -> object:
 def dump_struct(obj: msgspec.Struct, *, omit_defaults: bool = False) -> dict[str, object]:
     """A struct as a v6 nested dict (durations as Go strings)."""
     out: dict[str, object] = {}
-    for f in schema(type(obj)).values():
+    fields = schema(type(obj))
+    for f in sorted(fields.values(), key=lambda f: f.name != "name"):  # name first
         value = getattr(obj, f.name)
         if omit_defaults and value == f.default():
             continue

@@ -202,7 +202,9 @@ class Node:
             await tg.__aexit__(None, None, None)
             raise
         tg.start_soon(self.scheduler.run)
-        tg.start_soon(self._periodic, self.config.client.presence_update_interval, self._refresh_presence)
+        tg.start_soon(
+            self._periodic, self.config.client.presence_update_interval, self._refresh_presence
+        )
         tg.start_soon(self._periodic, 1.0, self._sweep)
         return self
 
@@ -210,12 +212,8 @@ class Node:
         tg = self._tg
         if tg is None:
             return
-        self._closing = True
-        for session in self.registry.sessions():
-            session.disconnect(DisconnectCode.SHUTDOWN)
-        with anyio.move_on_after(5, shield=True):
-            while self.registry.num_clients:
-                await anyio.sleep(0.02)
+        await self.shutdown()
+        with anyio.CancelScope(shield=True):
             with contextlib.suppress(Exception):
                 await self.broker.close()
             with contextlib.suppress(Exception):
@@ -223,6 +221,18 @@ class Node:
         tg.cancel_scope.cancel()
         self._tg = None
         await tg.__aexit__(None, None, None)
+
+    async def shutdown(self, grace: float = 5.0) -> None:
+        """Disconnect every client with 3001 "shutdown" and wait (bounded) until they are gone.
+
+        Call it before the ASGI server closes sockets itself (uvicorn closes WebSockets
+        with 1012 before the lifespan ends); the CLI's ``serve`` does.
+        """
+        self._closing = True
+        for session in self.registry.sessions():
+            session.disconnect(DisconnectCode.SHUTDOWN)
+        with anyio.move_on_after(grace, shield=True):
+            await self.registry.wait_empty()
 
     @contextlib.asynccontextmanager
     async def lifespan(self, app: object = None) -> AsyncIterator[None]:
@@ -282,7 +292,8 @@ class Node:
         personal = self.config.client.subscribe_to_user_personal_channel
         ch = self.config.channel
         if personal.personal_channel_namespace:
-            return f"{personal.personal_channel_namespace}{ch.namespace_boundary}{ch.user_boundary}{user}"
+            ns = personal.personal_channel_namespace
+            return f"{ns}{ch.namespace_boundary}{ch.user_boundary}{user}"
         return f"{ch.user_boundary}{user}"
 
     def metrics_command(self, method: str, duration: float) -> None:
@@ -319,7 +330,9 @@ class Node:
                     s.disconnect(cmd.code or DisconnectCode.FORCE_DISCONNECT, cmd.reason)
         elif cmd.op == "unsubscribe":
             for s in sessions:
-                await s.server_unsubscribe(cmd.channel, cmd.code or UnsubscribeCode.SERVER, cmd.reason)
+                await s.server_unsubscribe(
+                    cmd.channel, cmd.code or UnsubscribeCode.SERVER, cmd.reason
+                )
         elif cmd.op == "subscribe":
             grant = Grant(info=cmd.info)
             for s in sessions:
@@ -395,13 +408,21 @@ class Node:
         """Subscribe every connection of ``user`` (or one ``client``) to ``channel``."""
         resolve_options(self.config, channel)
         await self._control(
-            _Control(op="subscribe", origin=self.node_id, user=user, client=client,
-                     channel=channel, info=optional_payload(info))
+            _Control(
+                op="subscribe",
+                origin=self.node_id,
+                user=user,
+                client=client,
+                channel=channel,
+                info=optional_payload(info),
+            )
         )
 
     async def unsubscribe(self, user: str, channel: str, *, client: str = "") -> None:
         await self._control(
-            _Control(op="unsubscribe", origin=self.node_id, user=user, client=client, channel=channel)
+            _Control(
+                op="unsubscribe", origin=self.node_id, user=user, client=client, channel=channel
+            )
         )
 
     async def disconnect(
@@ -415,8 +436,15 @@ class Node:
     ) -> None:
         """Disconnect every connection of ``user`` (or one ``client``)."""
         await self._control(
-            _Control(op="disconnect", origin=self.node_id, user=user, client=client, code=code,
-                     reason=reason, whitelist=list(whitelist or []))
+            _Control(
+                op="disconnect",
+                origin=self.node_id,
+                user=user,
+                client=client,
+                code=code,
+                reason=reason,
+                whitelist=list(whitelist or []),
+            )
         )
 
     async def refresh(
@@ -430,8 +458,15 @@ class Node:
     ) -> None:
         """Move the expiry of a user's connections (server-side refresh)."""
         await self._control(
-            _Control(op="refresh", origin=self.node_id, user=user, client=client,
-                     expire_at=expire_at or 0, expired=expired, info=optional_payload(info))
+            _Control(
+                op="refresh",
+                origin=self.node_id,
+                user=user,
+                client=client,
+                expire_at=expire_at or 0,
+                expired=expired,
+                info=optional_payload(info),
+            )
         )
 
     async def presence(self, channel: str) -> dict[str, ClientInfo]:
@@ -490,8 +525,10 @@ class Node:
         if not channel:
             raise ClientError(ErrorCode.BAD_REQUEST, "channel required")
         opts = resolve_options(self.config, channel)
-        enabled = opts.presence if feature == "presence" else (
-            opts.history_size > 0 and opts.history_ttl > 0
+        enabled = (
+            opts.presence
+            if feature == "presence"
+            else (opts.history_size > 0 and opts.history_ttl > 0)
         )
         if not enabled:
             raise ClientError.of(ErrorCode.NOT_AVAILABLE)

@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
+import anyio
+
 from .engines.base import ClientInfo, Publication
 from .protocol import json_codec
 from .protocol.messages import JoinLeave, Push, Reply
@@ -23,6 +25,7 @@ class Registry:
         self._channels: dict[str, dict[Session, None]] = {}
         self._users: dict[str, dict[Session, None]] = {}
         self._clients: dict[str, Session] = {}
+        self._empty: anyio.Event | None = None
 
     # ------------------------------------------------------------------ connections
 
@@ -38,6 +41,14 @@ class Registry:
             users.pop(session, None)
             if not users:
                 del self._users[session.user]
+        if not self._clients and self._empty is not None:
+            self._empty.set()
+
+    async def wait_empty(self) -> None:
+        """Wait until no connection is registered (used by graceful shutdown)."""
+        while self._clients:
+            self._empty = anyio.Event()
+            await self._empty.wait()
 
     def session(self, client_id: str) -> Session | None:
         return self._clients.get(client_id)

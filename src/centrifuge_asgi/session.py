@@ -166,13 +166,13 @@ class Session:
             return
         if not reason:
             reason = Disconnect(code).reason
-        if self.transport.emulation or self.transport.unidirectional:
-            if code != DisconnectCode.CONNECTION_CLOSED:
-                self.outbox.put(
-                    json_codec.encode_reply(
-                        Reply(push=Push(disconnect=DisconnectPush(code=code, reason=reason)))
-                    )
+        streamed = self.transport.emulation or self.transport.unidirectional
+        if streamed and code != DisconnectCode.CONNECTION_CLOSED:
+            self.outbox.put(
+                json_codec.encode_reply(
+                    Reply(push=Push(disconnect=DisconnectPush(code=code, reason=reason)))
                 )
+            )
         self.close_code = int(code)
         self.close_reason = reason
         discard = code in (DisconnectCode.CONNECTION_CLOSED, DisconnectCode.SLOW)
@@ -239,9 +239,12 @@ class Session:
 
     # -------------------------------------------------------------------- commands
 
+    def _accepting_commands(self) -> bool:
+        return not self.closing and self.state is not State.FAILED
+
     async def handle_frame(self, frame: bytes) -> None:
         """Decode one transport frame and run its commands in order."""
-        if self.closing or self.state is State.FAILED:
+        if not self._accepting_commands():
             return
         try:
             commands = json_codec.decode_commands(frame)
@@ -250,7 +253,7 @@ class Session:
             self.disconnect(DisconnectCode.BAD_REQUEST)
             return
         for command in commands:
-            if self.closing or self.state is State.FAILED:
+            if not self._accepting_commands():
                 return
             await self.handle_command(command)
 
@@ -288,7 +291,9 @@ class Session:
                 self.disconnect(DisconnectCode.SERVER_ERROR)
                 return
             err = ClientError.of(ErrorCode.INTERNAL)
-            reply = Reply(id=cmd.id, error=ErrorWire(code=err.code, message=err.message, temporary=True))
+            reply = Reply(
+                id=cmd.id, error=ErrorWire(code=err.code, message=err.message, temporary=True)
+            )
         finally:
             self.node.metrics_command(method, time.perf_counter() - started)
         if reply is None:
@@ -600,10 +605,9 @@ class Session:
         if channel not in self.subs or self.closing:
             return
         if not reason:
-            reason = UnsubscribeCode(code).reason if code in UnsubscribeCode else "unsubscribe"
-        self.send_push(
-            Push(channel=channel, unsubscribe=UnsubscribePush(code=code, reason=reason))
-        )
+            known = code in UnsubscribeCode.__members__.values()
+            reason = UnsubscribeCode(code).reason if known else "unsubscribe"
+        self.send_push(Push(channel=channel, unsubscribe=UnsubscribePush(code=code, reason=reason)))
         await self._channels.remove(channel)
 
     # ------------------------------------------------------------------- fan-out
@@ -632,7 +636,9 @@ class Session:
         handler = self.node.handlers.disconnect
         if was_connected and handler is not None:
             try:
-                await handler(DisconnectEvent(self.client_ref(), self.close_code, self.close_reason))
+                await handler(
+                    DisconnectEvent(self.client_ref(), self.close_code, self.close_reason)
+                )
             except Exception:
                 log.exception("disconnect handler failed for client=%s", self.client_id)
 

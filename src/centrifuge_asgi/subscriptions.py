@@ -247,7 +247,9 @@ class ChannelCommands:
             if positioned:
                 await self._position(sub, opts, req, result)
             if sub.presence:
-                await node.presence_manager.add_presence(channel, s.client_id, s.client_info(sub.chan_info))
+                await node.presence_manager.add_presence(
+                    channel, s.client_id, s.client_info(sub.chan_info)
+                )
         except BaseException:
             await self.remove(channel)
             raise
@@ -270,7 +272,11 @@ class ChannelCommands:
         )
 
     async def _position(
-        self, sub: Subscription, opts: ChannelOptions, req: SubscribeRequest, result: SubscribeResult
+        self,
+        sub: Subscription,
+        opts: ChannelOptions,
+        req: SubscribeRequest,
+        result: SubscribeResult,
     ) -> None:
         """Fill the stream position, recovering missed publications when asked."""
         node = self.s.node
@@ -286,7 +292,9 @@ class ChannelCommands:
             since = StreamPosition(req.offset, req.epoch)
             try:
                 hist = await node.broker.history(
-                    sub.channel, HistoryFilter(limit=limit if limit > 0 else -1, since=since), meta_ttl
+                    sub.channel,
+                    HistoryFilter(limit=limit if limit > 0 else -1, since=since),
+                    meta_ttl,
                 )
             except ClientError as exc:
                 if exc.code != ErrorCode.UNRECOVERABLE_POSITION:
@@ -295,7 +303,9 @@ class ChannelCommands:
                 top, pubs = hist.position, hist.publications
                 recovered = _is_recovered(req.offset, pubs, top)
         if not recovered and not top.epoch:
-            top = (await node.broker.history(sub.channel, HistoryFilter(limit=0), meta_ttl)).position
+            top = (
+                await node.broker.history(sub.channel, HistoryFilter(limit=0), meta_ttl)
+            ).position
         if req.recover and not recovered and req.flag & _REJECT_UNRECOVERED:
             raise ClientError.of(ErrorCode.UNRECOVERABLE_POSITION)
         result.epoch = top.epoch
@@ -361,7 +371,9 @@ class ChannelCommands:
         sub = self._detach(channel)
         if sub is None:
             return
-        s.send_push(Push(channel=channel, unsubscribe=UnsubscribePush(code=code, reason=code.reason)))
+        s.send_push(
+            Push(channel=channel, unsubscribe=UnsubscribePush(code=code, reason=code.reason))
+        )
         s.node.spawn(self._release, sub)
 
     # ----------------------------------------------------------- unsubscribe
@@ -412,7 +424,9 @@ class ChannelCommands:
         delay = sub.expire_at - time.time()
         if sub.client_side_refresh:
             delay += self.s.node.config.client.expired_sub_close_delay
-        sub.timer = self.s.node.scheduler.call_later(max(delay, 0.001), lambda: self._on_expired(sub))
+        sub.timer = self.s.node.scheduler.call_later(
+            max(delay, 0.001), lambda: self._on_expired(sub)
+        )
 
     def _on_expired(self, sub: Subscription) -> None:
         s = self.s
@@ -438,8 +452,10 @@ class ChannelCommands:
         except Exception:
             log.exception("sub_refresh handler failed for client=%s", s.client_id)
             reply = None
-        if reply is None or reply.expired or (
-            reply.expire_at is not None and reply.expire_at <= time.time()
+        if (
+            reply is None
+            or reply.expired
+            or (reply.expire_at is not None and reply.expire_at <= time.time())
         ):
             if sub.server_side:
                 s.disconnect(DisconnectCode.SUBSCRIPTION_EXPIRED)
@@ -572,7 +588,9 @@ class ChannelCommands:
         if req.since is not None:
             since = StreamPosition(req.since.offset, req.since.epoch)
         hist = await node.broker.history(
-            channel, HistoryFilter(limit=limit, since=since, reverse=req.reverse), node.meta_ttl(opts)
+            channel,
+            HistoryFilter(limit=limit, since=since, reverse=req.reverse),
+            node.meta_ttl(opts),
         )
         return HistoryResult(
             publications=[publication_wire(p) for p in hist.publications],

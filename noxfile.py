@@ -1,0 +1,52 @@
+"""Developer tasks: ``nox -s tests``, ``lint``, ``typecheck``, ``demo``."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import nox
+
+nox.options.default_venv_backend = "venv"
+nox.options.reuse_existing_virtualenvs = True
+nox.options.sessions = ["lint", "typecheck", "tests"]
+
+JS_DIR = "tests/js"
+
+
+def _install_js(session: nox.Session) -> None:
+    """Install the pinned official JS SDK used by interop tests (needs Node 20+)."""
+    if shutil.which("npm") is None:
+        if os.environ.get("CI") == "true":
+            session.error("npm is required under CI=true (install Node 20+)")
+        session.warn("npm not found: JS interop tests will be skipped")
+        return
+    session.run("npm", "ci", "--prefix", JS_DIR, "--no-audit", "--no-fund", external=True)
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """The whole test suite: unit, engine contract, SDK interop, examples."""
+    session.install("-e", ".[test]")
+    _install_js(session)
+    session.run("pytest", "-q", *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    session.install("ruff>=0.5")
+    session.run("ruff", "check", "src", "tests", "examples", "benchmarks", "noxfile.py")
+    session.run("ruff", "format", "--check", "src", "tests", "examples", "benchmarks", "noxfile.py")
+
+
+@nox.session
+def typecheck(session: nox.Session) -> None:
+    session.install("-e", ".[test]", "mypy>=1.10")
+    session.run("mypy", "--strict", "src/centrifuge_asgi")
+
+
+@nox.session
+def demo(session: nox.Session) -> None:
+    """Run the chat demo on http://127.0.0.1:8000 (in-memory engine, no Redis)."""
+    session.install("-e", ".[server]", "fastapi>=0.110")
+    session.run("python", "examples/chat/app.py", *session.posargs)

@@ -1,0 +1,79 @@
+"""Shared server setup for interop tests: one standard config, tokens, a node factory."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from centrifuge_asgi.auth import connection_token, subscription_token
+from centrifuge_asgi.node import Node
+
+SECRET = "interop-secret"
+WS_PATH = "/connection/websocket"
+
+_OPEN = {
+    "allow_subscribe_for_client": True,
+    "allow_publish_for_subscriber": True,
+    "allow_presence_for_subscriber": True,
+    "allow_history_for_subscriber": True,
+}
+
+BASE_CONFIG: dict[str, Any] = {
+    "client": {
+        "token": {"hmac_secret_key": SECRET},
+        "allowed_origins": ["*"],
+    },
+    "channel": {
+        "without_namespace": dict(_OPEN),
+        "namespaces": [
+            # plain pub/sub with presence and join/leave
+            {
+                "name": "chat",
+                **_OPEN,
+                "presence": True,
+                "join_leave": True,
+                "force_push_join_leave": True,
+            },
+            # history + recovery
+            {
+                "name": "news",
+                **_OPEN,
+                "history_size": 10,
+                "history_ttl": "300s",
+                "force_recovery": True,
+                "presence": True,
+            },
+            # tiny history to test trimmed recovery
+            {
+                "name": "tiny",
+                **_OPEN,
+                "history_size": 2,
+                "history_ttl": "300s",
+                "force_recovery": True,
+            },
+            # nothing allowed: needs a subscription token or a handler
+            {"name": "secret", "presence": True},
+            # user-limited channels
+            {"name": "dm", "allow_user_limited_channels": True},
+        ],
+    },
+}
+
+
+def make_config(**client_overrides: Any) -> dict[str, Any]:
+    """A deep copy of BASE_CONFIG with ``client.*`` keys overridden."""
+    cfg = copy.deepcopy(BASE_CONFIG)
+    cfg["client"].update(client_overrides)
+    return cfg
+
+
+def make_node(config: dict[str, Any] | None = None) -> Node:
+    return Node(config if config is not None else make_config())
+
+
+def token(user: str, ttl: float | None = 3600, **claims: Any) -> str:
+    return connection_token(user, SECRET, ttl=ttl, **claims)
+
+
+def sub_token(user: str, channel: str, ttl: float | None = 3600, **claims: Any) -> str:
+    return subscription_token(user, channel, SECRET, ttl=ttl, **claims)
