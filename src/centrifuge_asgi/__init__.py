@@ -1,3 +1,66 @@
-"""centrifuge-asgi: Centrifugo-compatible real-time messaging for ASGI applications."""
+"""centrifuge-asgi: Centrifugo-compatible real-time messaging for ASGI applications.
 
-__version__ = "0.1.0"
+Mount ``Node(config).asgi_app()`` in Starlette/FastAPI (with ``lifespan=node.lifespan``),
+publish with ``await node.publish(channel, data)``, and connect with any official
+Centrifugo SDK.
+"""
+
+from ._version import __version__
+from .auth import connection_token, subscription_token
+from .codes import DisconnectCode, ErrorCode, UnsubscribeCode
+from .config import Config, load_config
+from .engines.base import ClientInfo, Publication, StreamPosition
+from .errors import CentrifugeError, ClientError, ConfigError, Disconnect, EngineError
+from .handlers import (
+    ClientRef,
+    ConnectEvent,
+    ConnectReply,
+    DisconnectEvent,
+    MessageEvent,
+    PublishEvent,
+    PublishReply,
+    RefreshEvent,
+    RefreshReply,
+    RPCEvent,
+    SubRefreshEvent,
+    SubRefreshReply,
+    SubscribeEvent,
+    SubscribeReply,
+)
+from .node import HistoryPage, Node, PublishResult
+
+__all__ = [
+    "CentrifugeError",
+    "ClientError",
+    "ClientInfo",
+    "ClientRef",
+    "Config",
+    "ConfigError",
+    "ConnectEvent",
+    "ConnectReply",
+    "Disconnect",
+    "DisconnectCode",
+    "DisconnectEvent",
+    "EngineError",
+    "ErrorCode",
+    "HistoryPage",
+    "MessageEvent",
+    "Node",
+    "Publication",
+    "PublishEvent",
+    "PublishReply",
+    "PublishResult",
+    "RPCEvent",
+    "RefreshEvent",
+    "RefreshReply",
+    "StreamPosition",
+    "SubRefreshEvent",
+    "SubRefreshReply",
+    "SubscribeEvent",
+    "SubscribeReply",
+    "UnsubscribeCode",
+    "__version__",
+    "connection_token",
+    "load_config",
+    "subscription_token",
+]

@@ -32,13 +32,10 @@ def _compiled(pattern: str) -> re.Pattern[str]:
 
 
 def check_name(config: Config, channel: str, opts: ChannelOptions) -> None:
-    """107 when the name is not ASCII (no channel_regex) or does not match channel_regex."""
+    """107 when the name is not ASCII (no channel_regex) or channel_regex finds no match."""
     if opts.channel_regex:
-        rest = channel
-        boundary = config.channel.namespace_boundary
-        if boundary and boundary in channel:
-            rest = channel.split(boundary, 1)[1]
-        if _compiled(opts.channel_regex).fullmatch(rest) is None:
+        rest = config.resolve_channel(channel)[1]
+        if _compiled(opts.channel_regex).search(rest) is None:
             raise ClientError.of(ErrorCode.BAD_REQUEST)
     elif not channel.isascii():
         raise ClientError.of(ErrorCode.BAD_REQUEST)

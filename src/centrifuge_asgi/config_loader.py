@@ -467,10 +467,15 @@ def read_config_file(path: Path) -> dict[str, object]:
 
 
 def _expand_overrides(overrides: Mapping[str, object]) -> dict[str, Any]:
+    """``{"a.b": 1, "a": {"c": 2}}`` → ``{"a": {"b": 1, "c": 2}}``; None values are unset."""
     result: dict[str, Any] = {}
     for key, value in overrides.items():
-        if value is not None:
-            _set_path(result, tuple(key.split(".")), _copy_tree(value))
+        if value is None:
+            continue
+        nested = _copy_tree(value)
+        for part in reversed(key.split(".")):
+            nested = {part: nested}
+        _deep_merge(result, nested)
     return result
 
 

@@ -19,7 +19,7 @@ import anyio
 import msgspec
 from anyio.abc import TaskGroup
 
-from . import __version__
+from ._version import __version__
 from .auth import TokenVerifier
 from .channels import resolve_options
 from .codes import DisconnectCode, ErrorCode, UnsubscribeCode
@@ -286,7 +286,7 @@ class Node:
     # --------------------------------------------------------------- helpers
 
     def meta_ttl(self, opts: ChannelOptions) -> float:
-        return opts.history_meta_ttl or self.config.channel.history_meta_ttl or _DEFAULT_META_TTL
+        return self.config.effective_history_meta_ttl(opts) or _DEFAULT_META_TTL
 
     def personal_channel(self, user: str) -> str:
         personal = self.config.client.subscribe_to_user_personal_channel

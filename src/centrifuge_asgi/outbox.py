@@ -52,6 +52,13 @@ class Outbox:
         if self._waiter is not None:
             self._waiter.set()
 
+    def drain(self) -> list[bytes]:
+        """Return and remove everything queued, without waiting."""
+        batch = list(self._items)
+        self._items.clear()
+        self._size = 0
+        return batch
+
     async def take_all(self) -> list[bytes] | None:
         """Wait for messages and return all queued; None once closed and drained."""
         while not self._items:
@@ -60,7 +67,4 @@ class Outbox:
             self._waiter = anyio.Event()
             await self._waiter.wait()
             self._waiter = None
-        batch = list(self._items)
-        self._items.clear()
-        self._size = 0
-        return batch
+        return self.drain()

@@ -600,9 +600,15 @@ def test_precedence_overrides_env_file(tmp_path: Path) -> None:
     c = load_config(
         file,
         env=env,
-        overrides={"http_server.port": 8003, "log.level": None, "client": {"insecure": True}},
+        overrides={
+            "http_server.port": 8003,
+            "log.level": None,
+            "client": {"insecure": True},
+            "client.channel_limit": 7,
+        },
     )
     assert c.http_server.port == 8003
+    assert c.client.channel_limit == 7
     assert c.log.level == "warn"  # a None flag is unset
     assert c.client.insecure
 

@@ -1,0 +1,284 @@
+"""The session state machine without sockets: frames in, encoded replies out."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio
+import pytest
+
+from centrifuge_asgi import ClientError, ConnectReply, Node, RPCEvent
+from centrifuge_asgi.session import Session, TransportInfo
+from tests.interop.support import make_config, token
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+async def node() -> AsyncIterator[Node]:
+    async with Node(make_config()) as n:
+        yield n
+        await finish_all(n)
+
+
+async def finish_all(node: Node) -> None:
+    """What a transport does when its socket ends (there are no sockets here)."""
+    for s in list(node.registry.sessions()):
+        await s.finish()
+
+
+def replies(session: Session) -> list[dict[str, Any]]:
+    return [json.loads(m) for m in session.outbox.drain()]
+
+
+def frame(*commands: dict[str, Any]) -> bytes:
+    return "\n".join(json.dumps(c) for c in commands).encode()
+
+
+async def connected(node: Node, user: str = "u1") -> Session:
+    s = node.create_session(TransportInfo())
+    await s.handle_frame(frame({"id": 1, "connect": {"token": token(user)}}))
+    [reply] = replies(s)
+    assert reply["id"] == 1 and reply["connect"]["client"] == s.client_id
+    return s
+
+
+async def test_connect_reply_advertises_ping_and_expiry(node: Node) -> None:
+    s = node.create_session(TransportInfo())
+    await s.handle_frame(frame({"id": 1, "connect": {"token": token("u1", ttl=100)}}))
+    [reply] = replies(s)
+    result = reply["connect"]
+    assert result["ping"] == 25 and result["pong"] is True
+    assert result["expires"] is True and 98 <= result["ttl"] <= 100
+    assert "session" not in result and "node" not in result
+
+
+async def test_connect_and_subscribe_in_one_frame(node: Node) -> None:
+    s = node.create_session(TransportInfo())
+    await s.handle_frame(
+        frame(
+            {"connect": {"token": token("u1")}, "id": 1},
+            {"subscribe": {"channel": "news:a", "flag": 1}, "id": 2},
+        )
+    )
+    out = replies(s)
+    assert [r["id"] for r in out] == [1, 2]
+    sub = out[1]["subscribe"]
+    assert sub["recoverable"] is True and sub["positioned"] is True and sub["epoch"]
+    assert "offset" not in sub  # zero is omitted
+
+
+async def test_reply_shapes_keep_required_fields(node: Node) -> None:
+    s = await connected(node)
+    await s.handle_frame(
+        frame(
+            {"id": 2, "subscribe": {"channel": "news:a"}},
+            {"id": 3, "history": {"channel": "news:a"}},
+            {"id": 4, "presence": {"channel": "news:a"}},
+            {"id": 5, "presence_stats": {"channel": "news:a"}},
+            {"id": 6, "publish": {"channel": "news:a", "data": {"x": 1}}},
+            {"id": 7, "unsubscribe": {"channel": "nothing"}},
+        )
+    )
+    out = {r.get("id"): r for r in replies(s)}
+    assert out[3]["history"]["publications"] == [] and out[3]["history"]["offset"] == 0
+    assert "epoch" in out[3]["history"]
+    presence = out[4]["presence"]["presence"]
+    assert presence == {s.client_id: {"user": "u1", "client": s.client_id}}
+    assert out[5]["presence_stats"] == {"num_clients": 1, "num_users": 1}
+    assert out[6] == {"id": 6, "publish": {}}
+    assert out[7] == {"id": 7, "unsubscribe": {}}
+
+
+async def test_publications_wait_for_the_subscribe_reply(node: Node) -> None:
+    """A publication arriving while subscribe is in flight comes after the reply, once."""
+    s = await connected(node)
+    original = node.broker.history
+
+    async def slow_history(*args: Any, **kwargs: Any) -> Any:
+        await node.publish("news:a", {"n": "during"})
+        return await original(*args, **kwargs)
+
+    node.broker.history = slow_history  # type: ignore[method-assign]
+    await s.handle_frame(frame({"id": 2, "subscribe": {"channel": "news:a"}}))
+    out = replies(s)
+    assert out[0]["id"] == 2
+    pushes = [r["push"]["pub"] for r in out[1:]]
+    assert pushes == [] or [p["data"] for p in pushes] == [{"n": "during"}]
+
+
+async def test_recovery_is_all_or_nothing(node: Node) -> None:
+    for i in range(3):
+        await node.publish("news:r", {"i": i})
+    hist = await node.history("news:r")
+    s = await connected(node)
+    await s.handle_frame(
+        frame(
+            {
+                "id": 2,
+                "subscribe": {
+                    "channel": "news:r",
+                    "recover": True,
+                    "offset": 1,
+                    "epoch": hist.epoch,
+                },
+            }
+        )
+    )
+    [reply] = replies(s)
+    result = reply["subscribe"]
+    assert result["recovered"] is True and result["was_recovering"] is True
+    assert result["offset"] == 1
+    assert [p["offset"] for p in result["publications"]] == [2, 3]
+
+    s2 = await connected(node, "u2")
+    await s2.handle_frame(
+        frame(
+            {
+                "id": 2,
+                "subscribe": {"channel": "news:r", "recover": True, "offset": 1, "epoch": "_"},
+            }
+        )
+    )
+    [reply] = replies(s2)
+    result = reply["subscribe"]
+    assert "recovered" not in result and "publications" not in result
+    assert result["offset"] == 3 and result["was_recovering"] is True
+
+
+async def test_reject_unrecovered_flag_gives_112(node: Node) -> None:
+    s = await connected(node)
+    await s.handle_frame(
+        frame(
+            {
+                "id": 2,
+                "subscribe": {
+                    "channel": "news:x",
+                    "recover": True,
+                    "offset": 5,
+                    "epoch": "nope",
+                    "flag": 3,
+                },
+            }
+        )
+    )
+    [reply] = replies(s)
+    assert reply["error"] == {"code": 112, "message": "unrecoverable position"}
+    assert "news:x" not in s.subs and not node.registry.has_subscribers("news:x")
+
+
+async def test_gap_on_positioned_subscription_unsubscribes_with_2500(node: Node) -> None:
+    s = await connected(node)
+    await s.handle_frame(frame({"id": 2, "subscribe": {"channel": "news:g"}}))
+    replies(s)
+    await node.publish("news:g", {"a": 1})
+    s.subs["news:g"].offset = 0  # pretend offset 1 was lost: offset 2 is a gap
+    await node.publish("news:g", {"a": 2})
+    out = replies(s)
+    assert out[-1] == {
+        "push": {"channel": "news:g", "unsubscribe": {"code": 2500, "reason": "insufficient state"}}
+    }
+    assert "news:g" not in s.subs
+
+
+async def test_rpc_result_object_always_present(node: Node) -> None:
+    @node.on_rpc("none")
+    async def none(event: RPCEvent) -> None:
+        return None
+
+    @node.on_rpc("fail")
+    async def fail(event: RPCEvent) -> None:
+        raise RuntimeError("boom")
+
+    @node.on_rpc("deny")
+    async def deny(event: RPCEvent) -> None:
+        raise ClientError(403, "nope")
+
+    s = await connected(node)
+    await s.handle_frame(
+        frame(
+            {"id": 2, "rpc": {"method": "none"}},
+            {"id": 3, "rpc": {"method": "fail"}},
+            {"id": 4, "rpc": {"method": "deny"}},
+            {"id": 5, "rpc": {"method": "missing"}},
+        )
+    )
+    out = replies(s)
+    assert out[0] == {"id": 2, "rpc": {}}
+    assert out[1]["error"] == {"code": 100, "message": "internal server error", "temporary": True}
+    assert out[2]["error"] == {"code": 403, "message": "nope"}
+    assert out[3]["error"] == {"code": 104, "message": "method not found"}
+    assert s.connected
+
+
+async def test_send_without_handler_disconnects_3508(node: Node) -> None:
+    s = await connected(node)
+    await s.handle_frame(frame({"send": {"data": {"x": 1}}}))
+    assert (s.close_code, s.close_reason) == (3508, "not available")
+
+
+async def test_overflowing_outbox_disconnects_slow(node: Node) -> None:
+    s = await connected(node)
+    s.outbox.max_bytes = 1000
+    await s.handle_frame(frame({"id": 2, "subscribe": {"channel": "chat:x"}}))
+    for _ in range(20):
+        await node.publish("chat:x", {"pad": "x" * 100})
+    assert (s.close_code, s.close_reason) == (3008, "slow")
+    assert s.outbox.drain() == []  # queued messages are dropped for a slow client
+
+
+async def test_connecting_handler_authenticates_tokenless_clients(node: Node) -> None:
+    @node.on_connecting
+    async def auth(event: Any) -> ConnectReply:
+        return ConnectReply(user=event.data["name"], channels=["chat:lobby"])
+
+    s = node.create_session(TransportInfo())
+    await s.handle_frame(frame({"id": 1, "connect": {"data": {"name": "ann"}}}))
+    reply, *pushes = replies(s)
+    assert s.user == "ann"
+    assert pushes == [
+        {
+            "push": {
+                "channel": "chat:lobby",
+                "join": {"info": {"user": "ann", "client": s.client_id}},
+            }
+        }
+    ]
+    assert reply["connect"]["subs"] == {"chat:lobby": {}}
+    assert node.registry.has_subscribers("chat:lobby")
+
+
+async def test_missed_pong_disconnects_3012() -> None:
+    cfg = make_config(ping_interval="200ms", pong_timeout="100ms")
+    async with Node(cfg) as n:
+        s = await connected(n)
+        with anyio.fail_after(2):
+            while not s.closing:
+                await anyio.sleep(0.02)
+        assert (s.close_code, s.close_reason) == (3012, "no pong")
+        await finish_all(n)
+
+
+async def test_answered_pings_keep_the_connection() -> None:
+    cfg = make_config(ping_interval="200ms", pong_timeout="100ms")
+    async with Node(cfg) as n:
+        s = await connected(n)
+        with anyio.move_on_after(0.8):
+            while True:
+                if b"{}" in s.outbox.drain():
+                    await s.handle_frame(b"{}")
+                await anyio.sleep(0.01)
+        assert not s.closing
+        await finish_all(n)
+
+
+async def test_finish_releases_channels_and_presence(node: Node) -> None:
+    s = await connected(node)
+    await s.handle_frame(frame({"id": 2, "subscribe": {"channel": "chat:p"}}))
+    assert (await node.presence_stats("chat:p")).num_clients == 1
+    await s.finish()
+    assert not node.registry.has_subscribers("chat:p")
+    assert (await node.presence_stats("chat:p")).num_clients == 0
+    assert node.registry.num_clients == 0
