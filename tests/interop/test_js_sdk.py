@@ -101,14 +101,12 @@ def test_connect_expired_token_refreshed_by_get_token(
     assert result["client"]
 
 
-def test_connection_refresh_keeps_connection(
-    live_server: LiveServerFactory, run_js: RunJs
-) -> None:
+def test_connection_refresh_keeps_connection(live_server: LiveServerFactory, run_js: RunJs) -> None:
     _, srv = serve(live_server, make_node(make_config(expired_close_delay="1s")))
     result = run_js(
         "sdk_connect.mjs", "refresh", ws(srv), token("u1", ttl=3), token("u1"), timeout=12
     )
-    assert result["getTokenCalls"] >= 1
+    assert result["getTokenCalls"] == 1
     assert result["state"] == "connected"
     assert result["connectingAfterConnect"] == 0
     assert result["disconnects"] == 0
@@ -136,11 +134,20 @@ def test_connection_refresh_with_other_user_token(
 def test_publish_subscribe_unsubscribe(live_server: LiveServerFactory, run_js: RunJs) -> None:
     _, srv = serve(live_server)
     result = run_js("sdk_pubsub.mjs", ws(srv), token("u1"), token("u2"), "chat:room", timeout=15)
-    expected = {"channel": "chat:room", "data": {"text": "hi"}, "user": "u1", "client": result["id1"]}
+    expected = {
+        "channel": "chat:room",
+        "data": {"text": "hi"},
+        "user": "u1",
+        "client": result["id1"],
+    }
     assert result["own"] == expected
     assert result["other"] == expected
     assert result["publishReply"] == {}
-    assert result["unsubscribed"] == {"code": 0, "reason": "unsubscribe called", "state": "unsubscribed"}
+    assert result["unsubscribed"] == {
+        "code": 0,
+        "reason": "unsubscribe called",
+        "state": "unsubscribed",
+    }
     assert result["statsAfterUnsubscribe"] == {"numClients": 1, "numUsers": 1}
     assert result["received2"] == [{"text": "hi"}]
 
@@ -204,8 +211,10 @@ def test_recovery_after_reconnect(
         {"subscribed": {"wasRecovering": False, "recovered": False}, "offset": 0},
         {"pub": 1, "n": 1},
         # recovered: position is the client's (1) and the missed ones follow; else the top
-        {"subscribed": {"wasRecovering": True, "recovered": recovered},
-         "offset": 1 if recovered else last - 1},
+        {
+            "subscribed": {"wasRecovering": True, "recovered": recovered},
+            "offset": 1 if recovered else last - 1,
+        },
         *after,
         {"pub": last, "n": last},
     ]
