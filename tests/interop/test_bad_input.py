@@ -1,0 +1,674 @@
+"""Bad input against a live server, with a raw WebSocket client (JSON protocol).
+
+Every case asserts the exact reference outcome — a WebSocket close code and reason, an
+HTTP status, or the exact error reply — and then checks that the server is still healthy
+(a fresh client connects, subscribes and receives a publication).
+
+References: client-protocol.md §1.4–§1.6, §3, §5.2, §5.7, §6; reliability.md a5, a8,
+B3 (#22, #25, #27–#29, #31, #32), B4, B5, B6, B7.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import itertools
+import json
+import os
+import socket
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import pytest
+import websockets
+from websockets.asyncio.client import ClientConnection
+
+from centrifuge_asgi.auth import connection_token
+from centrifuge_asgi.handlers import DisconnectEvent, RPCEvent
+from centrifuge_asgi.node import Node
+
+from .support import SECRET, WS_PATH, make_config, make_node, token
+
+if TYPE_CHECKING:
+    from conftest import LiveServer, LiveServerFactory
+
+pytestmark = [pytest.mark.interop, pytest.mark.anyio]
+
+TIMEOUT = 5.0  # upper bound of every single wait in this module
+Frame = dict[str, Any]
+
+
+# --------------------------------------------------------------------------- server
+
+
+@dataclass
+class Env:
+    """A live server, its node, and what its handlers observed."""
+
+    srv: LiveServer
+    node: Node
+    disconnects: list[DisconnectEvent] = field(default_factory=list)
+
+    async def num_clients(self) -> int:
+        async def count() -> int:
+            return self.node.registry.num_clients
+
+        return await self.srv.acall(count())
+
+    async def subscribers(self, channel: str) -> int:
+        async def count() -> int:
+            return self.node.registry.channels().get(channel, 0)
+
+        return await self.srv.acall(count())
+
+
+ServerFactory = Callable[..., Env]
+
+
+@pytest.fixture
+def server(live_server: LiveServerFactory) -> ServerFactory:
+    """``server(**client_overrides)`` or ``server(config=...)``: a live node.
+
+    The node answers RPC ``whoami`` with the caller's user id and records disconnects.
+    """
+
+    def start(config: dict[str, Any] | None = None, **client_overrides: Any) -> Env:
+        node = make_node(config if config is not None else make_config(**client_overrides))
+        env = Env(srv=None, node=node)  # type: ignore[arg-type]
+
+        @node.on_rpc("whoami")
+        async def whoami(event: RPCEvent) -> dict[str, str]:
+            return {"user": event.client.user}
+
+        @node.on_disconnect
+        async def on_disconnect(event: DisconnectEvent) -> None:
+            env.disconnects.append(event)
+
+        env.srv = live_server(node.asgi_app())
+        return env
+
+    return start
+
+
+# --------------------------------------------------------------------------- raw client
+
+
+class Closed(Exception):
+    """The server closed the WebSocket (``code``/``reason`` of its close frame)."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(f"closed {code} {reason!r}")
+        self.code = code
+        self.reason = reason
+
+
+class RawClient:
+    """A JSON-protocol client without any SDK logic: frames in, messages out."""
+
+    def __init__(self, ws: ClientConnection) -> None:
+        self.ws = ws
+        self.received: list[Frame] = []  # every message, in order (pings included)
+        self._unread: list[Frame] = []
+        self._ids = itertools.count(1)
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def open(cls, env: Env, **kwargs: Any) -> AsyncIterator[RawClient]:
+        options: dict[str, Any] = {
+            "open_timeout": TIMEOUT,
+            "close_timeout": 1,
+            "compression": None,
+            "ping_interval": None,
+            "proxy": None,
+            "max_size": None,
+        }
+        options.update(kwargs)
+        async with websockets.connect(env.srv.ws_url(WS_PATH), **options) as ws:
+            yield cls(ws)
+
+    def next_id(self) -> int:
+        return next(self._ids)
+
+    async def send_raw(self, frame: str) -> None:
+        await self.ws.send(frame)
+
+    async def send(self, *commands: Frame) -> None:
+        """Send commands in one frame, newline-separated."""
+        await self.ws.send("\n".join(json.dumps(c, separators=(",", ":")) for c in commands))
+
+    async def message(self, timeout: float = TIMEOUT) -> Frame:
+        """The next message; raises :class:`Closed` when the server closes instead."""
+        if not self._unread:
+            try:
+                with anyio.fail_after(timeout):
+                    frame = await self.ws.recv()
+            except websockets.ConnectionClosed as exc:
+                if exc.rcvd is None:
+                    raise AssertionError("connection dropped without a close frame") from exc
+                raise Closed(exc.rcvd.code, exc.rcvd.reason) from exc
+            assert isinstance(frame, str), "JSON protocol replies must be text frames"
+            messages = [json.loads(line) for line in frame.split("\n")]
+            self.received.extend(messages)
+            self._unread.extend(messages)
+        return self._unread.pop(0)
+
+    async def wait_for(self, match: Callable[[Frame], bool], timeout: float = TIMEOUT) -> Frame:
+        """Skip messages (pings, other pushes) until one matches."""
+        with anyio.fail_after(timeout):
+            while True:
+                msg = await self.message()
+                if match(msg):
+                    return msg
+
+    async def reply(self, cmd_id: int, timeout: float = TIMEOUT) -> Frame:
+        return await self.wait_for(lambda m: m.get("id") == cmd_id, timeout)
+
+    async def call(self, method: str, params: Frame) -> Frame:
+        """Send one command with a fresh id and return its reply."""
+        cmd_id = self.next_id()
+        await self.send({"id": cmd_id, method: params})
+        return await self.reply(cmd_id)
+
+    async def connect(self, user_token: str | None) -> Frame:
+        """Connect; returns the connect result (asserting success)."""
+        params = {} if user_token is None else {"token": user_token}
+        reply = await self.call("connect", params)
+        assert "connect" in reply, reply
+        return reply["connect"]
+
+    async def closed(self, timeout: float = TIMEOUT) -> tuple[int, str]:
+        """Read until the server closes; returns the close frame's code and reason."""
+        with anyio.fail_after(timeout):
+            while True:
+                try:
+                    await self.message()
+                except Closed as exc:
+                    return exc.code, exc.reason
+
+
+async def assert_closed(client: RawClient, code: int, reason: str) -> None:
+    assert await client.closed() == (code, reason)
+
+
+_health_ids = itertools.count()
+
+
+async def assert_healthy(env: Env) -> None:
+    """A fresh valid client connects, subscribes and receives a publication."""
+    n = next(_health_ids)
+    channel = f"chat:health-{n}"
+    async with RawClient.open(env) as client:
+        result = await client.connect(token(f"healthy-{n}"))
+        assert result["client"]
+        assert await client.call("subscribe", {"channel": channel}) == {
+            "id": 2,
+            "subscribe": {},
+        }
+        await env.srv.acall(env.node.publish(channel, {"health": n}))
+        push = await client.wait_for(lambda m: "pub" in m.get("push", {}))
+        assert push == {"push": {"channel": channel, "pub": {"data": {"health": n}}}}
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _jwt(header: Frame, claims: Frame, signature: str = "") -> str:
+    return ".".join(
+        [_b64(json.dumps(header).encode()), _b64(json.dumps(claims).encode()), signature]
+    )
+
+
+CONNECT_OK = {"token": token("u1")}
+
+
+# ------------------------------------------------------------------ protocol violations
+
+
+VIOLATIONS: dict[str, tuple[bool, list[str]]] = {
+    # case: (connect first?, frames sent afterwards)
+    "garbage-before-connect": (False, ["garbage"]),
+    "malformed-json": (True, ['{"id":2,"subscribe":{"channel":"chat:x"']),
+    "json-array": (True, ["[1,2,3]"]),
+    "frame-without-command": (True, [" \n "]),
+    "unknown-command": (True, ['{"id":2,"foo":{}}']),
+    "command-before-connect": (False, ['{"id":1,"subscribe":{"channel":"chat:x"}}']),
+    "duplicate-connect": (True, [json.dumps({"id": 2, "connect": CONNECT_OK})]),
+    "no-id-subscribe": (True, ['{"subscribe":{"channel":"chat:x"}}']),
+    "id-zero-rpc": (True, ['{"id":0,"rpc":{"method":"whoami"}}']),
+    "legacy-ping-command": (True, ['{"id":2,"ping":{}}']),
+    "subscribe-empty-channel": (True, ['{"id":2,"subscribe":{"channel":""}}']),
+    "unsubscribe-empty-channel": (True, ['{"id":2,"unsubscribe":{"channel":""}}']),
+    "connect-without-token": (False, ['{"id":1,"connect":{}}']),
+}
+
+
+@pytest.mark.parametrize(("connect_first", "frames"), VIOLATIONS.values(), ids=VIOLATIONS)
+async def test_protocol_violation_closes_3501(
+    server: ServerFactory, connect_first: bool, frames: list[str]
+) -> None:
+    env = server()
+    async with RawClient.open(env) as client:
+        if connect_first:
+            await client.connect(CONNECT_OK["token"])
+        for frame in frames:
+            await client.send_raw(frame)
+        await assert_closed(client, 3501, "bad request")
+    await assert_healthy(env)
+
+
+async def test_connect_and_subscribe_in_one_frame_is_not_a_violation(
+    server: ServerFactory,
+) -> None:
+    """JS batches connect + subscribe in one frame (spec §1.5, §10.9)."""
+    env = server()
+    async with RawClient.open(env) as client:
+        await client.send(
+            {"id": 1, "connect": CONNECT_OK}, {"id": 2, "subscribe": {"channel": "news:batch"}}
+        )
+        connect = await client.message()
+        assert connect["id"] == 1
+        assert "connect" in connect
+        subscribe = await client.reply(2)
+        assert subscribe["subscribe"]["recoverable"] is True
+    await assert_healthy(env)
+
+
+# -------------------------------------------------------------------------- frame size
+
+
+def _rpc_frame(cmd_id: int, size: int) -> str:
+    """A valid RPC command of exactly ``size`` bytes."""
+    base = json.dumps({"id": cmd_id, "rpc": {"method": "whoami", "data": {"pad": ""}}})
+    frame = base.replace('"pad": ""', '"pad": "' + "x" * (size - len(base)) + '"')
+    assert len(frame.encode()) == size
+    return frame
+
+
+@pytest.mark.parametrize("limit", [None, 1024], ids=["default-65536", "configured-1024"])
+async def test_oversized_frame_closes_1009(server: ServerFactory, limit: int | None) -> None:
+    config = make_config()
+    if limit is not None:
+        config["websocket"] = {"message_size_limit": limit}
+    env = server(config=config)
+    size = limit or 65536
+    async with RawClient.open(env) as client:
+        await client.connect(CONNECT_OK["token"])
+        # exactly at the limit: accepted
+        await client.send_raw(_rpc_frame(2, size))
+        assert await client.reply(2) == {"id": 2, "rpc": {"data": {"user": "u1"}}}
+        # one byte over: closed with 1009 (reason text is not part of the contract)
+        await client.send_raw(_rpc_frame(3, size + 1))
+        code, _ = await client.closed()
+        assert code == 1009
+    await assert_healthy(env)
+
+
+# --------------------------------------------------------------------------- JWT abuse
+
+
+def _forged() -> str:
+    return connection_token("u1", "not-" + SECRET)
+
+
+def _alg_none() -> str:
+    return _jwt({"alg": "none", "typ": "JWT"}, {"sub": "u1", "exp": int(time.time()) + 3600})
+
+
+def _tampered() -> str:
+    header, _, signature = token("u1").split(".")
+    claims = _b64(json.dumps({"sub": "admin", "exp": int(time.time()) + 3600}).encode())
+    return f"{header}.{claims}.{signature}"
+
+
+INVALID_TOKENS: dict[str, Callable[[], str]] = {
+    "forged-signature": _forged,
+    "alg-none": _alg_none,
+    "tampered-payload": _tampered,
+    "not-a-jwt": lambda: "not-a-jwt",
+    "channel-claim": lambda: token("u1", channel="chat:x"),
+}
+
+
+@pytest.mark.parametrize("make_token", INVALID_TOKENS.values(), ids=INVALID_TOKENS)
+async def test_invalid_token_closes_3500(
+    server: ServerFactory, make_token: Callable[[], str]
+) -> None:
+    env = server()
+    async with RawClient.open(env) as client:
+        await client.send({"id": 1, "connect": {"token": make_token()}})
+        await assert_closed(client, 3500, "invalid token")
+    assert await env.num_clients() == 0
+    await assert_healthy(env)
+
+
+EXPIRED_TOKENS: dict[str, Callable[[], str]] = {
+    "exp-in-past": lambda: token("u1", ttl=-60),
+    "nbf-in-future": lambda: token("u1", nbf=int(time.time()) + 3600),
+}
+
+
+@pytest.mark.parametrize("make_token", EXPIRED_TOKENS.values(), ids=EXPIRED_TOKENS)
+async def test_expired_token_gets_error_109(
+    server: ServerFactory, make_token: Callable[[], str]
+) -> None:
+    env = server()
+    async with RawClient.open(env) as client:
+        await client.send({"id": 1, "connect": {"token": make_token()}})
+        assert await client.message() == {
+            "id": 1,
+            "error": {"code": 109, "message": "token expired"},
+        }
+    await assert_healthy(env)
+
+
+async def test_anonymous_connect_when_allowed(server: ServerFactory) -> None:
+    env = server(allow_anonymous_connect_without_token=True)
+    async with RawClient.open(env) as client:
+        result = await client.connect(None)
+        assert result["client"]
+        assert await client.call("rpc", {"method": "whoami"}) == {
+            "id": 2,
+            "rpc": {"data": {"user": ""}},
+        }
+    await assert_healthy(env)
+
+
+# ----------------------------------------------------------------- channel permissions
+
+
+CHANNEL_ERRORS: dict[str, tuple[str, str, int, str]] = {
+    # case: (method, channel, code, message)
+    "secret-namespace": ("subscribe", "secret:x", 103, "permission denied"),
+    "unknown-namespace": ("subscribe", "nope:x", 102, "unknown channel"),
+    "private-without-token": ("subscribe", "$private", 103, "permission denied"),
+    "too-long": ("subscribe", "chat:" + "a" * 251, 107, "bad request"),
+    "non-ascii": ("subscribe", "chat:caf\u00e9", 107, "bad request"),
+    "history-off": ("history", "chat:x", 108, "not available"),
+    "presence-off": ("presence", "tiny:x", 108, "not available"),
+    "presence-stats-off": ("presence_stats", "tiny:x", 108, "not available"),
+    "publish-unknown-namespace": ("publish", "nope:x", 102, "unknown channel"),
+    "publish-secret": ("publish", "secret:x", 103, "permission denied"),
+}
+
+
+@pytest.mark.parametrize(
+    ("method", "channel", "code", "message"), CHANNEL_ERRORS.values(), ids=CHANNEL_ERRORS
+)
+async def test_channel_error_reply_keeps_connection(
+    server: ServerFactory, method: str, channel: str, code: int, message: str
+) -> None:
+    env = server()
+    async with RawClient.open(env) as client:
+        await client.connect(CONNECT_OK["token"])
+        params: Frame = {"channel": channel}
+        if method == "publish":
+            params["data"] = {"x": 1}
+        assert await client.call(method, params) == {
+            "id": 2,
+            "error": {"code": code, "message": message},
+        }
+        # the connection stays usable
+        assert await client.call("rpc", {"method": "whoami"}) == {
+            "id": 3,
+            "rpc": {"data": {"user": "u1"}},
+        }
+        assert await client.call("subscribe", {"channel": "news:after-error"}) == {
+            "id": 4,
+            "subscribe": await _subscribe_result(env, "news:after-error"),
+        }
+    await assert_healthy(env)
+
+
+async def _subscribe_result(env: Env, channel: str) -> Frame:
+    """The expected subscribe result of a fresh ``news:`` channel (force_recovery)."""
+    page = await env.srv.acall(env.node.history(channel))
+    return {"recoverable": True, "epoch": page.epoch, "positioned": True}
+
+
+async def test_channel_of_max_length_is_accepted(server: ServerFactory) -> None:
+    env = server()
+    channel = "chat:" + "a" * 250
+    assert len(channel) == 255
+    async with RawClient.open(env) as client:
+        await client.connect(CONNECT_OK["token"])
+        assert await client.call("subscribe", {"channel": channel}) == {
+            "id": 2,
+            "subscribe": {},
+        }
+    await assert_healthy(env)
+
+
+async def test_already_subscribed_105(server: ServerFactory) -> None:
+    env = server()
+    async with RawClient.open(env) as client:
+        await client.connect(CONNECT_OK["token"])
+        assert await client.call("subscribe", {"channel": "chat:dup"}) == {
+            "id": 2,
+            "subscribe": {},
+        }
+        assert await client.call("subscribe", {"channel": "chat:dup"}) == {
+            "id": 3,
+            "error": {"code": 105, "message": "already subscribed"},
+        }
+        assert await client.call("presence_stats", {"channel": "chat:dup"}) == {
+            "id": 4,
+            "presence_stats": {"num_clients": 1, "num_users": 1},
+        }
+    await assert_healthy(env)
+
+
+async def test_client_channel_limit_106(server: ServerFactory) -> None:
+    env = server(channel_limit=2)
+    async with RawClient.open(env) as client:
+        await client.connect(CONNECT_OK["token"])
+        for cmd_id, channel in ((2, "chat:l1"), (3, "chat:l2")):
+            assert await client.call("subscribe", {"channel": channel}) == {
+                "id": cmd_id,
+                "subscribe": {},
+            }
+        assert await client.call("subscribe", {"channel": "chat:l3"}) == {
+            "id": 4,
+            "error": {"code": 106, "message": "limit exceeded"},
+        }
+        # freeing a slot makes room again
+        assert await client.call("unsubscribe", {"channel": "chat:l1"}) == {
+            "id": 5,
+            "unsubscribe": {},
+        }
+        assert await client.call("subscribe", {"channel": "chat:l3"}) == {
+            "id": 6,
+            "subscribe": {},
+        }
+    await assert_healthy(env)
+
+
+async def test_unsubscribe_not_subscribed_succeeds(server: ServerFactory) -> None:
+    env = server()
+    async with RawClient.open(env) as client:
+        await client.connect(CONNECT_OK["token"])
+        assert await client.call("unsubscribe", {"channel": "chat:never"}) == {
+            "id": 2,
+            "unsubscribe": {},
+        }
+        assert await client.call("unsubscribe", {"channel": "nope:unknown-ns"}) == {
+            "id": 3,
+            "unsubscribe": {},
+        }
+    await assert_healthy(env)
+
+
+# ------------------------------------------------------------------ timers and limits
+
+
+async def test_stale_connection_closes_3502(server: ServerFactory) -> None:
+    env = server(stale_close_delay="1s")
+    async with RawClient.open(env) as client:
+        started = time.monotonic()
+        await assert_closed(client, 3502, "stale")
+        elapsed = time.monotonic() - started
+    assert 0.8 <= elapsed <= 2.5, elapsed
+    await assert_healthy(env)
+
+
+async def test_no_pong_closes_3012(server: ServerFactory) -> None:
+    env = server(ping_interval="1s", pong_timeout="500ms")
+    async with RawClient.open(env) as client:
+        result = await client.connect(CONNECT_OK["token"])
+        assert (result["ping"], result["pong"]) == (1, True)
+        started = time.monotonic()
+        await assert_closed(client, 3012, "no pong")
+        elapsed = time.monotonic() - started
+        assert {} in client.received, "a ping must precede the no-pong close"
+    assert 1.0 <= elapsed <= 3.0, elapsed
+    assert [e.code for e in env.disconnects] == [3012]
+    await assert_healthy(env)
+
+
+async def test_user_connection_limit_3504(server: ServerFactory) -> None:
+    env = server(user_connection_limit=1)
+    async with RawClient.open(env) as first:
+        await first.connect(token("limited"))
+        async with RawClient.open(env) as second:
+            await second.send({"id": 1, "connect": {"token": token("limited")}})
+            await assert_closed(second, 3504, "connection limit")
+        # the first connection is untouched
+        assert await first.call("rpc", {"method": "whoami"}) == {
+            "id": 2,
+            "rpc": {"data": {"user": "limited"}},
+        }
+        # another user is not limited by it
+        async with RawClient.open(env) as other:
+            assert (await other.connect(token("someone-else")))["client"]
+    await assert_healthy(env)
+
+
+# ------------------------------------------------------------------------------ origin
+
+
+async def _handshake_status(env: Env, origin: str | None) -> int:
+    """101 when the upgrade is accepted (and a connect works), else the HTTP status."""
+    kwargs: dict[str, Any] = {} if origin is None else {"origin": origin}
+    try:
+        async with RawClient.open(env, **kwargs) as client:
+            assert (await client.connect(CONNECT_OK["token"]))["client"]
+            return 101
+    except websockets.InvalidStatus as exc:
+        return exc.response.status_code
+
+
+async def test_origin_empty_allow_list(server: ServerFactory) -> None:
+    env = server(allowed_origins=[])
+    same_host = f"http://127.0.0.1:{env.srv.port}"
+    assert await _handshake_status(env, "http://evil.example") == 403
+    assert await _handshake_status(env, same_host) == 101
+    assert await _handshake_status(env, None) == 101
+    await assert_healthy(env)
+
+
+async def test_origin_allow_list(server: ServerFactory) -> None:
+    env = server(allowed_origins=["http://good.example"])
+    assert await _handshake_status(env, "http://good.example") == 101
+    assert await _handshake_status(env, "HTTP://GOOD.EXAMPLE") == 101
+    assert await _handshake_status(env, "http://evil.example") == 403
+    assert await _handshake_status(env, "http://good.example.evil.example") == 403
+    await assert_healthy(env)
+
+
+# ------------------------------------------------------------------------ slow consumer
+
+
+def _kernel_send_buffer_max() -> int:
+    try:
+        with open("/proc/sys/net/ipv4/tcp_wmem") as f:
+            return int(f.read().split()[2])
+    except (OSError, ValueError, IndexError):
+        return 4 << 20
+
+
+async def test_slow_consumer_is_dropped_and_others_get_everything(
+    server: ServerFactory,
+) -> None:
+    """reliability.md a5 / B3 #22: 64 KiB queue, a reader that stops, 4 KiB publications.
+
+    Loopback TCP buffers absorb megabytes before the server's writes block (the
+    server-side send buffer autotunes up to ``tcp_wmem`` max), so the publication count
+    is sized past that (3000 x 4 KiB, the reference's own numbers, on a 4 MiB default).
+    """
+    env = server(queue_max_size=65536)
+    channel = "chat:slow"
+    pad_bytes = 2048  # hex-encoded: 4 KiB of data per publication
+    count = max(3000, (_kernel_send_buffer_max() * 3) // (2 * pad_bytes))
+
+    # A: a tiny receive buffer and no reading at all once subscribed
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    await anyio.wait_socket_writable(sock) if False else None  # noqa: B018 (documentation)
+    sock.settimeout(TIMEOUT)
+    sock.connect(("127.0.0.1", env.srv.port))
+    sock.setblocking(False)
+    async with (
+        RawClient.open(env, sock=sock, max_queue=1) as slow,
+        RawClient.open(env) as fast,
+    ):
+        await slow.connect(token("slow"))
+        assert await slow.call("subscribe", {"channel": channel}) == {"id": 2, "subscribe": {}}
+        await fast.connect(token("fast"))
+        assert await fast.call("subscribe", {"channel": channel}) == {"id": 2, "subscribe": {}}
+        assert await env.subscribers(channel) == 2
+
+        async def publish_all() -> tuple[float, float]:
+            started = time.monotonic()
+            slowest = 0.0
+            for i in range(count):
+                before = time.monotonic()
+                await env.node.publish(channel, {"i": i, "pad": os.urandom(pad_bytes).hex()})
+                slowest = max(slowest, time.monotonic() - before)
+                await anyio.sleep(0)  # a well-behaved publisher yields between publishes
+            return time.monotonic() - started, slowest
+
+        received: list[int] = []
+
+        async def read_fast() -> None:
+            while len(received) < count:
+                msg = await fast.message()
+                pub = msg.get("push", {}).get("pub")
+                if pub is not None:
+                    received.append(pub["data"]["i"])
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(read_fast)
+            total, slowest = await env.srv.acall(publish_all())
+        # publishing never waited for the slow client
+        assert total < 5.0, total
+        assert slowest < 0.1, slowest
+        # the normal reader got everything, in order
+        assert received == list(range(count))
+
+        # the slow client is dropped and the channel released within a bounded time
+        with anyio.fail_after(TIMEOUT):
+            while await env.num_clients() != 1:
+                await anyio.sleep(0.05)
+        assert await env.subscribers(channel) == 1
+        assert [(e.client.user, e.code) for e in env.disconnects] == [("slow", 3008)]
+
+        # if the slow client ever reads a close frame, it carries 3008 or 3009
+        with anyio.fail_after(2 * TIMEOUT):
+            try:
+                while True:
+                    await slow.message()
+            except Closed as exc:
+                assert exc.code in (3008, 3009), exc
+            except AssertionError as exc:
+                assert "without a close frame" in str(exc)
+
+        # the fast client is still fine
+        assert await fast.call("rpc", {"method": "whoami"}) == {
+            "id": 3,
+            "rpc": {"data": {"user": "fast"}},
+        }
+    await assert_healthy(env)
