@@ -206,6 +206,9 @@ class Node:
             self._periodic, self.config.client.presence_update_interval, self._refresh_presence
         )
         tg.start_soon(self._periodic, 1.0, self._sweep)
+        tg.start_soon(
+            self._periodic, self.config.client.channel_position_check_delay, self._check_positions
+        )
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -272,6 +275,25 @@ class Node:
                     await self.presence_manager.add_presence(
                         sub.channel, session.client_id, session.client_info(sub.chan_info)
                     )
+
+    async def _check_positions(self) -> None:
+        """Compare positioned subscribers with their stream top (catches lost publications)."""
+        for channel in list(self.registry.channels()):
+            sessions = self.registry.subscribers(channel)
+            if not any((sub := s.subs.get(channel)) and sub.positioned for s in sessions):
+                continue
+            opts = self.config.channel_options(channel)
+            if opts is None:
+                continue
+            try:
+                hist = await self.broker.history(
+                    channel, HistoryFilter(limit=0), self.meta_ttl(opts)
+                )
+            except Exception as exc:  # an engine outage skips the check, as Centrifugo does
+                log.warning("position check of %s skipped: %s", channel, exc)
+                continue
+            for session in sessions:
+                session.check_position(channel, hist.position)
 
     async def _sweep(self) -> None:
         if self._memory_broker is not None:

@@ -92,6 +92,9 @@ class Registry:
         del self._channels[channel]
         return True
 
+    def subscribers(self, channel: str) -> list[Session]:
+        return list(self._channels.get(channel, ()))
+
     def has_subscribers(self, channel: str) -> bool:
         return channel in self._channels
 

@@ -20,7 +20,7 @@ from msgspec import UNSET
 
 from . import auth
 from .codes import DisconnectCode, ErrorCode, UnsubscribeCode
-from .engines.base import ClientInfo, Publication
+from .engines.base import ClientInfo, Publication, StreamPosition
 from .errors import ClientError, Disconnect
 from .handlers import (
     ClientRef,
@@ -288,8 +288,8 @@ class Session:
         except Exception:
             log.exception("command %s failed for client=%s", method, self.client_id)
             if method == "connect":
-                self.disconnect(DisconnectCode.SERVER_ERROR)
-                return
+                self.state = State.FAILED
+                self._schedule("drop", 5.0, self.transport_closed)
             err = ClientError.of(ErrorCode.INTERNAL)
             reply = Reply(
                 id=cmd.id, error=ErrorWire(code=err.code, message=err.message, temporary=True)
@@ -614,6 +614,9 @@ class Session:
 
     def deliver_publication(self, channel: str, pub: Publication, epoch: str, data: bytes) -> None:
         self._channels.deliver_publication(channel, pub, epoch, data)
+
+    def check_position(self, channel: str, top: StreamPosition) -> None:
+        self._channels.check_position(channel, top)
 
     def deliver_join_leave(self, channel: str, data: bytes) -> None:
         sub = self.subs.get(channel)

@@ -118,6 +118,7 @@ class Subscription:
     epoch: str = ""
     pending: list[tuple[Publication, str, bytes]] | None = field(default_factory=list)
     timer: Timer | None = None
+    checked_top: int = 0  # stream top seen by the previous periodic position check
 
 
 def _pick(override: bool | None, default: bool) -> bool:
@@ -146,6 +147,8 @@ class ChannelCommands:
             raise ClientError.of(ErrorCode.LIMIT_EXCEEDED)
         if req.type != 0:
             raise ClientError.of(ErrorCode.NOT_AVAILABLE)
+        if req.tf is not UNSET:
+            raise ClientError.of(ErrorCode.BAD_REQUEST)
         opts = resolve_options(node.config, channel)
         check_name(node.config, channel, opts)
         grant = await self._authorize_subscribe(req, opts)
@@ -356,6 +359,20 @@ class ChannelCommands:
             sub.offset = pub.offset
             sub.epoch = epoch
         s.send(data)
+
+    def check_position(self, channel: str, top: StreamPosition) -> None:
+        """Periodic check: the client must have reached the top seen one check ago.
+
+        Comparing with the previous check's top (not the current one) leaves a full
+        interval for publications still in flight, so only real loss is flagged.
+        """
+        sub = self.s.subs.get(channel)
+        if sub is None or not sub.positioned or sub.pending is not None:
+            return
+        if (sub.epoch and sub.epoch != top.epoch) or sub.offset < sub.checked_top:
+            self.insufficient_state(sub)
+            return
+        sub.checked_top = top.offset
 
     def insufficient_state(self, sub: Subscription) -> None:
         """A gap in a positioned stream: resubscribe (client-side) or reconnect (server-side)."""

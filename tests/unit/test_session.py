@@ -282,3 +282,23 @@ async def test_finish_releases_channels_and_presence(node: Node) -> None:
     assert not node.registry.has_subscribers("chat:p")
     assert (await node.presence_stats("chat:p")).num_clients == 0
     assert node.registry.num_clients == 0
+
+
+async def test_periodic_position_check_flags_a_lost_publication(node: Node) -> None:
+    s = await connected(node)
+    await s.handle_frame(frame({"id": 2, "subscribe": {"channel": "news:pc"}}))
+    replies(s)
+    await node._check_positions()  # top 0: nothing to compare yet
+    await node.publish("news:pc", {"n": 1})
+    s.subs["news:pc"].offset = 0  # as if that delivery was lost
+    await node._check_positions()  # first sighting of top 1: allow it to be in flight
+    assert "news:pc" in s.subs
+    await node._check_positions()  # still behind a whole interval later: insufficient state
+    assert replies(s)[-1]["push"]["unsubscribe"]["code"] == 2500
+    assert "news:pc" not in s.subs
+
+
+async def test_tag_filter_is_refused_with_107(node: Node) -> None:
+    s = await connected(node)
+    await s.handle_frame(frame({"id": 2, "subscribe": {"channel": "chat:t", "tf": {"op": 1}}}))
+    assert replies(s)[0]["error"]["code"] == 107

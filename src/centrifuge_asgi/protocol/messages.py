@@ -36,6 +36,7 @@ class SubscribeRequest(_In):
     recoverable: bool = False
     join_leave: bool = False
     delta: str = ""
+    tf: OptRaw = UNSET  # tag filter: not supported, answered with 107
     flag: int = 0
     type: int = 0
 
