@@ -51,7 +51,14 @@ class LiveServer:
     (``log_config=None``) so uvicorn errors propagate to pytest's log capture.
     """
 
-    def __init__(self, app: Any, *, startup_timeout: float = 10.0, **config: Any) -> None:
+    def __init__(
+        self,
+        app: Any,
+        *,
+        startup_timeout: float = 10.0,
+        server_class: Callable[[uvicorn.Config], uvicorn.Server] = uvicorn.Server,
+        **config: Any,
+    ) -> None:
         options: dict[str, Any] = {
             "host": "127.0.0.1",
             "port": 0,
@@ -62,7 +69,7 @@ class LiveServer:
             "timeout_graceful_shutdown": 2,
         }
         options.update(config)
-        self.server = uvicorn.Server(uvicorn.Config(app, **options))
+        self.server = server_class(uvicorn.Config(app, **options))
         self.startup_timeout = startup_timeout
         self.port = 0
         self._thread: threading.Thread | None = None

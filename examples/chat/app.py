@@ -98,6 +98,7 @@ app.mount("/", node.asgi_app())
 
 
 if __name__ == "__main__":
-    import uvicorn
+    from centrifuge_asgi.server import run
 
-    uvicorn.run(app, host="127.0.0.1", port=int(os.environ.get("PORT", "8000")))
+    # Like uvicorn.run, plus clients get Centrifugo's 3001 "shutdown" on Ctrl+C.
+    run(app, node=node, host="127.0.0.1", port=int(os.environ.get("PORT", "8000")))

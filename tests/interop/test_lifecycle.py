@@ -1,0 +1,73 @@
+"""Node lifecycle under a real uvicorn: startup, graceful shutdown codes, no lifespan."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import anyio
+import pytest
+import websockets
+from fastapi import FastAPI
+
+from centrifuge_asgi import Node
+from centrifuge_asgi.server import GracefulServer
+from tests.interop.support import WS_PATH, make_node, token
+
+pytestmark = pytest.mark.anyio
+
+
+async def connect(url: str, user: str = "u1") -> Any:
+    ws = await websockets.connect(url, open_timeout=5)
+    await ws.send(json.dumps({"id": 1, "connect": {"token": token(user)}}))
+    with anyio.fail_after(5):
+        reply = json.loads(await ws.recv())
+    assert reply["id"] == 1 and reply["connect"]["client"]
+    return ws
+
+
+async def closed_with(ws: Any) -> tuple[int | None, str | None]:
+    with anyio.fail_after(5):
+        try:
+            while True:
+                await ws.recv()
+        except websockets.ConnectionClosed as exc:
+            return (exc.rcvd.code, exc.rcvd.reason) if exc.rcvd else (None, None)
+
+
+async def test_node_shutdown_disconnects_clients_with_3001(live_server: Any) -> None:
+    node = make_node()
+    srv = live_server(node.asgi_app())
+    ws = await connect(srv.ws_url(WS_PATH))
+    await srv.acall(node.shutdown())
+    assert await closed_with(ws) == (3001, "shutdown")
+    assert node.registry.num_clients == 0
+
+
+async def test_graceful_server_stop_sends_3001_not_1012(live_server: Any) -> None:
+    node = make_node()
+    srv = live_server(node.asgi_app(), server_class=lambda cfg: GracefulServer(cfg, [node]))
+    first = await connect(srv.ws_url(WS_PATH), "u1")
+    second = await connect(srv.ws_url(WS_PATH), "u2")
+    srv.server.should_exit = True  # what SIGINT/SIGTERM does
+    assert await closed_with(first) == (3001, "shutdown")
+    assert await closed_with(second) == (3001, "shutdown")
+
+
+async def test_connection_refused_when_node_lifespan_is_missing(live_server: Any) -> None:
+    node = Node()
+    app = FastAPI()  # forgot lifespan=node.lifespan
+    app.mount("/", node.asgi_app())
+    srv = live_server(app)
+    with pytest.raises(websockets.InvalidStatus) as info:
+        await websockets.connect(srv.ws_url(WS_PATH), open_timeout=5)
+    assert info.value.response.status_code == 503
+
+
+async def test_mounted_under_a_prefix(live_server: Any) -> None:
+    node = make_node()
+    app = FastAPI(lifespan=node.lifespan)
+    app.mount("/rt", node.asgi_app())
+    srv = live_server(app)
+    ws = await connect(srv.ws_url("/rt" + WS_PATH))
+    await ws.close()
