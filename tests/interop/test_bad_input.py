@@ -4,8 +4,8 @@ Every case asserts the exact reference outcome — a WebSocket close code and re
 HTTP status, or the exact error reply — and then checks that the server is still healthy
 (a fresh client connects, subscribes and receives a publication).
 
-References: client-protocol.md §1.4–§1.6, §3, §5.2, §5.7, §6; reliability.md a5, a8,
-B3 (#22, #25, #27–#29, #31, #32), B4, B5, B6, B7.
+References: client-protocol.md §1.4 to §1.6, §3, §5.2, §5.7, §6; reliability.md a5, a8,
+B3 (#22, #25, #27 to #29, #31, #32), B4, B5, B6, B7.
 """
 
 from __future__ import annotations
@@ -17,11 +17,12 @@ import json
 import os
 import socket
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import anyio
+import anyio.lowlevel
 import pytest
 import websockets
 from websockets.asyncio.client import ClientConnection
@@ -138,11 +139,11 @@ class RawClient:
         """Send commands in one frame, newline-separated."""
         await self.ws.send("\n".join(json.dumps(c, separators=(",", ":")) for c in commands))
 
-    async def message(self, timeout: float = TIMEOUT) -> Frame:
+    async def message(self, within: float = TIMEOUT) -> Frame:
         """The next message; raises :class:`Closed` when the server closes instead."""
         if not self._unread:
             try:
-                with anyio.fail_after(timeout):
+                with anyio.fail_after(within):
                     frame = await self.ws.recv()
             except websockets.ConnectionClosed as exc:
                 if exc.rcvd is None:
@@ -154,16 +155,16 @@ class RawClient:
             self._unread.extend(messages)
         return self._unread.pop(0)
 
-    async def wait_for(self, match: Callable[[Frame], bool], timeout: float = TIMEOUT) -> Frame:
+    async def wait_for(self, match: Callable[[Frame], bool], within: float = TIMEOUT) -> Frame:
         """Skip messages (pings, other pushes) until one matches."""
-        with anyio.fail_after(timeout):
+        with anyio.fail_after(within):
             while True:
                 msg = await self.message()
                 if match(msg):
                     return msg
 
-    async def reply(self, cmd_id: int, timeout: float = TIMEOUT) -> Frame:
-        return await self.wait_for(lambda m: m.get("id") == cmd_id, timeout)
+    async def reply(self, cmd_id: int, within: float = TIMEOUT) -> Frame:
+        return await self.wait_for(lambda m: m.get("id") == cmd_id, within)
 
     async def call(self, method: str, params: Frame) -> Frame:
         """Send one command with a fresh id and return its reply."""
@@ -178,9 +179,9 @@ class RawClient:
         assert "connect" in reply, reply
         return reply["connect"]
 
-    async def closed(self, timeout: float = TIMEOUT) -> tuple[int, str]:
+    async def closed(self, within: float = TIMEOUT) -> tuple[int, str]:
         """Read until the server closes; returns the close frame's code and reason."""
-        with anyio.fail_after(timeout):
+        with anyio.fail_after(within):
             while True:
                 try:
                     await self.message()
@@ -215,6 +216,15 @@ async def assert_healthy(env: Env) -> None:
 def _without_time(pub: Frame) -> Frame:
     """A publication without its optional server ``time`` (ms) field."""
     return {k: v for k, v in pub.items() if k != "time"}
+
+
+async def eventually(read: Callable[[], Awaitable[Any]], expected: Any) -> None:
+    """Poll server-side state (it lives on the server's loop) until it equals ``expected``."""
+    with anyio.fail_after(TIMEOUT):
+        while True:
+            if await read() == expected:
+                return
+            await anyio.sleep(0.02)
 
 
 def _b64(data: bytes) -> str:
@@ -631,7 +641,7 @@ async def test_slow_consumer_is_dropped_and_others_get_everything(
                 before = time.monotonic()
                 await env.node.publish(channel, {"i": i, "pad": os.urandom(pad_bytes).hex()})
                 slowest = max(slowest, time.monotonic() - before)
-                await anyio.sleep(0)  # a well-behaved publisher yields between publishes
+                await anyio.lowlevel.checkpoint()  # a well-behaved publisher yields
             return time.monotonic() - started, slowest
 
         received: list[int] = []
@@ -653,21 +663,19 @@ async def test_slow_consumer_is_dropped_and_others_get_everything(
         assert received == list(range(count))
 
         # the slow client is dropped and the channel released within a bounded time
-        with anyio.fail_after(TIMEOUT):
-            while await env.num_clients() != 1:
-                await anyio.sleep(0.05)
+        await eventually(env.num_clients, 1)
         assert await env.subscribers(channel) == 1
         assert [(e.client.user, e.code) for e in env.disconnects] == [("slow", 3008)]
 
-        # if the slow client ever reads a close frame, it carries 3008 or 3009
+        # its socket ends (what was already in flight drains first); if a close frame
+        # makes it through at all, it carries 3008 or 3009 (a5: a stopped reader may
+        # never see it, so its absence is not a failure)
         with anyio.fail_after(2 * TIMEOUT):
-            try:
+            with contextlib.suppress(websockets.ConnectionClosed):
                 while True:
-                    await slow.message()
-            except Closed as exc:
-                assert exc.code in (3008, 3009), exc
-            except AssertionError as exc:
-                assert "without a close frame" in str(exc)
+                    await slow.ws.recv()
+        close = slow.ws.protocol.close_rcvd
+        assert close is None or close.code in (3008, 3009), close
 
         # the fast client is still fine
         assert await fast.call("rpc", {"method": "whoami"}) == {

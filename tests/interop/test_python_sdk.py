@@ -69,9 +69,9 @@ class Recorder:
     def of(self, kind: str) -> list[Any]:
         return [ctx for k, ctx in self.events if k == kind]
 
-    async def wait(self, kind: str, count: int = 1, timeout: float = TIMEOUT) -> list[Any]:
+    async def wait(self, kind: str, count: int = 1, within: float = TIMEOUT) -> list[Any]:
         """Wait until at least ``count`` events of ``kind`` were emitted; return them all."""
-        with anyio.fail_after(timeout):
+        with anyio.fail_after(within):
             while len(self.of(kind)) < count:
                 await self._changed.wait()
         return self.of(kind)
@@ -195,6 +195,15 @@ async def sdk_client() -> AsyncIterator[ClientFactory]:
             await client.disconnect()
 
 
+async def eventually(read: Callable[[], Awaitable[Any]], expected: Any) -> None:
+    """Poll server-side state (it lives on the server's loop) until it equals ``expected``."""
+    with anyio.fail_after(TIMEOUT):
+        while True:
+            if await read() == expected:
+                return
+            await anyio.sleep(0.02)
+
+
 async def subscribe(client: Client, channel: str, **options: Any) -> tuple[Subscription, SubEvents]:
     events = SubEvents()
     sub = client.new_subscription(channel, events=events, **options)
@@ -218,9 +227,7 @@ async def test_connect_with_token(server: Callable[..., Env], sdk_client: Client
     await client.disconnect()
     (disconnected,) = events.rec.of("disconnected")
     assert (disconnected.code, disconnected.reason) == (0, "disconnect called")
-    with anyio.fail_after(TIMEOUT):
-        while await env.users():
-            await anyio.sleep(0.02)
+    await eventually(env.users, {})
 
 
 async def test_bad_token_disconnects_3500_without_reconnect(
@@ -272,7 +279,7 @@ async def test_server_side_subscription_from_token_channels(
     server: Callable[..., Env], sdk_client: ClientFactory
 ) -> None:
     env = server()
-    client, events = await sdk_client(
+    _, events = await sdk_client(
         env, token=token("alice", channels=["news:server-side", "chat:server-side"])
     )
     subscribed = {ctx.channel: ctx for ctx in await events.rec.wait("subscribed", 2)}
@@ -325,9 +332,7 @@ async def test_subscribe_and_receive_server_publication(
     await sub.unsubscribe()
     (unsubscribed,) = events.rec.of("unsubscribed")
     assert (unsubscribed.code, unsubscribed.reason) == (0, "unsubscribe called")
-    with anyio.fail_after(TIMEOUT):
-        while await env.subscribers("chat:room"):
-            await anyio.sleep(0.02)
+    await eventually(lambda: env.subscribers("chat:room"), 0)
 
 
 async def test_client_publish(server: Callable[..., Env], sdk_client: ClientFactory) -> None:
