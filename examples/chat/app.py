@@ -34,6 +34,7 @@ node = Node(
             "token": {"hmac_secret_key": SECRET},
             "allowed_origins": ["http://127.0.0.1:8000", "http://localhost:8000"],
         },
+        "health": {"enabled": True},
         "channel": {
             "namespaces": [
                 {

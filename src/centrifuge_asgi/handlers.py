@@ -40,7 +40,8 @@ class ConnectEvent:
     raw_data: bytes | None
     name: str
     version: str
-    headers: Mapping[str, str]
+    headers: Mapping[str, str]  # the HTTP request's headers, lower-cased names
+    emulated_headers: Mapping[str, str]  # the ``headers`` map the client sent in connect
 
     @property
     def data(self) -> Any:

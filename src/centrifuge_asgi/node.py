@@ -35,7 +35,7 @@ from .engines.base import (
     StreamPosition,
 )
 from .engines.memory import MemoryBroker, MemoryPresenceManager
-from .errors import ClientError, EngineError
+from .errors import ClientError, ConfigError, EngineError
 from .handlers import (
     ConnectingHandler,
     DisconnectHandler,
@@ -110,6 +110,10 @@ class Node:
             config = Config()
         elif not isinstance(config, Config):
             config = Config.from_dict(config)
+        if broker is None and config.engine.type != "memory":
+            raise ConfigError(
+                f"engine.type {config.engine.type!r} is not available yet: only 'memory' is"
+            )
         self.config: Config = config
         self.node_id = str(uuid.uuid4())
         self.name = name or self.node_id[:8]
@@ -129,9 +133,11 @@ class Node:
         self.token_verifier = TokenVerifier(
             cfg.token, insecure_skip_signature=cfg.insecure_skip_token_signature_verify
         )
-        sub_cfg = cfg.subscription_token if cfg.subscription_token.enabled else cfg.token
+        separate = cfg.subscription_token.enabled
         self.subscription_token_verifier = TokenVerifier(
-            sub_cfg, insecure_skip_signature=cfg.insecure_skip_token_signature_verify
+            cfg.subscription_token if separate else cfg.token,
+            insecure_skip_signature=cfg.insecure_skip_token_signature_verify,
+            config_prefix="client.subscription_token" if separate else "client.token",
         )
         if cfg.insecure:
             log.warning("client.insecure is on: every client may subscribe, publish and read")
@@ -362,6 +368,9 @@ class Node:
         elif cmd.op == "refresh":
             for s in sessions:
                 s.apply_refresh(cmd.expire_at or None, cmd.info, cmd.expired)
+        elif cmd.op == "send" and cmd.info is not None:
+            for s in sessions:
+                s.push_message(cmd.info)
 
     def _target_sessions(self, user: str, client: str) -> list[Session]:
         if client:
@@ -466,6 +475,14 @@ class Node:
                 code=code,
                 reason=reason,
                 whitelist=list(whitelist or []),
+            )
+        )
+
+    async def send(self, user: str, data: Any, *, client: str = "") -> None:
+        """Push an async ``message`` to a user's connections (JS ``message`` event)."""
+        await self._control(
+            _Control(
+                op="send", origin=self.node_id, user=user, client=client, info=to_payload(data)
             )
         )
 

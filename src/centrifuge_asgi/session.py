@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
-from msgspec import UNSET
+from msgspec import UNSET, Raw
 
 from . import auth
 from .codes import DisconnectCode, ErrorCode, UnsubscribeCode
@@ -40,6 +40,7 @@ from .protocol.messages import (
     DisconnectPush,
     EmptyResult,
     ErrorWire,
+    MessagePush,
     Push,
     RefreshRequest,
     RefreshResult,
@@ -370,7 +371,8 @@ class Session:
                 raw_data=bytes(req.data) if req.data is not UNSET else None,
                 name=req.name,
                 version=req.version,
-                headers=self._event_headers(req),
+                headers=self.transport.headers,
+                emulated_headers={k.lower(): v for k, v in req.headers.items()},
             )
             reply = await handler(event)
             if reply is not None:
@@ -390,12 +392,7 @@ class Session:
         header = self.node.config.client.user_id_http_header
         if not header:
             return None
-        return self.transport.headers.get(header.lower())
-
-    def _event_headers(self, req: ConnectRequest) -> dict[str, str]:
-        headers = dict(self.transport.headers)
-        headers.update({k.lower(): v for k, v in req.headers.items()})
-        return headers
+        return self.transport.headers.get(header.lower()) or None
 
     async def _connect(self, req: ConnectRequest) -> ConnectResult:
         node = self.node
@@ -570,10 +567,7 @@ class Session:
     # ------------------------------------------------------------- server actions
 
     def push_message(self, data: bytes) -> None:
-        from msgspec import Raw
-
-        from .protocol.messages import MessagePush
-
+        """An async ``message`` push (server API ``send``)."""
         self.send_push(Push(message=MessagePush(data=Raw(data))))
 
     async def server_subscribe(self, channel: str, grant: Grant) -> None:

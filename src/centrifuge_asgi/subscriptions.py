@@ -160,7 +160,7 @@ class ChannelCommands:
         channel = req.channel
         if req.token:
             return Grant.from_token(await self._verify_sub_token(req.token, channel))
-        if channel.startswith(node.config.channel.private_prefix):
+        if node.config.is_private(channel):
             raise ClientError.of(ErrorCode.PERMISSION_DENIED)
         if user_allowed(node.config, channel, opts, s.user):
             return Grant()
@@ -217,15 +217,16 @@ class ChannelCommands:
         if grant.expire_at is not None and grant.expire_at <= now:
             raise ClientError.of(ErrorCode.EXPIRED)
         history = opts.history_size > 0 and opts.history_ttl > 0
+        reads_history = self._permitted(opts, "history", subscribed=True)
         recoverable = history and (
             _pick(grant.force_recovery, opts.force_recovery)
-            or (req.recoverable and (opts.allow_recovery or self._may_read_history(opts)))
+            or (req.recoverable and (opts.allow_recovery or reads_history))
         )
         positioned = recoverable or (
             history
             and (
                 _pick(grant.force_positioning, opts.force_positioning)
-                or (req.positioned and (opts.allow_positioning or self._may_read_history(opts)))
+                or (req.positioned and (opts.allow_positioning or reads_history))
             )
         )
         emit = _pick(grant.join_leave, opts.join_leave)
@@ -236,7 +237,10 @@ class ChannelCommands:
             presence=_pick(grant.presence, opts.presence),
             emit_join_leave=emit,
             push_join_leave=emit
-            and (_pick(grant.force_push_join_leave, opts.force_push_join_leave) or req.join_leave),
+            and (
+                _pick(grant.force_push_join_leave, opts.force_push_join_leave)
+                or (req.join_leave and self._permitted(opts, "presence", subscribed=True))
+            ),
             positioned=positioned,
             recoverable=recoverable,
             expire_at=grant.expire_at,
@@ -262,17 +266,6 @@ class ChannelCommands:
                 result.ttl = max(1, int(sub.expire_at - now))
             self._schedule_sub_expiry(sub)
         return result
-
-    def _may_read_history(self, opts: ChannelOptions) -> bool:
-        s = self.s
-        return allowed_by_flags(
-            for_client=opts.allow_history_for_client,
-            for_subscriber=opts.allow_history_for_subscriber,
-            for_anonymous=opts.allow_history_for_anonymous,
-            user=s.user,
-            subscribed=True,
-            insecure=s.node.config.client.insecure,
-        )
 
     async def _position(
         self,
@@ -466,14 +459,14 @@ class ChannelCommands:
             return
         try:
             reply = await handler(SubRefreshEvent(s.client_ref(), sub.channel))
-        except Exception:
+        except Disconnect as exc:
+            s.disconnect(exc.code, exc.reason)
+            return
+        except Exception:  # retried later, like the connection refresh
             log.exception("sub_refresh handler failed for client=%s", s.client_id)
-            reply = None
-        if (
-            reply is None
-            or reply.expired
-            or (reply.expire_at is not None and reply.expire_at <= time.time())
-        ):
+            sub.timer = s.node.scheduler.call_later(10.0, lambda: self._on_expired(sub))
+            return
+        if reply.expired or (reply.expire_at is not None and reply.expire_at <= time.time()):
             if sub.server_side:
                 s.disconnect(DisconnectCode.SUBSCRIPTION_EXPIRED)
             else:
@@ -521,14 +514,15 @@ class ChannelCommands:
         check_name(config, channel, opts)
         return opts
 
-    def _allowed(self, channel: str, client: bool, subscriber: bool, anonymous: bool) -> bool:
+    def _permitted(self, opts: ChannelOptions, action: str, *, subscribed: bool) -> bool:
+        """The ``allow_<action>_for_client/subscriber/anonymous`` scheme, then insecure."""
         s = self.s
         return allowed_by_flags(
-            for_client=client,
-            for_subscriber=subscriber,
-            for_anonymous=anonymous,
+            for_client=getattr(opts, f"allow_{action}_for_client"),
+            for_subscriber=getattr(opts, f"allow_{action}_for_subscriber"),
+            for_anonymous=getattr(opts, f"allow_{action}_for_anonymous"),
             user=s.user,
-            subscribed=channel in s.subs,
+            subscribed=subscribed,
             insecure=s.node.config.client.insecure,
         )
 
@@ -549,12 +543,7 @@ class ChannelCommands:
             if reply.data is not None:
                 data = to_payload(reply.data)
             skip_history = reply.skip_history
-        elif not self._allowed(
-            channel,
-            opts.allow_publish_for_client,
-            opts.allow_publish_for_subscriber,
-            opts.allow_publish_for_anonymous,
-        ):
+        elif not self._permitted(opts, "publish", subscribed=channel in self.s.subs):
             raise ClientError.of(ErrorCode.PERMISSION_DENIED)
         sub = s.subs.get(channel)
         info = s.client_info(sub.chan_info if sub is not None else None)
@@ -576,12 +565,7 @@ class ChannelCommands:
         opts = self._checked_options(channel)
         if not opts.presence:
             raise ClientError.of(ErrorCode.NOT_AVAILABLE)
-        if not self._allowed(
-            channel,
-            opts.allow_presence_for_client,
-            opts.allow_presence_for_subscriber,
-            opts.allow_presence_for_anonymous,
-        ):
+        if not self._permitted(opts, "presence", subscribed=channel in self.s.subs):
             raise ClientError.of(ErrorCode.PERMISSION_DENIED)
 
     async def history(self, req: HistoryRequest) -> HistoryResult:
@@ -590,15 +574,10 @@ class ChannelCommands:
         opts = self._checked_options(channel)
         if not (opts.history_size > 0 and opts.history_ttl > 0):
             raise ClientError.of(ErrorCode.NOT_AVAILABLE)
-        if not self._allowed(
-            channel,
-            opts.allow_history_for_client,
-            opts.allow_history_for_subscriber,
-            opts.allow_history_for_anonymous,
-        ):
+        if not self._permitted(opts, "history", subscribed=channel in self.s.subs):
             raise ClientError.of(ErrorCode.PERMISSION_DENIED)
         cap = node.config.client.history_max_publication_limit
-        limit = req.limit
+        limit = max(req.limit, -1)
         if cap > 0 and (limit < 0 or limit > cap):
             limit = cap
         since = None

@@ -46,7 +46,7 @@ import pytest
 from centrifuge_asgi import Config
 
 ROOT = Path(__file__).resolve().parents[2]
-DOC_FILES = sorted((ROOT / "docs").glob("*.md")) + [ROOT / "README.md"]
+DOC_FILES = [*sorted((ROOT / "docs").glob("*.md")), ROOT / "README.md"]
 
 PYTHON_TIMEOUT = 30
 TEST_MARKER = "<!-- test -->"
@@ -202,9 +202,7 @@ def test_docs_have_marked_blocks() -> None:
 
 
 @pytest.mark.parametrize("block", PYTHON_BLOCKS, ids=lambda b: b.where)
-def test_python_example_runs(
-    block: Block, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_python_example_runs(block: Block, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     # Pad with newlines so tracebacks show the line numbers of the Markdown file.
     source = "\n" * (block.line - 1) + block.code

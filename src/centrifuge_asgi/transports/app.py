@@ -23,8 +23,11 @@ def build_app(node: Node) -> Starlette:
         path = cfg.websocket.handler_prefix or "/connection/websocket"
         routes.append(WebSocketRoute(path, WebSocketEndpoint(node)))
 
-    async def health(request: Request) -> JSONResponse:
-        return JSONResponse({})
+    if cfg.health.enabled:
 
-    routes.append(Route(cfg.health.handler_prefix or "/health", health))
+        async def health(request: Request) -> JSONResponse:
+            return JSONResponse({})
+
+        methods = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+        routes.append(Route(cfg.health.handler_prefix or "/health", health, methods=methods))
     return Starlette(routes=routes, lifespan=node.lifespan)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs
 
 import anyio
 
@@ -65,8 +66,9 @@ class WebSocketEndpoint:
             await _deny(scope, send, 503)
             return
         offered = list(scope.get("subprotocols") or [])
-        query = scope.get("query_string", b"").decode("latin-1")
-        if "centrifuge-protobuf" in offered or "protobuf" in query:
+        query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+        wants_protobuf = "protobuf" in query.get("cf_protocol", []) + query.get("format", [])
+        if "centrifuge-protobuf" in offered or wants_protobuf:
             # The Protobuf protocol is not served by this transport yet.
             await _deny(scope, send, 400)
             return

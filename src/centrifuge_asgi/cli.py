@@ -1,0 +1,156 @@
+"""``centrifuge-asgi`` command line: serve, genconfig, checkconfig, gentoken, gensubtoken,
+checktoken, version (also ``python -m centrifuge_asgi``)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import secrets
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ._version import __version__
+from .errors import ConfigError
+
+
+def _load(path: str | None, overrides: dict[str, Any] | None = None) -> Any:
+    from .config import load_config
+
+    return load_config(path, overrides=overrides)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from .node import Node
+    from .server import run
+
+    overrides = {"http_server.address": args.host, "http_server.port": args.port}
+    config = _load(args.config, overrides)
+    node = Node(config)
+    host = config.http_server.address or "0.0.0.0"
+    max_size = config.websocket.message_size_limit
+    run(
+        node.asgi_app(),
+        node=node,
+        host=host,
+        port=config.http_server.port,
+        ws_max_size=max_size if max_size > 0 else 16 * 1024 * 1024,
+        log_level=config.log.level if config.log.level in ("debug", "info") else "warning",
+    )
+    return 0
+
+
+def _genconfig(args: argparse.Namespace) -> int:
+    path = Path(args.config)
+    if path.exists() and not args.force:
+        print(f"{path} exists (use --force to overwrite)", file=sys.stderr)
+        return 1
+    data = {
+        "client": {
+            "token": {"hmac_secret_key": secrets.token_urlsafe(48)},
+            "allowed_origins": [],
+        },
+        "http_api": {"key": secrets.token_urlsafe(48)},
+        "health": {"enabled": True},
+    }
+    path.write_text(json.dumps(data, indent=2) + "\n")
+    print(f"wrote {path}")
+    return 0
+
+
+def _checkconfig(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    for warning in config.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    print(f"{args.config}: valid")
+    return 0
+
+
+def _secret(config: Any, subscription: bool) -> str:
+    token_cfg = config.client.token
+    if subscription and config.client.subscription_token.enabled:
+        token_cfg = config.client.subscription_token
+    if not token_cfg.hmac_secret_key:
+        raise ConfigError("client.token.hmac_secret_key is required to generate tokens")
+    return str(token_cfg.hmac_secret_key)
+
+
+def _gentoken(args: argparse.Namespace) -> int:
+    from .auth import connection_token
+
+    config = _load(args.config)
+    ttl = args.ttl if args.ttl > 0 else None
+    print(connection_token(args.user, _secret(config, False), ttl=ttl))
+    return 0
+
+
+def _gensubtoken(args: argparse.Namespace) -> int:
+    from .auth import subscription_token
+
+    config = _load(args.config)
+    ttl = args.ttl if args.ttl > 0 else None
+    print(subscription_token(args.user, args.channel, _secret(config, True), ttl=ttl))
+    return 0
+
+
+def _checktoken(args: argparse.Namespace) -> int:
+    from .auth import TokenExpired, TokenInvalid, TokenVerifier
+
+    config = _load(args.config)
+    verifier = TokenVerifier(config.client.token)
+    try:
+        claims = asyncio.run(verifier.verify_connect(args.token))
+    except TokenExpired:
+        print("token expired", file=sys.stderr)
+        return 1
+    except TokenInvalid as exc:
+        print(f"invalid token: {exc}", file=sys.stderr)
+        return 1
+    print(f"valid token for user {claims.user!r}, expires at {claims.expire_at}")
+    return 0
+
+
+def _version(args: argparse.Namespace) -> int:
+    print(f"centrifuge-asgi {__version__}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="centrifuge-asgi", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def command(name: str, fn: Any, help_text: str, *, config: bool = True) -> Any:
+        p = sub.add_parser(name, help=help_text)
+        if config:
+            p.add_argument("-c", "--config", default="config.json", help="config file")
+        p.set_defaults(fn=fn)
+        return p
+
+    serve = command("serve", _serve, "run the server (uvicorn)")
+    serve.add_argument("-a", "--host", default=None, help="bind address (http_server.address)")
+    serve.add_argument("-p", "--port", type=int, default=None, help="port (http_server.port)")
+    gen = command("genconfig", _genconfig, "write a starter config with fresh secrets")
+    gen.add_argument("--force", action="store_true")
+    command("checkconfig", _checkconfig, "validate a config file")
+    tok = command("gentoken", _gentoken, "make a connection JWT (HMAC)")
+    tok.add_argument("-u", "--user", required=True)
+    tok.add_argument("-t", "--ttl", type=int, default=604800, help="seconds; 0 = no expiry")
+    subtok = command("gensubtoken", _gensubtoken, "make a subscription JWT (HMAC)")
+    subtok.add_argument("-u", "--user", required=True)
+    subtok.add_argument("-s", "--channel", required=True)
+    subtok.add_argument("-t", "--ttl", type=int, default=604800, help="seconds; 0 = no expiry")
+    check = command("checktoken", _checktoken, "verify a connection JWT")
+    check.add_argument("token")
+    command("version", _version, "print the version", config=False)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.fn(args))
+    except ConfigError as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        return 1

@@ -1,0 +1,154 @@
+"""The ``centrifuge-asgi`` command line, run as a real process."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+import websockets
+
+pytestmark = pytest.mark.anyio
+
+CLI = [sys.executable, "-m", "centrifuge_asgi"]
+
+
+def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*CLI, *args], capture_output=True, text=True, timeout=30, env=env, check=False
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Served:
+    def __init__(self, proc: subprocess.Popen[str], port: int) -> None:
+        self.proc = proc
+        self.port = port
+
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/connection/websocket"
+
+
+@pytest.fixture
+def serve() -> Iterator[Any]:
+    procs: list[subprocess.Popen[str]] = []
+
+    def start(config: Path, *extra: str, env: dict[str, str] | None = None) -> Served:
+        port = free_port()
+        proc = subprocess.Popen(
+            [*CLI, "serve", "-c", str(config), "-a", "127.0.0.1", "-p", str(port), *extra],
+            env={**os.environ, **(env or {})},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        procs.append(proc)
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                httpx.get(f"http://127.0.0.1:{port}/health", timeout=1)
+                return Served(proc, port)
+            except httpx.TransportError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    proc.kill()
+                    out = proc.stdout.read() if proc.stdout else ""
+                    raise AssertionError(f"serve did not start:\n{out}") from None
+                time.sleep(0.1)
+
+    yield start
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(10)
+
+
+async def connect(url: str, token: str) -> Any:
+    ws = await websockets.connect(url, open_timeout=5)
+    await ws.send(json.dumps({"id": 1, "connect": {"token": token}}))
+    with anyio.fail_after(5):
+        reply = json.loads(await ws.recv())
+    assert reply["connect"]["client"], reply
+    return ws
+
+
+async def test_genconfig_checkconfig_gentoken_serve_and_graceful_stop(
+    tmp_path: Path, serve: Any
+) -> None:
+    config = tmp_path / "config.json"
+    assert cli("genconfig", "-c", str(config)).returncode == 0
+    data = json.loads(config.read_text())
+    assert len(data["client"]["token"]["hmac_secret_key"]) >= 32
+    assert cli("genconfig", "-c", str(config)).returncode == 1  # never overwrites silently
+    check = cli("checkconfig", "-c", str(config))
+    assert check.returncode == 0 and "valid" in check.stdout
+
+    token = cli("gentoken", "-c", str(config), "-u", "42").stdout.strip()
+    verified = cli("checktoken", "-c", str(config), token)
+    assert verified.returncode == 0 and "'42'" in verified.stdout
+
+    served = serve(config)
+    ws = await connect(served.ws_url(), token)
+    served.proc.send_signal(signal.SIGINT)
+    with anyio.fail_after(10):
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            while True:
+                await ws.recv()
+    assert closed.value.rcvd is not None
+    assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (3001, "shutdown")
+    # uvicorn re-raises the signal once it has shut down cleanly
+    assert served.proc.wait(10) in (0, -signal.SIGINT)
+
+
+@pytest.mark.parametrize("fmt", ["json", "toml", "yaml"])
+async def test_serve_reads_every_config_format(tmp_path: Path, serve: Any, fmt: str) -> None:
+    texts = {
+        "json": '{"client": {"token": {"hmac_secret_key": "s3cret"}}, "health": {"enabled": true}}',
+        "toml": '[client.token]\nhmac_secret_key = "s3cret"\n[health]\nenabled = true\n',
+        "yaml": "client:\n  token:\n    hmac_secret_key: s3cret\nhealth:\n  enabled: true\n",
+    }
+    config = tmp_path / f"config.{fmt}"
+    config.write_text(texts[fmt])
+    token = cli("gentoken", "-c", str(config), "-u", "7").stdout.strip()
+    served = serve(config)
+    ws = await connect(served.ws_url(), token)
+    await ws.close()
+
+
+async def test_env_overrides_the_file(tmp_path: Path, serve: Any) -> None:
+    config = tmp_path / "config.json"
+    config.write_text('{"client": {"token": {"hmac_secret_key": "from-file"}}}')
+    env = {"CENTRIFUGO_CLIENT_TOKEN_HMAC_SECRET_KEY": "from-env", "CENTRIFUGO_HEALTH_ENABLED": "1"}
+    from centrifuge_asgi import connection_token
+
+    served = serve(config, env=env)
+    ws = await connect(served.ws_url(), connection_token("1", "from-env"))
+    await ws.close()
+
+
+def test_broken_config_names_the_key_and_file(tmp_path: Path) -> None:
+    config = tmp_path / "bad.json"
+    config.write_text('{"client": {"ping_interval": "soon"}}')
+    result = cli("checkconfig", "-c", str(config))
+    assert result.returncode == 1
+    assert "client.ping_interval" in result.stderr and "bad.json" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_version() -> None:
+    result = cli("version")
+    assert result.returncode == 0 and result.stdout.startswith("centrifuge-asgi ")
