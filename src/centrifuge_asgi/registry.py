@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import anyio
 
 from .engines.base import ClientInfo, Publication
-from .protocol import json_codec
+from .protocol.codec import EncodedOnce
 from .protocol.messages import JoinLeave, Push, Reply
 from .wire import client_info_wire, publication_wire
 
@@ -116,9 +116,7 @@ class Registry:
         subs = self._channels.get(channel)
         if not subs:
             return
-        encoded = json_codec.encode_reply(
-            Reply(push=Push(channel=channel, pub=publication_wire(pub)))
-        )
+        encoded = EncodedOnce(Reply(push=Push(channel=channel, pub=publication_wire(pub))))
         for session in list(subs):
             session.deliver_publication(channel, pub, epoch, encoded)
 
@@ -134,6 +132,6 @@ class Registry:
             return
         body = JoinLeave(info=client_info_wire(info))
         push = Push(channel=channel, join=body) if join else Push(channel=channel, leave=body)
-        encoded = json_codec.encode_reply(Reply(push=push))
+        encoded = EncodedOnce(Reply(push=push))
         for session in list(subs):
             session.deliver_join_leave(channel, encoded)

@@ -32,7 +32,8 @@ from .handlers import (
 )
 from .outbox import Outbox
 from .payload import optional_payload
-from .protocol import json_codec
+from .protocol.codec import Codec, EncodedOnce, ProtocolError
+from .protocol.json_codec import JSON
 from .protocol.messages import (
     Command,
     ConnectRequest,
@@ -77,6 +78,7 @@ class TransportInfo:
     emulation: bool = False
     unidirectional: bool = False
     headers: Mapping[str, str] = field(default_factory=dict)
+    codec: Codec = JSON
 
 
 @dataclass(slots=True)
@@ -112,6 +114,7 @@ class Session:
     def __init__(self, node: Node, transport: TransportInfo) -> None:
         self.node = node
         self.transport = transport
+        self.codec = transport.codec
         self.client_id = str(uuid.uuid4())
         self.session_id = str(uuid.uuid4()) if transport.emulation else ""
         self.user = ""
@@ -156,7 +159,7 @@ class Session:
             self.disconnect(DisconnectCode.SLOW)
 
     def send_reply(self, reply: Reply) -> None:
-        self.send(json_codec.encode_reply(reply))
+        self.send(self.codec.encode_reply(reply))
 
     def send_push(self, push: Push) -> None:
         self.send_reply(Reply(push=push))
@@ -170,7 +173,7 @@ class Session:
         streamed = self.transport.emulation or self.transport.unidirectional
         if streamed and code != DisconnectCode.CONNECTION_CLOSED:
             self.outbox.put(
-                json_codec.encode_reply(
+                self.codec.encode_reply(
                     Reply(push=Push(disconnect=DisconnectPush(code=code, reason=reason)))
                 )
             )
@@ -221,7 +224,7 @@ class Session:
     def _on_ping(self) -> None:
         if not self.connected:
             return
-        self.send(json_codec.PING)
+        self.send(self.codec.ping)
         cfg = self.node.config.client
         if cfg.pong_timeout > 0 and not self.transport.unidirectional:
             self._awaiting_pong = True
@@ -248,8 +251,8 @@ class Session:
         if not self._accepting_commands():
             return
         try:
-            commands = json_codec.decode_commands(frame)
-        except json_codec.ProtocolError as exc:
+            commands = self.codec.decode_commands(frame)
+        except ProtocolError as exc:
             log.info("bad frame from client=%s: %s", self.client_id, exc)
             self.disconnect(DisconnectCode.BAD_REQUEST)
             return
@@ -606,16 +609,18 @@ class Session:
 
     # ------------------------------------------------------------------- fan-out
 
-    def deliver_publication(self, channel: str, pub: Publication, epoch: str, data: bytes) -> None:
+    def deliver_publication(
+        self, channel: str, pub: Publication, epoch: str, data: EncodedOnce
+    ) -> None:
         self._channels.deliver_publication(channel, pub, epoch, data)
 
     def check_position(self, channel: str, top: StreamPosition) -> None:
         self._channels.check_position(channel, top)
 
-    def deliver_join_leave(self, channel: str, data: bytes) -> None:
+    def deliver_join_leave(self, channel: str, data: EncodedOnce) -> None:
         sub = self.subs.get(channel)
         if sub is not None and sub.push_join_leave and sub.pending is None:
-            self.send(data)
+            self.send(data.get(self.codec))
 
     # ------------------------------------------------------------------- teardown
 

@@ -23,6 +23,7 @@ from .engines.base import HistoryFilter, Publication, StreamPosition
 from .errors import ClientError, Disconnect
 from .handlers import PublishEvent, SubRefreshEvent, SubscribeEvent, SubscribeReply
 from .payload import optional_payload, to_payload
+from .protocol.codec import EncodedOnce
 from .protocol.messages import (
     ChannelRequest,
     HistoryRequest,
@@ -116,7 +117,7 @@ class Subscription:
     client_side_refresh: bool = False
     offset: int = 0
     epoch: str = ""
-    pending: list[tuple[Publication, str, bytes]] | None = field(default_factory=list)
+    pending: list[tuple[Publication, str, EncodedOnce]] | None = field(default_factory=list)
     timer: Timer | None = None
     checked_top: int = 0  # stream top seen by the previous periodic position check
 
@@ -332,7 +333,9 @@ class ChannelCommands:
 
     # ---------------------------------------------------------------- delivery
 
-    def deliver_publication(self, channel: str, pub: Publication, epoch: str, data: bytes) -> None:
+    def deliver_publication(
+        self, channel: str, pub: Publication, epoch: str, data: EncodedOnce
+    ) -> None:
         s = self.s
         sub = s.subs.get(channel)
         if sub is None:
@@ -351,7 +354,7 @@ class ChannelCommands:
                 return
             sub.offset = pub.offset
             sub.epoch = epoch
-        s.send(data)
+        s.send(data.get(s.codec))
 
     def check_position(self, channel: str, top: StreamPosition) -> None:
         """Periodic check: the client must have reached the top seen one check ago.

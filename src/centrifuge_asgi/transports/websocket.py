@@ -86,11 +86,17 @@ class WebSocketEndpoint:
 
         async def writer(scope: anyio.CancelScope) -> None:
             outbox = session.outbox
+            codec = session.codec
             try:
                 while (batch := await outbox.take_all()) is not None:
-                    frame = b"\n".join(batch).decode()
+                    frame = codec.join(batch)
+                    message: dict[str, Any] = {"type": "websocket.send"}
+                    if codec.binary:
+                        message["bytes"] = frame
+                    else:
+                        message["text"] = frame.decode()
                     with anyio.fail_after(write_timeout):
-                        await send({"type": "websocket.send", "text": frame})
+                        await send(message)
                 if not peer_gone:
                     with anyio.move_on_after(write_timeout):
                         await send(

@@ -1,0 +1,46 @@
+"""The codec interface: how one protocol (JSON, Protobuf) turns frames into commands and
+replies into bytes. Sessions and fan-out only talk to this interface."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from .messages import Command, Reply
+
+
+class ProtocolError(ValueError):
+    """A frame that cannot be decoded into commands (the connection gets 3501)."""
+
+
+class Codec(Protocol):
+    name: str  # "json" or "protobuf"; also the cache key for encode-once fan-out
+    binary: bool  # WebSocket frame type
+    ping: bytes  # an encoded empty Reply (server ping)
+
+    def decode_commands(self, frame: bytes) -> list[Command]:
+        """Every command in one transport frame; ProtocolError when there is none."""
+        ...
+
+    def encode_reply(self, reply: Reply) -> bytes:
+        """One reply or push, ready to be joined into a frame by :meth:`join`."""
+        ...
+
+    def join(self, messages: list[bytes]) -> bytes:
+        """Several encoded messages as one transport frame."""
+        ...
+
+
+class EncodedOnce:
+    """A reply encoded lazily, at most once per codec (fan-out to mixed protocols)."""
+
+    __slots__ = ("_cache", "reply")
+
+    def __init__(self, reply: Reply) -> None:
+        self.reply = reply
+        self._cache: dict[str, bytes] = {}
+
+    def get(self, codec: Codec) -> bytes:
+        data = self._cache.get(codec.name)
+        if data is None:
+            data = self._cache[codec.name] = codec.encode_reply(self.reply)
+        return data
