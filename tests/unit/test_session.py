@@ -302,3 +302,20 @@ async def test_tag_filter_is_refused_with_107(node: Node) -> None:
     s = await connected(node)
     await s.handle_frame(frame({"id": 2, "subscribe": {"channel": "chat:t", "tf": {"op": 1}}}))
     assert replies(s)[0]["error"]["code"] == 107
+
+
+async def test_fan_out_encodes_once_per_publication(node: Node, monkeypatch: Any) -> None:
+    from centrifuge_asgi.protocol.json_codec import JsonCodec
+
+    sessions = [await connected(node, f"u{i}") for i in range(5)]
+    for s in sessions:
+        await s.handle_frame(frame({"id": 2, "subscribe": {"channel": "news:fan"}}))
+        replies(s)
+    calls = []
+    original = JsonCodec.encode_reply
+    monkeypatch.setattr(
+        JsonCodec, "encode_reply", lambda self, reply: calls.append(1) or original(self, reply)
+    )
+    await node.publish("news:fan", {"x": 1})
+    assert len(calls) == 1
+    assert all(len(replies(s)) == 1 for s in sessions)
