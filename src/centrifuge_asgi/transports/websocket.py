@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
 import anyio
+from starlette.routing import BaseRoute, WebSocketRoute
 
 from ..codes import DisconnectCode
 from ..session import Session, TransportInfo
@@ -132,3 +133,10 @@ class WebSocketEndpoint:
         finally:
             with anyio.CancelScope(shield=True), anyio.move_on_after(5):
                 await session.finish()
+
+
+def routes(node: Node) -> list[BaseRoute]:
+    cfg = node.config.websocket
+    if cfg.disabled:
+        return []
+    return [WebSocketRoute(cfg.handler_prefix or "/connection/websocket", WebSocketEndpoint(node))]

@@ -1,0 +1,14 @@
+"""Placeholder: routes are added by the emulation transport work (see the open issue)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from starlette.routing import BaseRoute
+
+if TYPE_CHECKING:
+    from ..node import Node
+
+
+def routes(node: Node) -> list[BaseRoute]:
+    return []
