@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import anyio
+import anyio.lowlevel
 import msgspec
 from anyio.abc import TaskGroup
 
@@ -34,8 +35,9 @@ from .engines.base import (
     PublishOptions,
     StreamPosition,
 )
-from .engines.memory import MemoryBroker, MemoryPresenceManager
-from .errors import ClientError, ConfigError, EngineError
+from .engines.factory import build_engine
+from .engines.memory import MemoryBroker
+from .errors import ClientError, EngineError
 from .handlers import (
     ConnectingHandler,
     DisconnectHandler,
@@ -110,10 +112,6 @@ class Node:
             config = Config()
         elif not isinstance(config, Config):
             config = Config.from_dict(config)
-        if broker is None and config.engine.type != "memory":
-            raise ConfigError(
-                f"engine.type {config.engine.type!r} is not available yet: only 'memory' is"
-            )
         self.config: Config = config
         self.node_id = str(uuid.uuid4())
         self.name = name or self.node_id[:8]
@@ -122,13 +120,12 @@ class Node:
         self.registry = Registry()
         self.scheduler = Scheduler()
         self.handlers = Handlers()
-        memory = None
-        if broker is None:
-            memory = MemoryBroker()
-            broker = memory
+        if broker is None or presence_manager is None:
+            default_broker, default_presence = build_engine(config)
+            broker = broker or default_broker
+            presence_manager = presence_manager or default_presence
         self.broker: Broker = broker
-        self._memory_broker = memory
-        self.presence_manager: PresenceManager = presence_manager or MemoryPresenceManager()
+        self.presence_manager: PresenceManager = presence_manager
         cfg = config.client
         self.token_verifier = TokenVerifier(
             cfg.token, insecure_skip_signature=cfg.insecure_skip_token_signature_verify
@@ -141,6 +138,9 @@ class Node:
         )
         if cfg.insecure:
             log.warning("client.insecure is on: every client may subscribe, publish and read")
+        from . import proxy
+
+        proxy.install(self)
         self._tg: TaskGroup | None = None
         self._closing = False
 
@@ -302,8 +302,9 @@ class Node:
                 session.check_position(channel, hist.position)
 
     async def _sweep(self) -> None:
-        if self._memory_broker is not None:
-            self._memory_broker.sweep()
+        for engine in (self.broker, self.presence_manager):
+            if isinstance(engine, MemoryBroker):
+                engine.sweep()
 
     def asgi_app(self) -> Any:
         """A Starlette app with the connection endpoints, to mount at any prefix."""
@@ -418,6 +419,10 @@ class Node:
         except EngineError as exc:
             log.error("publish to %s failed: %s", channel, exc)
             raise ClientError.of(ErrorCode.INTERNAL) from exc
+        # Let connection writers drain between publications: a loop of publishes in one
+        # task must not fill every outbox before any writer runs (the memory broker
+        # fans out synchronously).
+        await anyio.lowlevel.checkpoint()
         return PublishResult(result.position.offset, result.position.epoch)
 
     async def broadcast(

@@ -197,11 +197,14 @@ async def sdk_client() -> AsyncIterator[ClientFactory]:
 
 async def eventually(read: Callable[[], Awaitable[Any]], expected: Any) -> None:
     """Poll server-side state (it lives on the server's loop) until it equals ``expected``."""
-    with anyio.fail_after(TIMEOUT):
+    last: Any = None
+    with anyio.move_on_after(TIMEOUT):
         while True:
-            if await read() == expected:
+            last = await read()
+            if last == expected:
                 return
             await anyio.sleep(0.02)
+    raise AssertionError(f"still {last!r} after {TIMEOUT} s, expected {expected!r}")
 
 
 async def subscribe(client: Client, channel: str, **options: Any) -> tuple[Subscription, SubEvents]:
