@@ -6,7 +6,7 @@ Centrifugo SDK.
 """
 
 from ._version import __version__
-from .auth import connection_token, subscription_token
+from .auth import SubscriptionOverride, connection_token, subscription_token
 from .codes import DisconnectCode, ErrorCode, UnsubscribeCode
 from .config import Config, load_config
 from .engines.base import ClientInfo, Publication, StreamPosition
@@ -27,7 +27,7 @@ from .handlers import (
     SubscribeEvent,
     SubscribeReply,
 )
-from .node import HistoryPage, Node, PublishResult
+from .node import HistoryPage, Node
 
 __all__ = [
     "CentrifugeError",
@@ -49,7 +49,6 @@ __all__ = [
     "Publication",
     "PublishEvent",
     "PublishReply",
-    "PublishResult",
     "RPCEvent",
     "RefreshEvent",
     "RefreshReply",
@@ -58,6 +57,7 @@ __all__ = [
     "SubRefreshReply",
     "SubscribeEvent",
     "SubscribeReply",
+    "SubscriptionOverride",
     "UnsubscribeCode",
     "__version__",
     "connection_token",

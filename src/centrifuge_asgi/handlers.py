@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .auth import SubscriptionOverride
 from .payload import decode_payload
 
 
@@ -73,16 +74,12 @@ class SubscribeEvent:
 
 @dataclass(slots=True)
 class SubscribeReply:
-    """Allow a subscription; ``None`` fields keep the namespace defaults."""
+    """Allow a subscription; ``override`` changes namespace features for this one."""
 
     info: Any = None
     data: Any = None
     expire_at: int | None = None
-    presence: bool | None = None
-    join_leave: bool | None = None
-    force_push_join_leave: bool | None = None
-    force_positioning: bool | None = None
-    force_recovery: bool | None = None
+    override: SubscriptionOverride | None = None
 
 
 @dataclass(frozen=True, slots=True)

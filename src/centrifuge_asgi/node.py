@@ -63,14 +63,6 @@ _DEFAULT_META_TTL = 30 * 24 * 3600.0
 
 
 @dataclass(frozen=True, slots=True)
-class PublishResult:
-    """Where a publication landed (offset 0 and empty epoch without history)."""
-
-    offset: int = 0
-    epoch: str = ""
-
-
-@dataclass(frozen=True, slots=True)
 class HistoryPage:
     publications: list[Publication]
     offset: int
@@ -396,8 +388,12 @@ class Node:
         client_info: ClientInfo | None = None,
         version: int = 0,
         version_epoch: str = "",
-    ) -> PublishResult:
-        """Publish ``data`` (any JSON-encodable value, or bytes of JSON) into ``channel``."""
+    ) -> StreamPosition:
+        """Publish ``data`` (any JSON-encodable value, or bytes of JSON) into ``channel``.
+
+        Returns where it landed (offset 0 and an empty epoch when the channel keeps no
+        history).
+        """
         if not channel:
             raise ClientError(ErrorCode.BAD_REQUEST, "channel required")
         opts = resolve_options(self.config, channel)
@@ -423,14 +419,14 @@ class Node:
         # task must not fill every outbox before any writer runs (the memory broker
         # fans out synchronously).
         await anyio.lowlevel.checkpoint()
-        return PublishResult(result.position.offset, result.position.epoch)
+        return result.position
 
     async def broadcast(
         self, channels: list[str], data: Any, **kwargs: Any
-    ) -> list[PublishResult | ClientError]:
+    ) -> list[StreamPosition | ClientError]:
         """Publish the same data into several channels; one result or error per channel."""
         payload = to_payload(data)
-        results: list[PublishResult | ClientError] = []
+        results: list[StreamPosition | ClientError] = []
         for channel in channels:
             try:
                 results.append(await self.publish(channel, payload, **kwargs))

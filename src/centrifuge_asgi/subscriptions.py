@@ -58,34 +58,26 @@ class Grant:
     data: bytes | None = None
     expire_at: int | None = None
     client_side_refresh: bool = False
-    presence: bool | None = None
-    join_leave: bool | None = None
-    force_push_join_leave: bool | None = None
-    force_positioning: bool | None = None
-    force_recovery: bool | None = None
+    override: auth.SubscriptionOverride | None = None
 
-    def _override(self, ov: auth.SubscriptionOverride | None) -> Grant:
-        if ov is not None:
-            self.presence = ov.presence
-            self.join_leave = ov.join_leave
-            self.force_push_join_leave = ov.force_push_join_leave
-            self.force_positioning = ov.force_positioning
-            self.force_recovery = ov.force_recovery
-        return self
+    def pick(self, feature: str, default: bool) -> bool:
+        """The override for ``feature`` when one was granted, else the namespace default."""
+        value = getattr(self.override, feature) if self.override is not None else None
+        return default if value is None else bool(value)
 
     @classmethod
     def from_server_subscription(cls, spec: auth.ServerSubscription) -> Grant:
-        return cls(info=spec.info, data=spec.data)._override(spec.override)
+        return cls(info=spec.info, data=spec.data, override=spec.override)
 
     @classmethod
     def from_token(cls, token: auth.SubscribeToken) -> Grant:
-        grant = cls(
+        return cls(
             info=token.info,
             data=token.data,
             expire_at=token.expire_at,
             client_side_refresh=token.expire_at is not None,
+            override=token.override,
         )
-        return grant._override(token.override)
 
     @classmethod
     def from_reply(cls, reply: SubscribeReply) -> Grant:
@@ -93,11 +85,7 @@ class Grant:
             info=optional_payload(reply.info),
             data=optional_payload(reply.data),
             expire_at=reply.expire_at,
-            presence=reply.presence,
-            join_leave=reply.join_leave,
-            force_push_join_leave=reply.force_push_join_leave,
-            force_positioning=reply.force_positioning,
-            force_recovery=reply.force_recovery,
+            override=reply.override,
         )
 
 
@@ -120,10 +108,6 @@ class Subscription:
     pending: list[tuple[Publication, str, EncodedOnce]] | None = field(default_factory=list)
     timer: Timer | None = None
     checked_top: int = 0  # stream top seen by the previous periodic position check
-
-
-def _pick(override: bool | None, default: bool) -> bool:
-    return default if override is None else override
 
 
 class ChannelCommands:
@@ -220,26 +204,26 @@ class ChannelCommands:
         history = opts.history_size > 0 and opts.history_ttl > 0
         reads_history = self._permitted(opts, "history", subscribed=True)
         recoverable = history and (
-            _pick(grant.force_recovery, opts.force_recovery)
+            grant.pick("force_recovery", opts.force_recovery)
             or (req.recoverable and (opts.allow_recovery or reads_history))
         )
         positioned = recoverable or (
             history
             and (
-                _pick(grant.force_positioning, opts.force_positioning)
+                grant.pick("force_positioning", opts.force_positioning)
                 or (req.positioned and (opts.allow_positioning or reads_history))
             )
         )
-        emit = _pick(grant.join_leave, opts.join_leave)
+        emit = grant.pick("join_leave", opts.join_leave)
         sub = Subscription(
             channel=channel,
             server_side=server_side,
             chan_info=grant.info,
-            presence=_pick(grant.presence, opts.presence),
+            presence=grant.pick("presence", opts.presence),
             emit_join_leave=emit,
             push_join_leave=emit
             and (
-                _pick(grant.force_push_join_leave, opts.force_push_join_leave)
+                grant.pick("force_push_join_leave", opts.force_push_join_leave)
                 or (req.join_leave and self._permitted(opts, "presence", subscribed=True))
             ),
             positioned=positioned,
