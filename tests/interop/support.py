@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Awaitable, Callable
 from typing import Any
+
+import anyio
 
 from centrifuge_asgi.auth import connection_token, subscription_token
 from centrifuge_asgi.node import Node
@@ -77,3 +80,19 @@ def token(user: str, ttl: float | None = 3600, **claims: Any) -> str:
 
 def sub_token(user: str, channel: str, ttl: float | None = 3600, **claims: Any) -> str:
     return subscription_token(user, channel, SECRET, ttl=ttl, **claims)
+
+
+EVENTUALLY_SECONDS = 5.0
+
+
+async def eventually(read: Callable[[], Awaitable[Any]], expected: Any) -> None:
+    """Poll server-side state (it lives on the server's loop) until it equals ``expected``."""
+    last: Any = None
+    timeout = EVENTUALLY_SECONDS
+    with anyio.move_on_after(timeout):
+        while True:
+            last = await read()
+            if last == expected:
+                return
+            await anyio.sleep(0.02)
+    raise AssertionError(f"still {last!r} after {timeout} s, expected {expected!r}")

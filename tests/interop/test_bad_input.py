@@ -17,7 +17,7 @@ import json
 import os
 import socket
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -31,7 +31,7 @@ from centrifuge_asgi.auth import connection_token
 from centrifuge_asgi.handlers import DisconnectEvent, RPCEvent
 from centrifuge_asgi.node import Node
 
-from .support import SECRET, WS_PATH, make_config, make_node, token
+from .support import SECRET, WS_PATH, eventually, make_config, make_node, token
 
 if TYPE_CHECKING:
     from conftest import LiveServer, LiveServerFactory
@@ -224,18 +224,6 @@ async def assert_healthy(env: Env) -> None:
 def _without_time(pub: Frame) -> Frame:
     """A publication without its optional server ``time`` (ms) field."""
     return {k: v for k, v in pub.items() if k != "time"}
-
-
-async def eventually(read: Callable[[], Awaitable[Any]], expected: Any) -> None:
-    """Poll server-side state (it lives on the server's loop) until it equals ``expected``."""
-    last: Any = None
-    with anyio.move_on_after(TIMEOUT):
-        while True:
-            last = await read()
-            if last == expected:
-                return
-            await anyio.sleep(0.02)
-    raise AssertionError(f"still {last!r} after {TIMEOUT} s, expected {expected!r}")
 
 
 def _b64(data: bytes) -> str:

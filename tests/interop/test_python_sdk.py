@@ -41,7 +41,7 @@ from centrifuge_asgi.auth import connection_token
 from centrifuge_asgi.handlers import RPCEvent
 from centrifuge_asgi.node import Node
 
-from .support import SECRET, WS_PATH, make_config, make_node, token
+from .support import SECRET, WS_PATH, eventually, make_config, make_node, token
 
 if TYPE_CHECKING:
     from conftest import LiveServer, LiveServerFactory
@@ -193,18 +193,6 @@ async def sdk_client() -> AsyncIterator[ClientFactory]:
     for client in clients:
         with anyio.move_on_after(TIMEOUT), contextlib.suppress(Exception):
             await client.disconnect()
-
-
-async def eventually(read: Callable[[], Awaitable[Any]], expected: Any) -> None:
-    """Poll server-side state (it lives on the server's loop) until it equals ``expected``."""
-    last: Any = None
-    with anyio.move_on_after(TIMEOUT):
-        while True:
-            last = await read()
-            if last == expected:
-                return
-            await anyio.sleep(0.02)
-    raise AssertionError(f"still {last!r} after {TIMEOUT} s, expected {expected!r}")
 
 
 async def subscribe(client: Client, channel: str, **options: Any) -> tuple[Subscription, SubEvents]:
