@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from centrifuge_asgi.auth import connection_token
-from centrifuge_asgi.handlers import RPCEvent
+from centrifuge_asgi.handlers import MessageEvent, RPCEvent
 from centrifuge_asgi.node import Node
 
 from .support import WS_PATH, make_config, make_node, sub_token, token
@@ -302,3 +302,15 @@ def test_server_unsubscribe(live_server: LiveServerFactory, run_js: RunJs) -> No
         "subscribingAfter": 0,
         "clientState": "connected",
     }
+
+
+def test_send_and_message_push(live_server: LiveServerFactory, run_js: RunJs) -> None:
+    node = make_node()
+
+    @node.on_message
+    async def echo(event: MessageEvent) -> None:
+        await node.send(event.client.user, {"echo": event.data, "to": event.client.user})
+
+    _, srv = serve(live_server, node)
+    result = run_js("sdk_messages.mjs", ws(srv), token("u1"), timeout=10)
+    assert result == {"data": {"echo": {"ping": "hello"}, "to": "u1"}}
