@@ -12,7 +12,7 @@ from fastapi import FastAPI
 
 from centrifuge_asgi import Node
 from centrifuge_asgi.server import GracefulServer
-from tests.interop.support import WS_PATH, make_node, token
+from tests.interop.support import WS_PATH, make_config, make_node, token
 
 pytestmark = pytest.mark.anyio
 
@@ -71,3 +71,13 @@ async def test_mounted_under_a_prefix(live_server: Any) -> None:
     srv = live_server(app)
     ws = await connect(srv.ws_url("/rt" + WS_PATH))
     await ws.close()
+
+
+async def test_node_connection_limit_answers_503(live_server: Any) -> None:
+    node = Node(make_config(connection_limit=1))
+    srv = live_server(node.asgi_app())
+    first = await connect(srv.ws_url(WS_PATH))
+    with pytest.raises(websockets.InvalidStatus) as info:
+        await websockets.connect(srv.ws_url(WS_PATH), open_timeout=5)
+    assert info.value.response.status_code == 503
+    await first.close()
