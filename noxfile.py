@@ -32,11 +32,14 @@ def tests(session: nox.Session) -> None:
     session.run("pytest", "-q", *session.posargs)
 
 
+LINTED = [p for p in ("src", "tests", "examples", "benchmarks", "noxfile.py") if os.path.exists(p)]
+
+
 @nox.session
 def lint(session: nox.Session) -> None:
     session.install("ruff>=0.5")
-    session.run("ruff", "check", "src", "tests", "examples", "benchmarks", "noxfile.py")
-    session.run("ruff", "format", "--check", "src", "tests", "examples", "benchmarks", "noxfile.py")
+    session.run("ruff", "check", *LINTED)
+    session.run("ruff", "format", "--check", *LINTED)
 
 
 @nox.session
@@ -50,3 +53,23 @@ def demo(session: nox.Session) -> None:
     """Run the chat demo on http://127.0.0.1:8000 (in-memory engine, no Redis)."""
     session.install("-e", ".[server]", "fastapi>=0.110")
     session.run("python", "examples/chat/app.py", *session.posargs)
+
+
+@nox.session
+def protoc(session: nox.Session) -> None:
+    """Regenerate ``protocol/client_pb2.py`` and ``.pyi`` from ``protocol/client.proto``.
+
+    grpcio-tools 1.62 bundles protoc 25, whose output carries no runtime version guard, so
+    the committed module loads on every supported ``protobuf`` runtime (4.25 through 7.x).
+    """
+    session.install("grpcio-tools==1.62.3")
+    session.run(
+        "python",
+        "-m",
+        "grpc_tools.protoc",
+        "-I",
+        "src",
+        "--python_out=src",
+        "--pyi_out=src",
+        "src/centrifuge_asgi/protocol/client.proto",
+    )
