@@ -1,8 +1,8 @@
 """Turning application values into payload bytes and back.
 
-Payloads are opaque bytes on the way through the node; for JSON clients they must be
-one JSON value. Python values are encoded with msgspec; ``bytes`` are taken as
-already-encoded JSON (raw newlines, which can only be whitespace, are removed).
+Payloads are opaque bytes on the way through the node, kept byte for byte; for JSON
+clients they must be one JSON value (the JSON codec checks that when it encodes).
+Python values are encoded with msgspec; ``bytes`` are taken as they are.
 """
 
 from __future__ import annotations
@@ -16,10 +16,7 @@ _encoder = msgspec.json.Encoder()
 
 def to_payload(value: Any) -> bytes:
     """Encode ``value`` as payload bytes (bytes and msgspec.Raw pass through)."""
-    if isinstance(value, bytes | bytearray | memoryview):
-        data = bytes(value)
-        return data.replace(b"\n", b"") if b"\n" in data else data
-    if isinstance(value, msgspec.Raw):
+    if isinstance(value, bytes | bytearray | memoryview | msgspec.Raw):
         return bytes(value)
     return _encoder.encode(value)
 

@@ -12,6 +12,10 @@ class ProtocolError(ValueError):
     """A frame that cannot be decoded into commands (the connection gets 3501)."""
 
 
+class InappropriateProtocol(ValueError):
+    """A message this protocol cannot carry (a non-JSON payload for a JSON client): 3506."""
+
+
 class Codec(Protocol):
     name: str  # "json" or "protobuf"; also the cache key for encode-once fan-out
     binary: bool  # WebSocket frame type
@@ -42,5 +46,9 @@ class EncodedOnce:
     def get(self, codec: Codec) -> bytes:
         data = self._cache.get(codec.name)
         if data is None:
-            data = self._cache[codec.name] = codec.encode_reply(self.reply)
+            try:
+                data = codec.encode_reply(self.reply)
+            except InappropriateProtocol:
+                data = b""  # never a valid encoding: Session.send closes with 3506
+            self._cache[codec.name] = data
         return data

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import msgspec
 
-from .codec import ProtocolError
+from .codec import InappropriateProtocol, ProtocolError
 from .messages import Command, Reply
 
 _decoder = msgspec.json.Decoder(Command)
 _encoder = msgspec.json.Encoder()
+_validator = msgspec.json.Decoder(msgspec.Raw)  # parses (validates) without building objects
 
 
 class JsonCodec:
@@ -33,7 +34,17 @@ class JsonCodec:
         return commands
 
     def encode_reply(self, reply: Reply) -> bytes:
-        return _encoder.encode(reply)
+        """Raises InappropriateProtocol when a payload is not JSON (e.g. Protobuf bytes)."""
+        data = _encoder.encode(reply)
+        try:
+            _validator.decode(data)
+            if not data.isascii():
+                data.decode()
+        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+            raise InappropriateProtocol(str(exc)) from None
+        # The message is valid JSON, so a raw newline can only be whitespace inside an
+        # embedded payload; drop it, as newlines separate messages in a frame.
+        return data.replace(b"\n", b"") if b"\n" in data else data
 
     def join(self, messages: list[bytes]) -> bytes:
         return b"\n".join(messages)

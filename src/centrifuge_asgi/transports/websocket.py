@@ -1,7 +1,8 @@
-"""The bidirectional WebSocket transport (``/connection/websocket``), JSON protocol.
+"""The bidirectional WebSocket transport (``/connection/websocket``), JSON or Protobuf.
 
 One task reads frames and feeds them to the session in order; one writer drains the
-session's outbox, joining everything queued into a single newline-separated frame.
+session's outbox, joining everything queued into a single frame (newline-separated JSON
+in a text frame, or length-delimited Protobuf in a binary frame).
 """
 
 from __future__ import annotations
@@ -14,6 +15,9 @@ import anyio
 from starlette.routing import BaseRoute, WebSocketRoute
 
 from ..codes import DisconnectCode
+from ..protocol.codec import Codec
+from ..protocol.json_codec import JSON
+from ..protocol.protobuf_codec import PROTOBUF
 from ..session import Session, TransportInfo
 from .origin import origin_allowed
 
@@ -27,10 +31,28 @@ Receive = Any
 Send = Any
 
 _MESSAGE_TOO_BIG = 1009
+_COMMAND_GRACE = 5.0  # seconds an in-flight command may run on after the connection closed
+_SUBPROTOCOLS = ("centrifuge-json", "centrifuge-protobuf")
 
 
 def _headers(scope: Scope) -> dict[str, str]:
     return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+
+
+def negotiate(scope: Scope) -> tuple[Codec, str | None]:
+    """The codec and the subprotocol to answer with (§1.4).
+
+    The answer is the first offered subprotocol the server knows (none when none is
+    offered); the protocol is Protobuf when the query asks for it (``cf_protocol`` or
+    ``format`` = ``protobuf``) or ``centrifuge-protobuf`` was chosen, else JSON.
+    """
+    offered = scope.get("subprotocols") or ()
+    chosen = next((p for p in offered if p in _SUBPROTOCOLS), None)
+    query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+    wants_protobuf = "protobuf" in query.get("cf_protocol", []) + query.get("format", [])
+    if wants_protobuf or chosen == "centrifuge-protobuf":
+        return PROTOBUF, chosen
+    return JSON, chosen
 
 
 async def _deny(scope: Scope, send: Send, status: int) -> None:
@@ -66,24 +88,19 @@ class WebSocketEndpoint:
         if cfg.connection_limit > 0 and node.registry.num_clients >= cfg.connection_limit:
             await _deny(scope, send, 503)
             return
-        offered = list(scope.get("subprotocols") or [])
-        query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
-        wants_protobuf = "protobuf" in query.get("cf_protocol", []) + query.get("format", [])
-        if "centrifuge-protobuf" in offered or wants_protobuf:
-            # The Protobuf protocol is not served by this transport yet.
-            await _deny(scope, send, 400)
-            return
+        codec, subprotocol = negotiate(scope)
         accept: dict[str, Any] = {"type": "websocket.accept"}
-        if "centrifuge-json" in offered:
-            accept["subprotocol"] = "centrifuge-json"
+        if subprotocol is not None:
+            accept["subprotocol"] = subprotocol
         await send(accept)
-        session = node.create_session(TransportInfo(name="websocket", headers=headers))
+        session = node.create_session(TransportInfo(name="websocket", headers=headers, codec=codec))
         await self._serve(session, receive, send)
 
     async def _serve(self, session: Session, receive: Receive, send: Send) -> None:
         limit = self.node.config.websocket.message_size_limit
         write_timeout = self.node.config.websocket.write_timeout or 1.0
         peer_gone = False
+        reader_idle = anyio.Event()  # set while the reader waits for a frame or has ended
 
         async def writer(scope: anyio.CancelScope) -> None:
             outbox = session.outbox
@@ -95,7 +112,12 @@ class WebSocketEndpoint:
                     if codec.binary:
                         message["bytes"] = frame
                     else:
-                        message["text"] = frame.decode()
+                        try:
+                            message["text"] = frame.decode()
+                        except UnicodeDecodeError:
+                            # binary payload (e.g. published by a Protobuf client)
+                            session.disconnect(DisconnectCode.INAPPROPRIATE_PROTOCOL)
+                            continue
                     with anyio.fail_after(write_timeout):
                         await send(message)
                 if not peer_gone:
@@ -111,25 +133,34 @@ class WebSocketEndpoint:
                 session.disconnect(DisconnectCode.WRITE_ERROR)
             except OSError:
                 session.transport_closed()
+            # A command still running (say, an RPC handler that disconnected its own
+            # user and goes on publishing) may finish; its replies are dropped.
+            with anyio.move_on_after(_COMMAND_GRACE):
+                await reader_idle.wait()
             scope.cancel()
 
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(writer, tg.cancel_scope)
-                while True:
-                    msg = await receive()
-                    if msg["type"] == "websocket.disconnect":
-                        peer_gone = True
-                        session.transport_closed()
-                        break
-                    text = msg.get("text")
-                    data: bytes = text.encode() if text is not None else msg.get("bytes") or b""
-                    if limit > 0 and len(data) > limit:
-                        session.disconnect(_MESSAGE_TOO_BIG, "message too big")
-                        break
-                    await session.handle_frame(data)
-                    if session.closing:
-                        break
+                try:
+                    while True:
+                        reader_idle.set()
+                        msg = await receive()
+                        reader_idle = anyio.Event()
+                        if msg["type"] == "websocket.disconnect":
+                            peer_gone = True
+                            session.transport_closed()
+                            break
+                        text = msg.get("text")
+                        data: bytes = text.encode() if text is not None else msg.get("bytes") or b""
+                        if limit > 0 and len(data) > limit:
+                            session.disconnect(_MESSAGE_TOO_BIG, "message too big")
+                            break
+                        await session.handle_frame(data)
+                        if session.closing:
+                            break
+                finally:
+                    reader_idle.set()
         finally:
             with anyio.CancelScope(shield=True), anyio.move_on_after(5):
                 await session.finish()
