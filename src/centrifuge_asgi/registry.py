@@ -7,7 +7,7 @@ subscriber's bounded outbox; nothing here awaits a client.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import anyio
 
@@ -20,8 +20,18 @@ if TYPE_CHECKING:
     from .session import Session
 
 
+class EmulationTarget(Protocol):
+    """An open HTTP-streaming/SSE stream that takes the client's emulation frames."""
+
+    async def feed(self, frame: bytes) -> bool:
+        """Queue one frame of commands; False when the stream has ended."""
+        ...
+
+
 class Registry:
     def __init__(self) -> None:
+        # emulation session id → its stream on this node (see transports/emulation.py)
+        self.emulation_streams: dict[str, EmulationTarget] = {}
         self._channels: dict[str, dict[Session, None]] = {}
         self._users: dict[str, dict[Session, None]] = {}
         self._clients: dict[str, Session] = {}
@@ -116,6 +126,7 @@ class Registry:
         subs = self._channels.get(channel)
         if not subs:
             return
+        next(iter(subs)).node.metrics.fanout("publication", len(subs))
         encoded = EncodedOnce(Reply(push=Push(channel=channel, pub=publication_wire(pub))))
         for session in list(subs):
             session.deliver_publication(channel, pub, epoch, encoded)
@@ -130,6 +141,7 @@ class Registry:
         subs = self._channels.get(channel)
         if not subs:
             return
+        next(iter(subs)).node.metrics.fanout("join" if join else "leave", len(subs))
         body = JoinLeave(info=client_info_wire(info))
         push = Push(channel=channel, join=body) if join else Push(channel=channel, leave=body)
         encoded = EncodedOnce(Reply(push=push))

@@ -1,14 +1,237 @@
-"""Placeholder: routes are added by the emulation transport work (see the open issue)."""
+"""Bidirectional emulation: streams opened by HTTP-streaming or SSE, commands via ``/emulation``.
+
+A stream (see :mod:`.http_stream`, :mod:`.sse`) carries the connect command in its
+request and then only receives. Later commands arrive as ``POST /emulation`` with
+``{session, node, data}``; they are queued to the stream that holds ``session`` and run
+there in order, and their replies appear on the stream. The answer is 204.
+
+Routing across processes: every stream registers in ``node.registry.emulation_streams``
+under its session id, and its connect reply names the node (``node.node_id``). A request
+naming another node goes to ``node.broker.forward_emulation(node_id, session_id, data)``
+when the broker implements :class:`EmulationForwarder` (for example by publishing a
+control message to that node); the receiving node hands the frame to :func:`feed_local`.
+Without a forwarder, another node's id answers 404.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import functools
+import importlib
+import logging
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from starlette.routing import BaseRoute
+import anyio
+import msgspec
+from starlette.routing import BaseRoute, Route
+
+from ..session import TransportInfo
+from .streaming import (
+    OCTET_STREAM,
+    PREFLIGHT,
+    BodyTooLarge,
+    ClientGone,
+    Headers,
+    Receive,
+    Scope,
+    Send,
+    StreamFormat,
+    content_type,
+    cors_headers,
+    protobuf_codec,
+    read_body,
+    request_headers,
+    respond,
+    serve_stream,
+)
 
 if TYPE_CHECKING:
     from ..node import Node
+    from ..protocol.codec import Codec
+    from ..session import Session
+
+log = logging.getLogger("centrifuge_asgi.emulation")
+
+INBOX_FRAMES = 16  # emulation frames queued per stream before senders wait
+FEED_TIMEOUT = 5.0  # how long an emulation request waits for room in the queue
+
+
+@runtime_checkable
+class EmulationForwarder(Protocol):
+    """A multi-process broker that can deliver an emulation frame to another node."""
+
+    async def forward_emulation(self, node_id: str, session_id: str, data: bytes) -> bool:
+        """Deliver ``data`` to ``session_id`` on ``node_id``; False when no such node."""
+        ...
+
+
+class EmulationStream:
+    """The receiving half of one emulated connection: a bounded queue of frames."""
+
+    def __init__(self) -> None:
+        self._send, self._receive = anyio.create_memory_object_stream[bytes](INBOX_FRAMES)
+
+    async def feed(self, frame: bytes) -> bool:
+        """Queue a frame (TimeoutError when the queue stays full); False once ended."""
+        try:
+            with anyio.fail_after(FEED_TIMEOUT):
+                await self._send.send(frame)
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+            return False
+        return True
+
+    async def drive(self, session: Session, first_frame: bytes) -> None:
+        """Run the stream's first frame, then every queued frame, in order."""
+        await session.handle_frame(first_frame)
+        async with self._receive:
+            async for frame in self._receive:
+                await session.handle_frame(frame)
+
+    def close(self) -> None:
+        self._send.close()
+        self._receive.close()
+
+
+async def serve_emulated(
+    node: Node,
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+    *,
+    name: str,
+    codec: Codec,
+    fmt: StreamFormat,
+    first_frame: bytes,
+    headers: dict[str, str],
+    extra_headers: Headers,
+) -> None:
+    """Open an emulated connection whose first commands are ``first_frame``."""
+    session = node.create_session(
+        TransportInfo(name=name, emulation=True, headers=headers, codec=codec)
+    )
+    stream = EmulationStream()
+    index = node.registry.emulation_streams
+
+    index[session.session_id] = stream
+    try:
+        await serve_stream(
+            session,
+            scope,
+            receive,
+            send,
+            fmt,
+            extra_headers,
+            functools.partial(stream.drive, session, first_frame),
+        )
+    finally:
+        index.pop(session.session_id, None)
+        stream.close()
+
+
+async def feed_local(node: Node, session_id: str, data: bytes) -> bool:
+    """Hand a frame to a stream held by this node; False when there is none."""
+    stream = node.registry.emulation_streams.get(session_id)
+    return stream is not None and await stream.feed(data)
+
+
+async def deliver(node: Node, node_id: str, session_id: str, data: bytes) -> int:
+    """Route one emulation frame; returns the HTTP status for the request."""
+    if node_id == node.node_id:
+        try:
+            if not await feed_local(node, session_id, data):
+                log.debug("emulation frame for unknown session %s dropped", session_id)
+        except TimeoutError:
+            return 503
+        return 204
+    broker = node.broker
+    if node_id and isinstance(broker, EmulationForwarder):
+        return 204 if await broker.forward_emulation(node_id, session_id, data) else 404
+    return 404
+
+
+class _JsonRequest(msgspec.Struct):
+    session: str = ""
+    node: str = ""
+    data: str = ""
+
+
+_json_request = msgspec.json.Decoder(_JsonRequest)
+
+
+@functools.cache
+def _protobuf_request_type() -> Any:
+    try:
+        return importlib.import_module("centrifuge_asgi.protocol.client_pb2").EmulationRequest
+    except (ImportError, AttributeError):
+        return None
+
+
+def parse_request(body: bytes, protobuf: bool) -> tuple[str, str, bytes] | None:
+    """``(node, session, data)`` of an emulation request, or None when unparsable."""
+    if protobuf:
+        cls = _protobuf_request_type()
+        if cls is None:
+            return None
+        try:
+            msg = cls.FromString(body)
+        except Exception:  # google.protobuf.message.DecodeError
+            return None
+        return str(msg.node), str(msg.session), bytes(msg.data)
+    try:
+        req = _json_request.decode(body)
+    except msgspec.DecodeError:
+        return None
+    return req.node, req.session, req.data.encode()
+
+
+class EmulationEndpoint:
+    """``POST /emulation``: 204, 400 unparsable, 404 unknown node, 413 too large."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        node = self.node
+        headers = request_headers(scope)
+        cors = cors_headers(headers, node.config.client.allowed_origins)
+        method = scope.get("method", "GET")
+        if method == "OPTIONS":
+            await respond(send, 204, [*cors, *PREFLIGHT])
+            return
+        if method != "POST":
+            await respond(send, 405, cors)
+            return
+        try:
+            body = await read_body(receive, node.config.emulation.max_request_body_size)
+        except BodyTooLarge:
+            await respond(send, 413, cors)
+            return
+        except ClientGone:
+            return
+        parsed = parse_request(body, content_type(headers) == OCTET_STREAM)
+        if parsed is None:
+            await respond(send, 400, cors)
+            return
+        node_id, session_id, data = parsed
+        await respond(send, await deliver(node, node_id, session_id, data), cors)
 
 
 def routes(node: Node) -> list[BaseRoute]:
-    return []
+    """HTTP-streaming and SSE when enabled, and ``/emulation`` whenever either is."""
+    from . import http_stream, sse
+
+    out: list[BaseRoute] = [*http_stream.routes(node), *sse.routes(node)]
+    if out:
+        prefix = node.config.emulation.handler_prefix or "/emulation"
+        out.append(Route(prefix, EmulationEndpoint(node)))
+    return out
+
+
+__all__ = [
+    "EmulationForwarder",
+    "EmulationStream",
+    "deliver",
+    "feed_local",
+    "protobuf_codec",
+    "routes",
+    "serve_emulated",
+]

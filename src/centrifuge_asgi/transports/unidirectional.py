@@ -1,14 +1,246 @@
-"""Placeholder: routes are added by the unidirectional transport work (see the open issue)."""
+"""Unidirectional transports: ``uni_sse``, ``uni_http_stream`` (here) and ``uni_websocket``.
+
+The client sends one bare ``ConnectRequest`` (JSON) when it connects and then only
+listens. The server sends bare Push objects: a Connect push first, then publications,
+join/leave, (un)subscribe, messages and finally a Disconnect push; ``{}`` is a ping.
+Subscriptions are server-side only (token, personal channel, handler, or the request's
+``subs`` keys where the namespace permits); ``subs`` also carries recovery positions.
+"""
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING
 
-from starlette.routing import BaseRoute
+import anyio
+import msgspec
+from starlette.routing import BaseRoute, Route, WebSocketRoute
+
+from ..protocol.codec import ProtocolError
+from ..protocol.messages import Command, ConnectRequest, Reply
+from ..session import Session, TransportInfo
+from .streaming import (
+    FINISH_TIMEOUT,
+    PREFLIGHT,
+    SSE,
+    BodyTooLarge,
+    ClientGone,
+    Headers,
+    Receive,
+    Scope,
+    Send,
+    StreamFormat,
+    admission_status,
+    cors_headers,
+    json_lines,
+    read_body,
+    request_headers,
+    respond,
+    serve_stream,
+)
 
 if TYPE_CHECKING:
+    from ..config import ConnectCodeToHttpResponse
     from ..node import Node
+
+log = logging.getLogger("centrifuge_asgi.unidirectional")
+
+_push_encoder = msgspec.json.Encoder()
+_connect_decoder = msgspec.json.Decoder(ConnectRequest)
+
+
+class UniJsonCodec:
+    """JSON for unidirectional clients: bare pushes, ``{}`` pings, no commands.
+
+    With ``disconnect_push=False`` the Disconnect push encodes to nothing (writers skip
+    empty messages), for ``uni_websocket.disable_disconnect_push``.
+    """
+
+    binary = False
+    ping = b"{}"
+
+    def __init__(self, *, disconnect_push: bool = True) -> None:
+        self.disconnect_push = disconnect_push
+        self.name = "json-uni" if disconnect_push else "json-uni-nodisconnect"
+
+    def decode_commands(self, frame: bytes) -> list[Command]:
+        raise ProtocolError("unidirectional clients send no commands")
+
+    def encode_reply(self, reply: Reply) -> bytes:
+        push = reply.push
+        if push is None:
+            return b"{}"  # a ping; command replies do not exist here
+        if push.disconnect is not None and not self.disconnect_push:
+            return b""
+        return _push_encoder.encode(push)
+
+    def join(self, messages: list[bytes]) -> bytes:
+        return b"\n".join(messages)
+
+
+UNI_JSON = UniJsonCodec()
+UNI_JSON_STREAM = StreamFormat(b"application/json", json_lines)
+
+
+def parse_connect(data: bytes) -> ConnectRequest | None:
+    """A bare JSON ConnectRequest (empty means ``{}``); None when malformed."""
+    if not data.strip():
+        return ConnectRequest()
+    try:
+        return _connect_decoder.decode(data)
+    except msgspec.DecodeError:
+        return None
+
+
+async def connect_session(
+    node: Node,
+    name: str,
+    headers: dict[str, str],
+    req: ConnectRequest,
+    codec: UniJsonCodec = UNI_JSON,
+) -> tuple[Session, int | None]:
+    """Create and connect a unidirectional session; the failing code or None."""
+    session = node.create_session(
+        TransportInfo(name=name, unidirectional=True, headers=headers, codec=codec)
+    )
+    try:
+        return session, await session.connect_unidirectional(req)
+    except BaseException:
+        await release(session)
+        raise
+
+
+async def release(session: Session) -> None:
+    with anyio.CancelScope(shield=True), anyio.move_on_after(FINISH_TIMEOUT):
+        await session.finish()
+
+
+def http_response_for(cfg: ConnectCodeToHttpResponse, code: int) -> tuple[int, bytes] | None:
+    """``connect_code_to_http_response``: the status and body configured for ``code``."""
+    if cfg.enabled:
+        for t in cfg.transforms:
+            if t.code == code and t.to.status_code:
+                return t.to.status_code, t.to.body.encode()
+    return None
+
+
+async def serve_unidirectional(
+    node: Node,
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+    *,
+    name: str,
+    fmt: StreamFormat,
+    data: bytes,
+    headers: dict[str, str],
+    cors: Headers,
+    to_http: ConnectCodeToHttpResponse,
+) -> None:
+    """Connect from ``data`` (400 when malformed), then stream pushes."""
+    req = parse_connect(data)
+    if req is None:
+        await respond(send, 400, cors)
+        return
+    session, failed = await connect_session(node, name, headers, req)
+    mapped = None if failed is None else http_response_for(to_http, failed)
+    if mapped is not None:
+        await release(session)
+        await respond(send, mapped[0], [*cors, (b"content-type", b"text/plain")], mapped[1])
+        return
+    await serve_stream(session, scope, receive, send, fmt, cors)
+
+
+class UniHttpStreamEndpoint:
+    """``POST /connection/uni_http_stream``: one JSON push per ``\\n``-terminated line."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        node = self.node
+        cfg = node.config.uni_http_stream
+        headers = request_headers(scope)
+        cors = cors_headers(headers, node.config.client.allowed_origins)
+        method = scope.get("method", "GET")
+        if method == "OPTIONS":
+            await respond(send, 204, [*cors, *PREFLIGHT])
+            return
+        if method != "POST":
+            await respond(send, 405, cors)
+            return
+        refused = admission_status(node, headers)
+        if refused is not None:
+            await respond(send, refused, cors)
+            return
+        try:
+            body = await read_body(receive, cfg.max_request_body_size)
+        except BodyTooLarge:
+            await respond(send, 413, cors)
+            return
+        except ClientGone:
+            return
+        await serve_unidirectional(
+            node,
+            scope,
+            receive,
+            send,
+            name="uni_http_stream",
+            fmt=UNI_JSON_STREAM,
+            data=body,
+            headers=headers,
+            cors=cors,
+            to_http=cfg.connect_code_to_http_response,
+        )
+
+
+class UniSseEndpoint:
+    """``/connection/uni_sse``: GET with ``cf_connect`` or POST; one push per SSE event."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        from .sse import connect_payload
+
+        node = self.node
+        cfg = node.config.uni_sse
+        headers = request_headers(scope)
+        cors = cors_headers(headers, node.config.client.allowed_origins)
+        refused = admission_status(node, headers)
+        if refused is not None:
+            await respond(send, refused, cors)
+            return
+        data = await connect_payload(scope, receive, send, cfg.max_request_body_size, cors)
+        if data is None:
+            return
+        await serve_unidirectional(
+            node,
+            scope,
+            receive,
+            send,
+            name="uni_sse",
+            fmt=SSE,
+            data=data,
+            headers=headers,
+            cors=cors,
+            to_http=cfg.connect_code_to_http_response,
+        )
 
 
 def routes(node: Node) -> list[BaseRoute]:
-    return []
+    """The enabled unidirectional endpoints."""
+    from .uni_websocket import UniWebSocketEndpoint
+
+    config = node.config
+    out: list[BaseRoute] = []
+    if config.uni_websocket.enabled:
+        prefix = config.uni_websocket.handler_prefix or "/connection/uni_websocket"
+        out.append(WebSocketRoute(prefix, UniWebSocketEndpoint(node)))
+    if config.uni_sse.enabled:
+        prefix = config.uni_sse.handler_prefix or "/connection/uni_sse"
+        out.append(Route(prefix, UniSseEndpoint(node)))
+    if config.uni_http_stream.enabled:
+        prefix = config.uni_http_stream.handler_prefix or "/connection/uni_http_stream"
+        out.append(Route(prefix, UniHttpStreamEndpoint(node)))
+    return out
