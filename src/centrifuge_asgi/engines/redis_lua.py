@@ -1,0 +1,135 @@
+"""Lua scripts of the Redis engine: every multi-key step is one atomic script.
+
+Key and field names follow the Centrifugo data model: the stream meta hash keeps ``e``
+(epoch), ``s`` (top offset), ``v``/``ve`` (last version and its epoch); stream entry IDs
+are ``<offset>-0`` with a single field ``d``; idempotency results are hashes ``e``/``s``.
+TTLs are in milliseconds (PEXPIRE) so sub-second settings work.
+"""
+
+from __future__ import annotations
+
+__all__ = ["HISTORY", "PRESENCE_ADD", "PRESENCE_GET", "PRESENCE_REMOVE", "PUBLISH"]
+
+PUBLISH = """
+-- KEYS: stream, meta, result
+-- ARGV: pubsub channel, payload, history (0/1), size, ttl ms, meta ttl ms, new epoch,
+--       use result (0/1), result ttl ms, version, version epoch, publish command
+local stream, meta, result = KEYS[1], KEYS[2], KEYS[3]
+local channel, payload = ARGV[1], ARGV[2]
+local history = ARGV[3] == '1'
+local use_result = ARGV[8] == '1'
+if use_result then
+  local cached = redis.call('hmget', result, 's', 'e')
+  if cached[1] then
+    return {tonumber(cached[1]), cached[2] or '', 1, 0}
+  end
+end
+local top, epoch = 0, ''
+if history then
+  epoch = redis.call('hget', meta, 'e')
+  if not epoch then
+    epoch = ARGV[7]
+    redis.call('hset', meta, 'e', epoch)
+  end
+  local version = tonumber(ARGV[10])
+  if version > 0 then
+    local stored = redis.call('hmget', meta, 'v', 've')
+    local same_epoch = ARGV[11] == '' or ARGV[11] == (stored[2] or '')
+    if same_epoch and version <= (tonumber(stored[1]) or 0) then
+      redis.call('pexpire', meta, ARGV[6])
+      return {tonumber(redis.call('hget', meta, 's')) or 0, epoch, 0, 1}
+    end
+    redis.call('hset', meta, 'v', version, 've', ARGV[11])
+  end
+  top = redis.call('hincrby', meta, 's', 1)
+  redis.call('pexpire', meta, ARGV[6])
+  if top == 1 then
+    redis.call('del', stream)
+  end
+  local added = redis.pcall('xadd', stream, 'MAXLEN', ARGV[4], top .. '-0', 'd', payload)
+  if type(added) == 'table' and added.err then
+    -- entries above the top survived a rollback of the meta: never continue them
+    redis.call('del', stream)
+    redis.call('xadd', stream, 'MAXLEN', ARGV[4], top .. '-0', 'd', payload)
+  end
+  redis.call('pexpire', stream, ARGV[5])
+  redis.call(ARGV[12], channel, '__p1:' .. top .. ':' .. epoch .. '__' .. payload)
+else
+  redis.call(ARGV[12], channel, payload)
+end
+if use_result then
+  redis.call('hset', result, 's', top, 'e', epoch)
+  redis.call('pexpire', result, ARGV[9])
+end
+return {top, epoch, 0, 0}
+"""
+
+HISTORY = """
+-- KEYS: stream, meta
+-- ARGV: new epoch, meta ttl ms, include publications (0/1), reverse (0/1),
+--       since offset (-1 = none), limit (-1 = all)
+local stream, meta = KEYS[1], KEYS[2]
+local stored = redis.call('hmget', meta, 's', 'e')
+local top, epoch = tonumber(stored[1]) or 0, stored[2]
+if not epoch then
+  epoch = ARGV[1]
+  redis.call('hset', meta, 'e', epoch)
+end
+redis.call('pexpire', meta, ARGV[2])
+if ARGV[3] ~= '1' then
+  return {top, epoch, {}}
+end
+local since, limit = tonumber(ARGV[5]), tonumber(ARGV[6])
+local entries
+if ARGV[4] == '1' then
+  local last = '+'
+  if since >= 0 then
+    last = tostring(since - 1)
+  end
+  if limit > 0 then
+    entries = redis.call('xrevrange', stream, last, '-', 'COUNT', limit)
+  else
+    entries = redis.call('xrevrange', stream, last, '-')
+  end
+else
+  local first = '-'
+  if since >= 0 then
+    first = tostring(since + 1)
+  end
+  if limit > 0 then
+    entries = redis.call('xrange', stream, first, '+', 'COUNT', limit)
+  else
+    entries = redis.call('xrange', stream, first, '+')
+  end
+end
+return {top, epoch, entries}
+"""
+
+PRESENCE_ADD = """
+-- KEYS: data hash, expiry zset; ARGV: ttl ms, expire-at (unix s), client id, info
+redis.call('hset', KEYS[1], ARGV[3], ARGV[4])
+redis.call('pexpire', KEYS[1], ARGV[1])
+redis.call('zadd', KEYS[2], ARGV[2], ARGV[3])
+redis.call('pexpire', KEYS[2], ARGV[1])
+return 1
+"""
+
+PRESENCE_REMOVE = """
+-- KEYS: data hash, expiry zset; ARGV: client id
+redis.call('hdel', KEYS[1], ARGV[1])
+redis.call('zrem', KEYS[2], ARGV[1])
+return 1
+"""
+
+PRESENCE_GET = """
+-- KEYS: data hash, expiry zset; ARGV: now (unix s)
+-- Drops the entries whose expiry passed (a crashed node's clients), then returns the rest.
+local expired = redis.call('zrangebyscore', KEYS[2], '-inf', ARGV[1])
+for i = 1, #expired, 1000 do
+  redis.call('hdel', KEYS[1], unpack(expired, i, math.min(i + 999, #expired)))
+end
+if #expired > 0 then
+  redis.call('zremrangebyscore', KEYS[2], '-inf', ARGV[1])
+end
+return redis.call('hgetall', KEYS[1])
+"""

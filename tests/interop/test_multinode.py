@@ -1,0 +1,209 @@
+"""Several nodes behaving as one cluster, driven by centrifuge-js 5.7.4.
+
+Nodes share the Redis at 127.0.0.1:6379 (a unique prefix per test) or the nats-server at
+127.0.0.1:4222. Most tests run each node as its own in-process uvicorn (each with its own
+Node, event loop and Redis connections: the same wire path as separate machines); the
+fan-out tests run real ``python -m centrifuge_asgi serve`` processes.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from centrifuge_asgi.handlers import RPCEvent
+from centrifuge_asgi.node import Node
+from tests.unit.test_redis_engine import (
+    free_port,
+    need,
+    port_open,
+    require_main_redis,
+    unique_prefix,
+)
+
+from .support import BASE_CONFIG, WS_PATH, token
+
+if TYPE_CHECKING:
+    from conftest import LiveServer, LiveServerFactory, RunJs
+
+pytestmark = pytest.mark.interop
+
+
+def redis_cluster_config(prefix: str, **client: Any) -> dict[str, Any]:
+    """The standard interop config on the shared Redis under ``prefix``."""
+    cfg = copy.deepcopy(BASE_CONFIG)
+    cfg["client"].update(client)
+    cfg["engine"] = {"type": "redis", "redis": {"address": "127.0.0.1:6379", "prefix": prefix}}
+    return cfg
+
+
+def nats_cluster_config(prefix: str) -> dict[str, Any]:
+    """NATS fan-out; presence stays in each node's memory (the documented trade-off)."""
+    cfg = copy.deepcopy(BASE_CONFIG)
+    cfg["broker"] = {
+        "enabled": True,
+        "type": "nats",
+        "nats": {"url": "nats://127.0.0.1:4222", "prefix": prefix},
+    }
+    return cfg
+
+
+def serve_node(live_server: LiveServerFactory, config: dict[str, Any]) -> tuple[Node, LiveServer]:
+    node = Node(config)
+
+    @node.on_rpc("disconnect")
+    async def rpc_disconnect(event: RPCEvent) -> Any:
+        await node.disconnect(event.data["user"])
+        return {}
+
+    return node, live_server(node.asgi_app())
+
+
+def ws(srv: LiveServer) -> str:
+    return srv.ws_url(WS_PATH)
+
+
+def wait_until(predicate: Any, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.05)
+
+
+# --------------------------------------------------------------------------- processes
+
+
+@pytest.fixture
+def processes(tmp_path: Path) -> Iterator[Any]:
+    """Factory: ``ports = processes(config, count)`` runs ``count`` CLI servers."""
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start(config: dict[str, Any], count: int) -> list[int]:
+        path = tmp_path / f"config-{len(started)}.json"
+        path.write_text(json.dumps(config))
+        ports = []
+        for _ in range(count):
+            port = free_port()
+            cmd = [sys.executable, "-m", "centrifuge_asgi", "serve", "-c", str(path)]
+            proc = subprocess.Popen(
+                [*cmd, "-a", "127.0.0.1", "-p", str(port)],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
+            started.append(proc)
+            ports.append(port)
+        for port, proc in zip(ports, started[-count:], strict=True):
+            deadline = time.monotonic() + 15
+            while not port_open("127.0.0.1", port):
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    err = proc.stderr.read().decode() if proc.stderr else ""
+                    raise RuntimeError(f"server on port {port} did not start:\n{err[-3000:]}")
+                time.sleep(0.05)
+        return ports
+
+    yield start
+    for proc in started:
+        proc.terminate()
+    for proc in started:
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+def ws_port(port: int) -> str:
+    return f"ws://127.0.0.1:{port}{WS_PATH}"
+
+
+def test_redis_two_processes_fan_out_and_share_presence(processes: Any, run_js: RunJs) -> None:
+    require_main_redis()
+    a, b = processes(redis_cluster_config(unique_prefix()), 2)
+    result = run_js(
+        "multinode_fanout.mjs", ws_port(a), ws_port(b), token("alice"), token("bob"), "chat:room"
+    )
+    assert result["gotA"] == ["a", "b"]
+    assert result["gotB"] == ["a", "b"]
+    assert result["clients"]["b"] in result["joinsA"]
+    assert result["presence"] == sorted(result["clients"].values())
+    assert result["stats"] == {"clients": 2, "users": 2}
+
+
+def test_nats_two_processes_fan_out(processes: Any, run_js: RunJs) -> None:
+    if not port_open("127.0.0.1", 4222):
+        need("NATS is not running at 127.0.0.1:4222 (.ci/run starts nats-server)")
+    a, b = processes(nats_cluster_config(unique_prefix()), 2)
+    result = run_js(
+        "multinode_fanout.mjs", ws_port(a), ws_port(b), token("alice"), token("bob"), "chat:room"
+    )
+    assert result["gotA"] == ["a", "b"]
+    assert result["gotB"] == ["a", "b"]
+    assert result["clients"]["b"] in result["joinsA"]  # join/leave travel over NATS
+    # memory presence: each node knows only its own clients (documented for NATS)
+    assert result["presence"] == [result["clients"]["a"]]
+    assert result["stats"] == {"clients": 1, "users": 1}
+
+
+# --------------------------------------------------------------------------- in-process
+
+
+@pytest.fixture
+def two_nodes(live_server: LiveServerFactory) -> tuple[tuple[Node, LiveServer], ...]:
+    require_main_redis()
+    config = redis_cluster_config(unique_prefix())
+    return serve_node(live_server, config), serve_node(live_server, config)
+
+
+def test_recovery_after_reconnecting_to_another_node(
+    two_nodes: tuple[tuple[Node, LiveServer], ...], run_js: RunJs
+) -> None:
+    (_, srv_a), (_, srv_b) = two_nodes
+    result = run_js("multinode_recovery.mjs", ws(srv_a), ws(srv_b), token("carol"), "news:multi")
+    assert result["wasRecovering"] is True
+    assert result["recovered"] is True
+    assert result["epoch"] == result["since"]["epoch"]
+    assert result["recoveredPubs"] == [{"offset": 2, "n": 2}, {"offset": 3, "n": 3}]
+
+
+def test_disconnect_reaches_the_user_on_every_node(
+    two_nodes: tuple[tuple[Node, LiveServer], ...], run_js: RunJs
+) -> None:
+    (_, srv_a), (node_b, srv_b) = two_nodes
+    result = run_js("multinode_disconnect.mjs", ws(srv_a), ws(srv_b), token("bob"), token("admin"))
+    assert result["a"] == {"code": 3503, "reason": "force disconnect"}
+    assert result["b"] == {"code": 3503, "reason": "force disconnect"}
+    assert result["adminState"] == "disconnected"  # it closed itself, after the RPC
+    wait_until(lambda: node_b.registry.num_clients == 0)
+
+
+def test_info_lists_every_node(live_server: LiveServerFactory) -> None:
+    require_main_redis()
+    config = redis_cluster_config(unique_prefix())
+    nodes = [serve_node(live_server, config) for _ in range(3)]
+    uids = sorted(node.node_id for node, _ in nodes)
+
+    def listed(node: Node, srv: LiveServer) -> list[str]:
+        async def info() -> dict[str, Any]:
+            return node.info()
+
+        return sorted(n["uid"] for n in srv.call(info())["nodes"])
+
+    for node, srv in nodes:
+        wait_until(lambda node=node, srv=srv: listed(node, srv) == uids, timeout=8)
+    node, srv = nodes[0]
+
+    async def info() -> dict[str, Any]:
+        return node.info()
+
+    entry = next(n for n in srv.call(info())["nodes"] if n["uid"] == nodes[1][0].node_id)
+    assert set(entry) >= {"uid", "name", "version", "num_clients", "num_users", "uptime"}

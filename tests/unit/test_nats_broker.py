@@ -1,0 +1,153 @@
+"""The NATS broker against the nats-server at 127.0.0.1:4222 (``.ci/run`` starts it).
+
+Without NATS the tests skip locally and fail under ``CI=true``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+
+from centrifuge_asgi.config import Config, NatsConfig
+from centrifuge_asgi.engines.base import ClientInfo, HistoryFilter, PublishOptions
+from centrifuge_asgi.engines.factory import build_engine
+from centrifuge_asgi.engines.memory import MemoryPresenceManager
+from centrifuge_asgi.errors import ClientError, EngineUnavailable
+from tests.engine_contract import RecordingHandler, wait_for
+
+if os.environ.get("CI") != "true":
+    pytest.importorskip("nats")
+
+from centrifuge_asgi.engines.nats import NatsBroker
+
+pytestmark = pytest.mark.anyio
+NATS_URL = "nats://127.0.0.1:4222"
+
+
+def require_nats() -> None:
+    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", 4222), 0.5):
+        return
+    problem = "NATS is not running at 127.0.0.1:4222 (.ci/run starts nats-server)"
+    if os.environ.get("CI") == "true":
+        pytest.fail(problem, pytrace=False)
+    pytest.skip(problem)
+
+
+class Handler(RecordingHandler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.node_id = uuid.uuid4().hex
+
+
+@contextlib.asynccontextmanager
+async def nats_broker(prefix: str, **options: object) -> AsyncIterator[tuple[NatsBroker, Handler]]:
+    cfg = NatsConfig(url=NATS_URL, prefix=prefix, **options)  # type: ignore[arg-type]
+    broker, handler = NatsBroker(cfg), Handler()
+    await broker.start(handler)
+    try:
+        yield broker, handler
+    finally:
+        await broker.close()
+
+
+@pytest.fixture
+def prefix() -> str:
+    require_nats()
+    return f"test-{uuid.uuid4().hex[:8]}"
+
+
+async def test_fan_out_between_two_brokers(prefix: str) -> None:
+    async with nats_broker(prefix) as (a, ha), nats_broker(prefix) as (b, hb):
+        await b.subscribe("news")
+        info = ClientInfo("u1", "c1", conn_info=b'{"a":1}')
+        opts = PublishOptions(history_size=10, history_ttl=60, client_info=info, tags={"k": "v"})
+        result = await a.publish("news", b'{"text":"hi"}', opts)
+        assert (result.position.offset, result.position.epoch) == (0, "")
+        await a.publish_join("news", info)
+        await a.publish_leave("news", info)
+        await wait_for(lambda: len(hb.leaves) == 1)
+        (channel, pub, epoch) = hb.publications[0]
+        assert (channel, pub.data, pub.offset, pub.info, pub.tags, epoch) == (
+            "news",
+            b'{"text":"hi"}',
+            0,
+            info,
+            {"k": "v"},
+            "",
+        )
+        assert hb.joins == [("news", info)]
+        assert ha.publications == []  # a never subscribed
+        await b.unsubscribe("news")
+        await b.subscribe("marker")
+        await a.publish("news", b'"dropped"', PublishOptions())
+        await a.publish("marker", b'"m"', PublishOptions())
+        await wait_for(lambda: hb.data_in("marker") == [b'"m"'])
+        assert hb.data_in("news") == [b'{"text":"hi"}']
+
+
+async def test_control_to_all_and_to_one(prefix: str) -> None:
+    async with nats_broker(prefix) as (a, ha), nats_broker(prefix) as (_, hb):
+        await a.publish_control(b"all")
+        await a.publish_control(b"only-b", node_id=hb.node_id)
+        await wait_for(lambda: hb.controls == [b"all", b"only-b"])
+        await wait_for(lambda: ha.controls == [b"all"])
+
+
+async def test_no_history(prefix: str) -> None:
+    async with nats_broker(prefix) as (broker, _):
+        for call in (
+            broker.history("ch", HistoryFilter(limit=-1)),
+            broker.remove_history("ch"),
+        ):
+            with pytest.raises(ClientError) as info:
+                await call
+            assert info.value.code == 108
+
+
+async def test_wildcards_need_allow_wildcards(prefix: str) -> None:
+    async with nats_broker(prefix) as (plain, _):
+        with pytest.raises(ClientError):
+            await plain.subscribe("room.*")
+    async with (
+        nats_broker(prefix, allow_wildcards=True) as (wild, hw),
+        nats_broker(prefix) as (pub, _),
+    ):
+        await wild.subscribe("room.*")
+        await pub.publish("room.1", b'"one"', PublishOptions())
+        await wait_for(lambda: hw.data_in("room.*") == [b'"one"'])
+
+
+async def test_raw_mode_exchanges_bare_payloads(prefix: str) -> None:
+    raw = {"enabled": True, "prefix": f"{prefix}-raw.", "channel_replacements": {":": "."}}
+    cfg = Config.from_dict({"broker": {"nats": {"raw_mode": raw}}}).broker.nats
+    async with nats_broker(prefix, raw_mode=cfg.raw_mode) as (a, ha):
+        await a.subscribe("ns:chan")
+        assert a._subject("ns:chan") == f"{prefix}-raw.ns.chan"
+        await a.publish("ns:chan", b"plain bytes", PublishOptions())
+        await wait_for(lambda: ha.data_in("ns:chan") == [b"plain bytes"])
+
+
+async def test_unreachable_nats_fails_fast() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    broker = NatsBroker(NatsConfig(url=f"nats://127.0.0.1:{port}", dial_timeout=0.5))
+    with pytest.raises(EngineUnavailable):
+        await broker.start(Handler())
+    await broker.close()
+    with pytest.raises(EngineUnavailable):
+        await broker.publish("ch", b"{}", PublishOptions())
+
+
+def test_factory_builds_nats_with_memory_presence() -> None:
+    config = Config.from_dict(
+        {"broker": {"enabled": True, "type": "nats", "nats": {"url": NATS_URL}}}
+    )
+    broker, presence = build_engine(config)
+    assert isinstance(broker, NatsBroker)
+    assert isinstance(presence, MemoryPresenceManager)
