@@ -1,12 +1,166 @@
-"""Backend proxies over HTTP (placeholder: being written, see the open issue)."""
+"""Backend proxies over HTTP (server-api spec §3), installed as the node's handlers.
+
+:func:`install` (called by ``Node.__init__``) binds a hook for every kind of proxy the
+configuration enables. Handlers the application registers later for the same hook are
+kept as fallbacks, with this precedence:
+
+* ``connect`` and ``refresh``: an enabled ``client.proxy.<kind>`` decides; a Python
+  ``on_connecting`` / ``on_refresh`` handler is never called (a warning is logged).
+* ``subscribe``, ``publish``, ``sub_refresh``: the proxy decides in namespaces with
+  ``<kind>_proxy_enabled``; the Python handler (if any) serves the other namespaces.
+* ``rpc``: ``on_rpc("method")`` handlers first, then the proxy of the method's RPC
+  namespace when enabled, then the ``on_rpc()`` fallback, then 104 (unknown RPC
+  namespace) or 108 (proxy not enabled there).
+
+Without any proxy configured nothing is installed (and httpx is not imported).
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import dataclasses
+import logging
+from typing import TYPE_CHECKING, Any
+
+from .handlers import Handlers
 
 if TYPE_CHECKING:
+    import httpx
+
+    from .config import Config, ProxyConfig
     from .node import Node
+    from .proxy_http import ProxyCaller
+
+log = logging.getLogger("centrifuge_asgi.proxy")
+
+_CHANNEL_KINDS = ("subscribe", "publish", "sub_refresh")
+_ALWAYS_PROXIED = ("connecting", "refresh")  # the proxy replaces the Python handler
+
+
+class _RoutedHandlers(Handlers):
+    """Handlers whose proxied hooks stay bound to the proxy hooks.
+
+    Assigning one of those hooks (what ``Node.on_*`` decorators do) stores the
+    application's handler as the fallback instead of replacing the proxy.
+    """
+
+    __slots__ = ("_app", "_routes", "caller")
+    _app: dict[str, Any]
+    _routes: dict[str, Any]
+    caller: ProxyCaller
+
+    def __init__(self, base: Handlers, routes: dict[str, Any], caller: ProxyCaller) -> None:
+        object.__setattr__(self, "_routes", {})
+        object.__setattr__(self, "_app", {})
+        object.__setattr__(self, "caller", caller)
+        super().__init__(**{f.name: getattr(base, f.name) for f in dataclasses.fields(base)})
+        for name, hook in routes.items():
+            self._app[name] = getattr(base, name)  # an earlier handler becomes the fallback
+            self._routes[name] = hook
+            object.__setattr__(self, name, hook)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        routes: dict[str, Any] = object.__getattribute__(self, "_routes")
+        if name not in routes:
+            object.__setattr__(self, name, value)
+            return
+        self._app[name] = value
+        if value is not None and name in _ALWAYS_PROXIED:
+            kind = "connect" if name == "connecting" else name
+            log.warning("client.proxy.%s is enabled: the on_%s handler is not used", kind, name)
+
+    def app_handler(self, name: str) -> Any:
+        """The application's own handler for a proxied hook (None when it has none)."""
+        return self._app.get(name)
+
+
+def proxied_hooks(config: Config) -> list[str]:
+    """Names of the :class:`~centrifuge_asgi.handlers.Handlers` hooks a proxy serves."""
+    hooks: list[str] = []
+    client = config.client.proxy
+    if client.connect.enabled:
+        hooks.append("connecting")
+    if client.refresh.enabled:
+        hooks.append("refresh")
+    channel = config.channel
+    scopes = [channel.without_namespace, *channel.namespaces]
+    for kind in _CHANNEL_KINDS:
+        if any(getattr(opts, f"{kind}_proxy_enabled") for opts in scopes):
+            hooks.append(kind)
+    rpc = config.rpc
+    if rpc.without_namespace.proxy_enabled or any(ns.proxy_enabled for ns in rpc.namespaces):
+        hooks.append("rpc_fallback")
+    return hooks
 
 
 def install(node: Node) -> None:
-    """Register handlers that call the proxies configured for ``node`` (none yet)."""
+    """Bind the hooks of every proxy ``node.config`` enables (nothing when there is none)."""
+    hooks = proxied_hooks(node.config)
+    if not hooks:
+        return
+    try:
+        from .proxy_hooks import ProxyHooks
+        from .proxy_http import ProxyCaller
+    except ModuleNotFoundError as exc:  # httpx is only needed when a proxy is enabled
+        raise RuntimeError(f"HTTP proxies need httpx ({exc}): pip install httpx") from exc
+
+    _warn_unsupported(node.config)
+    caller = ProxyCaller(node)
+    table: _RoutedHandlers | None = None
+
+    def fallback(name: str) -> Any:
+        return table.app_handler(name) if table is not None else None
+
+    impl = ProxyHooks(node, caller, fallback)
+    methods = {
+        "connecting": impl.connect,
+        "refresh": impl.refresh,
+        "subscribe": impl.subscribe,
+        "publish": impl.publish,
+        "sub_refresh": impl.sub_refresh,
+        "rpc_fallback": impl.rpc,
+    }
+    table = _RoutedHandlers(node.handlers, {name: methods[name] for name in hooks}, caller)
+    node.handlers = table
+
+
+def use_transport(node: Node, transport: httpx.AsyncBaseTransport) -> None:
+    """Send ``node``'s proxy requests through ``transport`` (tests: ``httpx.ASGITransport``).
+
+    Call it before the first proxy request; it does nothing when no proxy is enabled.
+    """
+    caller = _caller(node)
+    if caller is not None:
+        caller.transport = transport
+
+
+async def aclose(node: Node) -> None:
+    """Close ``node``'s proxy HTTP client now (the node's lifespan end does it too)."""
+    caller = _caller(node)
+    if caller is not None:
+        await caller.aclose()
+
+
+def _caller(node: Node) -> ProxyCaller | None:
+    table = node.handlers
+    return table.caller if isinstance(table, _RoutedHandlers) else None
+
+
+def _warn_unsupported(config: Config) -> None:
+    proxies: list[tuple[str, ProxyConfig]] = [
+        ("client.proxy.connect", config.client.proxy.connect),
+        ("client.proxy.refresh", config.client.proxy.refresh),
+        *((f"channel.proxy.{k}", getattr(config.channel.proxy, k)) for k in _CHANNEL_KINDS),
+        ("rpc.proxy", config.rpc.proxy),
+        *((f"proxies[{p.name}]", p) for p in config.proxies),
+    ]
+    for path, proxy in proxies:
+        if proxy.endpoint.startswith("grpc://"):
+            log.error("%s: gRPC proxies are not supported; calls will fail with 100", path)
+        if proxy.http.tls.enabled:
+            log.warning("%s.http.tls is not supported: system CA certificates are used", path)
+    scopes = [config.channel.without_namespace, *config.channel.namespaces]
+    if any(opts.subscribe_stream_proxy_enabled for opts in scopes):
+        log.warning("subscribe_stream proxies are not supported: the usual permission rules apply")
+
+
+__all__ = ["aclose", "install", "proxied_hooks", "use_transport"]

@@ -1,0 +1,387 @@
+"""The six proxy hooks as node handlers: request bodies and answers (server-api spec §3.3).
+
+Each hook is an ordinary handler (``ConnectEvent`` → ``ConnectReply`` and so on), so the
+session runs a proxy exactly as it runs a Python handler. Channel and RPC hooks look up
+the namespace first: where the proxy is not enabled they hand the event to the
+application's own handler (``fallback``), or answer what the node would without one.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+from msgspec import Raw
+
+from .auth import SubscriptionOverride
+from .codes import DisconnectCode, ErrorCode
+from .errors import ClientError, Disconnect
+from .handlers import (
+    ClientRef,
+    ConnectEvent,
+    ConnectReply,
+    PublishEvent,
+    PublishReply,
+    RefreshEvent,
+    RefreshReply,
+    RPCEvent,
+    SubRefreshEvent,
+    SubRefreshReply,
+    SubscribeEvent,
+    SubscribeReply,
+)
+from .payload import to_payload
+from .proxy_http import ProxyCaller, ProxyFailure, b64decode, build_headers, decoder
+
+if TYPE_CHECKING:
+    from .config import ProxyConfig
+    from .node import Node
+    from .session import Session
+
+log = logging.getLogger("centrifuge_asgi.proxy")
+
+RETRY_AFTER = 60  # seconds a (sub)refresh waits after the backend failed (Centrifugo's value)
+
+
+# ----------------------------------------------------------------- answer shapes
+
+
+class _Flag(msgspec.Struct):
+    value: bool = False
+
+
+class _Override(msgspec.Struct):
+    presence: _Flag | None = None
+    join_leave: _Flag | None = None
+    force_push_join_leave: _Flag | None = None
+    force_positioning: _Flag | None = None
+    force_recovery: _Flag | None = None
+
+    def convert(self) -> SubscriptionOverride:
+        def get(flag: _Flag | None) -> bool | None:
+            return None if flag is None else flag.value
+
+        return SubscriptionOverride(
+            presence=get(self.presence),
+            join_leave=get(self.join_leave),
+            force_push_join_leave=get(self.force_push_join_leave),
+            force_positioning=get(self.force_positioning),
+            force_recovery=get(self.force_recovery),
+        )
+
+
+class _ConnectResult(msgspec.Struct):
+    user: str = ""
+    expire_at: int = 0
+    info: Raw = Raw()
+    b64info: str = ""
+    data: Raw = Raw()
+    b64data: str = ""
+    channels: list[str] = []
+    subs: dict[str, Raw] = {}
+    meta: Raw = Raw()
+
+
+class _RefreshResult(msgspec.Struct):
+    expired: bool = False
+    expire_at: int = 0
+    info: Raw = Raw()
+    b64info: str = ""
+    meta: Raw = Raw()
+
+
+class _SubscribeResult(msgspec.Struct):
+    info: Raw = Raw()
+    b64info: str = ""
+    data: Raw = Raw()
+    b64data: str = ""
+    override: _Override | None = None
+    expire_at: int = 0
+
+
+class _PublishResult(msgspec.Struct):
+    data: Raw = Raw()
+    b64data: str = ""
+    skip_history: bool = False
+
+
+class _SubRefreshResult(msgspec.Struct):
+    expired: bool = False
+    expire_at: int = 0
+    info: Raw = Raw()
+    b64info: str = ""
+
+
+class _RPCResult(msgspec.Struct):
+    data: Raw = Raw()
+    b64data: str = ""
+
+
+_CONNECT = decoder(_ConnectResult)
+_REFRESH = decoder(_RefreshResult)
+_SUBSCRIBE = decoder(_SubscribeResult)
+_PUBLISH = decoder(_PublishResult)
+_SUB_REFRESH = decoder(_SubRefreshResult)
+_RPC = decoder(_RPCResult)
+
+
+def _payload(raw: Raw, b64: str, what: str, *, json_only: bool) -> bytes | None:
+    """A result payload: ``b64*`` when non-empty, else the raw JSON (``None`` if absent)."""
+    if b64:
+        data = b64decode(b64, f"b64{what}")
+        if json_only:
+            try:
+                msgspec.json.decode(data)
+            except msgspec.DecodeError:
+                raise ProxyFailure(f"b64{what} is not JSON (a JSON client needs JSON)") from None
+        return data
+    data = bytes(raw)
+    return None if data in (b"", b"null") else data
+
+
+def _meta(raw: Raw) -> Any:
+    data = bytes(raw)
+    return None if data in (b"", b"null") else msgspec.json.decode(data)
+
+
+# -------------------------------------------------------------------------- hooks
+
+
+class ProxyHooks:
+    """Handlers that call the configured HTTP proxies (see the module docstring)."""
+
+    def __init__(self, node: Node, caller: ProxyCaller, fallback: Callable[[str], Any]) -> None:
+        self.node = node
+        self.caller = caller
+        self.fallback = fallback
+
+    # -- request helpers
+
+    def _session(self, client: ClientRef) -> Session | None:
+        return self.node.registry.session(client.client)
+
+    def _body(
+        self, proxy: ProxyConfig, client: ClientRef, session: Session | None
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "client": client.client,
+            "transport": client.transport,
+            "protocol": session.codec.name if session is not None else "json",
+            "encoding": "binary" if proxy.binary_encoding else "json",
+        }
+        if client.user:
+            body["user"] = client.user
+        if proxy.include_connection_meta and session is not None and session.meta is not None:
+            body["meta"] = Raw(to_payload(session.meta))
+        return body
+
+    @staticmethod
+    def _put_data(
+        body: dict[str, Any], proxy: ProxyConfig, data: bytes | None, session: Session | None
+    ) -> None:
+        """``data`` as raw JSON, or as ``b64data`` in binary mode.
+
+        Payloads of binary-protocol clients (and of connects, whose protocol is not known
+        here) may not be JSON: without ``binary_encoding`` that is a ProxyFailure.
+        """
+        if not data:
+            return
+        if proxy.binary_encoding:
+            body["b64data"] = base64.b64encode(data).decode()
+            return
+        if session is None or session.codec.binary:
+            try:
+                msgspec.json.decode(data)
+            except msgspec.DecodeError:
+                raise ProxyFailure("payload is not JSON: enable binary_encoding") from None
+        body["data"] = Raw(data)
+
+    @staticmethod
+    def _json_only(session: Session | None) -> bool:
+        return session is None or not session.codec.binary
+
+    def _failed(self, kind: str, proxy: ProxyConfig, client: str, exc: ProxyFailure) -> None:
+        log.error(
+            "%s proxy %s failed for client=%s: %s",
+            kind,
+            proxy.endpoint,
+            client,
+            exc,
+            extra={"client": client, "method": kind, "code": 100},
+        )
+
+    def _channel_proxy(self, kind: str, channel: str) -> ProxyConfig | None:
+        """The proxy of ``kind`` for the channel's namespace, or None when not enabled."""
+        opts = self.node.config.channel_options(channel)
+        if opts is None or not getattr(opts, f"{kind}_proxy_enabled"):
+            return None
+        proxy = self.node.config.proxy(kind, getattr(opts, f"{kind}_proxy_name"))
+        if proxy is None:  # validated at load time; kept for configs built by hand
+            raise ClientError.of(ErrorCode.INTERNAL)
+        return proxy
+
+    # -- connect / refresh
+
+    async def connect(self, event: ConnectEvent) -> ConnectReply:
+        """Credentials of a token-less connection from ``client.proxy.connect``."""
+        proxy = self.node.config.client.proxy.connect
+        ref = ClientRef(event.client, "", event.transport)
+        body = self._body(proxy, ref, None)
+        body["name"] = event.name
+        body["version"] = event.version
+        headers = build_headers(proxy, event.headers, event.emulated_headers)
+        try:
+            self._put_data(body, proxy, event.raw_data, None)
+            env = await self.caller.call(proxy, body, headers, _CONNECT)
+            result = env.settle()
+            if result is None:
+                raise Disconnect.of(DisconnectCode.BAD_REQUEST)
+            channels = list(dict.fromkeys([*result.channels, *result.subs]))
+            return ConnectReply(
+                user=result.user,
+                info=_payload(result.info, result.b64info, "info", json_only=False),
+                data=_payload(result.data, result.b64data, "data", json_only=False),
+                channels=channels,
+                expire_at=result.expire_at or None,
+                meta=_meta(result.meta),
+            )
+        except ProxyFailure as exc:
+            self._failed("connect", proxy, event.client, exc)
+            if event.transport.startswith("uni_"):
+                raise Disconnect.of(DisconnectCode.SERVER_ERROR) from None
+            raise ClientError.of(ErrorCode.INTERNAL) from None
+
+    async def refresh(self, event: RefreshEvent) -> RefreshReply:
+        """Extend an expiring connection through ``client.proxy.refresh``."""
+        proxy = self.node.config.client.proxy.refresh
+        session = self._session(event.client)
+        body = self._body(proxy, event.client, session)
+        headers = build_headers(proxy, session.transport.headers if session else {})
+        try:
+            env = await self.caller.call(proxy, body, headers, _REFRESH, check_codes=False)
+            result = env.result  # error and disconnect are ignored for refresh
+            if result is None or result.expired:
+                return RefreshReply(expired=True)
+            info = _payload(result.info, result.b64info, "info", json_only=self._json_only(session))
+            meta = _meta(result.meta)
+        except ProxyFailure as exc:
+            self._failed("refresh", proxy, event.client.client, exc)
+            return RefreshReply(expire_at=int(time.time()) + RETRY_AFTER)
+        if meta is not None and session is not None:
+            session.meta = meta
+        return RefreshReply(expire_at=result.expire_at or None, info=info)
+
+    # -- channels
+
+    async def subscribe(self, event: SubscribeEvent) -> SubscribeReply | None:
+        """The subscribe proxy of the channel's namespace decides (else the fallback)."""
+        proxy = self._channel_proxy("subscribe", event.channel)
+        if proxy is None:
+            handler = self.fallback("subscribe")
+            return await handler(event) if handler is not None else None
+        session = self._session(event.client)
+        body = self._body(proxy, event.client, session)
+        body["channel"] = event.channel
+        headers = build_headers(proxy, session.transport.headers if session else {})
+        json_only = self._json_only(session)
+        try:
+            self._put_data(body, proxy, event.raw_data, session)
+            env = await self.caller.call(proxy, body, headers, _SUBSCRIBE)
+            result = env.settle()
+            if result is None:
+                return SubscribeReply()
+            return SubscribeReply(
+                info=_payload(result.info, result.b64info, "info", json_only=json_only),
+                data=_payload(result.data, result.b64data, "data", json_only=json_only),
+                expire_at=result.expire_at or None,
+                override=result.override.convert() if result.override is not None else None,
+            )
+        except ProxyFailure as exc:
+            self._failed("subscribe", proxy, event.client.client, exc)
+            raise ClientError.of(ErrorCode.INTERNAL) from None
+
+    async def publish(self, event: PublishEvent) -> PublishReply | None:
+        """The publish proxy of the channel's namespace decides alone (else the fallback)."""
+        proxy = self._channel_proxy("publish", event.channel)
+        if proxy is None:
+            handler = self.fallback("publish")
+            return await handler(event) if handler is not None else None
+        session = self._session(event.client)
+        body = self._body(proxy, event.client, session)
+        body["channel"] = event.channel
+        headers = build_headers(proxy, session.transport.headers if session else {})
+        try:
+            self._put_data(body, proxy, event.raw_data, session)
+            env = await self.caller.call(proxy, body, headers, _PUBLISH)
+            result = env.settle()
+            if result is None:
+                return PublishReply()
+            data = _payload(result.data, result.b64data, "data", json_only=self._json_only(session))
+            return PublishReply(data=data, skip_history=result.skip_history)
+        except ProxyFailure as exc:
+            self._failed("publish", proxy, event.client.client, exc)
+            raise ClientError.of(ErrorCode.INTERNAL) from None
+
+    async def sub_refresh(self, event: SubRefreshEvent) -> SubRefreshReply:
+        """Extend an expiring subscription through its namespace's sub_refresh proxy."""
+        proxy = self._channel_proxy("sub_refresh", event.channel)
+        if proxy is None:
+            handler = self.fallback("sub_refresh")
+            if handler is not None:
+                reply: SubRefreshReply = await handler(event)
+                return reply
+            return SubRefreshReply(expired=True)  # what the node does without a handler
+        session = self._session(event.client)
+        body = self._body(proxy, event.client, session)
+        body["channel"] = event.channel
+        headers = build_headers(proxy, session.transport.headers if session else {})
+        try:
+            env = await self.caller.call(proxy, body, headers, _SUB_REFRESH, check_codes=False)
+            result = env.result  # error and disconnect are ignored for sub_refresh
+            if result is None or result.expired:
+                return SubRefreshReply(expired=True)
+            info = _payload(result.info, result.b64info, "info", json_only=self._json_only(session))
+        except ProxyFailure as exc:
+            self._failed("sub_refresh", proxy, event.client.client, exc)
+            return SubRefreshReply(expire_at=int(time.time()) + RETRY_AFTER)
+        sub = session.subs.get(event.channel) if session is not None else None
+        if sub is not None and info is not None:
+            sub.chan_info = info
+        return SubRefreshReply(expire_at=result.expire_at or None)
+
+    # -- rpc
+
+    async def rpc(self, event: RPCEvent) -> Any:
+        """Resolve the RPC namespace (spec §2.8.9) and call its proxy with the whole method."""
+        config = self.node.config
+        options = config.rpc_options(event.method)
+        if options is None or not options.proxy_enabled:
+            handler = self.fallback("rpc_fallback")
+            if handler is not None:
+                return await handler(event)
+            code = ErrorCode.METHOD_NOT_FOUND if options is None else ErrorCode.NOT_AVAILABLE
+            raise ClientError.of(code)
+        proxy = config.proxy("rpc", options.proxy_name)
+        if proxy is None:  # validated at load time; kept for configs built by hand
+            raise ClientError.of(ErrorCode.INTERNAL)
+        session = self._session(event.client)
+        body = self._body(proxy, event.client, session)
+        body["method"] = event.method
+        headers = build_headers(proxy, session.transport.headers if session else {})
+        try:
+            self._put_data(body, proxy, event.raw_data, session)
+            env = await self.caller.call(proxy, body, headers, _RPC)
+            result = env.settle()
+            if result is None:
+                return None
+            return _payload(result.data, result.b64data, "data", json_only=self._json_only(session))
+        except ProxyFailure as exc:
+            self._failed("rpc", proxy, event.client.client, exc)
+            raise ClientError.of(ErrorCode.INTERNAL) from None
+
+
+__all__ = ["RETRY_AFTER", "ProxyHooks"]

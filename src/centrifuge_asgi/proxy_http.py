@@ -1,0 +1,229 @@
+"""The HTTP side of backend proxies (server-api spec §3.2).
+
+Every call is ``POST <endpoint>`` with a JSON body, bounded as a whole by the proxy
+``timeout``. The answer is ``{"result"}``, ``{"error"}`` or ``{"disconnect"}`` (checked in
+the order disconnect, error, result); a non-200 status is turned into an error or a
+disconnect by ``http.status_to_code_transforms``. Anything else (unreachable, timeout,
+another status, a body that is not such an object, codes out of range) is a
+:class:`ProxyFailure`, which the hooks turn into the documented internal error.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+import anyio
+import httpx
+import msgspec
+
+from .config import ProxyConfig
+from .errors import ClientError, Disconnect
+
+if TYPE_CHECKING:
+    from .node import Node
+
+log = logging.getLogger("centrifuge_asgi.proxy")
+
+T = TypeVar("T")
+
+# Headers a forward list must not copy: the request body and framing are ours.
+_NOT_FORWARDED = frozenset(
+    {"content-type", "content-length", "transfer-encoding", "connection", "host"}
+)
+_MAX_REASON_BYTES = 32
+
+
+class ProxyFailure(Exception):
+    """The backend gave no usable answer (unreachable, timeout, non-200, garbage)."""
+
+
+class ErrorBody(msgspec.Struct):
+    """``{"error": {...}}`` of a proxy answer."""
+
+    code: int
+    message: str = ""
+    temporary: bool = False
+
+
+class DisconnectBody(msgspec.Struct):
+    """``{"disconnect": {...}}`` of a proxy answer."""
+
+    code: int
+    reason: str = ""
+
+
+class Envelope(msgspec.Struct, Generic[T]):
+    """A decoded proxy answer."""
+
+    result: T | None = None
+    error: ErrorBody | None = None
+    disconnect: DisconnectBody | None = None
+
+    def settle(self) -> T | None:
+        """Raise the backend's disconnect, else its error; return the result otherwise."""
+        if self.disconnect is not None:
+            raise Disconnect(self.disconnect.code, self.disconnect.reason)
+        if self.error is not None:
+            err = self.error
+            raise ClientError(err.code, err.message, err.temporary)
+        return self.result
+
+
+def decoder(result_type: type[T]) -> msgspec.json.Decoder[Envelope[T]]:
+    """A lenient decoder of ``Envelope[result_type]`` (``"123"`` is accepted for 123)."""
+    return msgspec.json.Decoder(Envelope[result_type], strict=False)  # type: ignore[valid-type]
+
+
+def _check_body(env: Envelope[Any]) -> None:
+    """Backend codes must be in the documented ranges (spec §3.2)."""
+    if env.disconnect is not None:
+        code, reason = env.disconnect.code, env.disconnect.reason
+        if not 4000 <= code <= 4999:
+            raise ProxyFailure(f"disconnect code {code} outside [4000, 4999]")
+        if not reason.isascii() or len(reason) > _MAX_REASON_BYTES:
+            raise ProxyFailure(f"disconnect reason {reason!r}: at most 32 ASCII characters")
+    elif env.error is not None and not 400 <= env.error.code <= 1999:
+        raise ProxyFailure(f"error code {env.error.code} outside [400, 1999]")
+
+
+def b64decode(value: str, what: str) -> bytes:
+    """Decode a ``b64*`` field; a malformed one is a :class:`ProxyFailure`."""
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise ProxyFailure(f"{what} is not valid base64") from None
+
+
+def build_headers(
+    proxy: ProxyConfig,
+    transport_headers: Mapping[str, str],
+    emulated_headers: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """Static headers, then allowed emulated headers, then allowed transport headers.
+
+    Allow lists match case-insensitively; later sources replace earlier ones.
+    """
+    out: dict[str, str] = {k.lower(): v for k, v in proxy.http.static_headers.items()}
+    for allow, source in (
+        (proxy.emulated_headers, emulated_headers or {}),
+        (proxy.http_headers, transport_headers),
+    ):
+        if not allow:
+            continue
+        wanted = {h.lower() for h in allow} - _NOT_FORWARDED
+        for name, value in source.items():
+            if name.lower() in wanted:
+                out[name.lower()] = value
+    out["content-type"] = "application/json"
+    return out
+
+
+class ProxyCaller:
+    """Sends proxy requests through one lazily created ``httpx.AsyncClient`` per node.
+
+    The client is closed when the node's lifespan ends (a guard task in the node's task
+    group owns it). ``transport`` replaces the network (e.g. ``httpx.ASGITransport``).
+    """
+
+    def __init__(self, node: Node) -> None:
+        self._node = node
+        self._client: httpx.AsyncClient | None = None
+        self.transport: httpx.AsyncBaseTransport | None = None
+
+    def _http(self) -> httpx.AsyncClient:
+        client = self._client
+        if client is None:
+            client = self._client = httpx.AsyncClient(
+                transport=self.transport,
+                limits=httpx.Limits(max_connections=1000, max_keepalive_connections=100),
+                trust_env=False,
+                follow_redirects=False,
+            )
+            self._node.spawn(self._close_at_shutdown, client)
+        return client
+
+    async def _close_at_shutdown(self, client: httpx.AsyncClient) -> None:
+        try:
+            await anyio.sleep_forever()
+        finally:
+            if self._client is client:
+                self._client = None
+            with anyio.CancelScope(shield=True):
+                await client.aclose()
+
+    async def aclose(self) -> None:
+        """Close the HTTP client now (the next call opens a new one)."""
+        client, self._client = self._client, None
+        if client is not None:
+            await client.aclose()
+
+    async def call(
+        self,
+        proxy: ProxyConfig,
+        body: Mapping[str, Any],
+        headers: Mapping[str, str],
+        decode: msgspec.json.Decoder[Envelope[T]],
+        *,
+        check_codes: bool = True,
+    ) -> Envelope[T]:
+        """POST ``body`` to the proxy and decode its answer (or raise ProxyFailure).
+
+        ``check_codes=False`` skips the range checks of ``error``/``disconnect`` (for the
+        refresh hooks, which ignore both).
+        """
+        endpoint = proxy.endpoint
+        if not endpoint.startswith(("http://", "https://")):
+            raise ProxyFailure(f"unsupported endpoint {endpoint!r} (only http(s) proxies)")
+        timeout = proxy.timeout if proxy.timeout > 0 else 1.0
+        content = msgspec.json.encode(body)
+        try:
+            with anyio.fail_after(timeout):
+                response = await self._http().post(
+                    endpoint, content=content, headers=dict(headers), timeout=timeout
+                )
+        except (TimeoutError, httpx.TimeoutException):
+            raise ProxyFailure(f"no answer within {timeout:g}s") from None
+        except httpx.HTTPError as exc:
+            raise ProxyFailure(f"{type(exc).__name__}: {exc}") from None
+        status = response.status_code
+        if status != 200:
+            transformed = _transform(proxy, status)
+            if transformed is None:
+                raise ProxyFailure(f"unexpected HTTP status {status}")
+            return transformed
+        try:
+            env = decode.decode(response.content)
+        except msgspec.MsgspecError as exc:
+            raise ProxyFailure(f"bad answer: {exc}") from None
+        if check_codes:
+            _check_body(env)
+        return env
+
+
+def _transform(proxy: ProxyConfig, status: int) -> Envelope[Any] | None:
+    """The error or disconnect configured for a non-200 ``status``, if any."""
+    for item in proxy.http.status_to_code_transforms:
+        if item.status_code != status:
+            continue
+        if item.to_error.code:
+            err = item.to_error
+            return Envelope(error=ErrorBody(err.code, err.message, err.temporary))
+        dis = item.to_disconnect
+        return Envelope(disconnect=DisconnectBody(dis.code, dis.reason))
+    return None
+
+
+__all__ = [
+    "DisconnectBody",
+    "Envelope",
+    "ErrorBody",
+    "ProxyCaller",
+    "ProxyFailure",
+    "b64decode",
+    "build_headers",
+    "decoder",
+]
