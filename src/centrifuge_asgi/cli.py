@@ -23,23 +23,104 @@ def _load(path: str | None, overrides: dict[str, Any] | None = None) -> Any:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from .logging_setup import configure_logging
     from .node import Node
     from .server import run
 
     overrides = {"http_server.address": args.host, "http_server.port": args.port}
     config = _load(args.config, overrides)
+    configure_logging(config.log)
     node = Node(config)
-    host = config.http_server.address or "0.0.0.0"
+    server = config.http_server
+    host = server.address or "0.0.0.0"
     max_size = config.websocket.message_size_limit
-    run(
-        node.asgi_app(),
-        node=node,
-        host=host,
-        port=config.http_server.port,
-        ws_max_size=max_size if max_size > 0 else 16 * 1024 * 1024,
-        log_level=config.log.level if config.log.level in ("debug", "info") else "warning",
-    )
+    options: dict[str, Any] = {
+        "ws_max_size": max_size if max_size > 0 else 16 * 1024 * 1024,
+        "log_level": config.log.level if config.log.level in ("debug", "info") else "warning",
+    }
+    if config.log.json:
+        options["log_config"] = None  # uvicorn's records go through our JSON handler
+    internal_port = _internal_port(server.internal_port)
+    if internal_port is None or internal_port == server.port:
+        run(node.asgi_app(), node=node, host=host, port=server.port, **options)
+        return 0
+    internal_host = server.internal_address or host
+    _run_split(node, (host, server.port), (internal_host, internal_port), options)
     return 0
+
+
+def _internal_port(value: str | int) -> int | None:
+    text = str(value).strip()
+    if not text or text == "0":
+        return None
+    if not text.isdigit():
+        raise ConfigError(f"http_server.internal_port: {text!r} is not a port number")
+    return int(text)
+
+
+def _split_apps(node: Any) -> tuple[Any, Any]:
+    """Connection endpoints on the main port; API, health and metrics on the internal one
+    (the API moves to the main port with ``http_api.external``)."""
+    from starlette.applications import Starlette
+
+    from . import api, metrics
+    from .transports.app import build_app, external_routes, health_routes
+
+    if not node.config.http_api.external:
+        return build_app(node, "external"), build_app(node, "internal")
+    main = Starlette(routes=[*external_routes(node), *api.routes(node)])
+    internal = Starlette(routes=[*health_routes(node), *metrics.routes(node)])
+    return main, internal
+
+
+def _run_split(
+    node: Any, main: tuple[str, int], internal: tuple[str, int], options: dict[str, Any]
+) -> None:
+    """Two uvicorn listeners in one process around one node lifespan.
+
+    Signals are handled here, not by uvicorn: SIGINT/SIGTERM stop both servers (the main
+    one first disconnects clients with 3001 "shutdown"); a second SIGINT forces the exit.
+    """
+    import contextlib
+    import signal
+    from collections.abc import Iterator
+
+    import uvicorn
+
+    from .server import GracefulServer
+
+    class Listener(GracefulServer):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            yield
+
+    main_app, internal_app = _split_apps(node)
+    servers = [
+        Listener(
+            uvicorn.Config(main_app, host=main[0], port=main[1], lifespan="off", **options), [node]
+        ),
+        Listener(
+            uvicorn.Config(
+                internal_app, host=internal[0], port=internal[1], lifespan="off", **options
+            ),
+            [],
+        ),
+    ]
+
+    def stop(sig: int) -> None:
+        for srv in servers:
+            if srv.should_exit and sig == signal.SIGINT:
+                srv.force_exit = True
+            srv.should_exit = True
+
+    async def serve() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop, sig)
+        async with node:
+            await asyncio.gather(*(srv.serve() for srv in servers))
+
+    asyncio.run(serve())
 
 
 def _genconfig(args: argparse.Namespace) -> int:

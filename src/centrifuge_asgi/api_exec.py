@@ -1,0 +1,328 @@
+"""The server API executor: one coroutine per method over the node's in-process API.
+
+Results are plain dicts ready for ``msgspec.json.encode``; payloads are embedded as
+``msgspec.Raw`` so they are re-emitted byte for byte. Failures raise :class:`ApiError`
+with the server API's own codes and messages (spec §1.3), never a client-protocol code.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Final, TypeVar
+
+import anyio
+import msgspec
+from msgspec import Raw
+
+from . import api_schema as s
+from .channels import resolve_options
+from .codes import DisconnectCode
+from .engines.base import ClientInfo, Publication, StreamPosition
+from .errors import ClientError, EngineError
+
+if TYPE_CHECKING:
+    from .node import Node
+
+log = logging.getLogger("centrifuge_asgi.api")
+
+API_MESSAGES: Final = {
+    100: "internal server error",
+    102: "unknown channel",
+    104: "not found",
+    107: "bad request",
+    108: "not available",
+    112: "unrecoverable position",
+    113: "conflict",
+}
+HTTP_STATUS: Final = {100: 500, 102: 404, 104: 404, 107: 400, 108: 400, 112: 416, 113: 409}
+"""HTTP status of each code in the ``transport`` error mode (others: 500)."""
+
+INTERNAL, UNKNOWN_CHANNEL, NOT_FOUND, BAD_REQUEST = 100, 102, 104, 107
+MAX_CONCURRENCY: Final = 1024  # in-flight commands of a parallel batch or a broadcast
+
+_validator = msgspec.json.Decoder(Raw)
+T = TypeVar("T")
+
+
+class ApiError(Exception):
+    """A server API error: ``{"code": …, "message": …}``."""
+
+    def __init__(self, code: int) -> None:
+        self.code = code if code in API_MESSAGES else INTERNAL
+        self.message = API_MESSAGES[self.code]
+        super().__init__(f"{self.code}: {self.message}")
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"code": self.code, "message": self.message}
+
+
+def _b64(value: str) -> bytes:
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise ApiError(BAD_REQUEST) from None
+
+
+def _valid_json(data: bytes) -> bool:
+    try:
+        _validator.decode(data)
+    except msgspec.DecodeError:
+        return False
+    return True
+
+
+def client_info_json(info: ClientInfo) -> dict[str, Any]:
+    """``ClientInfo``: ``user`` and ``client`` always; info fields only when valid JSON."""
+    out: dict[str, Any] = {"user": info.user, "client": info.client}
+    if info.conn_info and _valid_json(info.conn_info):
+        out["conn_info"] = Raw(info.conn_info)
+    if info.chan_info and _valid_json(info.chan_info):
+        out["chan_info"] = Raw(info.chan_info)
+    return out
+
+
+def publication_json(pub: Publication) -> dict[str, Any]:
+    """A history publication; binary data (not JSON) cannot be shown and answers 100."""
+    if not _valid_json(pub.data):
+        raise ApiError(INTERNAL)
+    out: dict[str, Any] = {"data": Raw(pub.data)}
+    if pub.offset:
+        out["offset"] = pub.offset
+    if pub.tags:
+        out["tags"] = pub.tags
+    if pub.info is not None:
+        out["info"] = client_info_json(pub.info)
+    return out
+
+
+Handler = Callable[[Any], Awaitable[dict[str, Any]]]
+
+
+class Executor:
+    """Runs decoded API requests against a node."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self._handlers: dict[str, Handler] = {
+            "publish": self.publish,
+            "broadcast": self.broadcast,
+            "subscribe": self.subscribe,
+            "unsubscribe": self.unsubscribe,
+            "disconnect": self.disconnect,
+            "history": self.history,
+            "history_remove": self.history_remove,
+            "presence": self.presence,
+            "presence_stats": self.presence_stats,
+            "info": self.info,
+            "rpc": self.rpc,
+            "refresh": self.refresh,
+            "channels": self.channels,
+        }
+
+    async def call(self, method: str, req: Any) -> dict[str, Any]:
+        """Run one command; every failure becomes an :class:`ApiError`."""
+        handler = self._handlers.get(method)
+        if handler is None:
+            raise ApiError(NOT_FOUND)
+        try:
+            return await handler(req)
+        except ApiError:
+            raise
+        except ClientError as exc:
+            raise ApiError(exc.code) from exc
+        except EngineError as exc:
+            log.error("api %s failed: %s", method, exc, extra={"method": method, "code": 100})
+            raise ApiError(INTERNAL) from exc
+        except Exception as exc:
+            log.exception("api %s failed", method, extra={"method": method, "code": 100})
+            raise ApiError(INTERNAL) from exc
+
+    # ------------------------------------------------------------------ publishing
+
+    def _payload(self, data: Raw, b64data: str) -> tuple[bytes, bool]:
+        """The payload and whether it came from ``b64data`` (binary, kept verbatim)."""
+        if b64data:
+            return _b64(b64data), True
+        return bytes(data), False
+
+    def _check_format(self, channel: str, payload: bytes, binary: bool) -> None:
+        """``publication_data_format`` of the channel (``""`` only rejects empty data)."""
+        opts = resolve_options(self.node.config, channel)
+        fmt = opts.publication_data_format or self.node.config.channel.publication_data_format
+        if fmt == "binary":
+            return
+        if not payload:
+            raise ApiError(BAD_REQUEST)
+        if fmt in ("json", "json_object") and binary:
+            try:
+                value = msgspec.json.decode(payload)
+            except msgspec.DecodeError:
+                raise ApiError(BAD_REQUEST) from None
+            if fmt == "json_object" and not isinstance(value, dict):
+                raise ApiError(BAD_REQUEST)
+        elif fmt == "json_object" and not payload.lstrip().startswith(b"{"):
+            raise ApiError(BAD_REQUEST)
+
+    async def _publish_one(
+        self, channel: str, payload: bytes, binary: bool, req: s.PublishRequest
+    ) -> dict[str, Any]:
+        if not channel:
+            raise ApiError(BAD_REQUEST)
+        try:
+            self._check_format(channel, payload, binary)
+            res = await self.node.publish(
+                channel,
+                Raw(payload) if binary else payload,
+                idempotency_key=req.idempotency_key,
+                skip_history=req.skip_history,
+                tags=req.tags or None,
+                version=req.version,
+                version_epoch=req.version_epoch,
+            )
+        except ClientError as exc:
+            raise ApiError(exc.code) from exc
+        out: dict[str, Any] = {}
+        if res.offset:
+            out["offset"] = res.offset
+        if res.epoch:
+            out["epoch"] = res.epoch
+        return out
+
+    async def publish(self, req: s.PublishRequest) -> dict[str, Any]:
+        payload, binary = self._payload(req.data, req.b64data)
+        return await self._publish_one(req.channel, payload, binary, req)
+
+    async def broadcast(self, req: s.BroadcastRequest) -> dict[str, Any]:
+        if not req.channels:
+            raise ApiError(BAD_REQUEST)
+        payload, binary = self._payload(req.data, req.b64data)
+        if not payload and self.node.config.channel.publication_data_format != "binary":
+            raise ApiError(BAD_REQUEST)
+        single = s.PublishRequest(
+            skip_history=req.skip_history,
+            tags=req.tags,
+            idempotency_key=req.idempotency_key,
+            version=req.version,
+            version_epoch=req.version_epoch,
+        )
+        responses: list[dict[str, Any]] = [{} for _ in req.channels]
+
+        async def one(i: int, channel: str) -> None:
+            try:
+                responses[i] = {"result": await self._publish_one(channel, payload, binary, single)}
+            except ApiError as exc:
+                responses[i] = {"error": exc.as_dict()}
+            except Exception:
+                log.exception("broadcast into %s failed", channel, extra={"method": "broadcast"})
+                responses[i] = {"error": ApiError(INTERNAL).as_dict()}
+
+        await run_all(one, req.channels)
+        return {"responses": responses}
+
+    # ------------------------------------------------------- connection management
+
+    async def subscribe(self, req: s.SubscribeRequest) -> dict[str, Any]:
+        if not req.channel:
+            raise ApiError(BAD_REQUEST)
+        info = _b64(req.b64info) if req.b64info else bytes(req.info) or None
+        if req.b64data:
+            _b64(req.b64data)  # validated like Centrifugo HEAD; the node API has no data
+        await self.node.subscribe(req.user, req.channel, client=req.client, info=info)
+        return {}
+
+    async def unsubscribe(self, req: s.UnsubscribeRequest) -> dict[str, Any]:
+        if req.channel:
+            resolve_options(self.node.config, req.channel)
+        await self.node.unsubscribe(req.user, req.channel, client=req.client)
+        return {}
+
+    async def disconnect(self, req: s.DisconnectRequest) -> dict[str, Any]:
+        code, reason = int(DisconnectCode.FORCE_DISCONNECT), "force disconnect"
+        if req.disconnect is not None:
+            code, reason = req.disconnect.code, req.disconnect.reason
+        await self.node.disconnect(
+            req.user, client=req.client, code=code, reason=reason, whitelist=req.whitelist
+        )
+        return {}
+
+    async def refresh(self, req: s.RefreshRequest) -> dict[str, Any]:
+        await self.node.refresh(
+            req.user,
+            client=req.client,
+            expire_at=req.expire_at or None,
+            expired=req.expired,
+            info=bytes(req.info) or None,
+        )
+        return {}
+
+    # ------------------------------------------------------------ channel state
+
+    async def presence(self, req: s.ChannelRequest) -> dict[str, Any]:
+        if not req.channel:
+            raise ApiError(BAD_REQUEST)
+        clients = await self.node.presence(req.channel)
+        return {"presence": {cid: client_info_json(info) for cid, info in clients.items()}}
+
+    async def presence_stats(self, req: s.ChannelRequest) -> dict[str, Any]:
+        if not req.channel:
+            raise ApiError(BAD_REQUEST)
+        stats = await self.node.presence_stats(req.channel)
+        return {"num_clients": stats.num_clients, "num_users": stats.num_users}
+
+    async def history(self, req: s.HistoryRequest) -> dict[str, Any]:
+        if not req.channel or req.limit < -1:
+            raise ApiError(BAD_REQUEST)
+        since = StreamPosition(req.since.offset, req.since.epoch) if req.since else None
+        try:
+            page = await self.node.history(
+                req.channel, limit=req.limit, since=since, reverse=req.reverse
+            )
+        except ClientError as exc:
+            # reverse from offset 0 is a bad request for the core, 100 for the server API
+            raise ApiError(INTERNAL if exc.code == BAD_REQUEST else exc.code) from exc
+        return {
+            "publications": [publication_json(p) for p in page.publications],
+            "offset": page.offset,
+            "epoch": page.epoch,
+        }
+
+    async def history_remove(self, req: s.ChannelRequest) -> dict[str, Any]:
+        if not req.channel:
+            raise ApiError(BAD_REQUEST)
+        await self.node.history_remove(req.channel)
+        return {}
+
+    async def channels(self, req: s.ChannelsRequest) -> dict[str, Any]:
+        found = self.node.channels(req.pattern)
+        return {"channels": {ch: {"num_clients": n} for ch, n in found.items()}}
+
+    async def info(self, req: s.InfoRequest) -> dict[str, Any]:
+        nodes = self.node.info()["nodes"]  # uptime is omitted when zero (omitempty)
+        return {"nodes": [{k: v for k, v in n.items() if k != "uptime" or v} for n in nodes]}
+
+    async def rpc(self, req: s.RpcRequest) -> dict[str, Any]:
+        """No server-API RPC extensions exist (as in Centrifugo OSS): 107 or 104."""
+        raise ApiError(BAD_REQUEST if not req.method else NOT_FOUND)
+
+
+async def run_all(
+    fn: Callable[[int, T], Awaitable[None]], items: Sequence[T], parallel: bool = True
+) -> None:
+    """``fn(i, item)`` for every item: concurrently (at most :data:`MAX_CONCURRENCY` at
+    once) or one by one."""
+    if not parallel or len(items) < 2:
+        for i, item in enumerate(items):
+            await fn(i, item)
+        return
+    limiter = anyio.CapacityLimiter(MAX_CONCURRENCY)
+
+    async def limited(i: int, item: T) -> None:
+        async with limiter:
+            await fn(i, item)
+
+    async with anyio.create_task_group() as tg:
+        for i, item in enumerate(items):
+            tg.start_soon(limited, i, item)
