@@ -24,8 +24,10 @@ CDN_SCRIPT = "https://unpkg.com/centrifuge@5.7.4/dist/centrifuge.js"
 LOCAL_SDK = os.environ.get("CHAT_CENTRIFUGE_JS", "")
 if LOCAL_SDK and not Path(LOCAL_SDK).is_file():
     raise SystemExit(f"CHAT_CENTRIFUGE_JS={LOCAL_SDK!r} is not a file")
-PAGE = (HERE / "index.html").read_text().replace(
-    "{{CENTRIFUGE_JS}}", "/centrifuge.js" if LOCAL_SDK else CDN_SCRIPT
+PAGE = (
+    (HERE / "index.html")
+    .read_text()
+    .replace("{{CENTRIFUGE_JS}}", "/centrifuge.js" if LOCAL_SDK else CDN_SCRIPT)
 )
 
 node = Node(

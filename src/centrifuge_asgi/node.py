@@ -60,6 +60,8 @@ log = logging.getLogger("centrifuge_asgi.node")
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 
 _DEFAULT_META_TTL = 30 * 24 * 3600.0
+_NODE_INTERVAL = 3.0  # seconds between node announcements (Centrifugo: 3 s)
+_NODE_TTL = 2 * _NODE_INTERVAL + 1  # a peer silent for longer is dropped from info
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +112,9 @@ class Node:
         self.version = __version__
         self.started_at = time.time()
         self.registry = Registry()
+        from .metrics import NodeMetrics
+
+        self.metrics = NodeMetrics(self)
         self.scheduler = Scheduler()
         self.handlers = Handlers()
         if broker is None or presence_manager is None:
@@ -135,6 +140,7 @@ class Node:
         proxy.install(self)
         self._tg: TaskGroup | None = None
         self._closing = False
+        self._peers: dict[str, tuple[float, dict[str, Any]]] = {}  # node id -> (seen, info)
 
     # --------------------------------------------------------------- decorators
 
@@ -204,6 +210,8 @@ class Node:
             self._periodic, self.config.client.presence_update_interval, self._refresh_presence
         )
         tg.start_soon(self._periodic, 1.0, self._sweep)
+        if not isinstance(self.broker, MemoryBroker):
+            tg.start_soon(self._announce_loop)
         tg.start_soon(
             self._periodic, self.config.client.channel_position_check_delay, self._check_positions
         )
@@ -214,11 +222,12 @@ class Node:
         if tg is None:
             return
         await self.shutdown()
-        with anyio.CancelScope(shield=True):
-            with contextlib.suppress(Exception):
-                await self.broker.close()
-            with contextlib.suppress(Exception):
-                await self.presence_manager.close()
+        # Not inside a shielding scope: a broker may own a task group entered in start(),
+        # which must be exited at the same nesting level (brokers shield their own I/O).
+        with contextlib.suppress(Exception):
+            await self.broker.close()
+        with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
+            await self.presence_manager.close()
         tg.cancel_scope.cancel()
         self._tg = None
         await tg.__aexit__(None, None, None)
@@ -318,7 +327,8 @@ class Node:
         return f"{ch.user_boundary}{user}"
 
     def metrics_command(self, method: str, duration: float) -> None:
-        """Hook for command metrics (observability is wired in a later module)."""
+        """Record one client command's duration (``centrifuge_asgi_client_command_*``)."""
+        self.metrics.command(method, duration)
 
     def create_session(self, transport: Any) -> Session:
         return Session(self, transport)
@@ -340,10 +350,23 @@ class Node:
         except msgspec.DecodeError:
             log.warning("malformed control message ignored")
             return
-        if cmd.origin != self.node_id:
-            self.spawn(self._apply_control, cmd)
+        if cmd.origin == self.node_id:
+            return
+        if cmd.op == "node" and cmd.info is not None:
+            if cmd.origin not in self._peers:
+                self.spawn(self._announce)  # a new peer learns about this node at once
+            with contextlib.suppress(msgspec.DecodeError):
+                self._peers[cmd.origin] = (time.monotonic(), msgspec.json.decode(cmd.info))
+            return
+        self.spawn(self._apply_control, cmd)
 
     async def _apply_control(self, cmd: _Control) -> None:
+        if cmd.op == "emulation":  # an /emulation frame routed here by another node
+            from .transports.emulation import feed_local
+
+            if cmd.info is not None:
+                await feed_local(self, cmd.client, cmd.info)
+            return
         sessions = self._target_sessions(cmd.user, cmd.client)
         if cmd.op == "disconnect":
             for s in sessions:
@@ -373,7 +396,11 @@ class Node:
 
     async def _control(self, cmd: _Control) -> None:
         await self._apply_control(cmd)
-        await self.broker.publish_control(msgspec.json.encode(cmd))
+        try:
+            await self.broker.publish_control(msgspec.json.encode(cmd))
+        except EngineError as exc:
+            log.error("control %s could not reach other nodes: %s", cmd.op, exc)
+            raise ClientError.of(ErrorCode.INTERNAL) from exc
 
     # -------------------------------------------------------- in-process API
 
@@ -413,6 +440,7 @@ class Node:
         try:
             result = await self.broker.publish(channel, payload, options)
         except EngineError as exc:
+            self.metrics.broker_publish_errors.inc()
             log.error("publish to %s failed: %s", channel, exc)
             raise ClientError.of(ErrorCode.INTERNAL) from exc
         # Let connection writers drain between publications: a loop of publishes in one
@@ -545,21 +573,39 @@ class Node:
         return {ch: n for ch, n in chans.items() if fnmatch.fnmatchcase(ch, pattern)}
 
     def info(self) -> dict[str, Any]:
-        """Statistics of the nodes in the cluster (just this one for the memory engine)."""
+        """Statistics of every node in the cluster: this one plus peers heard from within
+        the last ``_NODE_TTL`` seconds (nodes announce themselves over the control channel)."""
+        now = time.monotonic()
+        for node_id, (seen, _) in list(self._peers.items()):
+            if now - seen > _NODE_TTL:
+                del self._peers[node_id]
+        return {"nodes": [self._node_stats(), *(info for _, info in self._peers.values())]}
+
+    def _node_stats(self) -> dict[str, Any]:
         return {
-            "nodes": [
-                {
-                    "uid": self.node_id,
-                    "name": self.name,
-                    "version": self.version,
-                    "num_clients": self.registry.num_clients,
-                    "num_users": self.registry.num_users,
-                    "num_channels": self.registry.num_channels,
-                    "num_subs": self.registry.num_subscriptions,
-                    "uptime": int(time.time() - self.started_at),
-                }
-            ]
+            "uid": self.node_id,
+            "name": self.name,
+            "version": self.version,
+            "num_clients": self.registry.num_clients,
+            "num_users": self.registry.num_users,
+            "num_channels": self.registry.num_channels,
+            "num_subs": self.registry.num_subscriptions,
+            "uptime": int(time.time() - self.started_at),
         }
+
+    async def _announce_loop(self) -> None:
+        """Tell the other nodes about this one every ``_NODE_INTERVAL`` seconds."""
+        while True:
+            try:
+                await self._announce()
+            except Exception as exc:
+                log.warning("node announcement failed: %s", exc)
+            await anyio.sleep(_NODE_INTERVAL)
+
+    async def _announce(self) -> None:
+        info = msgspec.json.encode(self._node_stats())
+        cmd = _Control(op="node", origin=self.node_id, info=info)
+        await self.broker.publish_control(msgspec.json.encode(cmd))
 
     def _require(self, channel: str, feature: str) -> ChannelOptions:
         if not channel:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from msgspec import UNSET, Raw
 
 from . import auth
+from .channels import check_name, user_allowed
 from .codes import DisconnectCode, ErrorCode, UnsubscribeCode
 from .engines.base import ClientInfo, Publication, StreamPosition
 from .errors import ClientError, Disconnect
@@ -32,7 +33,7 @@ from .handlers import (
 )
 from .outbox import Outbox
 from .payload import optional_payload
-from .protocol.codec import Codec, EncodedOnce, ProtocolError
+from .protocol.codec import Codec, EncodedOnce, InappropriateProtocol, ProtocolError
 from .protocol.json_codec import JSON
 from .protocol.messages import (
     Command,
@@ -92,6 +93,14 @@ class Credentials:
     meta: Any = None
 
 
+# Spec §8: connect reply errors of unidirectional clients become these disconnects.
+_UNI_CONNECT_DISCONNECT: dict[int, DisconnectCode] = {
+    ErrorCode.TOKEN_EXPIRED: DisconnectCode.EXPIRED,
+    ErrorCode.EXPIRED: DisconnectCode.EXPIRED,
+    ErrorCode.TOO_MANY_REQUESTS: DisconnectCode.TOO_MANY_REQUESTS,
+    ErrorCode.PERMISSION_DENIED: DisconnectCode.PERMISSION_DENIED,
+}
+
 _METHODS = (
     "connect",
     "subscribe",
@@ -116,7 +125,8 @@ class Session:
         self.transport = transport
         self.codec = transport.codec
         self.client_id = str(uuid.uuid4())
-        self.session_id = str(uuid.uuid4()) if transport.emulation else ""
+        streamed = transport.emulation or transport.unidirectional
+        self.session_id = str(uuid.uuid4()) if streamed else ""
         self.user = ""
         self.info: bytes | None = None
         self.meta: Any = None
@@ -155,11 +165,18 @@ class Session:
         """Queue one encoded message; an overflowing queue disconnects as slow."""
         if self.closing:
             return
+        if not data:  # EncodedOnce: this protocol cannot carry the message
+            self.disconnect(DisconnectCode.INAPPROPRIATE_PROTOCOL)
+            return
         if not self.outbox.put(data):
             self.disconnect(DisconnectCode.SLOW)
 
     def send_reply(self, reply: Reply) -> None:
-        self.send(self.codec.encode_reply(reply))
+        try:
+            data = self.codec.encode_reply(reply)
+        except InappropriateProtocol:
+            data = b""
+        self.send(data)
 
     def send_push(self, push: Push) -> None:
         self.send_reply(Reply(push=push))
@@ -189,6 +206,7 @@ class Session:
                 self.user,
                 code,
                 reason,
+                extra={"client": self.client_id, "user": self.user, "code": code, "reason": reason},
             )
 
     def transport_closed(self) -> None:
@@ -253,7 +271,12 @@ class Session:
         try:
             commands = self.codec.decode_commands(frame)
         except ProtocolError as exc:
-            log.info("bad frame from client=%s: %s", self.client_id, exc)
+            log.info(
+                "bad frame from client=%s: %s",
+                self.client_id,
+                exc,
+                extra={"client": self.client_id, "user": self.user, "code": 3501},
+            )
             self.disconnect(DisconnectCode.BAD_REQUEST)
             return
         for command in commands:
@@ -290,7 +313,12 @@ class Session:
             self.disconnect(exc.code, exc.reason)
             return
         except Exception:
-            log.exception("command %s failed for client=%s", method, self.client_id)
+            log.exception(
+                "command %s failed for client=%s",
+                method,
+                self.client_id,
+                extra={"client": self.client_id, "user": self.user, "method": method, "code": 100},
+            )
             if method == "connect":
                 self.state = State.FAILED
                 self._schedule("drop", 5.0, self.transport_closed)
@@ -340,6 +368,48 @@ class Session:
 
     # ---------------------------------------------------------------------- connect
 
+    async def connect_unidirectional(self, req: ConnectRequest) -> int | None:
+        """Connect a unidirectional client (spec §8): a Connect push, or a disconnect.
+
+        Returns None on success, else the code that failed the connect (the reply error
+        code, or the disconnect code), for transports that map it to an HTTP status.
+        """
+        if self.state is not State.CONNECTING or self.closing:
+            return int(DisconnectCode.BAD_REQUEST)
+        started = time.perf_counter()
+        try:
+            result = await self._connect(req)
+        except ClientError as exc:
+            self.disconnect(*self._unidirectional_disconnect(exc.code))
+            return exc.code
+        except Disconnect as exc:
+            self.disconnect(exc.code, exc.reason)
+            return exc.code
+        except Exception:
+            log.exception(
+                "unidirectional connect failed for client=%s",
+                self.client_id,
+                extra={"client": self.client_id, "method": "connect", "code": 3004},
+            )
+            self.disconnect(DisconnectCode.SERVER_ERROR)
+            return int(ErrorCode.INTERNAL)
+        finally:
+            self.node.metrics_command("connect", time.perf_counter() - started)
+        self.send_push(Push(connect=result))
+        self._after_connect()
+        await self._channels.activate_all()
+        return None
+
+    def _unidirectional_disconnect(self, error_code: int) -> tuple[int, str]:
+        """A connect reply error as a disconnect: configured transforms, then §8's table."""
+        transforms = self.node.config.client.connect_code_to_unidirectional_disconnect
+        if transforms.enabled:
+            for t in transforms.transforms:
+                if t.code == error_code:
+                    return t.to.code, t.to.reason
+        code = _UNI_CONNECT_DISCONNECT.get(error_code, DisconnectCode.SERVER_ERROR)
+        return int(code), code.reason
+
     async def _authenticate(self, req: ConnectRequest) -> Credentials:
         node = self.node
         cfg = node.config.client
@@ -352,7 +422,12 @@ class Session:
             except auth.TokenExpired:
                 raise ClientError.of(ErrorCode.TOKEN_EXPIRED) from None
             except auth.TokenInvalid as exc:
-                log.info("invalid connection token from client=%s: %s", self.client_id, exc)
+                log.info(
+                    "invalid connection token from client=%s: %s",
+                    self.client_id,
+                    exc,
+                    extra={"client": self.client_id, "method": "connect", "code": 3500},
+                )
                 raise Disconnect.of(DisconnectCode.INVALID_TOKEN) from None
             if token.user == "" and cfg.disallow_anonymous_connection_tokens:
                 raise Disconnect.of(DisconnectCode.PERMISSION_DENIED)
@@ -449,6 +524,10 @@ class Session:
         if personal.enabled and creds.user:
             channel = node.personal_channel(creds.user)
             wanted.setdefault(channel, auth.ServerSubscription(channel, None, None, None))
+        if self.transport.unidirectional:
+            for channel in req.subs:
+                if channel not in wanted and self._may_subscribe_from_request(channel):
+                    wanted[channel] = auth.ServerSubscription(channel, None, None, None)
         if len(wanted) > node.config.client.channel_limit:
             raise Disconnect.of(DisconnectCode.CHANNEL_LIMIT)
         results: dict[str, SubscribeResult] = {}
@@ -458,6 +537,25 @@ class Session:
                 channel, grant, req.subs.get(channel)
             )
         return results
+
+    def _may_subscribe_from_request(self, channel: str) -> bool:
+        """Unidirectional ``subs`` keys: allowed when the namespace lets this client subscribe
+        without a token (not private, valid name; user-limited, insecure or allow flags)."""
+        config = self.node.config
+        if not channel or len(channel) > config.channel.max_length:
+            return False
+        opts = config.channel_options(channel)
+        if opts is None or config.is_private(channel):
+            return False
+        try:
+            check_name(config, channel, opts)
+        except ClientError:
+            return False
+        if user_allowed(config, channel, opts, self.user) or config.client.insecure:
+            return True
+        return opts.allow_subscribe_for_client and (
+            bool(self.user) or opts.allow_subscribe_for_anonymous
+        )
 
     def _after_connect(self) -> None:
         cfg = self.node.config.client
@@ -496,7 +594,11 @@ class Session:
             self.disconnect(exc.code, exc.reason)
             return
         except Exception:
-            log.exception("refresh handler failed for client=%s", self.client_id)
+            log.exception(
+                "refresh handler failed for client=%s",
+                self.client_id,
+                extra={"client": self.client_id, "user": self.user, "method": "refresh"},
+            )
             self._schedule("expire", 10.0, self._on_expire_refresh)
             return
         if reply.expired or (reply.expire_at is not None and reply.expire_at <= time.time()):
@@ -642,7 +744,11 @@ class Session:
                     DisconnectEvent(self.client_ref(), self.close_code, self.close_reason)
                 )
             except Exception:
-                log.exception("disconnect handler failed for client=%s", self.client_id)
+                log.exception(
+                    "disconnect handler failed for client=%s",
+                    self.client_id,
+                    extra={"client": self.client_id, "user": self.user, "code": self.close_code},
+                )
 
 
 __all__ = ["Credentials", "Session", "State", "TransportInfo"]

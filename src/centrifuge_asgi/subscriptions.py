@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from msgspec import UNSET
+from msgspec import UNSET, Raw
 
 from . import auth
 from .channels import allowed_by_flags, check_name, resolve_options, user_allowed
@@ -169,7 +169,12 @@ class ChannelCommands:
         except auth.TokenExpired:
             raise ClientError.of(ErrorCode.TOKEN_EXPIRED) from None
         except auth.TokenInvalid as exc:
-            log.info("invalid subscription token from client=%s: %s", s.client_id, exc)
+            log.info(
+                "invalid subscription token from client=%s: %s",
+                s.client_id,
+                exc,
+                extra={"client": s.client_id, "user": s.user, "channel": channel, "code": 103},
+            )
             raise ClientError.of(ErrorCode.PERMISSION_DENIED) from None
         if (
             claims.channel != channel
@@ -233,8 +238,10 @@ class ChannelCommands:
         )
         s.subs[channel] = sub
         try:
-            if node.registry.add_subscriber(channel, s):
-                await node.broker.subscribe(channel)
+            node.registry.add_subscriber(channel, s)
+            # Every subscriber waits for the broker subscription (idempotent once it is
+            # confirmed), so none reads the stream top before delivery is live.
+            await node.broker.subscribe(channel)
             result = SubscribeResult(data=opt_raw(grant.data))
             if positioned:
                 await self._position(sub, opts, req, result)
@@ -404,7 +411,12 @@ class ChannelCommands:
             if sub.emit_join_leave and sub.pending is None:
                 await node.broker.publish_leave(channel, s.client_info(sub.chan_info))
         except Exception:
-            log.exception("cleanup of channel %s failed for client=%s", channel, s.client_id)
+            log.exception(
+                "cleanup of channel %s failed for client=%s",
+                channel,
+                s.client_id,
+                extra={"client": s.client_id, "user": s.user, "channel": channel},
+            )
 
     async def remove_all(self) -> None:
         for channel in list(self.s.subs):
@@ -450,7 +462,11 @@ class ChannelCommands:
             s.disconnect(exc.code, exc.reason)
             return
         except Exception:  # retried later, like the connection refresh
-            log.exception("sub_refresh handler failed for client=%s", s.client_id)
+            log.exception(
+                "sub_refresh handler failed for client=%s",
+                s.client_id,
+                extra={"client": s.client_id, "user": s.user, "method": "sub_refresh"},
+            )
             sub.timer = s.node.scheduler.call_later(10.0, lambda: self._on_expired(sub))
             return
         if reply.expired or (reply.expire_at is not None and reply.expire_at <= time.time()):
@@ -534,7 +550,8 @@ class ChannelCommands:
             raise ClientError.of(ErrorCode.PERMISSION_DENIED)
         sub = s.subs.get(channel)
         info = s.client_info(sub.chan_info if sub is not None else None)
-        await node.publish(channel, data, client_info=info, skip_history=skip_history)
+        # Raw: the payload goes out byte for byte (bytes would lose raw newlines)
+        await node.publish(channel, Raw(data), client_info=info, skip_history=skip_history)
 
     async def presence(self, req: ChannelRequest) -> PresenceResult:
         channel = req.channel
