@@ -144,6 +144,8 @@ class NodeMetrics:
 
     def fanout(self, kind: str, count: int) -> None:
         """One broker message of ``kind`` was handed to ``count`` local connections."""
+        if not count:
+            return
         sent, received = self._fanout[kind]
         sent.inc(count)
         received.inc()

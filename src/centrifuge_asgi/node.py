@@ -336,13 +336,13 @@ class Node:
     # -------------------------------------------------- BrokerEventHandler
 
     def handle_publication(self, channel: str, pub: Publication, epoch: str) -> None:
-        self.registry.broadcast_publication(channel, pub, epoch)
+        self.metrics.fanout("publication", self.registry.broadcast_publication(channel, pub, epoch))
 
     def handle_join(self, channel: str, info: ClientInfo) -> None:
-        self.registry.broadcast_join(channel, info)
+        self.metrics.fanout("join", self.registry.broadcast_join(channel, info))
 
     def handle_leave(self, channel: str, info: ClientInfo) -> None:
-        self.registry.broadcast_leave(channel, info)
+        self.metrics.fanout("leave", self.registry.broadcast_leave(channel, info))
 
     def handle_control(self, data: bytes) -> None:
         try:

@@ -122,28 +122,29 @@ class Registry:
 
     # ---------------------------------------------------------------------- fan-out
 
-    def broadcast_publication(self, channel: str, pub: Publication, epoch: str) -> None:
+    def broadcast_publication(self, channel: str, pub: Publication, epoch: str) -> int:
+        """Hand the publication to every local subscriber; returns how many there were."""
         subs = self._channels.get(channel)
         if not subs:
-            return
-        next(iter(subs)).node.metrics.fanout("publication", len(subs))
+            return 0
         encoded = EncodedOnce(Reply(push=Push(channel=channel, pub=publication_wire(pub))))
         for session in list(subs):
             session.deliver_publication(channel, pub, epoch, encoded)
+        return len(subs)
 
-    def broadcast_join(self, channel: str, info: ClientInfo) -> None:
-        self._broadcast_join_leave(channel, info, join=True)
+    def broadcast_join(self, channel: str, info: ClientInfo) -> int:
+        return self._broadcast_join_leave(channel, info, join=True)
 
-    def broadcast_leave(self, channel: str, info: ClientInfo) -> None:
-        self._broadcast_join_leave(channel, info, join=False)
+    def broadcast_leave(self, channel: str, info: ClientInfo) -> int:
+        return self._broadcast_join_leave(channel, info, join=False)
 
-    def _broadcast_join_leave(self, channel: str, info: ClientInfo, *, join: bool) -> None:
+    def _broadcast_join_leave(self, channel: str, info: ClientInfo, *, join: bool) -> int:
         subs = self._channels.get(channel)
         if not subs:
-            return
-        next(iter(subs)).node.metrics.fanout("join" if join else "leave", len(subs))
+            return 0
         body = JoinLeave(info=client_info_wire(info))
         push = Push(channel=channel, join=body) if join else Push(channel=channel, leave=body)
         encoded = EncodedOnce(Reply(push=push))
         for session in list(subs):
             session.deliver_join_leave(channel, encoded)
+        return len(subs)
