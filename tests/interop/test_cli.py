@@ -103,6 +103,12 @@ async def test_genconfig_checkconfig_gentoken_serve_and_graceful_stop(
 
     served = serve(config)
     ws = await connect(served.ws_url(), token)
+    # gensubtoken: a private channel needs a subscription token for that user and channel
+    sub = cli("gensubtoken", "-c", str(config), "-u", "42", "-s", "$room").stdout.strip()
+    await ws.send(json.dumps({"id": 2, "subscribe": {"channel": "$room", "token": sub}}))
+    with anyio.fail_after(5):
+        reply = json.loads(await ws.recv())
+    assert reply["id"] == 2 and reply["subscribe"]["expires"] is True  # 7-day default ttl
     served.proc.send_signal(signal.SIGINT)
     with anyio.fail_after(10):
         with pytest.raises(websockets.ConnectionClosed) as closed:
@@ -152,3 +158,14 @@ def test_broken_config_names_the_key_and_file(tmp_path: Path) -> None:
 def test_version() -> None:
     result = cli("version")
     assert result.returncode == 0 and result.stdout.startswith("centrifuge-asgi ")
+
+
+def test_gentoken_token_is_accepted_by_centrifuge_js(
+    tmp_path: Path, serve: Any, run_js: Any
+) -> None:
+    config = tmp_path / "config.json"
+    assert cli("genconfig", "-c", str(config)).returncode == 0
+    token = cli("gentoken", "-c", str(config), "-u", "js-user", "-t", "600").stdout.strip()
+    served = serve(config)
+    result = run_js("sdk_connect.mjs", "valid", served.ws_url(), token, timeout=15)
+    assert result["client"] and result["errors"] == []

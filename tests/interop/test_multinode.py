@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import httpx
 import pytest
 
 from centrifuge_asgi.handlers import RPCEvent
@@ -207,3 +208,43 @@ def test_info_lists_every_node(live_server: LiveServerFactory) -> None:
 
     entry = next(n for n in srv.call(info())["nodes"] if n["uid"] == nodes[1][0].node_id)
     assert set(entry) >= {"uid", "name", "version", "num_clients", "num_users", "uptime"}
+
+
+def test_emulation_post_reaches_the_stream_on_another_node(
+    live_server: LiveServerFactory,
+) -> None:
+    """HTTP-streaming opened on node A; its /emulation POSTs land on node B and are routed."""
+    require_main_redis()
+    config = redis_cluster_config(unique_prefix())
+    config["http_stream"] = {"enabled": True}
+    node_a, srv_a = serve_node(live_server, config)
+    _, srv_b = serve_node(live_server, config)
+    connect = json.dumps({"id": 1, "connect": {"token": token("u1")}})
+    with (
+        httpx.Client(timeout=10) as http,
+        http.stream(
+            "POST",
+            srv_a.url("/connection/http_stream"),
+            content=connect,
+            headers={"content-type": "application/json"},
+        ) as stream,
+    ):
+        lines = stream.iter_lines()
+        result = json.loads(next(lines))["connect"]
+        assert result["node"] == node_a.node_id and result["session"]
+        subscribe = json.dumps({"id": 2, "subscribe": {"channel": "chat:emu"}})
+        answer = http.post(
+            srv_b.url("/emulation"),
+            json={"session": result["session"], "node": result["node"], "data": subscribe},
+        )
+        assert answer.status_code == 204
+        reply = json.loads(next(lines))
+        while reply == {}:  # a ping may come first
+            reply = json.loads(next(lines))
+        assert reply == {"id": 2, "subscribe": {}}
+        # A node id nobody owns is refused.
+        unknown = http.post(
+            srv_b.url("/emulation"),
+            json={"session": result["session"], "node": "no-such-node", "data": subscribe},
+        )
+        assert unknown.status_code == 404
