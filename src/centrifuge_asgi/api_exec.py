@@ -18,6 +18,7 @@ import msgspec
 from msgspec import Raw
 
 from . import api_schema as s
+from .auth import SubscriptionOverride
 from .channels import resolve_options
 from .codes import DisconnectCode
 from .engines.base import ClientInfo, Publication, StreamPosition
@@ -228,9 +229,36 @@ class Executor:
         if not req.channel:
             raise ApiError(BAD_REQUEST)
         info = _b64(req.b64info) if req.b64info else bytes(req.info) or None
-        if req.b64data:
-            _b64(req.b64data)  # validated like Centrifugo HEAD; the node API has no data
-        await self.node.subscribe(req.user, req.channel, client=req.client, info=info)
+        data = _b64(req.b64data) if req.b64data else bytes(req.data) or None
+        override = None
+        if req.override is not None:
+            override = SubscriptionOverride(
+                **{
+                    name: value.value
+                    for name in (
+                        "presence",
+                        "join_leave",
+                        "force_push_join_leave",
+                        "force_positioning",
+                        "force_recovery",
+                    )
+                    if (value := getattr(req.override, name)) is not None
+                }
+            )
+        since = None
+        if req.recover_since is not None:
+            since = StreamPosition(req.recover_since.offset, req.recover_since.epoch)
+        await self.node.subscribe(
+            req.user,
+            req.channel,
+            client=req.client,
+            session=req.session,
+            info=Raw(info) if info else None,
+            data=Raw(data) if data else None,
+            expire_at=req.expire_at or None,
+            override=override,
+            recover_since=since,
+        )
         return {}
 
     async def unsubscribe(self, req: s.UnsubscribeRequest) -> dict[str, Any]:

@@ -8,6 +8,7 @@ memory sweeps, all in one task group.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import time
 import uuid
@@ -21,7 +22,7 @@ import msgspec
 from anyio.abc import TaskGroup
 
 from ._version import __version__
-from .auth import TokenVerifier
+from .auth import SubscriptionOverride, TokenVerifier
 from .channels import resolve_options
 from .codes import DisconnectCode, ErrorCode, UnsubscribeCode
 from .config import ChannelOptions, Config
@@ -85,6 +86,13 @@ class _Control(msgspec.Struct, kw_only=True, omit_defaults=True):
     expired: bool = False
     info: bytes | None = None
     whitelist: list[str] = []
+    # subscribe only:
+    session: str = ""
+    data: bytes | None = None
+    override: dict[str, bool] = {}
+    recover_offset: int = 0
+    recover_epoch: str = ""
+    recover: bool = False
 
 
 class Node:
@@ -378,9 +386,18 @@ class Node:
                     cmd.channel, cmd.code or UnsubscribeCode.SERVER, cmd.reason
                 )
         elif cmd.op == "subscribe":
-            grant = Grant(info=cmd.info)
+            grant = Grant(
+                info=cmd.info,
+                data=cmd.data,
+                expire_at=cmd.expire_at or None,
+                override=SubscriptionOverride(**cmd.override) if cmd.override else None,
+            )
+            since = None
+            if cmd.recover:
+                since = StreamPosition(cmd.recover_offset, cmd.recover_epoch)
             for s in sessions:
-                await s.server_subscribe(cmd.channel, grant)
+                if not cmd.session or s.session_id == cmd.session:
+                    await s.server_subscribe(cmd.channel, grant, since)
         elif cmd.op == "refresh":
             for s in sessions:
                 s.apply_refresh(cmd.expire_at or None, cmd.info, cmd.expired)
@@ -463,18 +480,41 @@ class Node:
         return results
 
     async def subscribe(
-        self, user: str, channel: str, *, client: str = "", info: Any = None
+        self,
+        user: str,
+        channel: str,
+        *,
+        client: str = "",
+        session: str = "",
+        info: Any = None,
+        data: Any = None,
+        expire_at: int | None = None,
+        override: SubscriptionOverride | None = None,
+        recover_since: StreamPosition | None = None,
     ) -> None:
-        """Subscribe every connection of ``user`` (or one ``client``) to ``channel``."""
+        """Subscribe every connection of ``user`` (or one ``client``/``session``) to
+        ``channel``, server-side. ``recover_since`` replays what the client missed after
+        that position (when the channel is recoverable) right after the subscribe push.
+        """
         resolve_options(self.config, channel)
+        overrides: dict[str, bool] = {}
+        if override is not None:
+            overrides = {k: v for k, v in dataclasses.asdict(override).items() if v is not None}
         await self._control(
             _Control(
                 op="subscribe",
                 origin=self.node_id,
                 user=user,
                 client=client,
+                session=session,
                 channel=channel,
                 info=optional_payload(info),
+                data=optional_payload(data),
+                expire_at=expire_at or 0,
+                override=overrides,
+                recover=recover_since is not None,
+                recover_offset=recover_since.offset if recover_since else 0,
+                recover_epoch=recover_since.epoch if recover_since else "",
             )
         )
 

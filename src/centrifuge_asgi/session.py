@@ -51,6 +51,7 @@ from .protocol.messages import (
     RPCResult,
     SendRequest,
     SubscribePush,
+    SubscribeRequest,
     SubscribeResult,
     UnsubscribePush,
 )
@@ -675,14 +676,25 @@ class Session:
         """An async ``message`` push (server API ``send``)."""
         self.send_push(Push(message=MessagePush(data=Raw(data))))
 
-    async def server_subscribe(self, channel: str, grant: Grant) -> None:
-        """Server API ``subscribe``: add a server-side subscription and push it."""
+    async def server_subscribe(
+        self, channel: str, grant: Grant, since: StreamPosition | None = None
+    ) -> None:
+        """Server API ``subscribe``: add a server-side subscription and push it.
+
+        With ``since``, publications after that position are recovered (all or nothing)
+        and pushed right after the Subscribe push.
+        """
         if not self.connected or channel in self.subs:
             return
         if len(self.subs) >= self.node.config.client.channel_limit:
             self.disconnect(DisconnectCode.CHANNEL_LIMIT)
             return
-        result = await self._channels.subscribe_server_side(channel, grant, None)
+        recover = None
+        if since is not None:
+            recover = SubscribeRequest(
+                channel=channel, recover=True, offset=since.offset, epoch=since.epoch
+            )
+        result = await self._channels.subscribe_server_side(channel, grant, recover)
         self.send_push(
             Push(
                 channel=channel,
@@ -695,6 +707,8 @@ class Session:
                 ),
             )
         )
+        for pub in result.publications:
+            self.send_push(Push(channel=channel, pub=pub))
         await self._channels.activate(channel)
 
     async def server_unsubscribe(

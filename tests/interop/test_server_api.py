@@ -45,6 +45,7 @@ from cent import (
     SubscribeRequest,
     UnsubscribeRequest,
 )
+from cent.dto import BoolValue, ChannelOptionsOverride
 from cent.exceptions import CentApiResponseError, CentTransportError, CentUnauthorizedError
 from websockets.asyncio.client import ClientConnection
 
@@ -418,3 +419,40 @@ async def test_serve_with_internal_port(
     disconnect = next(r for r in records if r["msg"].startswith("disconnect "))
     assert (disconnect["user"], disconnect["code"], disconnect["reason"]) == ("7", 3001, "shutdown")
     assert disconnect["client"] and disconnect["level"] == "info"
+
+
+@pytest.mark.anyio
+async def test_api_subscribe_with_data_override_and_recovery(api: Api) -> None:
+    async with (
+        AsyncClient(api.url, KEY, timeout=TIMEOUT) as client,
+        raw_client(api.srv, "7") as ws,
+    ):
+        for n in (1, 2, 3):
+            await client.publish(PublishRequest(channel="news:subrec", data={"n": n}))
+        top = await client.history(HistoryRequest(channel="news:subrec", limit=0))
+        await client.subscribe(
+            SubscribeRequest(
+                user="7",
+                channel="news:subrec",
+                data={"hello": "7"},
+                recover_since=StreamPosition(offset=1, epoch=top.epoch),
+            )
+        )
+        push = await ws.push("subscribe")
+        sub = push["subscribe"]
+        assert sub["data"] == {"hello": "7"} and sub["recoverable"] and sub["epoch"] == top.epoch
+        assert sub["offset"] == 1  # the position recovered from; the missed ones follow
+        missed = [(await ws.push("pub"))["pub"] for _ in range(2)]
+        assert [(p["offset"], p["data"]) for p in missed] == [(2, {"n": 2}), (3, {"n": 3})]
+
+        # override: presence switched off for this subscription only
+        await client.subscribe(
+            SubscribeRequest(
+                user="7",
+                channel="chat:quiet",
+                override=ChannelOptionsOverride(presence=BoolValue(value=False)),
+            )
+        )
+        assert (await ws.push("subscribe"))["channel"] == "chat:quiet"
+        stats = await client.presence_stats(PresenceStatsRequest(channel="chat:quiet"))
+        assert (stats.num_clients, stats.num_users) == (0, 0)
