@@ -177,7 +177,7 @@ class ApiHandler:
         denied = self._gate(request)
         if denied is not None:
             return denied
-        if self.node._closing:
+        if self.node.closing:
             return Response("shutting down", status_code=503, media_type="text/plain")
         try:
             commands = _split_legacy(await self.body(request))

@@ -199,6 +199,11 @@ class Node:
     def running(self) -> bool:
         return self._tg is not None
 
+    @property
+    def closing(self) -> bool:
+        """True once shutdown began: new connections and API calls are refused."""
+        return self._closing
+
     async def __aenter__(self) -> Node:
         if self._tg is not None:
             raise RuntimeError("node is already running")
