@@ -86,8 +86,8 @@ class _Control(msgspec.Struct, kw_only=True, omit_defaults=True):
     expired: bool = False
     info: bytes | None = None
     whitelist: list[str] = []
-    # subscribe only:
     session: str = ""
+    # subscribe only:
     data: bytes | None = None
     override: dict[str, bool] = {}
     recover_offset: int = 0
@@ -366,6 +366,7 @@ class Node:
         if cmd.origin == self.node_id:
             return
         if cmd.op == "node" and cmd.info is not None:
+            self._forget_silent_peers()
             if cmd.origin not in self._peers:
                 self.spawn(self._announce)  # a new peer learns about this node at once
             with contextlib.suppress(msgspec.DecodeError):
@@ -380,16 +381,18 @@ class Node:
             if cmd.info is not None:
                 await feed_local(self, cmd.client, cmd.info)
             return
-        sessions = self._target_sessions(cmd.user, cmd.client)
+        for session in self._target_sessions(cmd.user, cmd.client, cmd.session):
+            try:
+                await self._apply_to(session, cmd)
+            except Exception:  # one connection's failure must not stop the others
+                log.exception("control %s failed for client=%s", cmd.op, session.client_id)
+
+    async def _apply_to(self, s: Session, cmd: _Control) -> None:
         if cmd.op == "disconnect":
-            for s in sessions:
-                if s.client_id not in cmd.whitelist:
-                    s.disconnect(cmd.code or DisconnectCode.FORCE_DISCONNECT, cmd.reason)
+            if s.client_id not in cmd.whitelist:
+                s.disconnect(cmd.code or DisconnectCode.FORCE_DISCONNECT, cmd.reason)
         elif cmd.op == "unsubscribe":
-            for s in sessions:
-                await s.server_unsubscribe(
-                    cmd.channel, cmd.code or UnsubscribeCode.SERVER, cmd.reason
-                )
+            await s.server_unsubscribe(cmd.channel, cmd.code or UnsubscribeCode.SERVER, cmd.reason)
         elif cmd.op == "subscribe":
             grant = Grant(
                 info=cmd.info,
@@ -397,24 +400,20 @@ class Node:
                 expire_at=cmd.expire_at or None,
                 override=SubscriptionOverride(**cmd.override) if cmd.override else None,
             )
-            since = None
-            if cmd.recover:
-                since = StreamPosition(cmd.recover_offset, cmd.recover_epoch)
-            for s in sessions:
-                if not cmd.session or s.session_id == cmd.session:
-                    await s.server_subscribe(cmd.channel, grant, since)
+            since = StreamPosition(cmd.recover_offset, cmd.recover_epoch) if cmd.recover else None
+            await s.server_subscribe(cmd.channel, grant, since)
         elif cmd.op == "refresh":
-            for s in sessions:
-                s.apply_refresh(cmd.expire_at or None, cmd.info, cmd.expired)
+            s.apply_refresh(cmd.expire_at or None, cmd.info, cmd.expired)
         elif cmd.op == "send" and cmd.info is not None:
-            for s in sessions:
-                s.push_message(cmd.info)
+            s.push_message(cmd.info)
 
-    def _target_sessions(self, user: str, client: str) -> list[Session]:
+    def _target_sessions(self, user: str, client: str, session: str = "") -> list[Session]:
         if client:
             s = self.registry.session(client)
-            return [s] if s is not None and s.user == user else []
-        return self.registry.user_sessions(user)
+            found = [s] if s is not None and s.user == user else []
+        else:
+            found = self.registry.user_sessions(user)
+        return [s for s in found if s.session_id == session] if session else found
 
     async def _control(self, cmd: _Control) -> None:
         await self._apply_control(cmd)
@@ -523,10 +522,18 @@ class Node:
             )
         )
 
-    async def unsubscribe(self, user: str, channel: str, *, client: str = "") -> None:
+    async def unsubscribe(
+        self, user: str, channel: str, *, client: str = "", session: str = ""
+    ) -> None:
+        """Remove ``channel`` from a user's connections (or one ``client``/``session``)."""
         await self._control(
             _Control(
-                op="unsubscribe", origin=self.node_id, user=user, client=client, channel=channel
+                op="unsubscribe",
+                origin=self.node_id,
+                user=user,
+                client=client,
+                session=session,
+                channel=channel,
             )
         )
 
@@ -535,17 +542,19 @@ class Node:
         user: str,
         *,
         client: str = "",
+        session: str = "",
         code: int = DisconnectCode.FORCE_DISCONNECT,
         reason: str = "",
         whitelist: list[str] | None = None,
     ) -> None:
-        """Disconnect every connection of ``user`` (or one ``client``)."""
+        """Disconnect every connection of ``user`` (or one ``client``/``session``)."""
         await self._control(
             _Control(
                 op="disconnect",
                 origin=self.node_id,
                 user=user,
                 client=client,
+                session=session,
                 code=code,
                 reason=reason,
                 whitelist=list(whitelist or []),
@@ -565,6 +574,7 @@ class Node:
         user: str,
         *,
         client: str = "",
+        session: str = "",
         expire_at: int | None = None,
         expired: bool = False,
         info: Any = None,
@@ -576,6 +586,7 @@ class Node:
                 origin=self.node_id,
                 user=user,
                 client=client,
+                session=session,
                 expire_at=expire_at or 0,
                 expired=expired,
                 info=optional_payload(info),
@@ -620,11 +631,14 @@ class Node:
     def info(self) -> dict[str, Any]:
         """Statistics of every node in the cluster: this one plus peers heard from within
         the last ``_NODE_TTL`` seconds (nodes announce themselves over the control channel)."""
+        self._forget_silent_peers()
+        return {"nodes": [self._node_stats(), *(info for _, info in self._peers.values())]}
+
+    def _forget_silent_peers(self) -> None:
         now = time.monotonic()
         for node_id, (seen, _) in list(self._peers.items()):
             if now - seen > _NODE_TTL:
                 del self._peers[node_id]
-        return {"nodes": [self._node_stats(), *(info for _, info in self._peers.values())]}
 
     def _node_stats(self) -> dict[str, Any]:
         return {

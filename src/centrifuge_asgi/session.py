@@ -44,6 +44,7 @@ from .protocol.messages import (
     ErrorWire,
     MessagePush,
     Push,
+    RefreshPush,
     RefreshRequest,
     RefreshResult,
     Reply,
@@ -53,7 +54,6 @@ from .protocol.messages import (
     SubscribePush,
     SubscribeRequest,
     SubscribeResult,
-    UnsubscribePush,
 )
 from .subscriptions import ChannelCommands, Grant, Subscription
 from .timers import Timer
@@ -186,8 +186,7 @@ class Session:
         """Close the connection with ``code``; queued messages flush unless 3000/3008."""
         if self.closing:
             return
-        if not reason:
-            reason = Disconnect(code).reason
+        code, reason = _valid_close(code, reason)
         streamed = self.transport.emulation or self.transport.unidirectional
         if streamed and code != DisconnectCode.CONNECTION_CLOSED:
             self.outbox.put(
@@ -267,6 +266,10 @@ class Session:
 
     async def handle_frame(self, frame: bytes) -> None:
         """Decode one transport frame and run its commands in order."""
+        if self.state is State.FAILED and self.transport.emulation:
+            # emulation: anything after a failed connect is a protocol violation (§1.5)
+            self.disconnect(DisconnectCode.BAD_REQUEST)
+            return
         if not self._accepting_commands():
             return
         try:
@@ -476,6 +479,8 @@ class Session:
     async def _connect(self, req: ConnectRequest) -> ConnectResult:
         node = self.node
         cfg = node.config.client
+        if node.closing:
+            raise Disconnect.of(DisconnectCode.SHUTDOWN)
         creds = await self._authenticate(req)
         now = time.time()
         if creds.expire_at is not None and creds.expire_at <= now:
@@ -602,13 +607,14 @@ class Session:
             )
             self._schedule("expire", 10.0, self._on_expire_refresh)
             return
+        if self.closing:
+            return
         if reply.expired or (reply.expire_at is not None and reply.expire_at <= time.time()):
             self.disconnect(DisconnectCode.EXPIRED)
             return
         if reply.info is not None:
             self.info = optional_payload(reply.info)
-        self.expire_at = reply.expire_at
-        self._schedule_expiry()
+        self._extend(reply.expire_at)
 
     async def _refresh(self, req: RefreshRequest) -> RefreshResult:
         if not self.client_side_refresh or not req.token:
@@ -639,13 +645,23 @@ class Session:
 
     def apply_refresh(self, expire_at: int | None, info: bytes | None, expired: bool) -> None:
         """Server API ``refresh``: move the connection's expiry (or expire it now)."""
+        if not self.connected:
+            return
         if expired:
             self.disconnect(DisconnectCode.EXPIRED)
             return
         if info is not None:
             self.info = info
+        self._extend(expire_at)
+
+    def _extend(self, expire_at: int | None) -> None:
+        """A server-side refresh moved the expiry: reschedule and tell the client."""
         self.expire_at = expire_at
         self._schedule_expiry()
+        push = RefreshPush()
+        if expire_at is not None:
+            push = RefreshPush(expires=True, ttl=max(1, int(expire_at - time.time())))
+        self.send_push(Push(refresh=push))
 
     # ------------------------------------------------------------------ rpc / send
 
@@ -673,8 +689,9 @@ class Session:
     # ------------------------------------------------------------- server actions
 
     def push_message(self, data: bytes) -> None:
-        """An async ``message`` push (server API ``send``)."""
-        self.send_push(Push(message=MessagePush(data=Raw(data))))
+        """An async ``message`` push (server API ``send``); only after the connect reply."""
+        if self.connected:
+            self.send_push(Push(message=MessagePush(data=Raw(data))))
 
     async def server_subscribe(
         self, channel: str, grant: Grant, since: StreamPosition | None = None
@@ -715,13 +732,12 @@ class Session:
         self, channel: str, code: int = UnsubscribeCode.SERVER, reason: str = ""
     ) -> None:
         """Server API ``unsubscribe``: push Unsubscribe, then forget the channel."""
-        if channel not in self.subs or self.closing:
+        if channel not in self.subs or not self.connected:
             return
         if not reason:
             known = code in UnsubscribeCode.__members__.values()
             reason = UnsubscribeCode(code).reason if known else "unsubscribe"
-        self.send_push(Push(channel=channel, unsubscribe=UnsubscribePush(code=code, reason=reason)))
-        await self._channels.remove(channel)
+        await self._channels.server_unsubscribe(channel, code, reason)
 
     # ------------------------------------------------------------------- fan-out
 
@@ -763,6 +779,22 @@ class Session:
                     self.client_id,
                     extra={"client": self.client_id, "user": self.user, "code": self.close_code},
                 )
+
+
+_MAX_REASON_BYTES = 123  # a WebSocket close frame's limit
+
+
+def _valid_close(code: int, reason: str) -> tuple[int, str]:
+    """A code the SDKs understand and a short reason: unknown codes become 3004."""
+    if code != 1009 and not 3000 <= code <= 4999:
+        code = int(DisconnectCode.SERVER_ERROR)
+        reason = ""
+    if not reason:
+        reason = Disconnect(code).reason
+    encoded = reason.encode()
+    if len(encoded) > _MAX_REASON_BYTES:
+        reason = encoded[:_MAX_REASON_BYTES].decode(errors="ignore")
+    return code, reason
 
 
 __all__ = ["Credentials", "Session", "State", "TransportInfo"]

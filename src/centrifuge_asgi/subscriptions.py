@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+import anyio
 from msgspec import UNSET, Raw
 
 from . import auth
@@ -108,6 +109,8 @@ class Subscription:
     pending: list[tuple[Publication, str, EncodedOnce]] | None = field(default_factory=list)
     timer: Timer | None = None
     checked_top: int = 0  # stream top seen by the previous periodic position check
+    pending_bytes: int = 0  # bytes buffered while the subscribe is in flight
+    unsubscribe_after: tuple[int, str] | None = None  # server unsubscribe while pending
 
 
 class ChannelCommands:
@@ -237,20 +240,29 @@ class ChannelCommands:
             client_side_refresh=grant.client_side_refresh,
         )
         s.subs[channel] = sub
+        presence_added = False
         try:
             node.registry.add_subscriber(channel, s)
             # Every subscriber waits for the broker subscription (idempotent once it is
             # confirmed), so none reads the stream top before delivery is live.
             await node.broker.subscribe(channel)
+            self._check_still_wanted(sub)
             result = SubscribeResult(data=opt_raw(grant.data))
             if positioned:
                 await self._position(sub, opts, req, result)
+                self._check_still_wanted(sub)
             if sub.presence:
                 await node.presence_manager.add_presence(
                     channel, s.client_id, s.client_info(sub.chan_info)
                 )
+                presence_added = True
+                self._check_still_wanted(sub)
         except BaseException:
-            await self.remove(channel)
+            with anyio.CancelScope(shield=True):
+                if s.subs.get(channel) is sub:
+                    await self.remove(channel)
+                elif presence_added:  # detached meanwhile (connection closed): undo
+                    await self._forget_presence(channel)
             raise
         if sub.expire_at is not None:
             if sub.client_side_refresh:
@@ -313,10 +325,18 @@ class ChannelCommands:
         if sub is None or sub.pending is None:
             return
         buffered, sub.pending = sub.pending, None
+        sub.pending_bytes = 0
         for pub, epoch, data in buffered:
             self.deliver_publication(channel, pub, epoch, data)
+        if sub.unsubscribe_after is not None:  # the server unsubscribed it meanwhile
+            code, reason = sub.unsubscribe_after
+            await self.server_unsubscribe(channel, code, reason)
+            return
         if sub.emit_join_leave and s.subs.get(channel) is sub:
-            await s.node.broker.publish_join(channel, s.client_info(sub.chan_info))
+            try:
+                await s.node.broker.publish_join(channel, s.client_info(sub.chan_info))
+            except Exception as exc:  # join/leave are at most once; the subscription stands
+                log.warning("join of %s not published: %s", channel, exc)
 
     async def activate_all(self) -> None:
         for channel in list(self.s.subs):
@@ -332,6 +352,10 @@ class ChannelCommands:
         if sub is None:
             return
         if sub.pending is not None:
+            sub.pending_bytes += len(data.get(s.codec))
+            if sub.pending_bytes > s.outbox.max_bytes > 0:
+                s.disconnect(DisconnectCode.SLOW)
+                return
             sub.pending.append((pub, epoch, data))
             return
         if sub.positioned and pub.offset:
@@ -371,14 +395,26 @@ class ChannelCommands:
 
     def unsubscribe_push(self, channel: str, code: UnsubscribeCode) -> None:
         """Tell the client it lost ``channel``; nothing more is sent for it."""
-        s = self.s
-        sub = self._detach(channel)
-        if sub is None:
+        sub = self._unsubscribe_now(channel, code, code.reason)
+        if sub is not None:
+            self.s.node.spawn(self._release, sub)
+
+    async def server_unsubscribe(self, channel: str, code: int, reason: str) -> None:
+        """Server API ``unsubscribe``; waits for an in-flight subscribe reply first."""
+        sub = self.s.subs.get(channel)
+        if sub is not None and sub.pending is not None:
+            sub.unsubscribe_after = (code, reason)  # carried out by activate()
             return
-        s.send_push(
-            Push(channel=channel, unsubscribe=UnsubscribePush(code=code, reason=code.reason))
-        )
-        s.node.spawn(self._release, sub)
+        sub = self._unsubscribe_now(channel, code, reason)
+        if sub is not None:
+            await self._release(sub)
+
+    def _unsubscribe_now(self, channel: str, code: int, reason: str) -> Subscription | None:
+        sub = self._detach(channel)
+        if sub is not None:
+            push = Push(channel=channel, unsubscribe=UnsubscribePush(code=code, reason=reason))
+            self.s.send_push(push)
+        return sub
 
     # ----------------------------------------------------------- unsubscribe
 
@@ -394,17 +430,23 @@ class ChannelCommands:
             await self._release(sub)
 
     def _detach(self, channel: str) -> Subscription | None:
-        sub = self.s.subs.pop(channel, None)
-        if sub is not None and sub.timer is not None:
-            sub.timer.cancel()
+        """Forget ``channel`` locally at once: no more deliveries, out of the index."""
+        s = self.s
+        sub = s.subs.pop(channel, None)
+        if sub is not None:
+            if sub.timer is not None:
+                sub.timer.cancel()
+            s.node.registry.remove_subscriber(channel, s)
         return sub
 
     async def _release(self, sub: Subscription) -> None:
+        """The engine side of a detached subscription: broker, presence, leave."""
         s = self.s
         node = s.node
         channel = sub.channel
         try:
-            if node.registry.remove_subscriber(channel, s):
+            # Checked right before the call: a subscriber that arrived meanwhile keeps it.
+            if not node.registry.has_subscribers(channel):
                 await node.broker.unsubscribe(channel)
             if sub.presence:
                 await node.presence_manager.remove_presence(channel, s.client_id, s.user)
@@ -418,9 +460,15 @@ class ChannelCommands:
                 extra={"client": s.client_id, "user": s.user, "channel": channel},
             )
 
-    async def remove_all(self) -> None:
-        for channel in list(self.s.subs):
-            await self.remove(channel)
+    async def remove_all(self, grace: float = 3.0) -> None:
+        """Detach every subscription now, then release them concurrently (bounded)."""
+        subs = [sub for ch in list(self.s.subs) if (sub := self._detach(ch)) is not None]
+        if not subs:
+            return
+        with anyio.move_on_after(grace):
+            async with anyio.create_task_group() as tg:
+                for sub in subs:
+                    tg.start_soon(self._release, sub)
 
     # --------------------------------------------------------------- expiry
 
@@ -467,8 +515,11 @@ class ChannelCommands:
                 s.client_id,
                 extra={"client": s.client_id, "user": s.user, "method": "sub_refresh"},
             )
-            sub.timer = s.node.scheduler.call_later(10.0, lambda: self._on_expired(sub))
+            if s.subs.get(sub.channel) is sub:
+                sub.timer = s.node.scheduler.call_later(10.0, lambda: self._on_expired(sub))
             return
+        if s.subs.get(sub.channel) is not sub or s.closing:
+            return  # unsubscribed (maybe resubscribed) while the handler ran
         if reply.expired or (reply.expire_at is not None and reply.expire_at <= time.time()):
             if sub.server_side:
                 s.disconnect(DisconnectCode.SUBSCRIPTION_EXPIRED)
@@ -516,6 +567,20 @@ class ChannelCommands:
         opts = resolve_options(config, channel)
         check_name(config, channel, opts)
         return opts
+
+    def _check_still_wanted(self, sub: Subscription) -> None:
+        """After an await: the connection may have closed and dropped the subscription."""
+        s = self.s
+        if s.subs.get(sub.channel) is not sub or s.closing:
+            raise ClientError.of(ErrorCode.INTERNAL)
+
+    async def _forget_presence(self, channel: str) -> None:
+        s = self.s
+        with anyio.move_on_after(3):
+            try:
+                await s.node.presence_manager.remove_presence(channel, s.client_id, s.user)
+            except Exception as exc:
+                log.warning("presence of %s in %s not removed: %s", s.client_id, channel, exc)
 
     def _permitted(self, opts: ChannelOptions, action: str, *, subscribed: bool) -> bool:
         """The ``allow_<action>_for_client/subscriber/anonymous`` scheme, then insecure."""

@@ -19,8 +19,13 @@ import anyio
 log = logging.getLogger(__name__)
 
 
+def _noop() -> None:
+    return None
+
+
 class Timer:
-    """A scheduled callback; :meth:`cancel` makes it a no-op."""
+    """A scheduled callback; :meth:`cancel` makes it a no-op and drops the callback
+    (so a cancelled timer does not keep its connection alive until the deadline)."""
 
     __slots__ = ("callback", "cancelled", "deadline")
 
@@ -31,6 +36,7 @@ class Timer:
 
     def cancel(self) -> None:
         self.cancelled = True
+        self.callback = _noop
 
 
 class Scheduler:
@@ -46,8 +52,10 @@ class Scheduler:
         """Run ``callback`` after ``delay`` seconds (an infinite delay never fires)."""
         timer = Timer(self.clock() + delay, callback)
         if math.isinf(delay):
-            timer.cancelled = True
+            timer.cancel()
             return timer
+        if len(self._heap) > 1024 and len(self._heap) % 1024 == 0:
+            self._compact()
         earliest = self._heap[0][0] if self._heap else math.inf
         heapq.heappush(self._heap, (timer.deadline, next(self._seq), timer))
         if timer.deadline < earliest:
@@ -56,6 +64,13 @@ class Scheduler:
 
     def __len__(self) -> int:
         return len(self._heap)
+
+    def _compact(self) -> None:
+        """Drop cancelled entries when they make up more than half of the heap."""
+        live = [entry for entry in self._heap if not entry[2].cancelled]
+        if len(live) * 2 < len(self._heap):
+            heapq.heapify(live)
+            self._heap = live
 
     def fire_due(self) -> float:
         """Fire every due timer; return seconds until the next one (inf when none)."""

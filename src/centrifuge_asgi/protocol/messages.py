@@ -8,10 +8,14 @@ except the ones the SDKs index directly, which are declared without a default.
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import msgspec
-from msgspec import UNSET, Raw, UnsetType
+from msgspec import UNSET, Meta, Raw, UnsetType
 
 OptRaw = Raw | UnsetType
+Offset = Annotated[int, Meta(ge=0)]  # a negative stream offset is a malformed command
+Limit = Annotated[int, Meta(ge=-1)]  # -1 = everything
 
 
 class _In(msgspec.Struct, kw_only=True):
@@ -30,7 +34,7 @@ class SubscribeRequest(_In):
     token: str = ""
     recover: bool = False
     epoch: str = ""
-    offset: int = 0
+    offset: Offset = 0
     data: OptRaw = UNSET
     positioned: bool = False
     recoverable: bool = False
@@ -62,13 +66,13 @@ class PublishRequest(_In):
 
 
 class StreamPositionWire(msgspec.Struct, kw_only=True, omit_defaults=True):
-    offset: int = 0
+    offset: Offset = 0
     epoch: str = ""
 
 
 class HistoryRequest(_In):
     channel: str = ""
-    limit: int = 0
+    limit: Limit = 0
     since: StreamPositionWire | None = None
     reverse: bool = False
 
