@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import fnmatch
 import logging
 import time
 import uuid
@@ -95,6 +96,23 @@ class _Control(msgspec.Struct, kw_only=True, omit_defaults=True):
     recover: bool = False
 
 
+class _Survey:
+    """Answers to one channels survey, complete when every expected peer replied."""
+
+    def __init__(self, expected: set[str]) -> None:
+        self.expected = expected
+        self.answers: dict[str, dict[str, int]] = {}
+        self.done = anyio.Event()
+
+    def add(self, node_id: str, data: bytes) -> None:
+        try:
+            self.answers[node_id] = msgspec.json.decode(data, type=dict[str, int])
+        except msgspec.DecodeError:
+            return
+        if self.expected <= set(self.answers):
+            self.done.set()
+
+
 class Node:
     """A Centrifugo-compatible node.
 
@@ -149,6 +167,7 @@ class Node:
         self._tg: TaskGroup | None = None
         self._closing = False
         self._peers: dict[str, tuple[float, dict[str, Any]]] = {}  # node id -> (seen, info)
+        self._surveys: dict[str, _Survey] = {}  # channels surveys this node is waiting on
 
     # --------------------------------------------------------------- decorators
 
@@ -364,6 +383,14 @@ class Node:
             log.warning("malformed control message ignored")
             return
         if cmd.origin == self.node_id:
+            return
+        if cmd.op == "channels_survey":
+            self.spawn(self._answer_channels_survey, cmd)
+            return
+        if cmd.op == "channels_reply":
+            survey = self._surveys.get(cmd.client)
+            if survey is not None and cmd.info is not None:
+                survey.add(cmd.origin, cmd.info)
             return
         if cmd.op == "node" and cmd.info is not None:
             self._forget_silent_peers()
@@ -621,12 +648,42 @@ class Node:
 
     def channels(self, pattern: str = "") -> dict[str, int]:
         """Active channels on this node with their subscriber counts (glob filter)."""
-        import fnmatch
-
         chans = self.registry.channels()
         if not pattern:
             return chans
         return {ch: n for ch, n in chans.items() if fnmatch.fnmatchcase(ch, pattern)}
+
+    async def cluster_channels(self, pattern: str = "", wait: float = 1.0) -> dict[str, int]:
+        """Active channels across every node (counts summed), like Centrifugo's survey.
+
+        Asks the peers this node knows about over the control channel and waits (at most
+        ``wait`` seconds) for their answers; a silent peer is left out.
+        """
+        self._forget_silent_peers()
+        result = self.channels(pattern)
+        if not self._peers:
+            return result
+        survey = _Survey(set(self._peers))
+        request = uuid.uuid4().hex
+        self._surveys[request] = survey
+        try:
+            cmd = _Control(
+                op="channels_survey", origin=self.node_id, client=request, channel=pattern
+            )
+            await self.broker.publish_control(msgspec.json.encode(cmd))
+            with anyio.move_on_after(wait):
+                await survey.done.wait()
+        finally:
+            del self._surveys[request]
+        for counts in survey.answers.values():
+            for ch, n in counts.items():
+                result[ch] = result.get(ch, 0) + n
+        return result
+
+    async def _answer_channels_survey(self, cmd: _Control) -> None:
+        counts = msgspec.json.encode(self.channels(cmd.channel))
+        reply = _Control(op="channels_reply", origin=self.node_id, client=cmd.client, info=counts)
+        await self.broker.publish_control(msgspec.json.encode(reply), cmd.origin)
 
     def info(self) -> dict[str, Any]:
         """Statistics of every node in the cluster: this one plus peers heard from within

@@ -8,6 +8,7 @@ fan-out tests run real ``python -m centrifuge_asgi serve`` processes.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import os
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
+from websockets.sync.client import connect as ws_connect
 
 from centrifuge_asgi.handlers import RPCEvent
 from centrifuge_asgi.node import Node
@@ -248,3 +250,30 @@ def test_emulation_post_reaches_the_stream_on_another_node(
             json={"session": result["session"], "node": "no-such-node", "data": subscribe},
         )
         assert unknown.status_code == 404
+
+
+def test_channels_survey_sums_every_node(live_server: LiveServerFactory) -> None:
+    require_main_redis()
+    config = redis_cluster_config(unique_prefix())
+    (node_a, srv_a), (_, srv_b) = (serve_node(live_server, config) for _ in range(2))
+
+    async def peers(node: Node) -> int:
+        return len(node.info()["nodes"])
+
+    wait_until(lambda: srv_a.call(peers(node_a)) == 2, timeout=8)
+    with contextlib.ExitStack() as stack:
+        for srv, user, channel in [
+            (srv_a, "u1", "chat:both"),
+            (srv_b, "u2", "chat:both"),
+            (srv_b, "u3", "chat:b-only"),
+        ]:
+            conn = stack.enter_context(ws_connect(ws(srv), open_timeout=5))
+            conn.send(json.dumps({"id": 1, "connect": {"token": token(user)}}))
+            conn.send(json.dumps({"id": 2, "subscribe": {"channel": channel}}))
+            replies: list[Any] = []
+            while len(replies) < 2:
+                replies += [json.loads(line) for line in str(conn.recv(timeout=5)).split("\n")]
+        everything = {"chat:both": 2, "chat:b-only": 1}
+        assert srv_a.call(node_a.cluster_channels("chat:*")) == everything
+        assert srv_a.call(node_a.cluster_channels("chat:b*")) == everything
+        assert node_a.channels() == {"chat:both": 1}  # the local view stays local
