@@ -138,7 +138,8 @@ class ApiHandler:
                 self._observe(method, started)
                 return _json({"replies": replies})
             req = msgspec.json.decode(body, type=s.REQUEST_TYPES[method])
-        except (msgspec.DecodeError, _BadBody) as exc:
+        except (msgspec.DecodeError, RecursionError, _BadBody) as exc:
+            # RecursionError: JSON nested too deeply to decode, as undecodable as any
             bad = exc if isinstance(exc, _BadBody) else _BadBody()
             self._observe(method, started, bad.label)
             return _plain(bad.status)
@@ -198,7 +199,7 @@ class ApiHandler:
                 if params in (b"", b"null"):
                     params = b"{}"
                 req = msgspec.json.decode(params, type=s.REQUEST_TYPES[method])
-            except msgspec.DecodeError:
+            except (msgspec.DecodeError, RecursionError):
                 raise ApiError(107) from None
             reply["result"] = await self.executor.call(method, req)
         except ApiError as exc:
@@ -226,7 +227,7 @@ def _split_legacy(body: bytes) -> list[s.LegacyCommand]:
         try:
             _, stop = decoder.raw_decode(text, pos)
             commands.append(msgspec.json.decode(text[pos:stop], type=s.LegacyCommand))
-        except (ValueError, msgspec.DecodeError):
+        except (ValueError, RecursionError, msgspec.DecodeError):
             raise _BadBody() from None
         pos = stop
     if not commands:

@@ -43,6 +43,8 @@ HTTP_STATUS: Final = {100: 500, 102: 404, 104: 404, 107: 400, 108: 400, 112: 416
 
 INTERNAL, UNKNOWN_CHANNEL, NOT_FOUND, BAD_REQUEST = 100, 102, 104, 107
 MAX_CONCURRENCY: Final = 1024  # in-flight commands of a parallel batch or a broadcast
+MIN_DISCONNECT_CODE, MAX_DISCONNECT_CODE = 3000, 4999  # what a disconnect may carry
+MAX_REASON_BYTES: Final = 123  # a WebSocket close reason (125-byte payload minus the code)
 
 _validator = msgspec.json.Decoder(Raw)
 T = TypeVar("T")
@@ -70,7 +72,7 @@ def _b64(value: str) -> bytes:
 def _valid_json(data: bytes) -> bool:
     try:
         _validator.decode(data)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):
         return False
     return True
 
@@ -160,7 +162,7 @@ class Executor:
         if fmt in ("json", "json_object") and binary:
             try:
                 value = msgspec.json.decode(payload)
-            except msgspec.DecodeError:
+            except (msgspec.DecodeError, RecursionError):
                 raise ApiError(BAD_REQUEST) from None
             if fmt == "json_object" and not isinstance(value, dict):
                 raise ApiError(BAD_REQUEST)
@@ -264,15 +266,25 @@ class Executor:
     async def unsubscribe(self, req: s.UnsubscribeRequest) -> dict[str, Any]:
         if req.channel:
             resolve_options(self.node.config, req.channel)
-        await self.node.unsubscribe(req.user, req.channel, client=req.client)
+        await self.node.unsubscribe(req.user, req.channel, client=req.client, session=req.session)
         return {}
 
     async def disconnect(self, req: s.DisconnectRequest) -> dict[str, Any]:
         code, reason = int(DisconnectCode.FORCE_DISCONNECT), "force disconnect"
         if req.disconnect is not None:
             code, reason = req.disconnect.code, req.disconnect.reason
+            # a close frame carries a 3000-4999 code and at most 123 bytes of reason
+            if not MIN_DISCONNECT_CODE <= code <= MAX_DISCONNECT_CODE:
+                raise ApiError(BAD_REQUEST)
+            if len(reason.encode()) > MAX_REASON_BYTES:
+                raise ApiError(BAD_REQUEST)
         await self.node.disconnect(
-            req.user, client=req.client, code=code, reason=reason, whitelist=req.whitelist
+            req.user,
+            client=req.client,
+            session=req.session,
+            code=code,
+            reason=reason,
+            whitelist=req.whitelist,
         )
         return {}
 
@@ -280,6 +292,7 @@ class Executor:
         await self.node.refresh(
             req.user,
             client=req.client,
+            session=req.session,
             expire_at=req.expire_at or None,
             expired=req.expired,
             info=bytes(req.info) or None,
@@ -324,7 +337,7 @@ class Executor:
         return {}
 
     async def channels(self, req: s.ChannelsRequest) -> dict[str, Any]:
-        found = self.node.channels(req.pattern)
+        found = await self.node.cluster_channels(req.pattern)
         return {"channels": {ch: {"num_clients": n} for ch, n in found.items()}}
 
     async def info(self, req: s.InfoRequest) -> dict[str, Any]:

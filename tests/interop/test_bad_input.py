@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.lowlevel
+import httpx
 import pytest
 import websockets
 from websockets.asyncio.client import ClientConnection
@@ -241,6 +242,8 @@ CONNECT_OK = {"token": token("u1")}
 
 # ------------------------------------------------------------------ protocol violations
 
+# Valid JSON nested 2000 levels deep (4 KB): past the recursion limit of any decoder here.
+DEEP = "[" * 2000 + "]" * 2000
 
 VIOLATIONS: dict[str, tuple[bool, list[str]]] = {
     # case: (connect first?, frames sent afterwards)
@@ -257,6 +260,11 @@ VIOLATIONS: dict[str, tuple[bool, list[str]]] = {
     "subscribe-empty-channel": (True, ['{"id":2,"subscribe":{"channel":""}}']),
     "unsubscribe-empty-channel": (True, ['{"id":2,"unsubscribe":{"channel":""}}']),
     "connect-without-token": (False, ['{"id":1,"connect":{}}']),
+    "deeply-nested-connect": (False, ['{"id":1,"connect":{"data":' + DEEP + "}}"]),
+    "deeply-nested-publish": (
+        True,
+        ['{"id":2,"publish":{"channel":"chat:x","data":' + DEEP + "}}"],
+    ),
 }
 
 
@@ -592,6 +600,90 @@ async def test_origin_allow_list(server: ServerFactory) -> None:
     await assert_healthy(env)
 
 
+# ------------------------------------------------- every connection endpoint: admission
+
+ENDPOINTS = ["websocket", "http_stream", "sse", "uni_websocket", "uni_sse", "uni_http_stream"]
+
+
+def _every_transport(**client_overrides: Any) -> dict[str, Any]:
+    cfg = make_config(**client_overrides)
+    for kind in ENDPOINTS[1:]:
+        cfg[kind] = {"enabled": True}
+    return cfg
+
+
+async def _open_status(env: Env, kind: str, origin: str | None) -> int:
+    """Open a connection on ``/connection/<kind>`` with this Origin and connect.
+
+    An accepted connection must deliver its connect reply (or Connect push); the answer is
+    then 101 for a WebSocket and 200 for an HTTP stream. A refusal gives its HTTP status.
+    """
+    path = f"/connection/{kind}"
+    headers = {} if origin is None else {"origin": origin}
+    bidirectional = kind in ("websocket", "http_stream", "sse")
+    request = json.dumps({"id": 1, "connect": CONNECT_OK} if bidirectional else CONNECT_OK)
+
+    def connected(message: str) -> bool:  # a connect reply or a Connect push
+        return "connect" in json.loads(message)
+
+    if kind in ("websocket", "uni_websocket"):
+        try:
+            async with websockets.connect(
+                env.srv.ws_url(path), origin=origin, open_timeout=TIMEOUT, proxy=None
+            ) as ws:
+                await ws.send(request)
+                with anyio.fail_after(TIMEOUT):
+                    first = await ws.recv()
+                assert isinstance(first, str) and connected(first), first
+                return 101
+        except websockets.InvalidStatus as exc:
+            return exc.response.status_code
+    async with httpx.AsyncClient(timeout=TIMEOUT) as http:
+        if kind in ("sse", "uni_sse"):
+            req = http.build_request(
+                "GET", env.srv.url(path), params={"cf_connect": request}, headers=headers
+            )
+        else:
+            req = http.build_request("POST", env.srv.url(path), content=request, headers=headers)
+        response = await http.send(req, stream=True)
+        try:
+            if response.status_code == 200:
+                with anyio.fail_after(TIMEOUT):
+                    async for line in response.aiter_lines():
+                        line = line.removeprefix("data: ")
+                        if line.strip():
+                            assert connected(line), line
+                            break
+            return response.status_code
+        finally:
+            await response.aclose()
+
+
+ACCEPTED = {kind: 101 if kind.endswith("websocket") else 200 for kind in ENDPOINTS}
+
+
+@pytest.mark.parametrize("kind", ENDPOINTS)
+async def test_origin_refused_on_every_endpoint(server: ServerFactory, kind: str) -> None:
+    env = server(config=_every_transport(allowed_origins=["http://good.example"]))
+    assert await _open_status(env, kind, "http://evil.example") == 403
+    assert await _open_status(env, kind, "http://good.example") == ACCEPTED[kind]
+    assert await _open_status(env, kind, None) == ACCEPTED[kind]  # not a browser
+    await eventually(env.num_clients, 0)
+    await assert_healthy(env)
+
+
+@pytest.mark.parametrize("kind", ENDPOINTS)
+async def test_no_new_connections_during_shutdown(server: ServerFactory, kind: str) -> None:
+    env = server(config=_every_transport())
+    assert await _open_status(env, kind, None) == ACCEPTED[kind]
+    async with RawClient.open(env) as client:
+        await client.connect(CONNECT_OK["token"])
+        await env.srv.acall(env.node.shutdown(grace=0))
+        await assert_closed(client, 3001, "shutdown")
+    assert await _open_status(env, kind, None) == 503
+    await eventually(env.num_clients, 0)
+
+
 # ------------------------------------------------------------------------ slow consumer
 
 
@@ -655,9 +747,9 @@ async def test_slow_consumer_is_dropped_and_others_get_everything(
         async with anyio.create_task_group() as tg:
             tg.start_soon(read_fast)
             total, slowest = await env.srv.acall(publish_all())
-        # publishing never waited for the slow client
-        assert total < 5.0, total
-        assert slowest < 0.1, slowest
+        # publishing never waited for the slow client: a publish that did would take the
+        # 1 s websocket write timeout or forever (acall bounds the whole run to 10 s)
+        assert slowest < 1.0, (slowest, total)
         # the normal reader got everything, in order
         assert received == list(range(count))
 

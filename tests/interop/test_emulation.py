@@ -16,11 +16,11 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import httpx
 import pytest
+import websockets
 
 from centrifuge_asgi.handlers import RPCEvent
 from centrifuge_asgi.node import Node
 from centrifuge_asgi.transports.emulation import deliver
-from centrifuge_asgi.transports.streaming import protobuf_codec
 
 from .support import eventually, make_config, token
 
@@ -32,6 +32,8 @@ pytestmark = [pytest.mark.interop]
 TIMEOUT = 5.0
 STREAM = "/connection/http_stream"
 SSE = "/connection/sse"
+BAD_REQUEST = {"push": {"disconnect": {"code": 3501, "reason": "bad request"}}}
+DEEP = "[" * 2000 + "]" * 2000  # valid JSON, nested past any decoder's recursion limit
 
 
 def emulation_node(**client: Any) -> Node:
@@ -139,8 +141,6 @@ async def test_js_falls_back_from_refused_websocket(
 async def test_js_protobuf_over_http_stream(
     live_server: LiveServerFactory, arun_js: ARunJs
 ) -> None:
-    if protobuf_codec() is None:
-        pytest.skip("no Protobuf codec in this build (protocol/protobuf_codec.py)")
     node, srv = serve(live_server)
     result = await arun_js(
         "emulation_sdk.mjs",
@@ -405,9 +405,130 @@ async def test_origin_checks(live_server: LiveServerFactory) -> None:
         refused = await http.post(srv.url(STREAM), content=b"{}", headers=evil)
         assert refused.status_code == 403
         assert "access-control-allow-origin" not in refused.headers
-        # /emulation has CORS only: no CORS headers for a foreign origin, no refusal
+        # a preflight is answered, without CORS headers for a foreign origin (the browser
+        # then refuses); the request itself is refused too (test_emulation_checks_the_origin)
         r = await http.options(srv.url("/emulation"), headers=evil)
         assert r.status_code == 204 and "access-control-allow-origin" not in r.headers
+
+
+@pytest.mark.anyio
+async def test_emulation_checks_the_origin(live_server: LiveServerFactory) -> None:
+    """Not only CORS: a foreign Origin gets 403 and its commands never reach the stream."""
+    node, srv = serve(live_server, allowed_origins=["https://good.test"])
+    async with open_stream(srv) as stream:
+        body = {
+            "session": stream.connect["session"],
+            "node": stream.connect["node"],
+            "data": json.dumps({"subscribe": {"channel": "plain"}, "id": 2}),
+        }
+        url = srv.url("/emulation")
+        refused = await stream.http.post(url, json=body, headers={"origin": "https://evil.test"})
+        assert refused.status_code == 403
+        assert "access-control-allow-origin" not in refused.headers
+        assert await srv.acall(_subscriptions(node)) == 0
+        good = await stream.http.post(url, json=body, headers={"origin": "https://good.test"})
+        assert good.status_code == 204
+        assert good.headers["access-control-allow-origin"] == "https://good.test"
+        assert await stream.next() == {"id": 2, "subscribe": {}}
+        body["data"] = json.dumps({"unsubscribe": {"channel": "plain"}, "id": 3})
+        assert (await stream.http.post(url, json=body)).status_code == 204  # no Origin
+        assert await stream.next() == {"id": 3, "unsubscribe": {}}
+    await no_leaks(srv, node)
+
+
+@pytest.mark.anyio
+async def test_deeply_nested_json(live_server: LiveServerFactory) -> None:
+    """JSON too deep to decode is bad input like any other, never a 500 or a hang."""
+    node, srv = serve(live_server)
+    connect = '{"id":1,"connect":{"data":' + DEEP + "}}"
+    line = json.dumps(BAD_REQUEST, separators=(",", ":")).encode()
+    async with httpx.AsyncClient(timeout=TIMEOUT) as http:
+        r = await http.post(srv.url("/emulation"), content='{"session":"s","x":' + DEEP + "}")
+        assert r.status_code == 400
+        r = await http.post(srv.url(STREAM), content=connect)
+        assert (r.status_code, r.content) == (200, line + b"\n")
+        r = await http.get(srv.url(SSE), params={"cf_connect": connect})
+        assert (r.status_code, r.content) == (200, b"\r\ndata: " + line + b"\n\n")
+    async with open_stream(srv) as stream:
+        rpc = {"id": 2, "rpc": {"method": "publish", "data": "<deep>"}}
+        command = json.dumps(rpc).replace('"<deep>"', DEEP)
+        body = {"session": stream.connect["session"], "node": node.node_id, "data": command}
+        assert (await stream.http.post(srv.url("/emulation"), json=body)).status_code == 204
+        assert await stream.next() == BAD_REQUEST
+        assert await stream.next() is None
+    await no_leaks(srv, node)
+
+
+API_KEY = "emulation-api-key"
+RPC_DATA = {"channel": "other", "items": []}  # an RPC that only answers {"ok": true}
+
+
+@pytest.mark.anyio
+async def test_server_api_targets_one_session(live_server: LiveServerFactory) -> None:
+    """API unsubscribe, disconnect and refresh with ``session`` reach that connection only.
+
+    Emulated connections have a session id (in their connect result); the user's
+    WebSocket connection has none and is never matched.
+    """
+    cfg = make_config()
+    cfg.update(http_stream={"enabled": True}, sse={"enabled": True}, http_api={"key": API_KEY})
+    node, srv = serve(live_server, Node(cfg))
+    api = httpx.AsyncClient(
+        base_url=srv.url("/api"), headers={"X-API-Key": API_KEY}, timeout=TIMEOUT
+    )
+
+    async def call(method: str, **params: Any) -> None:
+        r = await api.post(f"/{method}", json={"user": "u1", **params})
+        assert (r.status_code, r.json()) == (200, {"result": {}}), method
+
+    async def rpc(stream: Stream, cmd_id: int) -> dict[str, Any] | None:
+        await stream.send({"id": cmd_id, "rpc": {"method": "publish", "data": RPC_DATA}})
+        return await stream.next()
+
+    ws_url = f"ws://127.0.0.1:{srv.port}/connection/websocket"
+    async with (
+        api,
+        open_stream(srv) as a,
+        open_stream(srv, SSE) as b,
+        websockets.connect(ws_url, proxy=None, open_timeout=TIMEOUT) as ws,
+    ):
+        await ws.send(json.dumps({"id": 1, "connect": {"token": token("u1")}}))
+        assert "connect" in json.loads(await ws.recv())
+        assert a.connect["session"] != b.connect["session"]
+        for stream in (a, b):
+            await stream.send({"subscribe": {"channel": "plain"}, "id": 2})
+            assert await stream.next() == {"id": 2, "subscribe": {}}
+
+        await call("unsubscribe", channel="plain", session=b.connect["session"])
+        assert await b.next() == {
+            "push": {
+                "channel": "plain",
+                "unsubscribe": {"code": 2000, "reason": "server unsubscribe"},
+            }
+        }
+        await srv.acall(node.publish("plain", {"n": 1}))
+        push = await a.next()
+        assert push is not None and push["push"]["pub"]["data"] == {"n": 1}
+        assert await rpc(b, 3) == {"id": 3, "rpc": {"data": {"ok": True}}}  # no publication
+
+        await call("disconnect", session=a.connect["session"])
+        assert await a.next() == {
+            "push": {"disconnect": {"code": 3503, "reason": "force disconnect"}}
+        }
+        assert await a.next() is None
+        assert await rpc(b, 4) == {"id": 4, "rpc": {"data": {"ok": True}}}
+
+        await call("refresh", session=b.connect["session"], expired=True)
+        assert await b.next() == {
+            "push": {"disconnect": {"code": 3005, "reason": "connection expired"}}
+        }
+        assert await b.next() is None
+
+        # the WebSocket connection was never targeted
+        await ws.send(json.dumps({"id": 2, "rpc": {"method": "publish", "data": RPC_DATA}}))
+        with anyio.fail_after(TIMEOUT):
+            assert json.loads(await ws.recv()) == {"id": 2, "rpc": {"data": {"ok": True}}}
+    await no_leaks(srv, node)
 
 
 def test_emulation_endpoint_follows_the_streams(live_server: LiveServerFactory) -> None:

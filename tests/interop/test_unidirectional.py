@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 import anyio
 import httpx
+import msgspec
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
@@ -325,6 +327,107 @@ async def test_origin_refused(live_server: LiveServerFactory) -> None:
         )
         assert r.status_code == 403
         assert "access-control-allow-origin" not in r.headers
+
+
+def deep_request(levels: int = 2000) -> str:
+    """A ConnectRequest whose data is valid JSON nested past any decoder's recursion limit."""
+    return '{"token":"","data":' + "[" * levels + "]" * levels + "}"
+
+
+async def test_deeply_nested_connect_request(live_server: LiveServerFactory) -> None:
+    """Too deep to decode is malformed: 400 (uni_sse, uni_http_stream) or close 3501."""
+    node, srv = serve(live_server)
+    request = deep_request()
+    sse, stream = srv.url("/connection/uni_sse"), srv.url("/connection/uni_http_stream")
+    async with httpx.AsyncClient(timeout=TIMEOUT) as http:
+        assert (await http.get(sse, params={"cf_connect": request})).status_code == 400
+        assert (await http.post(sse, content=request)).status_code == 400
+        assert (await http.post(stream, content=request)).status_code == 400
+    ws_url = srv.ws_url("/connection/uni_websocket")
+    # 1200 levels in the query: the handshake's request line must stay under 8 KB
+    query = str(httpx.QueryParams({"cf_connect": deep_request(1200)}))
+    for url, first in ((ws_url, request), (f"{ws_url}?{query}", None)):
+        async with connect(url, open_timeout=TIMEOUT) as ws:
+            if first is not None:
+                await ws.send(first)
+            with pytest.raises(ConnectionClosed) as info:
+                await ws.recv()
+            assert info.value.rcvd is not None
+            assert (info.value.rcvd.code, info.value.rcvd.reason) == (3501, "bad request")
+    await no_leaks(srv, node)
+
+
+PRETTY = b'{\n  "a": 1,\r\n  "b": [\n    "x y"\n  ]\n}'
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_pretty_printed_payload_is_one_message(
+    live_server: LiveServerFactory, kind: str
+) -> None:
+    """Raw newlines in a JSON payload are whitespace: dropped, so a line or an SSE event
+    stays whole (from ``node.publish`` and from the server API alike)."""
+    cfg = make_config()
+    for k in KINDS:
+        cfg[k] = {"enabled": True}
+    cfg["http_api"] = {"key": "k"}
+    node = Node(cfg)
+    srv = live_server(node.asgi_app())
+    async with open_uni(srv, kind, {"token": token("u1"), "subs": {"chat:pretty": {}}}) as reader:
+        assert "connect" in (await reader.next() or {})
+        await srv.acall(node.publish("chat:pretty", msgspec.Raw(PRETTY)))
+        async with httpx.AsyncClient(timeout=TIMEOUT) as http:
+            body = b'{"channel": "chat:pretty",\n "data": ' + PRETTY + b"\n}"
+            r = await http.post(srv.url("/api/publish"), content=body, headers={"X-API-Key": "k"})
+            assert r.json() == {"result": {}}
+        for _ in range(2):
+            push = await reader.until(lambda p: "pub" in p)
+            assert push["pub"]["data"] == {"a": 1, "b": ["x y"]}
+        await srv.acall(node.publish("chat:pretty", {"after": True}))
+        push = await reader.until(lambda p: "pub" in p)
+        assert push["pub"]["data"] == {"after": True}
+    await no_leaks(srv, node)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_binary_payload_disconnects_3506(
+    live_server: LiveServerFactory, kind: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Bytes that are not JSON cannot reach a JSON client: disconnect 3506, no traceback."""
+    node, srv = serve(live_server)
+    async with open_uni(srv, kind, {"token": token("u1"), "subs": {"chat:bin": {}}}) as reader:
+        assert "connect" in (await reader.next() or {})
+        await srv.acall(node.publish("chat:bin", msgspec.Raw(b"\xff\x00\n\xfe")))
+        inappropriate = {"code": 3506, "reason": "inappropriate protocol"}
+        push = await reader.until(lambda p: "pub" in p or "disconnect" in p)
+        assert push == {"disconnect": inappropriate}
+        assert await reader.next() is None
+        if kind == "uni_websocket":
+            assert (reader.close_code, reader.close_reason) == (3506, "inappropriate protocol")
+    await no_leaks(srv, node)
+    assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+async def test_uni_websocket_never_sends_undecodable_text(
+    live_server: LiveServerFactory,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Defence in depth: should a push that is not UTF-8 get past the codec, the writer
+    disconnects with 3506 instead of failing with a traceback."""
+    from centrifuge_asgi.transports import unidirectional
+
+    monkeypatch.setattr(unidirectional, "one_line", lambda data: data)  # no validation
+    node, srv = serve(live_server)
+    request = {"token": token("u1"), "subs": {"chat:bin": {}}}
+    async with open_uni(srv, "uni_websocket", request) as reader:
+        assert "connect" in (await reader.next() or {})
+        await srv.acall(node.publish("chat:bin", msgspec.Raw(b"\xff\x00")))
+        push = await reader.until(lambda p: "pub" in p or "disconnect" in p)
+        assert push == {"disconnect": {"code": 3506, "reason": "inappropriate protocol"}}
+        assert await reader.next() is None
+        assert (reader.close_code, reader.close_reason) == (3506, "inappropriate protocol")
+    await no_leaks(srv, node)
+    assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
 
 
 @pytest.mark.parametrize("kind", KINDS)

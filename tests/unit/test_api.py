@@ -12,13 +12,15 @@ from typing import Any
 
 import httpx
 import pytest
+from msgspec import Raw
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Mount
 
 from centrifuge_asgi import Node
-from centrifuge_asgi.api import api_app
+from centrifuge_asgi.api import ApiHandler, api_app
+from centrifuge_asgi.api_schema import LegacyCommand
 from centrifuge_asgi.engines.base import ClientInfo
 
 pytestmark = pytest.mark.anyio
@@ -406,6 +408,77 @@ async def test_wrong_types_are_400(make: Any, method: str, body: Any) -> None:
     content = b"" if body is None else json.dumps(body).encode()
     r = await c.post(f"/api/{method}", content=content, headers=AUTH)
     assert (r.status_code, r.text) == (400, "Bad Request")
+
+
+DEEP = b"[" * 2000 + b"]" * 2000  # valid JSON, nested past any decoder's recursion limit
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/api/publish", b'{"channel": "news:1", "data": ' + DEEP + b"}"),
+        ("/api/publish", b'{"channel": "news:1", "unknown": ' + DEEP + b"}"),
+        (
+            "/api/batch",
+            b'{"commands": [{"publish": {"channel": "news:1", "data": ' + DEEP + b"}}]}",
+        ),
+        ("/api", b'{"method": "publish", "params": {"channel": "news:1", "data": ' + DEEP + b"}}"),
+        ("/api", b'{"method": "info"}\n' + DEEP),
+    ],
+    ids=["publish-data", "unknown-field", "batch", "legacy", "legacy-second-command"],
+)
+async def test_deeply_nested_body_is_plain_400(make: Any, path: str, body: bytes) -> None:
+    c = await make()
+    r = await c.post(path, content=body, headers=AUTH)
+    assert (r.status_code, r.text) == (400, "Bad Request")
+    assert r.headers["content-type"].startswith("text/plain")
+    assert (await c.post("/api/info", json={}, headers=AUTH)).status_code == 200
+
+
+async def test_deeply_nested_legacy_params_are_107(make: Any) -> None:
+    """A legacy command whose params cannot be decoded is a per-command 107."""
+    c = await make()
+    handler = ApiHandler(c.node)  # type: ignore[attr-defined]
+    params = b'{"channel": "news:1", "data": ' + DEEP + b"}"
+    reply = await handler._legacy_one(LegacyCommand(id=7, method="publish", params=Raw(params)))
+    assert reply == {"id": 7, "error": {"code": 107, "message": "bad request"}}
+
+
+async def test_deeply_nested_b64data_is_107(make: Any, caplog: pytest.LogCaptureFixture) -> None:
+    """b64data checked against a JSON data format: too deep to decode is not JSON."""
+    c = await make()
+    body = {"channel": "obj:1", "b64data": base64.b64encode(b'{"a":' + DEEP + b"}").decode()}
+    assert await call(c, "publish", body) == {"error": {"code": 107, "message": "bad request"}}
+    assert not [r for r in caplog.records if r.exc_info]  # no traceback logged
+
+
+@pytest.mark.parametrize(
+    ("disconnect", "code"),
+    [
+        ({"code": 3000, "reason": "r"}, None),
+        ({"code": 4999, "reason": "x" * 123}, None),
+        ({"code": 4000, "reason": "\u00e9" * 61}, None),  # 122 bytes
+        ({"code": 2999, "reason": "r"}, 107),
+        ({"code": 5000, "reason": "r"}, 107),
+        ({"code": 0}, 107),
+        ({"code": 1000, "reason": "normal"}, 107),
+        ({"code": 4000, "reason": "x" * 124}, 107),
+        ({"code": 4000, "reason": "\u00e9" * 62}, 107),  # 62 characters, 124 bytes
+    ],
+)
+async def test_disconnect_code_and_reason_limits(
+    make: Any, disconnect: dict[str, Any], code: int | None
+) -> None:
+    """A close frame carries a code in 3000-4999 and at most 123 bytes of reason."""
+    c = await make()
+    out = await call(c, "disconnect", {"user": "u", "disconnect": disconnect})
+    if code is None:
+        assert out == {"result": {}}
+    else:
+        assert out == {"error": {"code": code, "message": _MESSAGES[code]}}
+    batch = {"commands": [{"disconnect": {"user": "u", "disconnect": disconnect}}]}
+    replies = (await call(c, "batch", batch))["replies"]
+    assert replies == [{"disconnect": {}} if code is None else out]
 
 
 async def test_oversized_body_is_413(make: Any) -> None:

@@ -51,13 +51,9 @@ from centrifuge_asgi.protocol.messages import (
     SubscribeResult,
     UnsubscribePush,
 )
-from centrifuge_asgi.protocol.protobuf_codec import (
-    PROTOBUF,
-    decode_emulation_request,
-    split_delimited,
-    uvarint,
-)
+from centrifuge_asgi.protocol.protobuf_codec import PROTOBUF, split_delimited, uvarint
 from centrifuge_asgi.session import Session, TransportInfo
+from centrifuge_asgi.transports.emulation import parse_request
 from centrifuge_asgi.transports.websocket import negotiate
 from tests.interop.support import make_config, token
 
@@ -117,10 +113,14 @@ def test_malformed_frames_raise_protocol_error(frame: bytes) -> None:
 
 
 def test_emulation_request() -> None:
+    """What ``POST /emulation`` parses a Protobuf body with (``application/octet-stream``)."""
     body = sdk.EmulationRequest(node="n1", session="s1", data=b"\x00").SerializeToString()
-    assert decode_emulation_request(body) == ("n1", "s1", b"\x00")
-    with pytest.raises(ProtocolError):
-        decode_emulation_request(b"\x0a\x05")
+    assert parse_request(body, protobuf=True) == ("n1", "s1", b"\x00")
+    assert parse_request(b"", protobuf=True) == ("", "", b"")
+    for bad in (b"\x0a\x05", b"\x12\x01\xff", b"\x07"):  # cut, session not UTF-8, bad tag
+        assert parse_request(bad, protobuf=True) is None
+    # the same body is no JSON emulation request
+    assert parse_request(body, protobuf=False) is None
 
 
 # ----------------------------------------------------------------------------- commands

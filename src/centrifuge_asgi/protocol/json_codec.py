@@ -11,6 +11,28 @@ _decoder = msgspec.json.Decoder(Command)
 _encoder = msgspec.json.Encoder()
 _validator = msgspec.json.Decoder(msgspec.Raw)  # parses (validates) without building objects
 
+DECODE_ERRORS = (msgspec.DecodeError, RecursionError)
+"""What decoding untrusted JSON can raise: malformed input, or nesting too deep to parse."""
+
+
+def one_line(data: bytes) -> bytes:
+    """An encoded message checked to be valid UTF-8 JSON and put on a single line.
+
+    Raises InappropriateProtocol when it is not (a binary payload published by a Protobuf
+    client, or one nested too deeply to check). In valid JSON a raw CR or LF can only be
+    whitespace (inside an embedded payload), so both are dropped: newlines separate
+    messages in a frame or a stream, and either one would end an SSE line.
+    """
+    try:
+        _validator.decode(data)
+        if not data.isascii():
+            data.decode()
+    except (*DECODE_ERRORS, UnicodeDecodeError) as exc:
+        raise InappropriateProtocol(str(exc)) from None
+    if b"\n" in data or b"\r" in data:
+        return data.translate(None, b"\r\n")
+    return data
+
 
 class JsonCodec:
     """Text frames; one compact JSON object per line (the SDKs split on ``\\n``)."""
@@ -27,7 +49,7 @@ class JsonCodec:
                 continue
             try:
                 commands.append(_decoder.decode(line))
-            except msgspec.DecodeError as exc:
+            except DECODE_ERRORS as exc:
                 raise ProtocolError(str(exc)) from exc
         if not commands:
             raise ProtocolError("frame contains no command")
@@ -35,16 +57,7 @@ class JsonCodec:
 
     def encode_reply(self, reply: Reply) -> bytes:
         """Raises InappropriateProtocol when a payload is not JSON (e.g. Protobuf bytes)."""
-        data = _encoder.encode(reply)
-        try:
-            _validator.decode(data)
-            if not data.isascii():
-                data.decode()
-        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
-            raise InappropriateProtocol(str(exc)) from None
-        # The message is valid JSON, so a raw newline can only be whitespace inside an
-        # embedded payload; drop it, as newlines separate messages in a frame.
-        return data.replace(b"\n", b"") if b"\n" in data else data
+        return one_line(_encoder.encode(reply))
 
     def join(self, messages: list[bytes]) -> bytes:
         return b"\n".join(messages)

@@ -332,7 +332,11 @@ class ProtobufCodec:
 
 
 def decode_emulation_request(body: bytes) -> tuple[str, str, bytes]:
-    """``(node, session, data)`` of a Protobuf ``/emulation`` request body (not delimited)."""
+    """``(node, session, data)`` of a Protobuf ``/emulation`` request body (not delimited).
+
+    What :func:`centrifuge_asgi.transports.emulation.parse_request` uses for a body sent
+    as ``application/octet-stream``.
+    """
     try:
         m = pb.EmulationRequest.FromString(body)
     except DecodeError as exc:

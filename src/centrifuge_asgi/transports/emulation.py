@@ -16,33 +16,28 @@ Without a forwarder, another node's id answers 404.
 from __future__ import annotations
 
 import functools
-import importlib
 import logging
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import anyio
 import msgspec
 from starlette.routing import BaseRoute, Route
 
+from ..protocol.codec import ProtocolError
+from ..protocol.json_codec import DECODE_ERRORS
+from ..protocol.protobuf_codec import decode_emulation_request
 from ..session import TransportInfo
-from .streaming import (
+from .http_common import (
     OCTET_STREAM,
-    PREFLIGHT,
-    BodyTooLarge,
-    ClientGone,
     Headers,
     Receive,
     Scope,
     Send,
-    StreamFormat,
+    accept_request,
     content_type,
-    cors_headers,
-    protobuf_codec,
-    read_body,
-    request_headers,
     respond,
-    serve_stream,
 )
+from .streaming import StreamFormat, serve_stream
 
 if TYPE_CHECKING:
     from ..node import Node
@@ -157,62 +152,43 @@ class _JsonRequest(msgspec.Struct):
 _json_request = msgspec.json.Decoder(_JsonRequest)
 
 
-@functools.cache
-def _protobuf_request_type() -> Any:
-    try:
-        return importlib.import_module("centrifuge_asgi.protocol.client_pb2").EmulationRequest
-    except (ImportError, AttributeError):
-        return None
-
-
 def parse_request(body: bytes, protobuf: bool) -> tuple[str, str, bytes] | None:
-    """``(node, session, data)`` of an emulation request, or None when unparsable."""
+    """``(node, session, data)`` of an emulation request, or None when unparsable.
+
+    JSON: ``{"session", "node", "data"}`` with the commands as a string. Protobuf: an
+    ``EmulationRequest`` (see :func:`~..protocol.protobuf_codec.decode_emulation_request`).
+    """
     if protobuf:
-        cls = _protobuf_request_type()
-        if cls is None:
-            return None
         try:
-            msg = cls.FromString(body)
-        except Exception:  # google.protobuf.message.DecodeError
+            return decode_emulation_request(body)
+        except ProtocolError:
             return None
-        return str(msg.node), str(msg.session), bytes(msg.data)
     try:
         req = _json_request.decode(body)
-    except msgspec.DecodeError:
+    except DECODE_ERRORS:
         return None
     return req.node, req.session, req.data.encode()
 
 
 class EmulationEndpoint:
-    """``POST /emulation``: 204, 400 unparsable, 404 unknown node, 413 too large."""
+    """``POST /emulation``: 204; 400 unparsable, 403 Origin refused, 404 unknown node, 413
+    too large. No admission beyond the Origin: the connections it feeds already exist."""
 
     def __init__(self, node: Node) -> None:
         self.node = node
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         node = self.node
-        headers = request_headers(scope)
-        cors = cors_headers(headers, node.config.client.allowed_origins)
-        method = scope.get("method", "GET")
-        if method == "OPTIONS":
-            await respond(send, 204, [*cors, *PREFLIGHT])
+        limit = node.config.emulation.max_request_body_size
+        req = await accept_request(node, scope, receive, send, limit=limit, connection=False)
+        if req is None:
             return
-        if method != "POST":
-            await respond(send, 405, cors)
-            return
-        try:
-            body = await read_body(receive, node.config.emulation.max_request_body_size)
-        except BodyTooLarge:
-            await respond(send, 413, cors)
-            return
-        except ClientGone:
-            return
-        parsed = parse_request(body, content_type(headers) == OCTET_STREAM)
+        parsed = parse_request(req.body, content_type(req.headers) == OCTET_STREAM)
         if parsed is None:
-            await respond(send, 400, cors)
+            await respond(send, 400, req.cors)
             return
         node_id, session_id, data = parsed
-        await respond(send, await deliver(node, node_id, session_id, data), cors)
+        await respond(send, await deliver(node, node_id, session_id, data), req.cors)
 
 
 def routes(node: Node) -> list[BaseRoute]:
@@ -231,7 +207,7 @@ __all__ = [
     "EmulationStream",
     "deliver",
     "feed_local",
-    "protobuf_codec",
+    "parse_request",
     "routes",
     "serve_emulated",
 ]

@@ -13,31 +13,16 @@ from typing import TYPE_CHECKING
 from starlette.routing import BaseRoute, Route
 
 from ..protocol.json_codec import JSON
+from ..protocol.protobuf_codec import PROTOBUF
 from .emulation import serve_emulated
-from .streaming import (
-    OCTET_STREAM,
-    PREFLIGHT,
-    BodyTooLarge,
-    ClientGone,
-    Receive,
-    Scope,
-    Send,
-    StreamFormat,
-    admission_status,
-    content_type,
-    cors_headers,
-    json_lines,
-    protobuf_codec,
-    read_body,
-    request_headers,
-    respond,
-)
+from .http_common import OCTET_STREAM, Receive, Scope, Send, accept_request, content_type
+from .streaming import StreamFormat, json_lines
 
 if TYPE_CHECKING:
     from ..node import Node
-    from ..protocol.codec import Codec
 
 JSON_STREAM = StreamFormat(b"application/json", json_lines)
+PROTOBUF_STREAM = StreamFormat(OCTET_STREAM.encode(), PROTOBUF.join)
 
 
 class HttpStreamEndpoint:
@@ -48,45 +33,22 @@ class HttpStreamEndpoint:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         node = self.node
-        headers = request_headers(scope)
-        cors = cors_headers(headers, node.config.client.allowed_origins)
-        method = scope.get("method", "GET")
-        if method == "OPTIONS":
-            await respond(send, 204, [*cors, *PREFLIGHT])
+        limit = node.config.http_stream.max_request_body_size
+        req = await accept_request(node, scope, receive, send, limit=limit)
+        if req is None:
             return
-        if method != "POST":
-            await respond(send, 405, cors)
-            return
-        refused = admission_status(node, headers)
-        if refused is not None:
-            await respond(send, refused, cors)
-            return
-        codec: Codec = JSON
-        fmt = JSON_STREAM
-        if content_type(headers) == OCTET_STREAM:
-            protobuf = protobuf_codec()
-            if protobuf is None:
-                await respond(send, 415, cors)
-                return
-            codec, fmt = protobuf, StreamFormat(OCTET_STREAM.encode(), protobuf.join)
-        try:
-            body = await read_body(receive, node.config.http_stream.max_request_body_size)
-        except BodyTooLarge:
-            await respond(send, 413, cors)
-            return
-        except ClientGone:
-            return
+        protobuf = content_type(req.headers) == OCTET_STREAM
         await serve_emulated(
             node,
             scope,
             receive,
             send,
             name="http_stream",
-            codec=codec,
-            fmt=fmt,
-            first_frame=body,
-            headers=headers,
-            extra_headers=cors,
+            codec=PROTOBUF if protobuf else JSON,
+            fmt=PROTOBUF_STREAM if protobuf else JSON_STREAM,
+            first_frame=req.body,
+            headers=req.headers,
+            extra_headers=req.cors,
         )
 
 

@@ -1,36 +1,23 @@
-"""Plumbing shared by the HTTP streaming transports (HTTP-streaming, SSE, uni variants).
+"""Serving a session as a streaming HTTP response (HTTP-streaming, SSE, uni variants).
 
-Raw ASGI helpers: request headers and body with a size cap, admission checks, Centrifugo's
-CORS headers, and :func:`serve_stream`, which turns a session's outbox into a chunked
-response body (one write per batch) until the session closes or the client goes away.
+:func:`serve_stream` turns a session's outbox into a chunked response body (one write per
+batch) until the session closes or the client goes away; :class:`StreamFormat` says how
+each transport frames its messages. Request handling lives in :mod:`.http_common`.
 """
 
 from __future__ import annotations
 
-import functools
-import importlib
-import logging
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qs
 
 import anyio
 
 from ..codes import DisconnectCode
-from .origin import origin_allowed
+from .http_common import Headers, Receive, Scope, Send
 
 if TYPE_CHECKING:
-    from ..node import Node
-    from ..protocol.codec import Codec
     from ..session import Session
-
-log = logging.getLogger("centrifuge_asgi.streaming")
-
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
-Headers = list[tuple[bytes, bytes]]
 
 WRITE_TIMEOUT = 10.0  # per write; Centrifugo resets a 10 s write deadline around each
 FINISH_TIMEOUT = 5.0  # bound for releasing a session after its stream ended
@@ -41,107 +28,6 @@ NO_CACHE: Headers = [
     (b"expire", b"0"),
     (b"x-accel-buffering", b"no"),
 ]
-PREFLIGHT: Headers = [
-    (b"access-control-max-age", b"300"),
-    (b"access-control-allow-methods", b"POST, OPTIONS"),
-]
-OCTET_STREAM = "application/octet-stream"
-
-
-# ------------------------------------------------------------------------- request
-
-
-def request_headers(scope: Scope) -> dict[str, str]:
-    """Lower-cased header names; the last value wins."""
-    return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
-
-
-def query_param(scope: Scope, name: str) -> str | None:
-    values = parse_qs(scope.get("query_string", b"").decode("latin-1")).get(name)
-    return values[0] if values else None
-
-
-def content_type(headers: dict[str, str]) -> str:
-    return headers.get("content-type", "").split(";", 1)[0].strip().lower()
-
-
-class BodyTooLarge(Exception):
-    """The request body exceeds the endpoint's ``max_request_body_size``."""
-
-
-class ClientGone(Exception):
-    """The client disconnected before its request body was read."""
-
-
-async def read_body(receive: Receive, limit: int) -> bytes:
-    """The whole request body; :class:`BodyTooLarge` past ``limit`` bytes (0: no cap)."""
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise ClientGone
-        chunk: bytes = message.get("body", b"")
-        size += len(chunk)
-        if limit > 0 and size > limit:
-            raise BodyTooLarge
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return b"".join(chunks)
-
-
-# ------------------------------------------------------------------------ response
-
-
-def cors_headers(headers: dict[str, str], allowed: Sequence[str]) -> Headers:
-    """Centrifugo's CORS middleware: allow an allowed Origin with credentials."""
-    origin = headers.get("origin")
-    if not origin or not origin_allowed(origin, headers.get("host"), allowed):
-        return []
-    out: Headers = [
-        (b"access-control-allow-origin", origin.encode("latin-1")),
-        (b"access-control-allow-credentials", b"true"),
-    ]
-    requested = headers.get("access-control-request-headers")
-    if requested and requested != "null":
-        out.append((b"access-control-allow-headers", requested.encode("latin-1")))
-    return out
-
-
-async def respond(
-    send: Send, status: int, headers: Sequence[tuple[bytes, bytes]] = (), body: bytes = b""
-) -> None:
-    """A complete, non-streaming response."""
-    out = list(headers)
-    if body:
-        out.append((b"content-length", str(len(body)).encode()))
-    await send({"type": "http.response.start", "status": status, "headers": out})
-    await send({"type": "http.response.body", "body": body})
-
-
-def admission_status(node: Node, headers: dict[str, str]) -> int | None:
-    """Why a new connection is refused (an HTTP status), or None to accept it."""
-    cfg = node.config.client
-    if not node.running:
-        log.error("connection refused: node not started (use lifespan=node.lifespan)")
-        return 503
-    if not origin_allowed(headers.get("origin"), headers.get("host"), cfg.allowed_origins):
-        log.info("connection refused: origin %r not allowed", headers.get("origin"))
-        return 403
-    if cfg.connection_limit > 0 and node.registry.num_clients >= cfg.connection_limit:
-        return 503
-    return None
-
-
-@functools.cache
-def protobuf_codec() -> Codec | None:
-    """The Protobuf codec when this build has one (``protocol/protobuf_codec.py``)."""
-    try:
-        module = importlib.import_module("centrifuge_asgi.protocol.protobuf_codec")
-    except ImportError:
-        return None
-    codec: Codec | None = getattr(module, "PROTOBUF", None)
-    return codec
 
 
 # ------------------------------------------------------------------------- framing

@@ -16,7 +16,16 @@ import anyio
 
 from ..codes import DisconnectCode
 from ..session import Session
-from .streaming import Receive, Scope, Send, admission_status, query_param, request_headers
+from .http_common import (
+    CONNECT_PARAM,
+    Receive,
+    Scope,
+    Send,
+    admission_status,
+    deny_handshake,
+    query_param,
+    request_headers,
+)
 from .unidirectional import UNI_JSON, UniJsonCodec, connect_session, parse_connect, release
 
 if TYPE_CHECKING:
@@ -26,14 +35,6 @@ log = logging.getLogger("centrifuge_asgi.uni_websocket")
 
 _NO_DISCONNECT_PUSH = UniJsonCodec(disconnect_push=False)
 _MESSAGE_TOO_BIG = 1009
-
-
-async def _deny(scope: Scope, send: Send, status: int) -> None:
-    if "websocket.http.response" in scope.get("extensions", {}):
-        await send({"type": "websocket.http.response.start", "status": status, "headers": []})
-        await send({"type": "websocket.http.response.body", "body": b""})
-    else:
-        await send({"type": "websocket.close", "code": 1008, "reason": ""})
 
 
 class UniWebSocketEndpoint:
@@ -49,10 +50,10 @@ class UniWebSocketEndpoint:
         headers = request_headers(scope)
         refused = admission_status(node, headers)
         if refused is not None:
-            await _deny(scope, send, refused)
+            await deny_handshake(scope, send, refused)
             return
         await send({"type": "websocket.accept"})
-        query = query_param(scope, "cf_connect")
+        query = query_param(scope, CONNECT_PARAM)
         data = query.encode() if query is not None else await self._first_message(receive, send)
         if data is None:
             return
@@ -102,8 +103,14 @@ class UniWebSocketEndpoint:
                     return
 
         async def write(frame: bytes) -> None:
+            try:
+                text = frame.decode()
+            except UnicodeDecodeError:
+                # not JSON text (the codec lets no such push through; never a traceback)
+                session.disconnect(DisconnectCode.INAPPROPRIATE_PROTOCOL)
+                return
             with anyio.fail_after(write_timeout):
-                await send({"type": "websocket.send", "text": frame.decode()})
+                await send({"type": "websocket.send", "text": text})
 
         async def pump() -> None:
             try:

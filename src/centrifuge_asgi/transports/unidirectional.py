@@ -17,27 +17,11 @@ import msgspec
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 
 from ..protocol.codec import ProtocolError
+from ..protocol.json_codec import DECODE_ERRORS, one_line
 from ..protocol.messages import Command, ConnectRequest, Reply
 from ..session import Session, TransportInfo
-from .streaming import (
-    FINISH_TIMEOUT,
-    PREFLIGHT,
-    SSE,
-    BodyTooLarge,
-    ClientGone,
-    Headers,
-    Receive,
-    Scope,
-    Send,
-    StreamFormat,
-    admission_status,
-    cors_headers,
-    json_lines,
-    read_body,
-    request_headers,
-    respond,
-    serve_stream,
-)
+from .http_common import CONNECT_PARAM, Headers, Receive, Scope, Send, accept_request, respond
+from .streaming import FINISH_TIMEOUT, SSE, StreamFormat, json_lines, serve_stream
 
 if TYPE_CHECKING:
     from ..config import ConnectCodeToHttpResponse
@@ -52,8 +36,12 @@ _connect_decoder = msgspec.json.Decoder(ConnectRequest)
 class UniJsonCodec:
     """JSON for unidirectional clients: bare pushes, ``{}`` pings, no commands.
 
-    With ``disconnect_push=False`` the Disconnect push encodes to nothing (writers skip
-    empty messages), for ``uni_websocket.disable_disconnect_push``.
+    Pushes are checked and put on one line as the bidirectional JSON codec does
+    (:func:`~..protocol.json_codec.one_line`): a payload that is not JSON (binary data
+    from ``b64data`` or a Protobuf client) raises InappropriateProtocol, and the client
+    is disconnected with 3506. With ``disconnect_push=False`` the Disconnect push
+    encodes to nothing (writers skip empty messages), for
+    ``uni_websocket.disable_disconnect_push``.
     """
 
     binary = False
@@ -72,7 +60,7 @@ class UniJsonCodec:
             return b"{}"  # a ping; command replies do not exist here
         if push.disconnect is not None and not self.disconnect_push:
             return b""
-        return _push_encoder.encode(push)
+        return one_line(_push_encoder.encode(push))
 
     def join(self, messages: list[bytes]) -> bytes:
         return b"\n".join(messages)
@@ -88,7 +76,7 @@ def parse_connect(data: bytes) -> ConnectRequest | None:
         return ConnectRequest()
     try:
         return _connect_decoder.decode(data)
-    except msgspec.DecodeError:
+    except DECODE_ERRORS:
         return None
 
 
@@ -160,25 +148,8 @@ class UniHttpStreamEndpoint:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         node = self.node
         cfg = node.config.uni_http_stream
-        headers = request_headers(scope)
-        cors = cors_headers(headers, node.config.client.allowed_origins)
-        method = scope.get("method", "GET")
-        if method == "OPTIONS":
-            await respond(send, 204, [*cors, *PREFLIGHT])
-            return
-        if method != "POST":
-            await respond(send, 405, cors)
-            return
-        refused = admission_status(node, headers)
-        if refused is not None:
-            await respond(send, refused, cors)
-            return
-        try:
-            body = await read_body(receive, cfg.max_request_body_size)
-        except BodyTooLarge:
-            await respond(send, 413, cors)
-            return
-        except ClientGone:
+        req = await accept_request(node, scope, receive, send, limit=cfg.max_request_body_size)
+        if req is None:
             return
         await serve_unidirectional(
             node,
@@ -187,9 +158,9 @@ class UniHttpStreamEndpoint:
             send,
             name="uni_http_stream",
             fmt=UNI_JSON_STREAM,
-            data=body,
-            headers=headers,
-            cors=cors,
+            data=req.body,
+            headers=req.headers,
+            cors=req.cors,
             to_http=cfg.connect_code_to_http_response,
         )
 
@@ -201,18 +172,18 @@ class UniSseEndpoint:
         self.node = node
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        from .sse import connect_payload
-
         node = self.node
         cfg = node.config.uni_sse
-        headers = request_headers(scope)
-        cors = cors_headers(headers, node.config.client.allowed_origins)
-        refused = admission_status(node, headers)
-        if refused is not None:
-            await respond(send, refused, cors)
-            return
-        data = await connect_payload(scope, receive, send, cfg.max_request_body_size, cors)
-        if data is None:
+        req = await accept_request(
+            node,
+            scope,
+            receive,
+            send,
+            limit=cfg.max_request_body_size,
+            preflight=False,
+            get_param=CONNECT_PARAM,
+        )
+        if req is None:
             return
         await serve_unidirectional(
             node,
@@ -221,9 +192,9 @@ class UniSseEndpoint:
             send,
             name="uni_sse",
             fmt=SSE,
-            data=data,
-            headers=headers,
-            cors=cors,
+            data=req.body,
+            headers=req.headers,
+            cors=req.cors,
             to_http=cfg.connect_code_to_http_response,
         )
 

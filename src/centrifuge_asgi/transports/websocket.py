@@ -7,7 +7,6 @@ in a text frame, or length-delimited Protobuf in a binary frame).
 
 from __future__ import annotations
 
-import logging
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
@@ -19,24 +18,14 @@ from ..protocol.codec import Codec
 from ..protocol.json_codec import JSON
 from ..protocol.protobuf_codec import PROTOBUF
 from ..session import Session, TransportInfo
-from .origin import origin_allowed
+from .http_common import Receive, Scope, Send, admission_status, deny_handshake, request_headers
 
 if TYPE_CHECKING:
     from ..node import Node
 
-log = logging.getLogger("centrifuge_asgi.websocket")
-
-Scope = dict[str, Any]
-Receive = Any
-Send = Any
-
 _MESSAGE_TOO_BIG = 1009
 _COMMAND_GRACE = 5.0  # seconds an in-flight command may run on after the connection closed
 _SUBPROTOCOLS = ("centrifuge-json", "centrifuge-protobuf")
-
-
-def _headers(scope: Scope) -> dict[str, str]:
-    return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
 
 
 def negotiate(scope: Scope) -> tuple[Codec, str | None]:
@@ -55,15 +44,6 @@ def negotiate(scope: Scope) -> tuple[Codec, str | None]:
     return JSON, chosen
 
 
-async def _deny(scope: Scope, send: Send, status: int) -> None:
-    """Refuse the handshake: an HTTP status where the server supports it, else a close."""
-    if "websocket.http.response" in scope.get("extensions", {}):
-        await send({"type": "websocket.http.response.start", "status": status, "headers": []})
-        await send({"type": "websocket.http.response.body", "body": b""})
-    else:
-        await send({"type": "websocket.close", "code": 1008, "reason": ""})
-
-
 class WebSocketEndpoint:
     """ASGI app for one WebSocket route, bound to a node."""
 
@@ -75,18 +55,10 @@ class WebSocketEndpoint:
         msg = await receive()
         if msg["type"] != "websocket.connect":
             return
-        headers = _headers(scope)
-        cfg = node.config.client
-        if not node.running:
-            log.error("connection refused: node not started (use lifespan=node.lifespan)")
-            await _deny(scope, send, 503)
-            return
-        if not origin_allowed(headers.get("origin"), headers.get("host"), cfg.allowed_origins):
-            log.info("connection refused: origin %r not allowed", headers.get("origin"))
-            await _deny(scope, send, 403)
-            return
-        if cfg.connection_limit > 0 and node.registry.num_clients >= cfg.connection_limit:
-            await _deny(scope, send, 503)
+        headers = request_headers(scope)
+        refused = admission_status(node, headers)
+        if refused is not None:  # not started or shutting down, Origin, connection limit
+            await deny_handshake(scope, send, refused)
             return
         codec, subprotocol = negotiate(scope)
         accept: dict[str, Any] = {"type": "websocket.accept"}
