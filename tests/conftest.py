@@ -178,11 +178,34 @@ def live_server() -> Iterator[LiveServerFactory]:
 # --------------------------------------------------------------------------- node scenarios
 
 
+NODE_MAJOR_MIN = 20
+
+
+@functools.cache
+def _node_problem() -> str | None:
+    """Why the ``node`` on PATH cannot run the scenarios (None when it can)."""
+    node = shutil.which("node")
+    if node is None:
+        return f"node is not on PATH (Node >= {NODE_MAJOR_MIN} required)"
+    try:
+        proc = subprocess.run(
+            [node, "-p", "process.versions.node"], capture_output=True, text=True, timeout=30
+        )
+        version = proc.stdout.strip()
+        major = int(version.split(".")[0])
+    except (OSError, subprocess.TimeoutExpired, ValueError) as exc:
+        return f"{node} does not report its version ({exc!r})"
+    if major < NODE_MAJOR_MIN:
+        return f"{node} is v{version}; Node >= {NODE_MAJOR_MIN} is required"
+    return None
+
+
 def _check_node() -> None:
-    """Skip (locally) or fail (CI=true) when node or tests/js/node_modules is missing."""
+    """Skip (locally) or fail (CI=true) when node (>= 20) or tests/js/node_modules is missing."""
     ci = os.environ.get("CI") == "true"
-    if shutil.which("node") is None:
-        problem = "node is not on PATH (Node >= 20 required)"
+    node_problem = _node_problem()
+    if node_problem is not None:
+        problem = node_problem
     elif not (JS_DIR / "node_modules" / "centrifuge").is_dir():
         problem = "node_modules missing: run npm ci " + (
             "in tests/js" if ci else "--prefix tests/js"

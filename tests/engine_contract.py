@@ -52,6 +52,7 @@ from centrifuge_asgi.engines.base import (
     StreamPosition,
 )
 from centrifuge_asgi.errors import ClientError
+from centrifuge_asgi.subscriptions import _is_recovered
 
 HISTORY = PublishOptions(history_size=10, history_ttl=60.0)
 NO_HISTORY = PublishOptions()
@@ -103,16 +104,13 @@ async def wait_for(predicate: Callable[[], bool]) -> None:
 
 
 def recovery_outcome(result: HistoryResult, since_offset: int) -> tuple[bool, list[int]]:
-    """The node's recovery decision for a read since ``since_offset`` (epoch already matched).
+    """The node's own recovery decision (``subscriptions._is_recovered``, what a subscribe
+    with ``recover`` uses) for a read since ``since_offset`` (epoch already matched).
 
     Returns ``(recovered, offsets sent to the client)``; recovery is all or nothing.
     """
     pubs = result.publications
-    top = result.position.offset
-    if not pubs:
-        recovered = top == since_offset
-    else:
-        recovered = pubs[0].offset == since_offset + 1 and pubs[-1].offset == top
+    recovered = _is_recovered(since_offset, pubs, result.position)
     return recovered, [pub.offset for pub in pubs] if recovered else []
 
 

@@ -95,7 +95,7 @@ def test_clients_recover_exactly_when_the_stream_survived(
         for timer in timers:
             timer.join(15)
     assert result["outage"]["code"] == 100  # the API's internal error, no hang
-    assert result["outage"]["elapsed"] < 2.0  # io_timeout (1 s) + 1 s at most
+    assert result["outage"]["elapsed"] < 3.0  # io_timeout (1 s) + 2 s margin: no hang
     assert result["subErrors"] == [100]  # subscribing while Redis is down: error 100
     first, again = result["subscribedX"]
     assert first == {"wasRecovering": False, "recovered": False}

@@ -21,6 +21,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import anyio
@@ -35,6 +36,7 @@ from tests.engine_contract import EngineContract, EngineUnderTest, RecordingHand
 # Under CI=true a missing redis-py fails the module (the `redis` extra must be installed).
 redis_py = __import__("redis") if os.environ.get("CI") == "true" else pytest.importorskip("redis")
 
+from centrifuge_asgi.engines import redis as redis_engine  # noqa: E402
 from centrifuge_asgi.engines.redis import (  # noqa: E402
     RedisBroker,
     RedisPresenceManager,
@@ -497,20 +499,39 @@ async def test_lost_meta_starts_a_new_epoch_without_old_entries(engine: EngineUn
 
 
 @pytest.mark.anyio
-async def test_presence_expires_without_refresh() -> None:
+async def test_presence_expires_without_refresh(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each entry expires ``presence_ttl`` after its last add: its ZSET score is that expiry
+    (unix seconds by the node's clock), and a read drops what is past it. The node's clock is
+    faked here, so the entries' expiry needs no sleeping; the keys' own Redis TTL (the
+    backstop for a channel nobody reads) is real, and checked to be the presence TTL."""
     require_main_redis()
-    config = redis_config("127.0.0.1:6379", presence_ttl="1s")
+    now = time.time()
+    clock = SimpleNamespace(time=lambda: now)
+    monkeypatch.setattr(redis_engine, "time", clock)
+    config = redis_config("127.0.0.1:6379", presence_ttl="10s")
+    prefix = config.engine.redis.prefix
+    data_key, expire_key = f"{prefix}.presence.data.p", f"{prefix}.presence.expire.p"
     presence = RedisPresenceManager.from_config(config.engine.redis)
     try:
+        started = now
         await presence.add_presence("p", "gone", ClientInfo("u1", "gone"))
-        await anyio.sleep(0.6)
+        now = started + 6
         await presence.add_presence("p", "live", ClientInfo("u2", "live"))
-        await anyio.sleep(0.6)
+        scores = dict(sync_redis().zrange(expire_key, 0, -1, withscores=True))
+        assert scores == pytest.approx({b"gone": started + 10, b"live": started + 16}, abs=1e-3)
+        for key in (data_key, expire_key):
+            assert 5000 < sync_redis().pttl(key) <= 10000  # refreshed by the last add
+
+        now = started + 9.5  # both still within their TTL
+        assert sorted(await presence.presence("p")) == ["gone", "live"]
+        now = started + 10.5  # "gone" was not refreshed: past its expiry
         assert list(await presence.presence("p")) == ["live"]
         stats = await presence.presence_stats("p")
         assert (stats.num_clients, stats.num_users) == (1, 1)
-        data_key = f"{config.engine.redis.prefix}.presence.data.p"
         assert sync_redis().hkeys(data_key) == [b"live"]
+        assert sync_redis().zrange(expire_key, 0, -1) == [b"live"]
+        now = started + 16.5
+        assert await presence.presence("p") == {}
     finally:
         await presence.close()
 
@@ -643,7 +664,11 @@ async def timed_failure(call: Any) -> float:
 @pytest.mark.anyio
 async def test_redis_down_fails_fast_then_everything_is_resubscribed() -> None:
     with redis_processes(1) as (proc,):
-        config = redis_config(proc.address, io_timeout="1s", connect_timeout="500ms")
+        # Redis refuses connections once killed: every call fails at once. The io_timeout is
+        # long, so the bounds below (half of it) prove no call waited for a reply or a
+        # confirmation, with seconds of margin for a loaded machine.
+        config = redis_config(proc.address, io_timeout="5s", connect_timeout="500ms")
+        fast = 2.5
         async with started_engine(config) as eng:
             assert isinstance(eng.broker, RedisBroker)
             broker, presence = eng.broker, eng.presence
@@ -666,9 +691,9 @@ async def test_redis_down_fails_fast_then_everything_is_resubscribed() -> None:
                 presence.presence_stats("x"),
             ]
             for call in calls:
-                assert await timed_failure(call) < 2.0
-            await until(lambda: not sub.connected, 2)
-            assert await timed_failure(broker.subscribe("during-outage")) < 0.5
+                assert await timed_failure(call) < fast
+            await until(lambda: not sub.connected, fast)
+            assert await timed_failure(broker.subscribe("during-outage")) < fast
             await broker.unsubscribe("during-outage")
 
             proc.start()  # empty: no persistence, no scripts loaded

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-import anyio
 import pytest
 
 from centrifuge_asgi import ClientError, ConnectReply, Node, RPCEvent
 from centrifuge_asgi.session import Session, TransportInfo
+from centrifuge_asgi.timers import Scheduler
 from tests.interop.support import make_config, token
 
 pytestmark = pytest.mark.anyio
@@ -93,20 +93,67 @@ async def test_reply_shapes_keep_required_fields(node: Node) -> None:
 
 
 async def test_publications_wait_for_the_subscribe_reply(node: Node) -> None:
-    """A publication arriving while subscribe is in flight comes after the reply, once."""
+    """Non-positioned: a publication arriving while subscribe is in flight is one push after
+    the reply."""
+    s = await connected(node)
+    original = node.broker.subscribe
+
+    async def subscribe_then_publish(channel: str) -> None:
+        await original(channel)  # delivery is live, the reply is not written yet
+        await node.publish(channel, {"n": "during"})
+
+    node.broker.subscribe = subscribe_then_publish  # type: ignore[method-assign]
+    await s.handle_frame(frame({"id": 2, "subscribe": {"channel": "chat:a"}}))
+    out = replies(s)
+    assert out[0] == {"id": 2, "subscribe": {}}
+    pushes = [r["push"] for r in out[1:]]
+    assert all(p["channel"] == "chat:a" for p in pushes)
+    # the buffered publication once, then the subscriber's own join (chat: pushes join/leave)
+    assert [next(k for k in p if k != "channel") for p in pushes] == ["pub", "join"]
+    assert pushes[0]["pub"]["data"] == {"n": "during"}
+
+
+async def test_publication_before_the_top_is_read_is_in_the_reply_position(node: Node) -> None:
+    """Positioned, no recovery: a publication that lands before the stream top is read is
+    counted in the reply's offset, so its buffered copy is a duplicate and is not pushed."""
     s = await connected(node)
     original = node.broker.history
 
-    async def slow_history(*args: Any, **kwargs: Any) -> Any:
+    async def publish_then_history(*args: Any, **kwargs: Any) -> Any:
         await node.publish("news:a", {"n": "during"})
         return await original(*args, **kwargs)
 
-    node.broker.history = slow_history  # type: ignore[method-assign]
+    node.broker.history = publish_then_history  # type: ignore[method-assign]
     await s.handle_frame(frame({"id": 2, "subscribe": {"channel": "news:a"}}))
     out = replies(s)
-    assert out[0]["id"] == 2
-    pushes = [r["push"]["pub"] for r in out[1:]]
-    assert pushes == [] or [p["data"] for p in pushes] == [{"n": "during"}]
+    assert len(out) == 1, out  # nothing after the reply
+    reply = out[0]
+    assert reply["id"] == 2
+    sub = reply["subscribe"]
+    assert sub["positioned"] is True and sub["offset"] == 1
+    assert "publications" not in sub and "recovered" not in sub
+    assert s.subs["news:a"].offset == 1
+
+
+async def test_publication_after_the_top_is_read_is_pushed_once(node: Node) -> None:
+    """Positioned: a publication that lands after the top is read (here: while presence is
+    added) is not in the reply's offset, so it follows the reply as exactly one push."""
+    s = await connected(node)
+    original = node.presence_manager.add_presence
+
+    async def add_presence_during_publish(*args: Any, **kwargs: Any) -> Any:
+        await node.publish("news:b", {"n": "during"})
+        return await original(*args, **kwargs)
+
+    node.presence_manager.add_presence = add_presence_during_publish  # type: ignore[method-assign]
+    await s.handle_frame(frame({"id": 2, "subscribe": {"channel": "news:b"}}))
+    reply, *rest = replies(s)
+    assert reply["id"] == 2
+    assert "offset" not in reply["subscribe"]  # top 0 at the time it was read
+    assert [r["push"]["channel"] for r in rest] == ["news:b"]
+    pub = rest[0]["push"]["pub"]
+    assert pub["data"] == {"n": "during"} and pub["offset"] == 1
+    assert s.subs["news:b"].offset == 1
 
 
 async def test_recovery_is_all_or_nothing(node: Node) -> None:
@@ -250,28 +297,68 @@ async def test_connecting_handler_authenticates_tokenless_clients(node: Node) ->
     assert node.registry.has_subscribers("chat:lobby")
 
 
-async def test_missed_pong_disconnects_3012() -> None:
-    cfg = make_config(ping_interval="200ms", pong_timeout="100ms")
-    async with Node(cfg) as n:
-        s = await connected(n)
-        with anyio.fail_after(2):  # pings arrive, no pong goes back, the outbox closes
-            while await s.outbox.take_all() is not None:
-                pass
-        assert (s.close_code, s.close_reason) == (3012, "no pong")
+class FakeClock:
+    """A monotonic clock that moves only when told to."""
+
+    def __init__(self) -> None:
+        self.now = 1024.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+async def pinging() -> AsyncIterator[tuple[Node, Callable[[float], None]]]:
+    """A node with 1 s pings and a 500 ms pong timeout on a fake clock, and
+    ``advance(seconds)``: move the clock and fire every timer that is due (steps are
+    binary fractions, so deadlines compare exactly)."""
+    clock = FakeClock()
+    n = Node(make_config(ping_interval="1s", pong_timeout="500ms"))
+    n.scheduler = Scheduler(clock=clock)  # before start: the node serves this one
+
+    def advance(seconds: float) -> None:
+        clock.now += seconds
+        n.scheduler.fire_due()
+
+    async with n:
+        yield n, advance
         await finish_all(n)
 
 
-async def test_answered_pings_keep_the_connection() -> None:
-    cfg = make_config(ping_interval="200ms", pong_timeout="100ms")
-    async with Node(cfg) as n:
-        s = await connected(n)
-        with anyio.move_on_after(0.8):
-            while True:
-                if b"{}" in s.outbox.drain():
-                    await s.handle_frame(b"{}")
-                await anyio.sleep(0.01)
+PING = b"{}"
+
+
+async def test_missed_pong_disconnects_3012(
+    pinging: tuple[Node, Callable[[float], None]],
+) -> None:
+    node, advance = pinging
+    s = await connected(node)
+    advance(0.75)
+    assert s.outbox.drain() == []  # not yet time to ping
+    advance(0.25)
+    assert s.outbox.drain() == [PING]
+    advance(0.25)
+    assert not s.closing  # the pong may still come
+    advance(0.25)
+    assert (s.close_code, s.close_reason) == (3012, "no pong")
+    assert await s.outbox.take_all() is None  # closed
+
+
+async def test_answered_pings_keep_the_connection(
+    pinging: tuple[Node, Callable[[float], None]],
+) -> None:
+    node, advance = pinging
+    s = await connected(node)
+    advance(1.0)
+    for _ in range(5):
+        assert s.outbox.drain() == [PING]
+        await s.handle_frame(PING)  # the pong
+        advance(0.75)  # past the pong deadline of the ping just answered
+        assert s.outbox.drain() == []
         assert not s.closing
-        await finish_all(n)
+        advance(0.25)  # the next ping, 1 s after the previous one
+    assert s.outbox.drain() == [PING]  # still pinged: the connection is alive
+    assert not s.closing
 
 
 async def test_finish_releases_channels_and_presence(node: Node) -> None:
