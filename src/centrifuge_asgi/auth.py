@@ -19,19 +19,18 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
-import http.client
 import logging
 import math
 import re
+import ssl
 import time
 import urllib.parse
-import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final, TypeAlias
 
 import anyio
-import anyio.to_thread
+import httpx
 import jwt
 import msgspec
 from cryptography import x509
@@ -93,6 +92,11 @@ _PLACEHOLDER: Final = re.compile(r"\{\{\s*([A-Za-z0-9_]+)\s*\}\}")
 _SAFE_PLACEHOLDER_VALUE: Final = re.compile(r"[A-Za-z0-9_-]+")
 _MAX_JWKS_BYTES: Final = 1 << 20
 _MAX_JWKS_URLS: Final = 256
+_JWKS_HEADERS: Final = {
+    "Accept": "application/json",
+    "Accept-Encoding": "identity",  # no decompression bombs: the size cap is on the wire
+    "User-Agent": "centrifuge-asgi",
+}
 
 _PublicKey: TypeAlias = rsa.RSAPublicKey | ec.EllipticCurvePublicKey | Ed25519PublicKey
 _Key: TypeAlias = bytes | _PublicKey
@@ -176,6 +180,26 @@ class _JWKSEntry:
     keys: dict[str, _JWK]
     fetched_at: float  # monotonic time of the last successful fetch
     attempted_at: float  # monotonic time of the last attempt
+    error: str | None = None  # why the last attempt failed (negative cache), None if it did not
+
+
+class _TokenBucket:
+    """``rate`` tokens per second, at most ``burst`` saved up; one token per JWKS fetch."""
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self._rate = rate
+        self._burst = float(max(1, burst))
+        self._tokens = self._burst
+        self._updated_at = time.monotonic()
+
+    def take(self, now: float) -> bool:
+        elapsed = max(0.0, now - self._updated_at)
+        self._tokens = min(self._burst, self._tokens + elapsed * self._rate)
+        self._updated_at = now
+        if self._tokens < 1.0:
+            return False
+        self._tokens -= 1.0
+        return True
 
 
 class TokenVerifier:
@@ -183,7 +207,22 @@ class TokenVerifier:
 
     JWKS key sets are cached per URL for ``jwks_cache_ttl`` seconds, so a key is always looked
     up by ``(url, kid)``; an unknown ``kid`` triggers at most one refetch per
-    ``jwks_refetch_interval`` seconds and URL.
+    ``jwks_refetch_interval`` seconds and URL, and a failed fetch is remembered (the token
+    is invalid without a new request) for as long.
+
+    Outbound fetches are bounded, because a templated URL turns every new ``aud``/``iss``
+    value into a request made before any signature is checked:
+
+    * a fetch, including waiting for a free slot, has ``http_timeout`` seconds in total
+      (a slowly dripping server cannot hold it longer) and is cancelled with its caller;
+      concurrent verifications that need the same URL share one fetch;
+    * redirects are not followed and proxy environment variables are ignored;
+    * all URLs together get ``jwks_fetch_rate`` fetches per second (bursts of up to
+      ``jwks_fetch_burst``) and ``jwks_max_concurrent_fetches`` at a time; beyond that a
+      token needing a fetch is invalid (:class:`JWKSUnavailable`);
+    * at most ``jwks_cache_size`` URLs are cached and a fresh entry (keys within their TTL,
+      a failure within the refetch interval) is never evicted: with the cache full of fresh
+      entries a new URL is refused instead of pushing out a working one.
     """
 
     def __init__(
@@ -194,6 +233,10 @@ class TokenVerifier:
         http_timeout: float = 5.0,
         jwks_cache_ttl: float = 300.0,
         jwks_refetch_interval: float = 5.0,
+        jwks_fetch_rate: float = 2.0,
+        jwks_fetch_burst: int = 10,
+        jwks_max_concurrent_fetches: int = 4,
+        jwks_cache_size: int = _MAX_JWKS_URLS,
         config_prefix: str = "client.token",
     ) -> None:
         self._cfg = cfg
@@ -201,6 +244,7 @@ class TokenVerifier:
         self._http_timeout = http_timeout
         self._jwks_ttl = jwks_cache_ttl
         self._jwks_refetch_interval = jwks_refetch_interval
+        self._jwks_cache_size = max(1, jwks_cache_size)
         self._user_claim = cfg.user_id_claim or "sub"
         if not _USER_CLAIM.fullmatch(self._user_claim):
             raise ConfigError(f"{config_prefix}.user_id_claim: must match ^[a-zA-Z_]+$")
@@ -212,7 +256,12 @@ class TokenVerifier:
         if self._jwks_url:
             self._check_jwks_url(f"{config_prefix}.jwks_public_endpoint")
         self._jwks: dict[str, _JWKSEntry] = {}
-        self._jwks_locks: dict[str, anyio.Lock] = {}
+        self._jwks_inflight: dict[str, anyio.Event] = {}  # URL → set when its fetch ends
+        self._jwks_budget = _TokenBucket(jwks_fetch_rate, jwks_fetch_burst)
+        self._jwks_slots = anyio.CapacityLimiter(max(1, jwks_max_concurrent_fetches))
+        self._refusal_logged_at = -math.inf
+        # the system trust store, as urllib used before; built once, not per fetch
+        self._ssl_context = ssl.create_default_context() if self._jwks_url else None
 
     async def verify_connect(self, token: str) -> ConnectToken:
         """Verify a connection token; raises :class:`TokenInvalid` / :class:`TokenExpired`."""
@@ -340,11 +389,21 @@ class TokenVerifier:
         if not kid:
             raise TokenInvalid("token has no kid header")
         jwk = self._cached_jwk(url, kid)
-        if jwk is None:
-            async with self._lock_for(url):
-                jwk = self._cached_jwk(url, kid)
-                if jwk is None:
-                    jwk = (await self._refresh_jwks(url)).get(kid)
+        if jwk is not None:
+            return jwk
+        inflight = self._jwks_inflight.get(url)
+        if inflight is None:
+            jwk = (await self._refresh_jwks(url)).get(kid)
+        else:
+            # another verification is fetching this URL: share its result (the fetch has
+            # its own deadline; this wait is bounded the same way)
+            with anyio.move_on_after(self._http_timeout):
+                await inflight.wait()
+            jwk = self._cached_jwk(url, kid)
+            if jwk is None:
+                entry = self._jwks.get(url)
+                if not inflight.is_set() or entry is None or entry.error is not None:
+                    raise JWKSUnavailable("JWKS key set is unavailable")
         if jwk is None:
             raise TokenInvalid("unknown token kid")
         return jwk
@@ -355,45 +414,125 @@ class TokenVerifier:
             return None
         return entry.keys.get(kid)
 
-    def _lock_for(self, url: str) -> anyio.Lock:
-        lock = self._jwks_locks.get(url)
-        if lock is None:
-            if len(self._jwks_locks) >= _MAX_JWKS_URLS:
-                self._jwks_locks = {u: lk for u, lk in self._jwks_locks.items() if lk.locked()}
-            lock = self._jwks_locks[url] = anyio.Lock()
-        return lock
-
     async def _refresh_jwks(self, url: str) -> dict[str, _JWK]:
-        """Fetch the key set of ``url``; ``{}`` if it was attempted too recently."""
+        """Fetch the key set of ``url``; ``{}`` if it was fetched too recently.
+
+        Raises :class:`JWKSUnavailable` when the last attempt failed within the refetch
+        interval, the cache is full of fresh entries, the fetch budget is spent, or the
+        fetch itself fails or runs out of time.
+        """
         now = time.monotonic()
         entry = self._jwks.get(url)
         if entry is not None and now - entry.attempted_at < self._jwks_refetch_interval:
+            if entry.error is not None:
+                raise JWKSUnavailable(f"JWKS fetch failed recently: {entry.error}")
             return {}
         if entry is None:
-            entry = self._new_jwks_entry(url)
+            self._make_room(url, now)
+        if not self._jwks_budget.take(now):
+            self._warn_refused("JWKS fetch of %s refused: fetch rate limit reached", url)
+            raise JWKSUnavailable("JWKS fetch rate limit reached")
+        # from here to the first await nothing yields: the entry and the in-flight marker
+        # are in place before another verification can look
+        created = entry is None
+        if entry is None:
+            entry = self._jwks[url] = _JWKSEntry({}, -math.inf, -math.inf)
+        previous = (entry.attempted_at, entry.error)
         entry.attempted_at = now
+        entry.error = "fetch did not complete"
+        done = self._jwks_inflight[url] = anyio.Event()
         try:
-            body = await anyio.to_thread.run_sync(_download, url, self._http_timeout)
+            with anyio.fail_after(self._http_timeout):
+                async with self._jwks_slots:
+                    body = await self._download(url)
             keys = _parse_jwks(body)
+        except TimeoutError as exc:
+            entry.error = f"no complete answer within {self._http_timeout:g} s"
+            log.warning("JWKS fetch from %s failed: %s", url, entry.error)
+            raise JWKSUnavailable(f"JWKS fetch failed: {entry.error}") from exc
         except (
             OSError,
             ValueError,
             RecursionError,
-            http.client.HTTPException,
+            httpx.HTTPError,
+            httpx.InvalidURL,
+            httpx.StreamError,
             msgspec.DecodeError,
         ) as exc:
-            log.warning("JWKS fetch from %s failed: %s", url, exc)
-            raise JWKSUnavailable(f"JWKS fetch failed: {exc}") from exc
+            entry.error = str(exc) or type(exc).__name__
+            log.warning("JWKS fetch from %s failed: %s", url, entry.error)
+            raise JWKSUnavailable(f"JWKS fetch failed: {entry.error}") from exc
+        except anyio.get_cancelled_exc_class():
+            # the caller was cancelled: that says nothing about the endpoint, so forget the
+            # attempt (the fetch budget still bounds how often this can happen)
+            if created:
+                self._jwks.pop(url, None)
+            else:
+                entry.attempted_at, entry.error = previous
+            raise
+        finally:
+            del self._jwks_inflight[url]
+            done.set()
         entry.keys = keys
         entry.fetched_at = time.monotonic()
+        entry.error = None
         return keys
 
-    def _new_jwks_entry(self, url: str) -> _JWKSEntry:
-        if len(self._jwks) >= _MAX_JWKS_URLS:
-            oldest = min(self._jwks, key=lambda u: self._jwks[u].attempted_at)
-            del self._jwks[oldest]
-        entry = self._jwks[url] = _JWKSEntry({}, -math.inf, -math.inf)
-        return entry
+    def _make_room(self, new_url: str, now: float) -> None:
+        """Drop stale entries when the cache is full; refuse if every entry is fresh."""
+        if len(self._jwks) < self._jwks_cache_size:
+            return
+        for url, entry in list(self._jwks.items()):
+            if (
+                now - entry.fetched_at >= self._jwks_ttl
+                and now - entry.attempted_at >= self._jwks_refetch_interval
+                and url not in self._jwks_inflight
+            ):
+                del self._jwks[url]
+        if len(self._jwks) >= self._jwks_cache_size:
+            self._warn_refused(
+                "JWKS fetch of %s refused: the cache is full of fresh key sets", new_url
+            )
+            raise JWKSUnavailable("too many JWKS URLs in use")
+
+    def _warn_refused(self, message: str, url: str) -> None:
+        """Log a refused fetch at most every 10 s (refusals are what an attack produces)."""
+        now = time.monotonic()
+        if now - self._refusal_logged_at >= 10.0:
+            self._refusal_logged_at = now
+            log.warning(message, url)
+
+    async def _download(self, url: str) -> bytes:
+        """GET a JWKS document: no redirects, no proxies from the environment, size-capped.
+
+        The caller puts the whole call under one deadline; httpx's own ``timeout`` only
+        bounds single network operations (connect, each read).
+        """
+        if not url.startswith(("http://", "https://")):
+            raise ValueError("JWKS URL must be http(s)")
+        async with (
+            httpx.AsyncClient(
+                follow_redirects=False,
+                trust_env=False,
+                verify=self._ssl_context or True,
+                timeout=self._http_timeout,
+                headers=_JWKS_HEADERS,
+            ) as client,
+            client.stream("GET", url) as response,
+        ):
+            if response.status_code != 200:
+                raise ValueError(f"HTTP status {response.status_code}")
+            if response.headers.get("content-encoding", "identity").lower() != "identity":
+                raise ValueError("JWKS document has a content encoding")
+            length = response.headers.get("content-length")
+            if length is not None and length.isdigit() and int(length) > _MAX_JWKS_BYTES:
+                raise ValueError("JWKS document too large")
+            body = bytearray()
+            async for chunk in response.aiter_raw():
+                body += chunk
+                if len(body) > _MAX_JWKS_BYTES:
+                    raise ValueError("JWKS document too large")
+        return bytes(body)
 
 
 # -- parsing helpers ------------------------------------------------------------------------
@@ -638,20 +777,6 @@ def _ecdsa_ok(alg: str, key: ec.EllipticCurvePublicKey, message: bytes, signatur
     s = int.from_bytes(signature[size:], "big")
     key.verify(encode_dss_signature(r, s), message, ec.ECDSA(_HASHES[alg[2:]]()))
     return True
-
-
-def _download(url: str, timeout: float) -> bytes:
-    """Blocking GET of a JWKS document (run in a worker thread)."""
-    if not url.startswith(("http://", "https://")):
-        raise ValueError("JWKS URL must be http(s)")
-    request = urllib.request.Request(
-        url, headers={"Accept": "application/json", "User-Agent": "centrifuge-asgi"}
-    )
-    with urllib.request.urlopen(request, timeout=timeout) as response:
-        body: bytes = response.read(_MAX_JWKS_BYTES + 1)
-    if len(body) > _MAX_JWKS_BYTES:
-        raise ValueError("JWKS document too large")
-    return body
 
 
 def _parse_jwks(body: bytes) -> dict[str, _JWK]:

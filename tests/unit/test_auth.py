@@ -6,13 +6,16 @@ import base64
 import hashlib
 import hmac
 import json
+import socket
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import anyio
 import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -20,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
 from centrifuge_asgi.auth import (
+    JWKSUnavailable,
     ServerSubscription,
     SubscriptionOverride,
     TokenExpired,
@@ -492,11 +496,17 @@ async def test_non_string_token_invalid() -> None:
 # -- JWKS ----------------------------------------------------------------------------------
 
 
+DRIP_INTERVAL = 0.5  # seconds between the bytes of a dripped response
+DRIP_FOR = 6.0  # a dripping response gives up after this long (so old code ends too)
+
+
 @dataclass
 class JwksServer:
     port: int
     documents: dict[str, bytes] = field(default_factory=dict)
     requests: list[str] = field(default_factory=list)
+    drip: set[str] = field(default_factory=set)  # paths answered one byte per DRIP_INTERVAL
+    redirects: dict[str, str] = field(default_factory=dict)  # path → Location of a 302
 
     def url(self, path: str = "/jwks") -> str:
         return f"http://127.0.0.1:{self.port}{path}"
@@ -512,11 +522,36 @@ def jwks_http() -> Iterator[JwksServer]:
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             state.requests.append(self.path)
+            if self.path in state.redirects:
+                self.send_response(302)
+                self.send_header("Location", state.redirects[self.path])
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            if self.path in state.drip:
+                self.drip(state.documents.get(self.path, b"{}"))
+                return
             body = state.documents.get(self.path)
             self.send_response(200 if body is not None else 404)
             self.send_header("Content-Type", "application/json")
             self.end_headers()
             self.wfile.write(body or b"{}")
+
+        def drip(self, body: bytes) -> None:
+            """A complete, valid answer, written one byte every DRIP_INTERVAL seconds."""
+            self.close_connection = True
+            head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+            data = head + b"Content-Length: %d\r\n\r\n" % len(body) + body
+            deadline = time.monotonic() + DRIP_FOR
+            for i in range(len(data)):
+                if time.monotonic() > deadline:
+                    return
+                try:
+                    self.wfile.write(data[i : i + 1])
+                    self.wfile.flush()
+                except OSError:
+                    return  # the client gave up
+                time.sleep(DRIP_INTERVAL)
 
         def log_message(self, format: str, *args: Any) -> None:
             pass
@@ -537,6 +572,8 @@ def jwks_http() -> Iterator[JwksServer]:
 def jwks(jwks_http: JwksServer) -> JwksServer:
     jwks_http.documents.clear()
     jwks_http.requests.clear()
+    jwks_http.drip.clear()
+    jwks_http.redirects.clear()
     return jwks_http
 
 
@@ -681,6 +718,172 @@ async def test_jwks_url_placeholders_from_issuer_regex(keys: Keys, jwks: JwksSer
     with pytest.raises(TokenInvalid, match="unsafe"):
         await v.verify_connect(evil)
     assert jwks.requests == ["/acme/jwks", "/other/jwks"]
+
+
+TENANT_REGEX = r"https://auth\.example/(?P<tenant>[A-Za-z0-9_-]+)"
+
+
+def tenant_token(keys: Keys, tenant: str, kid: str = "k") -> str:
+    return signed(keys.rsa, "RS256", kid, {"sub": tenant, "iss": f"https://auth.example/{tenant}"})
+
+
+def tenant_verifier(jwks: JwksServer, **options: Any) -> TokenVerifier:
+    cfg = TokenConfig(jwks_public_endpoint=jwks.url("/{{tenant}}/jwks"), issuer_regex=TENANT_REGEX)
+    return TokenVerifier(cfg, **options)
+
+
+async def test_jwks_slow_drip_endpoint_fails_within_the_timeout(
+    keys: Keys, jwks: JwksServer
+) -> None:
+    """A server dripping a valid answer byte by byte cannot hold a verification (or a
+    second one waiting for the same URL) beyond ``http_timeout``; other URLs go on."""
+    timeout = 2.0
+    jwks.serve([jwk_of(keys.rsa, "k")], path="/slow/jwks")
+    jwks.serve([jwk_of(keys.rsa, "k")], path="/good/jwks")
+    jwks.drip.add("/slow/jwks")
+    v = tenant_verifier(jwks, http_timeout=timeout)
+    outcomes: dict[str, tuple[str, float]] = {}
+
+    async def verify(name: str, token: str) -> None:
+        start = time.monotonic()
+        try:
+            await v.verify_connect(token)
+            outcome = "ok"
+        except TokenInvalid as exc:
+            outcome = type(exc).__name__
+        outcomes[name] = (outcome, time.monotonic() - start)
+
+    with anyio.fail_after(DRIP_FOR + 10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(verify, "first", tenant_token(keys, "slow"))
+            await anyio.sleep(0.2)
+            tg.start_soon(verify, "second", tenant_token(keys, "slow"))
+            tg.start_soon(verify, "other", tenant_token(keys, "good"))
+    assert outcomes["first"][0] == "JWKSUnavailable"
+    assert outcomes["first"][1] < timeout + 0.5
+    assert outcomes["second"][0] == "JWKSUnavailable"
+    assert outcomes["second"][1] < timeout + 0.5
+    assert outcomes["other"][0] == "ok"
+    assert outcomes["other"][1] < timeout / 2  # not queued behind the slow URL
+    assert jwks.requests.count("/slow/jwks") == 1  # the second shared the first fetch
+    # the failure is remembered for the refetch interval: no new request, same error
+    with pytest.raises(JWKSUnavailable):
+        await v.verify_connect(tenant_token(keys, "slow"))
+    assert jwks.requests.count("/slow/jwks") == 1
+
+
+async def test_jwks_fetch_is_cancelled_with_its_caller(keys: Keys, jwks: JwksServer) -> None:
+    jwks.serve([jwk_of(keys.rsa, "k")])
+    jwks.drip.add("/jwks")
+    v = TokenVerifier(TokenConfig(jwks_public_endpoint=jwks.url()), http_timeout=30.0)
+    token = signed(keys.rsa, "RS256", "k", {"sub": "x"})
+    start = time.monotonic()
+    with anyio.fail_after(DRIP_FOR + 10), anyio.move_on_after(0.3):
+        await v.verify_connect(token)
+    assert time.monotonic() - start < 1.0
+    # a cancelled attempt says nothing about the endpoint: the next caller fetches again
+    jwks.drip.clear()
+    assert (await v.verify_connect(token)).user == "x"
+    assert jwks.requests == ["/jwks", "/jwks"]
+
+
+async def test_jwks_redirects_are_not_followed(keys: Keys, jwks: JwksServer) -> None:
+    jwks.serve([jwk_of(keys.rsa, "k")])
+    jwks.redirects["/moved"] = "/jwks"
+    v = verifier(jwks_public_endpoint=jwks.url("/moved"))
+    with pytest.raises(JWKSUnavailable):
+        await v.verify_connect(signed(keys.rsa, "RS256", "k", {"sub": "x"}))
+    assert jwks.requests == ["/moved"]
+
+
+async def test_jwks_fetch_ignores_proxy_environment(
+    keys: Keys, jwks: JwksServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        dead_proxy = f"http://127.0.0.1:{closed.getsockname()[1]}"
+    for name in ("NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    for name in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY"):
+        monkeypatch.setenv(name, dead_proxy)
+    # urllib reads the proxy variables once, into its cached global opener: drop that
+    # cache so that the environment set above is what any urllib-based client would see
+    urllib.request.install_opener(None)
+    try:
+        jwks.serve([jwk_of(keys.rsa, "k")])
+        v = verifier(jwks_public_endpoint=jwks.url())
+        token = signed(keys.rsa, "RS256", "k", {"sub": "x"})
+        assert (await v.verify_connect(token)).user == "x"
+        assert jwks.requests == ["/jwks"]
+    finally:
+        urllib.request.install_opener(None)  # rebuilt from the restored environment
+
+
+async def test_jwks_failures_are_cached(keys: Keys, jwks: JwksServer) -> None:
+    v = verifier(jwks_public_endpoint=jwks.url("/missing"))
+    token = signed(keys.rsa, "RS256", "k", {"sub": "x"})
+    for _ in range(5):
+        with pytest.raises(JWKSUnavailable):
+            await v.verify_connect(token)
+    assert jwks.requests == ["/missing"]
+
+
+async def test_jwks_templated_urls_fetch_a_bounded_number(keys: Keys, jwks: JwksServer) -> None:
+    """300 issuers, each naming a new JWKS URL, cause only the budgeted fetches, and the
+    key set cached before stays in use."""
+    jwks.serve([jwk_of(keys.rsa, "k")], path="/acme/jwks")
+    v = tenant_verifier(jwks)  # defaults: a burst of 10, then 2 fetches per second
+    acme = tenant_token(keys, "acme")
+    assert (await v.verify_connect(acme)).user == "acme"
+    # the fetch comes before the signature check, so an attacker needs no valid signature
+    tokens = [
+        raw_token({"alg": "RS256", "kid": "k"}, {"iss": f"https://auth.example/t{i}"}, None)
+        for i in range(300)
+    ]
+    failures: list[str] = []
+
+    async def verify(token: str) -> None:
+        try:
+            await v.verify_connect(token)
+        except TokenInvalid as exc:
+            failures.append(type(exc).__name__)
+
+    start = time.monotonic()
+    with anyio.fail_after(30):
+        async with anyio.create_task_group() as tg:
+            for token in tokens:
+                tg.start_soon(verify, token)
+    elapsed = time.monotonic() - start
+    fetched = [path for path in jwks.requests if path != "/acme/jwks"]
+    assert len(failures) == 300
+    assert set(failures) == {"JWKSUnavailable"}
+    assert len(fetched) <= 10 + 2 * elapsed + 1
+    assert (await v.verify_connect(acme)).user == "acme"
+    assert jwks.requests.count("/acme/jwks") == 1
+    # the same 300 again: failed URLs are remembered, refused ones are still refused
+    seen = len(jwks.requests)
+    for token in tokens[:50]:
+        with pytest.raises(TokenInvalid):
+            await v.verify_connect(token)
+    assert len(jwks.requests) - seen <= 2 * (time.monotonic() - start) + 1
+
+
+async def test_jwks_cache_full_of_fresh_entries_refuses_new_urls(
+    keys: Keys, jwks: JwksServer
+) -> None:
+    for tenant in ("t0", "t1", "t2", "t3"):
+        jwks.serve([jwk_of(keys.rsa, "k")], path=f"/{tenant}/jwks")
+    v = tenant_verifier(jwks, jwks_cache_size=3, jwks_cache_ttl=0.5, jwks_refetch_interval=0)
+    for tenant in ("t0", "t1", "t2"):
+        assert (await v.verify_connect(tenant_token(keys, tenant))).user == tenant
+    with pytest.raises(JWKSUnavailable):
+        await v.verify_connect(tenant_token(keys, "t3"))
+    assert "/t3/jwks" not in jwks.requests
+    for tenant in ("t0", "t1", "t2"):  # nothing fresh was evicted
+        assert (await v.verify_connect(tenant_token(keys, tenant))).user == tenant
+    assert len(jwks.requests) == 3
+    await anyio.sleep(0.6)  # now every entry is stale and may go
+    assert (await v.verify_connect(tenant_token(keys, "t3"))).user == "t3"
 
 
 # -- configuration -------------------------------------------------------------------------

@@ -7,8 +7,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from centrifuge_asgi.engines.base import ClientInfo, HistoryFilter, PublishOptions
-from centrifuge_asgi.engines.memory import MemoryBroker, MemoryPresenceManager
+from centrifuge_asgi.engines.base import ClientInfo, HistoryFilter, PublishOptions, StreamPosition
+from centrifuge_asgi.engines.memory import EMPTY_STREAM_TTL, MemoryBroker, MemoryPresenceManager
+from centrifuge_asgi.errors import ClientError
 from tests.engine_contract import EngineContract, EngineUnderTest, RecordingHandler
 
 
@@ -152,6 +153,69 @@ class TestMemoryOnly:
     async def test_limit_below_minus_one_is_rejected(self, broker: MemoryBroker) -> None:
         with pytest.raises(ValueError, match="limit"):
             await broker.history("ch", HistoryFilter(limit=-2))
+        assert "ch" not in broker._streams  # validated before the stream is touched
+
+    async def test_history_filter_validate(self) -> None:
+        for ok in (
+            HistoryFilter(),
+            HistoryFilter(limit=-1, since=StreamPosition(0, ""), reverse=False),
+            HistoryFilter(limit=5, since=StreamPosition(1, "e"), reverse=True),
+            HistoryFilter(limit=5, reverse=True),
+        ):
+            ok.validate()
+        with pytest.raises(ValueError, match="limit"):
+            HistoryFilter(limit=-2).validate()
+        with pytest.raises(ClientError) as info:
+            HistoryFilter(since=StreamPosition(0, "e"), reverse=True).validate()
+        assert info.value.code == 107
+
+    async def test_reading_many_channel_names_does_not_pin_streams(
+        self, broker: MemoryBroker, clock: FakeClock
+    ) -> None:
+        for i in range(1000):
+            await broker.history(f"probe-{i}", HistoryFilter(limit=0))
+        assert len(broker._streams) == 1000
+        await clock.advance(EMPTY_STREAM_TTL - 1)
+        broker.sweep()
+        assert len(broker._streams) == 1000  # still within the empty-stream window
+        await clock.advance(2)
+        broker.sweep()
+        assert broker._streams == {}
+
+    async def test_empty_stream_epoch_is_stable_while_read_or_subscribed(
+        self, broker: MemoryBroker, clock: FakeClock
+    ) -> None:
+        read = await broker.history("polled", HistoryFilter(limit=0))
+        for _ in range(20):  # a reader every 40 s (the position check) keeps the epoch
+            await clock.advance(40)
+            broker.sweep()
+            assert (await broker.history("polled", HistoryFilter(limit=0))).position == (
+                read.position
+            )
+        await broker.subscribe("watched")
+        watched = await broker.history("watched", HistoryFilter(limit=0))
+        await clock.advance(10 * EMPTY_STREAM_TTL)
+        broker.sweep()
+        published = await broker.publish("watched", b"{}", PublishOptions(10, 60.0))
+        assert published.position == StreamPosition(1, watched.position.epoch)
+        # the last subscriber leaves: the empty stream goes after EMPTY_STREAM_TTL idle
+        await broker.subscribe("left")
+        left = await broker.history("left", HistoryFilter(limit=0))
+        await broker.unsubscribe("left")
+        await clock.advance(EMPTY_STREAM_TTL + 1)
+        broker.sweep()
+        assert "left" not in broker._streams
+        assert (await broker.history("left", HistoryFilter())).position.epoch != (
+            left.position.epoch
+        )
+
+    async def test_streams_with_publications_keep_the_meta_ttl(
+        self, broker: MemoryBroker, clock: FakeClock
+    ) -> None:
+        top = (await broker.publish("ch", b"{}", PublishOptions(10, 1.0))).position
+        await clock.advance(10 * EMPTY_STREAM_TTL)
+        broker.sweep()
+        assert (await broker.history("ch", HistoryFilter())).position == top
 
     async def test_presence_forgets_empty_channels(self) -> None:
         presence = MemoryPresenceManager()

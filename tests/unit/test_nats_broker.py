@@ -7,10 +7,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import socket
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
+import anyio
+import anyio.lowlevel
 import pytest
 
 from centrifuge_asgi.config import Config, NatsConfig
@@ -88,6 +92,59 @@ async def test_fan_out_between_two_brokers(prefix: str) -> None:
         await a.publish("marker", b'"m"', PublishOptions())
         await wait_for(lambda: hb.data_in("marker") == [b'"m"'])
         assert hb.data_in("news") == [b'{"text":"hi"}']
+
+
+def nats_subscriptions(broker: NatsBroker, channel: str) -> int:
+    """Subscriptions the NATS client holds for the channel's subject (leaks included)."""
+    nc = broker._nc
+    assert nc is not None
+    subject = broker._subject(channel)
+    return sum(1 for sub in nc._subs.values() if sub.subject == subject)
+
+
+async def test_subscribe_unsubscribe_churn_keeps_one_subscription(prefix: str) -> None:
+    """Interleaved subscribe/unsubscribe of one channel never leaks a NATS subscription."""
+    rng = random.Random(7)
+    async with nats_broker(prefix) as (a, ha), nats_broker(prefix) as (b, _):
+        nc = a._nc
+        assert nc is not None
+        original_subscribe = nc.subscribe
+
+        async def slow_subscribe(*args: Any, **kwargs: Any) -> Any:
+            # nats-py's subscribe awaits its flusher queue; when that queue is busy the
+            # call yields, which is what opens the window for a second subscriber
+            for _ in range(rng.randrange(3)):
+                await anyio.lowlevel.checkpoint()
+            return await original_subscribe(*args, **kwargs)
+
+        nc.subscribe = slow_subscribe  # type: ignore[method-assign]
+
+        async def churn(steps: int) -> None:
+            for _ in range(steps):
+                if rng.random() < 0.5:
+                    await a.subscribe("churn")
+                else:
+                    await a.unsubscribe("churn")
+                for _ in range(rng.randrange(3)):
+                    await anyio.lowlevel.checkpoint()
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(20):
+                tg.start_soon(churn, 25)
+        await a.subscribe("churn")
+        assert nats_subscriptions(a, "churn") == 1
+        await b.publish("churn", b'"once"', PublishOptions())
+        await b.publish("marker", b'"m"', PublishOptions())
+        await a.subscribe("marker")
+        await b.publish("churn", b'"twice"', PublishOptions())
+        await b.publish("marker", b'"m"', PublishOptions())
+        await wait_for(lambda: ha.data_in("marker") == [b'"m"'])
+        await wait_for(lambda: b'"twice"' in ha.data_in("churn"))
+        assert ha.data_in("churn").count(b'"once"') == 1
+        assert ha.data_in("churn").count(b'"twice"') == 1
+        await a.unsubscribe("churn")
+        assert nats_subscriptions(a, "churn") == 0
+        assert "churn" not in a._locks  # no lock is left behind once nobody uses it
 
 
 async def test_control_to_all_and_to_one(prefix: str) -> None:

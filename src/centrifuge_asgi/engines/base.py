@@ -16,6 +16,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from ..codes import ErrorCode
+from ..errors import ClientError
+
 
 @dataclass(frozen=True, slots=True)
 class ClientInfo:
@@ -84,6 +87,17 @@ class HistoryFilter:
     limit: int = 0
     since: StreamPosition | None = None
     reverse: bool = False
+
+    def validate(self) -> None:
+        """Reject what no engine can answer; every ``Broker.history`` calls it first.
+
+        ``limit`` below -1 is a programming error (``ValueError``); ``reverse`` with
+        ``since.offset == 0`` is a bad request from the client (``ClientError(107)``).
+        """
+        if self.limit < -1:
+            raise ValueError(f"history limit must be -1, 0 or positive, got {self.limit}")
+        if self.reverse and self.since is not None and self.since.offset == 0:
+            raise ClientError.of(ErrorCode.BAD_REQUEST)
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,6 +8,11 @@ a new process starts new epochs.
 Expiry is checked lazily on every access. The node also calls :meth:`MemoryBroker.sweep`
 about once a second so that idle channels do not hold memory forever; the broker
 starts no tasks of its own.
+
+A stream that only ever was *read* (top offset 0: nothing published in its epoch) and
+whose channel this node is not subscribed to expires after :data:`EMPTY_STREAM_TTL`
+without reads instead of the meta TTL, so reading many channel names cannot pin
+memory for 30 days.
 """
 
 from __future__ import annotations
@@ -34,10 +39,15 @@ from .base import (
     StreamPosition,
 )
 
-__all__ = ["DEFAULT_HISTORY_META_TTL", "MemoryBroker", "MemoryPresenceManager"]
+__all__ = ["DEFAULT_HISTORY_META_TTL", "EMPTY_STREAM_TTL", "MemoryBroker", "MemoryPresenceManager"]
 
 DEFAULT_HISTORY_META_TTL = 30 * 24 * 3600.0
 """Seconds stream metadata lives without activity when no ``history_meta_ttl`` is set."""
+
+EMPTY_STREAM_TTL = 60.0
+"""Seconds an empty stream (top 0) of a channel nobody here subscribes to lives after its
+last read (capped by the meta TTL). Longer than the default 40 s position check, which
+reads the streams of positioned subscriptions."""
 
 _EPOCH_LENGTH = 4
 _EPOCH_ALPHABET = string.ascii_letters
@@ -56,6 +66,7 @@ class _Stream:
 
     epoch: str
     meta_expires_at: float
+    touched_at: float  # clock time of the last publish or read
     top: int = 0
     publications: deque[Publication] = field(default_factory=deque)
     data_expires_at: float = float("inf")
@@ -91,11 +102,18 @@ class MemoryBroker:
     """A :class:`~centrifuge_asgi.engines.base.Broker` for a single node.
 
     ``clock`` returns monotonic seconds and drives every TTL; tests pass a fake one.
-    Publication times come from the wall clock.
+    Publication times come from the wall clock. ``empty_stream_ttl``: see
+    :data:`EMPTY_STREAM_TTL`.
     """
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        clock: Callable[[], float] = time.monotonic,
+        *,
+        empty_stream_ttl: float = EMPTY_STREAM_TTL,
+    ) -> None:
         self._clock = clock
+        self._empty_stream_ttl = empty_stream_ttl
         self._handler: BrokerEventHandler | None = None
         self._streams: dict[str, _Stream] = {}
         self._results: dict[tuple[str, str], tuple[float, PublishResult]] = {}
@@ -184,10 +202,7 @@ class MemoryBroker:
         self, channel: str, flt: HistoryFilter, meta_ttl: float = 0.0
     ) -> HistoryResult:
         """Read the stream as described by :class:`HistoryFilter`; refreshes the meta TTL."""
-        if flt.limit < -1:
-            raise ValueError(f"history limit must be -1, 0 or positive, got {flt.limit}")
-        if flt.reverse and flt.since is not None and flt.since.offset == 0:
-            raise ClientError.of(ErrorCode.BAD_REQUEST)
+        flt.validate()
         stream = self._touch_stream(channel, meta_ttl)
         if flt.since is not None and flt.since.epoch and flt.since.epoch != stream.epoch:
             raise ClientError.of(ErrorCode.UNRECOVERABLE_POSITION)
@@ -216,12 +231,24 @@ class MemoryBroker:
         stream = self._streams.get(channel)
         if stream is None:
             return None
-        if stream.meta_expires_at <= now:
+        if stream.meta_expires_at <= now or self._empty_and_idle(channel, stream, now):
             del self._streams[channel]
             return None
         if stream.data_expires_at <= now:
             stream.drop_data()
         return stream
+
+    def _empty_and_idle(self, channel: str, stream: _Stream, now: float) -> bool:
+        """An empty stream (nothing published in its epoch) that nothing keeps alive.
+
+        Its epoch only matters to a reader that comes back soon or to a subscriber of
+        this node, so it is not kept for the whole meta TTL (see the module docstring).
+        """
+        return (
+            stream.top == 0
+            and channel not in self._subscribed
+            and stream.touched_at + self._empty_stream_ttl <= now
+        )
 
     def _touch_stream(self, channel: str, meta_ttl: float) -> _Stream:
         """The live stream of ``channel`` (created when missing) with its meta TTL refreshed."""
@@ -229,9 +256,10 @@ class MemoryBroker:
         expires_at = now + (meta_ttl if meta_ttl > 0 else DEFAULT_HISTORY_META_TTL)
         stream = self._live_stream(channel, now)
         if stream is None:
-            stream = _Stream(epoch=_new_epoch(), meta_expires_at=expires_at)
+            stream = _Stream(epoch=_new_epoch(), meta_expires_at=expires_at, touched_at=now)
             self._streams[channel] = stream
         stream.meta_expires_at = expires_at
+        stream.touched_at = now
         return stream
 
 

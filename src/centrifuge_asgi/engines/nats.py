@@ -25,10 +25,13 @@ wildcard subscription delivers every matching subject to the wildcard channel.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import ssl
 import time
 import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
@@ -70,6 +73,14 @@ PENDING_MSGS = 4096  # per subscription; beyond it NATS drops (at most once), as
 PENDING_BYTES = 16 * 1024 * 1024
 
 
+@dataclass(slots=True)
+class _ChannelLock:
+    """A per-channel lock plus the number of tasks holding or waiting for it."""
+
+    lock: anyio.Lock = field(default_factory=anyio.Lock)
+    users: int = 0
+
+
 def _tls_context(cfg: NatsConfig) -> ssl.SSLContext | None:
     if not cfg.tls.enabled:
         return None
@@ -90,7 +101,7 @@ class NatsBroker:
         self._nc: NatsClient | None = None
         self._handler: BrokerEventHandler | None = None
         self._subs: dict[str, Subscription] = {}
-        self._locks: dict[str, anyio.Lock] = {}
+        self._locks: dict[str, _ChannelLock] = {}
         self.malformed = 0
 
     @classmethod
@@ -203,11 +214,31 @@ class NatsBroker:
         if not self.cfg.allow_wildcards and ("*" in channel or ">" in channel):
             raise ClientError(ErrorCode.BAD_REQUEST, "wildcard channels are not allowed")
 
+    @contextlib.asynccontextmanager
+    async def _channel_lock(self, channel: str) -> AsyncIterator[None]:
+        """Serialise subscribe/unsubscribe of one channel.
+
+        The lock is reference-counted and leaves ``_locks`` only when no task holds or
+        waits for it; dropping it earlier would let a newcomer create a second lock for
+        the same channel and subscribe alongside a waiter of the first (a leaked NATS
+        subscription and duplicate deliveries).
+        """
+        entry = self._locks.get(channel)
+        if entry is None:
+            entry = self._locks[channel] = _ChannelLock()
+        entry.users += 1
+        try:
+            async with entry.lock:
+                yield
+        finally:
+            entry.users -= 1
+            if entry.users == 0:
+                del self._locks[channel]
+
     async def subscribe(self, channel: str) -> None:
         """Subscribe the channel's subject; returns after the server has registered it."""
         self._check_channel(channel)
-        lock = self._locks.setdefault(channel, anyio.Lock())
-        async with lock:
+        async with self._channel_lock(channel):
             if channel not in self._subs:
 
                 async def on_message(msg: Msg) -> None:
@@ -225,10 +256,8 @@ class NatsBroker:
             await self._flush()
 
     async def unsubscribe(self, channel: str) -> None:
-        lock = self._locks.setdefault(channel, anyio.Lock())
-        async with lock:
+        async with self._channel_lock(channel):
             sub = self._subs.pop(channel, None)
-            self._locks.pop(channel, None)
             if sub is not None and self._nc is not None and not self._nc.is_closed:
                 try:
                     await sub.unsubscribe()

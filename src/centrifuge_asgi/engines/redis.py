@@ -407,10 +407,7 @@ class RedisBroker:
         self, channel: str, flt: HistoryFilter, meta_ttl: float = 0.0
     ) -> HistoryResult:
         """Read the stream (creating its meta with a fresh epoch when missing)."""
-        if flt.limit < -1:
-            raise ValueError(f"history limit must be -1, 0 or positive, got {flt.limit}")
-        if flt.reverse and flt.since is not None and flt.since.offset == 0:
-            raise ClientError.of(ErrorCode.BAD_REQUEST)
+        flt.validate()
         shard = await self._shards.of(channel)
         args = (
             _new_epoch(),
