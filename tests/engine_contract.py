@@ -57,7 +57,7 @@ from centrifuge_asgi.subscriptions import _is_recovered
 HISTORY = PublishOptions(history_size=10, history_ttl=60.0)
 NO_HISTORY = PublishOptions()
 ALL = -1
-WAIT_SECONDS = 2.0
+WAIT_SECONDS = 5.0  # generous: only a failing test waits this long
 
 
 @dataclass
