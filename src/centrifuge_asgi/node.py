@@ -55,7 +55,7 @@ from .payload import optional_payload, to_payload
 from .registry import Registry
 from .session import Session
 from .subscriptions import Grant
-from .timers import Scheduler
+from .timers import Scheduler, WriteWatchdog
 
 log = logging.getLogger("centrifuge_asgi.node")
 
@@ -142,6 +142,7 @@ class Node:
 
         self.metrics = NodeMetrics(self)
         self.scheduler = Scheduler()
+        self.write_watchdog = WriteWatchdog()
         self.handlers = Handlers()
         if broker is None or presence_manager is None:
             default_broker, default_presence = build_engine(config)
@@ -335,6 +336,7 @@ class Node:
                 session.check_position(channel, hist.position)
 
     async def _sweep(self) -> None:
+        self.write_watchdog.sweep()
         for engine in (self.broker, self.presence_manager):
             if isinstance(engine, MemoryBroker):
                 engine.sweep()

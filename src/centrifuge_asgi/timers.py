@@ -93,3 +93,32 @@ class Scheduler:
             self._wakeup = anyio.Event()
             with anyio.move_on_after(min(delay, 3600.0)):
                 await self._wakeup.wait()
+
+
+class WriteWatchdog:
+    """Deadlines of the sends in progress, checked by one periodic sweep of the node.
+
+    A timeout scope per send (``anyio.fail_after``) costs more than the send itself on
+    the fan-out path; a writer instead registers before each send and unregisters after,
+    and :meth:`sweep` (run every second) expires the ones that hang.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self._writing: dict[object, tuple[float, Callable[[], object]]] = {}
+
+    def start(self, key: object, timeout: float, on_expire: Callable[[], object]) -> None:
+        self._writing[key] = (self.clock() + timeout, on_expire)
+
+    def done(self, key: object) -> None:
+        self._writing.pop(key, None)
+
+    def sweep(self) -> None:
+        now = self.clock()
+        for key, (deadline, on_expire) in list(self._writing.items()):
+            if now >= deadline:
+                del self._writing[key]
+                try:
+                    on_expire()
+                except Exception:
+                    log.exception("write timeout handler failed")

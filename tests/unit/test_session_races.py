@@ -227,3 +227,21 @@ async def test_connect_during_shutdown_is_refused_with_3001() -> None:
         s = n.create_session(TransportInfo())
         await s.handle_frame(json.dumps({"id": 1, "connect": {"token": token("u")}}).encode())
         assert (s.close_code, s.close_reason) == (3001, "shutdown")
+
+
+def test_write_watchdog_expires_only_hung_sends() -> None:
+    from centrifuge_asgi.timers import WriteWatchdog
+
+    clock = [0.0]
+    dog = WriteWatchdog(clock=lambda: clock[0])
+    expired: list[str] = []
+    dog.start("slow", 1.0, lambda: expired.append("slow"))
+    dog.start("quick", 1.0, lambda: expired.append("quick"))
+    dog.done("quick")  # its send completed in time
+    clock[0] = 0.5
+    dog.sweep()
+    assert expired == []
+    clock[0] = 1.0
+    dog.sweep()
+    dog.sweep()
+    assert expired == ["slow"]  # once

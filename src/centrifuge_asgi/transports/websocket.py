@@ -74,9 +74,16 @@ class WebSocketEndpoint:
         peer_gone = False
         reader_idle = anyio.Event()  # set while the reader waits for a frame or has ended
 
+        watchdog = self.node.write_watchdog
+
         async def writer(scope: anyio.CancelScope) -> None:
             outbox = session.outbox
             codec = session.codec
+
+            def write_timed_out() -> None:
+                session.disconnect(DisconnectCode.WRITE_ERROR)
+                scope.cancel()  # the stuck send, and the reader with it
+
             try:
                 while (batch := await outbox.take_all()) is not None:
                     frame = codec.join(batch)
@@ -90,8 +97,11 @@ class WebSocketEndpoint:
                             # binary payload (e.g. published by a Protobuf client)
                             session.disconnect(DisconnectCode.INAPPROPRIATE_PROTOCOL)
                             continue
-                    with anyio.fail_after(write_timeout):
+                    watchdog.start(session, write_timeout, write_timed_out)
+                    try:
                         await send(message)
+                    finally:
+                        watchdog.done(session)
                 if not peer_gone:
                     with anyio.move_on_after(write_timeout):
                         await send(
