@@ -169,8 +169,11 @@ class Session:
         if not data:  # EncodedOnce: this protocol cannot carry the message
             self.disconnect(DisconnectCode.INAPPROPRIATE_PROTOCOL)
             return
-        if not self.outbox.put(data):
+        outbox = self.outbox
+        if not outbox.put(data):
             self.disconnect(DisconnectCode.SLOW)
+        elif outbox.size > outbox.max_bytes >> 1:
+            self.node.outbox_pressure = True
 
     def send_reply(self, reply: Reply) -> None:
         try:

@@ -81,3 +81,39 @@ async def test_node_connection_limit_answers_503(live_server: Any) -> None:
         await websockets.connect(srv.ws_url(WS_PATH), open_timeout=5)
     assert info.value.response.status_code == 503
     await first.close()
+
+
+async def test_publish_loop_in_one_task_never_overflows_healthy_readers(live_server: Any) -> None:
+    """Back-to-back publishes coalesce, but writers get to drain before outboxes fill."""
+    node = Node(make_config(queue_max_size=65536))
+    srv = live_server(node.asgi_app())
+    readers = [await connect(srv.ws_url(WS_PATH), f"u{i}") for i in range(2)]
+    for ws in readers:
+        await ws.send(json.dumps({"id": 2, "subscribe": {"channel": "chat:loop"}}))
+
+    async def publish_all() -> None:
+        for i in range(300):
+            await node.publish("chat:loop", {"i": i, "pad": "x" * 4000})
+
+    async def collect(ws: Any) -> list[int]:
+        got: list[int] = []
+        with anyio.fail_after(20):
+            while len(got) < 300:
+                for line in (await ws.recv()).split("\n"):
+                    msg = json.loads(line)
+                    if "pub" in msg.get("push", {}):
+                        got.append(msg["push"]["pub"]["data"]["i"])
+        return got
+
+    async with anyio.create_task_group() as tg:
+        results: list[list[int]] = []
+
+        async def run(ws: Any) -> None:
+            results.append(await collect(ws))
+
+        for ws in readers:
+            tg.start_soon(run, ws)
+        await anyio.sleep(0.2)  # both subscribed
+        await srv.acall(publish_all())
+    assert results == [list(range(300))] * 2
+    assert node.registry.num_clients == 2
