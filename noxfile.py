@@ -73,3 +73,17 @@ def protoc(session: nox.Session) -> None:
         "--pyi_out=src",
         "src/centrifuge_asgi/protocol/client.proto",
     )
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Benchmarks against python-socketio, Django Channels and two floors.
+
+    ``nox -s bench`` is the full run (about 15 minutes; rewrites the results section of
+    docs/benchmarks.md); ``nox -s bench -- --quick`` takes about 2 minutes. Needs Node 18+
+    for the load generator, and Redis on 127.0.0.1:6379 for the Redis peers.
+    """
+    if shutil.which("node") is None:
+        session.error("node is required: the load generator is benchmarks/loadgen/loadgen.mjs")
+    session.install("-e", ".[server,redis]", "-r", "benchmarks/requirements.txt")
+    session.run("python", "benchmarks/run.py", *session.posargs)

@@ -1,0 +1,46 @@
+"""centrifuge-asgi as a benchmark peer: anonymous clients may subscribe and publish.
+
+The load generator publishes as a client (``{"id":N,"publish":{...}}``), so every peer
+does the same work per publication: read one frame from the publisher, fan out.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from centrifuge_asgi import ConfigError, Node
+
+_OPEN = {
+    "allow_subscribe_for_client": True,
+    "allow_subscribe_for_anonymous": True,
+    "allow_publish_for_client": True,
+    "allow_publish_for_anonymous": True,
+}
+
+
+def config(args: argparse.Namespace) -> dict[str, Any]:
+    cfg: dict[str, Any] = {
+        "client": {"allow_anonymous_connect_without_token": True},
+        "channel": {"without_namespace": dict(_OPEN)},
+    }
+    if args.broker == "redis":
+        cfg["engine"] = {
+            "type": "redis",
+            "redis": {"address": ["redis://127.0.0.1:6379"], "prefix": args.redis_prefix},
+        }
+    return cfg
+
+
+def build_app(args: argparse.Namespace) -> Any:
+    """The node's Starlette app (``/connection/websocket``), lifespan included."""
+    return Node(config(args)).asgi_app()
+
+
+def available(args: argparse.Namespace) -> str:
+    """Empty when this configuration can be served, else why not."""
+    try:
+        Node(config(args))
+    except ConfigError as exc:
+        return str(exc)
+    return ""

@@ -1,0 +1,78 @@
+"""What-if experiments on centrifuge-asgi's delivery path, for the profile section only.
+
+These patches are applied to a *benchmark server process* (``serve.py --what-if NAME``)
+to measure what a change in ``src/`` would buy before anyone makes it. They never ship:
+the library's behaviour is whatever ``src/`` says.
+
+- ``no-publish-yield``: ``Node.publish`` without its ``anyio.lowlevel.checkpoint()``
+  after each publication, so a burst read from one connection is fanned out before the
+  writers run and each writer sends everything queued as one frame (coalescing).
+- ``no-write-timeout``: the WebSocket writer without ``anyio.fail_after`` around every
+  ``send`` (one cancel scope and one timer handle per frame). Commit bf0758f replaced
+  that scope with a shared write watchdog, so on later trees this patch finds nothing
+  to patch and ``run.py`` reports it as not applicable.
+
+Each patch re-binds one function to a copy of its module globals in which ``anyio``
+is replaced by a proxy that overrides a single attribute; nothing else changes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import types
+from collections.abc import Callable
+from typing import Any
+
+import anyio
+import anyio.lowlevel
+
+
+class _Proxy:
+    """Forwards every attribute to ``real`` except the overridden ones."""
+
+    def __init__(self, real: Any, **overrides: Any) -> None:
+        self._real = real
+        self.__dict__.update(overrides)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+
+async def _no_checkpoint() -> None:
+    return None
+
+
+def _rebind(fn: Callable[..., Any], **globals_over: Any) -> Callable[..., Any]:
+    new_globals = {**fn.__globals__, **globals_over}
+    new = types.FunctionType(fn.__code__, new_globals, fn.__name__, fn.__defaults__, fn.__closure__)
+    new.__kwdefaults__ = fn.__kwdefaults__
+    new.__qualname__ = fn.__qualname__
+    return new
+
+
+def _uses(fn: Callable[..., Any], *names: str) -> bool:
+    """True when ``fn`` (or a function nested in it) refers to all ``names``."""
+    seen: set[str] = set()
+    stack = [fn.__code__]
+    while stack:
+        code = stack.pop()
+        seen.update(code.co_names)
+        stack.extend(c for c in code.co_consts if isinstance(c, types.CodeType))
+    return all(n in seen for n in names)
+
+
+def apply(names: list[str]) -> list[str]:
+    """Apply the named patches; returns the ones that found their target."""
+    from centrifuge_asgi.node import Node
+    from centrifuge_asgi.transports.websocket import WebSocketEndpoint
+
+    applied = []
+    if "no-publish-yield" in names and _uses(Node.publish, "lowlevel", "checkpoint"):
+        lowlevel = _Proxy(anyio.lowlevel, checkpoint=_no_checkpoint)
+        Node.publish = _rebind(Node.publish, anyio=_Proxy(anyio, lowlevel=lowlevel))  # type: ignore[method-assign]
+        applied.append("no-publish-yield")
+    if "no-write-timeout" in names and _uses(WebSocketEndpoint._serve, "fail_after"):
+        proxy = _Proxy(anyio, fail_after=lambda *a, **k: contextlib.nullcontext())
+        WebSocketEndpoint._serve = _rebind(WebSocketEndpoint._serve, anyio=proxy)  # type: ignore[method-assign]
+        applied.append("no-write-timeout")
+    return applied
