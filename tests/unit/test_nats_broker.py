@@ -54,9 +54,26 @@ async def nats_broker(prefix: str, **options: object) -> AsyncIterator[tuple[Nat
     broker, handler = NatsBroker(cfg), Handler()
     await broker.start(handler)
     try:
+        await _wait_until_live(broker, handler)
         yield broker, handler
     finally:
         await broker.close()
+
+
+async def _wait_until_live(broker: NatsBroker, handler: Handler) -> None:
+    """Round-trip a probe through the server before the test starts (bounded).
+
+    A freshly connected client on a loaded CI machine can take a moment before its
+    publications flow; the tests below are about routing, not connection start-up.
+    """
+    probe = f"probe-{uuid.uuid4().hex[:8]}"
+    await broker.subscribe(probe)
+    with anyio.fail_after(10):
+        while not handler.data_in(probe):
+            await broker.publish(probe, b'"probe"', PublishOptions())
+            await anyio.sleep(0.05)
+    await broker.unsubscribe(probe)
+    handler.publications[:] = [p for p in handler.publications if p[0] != probe]
 
 
 @pytest.fixture
