@@ -97,11 +97,8 @@ def install(node: Node) -> None:
     hooks = proxied_hooks(node.config)
     if not hooks:
         return
-    try:
-        from .proxy_hooks import ProxyHooks
-        from .proxy_http import ProxyCaller
-    except ModuleNotFoundError as exc:  # httpx is only needed when a proxy is enabled
-        raise RuntimeError(f"HTTP proxies need httpx ({exc}): pip install httpx") from exc
+    from .proxy_hooks import ProxyHooks  # imported here: nodes without proxies skip httpx
+    from .proxy_http import ProxyCaller
 
     _warn_unsupported(node.config)
     caller = ProxyCaller(node)
