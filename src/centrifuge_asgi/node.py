@@ -15,7 +15,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 import anyio
 import anyio.lowlevel
@@ -59,7 +59,6 @@ from .timers import Scheduler, WriteWatchdog
 
 log = logging.getLogger("centrifuge_asgi.node")
 
-F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 
 _DEFAULT_META_TTL = 30 * 24 * 3600.0
 _NODE_INTERVAL = 3.0  # seconds between node announcements (Centrifugo: 3 s)

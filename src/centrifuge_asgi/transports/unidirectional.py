@@ -20,7 +20,7 @@ from ..protocol.codec import ProtocolError
 from ..protocol.json_codec import DECODE_ERRORS, one_line
 from ..protocol.messages import Command, ConnectRequest, Reply
 from ..session import Session, TransportInfo
-from .http_common import CONNECT_PARAM, Headers, Receive, Scope, Send, accept_request, respond
+from .http_common import CONNECT_PARAM, Receive, Scope, Send, accept_request, respond
 from .streaming import FINISH_TIMEOUT, SSE, StreamFormat, json_lines, serve_stream
 
 if TYPE_CHECKING:
@@ -112,91 +112,45 @@ def http_response_for(cfg: ConnectCodeToHttpResponse, code: int) -> tuple[int, b
     return None
 
 
-async def serve_unidirectional(
-    node: Node,
-    scope: Scope,
-    receive: Receive,
-    send: Send,
-    *,
-    name: str,
-    fmt: StreamFormat,
-    data: bytes,
-    headers: dict[str, str],
-    cors: Headers,
-    to_http: ConnectCodeToHttpResponse,
-) -> None:
-    """Connect from ``data`` (400 when malformed), then stream pushes."""
-    req = parse_connect(data)
-    if req is None:
-        await respond(send, 400, cors)
-        return
-    session, failed = await connect_session(node, name, headers, req)
-    mapped = None if failed is None else http_response_for(to_http, failed)
-    if mapped is not None:
-        await release(session)
-        await respond(send, mapped[0], [*cors, (b"content-type", b"text/plain")], mapped[1])
-        return
-    await serve_stream(session, scope, receive, send, fmt, cors)
+class UniStreamEndpoint:
+    """A unidirectional HTTP stream: ``uni_http_stream`` (POST; one JSON push per
+    ``\\n``-terminated line) or ``uni_sse`` (GET with ``cf_connect``, or POST; one push
+    per SSE event). Connects from the request (400 when malformed), then streams pushes.
+    """
 
-
-class UniHttpStreamEndpoint:
-    """``POST /connection/uni_http_stream``: one JSON push per ``\\n``-terminated line."""
-
-    def __init__(self, node: Node) -> None:
+    def __init__(self, node: Node, name: str) -> None:
         self.node = node
+        self.name = name
+        self.sse = name == "uni_sse"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         node = self.node
-        cfg = node.config.uni_http_stream
-        req = await accept_request(node, scope, receive, send, limit=cfg.max_request_body_size)
-        if req is None:
-            return
-        await serve_unidirectional(
-            node,
-            scope,
-            receive,
-            send,
-            name="uni_http_stream",
-            fmt=UNI_JSON_STREAM,
-            data=req.body,
-            headers=req.headers,
-            cors=req.cors,
-            to_http=cfg.connect_code_to_http_response,
-        )
-
-
-class UniSseEndpoint:
-    """``/connection/uni_sse``: GET with ``cf_connect`` or POST; one push per SSE event."""
-
-    def __init__(self, node: Node) -> None:
-        self.node = node
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        node = self.node
-        cfg = node.config.uni_sse
+        cfg = node.config.uni_sse if self.sse else node.config.uni_http_stream
         req = await accept_request(
             node,
             scope,
             receive,
             send,
             limit=cfg.max_request_body_size,
-            preflight=False,
-            get_param=CONNECT_PARAM,
+            preflight=not self.sse,  # EventSource never preflights; POST streams do
+            get_param=CONNECT_PARAM if self.sse else None,
         )
         if req is None:
             return
-        await serve_unidirectional(
-            node,
-            scope,
-            receive,
-            send,
-            name="uni_sse",
-            fmt=SSE,
-            data=req.body,
-            headers=req.headers,
-            cors=req.cors,
-            to_http=cfg.connect_code_to_http_response,
-        )
+        connect = parse_connect(req.body)
+        if connect is None:
+            await respond(send, 400, req.cors)
+            return
+        session, failed = await connect_session(node, self.name, req.headers, connect)
+        to_http = cfg.connect_code_to_http_response
+        mapped = None if failed is None else http_response_for(to_http, failed)
+        if mapped is not None:
+            await release(session)
+            headers = [*req.cors, (b"content-type", b"text/plain")]
+            await respond(send, mapped[0], headers, mapped[1])
+            return
+        fmt = SSE if self.sse else UNI_JSON_STREAM
+        await serve_stream(session, scope, receive, send, fmt, req.cors)
 
 
 def routes(node: Node) -> list[BaseRoute]:
@@ -210,8 +164,8 @@ def routes(node: Node) -> list[BaseRoute]:
         out.append(WebSocketRoute(prefix, UniWebSocketEndpoint(node)))
     if config.uni_sse.enabled:
         prefix = config.uni_sse.handler_prefix or "/connection/uni_sse"
-        out.append(Route(prefix, UniSseEndpoint(node)))
+        out.append(Route(prefix, UniStreamEndpoint(node, "uni_sse")))
     if config.uni_http_stream.enabled:
         prefix = config.uni_http_stream.handler_prefix or "/connection/uni_http_stream"
-        out.append(Route(prefix, UniHttpStreamEndpoint(node)))
+        out.append(Route(prefix, UniStreamEndpoint(node, "uni_http_stream")))
     return out
