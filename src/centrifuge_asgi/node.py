@@ -40,6 +40,7 @@ from .engines.base import (
 from .engines.factory import build_engine
 from .engines.memory import MemoryBroker
 from .errors import ClientError, EngineError
+from .flusher import Flusher
 from .handlers import (
     ConnectingHandler,
     DisconnectHandler,
@@ -142,6 +143,7 @@ class Node:
         self.metrics = NodeMetrics(self)
         self.scheduler = Scheduler()
         self.write_watchdog = WriteWatchdog()
+        self.flusher = Flusher()
         self.outbox_pressure = False  # set when an outbox passes half of its limit
         self.handlers = Handlers()
         if broker is None or presence_manager is None:
@@ -239,6 +241,7 @@ class Node:
             await tg.__aexit__(None, None, None)
             raise
         tg.start_soon(self.scheduler.run)
+        tg.start_soon(self.flusher.run)
         tg.start_soon(
             self._periodic, self.config.client.presence_update_interval, self._refresh_presence
         )
@@ -283,10 +286,13 @@ class Node:
         async with self:
             yield
 
-    def spawn(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
-        """Run ``fn(*args)`` in the node's task group; failures are logged."""
+    def spawn(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> bool:
+        """Run ``fn(*args)`` in the node's task group (False when the node is not running).
+
+        Failures are logged.
+        """
         if self._tg is None:
-            return
+            return False
 
         async def guarded() -> None:
             try:
@@ -295,6 +301,7 @@ class Node:
                 log.exception("background task %s failed", getattr(fn, "__name__", fn))
 
         self._tg.start_soon(guarded)
+        return True
 
     async def _periodic(self, interval: float, step: Callable[[], Awaitable[None]]) -> None:
         if interval <= 0:

@@ -1,62 +1,73 @@
-"""A per-connection outgoing queue bounded in bytes, drained by one writer.
+"""A per-connection outgoing queue bounded in bytes.
 
-Fan-out appends encoded messages without awaiting; the connection's writer takes
-everything queued at once and sends it as one frame (coalescing). Overflow is
+Fan-out appends encoded messages without awaiting. The transport takes everything queued
+at once and sends it as one frame (coalescing), either by awaiting :meth:`Outbox.take_all`
+in a task of its own (the HTTP streaming transports) or by registering a listener that
+schedules a write (the WebSocket transport, through the node's flusher). Overflow is
 reported to the caller, which disconnects the client as "slow".
 """
 
 from __future__ import annotations
 
-from collections import deque
-
-import anyio
+import asyncio
+import functools
+from collections.abc import Callable
 
 
 class Outbox:
-    __slots__ = ("_closed", "_items", "_size", "_waiter", "max_bytes")
+    """Queued messages of one connection; ``size`` is their total length in bytes."""
+
+    __slots__ = ("_closed", "_items", "_listener", "max_bytes", "size")
 
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
-        self._items: deque[bytes] = deque()
-        self._size = 0
+        self.size = 0
+        self._items: list[bytes] = []
         self._closed = False
-        self._waiter: anyio.Event | None = None
-
-    @property
-    def size(self) -> int:
-        return self._size
+        self._listener: Callable[[], object] | None = None
 
     @property
     def closed(self) -> bool:
         return self._closed
 
+    def listen(self, listener: Callable[[], object] | None) -> None:
+        """Call ``listener`` when a message lands in an empty outbox, and on close.
+
+        It runs synchronously inside :meth:`put` or :meth:`close`, so it must only
+        schedule work. An outbox has one consumer: a listener or :meth:`take_all`.
+        """
+        self._listener = listener
+
     def put(self, message: bytes) -> bool:
         """Queue one message; False when it would exceed ``max_bytes`` (or closed)."""
         if self._closed:
             return False
-        size = self._size + len(message)
+        size = self.size + len(message)
         if self.max_bytes > 0 and size > self.max_bytes:
             return False
-        self._items.append(message)
-        self._size = size
-        if self._waiter is not None:
-            self._waiter.set()
+        items = self._items
+        items.append(message)
+        self.size = size
+        if len(items) == 1 and self._listener is not None:
+            self._listener()
         return True
 
     def close(self, *, discard: bool = False) -> None:
         """Stop accepting messages; ``discard`` drops what is still queued."""
         self._closed = True
         if discard:
-            self._items.clear()
-            self._size = 0
-        if self._waiter is not None:
-            self._waiter.set()
+            self._items = []
+            self.size = 0
+        if self._listener is not None:
+            self._listener()
 
     def drain(self) -> list[bytes]:
         """Return and remove everything queued, without waiting."""
-        batch = list(self._items)
-        self._items.clear()
-        self._size = 0
+        batch = self._items
+        if not batch:
+            return []
+        self._items = []
+        self.size = 0
         return batch
 
     async def take_all(self) -> list[bytes] | None:
@@ -64,7 +75,15 @@ class Outbox:
         while not self._items:
             if self._closed:
                 return None
-            self._waiter = anyio.Event()
-            await self._waiter.wait()
-            self._waiter = None
+            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._listener = functools.partial(_wake, waiter)
+            try:
+                await waiter
+            finally:
+                self._listener = None
         return self.drain()
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)

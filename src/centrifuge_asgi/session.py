@@ -121,6 +121,28 @@ _METHODS = (
 class Session:
     """The state machine of one connection (see the module docstring)."""
 
+    __slots__ = (
+        "_awaiting_pong",
+        "_channels",
+        "_refresh_by_handler",
+        "_timers",
+        "client_id",
+        "client_side_refresh",
+        "close_code",
+        "close_reason",
+        "codec",
+        "expire_at",
+        "info",
+        "meta",
+        "node",
+        "outbox",
+        "session_id",
+        "state",
+        "subs",
+        "transport",
+        "user",
+    )
+
     def __init__(self, node: Node, transport: TransportInfo) -> None:
         self.node = node
         self.transport = transport

@@ -116,6 +116,8 @@ class Subscription:
 class ChannelCommands:
     """The channel half of a :class:`~centrifuge_asgi.session.Session`."""
 
+    __slots__ = ("s",)
+
     def __init__(self, session: Session) -> None:
         self.s = session
 

@@ -7,12 +7,14 @@ metrics), as Centrifugo does with ``http_server.internal_port``.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Literal
 
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute, Route, WebSocketRoute
+from starlette.types import Receive, Scope, Send
 
 from . import emulation, unidirectional, websocket
 
@@ -50,11 +52,45 @@ def internal_routes(node: Node) -> list[BaseRoute]:
     return [*api.routes(node), *health_routes(node), *metrics.routes(node)]
 
 
-def build_app(node: Node, part: Part = "all") -> Starlette:
+class NodeApp(Starlette):
+    """The node's Starlette app; a WebSocket on a connection path goes straight to its endpoint.
+
+    Long-lived connections otherwise keep the frames of Starlette's middleware and router
+    alive for their whole life (about 3 KB each) and pass every frame through its wrapper.
+    Middleware added with ``add_middleware`` turns the shortcut off, so it sees every scope.
+    """
+
+    def __init__(self, routes: Sequence[BaseRoute], lifespan: Any) -> None:
+        super().__init__(routes=list(routes), lifespan=lifespan)
+        self._websockets = {
+            r.path: r.app
+            for r in routes
+            if isinstance(r, WebSocketRoute) and not r.param_convertors
+        }
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket" and not self.user_middleware:
+            endpoint = self._websockets.get(_route_path(scope))
+            if endpoint is not None:
+                await endpoint(scope, receive, send)
+                return
+        await super().__call__(scope, receive, send)
+
+
+def _route_path(scope: Scope) -> str:
+    """The path below the mount point (``root_path``), as Starlette's router matches it."""
+    path: str = scope["path"]
+    root = scope.get("root_path", "")
+    if root and path.startswith(root) and path[len(root) : len(root) + 1] == "/":
+        return path[len(root) :]
+    return path
+
+
+def build_app(node: Node, part: Part = "all") -> NodeApp:
     """Routes per Centrifugo v6 defaults; the node's lifespan runs with the app's."""
     routes: list[BaseRoute] = []
     if part in ("all", "external"):
         routes += external_routes(node)
     if part in ("all", "internal"):
         routes += internal_routes(node)
-    return Starlette(routes=routes, lifespan=node.lifespan)
+    return NodeApp(routes, node.lifespan)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import logging
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import anyio
@@ -96,7 +97,7 @@ async def serve_emulated(
     codec: Codec,
     fmt: StreamFormat,
     first_frame: bytes,
-    headers: dict[str, str],
+    headers: Mapping[str, str],
     extra_headers: Headers,
 ) -> None:
     """Open an emulated connection whose first commands are ``first_frame``."""

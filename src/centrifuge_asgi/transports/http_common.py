@@ -9,7 +9,7 @@ limit), :func:`accept_request` (the common preamble of every HTTP endpoint) and
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
@@ -37,9 +37,53 @@ CONNECT_PARAM = "cf_connect"  # the query parameter carrying a connect request
 # ------------------------------------------------------------------------- request
 
 
-def request_headers(scope: Scope) -> dict[str, str]:
-    """Lower-cased header names; the last value wins."""
-    return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+class RequestHeaders(Mapping[str, str]):
+    """The request's headers, read from the ASGI scope when asked for.
+
+    Names are lower-cased and the last value wins. A connection keeps its scope anyway,
+    so reading from it on demand saves a copy of every header per connection.
+    """
+
+    __slots__ = ("_all", "_raw")
+
+    def __init__(self, raw: Iterable[tuple[bytes, bytes]]) -> None:
+        self._raw = raw
+        self._all: dict[str, str] | None = None
+
+    def get(self, key: str, default: Any = None) -> Any:
+        if self._all is not None:
+            return self._all.get(key, default)
+        name = key.lower().encode("latin-1")
+        found: bytes | None = None
+        for k, v in self._raw:
+            if k.lower() == name:
+                found = v
+        return default if found is None else found.decode("latin-1")
+
+    def __getitem__(self, key: str) -> str:
+        value: str | None = self.get(key)
+        if value is None:
+            raise KeyError(key)
+        return value
+
+    def _decoded(self) -> dict[str, str]:
+        if self._all is None:
+            self._all = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in self._raw}
+        return self._all
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._decoded())
+
+    def __len__(self) -> int:
+        return len(self._decoded())
+
+    def __repr__(self) -> str:
+        return f"RequestHeaders({self._decoded()!r})"
+
+
+def request_headers(scope: Scope) -> RequestHeaders:
+    """The request's headers (see :class:`RequestHeaders`)."""
+    return RequestHeaders(scope.get("headers", ()))
 
 
 def query_param(scope: Scope, name: str) -> str | None:
@@ -47,7 +91,7 @@ def query_param(scope: Scope, name: str) -> str | None:
     return values[0] if values else None
 
 
-def content_type(headers: dict[str, str]) -> str:
+def content_type(headers: Mapping[str, str]) -> str:
     return headers.get("content-type", "").split(";", 1)[0].strip().lower()
 
 
@@ -79,7 +123,7 @@ async def read_body(receive: Receive, limit: int) -> bytes:
 # ------------------------------------------------------------------------ response
 
 
-def cors_headers(headers: dict[str, str], allowed: Sequence[str]) -> Headers:
+def cors_headers(headers: Mapping[str, str], allowed: Sequence[str]) -> Headers:
     """Centrifugo's CORS middleware: allow an allowed Origin with credentials."""
     origin = headers.get("origin")
     if not origin or not origin_allowed(origin, headers.get("host"), allowed):
@@ -117,7 +161,9 @@ async def deny_handshake(scope: Scope, send: Send, status: int) -> None:
 # ----------------------------------------------------------------------- admission
 
 
-def admission_status(node: Node, headers: dict[str, str], *, connection: bool = True) -> int | None:
+def admission_status(
+    node: Node, headers: Mapping[str, str], *, connection: bool = True
+) -> int | None:
     """Why a request is refused (an HTTP status), or None to accept it.
 
     Every request needs an allowed ``Origin`` (403). A new connection (``connection``)
@@ -144,7 +190,7 @@ class HttpRequest:
     """A request that passed :func:`accept_request`."""
 
     method: str  # "POST", or "GET" where the endpoint takes its payload from the query
-    headers: dict[str, str]
+    headers: Mapping[str, str]
     cors: Headers  # CORS headers for every answer to this request
     body: bytes  # the POST body, or the query parameter of a GET
 

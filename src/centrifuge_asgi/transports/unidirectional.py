@@ -10,6 +10,7 @@ Subscriptions are server-side only (token, personal channel, handler, or the req
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 import anyio
@@ -83,7 +84,7 @@ def parse_connect(data: bytes) -> ConnectRequest | None:
 async def connect_session(
     node: Node,
     name: str,
-    headers: dict[str, str],
+    headers: Mapping[str, str],
     req: ConnectRequest,
     codec: UniJsonCodec = UNI_JSON,
 ) -> tuple[Session, int | None]:

@@ -1,30 +1,30 @@
 """The bidirectional WebSocket transport (``/connection/websocket``), JSON or Protobuf.
 
-One task reads frames and feeds them to the session in order; one writer drains the
-session's outbox, joining everything queued into a single frame (newline-separated JSON
-in a text frame, or length-delimited Protobuf in a binary frame).
+The connection's own task reads frames and feeds them to the session in order; its
+:class:`~.frame_writer.FrameWriter` turns the session's outbox into frames, written by the
+node's flusher (one task for every connection).
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
 import anyio
 from starlette.routing import BaseRoute, WebSocketRoute
 
-from ..codes import DisconnectCode
 from ..protocol.codec import Codec
 from ..protocol.json_codec import JSON
 from ..protocol.protobuf_codec import PROTOBUF
 from ..session import Session, TransportInfo
+from .frame_writer import FrameWriter
 from .http_common import Receive, Scope, Send, admission_status, deny_handshake, request_headers
 
 if TYPE_CHECKING:
     from ..node import Node
 
 _MESSAGE_TOO_BIG = 1009
-_COMMAND_GRACE = 5.0  # seconds an in-flight command may run on after the connection closed
 _SUBPROTOCOLS = ("centrifuge-json", "centrifuge-protobuf")
 
 
@@ -69,83 +69,37 @@ class WebSocketEndpoint:
         await self._serve(session, receive, send)
 
     async def _serve(self, session: Session, receive: Receive, send: Send) -> None:
+        """Read frames into the session until either side closes; the node's flusher writes."""
         limit = self.node.config.websocket.message_size_limit
-        write_timeout = self.node.config.websocket.write_timeout or 1.0
-        peer_gone = False
-        reader_idle = anyio.Event()  # set while the reader waits for a frame or has ended
-
-        watchdog = self.node.write_watchdog
-
-        async def writer(scope: anyio.CancelScope) -> None:
-            outbox = session.outbox
-            codec = session.codec
-
-            def write_timed_out() -> None:
-                session.disconnect(DisconnectCode.WRITE_ERROR)
-                scope.cancel()  # the stuck send, and the reader with it
-
-            try:
-                while (batch := await outbox.take_all()) is not None:
-                    frame = codec.join(batch)
-                    message: dict[str, Any] = {"type": "websocket.send"}
-                    if codec.binary:
-                        message["bytes"] = frame
-                    else:
-                        try:
-                            message["text"] = frame.decode()
-                        except UnicodeDecodeError:
-                            # binary payload (e.g. published by a Protobuf client)
-                            session.disconnect(DisconnectCode.INAPPROPRIATE_PROTOCOL)
-                            continue
-                    watchdog.start(session, write_timeout, write_timed_out)
-                    try:
-                        await send(message)
-                    finally:
-                        watchdog.done(session)
-                if not peer_gone:
-                    with anyio.move_on_after(write_timeout):
-                        await send(
-                            {
-                                "type": "websocket.close",
-                                "code": session.close_code,
-                                "reason": session.close_reason,
-                            }
-                        )
-            except TimeoutError:
-                session.disconnect(DisconnectCode.WRITE_ERROR)
-            except OSError:
-                session.transport_closed()
-            # A command still running (say, an RPC handler that disconnected its own
-            # user and goes on publishing) may finish; its replies are dropped.
-            with anyio.move_on_after(_COMMAND_GRACE):
-                await reader_idle.wait()
-            scope.cancel()
-
+        writer = FrameWriter(session, send, self.node)
         try:
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(writer, tg.cancel_scope)
-                try:
-                    while True:
-                        reader_idle.set()
-                        msg = await receive()
-                        reader_idle = anyio.Event()
-                        if msg["type"] == "websocket.disconnect":
-                            peer_gone = True
-                            session.transport_closed()
-                            break
-                        text = msg.get("text")
-                        data: bytes = text.encode() if text is not None else msg.get("bytes") or b""
-                        if limit > 0 and len(data) > limit:
-                            session.disconnect(_MESSAGE_TOO_BIG, "message too big")
-                            break
-                        await session.handle_frame(data)
-                        if session.closing:
-                            break
-                finally:
-                    reader_idle.set()
+            while True:
+                writer.reader_idle = True
+                msg = await receive()
+                writer.reader_idle = False
+                if msg["type"] == "websocket.disconnect":
+                    writer.peer_gone = True
+                    session.transport_closed()
+                    break
+                text = msg.get("text")
+                data: bytes = text.encode() if text is not None else msg.get("bytes") or b""
+                if limit > 0 and len(data) > limit:
+                    session.disconnect(_MESSAGE_TOO_BIG, "message too big")
+                    break
+                await session.handle_frame(data)
+                if session.closing:
+                    break
+        except asyncio.CancelledError:
+            # The writer stops the reader once the close frame is out; any other
+            # cancellation (the server shutting down) goes on.
+            task = writer.reader_task
+            if not writer.reader_cancelled or task is None or task.uncancel() > 0:
+                raise
         finally:
-            with anyio.CancelScope(shield=True), anyio.move_on_after(5):
-                await session.finish()
+            with anyio.CancelScope(shield=True):
+                await writer.finish()
+                with anyio.move_on_after(5):
+                    await session.finish()
 
 
 def routes(node: Node) -> list[BaseRoute]:

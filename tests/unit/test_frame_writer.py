@@ -1,0 +1,289 @@
+"""The WebSocket write path: the node's flusher, inline sends and stalled sends.
+
+The endpoint is driven at the ASGI level with scripted ``receive``/``send`` callables,
+so a send can be made to stall exactly as uvicorn's does while a socket is not draining.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import anyio
+import pytest
+
+from centrifuge_asgi import Node
+from centrifuge_asgi.codes import DisconnectCode
+from centrifuge_asgi.flusher import Flusher, step
+from centrifuge_asgi.transports.app import NodeApp
+from centrifuge_asgi.transports.http_common import RequestHeaders
+from centrifuge_asgi.transports.websocket import WebSocketEndpoint
+from tests.interop.support import make_config, token
+
+pytestmark = pytest.mark.anyio
+
+CHANNEL = "chat:w"
+
+
+class FakeSocket:
+    """One ASGI WebSocket connection: scripted frames in, recorded messages out.
+
+    While ``paused`` is set, a ``websocket.send`` waits, like uvicorn's send on a
+    transport whose buffer is full.
+    """
+
+    def __init__(self) -> None:
+        self.incoming: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self.sent: list[dict[str, Any]] = []
+        self.writable = asyncio.Event()
+        self.writable.set()
+        self.incoming.put_nowait({"type": "websocket.connect"})
+        self.ended = asyncio.Event()
+
+    def frame(self, **command: Any) -> None:
+        self.incoming.put_nowait({"type": "websocket.receive", "text": json.dumps(command)})
+
+    async def receive(self) -> dict[str, Any]:
+        return await self.incoming.get()
+
+    async def send(self, message: dict[str, Any]) -> None:
+        if message["type"] == "websocket.send":
+            await self.writable.wait()
+        self.sent.append(message)
+
+    def pushes(self) -> list[int]:
+        """The ``i`` of every publication received, in order, across frames."""
+        out: list[int] = []
+        for m in self.sent:
+            for line in m.get("text", "").splitlines():
+                pub = json.loads(line).get("push", {}).get("pub")
+                if pub is not None:
+                    out.append(pub["data"]["i"])
+        return out
+
+    def close_code(self) -> int | None:
+        closes = [m["code"] for m in self.sent if m["type"] == "websocket.close"]
+        assert len(closes) <= 1, self.sent
+        return closes[0] if closes else None
+
+
+SCOPE = {"type": "websocket", "path": "/connection/websocket", "headers": [], "query_string": b""}
+
+
+@pytest.fixture
+async def node() -> AsyncIterator[Node]:
+    config = make_config()
+    config["websocket"] = {"write_timeout": 0.3}
+    async with Node(config) as n:
+        yield n
+
+
+async def open_socket(node: Node, tg: Any, user: str) -> FakeSocket:
+    sock = FakeSocket()
+    endpoint = WebSocketEndpoint(node)
+
+    async def run() -> None:
+        try:
+            await endpoint(dict(SCOPE), sock.receive, sock.send)
+        finally:
+            sock.ended.set()
+
+    tg.start_soon(run)
+    sock.frame(id=1, connect={"token": token(user)})
+    sock.frame(id=2, subscribe={"channel": CHANNEL})
+    with anyio.fail_after(5):
+        await until(lambda: len(sock.sent) >= 2)
+    return sock
+
+
+async def until(check: Callable[[], bool]) -> None:
+    """Poll ``check`` (bounded to 2 s)."""
+    with anyio.fail_after(2):
+        while True:
+            if check():
+                return
+            await asyncio.sleep(0.005)
+
+
+async def test_a_stalled_send_holds_up_no_one_and_loses_nothing(node: Node) -> None:
+    async with anyio.create_task_group() as tg:
+        fast = await open_socket(node, tg, "fast")
+        slow = await open_socket(node, tg, "slow")
+        slow.writable.clear()  # its socket stops draining
+        for i in range(5):
+            await node.publish(CHANNEL, {"i": i})
+            await asyncio.sleep(0.01)
+        assert fast.pushes() == [0, 1, 2, 3, 4]  # written while the other send waits
+        assert slow.pushes() == []
+        slow.writable.set()
+        await until(lambda: slow.pushes() == [0, 1, 2, 3, 4])
+        # the first frame was the stalled send; what queued behind it came as one frame
+        frames = [m["text"] for m in slow.sent if '"pub"' in m.get("text", "")]
+        assert [f.count('"pub"') for f in frames] == [1, 4]
+        await node.publish(CHANNEL, {"i": 5})  # back on the inline path
+        await asyncio.sleep(0.01)
+        assert slow.pushes()[-1] == 5 and fast.pushes()[-1] == 5
+        tg.cancel_scope.cancel()
+
+
+async def test_a_send_stalled_past_the_write_timeout_closes_with_3009(node: Node) -> None:
+    async with anyio.create_task_group() as tg:
+        fast = await open_socket(node, tg, "fast")
+        slow = await open_socket(node, tg, "slow")
+        slow.writable.clear()
+        await node.publish(CHANNEL, {"i": 0})
+        with anyio.fail_after(4):  # 0.3 s timeout, swept every second
+            await slow.ended.wait()  # the reader was stopped and the session finished
+        assert slow.close_code() is None  # nothing more is written to a stuck socket
+        assert node.registry.num_clients == 1
+        assert fast.pushes() == [0]
+        tg.cancel_scope.cancel()
+
+
+async def test_server_disconnect_sends_queued_replies_then_the_close(node: Node) -> None:
+    async with anyio.create_task_group() as tg:
+        sock = await open_socket(node, tg, "u1")
+        await node.publish(CHANNEL, {"i": 0})
+        await node.disconnect("u1")
+        with anyio.fail_after(2):
+            await sock.ended.wait()  # the idle reader was stopped
+        assert sock.pushes() == [0]
+        assert sock.close_code() == DisconnectCode.FORCE_DISCONNECT
+        assert node.registry.num_clients == 0
+
+
+async def test_peer_close_gets_no_close_frame_back(node: Node) -> None:
+    async with anyio.create_task_group() as tg:
+        sock = await open_socket(node, tg, "u1")
+        sock.incoming.put_nowait({"type": "websocket.disconnect", "code": 1000})
+        with anyio.fail_after(2):
+            await sock.ended.wait()
+        assert sock.close_code() is None
+        assert node.registry.num_clients == 0
+
+
+async def test_a_command_running_at_close_may_finish_first(node: Node) -> None:
+    release = asyncio.Event()
+
+    @node.on_rpc("m")
+    async def slow_rpc(event: Any) -> Any:
+        await node.disconnect("u1")
+        await release.wait()  # goes on after its own user was disconnected
+        return None
+
+    async with anyio.create_task_group() as tg:
+        sock = await open_socket(node, tg, "u1")
+        sock.frame(id=3, rpc={"method": "m"})
+        await until(lambda: sock.close_code() is not None)  # not held up by the command
+        assert not sock.ended.is_set()
+        release.set()
+        with anyio.fail_after(2):
+            await sock.ended.wait()
+
+
+async def test_flusher_writes_each_target_and_survives_a_failing_one() -> None:
+    flusher = Flusher()
+    written: list[str] = []
+
+    class Target:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        def flush(self) -> None:
+            if self.name == "bad":
+                raise RuntimeError("boom")
+            written.append(self.name)
+
+    for name in ("a", "bad", "b"):
+        flusher.schedule(Target(name))
+    assert flusher.flush_ready() == 3
+    assert written == ["a", "b"]
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(flusher.run)
+        await asyncio.sleep(0)
+        flusher.schedule(Target("c"))  # wakes the idle task
+        await until(lambda: written[-1] == "c")
+        tg.cancel_scope.cancel()
+
+
+async def test_step_runs_inline_and_hands_a_suspended_awaitable_over() -> None:
+    log: list[str] = []
+
+    async def quick() -> None:
+        log.append("quick")
+
+    assert step(quick()) is None
+    assert log == ["quick"]
+
+    gate = asyncio.Event()
+
+    async def stalled() -> str:
+        log.append("started")
+        try:
+            await gate.wait()
+        except asyncio.CancelledError:
+            log.append("cancelled")
+            raise
+        return "done"
+
+    resumed = step(stalled())
+    assert resumed is not None and log[-1] == "started"
+    asyncio.get_running_loop().call_soon(gate.set)
+    assert await resumed == "done"
+
+    gate.clear()
+    resumed = step(stalled())
+    assert resumed is not None
+
+    async def finish() -> None:
+        await resumed
+
+    with anyio.move_on_after(0.05):  # cancellation reaches the suspended coroutine
+        await finish()
+    assert log[-1] == "cancelled"
+
+
+def test_request_headers_are_read_on_demand() -> None:
+    headers = RequestHeaders([(b"Origin", b"http://a"), (b"x-id", b"1"), (b"X-Id", b"2")])
+    assert headers.get("origin") == "http://a"
+    assert headers["X-ID"] == "2"  # names are case-insensitive; the last value wins
+    assert headers.get("host") is None and "host" not in headers
+    with pytest.raises(KeyError):
+        headers["host"]
+    assert dict(headers) == {"origin": "http://a", "x-id": "2"}
+    assert len(headers) == 2
+
+
+async def test_websocket_routes_skip_starlette_unless_middleware_was_added() -> None:
+    from starlette.types import ASGIApp, Receive, Scope, Send
+
+    seen: list[str] = []
+
+    class Recorder:
+        def __init__(self, app: ASGIApp) -> None:
+            self.app = app
+
+        async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+            seen.append(scope["type"])
+            await self.app(scope, receive, send)
+
+    node = Node(make_config())
+    app = node.asgi_app()
+    assert isinstance(app, NodeApp)
+    app.add_middleware(Recorder)
+    from starlette.testclient import TestClient
+
+    with TestClient(app) as http, http.websocket_connect("/connection/websocket") as ws:
+        ws.send_text(json.dumps({"id": 1, "connect": {"token": token("u1")}}))
+        assert "connect" in json.loads(ws.receive_text())
+    assert "websocket" in seen  # added middleware sees the connection
+
+    plain = Node(make_config()).asgi_app()
+    with (
+        TestClient(plain, root_path="/rt") as http,
+        http.websocket_connect("/rt/connection/websocket") as ws,
+    ):
+        ws.send_text(json.dumps({"id": 1, "connect": {"token": token("u1")}}))
+        assert "connect" in json.loads(ws.receive_text())
