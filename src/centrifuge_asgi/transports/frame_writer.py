@@ -36,19 +36,24 @@ COMMAND_GRACE = 5.0  # seconds an in-flight command may run on after the close f
 
 class _LastText:
     """``bytes.decode`` remembering its last result: a fan-out hands the same encoded
-    publication object to every subscriber, so it is decoded once, not per connection."""
+    publication object to every subscriber, so it is decoded once, not per connection.
 
-    __slots__ = ("frame", "text")
+    The pair is replaced in one assignment, so event loops in other threads never see a
+    frame matched with another frame's text.
+    """
+
+    __slots__ = ("last",)
 
     def __init__(self) -> None:
-        self.frame = b""
-        self.text = ""
+        self.last = (b"", "")
 
     def __call__(self, frame: bytes) -> str:
-        if frame is not self.frame:
-            text = frame.decode()
-            self.frame, self.text = frame, text
-        return self.text
+        last = self.last
+        if last[0] is frame:
+            return last[1]
+        text = frame.decode()
+        self.last = (frame, text)
+        return text
 
 
 _as_text = _LastText()
