@@ -12,7 +12,7 @@ import base64
 import logging
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
 from msgspec import Raw
@@ -121,6 +121,8 @@ class _RPCResult(msgspec.Struct):
     b64data: str = ""
 
 
+R = TypeVar("R")
+
 _CONNECT = decoder(_ConnectResult)
 _REFRESH = decoder(_RefreshResult)
 _SUBSCRIBE = decoder(_SubscribeResult)
@@ -224,6 +226,40 @@ class ProxyHooks:
             raise ClientError.of(ErrorCode.INTERNAL)
         return proxy
 
+    def _request(
+        self, proxy: ProxyConfig, client: ClientRef, **fields: Any
+    ) -> tuple[Session | None, dict[str, Any], dict[str, str]]:
+        """The client's session (None once gone), the request body and the headers."""
+        session = self._session(client)
+        body = self._body(proxy, client, session)
+        body.update(fields)
+        return session, body, build_headers(proxy, session.transport.headers if session else {})
+
+    async def _decide(
+        self,
+        kind: str,
+        proxy: ProxyConfig,
+        client: ClientRef,
+        raw_data: bytes | None,
+        decode: Any,
+        answer: Callable[[Any, bool], R],
+        **fields: Any,
+    ) -> R | None:
+        """Call a proxy whose error or disconnect answer is the client's.
+
+        Returns ``answer(result, json_only)``, or None when the proxy answered with an
+        empty result; a failed call (or an unusable answer) is error 100 for the client.
+        """
+        session, body, headers = self._request(proxy, client, **fields)
+        try:
+            self._put_data(body, proxy, raw_data, session)
+            env = await self.caller.call(proxy, body, headers, decode)
+            result = env.settle()
+            return None if result is None else answer(result, self._json_only(session))
+        except ProxyFailure as exc:
+            self._failed(kind, proxy, client.client, exc)
+            raise ClientError.of(ErrorCode.INTERNAL) from None
+
     # -- connect / refresh
 
     async def connect(self, event: ConnectEvent) -> ConnectReply:
@@ -258,9 +294,7 @@ class ProxyHooks:
     async def refresh(self, event: RefreshEvent) -> RefreshReply:
         """Extend an expiring connection through ``client.proxy.refresh``."""
         proxy = self.node.config.client.proxy.refresh
-        session = self._session(event.client)
-        body = self._body(proxy, event.client, session)
-        headers = build_headers(proxy, session.transport.headers if session else {})
+        session, body, headers = self._request(proxy, event.client)
         try:
             env = await self.caller.call(proxy, body, headers, _REFRESH, check_codes=False)
             result = env.result  # error and disconnect are ignored for refresh
@@ -283,26 +317,25 @@ class ProxyHooks:
         if proxy is None:
             handler = self.fallback("subscribe")
             return await handler(event) if handler is not None else None
-        session = self._session(event.client)
-        body = self._body(proxy, event.client, session)
-        body["channel"] = event.channel
-        headers = build_headers(proxy, session.transport.headers if session else {})
-        json_only = self._json_only(session)
-        try:
-            self._put_data(body, proxy, event.raw_data, session)
-            env = await self.caller.call(proxy, body, headers, _SUBSCRIBE)
-            result = env.settle()
-            if result is None:
-                return SubscribeReply()
+
+        def answer(result: _SubscribeResult, json_only: bool) -> SubscribeReply:
             return SubscribeReply(
                 info=_payload(result.info, result.b64info, "info", json_only=json_only),
                 data=_payload(result.data, result.b64data, "data", json_only=json_only),
                 expire_at=result.expire_at or None,
                 override=result.override.convert() if result.override is not None else None,
             )
-        except ProxyFailure as exc:
-            self._failed("subscribe", proxy, event.client.client, exc)
-            raise ClientError.of(ErrorCode.INTERNAL) from None
+
+        reply = await self._decide(
+            "subscribe",
+            proxy,
+            event.client,
+            event.raw_data,
+            _SUBSCRIBE,
+            answer,
+            channel=event.channel,
+        )
+        return reply or SubscribeReply()
 
     async def publish(self, event: PublishEvent) -> PublishReply | None:
         """The publish proxy of the channel's namespace decides alone (else the fallback)."""
@@ -310,21 +343,21 @@ class ProxyHooks:
         if proxy is None:
             handler = self.fallback("publish")
             return await handler(event) if handler is not None else None
-        session = self._session(event.client)
-        body = self._body(proxy, event.client, session)
-        body["channel"] = event.channel
-        headers = build_headers(proxy, session.transport.headers if session else {})
-        try:
-            self._put_data(body, proxy, event.raw_data, session)
-            env = await self.caller.call(proxy, body, headers, _PUBLISH)
-            result = env.settle()
-            if result is None:
-                return PublishReply()
-            data = _payload(result.data, result.b64data, "data", json_only=self._json_only(session))
+
+        def answer(result: _PublishResult, json_only: bool) -> PublishReply:
+            data = _payload(result.data, result.b64data, "data", json_only=json_only)
             return PublishReply(data=data, skip_history=result.skip_history)
-        except ProxyFailure as exc:
-            self._failed("publish", proxy, event.client.client, exc)
-            raise ClientError.of(ErrorCode.INTERNAL) from None
+
+        reply = await self._decide(
+            "publish",
+            proxy,
+            event.client,
+            event.raw_data,
+            _PUBLISH,
+            answer,
+            channel=event.channel,
+        )
+        return reply or PublishReply()
 
     async def sub_refresh(self, event: SubRefreshEvent) -> SubRefreshReply:
         """Extend an expiring subscription through its namespace's sub_refresh proxy."""
@@ -335,10 +368,7 @@ class ProxyHooks:
                 reply: SubRefreshReply = await handler(event)
                 return reply
             return SubRefreshReply(expired=True)  # what the node does without a handler
-        session = self._session(event.client)
-        body = self._body(proxy, event.client, session)
-        body["channel"] = event.channel
-        headers = build_headers(proxy, session.transport.headers if session else {})
+        session, body, headers = self._request(proxy, event.client, channel=event.channel)
         try:
             env = await self.caller.call(proxy, body, headers, _SUB_REFRESH, check_codes=False)
             result = env.result  # error and disconnect are ignored for sub_refresh
@@ -368,20 +398,13 @@ class ProxyHooks:
         proxy = config.proxy("rpc", options.proxy_name)
         if proxy is None:  # validated at load time; kept for configs built by hand
             raise ClientError.of(ErrorCode.INTERNAL)
-        session = self._session(event.client)
-        body = self._body(proxy, event.client, session)
-        body["method"] = event.method
-        headers = build_headers(proxy, session.transport.headers if session else {})
-        try:
-            self._put_data(body, proxy, event.raw_data, session)
-            env = await self.caller.call(proxy, body, headers, _RPC)
-            result = env.settle()
-            if result is None:
-                return None
-            return _payload(result.data, result.b64data, "data", json_only=self._json_only(session))
-        except ProxyFailure as exc:
-            self._failed("rpc", proxy, event.client.client, exc)
-            raise ClientError.of(ErrorCode.INTERNAL) from None
+
+        def answer(result: _RPCResult, json_only: bool) -> bytes | None:
+            return _payload(result.data, result.b64data, "data", json_only=json_only)
+
+        return await self._decide(
+            "rpc", proxy, event.client, event.raw_data, _RPC, answer, method=event.method
+        )
 
 
 __all__ = ["RETRY_AFTER", "ProxyHooks"]
