@@ -696,8 +696,8 @@ class Session:
         if ping.enabled and req.method == (ping.method or "ping"):
             return RPCResult()
         handler = node.handlers.rpc.get(req.method) or node.handlers.rpc_fallback
-        if handler is None:
-            if node.handlers.rpc:
+        if handler is None:  # 104 once some RPC exists (a handler or the ping), else 108
+            if node.handlers.rpc or ping.enabled:
                 raise ClientError.of(ErrorCode.METHOD_NOT_FOUND)
             raise ClientError.of(ErrorCode.NOT_AVAILABLE)
         raw = bytes(req.data) if req.data is not UNSET else None

@@ -230,6 +230,25 @@ async def test_gap_on_positioned_subscription_unsubscribes_with_2500(node: Node)
     assert "news:g" not in s.subs
 
 
+async def test_rpc_ping_and_the_codes_of_unknown_methods() -> None:
+    """Spec §2.8.9: without any RPC 108; with the built-in ping on, other methods are 104."""
+    for ping, unknown in ((False, 108), (True, 104)):
+        config = make_config()
+        config["rpc"] = {"ping": {"enabled": ping, "method": "hello"}}
+        async with Node(config) as node:
+            s = await connected(node)
+            await s.handle_frame(
+                frame({"id": 2, "rpc": {"method": "hello"}}, {"id": 3, "rpc": {"method": "x"}})
+            )
+            first, second = replies(s)
+            if ping:
+                assert first == {"id": 2, "rpc": {}}
+            else:
+                assert first["error"]["code"] == 108
+            assert second["error"]["code"] == unknown, second
+            await finish_all(node)
+
+
 async def test_rpc_result_object_always_present(node: Node) -> None:
     @node.on_rpc("none")
     async def none(event: RPCEvent) -> None:
