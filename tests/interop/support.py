@@ -96,3 +96,23 @@ async def eventually(read: Callable[[], Awaitable[Any]], expected: Any) -> None:
                 return
             await anyio.sleep(0.02)
     raise AssertionError(f"still {last!r} after {timeout} s, expected {expected!r}")
+
+
+def recovery_events(missed: int, recovered: bool) -> list[dict[str, Any]]:
+    """What ``sdk_recovery.mjs`` / ``protobuf_recovery.mjs`` report after a forced reconnect.
+
+    One publication before the reconnect, ``missed`` while away, one after. Recovered:
+    the position is the client's (1) and the missed ones follow; else the stream top.
+    """
+    last = missed + 2
+    after = [{"pub": n, "n": n} for n in range(2, last)] if recovered else []
+    return [
+        {"subscribed": {"wasRecovering": False, "recovered": False}, "offset": 0},
+        {"pub": 1, "n": 1},
+        {
+            "subscribed": {"wasRecovering": True, "recovered": recovered},
+            "offset": 1 if recovered else last - 1,
+        },
+        *after,
+        {"pub": last, "n": last},
+    ]

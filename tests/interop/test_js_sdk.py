@@ -16,7 +16,7 @@ from centrifuge_asgi.auth import connection_token
 from centrifuge_asgi.handlers import MessageEvent, RPCEvent
 from centrifuge_asgi.node import Node
 
-from .support import WS_PATH, make_config, make_node, sub_token, token
+from .support import WS_PATH, make_config, make_node, recovery_events, sub_token, token
 
 if TYPE_CHECKING:
     from conftest import LiveServer, LiveServerFactory, RunJs
@@ -205,19 +205,7 @@ def test_recovery_after_reconnect(
     _, srv = serve(live_server)
     result = run_js("sdk_recovery.mjs", ws(srv), token("u1"), channel, str(missed), timeout=15)
     assert result["connecting"] == {"code": 3011, "reason": "force reconnect"}
-    last = missed + 2
-    after = [{"pub": n, "n": n} for n in range(2, last)] if recovered else []
-    assert result["events"] == [
-        {"subscribed": {"wasRecovering": False, "recovered": False}, "offset": 0},
-        {"pub": 1, "n": 1},
-        # recovered: position is the client's (1) and the missed ones follow; else the top
-        {
-            "subscribed": {"wasRecovering": True, "recovered": recovered},
-            "offset": 1 if recovered else last - 1,
-        },
-        *after,
-        {"pub": last, "n": last},
-    ]
+    assert result["events"] == recovery_events(missed, recovered)
 
 
 # ---------------------------------------------------------------------------- permissions

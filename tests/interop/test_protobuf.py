@@ -29,7 +29,7 @@ from centrifuge_asgi.handlers import RPCEvent
 from centrifuge_asgi.node import Node
 from centrifuge_asgi.protocol.protobuf_codec import split_delimited, uvarint
 
-from .support import WS_PATH, make_config, make_node, token
+from .support import WS_PATH, make_config, make_node, recovery_events, token
 
 if TYPE_CHECKING:
     from conftest import LiveServer, LiveServerFactory, RunJs
@@ -114,18 +114,7 @@ def test_js_protobuf_recovery_after_forced_reconnect(
     _, srv = serve(live_server)
     result = run_js("protobuf_recovery.mjs", ws(srv), token("u1"), channel, str(missed), timeout=15)
     assert result["connecting"] == {"code": 3011, "reason": "force reconnect"}
-    last = missed + 2
-    after = [{"pub": n, "n": n} for n in range(2, last)] if recovered else []
-    assert result["events"] == [
-        {"subscribed": {"wasRecovering": False, "recovered": False}, "offset": 0},
-        {"pub": 1, "n": 1},
-        {
-            "subscribed": {"wasRecovering": True, "recovered": recovered},
-            "offset": 1 if recovered else last - 1,
-        },
-        *after,
-        {"pub": last, "n": last},
-    ]
+    assert result["events"] == recovery_events(missed, recovered)
 
 
 # ------------------------------------------------------------------- centrifuge-python
