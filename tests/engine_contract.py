@@ -93,14 +93,18 @@ class EngineUnderTest(NamedTuple):
     advance: Callable[[float], Awaitable[None]]
 
 
-async def wait_for(predicate: Callable[[], bool]) -> None:
+async def wait_for(predicate: Callable[[], bool], seen: Callable[[], object] = lambda: "") -> None:
     """Wait until ``predicate()`` holds; fails the test after ``WAIT_SECONDS``.
 
-    Polling keeps the handler a plain recorder that any backend can call.
+    Polling keeps the handler a plain recorder that any backend can call. ``seen``
+    describes what did arrive, for the failure message.
     """
-    with anyio.fail_after(WAIT_SECONDS):
-        while not predicate():  # noqa: ASYNC110
-            await anyio.sleep(0.005)
+    try:
+        with anyio.fail_after(WAIT_SECONDS):
+            while not predicate():  # noqa: ASYNC110
+                await anyio.sleep(0.005)
+    except TimeoutError:
+        raise AssertionError(f"not met within {WAIT_SECONDS} s; seen: {seen()!r}") from None
 
 
 def recovery_outcome(result: HistoryResult, since_offset: int) -> tuple[bool, list[int]]:

@@ -60,20 +60,34 @@ async def nats_broker(prefix: str, **options: object) -> AsyncIterator[tuple[Nat
         await broker.close()
 
 
-async def _wait_until_live(broker: NatsBroker, handler: Handler) -> None:
-    """Round-trip a probe through the server before the test starts (bounded).
+async def _wait_until_live(
+    broker: NatsBroker, handler: Handler, publisher: NatsBroker | None = None
+) -> None:
+    """Round-trip a probe from ``publisher`` (default: the broker itself) to ``broker``.
 
     A freshly connected client on a loaded CI machine can take a moment before its
     publications flow; the tests below are about routing, not connection start-up.
+    Two-broker tests also probe across the connections before they start.
     """
     probe = f"probe-{uuid.uuid4().hex[:8]}"
     await broker.subscribe(probe)
     with anyio.fail_after(10):
         while not handler.data_in(probe):
-            await broker.publish(probe, b'"probe"', PublishOptions())
+            await (publisher or broker).publish(probe, b'"probe"', PublishOptions())
             await anyio.sleep(0.05)
     await broker.unsubscribe(probe)
     handler.publications[:] = [p for p in handler.publications if p[0] != probe]
+
+
+@contextlib.asynccontextmanager
+async def nats_pair(
+    prefix: str, **options_b: object
+) -> AsyncIterator[tuple[NatsBroker, Handler, NatsBroker, Handler]]:
+    """Two brokers on separate connections, with publications flowing a → b and b → a."""
+    async with nats_broker(prefix) as (a, ha), nats_broker(prefix, **options_b) as (b, hb):
+        await _wait_until_live(b, hb, publisher=a)
+        await _wait_until_live(a, ha, publisher=b)
+        yield a, ha, b, hb
 
 
 @pytest.fixture
@@ -83,7 +97,7 @@ def prefix() -> str:
 
 
 async def test_fan_out_between_two_brokers(prefix: str) -> None:
-    async with nats_broker(prefix) as (a, ha), nats_broker(prefix) as (b, hb):
+    async with nats_pair(prefix) as (a, ha, b, hb):
         await b.subscribe("news")
         info = ClientInfo("u1", "c1", conn_info=b'{"a":1}')
         opts = PublishOptions(history_size=10, history_ttl=60, client_info=info, tags={"k": "v"})
@@ -91,7 +105,7 @@ async def test_fan_out_between_two_brokers(prefix: str) -> None:
         assert (result.position.offset, result.position.epoch) == (0, "")
         await a.publish_join("news", info)
         await a.publish_leave("news", info)
-        await wait_for(lambda: len(hb.leaves) == 1)
+        await wait_for(lambda: len(hb.leaves) == 1, lambda: (hb.publications, hb.joins, hb.leaves))
         (channel, pub, epoch) = hb.publications[0]
         assert (channel, pub.data, pub.offset, pub.info, pub.tags, epoch) == (
             "news",
@@ -122,7 +136,7 @@ def nats_subscriptions(broker: NatsBroker, channel: str) -> int:
 async def test_subscribe_unsubscribe_churn_keeps_one_subscription(prefix: str) -> None:
     """Interleaved subscribe/unsubscribe of one channel never leaks a NATS subscription."""
     rng = random.Random(7)
-    async with nats_broker(prefix) as (a, ha), nats_broker(prefix) as (b, _):
+    async with nats_pair(prefix) as (a, ha, b, _):
         nc = a._nc
         assert nc is not None
         original_subscribe = nc.subscribe
@@ -165,7 +179,7 @@ async def test_subscribe_unsubscribe_churn_keeps_one_subscription(prefix: str) -
 
 
 async def test_control_to_all_and_to_one(prefix: str) -> None:
-    async with nats_broker(prefix) as (a, ha), nats_broker(prefix) as (_, hb):
+    async with nats_pair(prefix) as (a, ha, _, hb):
         await a.publish_control(b"all")
         await a.publish_control(b"only-b", node_id=hb.node_id)
         await wait_for(lambda: hb.controls == [b"all", b"only-b"])
@@ -187,10 +201,7 @@ async def test_wildcards_need_allow_wildcards(prefix: str) -> None:
     async with nats_broker(prefix) as (plain, _):
         with pytest.raises(ClientError):
             await plain.subscribe("room.*")
-    async with (
-        nats_broker(prefix, allow_wildcards=True) as (wild, hw),
-        nats_broker(prefix) as (pub, _),
-    ):
+    async with nats_pair(prefix, allow_wildcards=True) as (pub, _, wild, hw):
         await wild.subscribe("room.*")
         await pub.publish("room.1", b'"one"', PublishOptions())
         await wait_for(lambda: hw.data_in("room.*") == [b'"one"'])
