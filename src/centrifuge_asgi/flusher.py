@@ -2,37 +2,54 @@
 
 A publication to N subscribers appends to N outboxes. Waking N writer tasks for it costs
 N task switches; the node's :class:`Flusher` is woken once and writes the N connections
-in a loop, as a hand-written fan-out would. A connection whose write cannot complete at
-once (its socket is not draining) finishes that write in a task of its own, so it never
-holds up the others (see :mod:`.transports.frame_writer`).
+in a loop, as a hand-written fan-out would.
+
+A write runs inline (:func:`step`) and usually completes without suspending. One that
+does suspend (its socket is not draining) is finished by the task that started it, since
+whatever the ASGI server's ``send`` entered before suspending (a timeout, a cancel scope)
+belongs to that task. That task therefore stops being the flusher: it hands the rest of
+its round to a new flusher task and stays with the stalled write, so one slow client
+never holds up the others.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
-from collections.abc import Awaitable, Generator
+from collections.abc import Awaitable, Callable, Generator
 from typing import Any, Protocol
 
 log = logging.getLogger(__name__)
 
 
 class Flushable(Protocol):
-    def flush(self) -> None:
-        """Write what is queued; must not raise and must not block."""
+    def flush(self) -> Resumed | None:
+        """Write what is queued inline; a write that suspended is returned, unfinished."""
+
+    async def complete(self, stalled: Resumed) -> None:
+        """Finish a write that :meth:`flush` returned (in the same task)."""
 
 
 class Flusher:
-    """Connections scheduled for a write, served by :meth:`run` (one task per node)."""
+    """Connections scheduled for a write, served by :meth:`run` (see the module docstring).
 
-    __slots__ = ("_ready", "_wakeup")
+    ``spawn`` starts a task in the node's task group (False when it cannot).
+    """
 
-    def __init__(self) -> None:
+    __slots__ = ("_last_text", "_open", "_ready", "_spawn", "_wakeup")
+
+    def __init__(self, spawn: Callable[[Callable[[], Awaitable[None]]], bool]) -> None:
+        self._spawn = spawn
         self._ready: list[Flushable] = []
         self._wakeup: asyncio.Future[None] | None = None
+        self._open = True
+        self._last_text = (b"", "")
 
     def schedule(self, target: Flushable) -> None:
-        """Write ``target`` on the flusher's next round."""
+        """Write ``target`` on the flusher's next round (dropped once the node stopped)."""
+        if not self._open:
+            return
         self._ready.append(target)
         wakeup = self._wakeup
         if wakeup is not None:
@@ -40,45 +57,72 @@ class Flusher:
             if not wakeup.done():
                 wakeup.set_result(None)
 
-    def flush_ready(self) -> int:
-        """Write everything scheduled so far; returns how many targets were written."""
-        ready, self._ready = self._ready, []
-        for target in ready:
-            try:
-                target.flush()
-            except Exception:
-                log.exception("flush failed")
-        return len(ready)
+    def decode(self, frame: bytes) -> str:
+        """``frame.decode()``, once per round for a frame shared by many connections.
+
+        A fan-out hands the same encoded publication object to every subscriber; the
+        last result is kept until the end of the round.
+        """
+        last = self._last_text
+        if last[0] is frame:
+            return last[1]
+        text = frame.decode()
+        self._last_text = (frame, text)
+        return text
 
     async def run(self) -> None:
-        """Serve scheduled writes forever (cancel the surrounding scope to stop)."""
+        """Serve scheduled writes until cancelled, or until a write of this task stalls."""
         loop = asyncio.get_running_loop()
-        while True:
-            if not self._ready:
-                wakeup = self._wakeup = loop.create_future()
-                try:
-                    await wakeup
-                finally:
-                    self._wakeup = None
-            self.flush_ready()
+        self._open = True
+        try:
+            while True:
+                if not self._ready:
+                    self._last_text = (b"", "")
+                    wakeup = self._wakeup = loop.create_future()
+                    try:
+                        await wakeup
+                    finally:
+                        self._wakeup = None
+                ready, self._ready = self._ready, []
+                for i, target in enumerate(ready):
+                    try:
+                        stalled = target.flush()
+                    except Exception:
+                        log.exception("flush failed")
+                        continue
+                    if stalled is not None:
+                        self._ready[:0] = ready[i + 1 :]
+                        self._spawn(self.run)  # the next flusher; this task stays with the write
+                        try:
+                            await target.complete(stalled)
+                        except Exception:
+                            log.exception("stalled write failed")
+                        return
+        except asyncio.CancelledError:
+            self._open = False  # the node is stopping: nothing will be written any more
+            self._ready.clear()
+            raise
 
 
 class Resumed:
-    """Await an awaitable that was started elsewhere and suspended on ``yielded``.
+    """Await an awaitable that :func:`step` started and that suspended on ``yielded``.
 
-    :func:`step` runs an awaitable up to its first suspension in the calling task; when
-    it does suspend, another task awaits ``Resumed(coro, yielded)`` to run it to the end,
-    passing the awaited future (and any cancellation) through.
+    It must be awaited by the task that ran :func:`step`. Every resumption runs in
+    ``context``, the context the first step ran in, and passes the awaited future (and
+    any cancellation) through.
     """
 
-    __slots__ = ("coro", "yielded")
+    __slots__ = ("context", "coro", "yielded")
 
-    def __init__(self, coro: Generator[Any, Any, Any], yielded: object) -> None:
+    def __init__(
+        self, coro: Generator[Any, Any, Any], yielded: object, context: contextvars.Context
+    ) -> None:
         self.coro = coro
         self.yielded = yielded
+        self.context = context
 
     def __await__(self) -> Generator[Any, Any, Any]:
-        coro, value = self.coro, self.yielded
+        coro, value, run = self.coro, self.yielded, self.context.run
         while True:
             try:
                 received = yield value
@@ -87,24 +131,25 @@ class Resumed:
                 raise
             except BaseException as exc:  # cancellation: deliver it to the coroutine
                 try:
-                    value = coro.throw(exc)
+                    value = run(coro.throw, exc)
                 except StopIteration as stop:
                     return stop.value
             else:
                 try:
-                    value = coro.send(received)
+                    value = run(coro.send, received)
                 except StopIteration as stop:
                     return stop.value
 
 
-def step(awaitable: Awaitable[Any]) -> Resumed | None:
-    """Run ``awaitable`` until it completes (None) or suspends (a :class:`Resumed` to await).
+def step(awaitable: Awaitable[Any], context: contextvars.Context) -> Resumed | None:
+    """Run ``awaitable`` in ``context`` until it completes (None) or suspends.
 
+    A suspended one comes back as a :class:`Resumed`, which the calling task must await.
     Exceptions raised before the first suspension propagate to the caller.
     """
     coro = awaitable.__await__()
     try:
-        yielded = coro.send(None)
+        yielded = context.run(coro.send, None)
     except StopIteration:
         return None
-    return Resumed(coro, yielded)
+    return Resumed(coro, yielded, context)

@@ -143,7 +143,7 @@ class Node:
         self.metrics = NodeMetrics(self)
         self.scheduler = Scheduler()
         self.write_watchdog = WriteWatchdog()
-        self.flusher = Flusher()
+        self.flusher = Flusher(self.spawn)
         self.outbox_pressure = False  # set when an outbox passes half of its limit
         self.handlers = Handlers()
         if broker is None or presence_manager is None:

@@ -478,7 +478,7 @@ class Session:
                 raw_data=bytes(req.data) if req.data is not UNSET else None,
                 name=req.name,
                 version=req.version,
-                headers=self.transport.headers,
+                headers=dict(self.transport.headers),
                 emulated_headers={k.lower(): v for k, v in req.headers.items()},
             )
             reply = await handler(event)

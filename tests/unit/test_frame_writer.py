@@ -7,6 +7,7 @@ so a send can be made to stall exactly as uvicorn's does while a socket is not d
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import json
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -16,7 +17,7 @@ import pytest
 
 from centrifuge_asgi import Node
 from centrifuge_asgi.codes import DisconnectCode
-from centrifuge_asgi.flusher import Flusher, step
+from centrifuge_asgi.flusher import Flusher, Resumed, step
 from centrifuge_asgi.transports.app import NodeApp
 from centrifuge_asgi.transports.http_common import RequestHeaders
 from centrifuge_asgi.transports.websocket import WebSocketEndpoint
@@ -34,7 +35,8 @@ class FakeSocket:
     transport whose buffer is full.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, guarded: bool = False) -> None:
+        self.guarded = guarded  # the send enters a timeout and a cancel scope, then waits
         self.incoming: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self.sent: list[dict[str, Any]] = []
         self.writable = asyncio.Event()
@@ -49,6 +51,14 @@ class FakeSocket:
         return await self.incoming.get()
 
     async def send(self, message: dict[str, Any]) -> None:
+        if not self.guarded:
+            await self._send(message)
+            return
+        async with asyncio.timeout(5):
+            with anyio.fail_after(5):
+                await self._send(message)
+
+    async def _send(self, message: dict[str, Any]) -> None:
         if message["type"] == "websocket.send":
             await self.writable.wait()
         self.sent.append(message)
@@ -75,13 +85,13 @@ SCOPE = {"type": "websocket", "path": "/connection/websocket", "headers": [], "q
 @pytest.fixture
 async def node() -> AsyncIterator[Node]:
     config = make_config()
-    config["websocket"] = {"write_timeout": 0.3}
+    config["websocket"] = {"write_timeout": "300ms"}
     async with Node(config) as n:
         yield n
 
 
-async def open_socket(node: Node, tg: Any, user: str) -> FakeSocket:
-    sock = FakeSocket()
+async def open_socket(node: Node, tg: Any, user: str, guarded: bool = False) -> FakeSocket:
+    sock = FakeSocket(guarded)
     endpoint = WebSocketEndpoint(node)
 
     async def run() -> None:
@@ -128,10 +138,13 @@ async def test_a_stalled_send_holds_up_no_one_and_loses_nothing(node: Node) -> N
         tg.cancel_scope.cancel()
 
 
-async def test_a_send_stalled_past_the_write_timeout_closes_with_3009(node: Node) -> None:
+@pytest.mark.parametrize("guarded", [False, True], ids=["plain", "send-with-timeout"])
+async def test_a_send_stalled_past_the_write_timeout_closes_with_3009(
+    node: Node, guarded: bool
+) -> None:
     async with anyio.create_task_group() as tg:
-        fast = await open_socket(node, tg, "fast")
-        slow = await open_socket(node, tg, "slow")
+        fast = await open_socket(node, tg, "fast", guarded)
+        slow = await open_socket(node, tg, "slow", guarded)
         slow.writable.clear()
         await node.publish(CHANNEL, {"i": 0})
         with anyio.fail_after(4):  # 0.3 s timeout, swept every second
@@ -139,6 +152,9 @@ async def test_a_send_stalled_past_the_write_timeout_closes_with_3009(node: Node
         assert slow.close_code() is None  # nothing more is written to a stuck socket
         assert node.registry.num_clients == 1
         assert fast.pushes() == [0]
+        await node.publish(CHANNEL, {"i": 1})  # the node and its flusher carry on
+        await until(lambda: fast.pushes() == [0, 1])
+        assert node.running
         tg.cancel_scope.cancel()
 
 
@@ -184,57 +200,73 @@ async def test_a_command_running_at_close_may_finish_first(node: Node) -> None:
 
 
 async def test_flusher_writes_each_target_and_survives_a_failing_one() -> None:
-    flusher = Flusher()
     written: list[str] = []
 
     class Target:
         def __init__(self, name: str) -> None:
             self.name = name
 
-        def flush(self) -> None:
+        def flush(self) -> Resumed | None:
             if self.name == "bad":
                 raise RuntimeError("boom")
             written.append(self.name)
+            return None
 
-    for name in ("a", "bad", "b"):
-        flusher.schedule(Target(name))
-    assert flusher.flush_ready() == 3
-    assert written == ["a", "b"]
+        async def complete(self, stalled: Resumed) -> None:
+            raise AssertionError("nothing stalls here")
+
     async with anyio.create_task_group() as tg:
+
+        def spawn(fn: Any) -> bool:
+            tg.start_soon(fn)
+            return True
+
+        flusher = Flusher(spawn)
+        for name in ("a", "bad", "b"):
+            flusher.schedule(Target(name))
         tg.start_soon(flusher.run)
-        await asyncio.sleep(0)
+        await until(lambda: written == ["a", "b"])
         flusher.schedule(Target("c"))  # wakes the idle task
         await until(lambda: written[-1] == "c")
         tg.cancel_scope.cancel()
+    flusher.schedule(Target("d"))  # the flusher stopped: dropped, not kept
+    assert written == ["a", "b", "c"]
 
 
 async def test_step_runs_inline_and_hands_a_suspended_awaitable_over() -> None:
     log: list[str] = []
+    context = contextvars.copy_context()
+    var: contextvars.ContextVar[str] = contextvars.ContextVar("var", default="unset")
 
     async def quick() -> None:
         log.append("quick")
 
-    assert step(quick()) is None
+    assert step(quick(), context) is None
     assert log == ["quick"]
 
     gate = asyncio.Event()
 
     async def stalled() -> str:
+        token = var.set("inside")
         log.append("started")
         try:
             await gate.wait()
         except asyncio.CancelledError:
             log.append("cancelled")
             raise
+        finally:
+            var.reset(token)  # the same context on every resumption, or this raises
         return "done"
 
-    resumed = step(stalled())
+    resumed = step(stalled(), context)
     assert resumed is not None and log[-1] == "started"
+    assert var.get() == "unset" and context[var] == "inside"  # ran in ``context``
     asyncio.get_running_loop().call_soon(gate.set)
     assert await resumed == "done"
+    assert var not in context  # reset in the context it was set in
 
     gate.clear()
-    resumed = step(stalled())
+    resumed = step(stalled(), context)
     assert resumed is not None
 
     async def finish() -> None:
@@ -243,6 +275,27 @@ async def test_step_runs_inline_and_hands_a_suspended_awaitable_over() -> None:
     with anyio.move_on_after(0.05):  # cancellation reaches the suspended coroutine
         await finish()
     assert log[-1] == "cancelled"
+
+
+async def test_a_send_that_enters_a_timeout_is_finished_by_the_task_that_started_it(
+    node: Node,
+) -> None:
+    """A server whose send enters ``asyncio.timeout`` (or a cancel scope) and then waits,
+    as the legacy websockets implementation does while closing: the timeout belongs to
+    the task that started the send, which must be the one that finishes it."""
+    async with anyio.create_task_group() as tg:
+        fast = await open_socket(node, tg, "fast", guarded=True)
+        slow = await open_socket(node, tg, "slow", guarded=True)
+        slow.writable.clear()
+        await node.publish(CHANNEL, {"i": 0})
+        await node.publish(CHANNEL, {"i": 1})
+        await asyncio.sleep(0.05)
+        slow.writable.set()
+        await until(lambda: slow.pushes() == [0, 1] and fast.pushes() == [0, 1])
+        await node.publish(CHANNEL, {"i": 2})
+        await until(lambda: slow.pushes() == [0, 1, 2] and fast.pushes() == [0, 1, 2])
+        assert node.running and node.registry.num_clients == 2
+        tg.cancel_scope.cancel()
 
 
 def test_request_headers_are_read_on_demand() -> None:

@@ -3,9 +3,10 @@
 When messages land in the session's outbox, the :class:`FrameWriter` is scheduled on the
 node's :class:`~centrifuge_asgi.flusher.Flusher`, which calls :meth:`FrameWriter.flush`:
 everything queued becomes one frame (newline-separated JSON in a text frame, or
-length-delimited Protobuf in a binary frame), and the ASGI ``send`` runs inline. With
-uvicorn a send completes at once unless the socket stopped draining; such a send is
-finished by a task of its own, under the write timeout, while later messages keep queueing.
+length-delimited Protobuf in a binary frame), and the ASGI ``send`` runs inline, in a copy
+of the connection's context. With uvicorn a send completes at once unless the socket
+stopped draining; such a send is finished by the task that started it
+(:meth:`FrameWriter.complete`, under the write timeout) while later messages queue.
 
 Once the session closes, the writer sends what is left and the close frame, then stops
 the connection's reader: at once when it waits for a frame, or after a grace period when
@@ -15,10 +16,10 @@ a command is still running.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
-
-import anyio
 
 from ..codes import DisconnectCode
 from ..flusher import Resumed, step
@@ -34,38 +35,15 @@ log = logging.getLogger("centrifuge_asgi.transports")
 COMMAND_GRACE = 5.0  # seconds an in-flight command may run on after the close frame
 
 
-class _LastText:
-    """``bytes.decode`` remembering its last result: a fan-out hands the same encoded
-    publication object to every subscriber, so it is decoded once, not per connection.
-
-    The pair is replaced in one assignment, so event loops in other threads never see a
-    frame matched with another frame's text.
-    """
-
-    __slots__ = ("last",)
-
-    def __init__(self) -> None:
-        self.last = (b"", "")
-
-    def __call__(self, frame: bytes) -> str:
-        last = self.last
-        if last[0] is frame:
-            return last[1]
-        text = frame.decode()
-        self.last = (frame, text)
-        return text
-
-
-_as_text = _LastText()
-
-
 class FrameWriter:
     """Frames out of one session's outbox (see the module docstring)."""
 
     __slots__ = (
+        "_context",
         "_grace",
         "_pending",
         "_reader_cancelled",
+        "_stop_send",
         "done",
         "node",
         "peer_gone",
@@ -86,8 +64,10 @@ class FrameWriter:
         self.reader_idle = False  # the reader waits for the next frame
         self.reader_done = False
         self._reader_cancelled = False
-        self._pending: asyncio.Future[None] | None = None  # a suspended send being finished
+        self._pending: asyncio.Future[None] | None = None  # a stalled send being finished
+        self._stop_send: Callable[[], None] | None = None  # aborts it (write timeout)
         self._grace: Timer | None = None
+        self._context = contextvars.copy_context()  # sends see the connection's context
         session.outbox.listen(self._on_outbox)
 
     def _on_outbox(self) -> None:
@@ -95,21 +75,26 @@ class FrameWriter:
 
     # ---------------------------------------------------------------------- writing
 
-    def flush(self) -> None:
-        """Send what is queued (then the close frame once the session closed), inline."""
+    def flush(self) -> Resumed | None:
+        """Send what is queued (then the close frame once the session closed), inline.
+
+        A send that suspends is returned unfinished: the calling task must await
+        :meth:`complete` with it. Nothing else is written to this connection meanwhile.
+        """
         if self._pending is not None:
-            return  # the task finishing a suspended send writes the rest
+            return None  # the task finishing a stalled send writes the rest
         while (message := self._next_message()) is not None:
             try:
-                resumed = step(self.send(message))
+                stalled = step(self.send(message), self._context)
             except Exception as exc:
                 self._failed(exc)
-                return
-            if resumed is not None:
-                self._finish_later(resumed)
-                return
+                return None
+            if stalled is not None:
+                self._pending = asyncio.get_running_loop().create_future()
+                return stalled
         if self.done:
             self._stop_reader()
+        return None
 
     def _next_message(self) -> dict[str, Any] | None:
         """The next ASGI message to send: a frame of everything queued, or the close."""
@@ -124,7 +109,7 @@ class FrameWriter:
             if codec.binary:
                 return {"type": "websocket.send", "bytes": frame}
             try:
-                return {"type": "websocket.send", "text": _as_text(frame)}
+                return {"type": "websocket.send", "text": self.node.flusher.decode(frame)}
             except UnicodeDecodeError:  # binary payload (e.g. published by a Protobuf client)
                 session.disconnect(DisconnectCode.INAPPROPRIATE_PROTOCOL)
         if not outbox.closed:
@@ -135,32 +120,45 @@ class FrameWriter:
         code, reason = session.close_code, session.close_reason
         return {"type": "websocket.close", "code": code, "reason": reason}
 
-    def _finish_later(self, resumed: Resumed) -> None:
-        self._pending = asyncio.get_running_loop().create_future()
-        if not self.node.spawn(self._finish, resumed):  # the node is not running
-            resumed.coro.close()
-            self._resolve_pending()
-            self._failed(RuntimeError("node not running"))
+    async def complete(self, stalled: Resumed) -> None:
+        """Finish a stalled send, then send what queued meanwhile (in the calling task).
 
-    async def _finish(self, resumed: Resumed) -> None:
-        """Run a suspended send to its end, then send what queued meanwhile."""
+        Each send is bounded by ``websocket.write_timeout``; on expiry the connection is
+        closed with 3009 and nothing more is written to it. The timeout cancels this task
+        natively rather than through a cancel scope: a scope entered here would not nest
+        with the ones the server's ``send`` may have entered before it stalled.
+        """
         watchdog = self.node.write_watchdog
         timeout = self.node.config.websocket.write_timeout or 1.0
+        task = asyncio.current_task()
+        expired = False
+
+        def expire() -> None:
+            nonlocal expired
+            if task is not None and not expired:
+                expired = True
+                task.cancel()
+
+        self._stop_send = expire
         try:
-            with anyio.CancelScope() as scope:
-                watchdog.start(self, timeout, scope.cancel)
-                try:
-                    await resumed
-                    while (message := self._next_message()) is not None:
-                        watchdog.start(self, timeout, scope.cancel)
-                        await self.send(message)
-                except Exception as exc:
-                    self._failed(exc)
-                finally:
-                    watchdog.done(self)
-            if scope.cancelled_caught:
-                self._failed(TimeoutError("write timed out"))
+            try:
+                watchdog.start(self, timeout, expire)
+                await stalled
+                while (message := self._next_message()) is not None:
+                    watchdog.start(self, timeout, expire)
+                    stalled_again = step(self.send(message), self._context)
+                    if stalled_again is not None:
+                        await stalled_again
+            finally:
+                watchdog.done(self)
+        except asyncio.CancelledError:
+            if not expired or task is None or task.uncancel() > 0:
+                raise
+            self._failed(TimeoutError("write timed out"))
+        except Exception as exc:
+            self._failed(exc)
         finally:
+            self._stop_send = None
             self._resolve_pending()
         if self.done:
             self._stop_reader()
@@ -211,9 +209,15 @@ class FrameWriter:
             self._grace.cancel()
         if not self.session.closing:  # the reader failed: the server closes the socket
             self.done = self.peer_gone = True
+        elif (stalled := self.flush()) is not None:
+            await self.complete(stalled)
             return
-        self.flush()
         pending = self._pending
-        if pending is not None:
-            timeout = self.node.config.websocket.write_timeout or 1.0
-            await asyncio.wait((pending,), timeout=timeout + 1.0)
+        if pending is None:
+            return
+        # another task is finishing a stalled send: wait for it, then stop it if needed
+        timeout = self.node.config.websocket.write_timeout or 1.0
+        finished, _ = await asyncio.wait((pending,), timeout=timeout + 1.0)
+        if not finished and self._stop_send is not None:
+            self._stop_send()
+            await asyncio.wait((pending,), timeout=1.0)

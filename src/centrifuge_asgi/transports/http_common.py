@@ -52,7 +52,7 @@ class RequestHeaders(Mapping[str, str]):
 
     def get(self, key: str, default: Any = None) -> Any:
         if self._all is not None:
-            return self._all.get(key, default)
+            return self._all.get(key.lower(), default)
         name = key.lower().encode("latin-1")
         found: bytes | None = None
         for k, v in self._raw:
