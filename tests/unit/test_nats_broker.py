@@ -133,6 +133,34 @@ def nats_subscriptions(broker: NatsBroker, channel: str) -> int:
     return sum(1 for sub in nc._subs.values() if sub.subject == subject)
 
 
+async def test_a_subscribe_is_on_the_wire_before_the_ping_that_confirms_it(prefix: str) -> None:
+    """nats-py writes PING straight to the socket, ahead of its queued commands: the
+    SUB must be written before the PING whose PONG ends ``subscribe``."""
+    async with nats_broker(prefix) as (a, _):
+        nc = a._nc
+        assert nc is not None
+        transport: Any = nc._transport
+        wire: list[bytes] = []
+        write, writelines = transport.write, transport.writelines
+
+        def record(data: bytes) -> None:
+            wire.append(bytes(data))
+            write(data)
+
+        def record_lines(lines: list[bytes]) -> None:
+            wire.extend(bytes(line) for line in lines)
+            writelines(lines)
+
+        transport.write, transport.writelines = record, record_lines
+        try:
+            await a.subscribe("ordered")
+        finally:
+            transport.write, transport.writelines = write, writelines
+        sent = b"".join(wire)
+        assert b"SUB " + a._subject("ordered").encode() in sent
+        assert sent.index(b"SUB " + a._subject("ordered").encode()) < sent.rindex(b"PING")
+
+
 async def test_subscribe_unsubscribe_churn_keeps_one_subscription(prefix: str) -> None:
     """Interleaved subscribe/unsubscribe of one channel never leaks a NATS subscription."""
     rng = random.Random(7)

@@ -177,8 +177,21 @@ class NatsBroker:
         return nc
 
     async def _flush(self) -> None:
+        """Return once the server has processed every command sent so far.
+
+        nats-py's ``flush`` writes its PING straight to the socket, ahead of commands its
+        flusher task has not written yet (the SUB of a subscribe just made), so its PONG
+        alone does not prove the server saw them: a message published right after could
+        miss the subscription. The queued commands are written first.
+        """
+        nc = self._client()
+        timeout = max(1, int(self.cfg.write_timeout))
         try:
-            await self._client().flush(timeout=max(1, int(self.cfg.write_timeout)))
+            write_queued = getattr(nc, "_flush_pending", None)  # nats-py's own queue flush
+            if write_queued is not None:
+                with anyio.fail_after(timeout):
+                    await write_queued(force_flush=True)
+            await nc.flush(timeout=timeout)
         except (TimeoutError, nats.errors.Error) as exc:
             raise EngineUnavailable(f"nats flush failed: {exc!r}") from exc
 
