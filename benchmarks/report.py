@@ -473,27 +473,34 @@ def _what_if(data: dict[str, Any]) -> list[str]:
         "the server process** (`benchmarks/servers/what_if.py`; not the library's behaviour)",
         "",
         "| patch | deliveries/s | vs unpatched | vs python-socketio | vs ASGI floor "
-        "| server CPU µs/delivery | frames/delivery |",
-        "|---|--:|--:|--:|--:|--:|--:|",
+        "| server CPU µs/delivery | frames/delivery | connects+subscribes/s | vs unpatched |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
+    base_connect = _connect_rate(burst.get(US))
     if _ok(burst.get(US)):
         r = burst[US]
         out.append(
             f"| none (the run above) | {_num(base)} | 1.00{X} | {_ratio(base, sio)} "
             f"| {_ratio(base, asgi)} "
-            f"| {_num(_cpu_per(r), 1)} | {r.get('frames', 0) / max(1, r.get('delivered', 1)):.3f} |"
+            f"| {_num(_cpu_per(r), 1)} | {r.get('frames', 0) / max(1, r.get('delivered', 1)):.3f} "
+            f"| {_num(base_connect)} | 1.00{X} |"
         )
     for patch, r in res.items():
         if not _ok(r):
-            out.append(f"| `{patch}` | — | | | | | {_fail(r)} |")
+            out.append(f"| `{patch}` | — | | | | | {_fail(r)} | | |")
             continue
-        rate = _rate(r)
+        rate, connect = _rate(r), _connect_rate(r)
         out.append(
             f"| `{patch}` | {_num(rate)} | {_ratio(rate, base)} | {_ratio(rate, sio)} "
             f"| {_ratio(rate, asgi)} | {_num(_cpu_per(r), 1)} "
-            f"| {r.get('frames', 0) / max(1, r.get('delivered', 1)):.3f} |"
+            f"| {r.get('frames', 0) / max(1, r.get('delivered', 1)):.3f} "
+            f"| {_num(connect)} | {_ratio(connect, base_connect)} |"
         )
     return [*out, ""]
+
+
+def _connect_rate(r: dict[str, Any] | None) -> float | None:
+    return float(r["connect_rate"]) if r and _ok(r) and r.get("connect_rate") else None
 
 
 def _profile(data: dict[str, Any]) -> list[str]:

@@ -598,7 +598,7 @@ def _established(port: int) -> int:
     return count
 
 
-WHAT_IFS = ["no-publish-yield", "no-write-timeout"]
+WHAT_IFS = ["no-publish-yield", "gc-gen0-7000"]
 
 
 def what_if_applicable(ctx: Ctx, patch: str) -> bool:

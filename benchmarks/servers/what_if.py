@@ -7,18 +7,21 @@ the library's behaviour is whatever ``src/`` says.
 - ``no-publish-yield``: ``Node.publish`` without its ``anyio.lowlevel.checkpoint()``
   after each publication, so a burst read from one connection is fanned out before the
   writers run and each writer sends everything queued as one frame (coalescing).
-- ``no-write-timeout``: the WebSocket writer without ``anyio.fail_after`` around every
-  ``send`` (one cancel scope and one timer handle per frame). Commit bf0758f replaced
-  that scope with a shared write watchdog, so on later trees this patch finds nothing
-  to patch and ``run.py`` reports it as not applicable.
+- ``gc-gen0-7000``: ``gc.set_threshold(7000, 10, 10)`` in the server process (CPython's
+  default first-generation threshold is 700). Every connection leaves long-lived objects
+  behind, so while thousands connect the collector runs often over a growing heap;
+  ``benchmarks/connect_cost.py`` measures the library's share of that.
 
-Each patch re-binds one function to a copy of its module globals in which ``anyio``
-is replaced by a proxy that overrides a single attribute; nothing else changes.
+(``no-write-timeout``, which removed the ``anyio.fail_after`` around every send, was
+retired once commit bf0758f replaced that scope with a shared write watchdog.)
+
+``no-publish-yield`` re-binds one function to a copy of its module globals in which
+``anyio`` is replaced by a proxy that overrides a single attribute; nothing else changes.
 """
 
 from __future__ import annotations
 
-import contextlib
+import gc
 import types
 from collections.abc import Callable
 from typing import Any
@@ -64,15 +67,13 @@ def _uses(fn: Callable[..., Any], *names: str) -> bool:
 def apply(names: list[str]) -> list[str]:
     """Apply the named patches; returns the ones that found their target."""
     from centrifuge_asgi.node import Node
-    from centrifuge_asgi.transports.websocket import WebSocketEndpoint
 
     applied = []
     if "no-publish-yield" in names and _uses(Node.publish, "lowlevel", "checkpoint"):
         lowlevel = _Proxy(anyio.lowlevel, checkpoint=_no_checkpoint)
         Node.publish = _rebind(Node.publish, anyio=_Proxy(anyio, lowlevel=lowlevel))  # type: ignore[method-assign]
         applied.append("no-publish-yield")
-    if "no-write-timeout" in names and _uses(WebSocketEndpoint._serve, "fail_after"):
-        proxy = _Proxy(anyio, fail_after=lambda *a, **k: contextlib.nullcontext())
-        WebSocketEndpoint._serve = _rebind(WebSocketEndpoint._serve, anyio=proxy)  # type: ignore[method-assign]
-        applied.append("no-write-timeout")
+    if "gc-gen0-7000" in names:
+        gc.set_threshold(7000, 10, 10)
+        applied.append("gc-gen0-7000")
     return applied
