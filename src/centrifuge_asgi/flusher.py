@@ -28,7 +28,8 @@ class Flushable(Protocol):
         """Write what is queued inline; a write that suspended is returned, unfinished."""
 
     async def complete(self, stalled: Resumed) -> None:
-        """Finish a write that :meth:`flush` returned (in the same task)."""
+        """Finish a write that :meth:`flush` returned (in the same task); must not raise
+        except when this task is cancelled."""
 
 
 class Flusher:
@@ -72,6 +73,16 @@ class Flusher:
 
     async def run(self) -> None:
         """Serve scheduled writes until cancelled, or until a write of this task stalls."""
+        stalled = await self._serve()
+        if stalled is not None:
+            target, resumed = stalled
+            try:
+                await target.complete(resumed)
+            except Exception:
+                log.exception("stalled write failed")
+
+    async def _serve(self) -> tuple[Flushable, Resumed] | None:
+        """The flusher's loop; returns the first write that stalls, with its target."""
         loop = asyncio.get_running_loop()
         self._open = True
         try:
@@ -91,13 +102,10 @@ class Flusher:
                         log.exception("flush failed")
                         continue
                     if stalled is not None:
+                        # this task stays with the write; the next flusher serves the rest
                         self._ready[:0] = ready[i + 1 :]
-                        self._spawn(self.run)  # the next flusher; this task stays with the write
-                        try:
-                            await target.complete(stalled)
-                        except Exception:
-                            log.exception("stalled write failed")
-                        return
+                        self._spawn(self.run)
+                        return target, stalled
         except asyncio.CancelledError:
             self._open = False  # the node is stopping: nothing will be written any more
             self._ready.clear()

@@ -7,6 +7,7 @@ memory sweeps, all in one task group.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import fnmatch
@@ -144,6 +145,9 @@ class Node:
         self.scheduler = Scheduler()
         self.write_watchdog = WriteWatchdog()
         self.flusher = Flusher(self.spawn)
+        self._owned: set[anyio.CancelScope] = set()  # scopes of node-owned tasks
+        self._shutdown_deadline: float | None = None
+        self._exiting = False
         self.outbox_pressure = False  # set when an outbox passes half of its limit
         self.handlers = Handlers()
         if broker is None or presence_manager is None:
@@ -230,6 +234,8 @@ class Node:
         if self._tg is not None:
             raise RuntimeError("node is already running")
         self._closing = False
+        self._shutdown_deadline = None
+        self._exiting = False
         tg = anyio.create_task_group()
         await tg.__aenter__()
         self._tg = tg
@@ -240,15 +246,15 @@ class Node:
             tg.cancel_scope.cancel()
             await tg.__aexit__(None, None, None)
             raise
-        tg.start_soon(self.scheduler.run)
-        tg.start_soon(self.flusher.run)
-        tg.start_soon(
+        self._start(self.scheduler.run)
+        self._start(self.flusher.run)
+        self._start(
             self._periodic, self.config.client.presence_update_interval, self._refresh_presence
         )
-        tg.start_soon(self._periodic, 1.0, self._sweep)
+        self._start(self._periodic, 1.0, self._sweep)
         if not isinstance(self.broker, MemoryBroker):
-            tg.start_soon(self._announce_loop)
-        tg.start_soon(
+            self._start(self._announce_loop)
+        self._start(
             self._periodic, self.config.client.channel_position_check_delay, self._check_positions
         )
         return self
@@ -257,28 +263,61 @@ class Node:
         tg = self._tg
         if tg is None:
             return
-        await self.shutdown()
-        # Not inside a shielding scope: a broker may own a task group entered in start(),
-        # which must be exited at the same nesting level (brokers shield their own I/O).
-        with contextlib.suppress(Exception):
-            await self.broker.close()
-        with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
-            await self.presence_manager.close()
-        tg.cancel_scope.cancel()
-        self._tg = None
-        await tg.__aexit__(None, None, None)
+        try:
+            await self.shutdown()
+            # Not inside a shielding scope: a broker may own a task group entered in
+            # start(), which must be exited at the same nesting level (brokers shield
+            # their own I/O).
+            with contextlib.suppress(Exception):
+                await self.broker.close()
+            with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
+                await self.presence_manager.close()
+        finally:
+            self._exiting = True  # node-owned tasks that start from now on are not shielded
+            for scope in list(self._owned):
+                scope.cancel()
+            tg.cancel_scope.cancel()
+            self._tg = None
+            await tg.__aexit__(None, None, None)
 
     async def shutdown(self, grace: float = 5.0) -> None:
         """Disconnect every client with 3001 "shutdown" and wait (bounded) until they are gone.
 
         Call it before the ASGI server closes sockets itself (uvicorn closes WebSockets
-        with 1012 before the lifespan ends); the CLI's ``serve`` does.
+        with 1012 before the lifespan ends); the CLI's ``serve`` does. A second call (the
+        node's own exit after the server's) waits only for what is left of the first's
+        grace period.
         """
+        if self._shutdown_deadline is None:
+            self._shutdown_deadline = anyio.current_time() + grace
         self._closing = True
         for session in self.registry.sessions():
             session.disconnect(DisconnectCode.SHUTDOWN)
-        with anyio.move_on_after(grace, shield=True):
+        remaining = max(0.0, self._shutdown_deadline - anyio.current_time())
+        with anyio.move_on_after(remaining, shield=True):
             await self.registry.wait_empty()
+
+    def _start(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
+        """Start a node-owned background task (see :meth:`_owned`)."""
+        assert self._tg is not None
+        self._tg.start_soon(self._owned_run, fn, args)
+
+    async def _owned_run(self, fn: Callable[..., Awaitable[Any]], args: tuple[Any, ...]) -> None:
+        """Run ``fn`` shielded from a cancellation of the scope hosting the node.
+
+        The node's exit cancels it, once :meth:`shutdown` has disconnected every client:
+        the flusher, the timers and the write watchdog must outlive the host's
+        cancellation, or the clients' close frames are never written.
+        """
+        if self._exiting:  # started after the exit began: cancelled at its first await
+            await fn(*args)
+            return
+        with anyio.CancelScope(shield=True) as scope:
+            self._owned.add(scope)
+            try:
+                await fn(*args)
+            finally:
+                self._owned.discard(scope)
 
     @contextlib.asynccontextmanager
     async def lifespan(self, app: object = None) -> AsyncIterator[None]:
@@ -287,9 +326,10 @@ class Node:
             yield
 
     def spawn(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> bool:
-        """Run ``fn(*args)`` in the node's task group (False when the node is not running).
+        """Run ``fn(*args)`` as a node-owned task (False when the node is not running).
 
-        Failures are logged.
+        Failures are logged; a stray ``CancelledError`` (one this task was not asked
+        for) is logged too, so it cannot take the node's task group down.
         """
         if self._tg is None:
             return False
@@ -297,10 +337,15 @@ class Node:
         async def guarded() -> None:
             try:
                 await fn(*args)
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise
+                log.error("background task %s was cancelled from inside", _name(fn))
             except Exception:
-                log.exception("background task %s failed", getattr(fn, "__name__", fn))
+                log.exception("background task %s failed", _name(fn))
 
-        self._tg.start_soon(guarded)
+        self._start(guarded)
         return True
 
     async def _periodic(self, interval: float, step: Callable[[], Awaitable[None]]) -> None:
@@ -747,3 +792,7 @@ class Node:
         if not enabled:
             raise ClientError.of(ErrorCode.NOT_AVAILABLE)
         return opts
+
+
+def _name(fn: object) -> str:
+    return str(getattr(fn, "__name__", fn))

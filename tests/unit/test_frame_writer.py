@@ -43,6 +43,8 @@ class FakeSocket:
         self.writable.set()
         self.incoming.put_nowait({"type": "websocket.connect"})
         self.ended = asyncio.Event()
+        self.task: asyncio.Task[Any] | None = None  # the connection's handler task
+        self.raise_cancelled = False  # the send fails with a CancelledError of its own
 
     def frame(self, **command: Any) -> None:
         self.incoming.put_nowait({"type": "websocket.receive", "text": json.dumps(command)})
@@ -61,6 +63,8 @@ class FakeSocket:
     async def _send(self, message: dict[str, Any]) -> None:
         if message["type"] == "websocket.send":
             await self.writable.wait()
+            if self.raise_cancelled:
+                raise asyncio.CancelledError  # e.g. a future of the server's, cancelled
         self.sent.append(message)
 
     def pushes(self) -> list[int]:
@@ -95,6 +99,7 @@ async def open_socket(node: Node, tg: Any, user: str, guarded: bool = False) -> 
     endpoint = WebSocketEndpoint(node)
 
     async def run() -> None:
+        sock.task = asyncio.current_task()
         try:
             await endpoint(dict(SCOPE), sock.receive, sock.send)
         finally:
@@ -197,6 +202,70 @@ async def test_a_command_running_at_close_may_finish_first(node: Node) -> None:
         release.set()
         with anyio.fail_after(2):
             await sock.ended.wait()
+
+
+@pytest.mark.parametrize("stalled", [False, True], ids=["at-once", "after-stalling"])
+async def test_a_cancelled_error_raised_by_a_send_fails_only_that_connection(
+    node: Node, stalled: bool
+) -> None:
+    async with anyio.create_task_group() as tg:
+        fast = await open_socket(node, tg, "fast")
+        bad = await open_socket(node, tg, "bad")
+        bad.raise_cancelled = True
+        if stalled:
+            bad.writable.clear()
+        await node.publish(CHANNEL, {"i": 0})
+        if stalled:
+            await asyncio.sleep(0.02)
+            bad.writable.set()
+        with anyio.fail_after(3):
+            await bad.ended.wait()
+        await node.publish(CHANNEL, {"i": 1})  # the flusher and the node carry on
+        await until(lambda: fast.pushes() == [0, 1])
+        assert node.running and node.registry.num_clients == 1
+        tg.cancel_scope.cancel()
+
+
+async def test_the_session_is_released_when_the_handler_is_cancelled_while_closing(
+    node: Node,
+) -> None:
+    """uvicorn's forced shutdown cancels handler tasks natively, through any shield."""
+    async with anyio.create_task_group() as tg:
+        sock = await open_socket(node, tg, "u1")
+        sock.writable.clear()
+        await node.publish(CHANNEL, {"i": 0})  # stalls in the flusher
+        await asyncio.sleep(0.02)
+        sock.incoming.put_nowait({"type": "websocket.receive", "text": "x" * 10})  # bad frame
+        await asyncio.sleep(0.05)  # the handler now waits for the stalled send
+        assert sock.task is not None and not sock.ended.is_set()
+        sock.task.cancel()
+        with anyio.fail_after(3):
+            await sock.ended.wait()
+        await until(lambda: node.registry.num_clients == 0)
+        tg.cancel_scope.cancel()
+
+
+async def test_a_cancelled_host_scope_still_closes_every_client_with_3001() -> None:
+    """``async with node`` inside a scope that gets cancelled: the flusher and timers
+    outlive that cancellation until the node has said goodbye."""
+    node = Node(make_config())
+    socks: list[FakeSocket] = []
+    async with anyio.create_task_group() as clients:
+
+        async def host() -> None:
+            async with node:
+                socks.append(await open_socket(node, clients, "u1"))
+                await anyio.sleep_forever()
+
+        async with anyio.create_task_group() as hosting:
+            hosting.start_soon(host)
+            await until(lambda: bool(socks))
+            started = anyio.current_time()
+            hosting.cancel_scope.cancel()
+        assert anyio.current_time() - started < 2  # not the 5 s grace
+        assert socks[0].close_code() == DisconnectCode.SHUTDOWN
+        with anyio.fail_after(2):
+            await socks[0].ended.wait()
 
 
 async def test_flusher_writes_each_target_and_survives_a_failing_one() -> None:

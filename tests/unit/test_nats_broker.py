@@ -5,12 +5,13 @@ Without NATS the tests skip locally and fail under ``CI=true``.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import random
 import socket
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import anyio
@@ -159,6 +160,54 @@ async def test_a_subscribe_is_on_the_wire_before_the_ping_that_confirms_it(prefi
         sent = b"".join(wire)
         assert b"SUB " + a._subject("ordered").encode() in sent
         assert sent.index(b"SUB " + a._subject("ordered").encode()) < sent.rindex(b"PING")
+
+
+@contextlib.contextmanager
+def stuck_queue_flush(broker: NatsBroker) -> Iterator[None]:
+    """nats-py's queue flush stuck (its flusher task blocked in ``drain``), swallowing
+    cancellation the way nats-py's own ``_flush_pending`` does."""
+    nc: Any = broker._nc
+    original = nc._flush_pending
+
+    async def stuck(force_flush: bool = False) -> Any:
+        if not force_flush:  # queueing a command: nats-py's own, which does not wait
+            return await original(force_flush)
+        with contextlib.suppress(asyncio.CancelledError):
+            await anyio.sleep_forever()
+
+    nc._flush_pending = stuck
+    try:
+        yield
+    finally:
+        nc._flush_pending = original
+
+
+async def test_subscribe_fails_when_the_queue_is_not_written_in_time(prefix: str) -> None:
+    async with nats_broker(prefix, write_timeout=1.0) as (a, _):
+        with stuck_queue_flush(a), anyio.fail_after(5), pytest.raises(EngineUnavailable):
+            await a.subscribe("never")
+
+
+async def test_a_cancellation_swallowed_by_nats_py_is_passed_on(prefix: str) -> None:
+    async with nats_broker(prefix, write_timeout=5.0) as (a, _):
+        outcome: list[str] = []
+
+        async def subscribe() -> None:
+            try:
+                await a.subscribe("cancelled")
+            except asyncio.CancelledError:
+                outcome.append("cancelled")
+                raise
+            outcome.append("returned")
+
+        with stuck_queue_flush(a):
+            started = anyio.current_time()
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(subscribe)
+                await anyio.sleep(0.1)
+                tg.cancel_scope.cancel()
+        assert outcome == ["cancelled"]
+        assert anyio.current_time() - started < 2  # not the 5 s deadline
 
 
 async def test_subscribe_unsubscribe_churn_keeps_one_subscription(prefix: str) -> None:

@@ -25,6 +25,7 @@ wildcard subscription delivers every matching subject to the wildcard channel.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import ssl
@@ -186,13 +187,23 @@ class NatsBroker:
         """
         nc = self._client()
         timeout = max(1, int(self.cfg.write_timeout))
+        task = asyncio.current_task()
+        cancels = task.cancelling() if task is not None else 0
         try:
             write_queued = getattr(nc, "_flush_pending", None)  # nats-py's own queue flush
             if write_queued is not None:
-                with anyio.fail_after(timeout):
-                    await write_queued(force_flush=True)
+                # nats-py swallows CancelledError, so neither a deadline nor a cancel scope
+                # can be told from a completed flush by how the call ends: check the clock
+                # and this task's cancellation count instead.
+                loop = asyncio.get_running_loop()
+                started = loop.time()
+                await asyncio.wait_for(write_queued(force_flush=True), timeout)
+                if task is not None and task.cancelling() > cancels:
+                    raise asyncio.CancelledError  # one meant for this task was swallowed
+                if loop.time() - started >= timeout:
+                    raise EngineUnavailable("nats: queued commands not written in time")
             await nc.flush(timeout=timeout)
-        except (TimeoutError, nats.errors.Error) as exc:
+        except (TimeoutError, OSError, nats.errors.Error) as exc:
             raise EngineUnavailable(f"nats flush failed: {exc!r}") from exc
 
     # ------------------------------------------------------------- incoming

@@ -86,6 +86,11 @@ class FrameWriter:
         while (message := self._next_message()) is not None:
             try:
                 stalled = step(self.send(message), self._context)
+            except asyncio.CancelledError:
+                # raised by the send itself before it suspended: nobody cancelled this
+                # task (a cancellation only lands where the task suspends)
+                self._failed(RuntimeError("send raised CancelledError"))
+                return None
             except Exception as exc:
                 self._failed(exc)
                 return None
@@ -131,13 +136,13 @@ class FrameWriter:
         watchdog = self.node.write_watchdog
         timeout = self.node.config.websocket.write_timeout or 1.0
         task = asyncio.current_task()
-        expired = False
+        assert task is not None
+        expirations = 0  # cancellations this method asked for (each one settled below)
 
         def expire() -> None:
-            nonlocal expired
-            if task is not None and not expired:
-                expired = True
-                task.cancel()
+            nonlocal expirations
+            expirations += 1
+            task.cancel()
 
         self._stop_send = expire
         try:
@@ -151,10 +156,19 @@ class FrameWriter:
                         await stalled_again
             finally:
                 watchdog.done(self)
+                for _ in range(expirations):
+                    task.uncancel()
+            if expirations:  # the send swallowed the cancellation, but it did time out
+                self._failed(TimeoutError("write timed out"))
         except asyncio.CancelledError:
-            if not expired or task is None or task.uncancel() > 0:
-                raise
-            self._failed(TimeoutError("write timed out"))
+            if task.cancelling():
+                raise  # someone else cancels this task (the node is stopping)
+            # ours (the write timeout), or raised by the send on its own
+            self._failed(
+                TimeoutError("write timed out")
+                if expirations
+                else RuntimeError("send raised CancelledError")
+            )
         except Exception as exc:
             self._failed(exc)
         finally:

@@ -96,9 +96,13 @@ class WebSocketEndpoint:
             if not writer.reader_cancelled or task is None or task.uncancel() > 0:
                 raise
         finally:
-            with anyio.CancelScope(shield=True):
-                await writer.finish()
-                with anyio.move_on_after(5):
+            # A plain task.cancel() (uvicorn's forced shutdown) passes a shield; whatever
+            # happens to the writer, the session is still released.
+            try:
+                with anyio.CancelScope(shield=True):
+                    await writer.finish()
+            finally:
+                with anyio.CancelScope(shield=True), anyio.move_on_after(5):
                     await session.finish()
 
 
