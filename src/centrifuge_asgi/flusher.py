@@ -104,7 +104,8 @@ class Flusher:
                     if stalled is not None:
                         # this task stays with the write; the next flusher serves the rest
                         self._ready[:0] = ready[i + 1 :]
-                        self._spawn(self.run)
+                        if not self._spawn(self.run):  # the node is stopping
+                            self._open = False
                         return target, stalled
         except asyncio.CancelledError:
             self._open = False  # the node is stopping: nothing will be written any more
