@@ -243,8 +243,14 @@ class Node:
             await self.broker.start(self)
         except BaseException:
             self._tg = None
-            tg.cancel_scope.cancel()
-            await tg.__aexit__(None, None, None)
+            try:
+                # the broker may have entered a task group of its own before failing;
+                # it must be exited here, at its own nesting level (no shield around it)
+                with contextlib.suppress(Exception):
+                    await self.broker.close()
+            finally:
+                tg.cancel_scope.cancel()
+                await tg.__aexit__(None, None, None)
             raise
         self._start(self.scheduler.run)
         self._start(self.flusher.run)
@@ -267,11 +273,14 @@ class Node:
             await self.shutdown()
             # Not inside a shielding scope: a broker may own a task group entered in
             # start(), which must be exited at the same nesting level (brokers shield
-            # their own I/O).
-            with contextlib.suppress(Exception):
-                await self.broker.close()
-            with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
-                await self.presence_manager.close()
+            # their own I/O). That exit re-raises a cancellation of the scope hosting
+            # the node; the presence manager is closed all the same.
+            try:
+                with contextlib.suppress(Exception):
+                    await self.broker.close()
+            finally:
+                with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
+                    await self.presence_manager.close()
         finally:
             self._exiting = True  # node-owned tasks that start from now on are not shielded
             for scope in list(self._owned):

@@ -36,6 +36,7 @@ class Registry:
         self._users: dict[str, dict[Session, None]] = {}
         self._clients: dict[str, Session] = {}
         self._empty: anyio.Event | None = None
+        self._finishing: set[Session] = set()  # unregistered, still releasing what they held
 
     # ------------------------------------------------------------------ connections
 
@@ -43,7 +44,9 @@ class Registry:
         self._clients[session.client_id] = session
         self._users.setdefault(session.user, {})[session] = None
 
-    def remove_session(self, session: Session) -> None:
+    def remove_session(self, session: Session, *, finishing: bool = False) -> None:
+        """Unregister ``session``; ``finishing`` keeps :meth:`wait_empty` waiting until
+        :meth:`finished` says its cleanup (unsubscribes, presence, leave) is done."""
         if self._clients.get(session.client_id) is session:
             del self._clients[session.client_id]
         users = self._users.get(session.user)
@@ -51,12 +54,21 @@ class Registry:
             users.pop(session, None)
             if not users:
                 del self._users[session.user]
-        if not self._clients and self._empty is not None:
+        if finishing:
+            self._finishing.add(session)
+        self._check_empty()
+
+    def finished(self, session: Session) -> None:
+        self._finishing.discard(session)
+        self._check_empty()
+
+    def _check_empty(self) -> None:
+        if not self._clients and not self._finishing and self._empty is not None:
             self._empty.set()
 
     async def wait_empty(self) -> None:
-        """Wait until no connection is registered (used by graceful shutdown)."""
-        while self._clients:
+        """Wait until no connection is registered or still cleaning up (graceful shutdown)."""
+        while self._clients or self._finishing:
             self._empty = anyio.Event()
             await self._empty.wait()
 

@@ -790,20 +790,28 @@ class Session:
             self.disconnect(DisconnectCode.CONNECTION_CLOSED)
         self.state = State.CLOSED
         self._cancel_timers()
-        self.node.registry.remove_session(self)
-        await self._channels.remove_all()
-        handler = self.node.handlers.disconnect
-        if was_connected and handler is not None:
-            try:
-                await handler(
-                    DisconnectEvent(self.client_ref(), self.close_code, self.close_reason)
-                )
-            except Exception:
-                log.exception(
-                    "disconnect handler failed for client=%s",
-                    self.client_id,
-                    extra={"client": self.client_id, "user": self.user, "code": self.close_code},
-                )
+        registry = self.node.registry
+        registry.remove_session(self, finishing=True)
+        try:
+            await self._channels.remove_all()
+            handler = self.node.handlers.disconnect
+            if was_connected and handler is not None:
+                try:
+                    await handler(
+                        DisconnectEvent(self.client_ref(), self.close_code, self.close_reason)
+                    )
+                except Exception:
+                    log.exception(
+                        "disconnect handler failed for client=%s",
+                        self.client_id,
+                        extra={
+                            "client": self.client_id,
+                            "user": self.user,
+                            "code": self.close_code,
+                        },
+                    )
+        finally:
+            registry.finished(self)
 
 
 _MAX_REASON_BYTES = 123  # a WebSocket close frame's limit

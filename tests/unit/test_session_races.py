@@ -250,3 +250,25 @@ def test_write_watchdog_expires_only_hung_sends() -> None:
     dog.sweep()
     dog.sweep()
     assert expired == ["slow"]  # once
+
+
+async def test_shutdown_waits_until_finishing_sessions_released_their_channels() -> None:
+    """The broker closes after shutdown(): cleanup still running then would fail."""
+    async with Node(make_config()) as node:
+        s = await connected(node)
+        await subscribe(s, "chat:c")
+        released: list[str] = []
+        original = node.broker.unsubscribe
+
+        async def slow_unsubscribe(channel: str) -> None:
+            await anyio.sleep(0.2)
+            await original(channel)
+            released.append(channel)
+
+        node.broker.unsubscribe = slow_unsubscribe  # type: ignore[method-assign]
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(s.finish)
+            await anyio.sleep(0.02)
+            assert node.registry.num_clients == 0  # unregistered, still releasing
+            await node.shutdown(grace=2)
+            assert released == ["chat:c"]

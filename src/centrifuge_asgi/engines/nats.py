@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 
 from ..codes import ErrorCode
 from ..config import NatsConfig
@@ -199,7 +200,10 @@ class NatsBroker:
                 started = loop.time()
                 await asyncio.wait_for(write_queued(force_flush=True), timeout)
                 if task is not None and task.cancelling() > cancels:
-                    raise asyncio.CancelledError  # one meant for this task was swallowed
+                    # one meant for this task was swallowed: an anyio scope re-delivers
+                    # its own at a checkpoint; anything left is a native cancellation
+                    await anyio.lowlevel.checkpoint()
+                    raise asyncio.CancelledError
                 if loop.time() - started >= timeout:
                     raise EngineUnavailable("nats: queued commands not written in time")
             await nc.flush(timeout=timeout)

@@ -193,13 +193,17 @@ class RedisBroker:
         """Stop every loop and close the shards; idempotent."""
         self._handler = None
         tg, self._tg = self._tg, None
-        if tg is not None:
-            tg.cancel_scope.cancel()
-            await tg.__aexit__(None, None, None)
-        self._control_subs.clear()
-        self._node_subs.clear()
-        self._routes.clear()
-        await self._shards.close()
+        try:
+            if tg is not None:
+                tg.cancel_scope.cancel()
+                # re-raises a cancellation of the scope hosting the node: clean up anyway
+                await tg.__aexit__(None, None, None)
+        finally:
+            self._control_subs.clear()
+            self._node_subs.clear()
+            self._routes.clear()
+            with anyio.CancelScope(shield=True):
+                await self._shards.close()
 
     def _subscriber(self, shard: Shard, *, control: bool, at: Endpoint | None = None) -> Subscriber:
         """A control connection (fixed control + node topics; in a standalone or Sentinel
