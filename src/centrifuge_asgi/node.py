@@ -307,7 +307,7 @@ class Node:
             await self.registry.wait_empty()
 
     def _start(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
-        """Start a node-owned background task (see :meth:`_owned`)."""
+        """Start a node-owned background task (see :meth:`_owned_run`)."""
         assert self._tg is not None
         self._tg.start_soon(self._owned_run, fn, args)
 

@@ -83,6 +83,13 @@ class FrameWriter:
         """
         if self._pending is not None:
             return None  # the task finishing a stalled send writes the rest
+        stalled = self._send_queued()
+        if stalled is not None:
+            self._pending = asyncio.get_running_loop().create_future()
+        return stalled
+
+    def _send_queued(self) -> Resumed | None:
+        """Send frames inline until one stalls (returned, unfinished) or none is left."""
         while (message := self._next_message()) is not None:
             try:
                 stalled = step(self.send(message), self._context)
@@ -95,7 +102,6 @@ class FrameWriter:
                 self._failed(exc)
                 return None
             if stalled is not None:
-                self._pending = asyncio.get_running_loop().create_future()
                 return stalled
         if self.done:
             self._stop_reader()
@@ -147,13 +153,11 @@ class FrameWriter:
         self._stop_send = expire
         try:
             try:
-                watchdog.start(self, timeout, expire)
-                await stalled
-                while (message := self._next_message()) is not None:
+                next_stalled: Resumed | None = stalled
+                while next_stalled is not None:
                     watchdog.start(self, timeout, expire)
-                    stalled_again = step(self.send(message), self._context)
-                    if stalled_again is not None:
-                        await stalled_again
+                    await next_stalled
+                    next_stalled = self._send_queued()
             finally:
                 watchdog.done(self)
                 for _ in range(expirations):
