@@ -2,10 +2,11 @@
 """centrifuge-asgi's own cost per connect + subscribe, without sockets or an ASGI server.
 
 Drives ``node.asgi_app()`` at the ASGI level: each simulated client is one task that
-sends ``websocket.connect``, a protocol ``connect`` and a ``subscribe``, and waits for
-both replies. The clients stay connected, as in the suite's connect phase, so the heap
-grows as it does there. What this measures is what the library adds to the server's own
-handshake (uvicorn's cost is in ``run.py``'s connect rate, not here).
+sends ``websocket.connect``, then a protocol ``connect`` and a ``subscribe`` in one frame
+(as centrifuge-js does), and waits for both replies. The clients stay connected, as in
+the suite's connect phase, so the heap grows as it does there. What this measures is what
+the library adds to the server's own handshake (uvicorn's cost is in ``run.py``'s connect
+rate, not here).
 
     python benchmarks/connect_cost.py [N]       # default 10,000 clients
 
@@ -34,10 +35,17 @@ CONFIG = {
         }
     },
 }
+# centrifuge-js sends the connect command and the subscribe commands of subscriptions made
+# before connect() in one frame, one command per line; so does the suite's load generator.
 FRAMES = [
     {"type": "websocket.connect"},
-    {"type": "websocket.receive", "text": json.dumps({"id": 1, "connect": {}})},
-    {"type": "websocket.receive", "text": json.dumps({"id": 2, "subscribe": {"channel": "c"}})},
+    {
+        "type": "websocket.receive",
+        "text": "\n".join(
+            json.dumps(cmd)
+            for cmd in ({"id": 1, "connect": {}}, {"id": 2, "subscribe": {"channel": "c"}})
+        ),
+    },
 ]
 SCOPE = {
     "type": "websocket",

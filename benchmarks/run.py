@@ -86,6 +86,7 @@ class Params:
     redis_pubs: int
     repeats: int = 1
     repeat_budget_s: float = 0
+    connect_rounds: int = 3
     memtrace_n: int = 1000
     matrix_n: int = 2000
     connect_cap_s: float = 45
@@ -133,6 +134,7 @@ QUICK = Params(
     repeats=2,
     repeat_budget_s=2,
     connect_cap_s=10,
+    connect_rounds=2,
 )
 
 # uvicorn variants for the idle-memory matrix: (label, serve.py flags, client offers deflate)
@@ -425,6 +427,22 @@ def job_idle(
         result = run_loadgen(ctx, job, budget)
         result["ws"] = next((extra[i + 1] for i, a in enumerate(extra or []) if a == "--ws"), None)
         return result
+
+
+def connect_summary(runs: list[dict[str, Any]], n: int) -> dict[str, Any]:
+    """Scenario 5 for one peer: the median connect rate of its rounds, every round kept."""
+    good = [r for r in runs if r.get("ok") and not r.get("capped") and r.get("connect_rate")]
+    if not good:
+        failed = next((r for r in runs if not r.get("ok") or r.get("capped")), runs[0])
+        return {"ok": False, "error": failed.get("error") or "connect phase capped", "runs": runs}
+    rates = sorted(r["connect_rate"] for r in good)
+    return {
+        "ok": True,
+        "clients": n,
+        "connect_rate": rates[len(rates) // 2],
+        "rates": [r["connect_rate"] if r in good else None for r in runs],
+        "failed_rounds": len(runs) - len(good),
+    }
 
 
 def probe(ctx: Ctx, peer: Peer, broker: str) -> str:
@@ -742,6 +760,16 @@ def run_suite(ctx: Ctx) -> dict[str, Any]:
         for n in p.burst_sizes:
             for peer in ctx.peers:
                 record(f"burst-{n}", peer.key, job_burst, ctx, peer, n, p.burst_pubs)
+    if "connect" in ctx.scenarios:
+        # Rounds interleave the peers, so that a slow minute of a shared machine does not
+        # land on one peer only; each peer is reported at its median round.
+        n = p.burst_sizes[-1]
+        rounds: dict[str, list[dict[str, Any]]] = {}
+        for i in range(p.connect_rounds):
+            for peer in ctx.peers:
+                record(f"connect-round-{i + 1}", peer.key, job_idle, ctx, peer, [n])
+                rounds.setdefault(peer.key, []).append(res.pop(f"connect-round-{i + 1}")[peer.key])
+        res["connect"] = {key: connect_summary(runs, n) for key, runs in rounds.items()}
     if "steady" in ctx.scenarios:
         for peer in ctx.peers:
             record("steady", peer.key, job_steady, ctx, peer)
@@ -799,7 +827,17 @@ def run_suite(ctx: Ctx) -> dict[str, Any]:
     return res
 
 
-SCENARIOS = ["burst", "steady", "channels", "idle", "redis", "memory-matrix", "profile", "what-if"]
+SCENARIOS = [
+    "burst",
+    "connect",
+    "steady",
+    "channels",
+    "idle",
+    "redis",
+    "memory-matrix",
+    "profile",
+    "what-if",
+]
 
 
 def main(argv: list[str] | None = None) -> int:

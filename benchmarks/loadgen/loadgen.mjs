@@ -136,12 +136,22 @@ function countPubs(conn, buf, s, e) {
 
 // ------------------------------------------------------------------ protocols
 
+function subscribeCommands(conn) {
+  return conn.channels.map((ch) => `{"id":${conn.nextId++},"subscribe":{"channel":"${ch}"}}`);
+}
+
 const protocols = {
   centrifuge: {
     path: "/connection/websocket",
+    // Like centrifuge-js (5.7.4, `_transportOpen`): the connect command and the subscribe
+    // commands of subscriptions made before connect() go out in one frame, one command
+    // per line. With permessage-deflate the replies cannot be read (`blind`), so the
+    // generator then waits for the connect reply before subscribing.
     open(conn) {
       conn.nextId = 1;
-      conn.send(`{"id":${conn.nextId++},"connect":{}}`);
+      const cmds = [`{"id":${conn.nextId++},"connect":{}}`];
+      if (!job.deflate) cmds.push(...subscribeCommands(conn));
+      conn.send(cmds.join("\n"));
     },
     setup(conn, text) {
       for (const line of text.split("\n")) {
@@ -154,8 +164,6 @@ const protocols = {
         if (msg.error) throw new Error(`centrifuge error: ${line}`);
         if (msg.connect) {
           if (conn.channels.length === 0) conn.setReady();
-          for (const ch of conn.channels)
-            conn.send(`{"id":${conn.nextId++},"subscribe":{"channel":"${ch}"}}`);
         } else if (msg.subscribe && ++conn.acks === conn.channels.length) conn.setReady();
       }
     },
@@ -164,8 +172,8 @@ const protocols = {
       if (!conn.connected) {
         conn.connected = true;
         if (conn.channels.length === 0) conn.setReady();
-        for (const ch of conn.channels)
-          conn.send(`{"id":${conn.nextId++},"subscribe":{"channel":"${ch}"}}`);
+        // one frame per command: each reply is then one frame that can be counted
+        else for (const cmd of subscribeCommands(conn)) conn.send(cmd);
       } else if (++conn.acks === conn.channels.length) conn.setReady();
     },
     fast(conn, buf, s, e) {
@@ -408,8 +416,6 @@ function openConn(port, channels, timeoutMs = 20000) {
   });
 }
 
-// Connect `n` clients with at most `window` handshakes in flight; each subscribes to
-// channelsOf(i). Returns the ready connections and the connect+subscribe rate.
 // Connect `n` clients with at most `window` handshakes in flight; each subscribes to
 // channelsOf(i). No new handshake starts after `job.connect_cap_s` (slow peers): then
 // `capped` is true and fewer clients are returned. Rate = ready clients / seconds.
