@@ -468,6 +468,9 @@ class ChannelCommands:
         if not subs:
             return
         with anyio.move_on_after(grace):
+            if len(subs) == 1:  # the common case needs no task
+                await self._release(subs[0])
+                return
             async with anyio.create_task_group() as tg:
                 for sub in subs:
                     tg.start_soon(self._release, sub)

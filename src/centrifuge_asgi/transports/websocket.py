@@ -37,7 +37,8 @@ def negotiate(scope: Scope) -> tuple[Codec, str | None]:
     """
     offered = scope.get("subprotocols") or ()
     chosen = next((p for p in offered if p in _SUBPROTOCOLS), None)
-    query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+    raw_query = scope.get("query_string", b"")
+    query = parse_qs(raw_query.decode("latin-1")) if raw_query else {}
     wants_protobuf = "protobuf" in query.get("cf_protocol", []) + query.get("format", [])
     if wants_protobuf or chosen == "centrifuge-protobuf":
         return PROTOBUF, chosen
