@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Protocol
 import anyio
 
 from .engines.base import ClientInfo, Publication
-from .protocol.codec import EncodedOnce
+from .protocol.codec import Codec, EncodedOnce
 from .protocol.messages import JoinLeave, Push, Reply
 from .wire import client_info_wire, publication_wire
 
@@ -135,13 +135,28 @@ class Registry:
     # ---------------------------------------------------------------------- fan-out
 
     def broadcast_publication(self, channel: str, pub: Publication, epoch: str) -> int:
-        """Hand the publication to every local subscriber; returns how many there were."""
+        """Hand the publication to every local subscriber; returns how many there were.
+
+        A live subscription that checks no stream position takes the encoded bytes
+        directly (the common case); the others go through ``deliver_publication``, which
+        buffers while a subscribe is in flight and checks offsets.
+        """
         subs = self._channels.get(channel)
         if not subs:
             return 0
         encoded = EncodedOnce(Reply(push=Push(channel=channel, pub=publication_wire(pub))))
+        has_offset = bool(pub.offset)
+        codec: Codec | None = None
+        data = b""
         for session in list(subs):
-            session.deliver_publication(channel, pub, epoch, encoded)
+            sub = session.subs.get(channel)
+            if sub is None or sub.pending is not None or (has_offset and sub.positioned):
+                session.deliver_publication(channel, pub, epoch, encoded)
+                continue
+            if session.codec is not codec:
+                codec = session.codec
+                data = encoded.get(codec)
+            session.send(data)
         return len(subs)
 
     def broadcast_join(self, channel: str, info: ClientInfo) -> int:

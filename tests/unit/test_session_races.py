@@ -218,6 +218,35 @@ async def test_buffer_while_subscribing_is_bounded(node: Node) -> None:
     assert (s.close_code, s.close_reason) == (3008, "slow")
 
 
+async def test_publication_while_subscribing_comes_after_the_reply(node: Node) -> None:
+    """A channel without positioning: fan-out's direct path must respect the pending window."""
+    s = await connected(node)
+    other = await connected(node, "u2")
+    await subscribe(other, "plain")
+    out(other)
+    gate = anyio.Event()
+    original = node.broker.subscribe
+
+    async def slow_subscribe(channel: str) -> None:
+        await gate.wait()
+        await original(channel)
+
+    node.broker.subscribe = slow_subscribe  # type: ignore[method-assign]
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(subscribe, s, "plain")
+        await anyio.sleep(0.05)
+        assert s.subs["plain"].pending is not None
+        await node.publish("plain", {"n": 1})
+        assert out(s) == []  # buffered, not sent before the reply
+        node.broker.subscribe = original  # type: ignore[method-assign]
+        gate.set()
+    await node.publish("plain", {"n": 2})
+    got = out(s)
+    assert got[0] == {"id": 2, "subscribe": {}}
+    assert [m["push"]["pub"]["data"]["n"] for m in got[1:]] == [1, 2]
+    assert [m["push"]["pub"]["data"]["n"] for m in out(other)] == [1, 2]
+
+
 async def test_server_side_refresh_pushes_the_new_expiry(node: Node) -> None:
     s = await connected(node)
     await node.refresh("u1", expire_at=int(time.time()) + 100)
