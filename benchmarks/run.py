@@ -25,6 +25,7 @@ import resource
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import threading
@@ -429,17 +430,36 @@ def job_idle(
         return result
 
 
+CONNECT_WARM = 100  # clients connected before the timed phase of scenario 5
+
+
+def job_connect(ctx: Ctx, peer: Peer, n: int) -> dict[str, Any]:
+    """One round of scenario 5: after the warm-up clients, ``n`` clients connect."""
+    ctx.job_no += 1
+    with servers(ctx, (peer, [])) as (srv,):
+        job = {
+            "proto": peer.proto,
+            "port": srv.port,
+            "scenario": "idle",
+            "warm": CONNECT_WARM,
+            "steps": [CONNECT_WARM + n],
+            "settle_s": 0.5,
+            "pids": {"server": srv.pid},
+        }
+        return run_loadgen(ctx, job, _connect_budget(ctx, n) + 30)
+
+
 def connect_summary(runs: list[dict[str, Any]], n: int) -> dict[str, Any]:
     """Scenario 5 for one peer: the median connect rate of its rounds, every round kept."""
     good = [r for r in runs if r.get("ok") and not r.get("capped") and r.get("connect_rate")]
     if not good:
-        failed = next((r for r in runs if not r.get("ok") or r.get("capped")), runs[0])
-        return {"ok": False, "error": failed.get("error") or "connect phase capped", "runs": runs}
-    rates = sorted(r["connect_rate"] for r in good)
+        failed = next((r for r in runs if not r.get("ok") or r.get("capped")), None)
+        why = "no connects measured" if failed is None else failed.get("error")
+        return {"ok": False, "error": why or "connect phase capped", "runs": runs}
     return {
         "ok": True,
         "clients": n,
-        "connect_rate": rates[len(rates) // 2],
+        "connect_rate": round(statistics.median(r["connect_rate"] for r in good)),
         "rates": [r["connect_rate"] if r in good else None for r in runs],
         "failed_rounds": len(runs) - len(good),
     }
@@ -763,11 +783,13 @@ def run_suite(ctx: Ctx) -> dict[str, Any]:
     if "connect" in ctx.scenarios:
         # Rounds interleave the peers, so that a slow minute of a shared machine does not
         # land on one peer only; each peer is reported at its median round.
+        # The order of the peers rotates from round to round for the same reason.
         n = p.burst_sizes[-1]
         rounds: dict[str, list[dict[str, Any]]] = {}
         for i in range(p.connect_rounds):
-            for peer in ctx.peers:
-                record(f"connect-round-{i + 1}", peer.key, job_idle, ctx, peer, [n])
+            shift = i % len(ctx.peers)
+            for peer in ctx.peers[shift:] + ctx.peers[:shift]:
+                record(f"connect-round-{i + 1}", peer.key, job_connect, ctx, peer, n)
                 rounds.setdefault(peer.key, []).append(res.pop(f"connect-round-{i + 1}")[peer.key])
         res["connect"] = {key: connect_summary(runs, n) for key, runs in rounds.items()}
     if "steady" in ctx.scenarios:

@@ -145,12 +145,13 @@ const protocols = {
     path: "/connection/websocket",
     // Like centrifuge-js (5.7.4, `_transportOpen`): the connect command and the subscribe
     // commands of subscriptions made before connect() go out in one frame, one command
-    // per line. With permessage-deflate the replies cannot be read (`blind`), so the
-    // generator then waits for the connect reply before subscribing.
+    // per line. When permessage-deflate is offered, compressed replies cannot be read
+    // (`blind` counts frames), so the generator subscribes after the connect reply.
     open(conn) {
       conn.nextId = 1;
       const cmds = [`{"id":${conn.nextId++},"connect":{}}`];
-      if (!job.deflate) cmds.push(...subscribeCommands(conn));
+      conn.subsSent = !job.deflate;
+      if (conn.subsSent) cmds.push(...subscribeCommands(conn));
       conn.send(cmds.join("\n"));
     },
     setup(conn, text) {
@@ -164,6 +165,10 @@ const protocols = {
         if (msg.error) throw new Error(`centrifuge error: ${line}`);
         if (msg.connect) {
           if (conn.channels.length === 0) conn.setReady();
+          else if (!conn.subsSent) {
+            conn.subsSent = true; // deflate offered but not agreed: replies are readable
+            for (const cmd of subscribeCommands(conn)) conn.send(cmd);
+          }
         } else if (msg.subscribe && ++conn.acks === conn.channels.length) conn.setReady();
       }
     },
@@ -172,8 +177,11 @@ const protocols = {
       if (!conn.connected) {
         conn.connected = true;
         if (conn.channels.length === 0) conn.setReady();
-        // one frame per command: each reply is then one frame that can be counted
-        else for (const cmd of subscribeCommands(conn)) conn.send(cmd);
+        else {
+          // one frame per command: each reply is then one frame that can be counted
+          conn.subsSent = true;
+          for (const cmd of subscribeCommands(conn)) conn.send(cmd);
+        }
       } else if (++conn.acks === conn.channels.length) conn.setReady();
     },
     fast(conn, buf, s, e) {

@@ -349,6 +349,9 @@ class ChannelCommands:
     def deliver_publication(
         self, channel: str, pub: Publication, epoch: str, data: EncodedOnce
     ) -> None:
+        """One publication for this client: buffered while the subscribe is pending,
+        offset-checked when positioned, else queued. ``Registry.broadcast_publication``
+        queues the last case itself, so a new delivery rule must be added there too."""
         s = self.s
         sub = s.subs.get(channel)
         if sub is None:
