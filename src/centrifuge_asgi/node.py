@@ -57,7 +57,7 @@ from .payload import optional_payload, to_payload
 from .registry import Registry
 from .session import Session
 from .subscriptions import Grant
-from .timers import Scheduler, WriteWatchdog
+from .timers import Scheduler, Wheel, WriteWatchdog, wheel_resolution
 
 log = logging.getLogger("centrifuge_asgi.node")
 
@@ -143,6 +143,14 @@ class Node:
 
         self.metrics = NodeMetrics(self)
         self.scheduler = Scheduler()
+        client = self.config.client
+        # Per-connection deadlines that every connection has: one entry in a wheel each.
+        self.pings: Wheel[Session] = Wheel(
+            self.scheduler, Session.on_ping, wheel_resolution(client.ping_interval)
+        )
+        self.stale_checks: Wheel[Session] = Wheel(
+            self.scheduler, Session.on_stale, wheel_resolution(client.stale_close_delay)
+        )
         self.write_watchdog = WriteWatchdog()
         self.flusher = Flusher(self.spawn)
         self._owned: set[anyio.CancelScope] = set()  # scopes of node-owned tasks

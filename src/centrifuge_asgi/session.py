@@ -164,7 +164,7 @@ class Session:
         self._timers: dict[str, Timer] = {}
         self._awaiting_pong = False
         self._channels = ChannelCommands(self)
-        self._schedule("stale", node.config.client.stale_close_delay, self._on_stale)
+        node.stale_checks.add(self, node.config.client.stale_close_delay)
 
     # ------------------------------------------------------------------- properties
 
@@ -253,6 +253,8 @@ class Session:
             timer.cancel()
 
     def _cancel_timers(self) -> None:
+        self.node.pings.discard(self)
+        self.node.stale_checks.discard(self)
         for timer in self._timers.values():
             timer.cancel()
         self._timers.clear()
@@ -260,11 +262,13 @@ class Session:
             if sub.timer is not None:
                 sub.timer.cancel()
 
-    def _on_stale(self) -> None:
+    def on_stale(self) -> None:
+        """``client.stale_close_delay`` passed (``node.stale_checks``): close if not connected."""
         if self.state is State.CONNECTING:
             self.disconnect(DisconnectCode.STALE)
 
-    def _on_ping(self) -> None:
+    def on_ping(self) -> None:
+        """``client.ping_interval`` passed (``node.pings``): ping, and expect a pong."""
         if not self.connected:
             return
         self.send(self.codec.ping)
@@ -272,7 +276,7 @@ class Session:
         if cfg.pong_timeout > 0 and not self.transport.unidirectional:
             self._awaiting_pong = True
             self._schedule("pong", cfg.pong_timeout, self._on_pong_timeout)
-        self._schedule("ping", cfg.ping_interval, self._on_ping)
+        self.node.pings.add(self, cfg.ping_interval)
 
     def _on_pong_timeout(self) -> None:
         if self._awaiting_pong:
@@ -527,7 +531,7 @@ class Session:
             node.registry.remove_session(self)
             raise
         self.state = State.CONNECTED
-        self._cancel_timer("stale")
+        node.stale_checks.discard(self)
         result = ConnectResult(
             client=self.client_id,
             version=node.version,
@@ -589,9 +593,7 @@ class Session:
         )
 
     def _after_connect(self) -> None:
-        cfg = self.node.config.client
-        if cfg.ping_interval > 0:
-            self._schedule("ping", cfg.ping_interval, self._on_ping)
+        self.node.pings.add(self, self.node.config.client.ping_interval)
         self._schedule_expiry()
 
     # ---------------------------------------------------------------------- expiry

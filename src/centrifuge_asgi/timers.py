@@ -7,16 +7,20 @@ Callbacks are synchronous and must be quick; they schedule async work elsewhere.
 
 from __future__ import annotations
 
+import functools
 import heapq
 import itertools
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
+from typing import Generic, TypeVar
 
 import anyio
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T", bound=Hashable)
 
 
 def _noop() -> None:
@@ -93,6 +97,75 @@ class Scheduler:
             self._wakeup = anyio.Event()
             with anyio.move_on_after(min(delay, 3600.0)):
                 await self._wakeup.wait()
+
+
+class Wheel(Generic[T]):
+    """Deadlines of many objects at a fixed resolution, with no object per entry.
+
+    Items due in the same tick share one dict and one :class:`Scheduler` timer, so a
+    connection's ping or stale-connection check costs two dict entries instead of a
+    :class:`Timer`, a heap entry and a bound method: fewer long-lived objects for the
+    garbage collector to walk while thousands of clients connect. An item fires at
+    most ``resolution`` seconds late, never early, by ``fire(item)``.
+    """
+
+    def __init__(
+        self, scheduler: Scheduler, fire: Callable[[T], object], resolution: float
+    ) -> None:
+        self.scheduler = scheduler
+        self.fire = fire
+        self.resolution = resolution
+        self._ticks: dict[int, dict[T, None]] = {}
+        self._tick_of: dict[T, int] = {}
+
+    def add(self, item: T, delay: float) -> None:
+        """Fire ``item`` after ``delay`` seconds, replacing its earlier deadline (a delay
+        that is not positive or finite means none)."""
+        self.discard(item)
+        if not 0 < delay < math.inf:
+            return
+        now = self.scheduler.clock()
+        tick = math.ceil((now + delay) / self.resolution)
+        items = self._ticks.get(tick)
+        if items is None:
+            items = self._ticks[tick] = {}
+            self.scheduler.call_later(
+                tick * self.resolution - now, functools.partial(self._due, tick)
+            )
+        items[item] = None
+        self._tick_of[item] = tick
+
+    def discard(self, item: T) -> None:
+        tick = self._tick_of.pop(item, None)
+        if tick is not None:
+            items = self._ticks.get(tick)
+            if items is not None:
+                items.pop(item, None)
+
+    def __len__(self) -> int:
+        return len(self._tick_of)
+
+    def __contains__(self, item: object) -> bool:
+        return item in self._tick_of
+
+    def _due(self, tick: int) -> None:
+        for item in self._ticks.pop(tick, {}):
+            if self._tick_of.get(item) != tick:
+                continue  # discarded or moved by an earlier callback of this tick
+            del self._tick_of[item]
+            try:
+                self.fire(item)
+            except Exception:
+                log.exception("wheel callback failed")
+
+
+def wheel_resolution(delay: float) -> float:
+    """A resolution for deadlines of about ``delay``: a power of two, at most 1 s and at
+    most an eighth of ``delay`` (exact in binary, so ticks land on round clock values)."""
+    resolution = 1.0
+    while delay > 0 and resolution > delay / 8 and resolution > 2**-10:
+        resolution /= 2
+    return resolution
 
 
 class WriteWatchdog:

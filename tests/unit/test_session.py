@@ -10,7 +10,6 @@ import pytest
 
 from centrifuge_asgi import ClientError, ConnectReply, Node, RPCEvent
 from centrifuge_asgi.session import Session, TransportInfo
-from centrifuge_asgi.timers import Scheduler
 from tests.interop.support import make_config, token
 
 pytestmark = pytest.mark.anyio
@@ -333,7 +332,7 @@ async def pinging() -> AsyncIterator[tuple[Node, Callable[[float], None]]]:
     binary fractions, so deadlines compare exactly)."""
     clock = FakeClock()
     n = Node(make_config(ping_interval="1s", pong_timeout="500ms"))
-    n.scheduler = Scheduler(clock=clock)  # before start: the node serves this one
+    n.scheduler.clock = clock  # before start (the ping wheel reads the same clock)
 
     def advance(seconds: float) -> None:
         clock.now += seconds
