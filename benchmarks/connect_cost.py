@@ -11,20 +11,30 @@ rate, not here).
     python benchmarks/connect_cost.py [N]       # default 10,000 clients
 
 It prints microseconds per connect under CPython's default garbage-collector settings
-and under a larger first-generation threshold, since a growing heap of long-lived
-connection objects makes the collector a large share of the cost.
+and under a larger first-generation threshold, and the same for the suite's ASGI floor
+app under the same harness. Each line also gives the time spent in full (generation 2)
+collections and how many objects the collector tracks per connection kept open: a
+growing heap of long-lived connection objects makes the collector a large share of the
+cost, since each full collection walks all of them.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import contextlib
 import gc
 import json
 import sys
 import time
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from centrifuge_asgi import Node
+
+sys.path.insert(0, str(Path(__file__).parent / "servers"))
+from peer_asgi_floor import build_app as build_floor_app
 
 CONFIG = {
     "client": {"allow_anonymous_connect_without_token": True},
@@ -57,54 +67,104 @@ SCOPE = {
 }
 
 
-async def connect_one(app: Any, tasks: list[asyncio.Future[None]]) -> None:
-    """Start one client and return once both replies were sent to it."""
+FLOOR_FRAMES = [
+    {"type": "websocket.connect"},
+    {"type": "websocket.receive", "text": json.dumps({"op": "sub", "ch": "c"})},
+]
+
+
+@dataclass
+class Cost:
+    """Per connect: wall time, time in full (generation 2) collections, and the objects
+    the collector tracks that each connection leaves behind (harness included)."""
+
+    us: float
+    full_gc_us: float
+    tracked_objects: float
+
+
+async def connect_one(
+    app: Any, tasks: list[asyncio.Future[None]], frames: list[dict[str, Any]], replies: int
+) -> None:
+    """Start one client and return once ``replies`` replies were sent to it."""
     incoming: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-    for frame in FRAMES:
+    for frame in frames:
         incoming.put_nowait(frame)
     replied = asyncio.get_running_loop().create_future()
-    replies = 0
+    got = 0
 
     async def send(message: dict[str, Any]) -> None:
-        nonlocal replies
+        nonlocal got
         if message["type"] == "websocket.send":
-            replies += message["text"].count("\n") + 1
-            if replies >= 2 and not replied.done():
+            got += message["text"].count("\n") + 1
+            if got >= replies and not replied.done():
                 replied.set_result(None)
 
     tasks.append(asyncio.ensure_future(app(dict(SCOPE), incoming.get, send)))
     await replied
 
 
-async def measure(n: int) -> float:
-    """Microseconds per connect + subscribe for ``n`` clients that stay connected."""
-    node = Node(CONFIG)
-    app = node.asgi_app()
+async def measure(n: int, peer: str) -> Cost:
+    """The cost per connect + subscribe for ``n`` clients that stay connected."""
     tasks: list[asyncio.Future[None]] = []
-    async with node:
+    async with contextlib.AsyncExitStack() as stack:
+        if peer == "floor":
+            app, frames, replies = build_floor_app(argparse.Namespace()), FLOOR_FRAMES, 1
+        else:
+            node = await stack.enter_async_context(Node(CONFIG))
+            app, frames, replies = node.asgi_app(), FRAMES, 2
         for _ in range(100):  # warm-up
-            await connect_one(app, tasks)
-        started = time.perf_counter()
-        for _ in range(n):
-            await connect_one(app, tasks)
-        elapsed = time.perf_counter() - started
+            await connect_one(app, tasks, frames, replies)
+        gc.collect()
+        tracked = len(gc.get_objects())
+        full_gc = 0.0
+        started_gc = 0.0
+
+        def on_gc(phase: str, info: dict[str, int]) -> None:
+            nonlocal full_gc, started_gc
+            if info["generation"] != 2:
+                return
+            if phase == "start":
+                started_gc = time.perf_counter()
+            else:
+                full_gc += time.perf_counter() - started_gc
+
+        gc.callbacks.append(on_gc)
+        try:
+            started = time.perf_counter()
+            for _ in range(n):
+                await connect_one(app, tasks, frames, replies)
+            elapsed = time.perf_counter() - started
+        finally:
+            gc.callbacks.remove(on_gc)
+        gc.collect()
+        tracked = len(gc.get_objects()) - tracked
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-    return elapsed / n * 1e6
+    return Cost(elapsed / n * 1e6, full_gc / n * 1e6, tracked / n)
 
 
 def main() -> None:
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 10_000
     default = gc.get_threshold()
-    results = {}
-    for label, threshold in (("default", default), ("gen0 7000", (7000, 10, 10))):
+    runs = (
+        ("centrifuge-asgi", "us", default),
+        ("centrifuge-asgi, gen0 7000", "us", (7000, 10, 10)),
+        ("ASGI floor app", "floor", default),
+    )
+    print(f"{n} clients kept open; per connect + subscribe:")
+    for label, peer, threshold in runs:
         gc.collect()
         gc.set_threshold(*threshold)
-        results[label] = asyncio.run(measure(n))
-        gc.set_threshold(*default)
-    for label, us in results.items():
-        print(f"{label:>10}: {us:6.1f} µs per connect + subscribe ({n} clients kept open)")
+        try:
+            cost = asyncio.run(measure(n, peer))
+        finally:
+            gc.set_threshold(*default)
+        print(
+            f"{label:>28}: {cost.us:6.1f} µs, of which full collections {cost.full_gc_us:5.1f} µs;"
+            f" {cost.tracked_objects:4.1f} tracked objects left behind"
+        )
 
 
 if __name__ == "__main__":
