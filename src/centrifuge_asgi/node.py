@@ -16,6 +16,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from operator import methodcaller
 from typing import Any
 
 import anyio
@@ -142,14 +143,17 @@ class Node:
         from .metrics import NodeMetrics
 
         self.metrics = NodeMetrics(self)
-        self.scheduler = Scheduler()
+        self._scheduler = Scheduler()
         client = self.config.client
         # Per-connection deadlines that every connection has: one entry in a wheel each.
+        # methodcaller, so that a Session subclass (create_session) keeps its overrides.
         self.pings: Wheel[Session] = Wheel(
-            self.scheduler, Session.on_ping, wheel_resolution(client.ping_interval)
+            self._scheduler, methodcaller("on_ping"), wheel_resolution(client.ping_interval)
         )
         self.stale_checks: Wheel[Session] = Wheel(
-            self.scheduler, Session.on_stale, wheel_resolution(client.stale_close_delay)
+            self._scheduler,
+            methodcaller("on_stale"),
+            wheel_resolution(client.stale_close_delay),
         )
         self.write_watchdog = WriteWatchdog()
         self.flusher = Flusher(self.spawn)
@@ -432,6 +436,12 @@ class Node:
     def metrics_command(self, method: str, duration: float) -> None:
         """Record one client command's duration (``centrifuge_asgi_client_command_*``)."""
         self.metrics.command(method, duration)
+
+    @property
+    def scheduler(self) -> Scheduler:
+        """The node's one timer (its ``clock`` may be replaced before start, e.g. in tests;
+        the scheduler itself may not, since the wheels hold it)."""
+        return self._scheduler
 
     def create_session(self, transport: Any) -> Session:
         return Session(self, transport)

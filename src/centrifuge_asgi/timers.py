@@ -79,16 +79,17 @@ class Scheduler:
     def fire_due(self) -> float:
         """Fire every due timer; return seconds until the next one (inf when none)."""
         now = self.clock()
-        heap = self._heap
-        while heap and heap[0][0] <= now:
-            _, _, timer = heapq.heappop(heap)
+        # ``self._heap`` is read anew each time round: a callback's ``call_later`` may
+        # compact it into a new list, and a stale reference would fire timers twice.
+        while self._heap and self._heap[0][0] <= now:
+            _, _, timer = heapq.heappop(self._heap)
             if timer.cancelled:
                 continue
             try:
                 timer.callback()
             except Exception:
                 log.exception("timer callback failed")
-        return heap[0][0] - now if heap else math.inf
+        return self._heap[0][0] - now if self._heap else math.inf
 
     async def run(self) -> None:
         """Serve timers forever (cancel the surrounding scope to stop)."""
