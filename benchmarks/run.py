@@ -409,44 +409,39 @@ def job_channels(ctx: Ctx, peer: Peer) -> dict[str, Any]:
         return run_loadgen(ctx, job, budget)
 
 
+IDLE_WARM = 100  # clients connected before the measured steps (scenarios 4 and 5)
+
+
 def job_idle(
-    ctx: Ctx, peer: Peer, steps: list[int], extra: list[str] | None = None, deflate: bool = False
+    ctx: Ctx,
+    peer: Peer,
+    steps: list[int],
+    extra: list[str] | None = None,
+    deflate: bool = False,
+    settle_s: float | None = None,
 ) -> dict[str, Any]:
     ctx.job_no += 1
-    p = ctx.params
+    settle = ctx.params.idle_settle_s if settle_s is None else settle_s
     with servers(ctx, (peer, extra or [])) as (srv,):
         job = {
             "proto": peer.proto,
             "port": srv.port,
             "scenario": "idle",
+            "warm": IDLE_WARM,
             "steps": steps,
-            "settle_s": p.idle_settle_s,
+            "settle_s": settle,
             "deflate": deflate,
             "pids": {"server": srv.pid},
         }
-        budget = _connect_budget(ctx, max(steps)) + len(steps) * p.idle_settle_s + 30
+        budget = _connect_budget(ctx, max(steps)) + len(steps) * settle + 30
         result = run_loadgen(ctx, job, budget)
         result["ws"] = next((extra[i + 1] for i, a in enumerate(extra or []) if a == "--ws"), None)
         return result
 
 
-CONNECT_WARM = 100  # clients connected before the timed phase of scenario 5
-
-
 def job_connect(ctx: Ctx, peer: Peer, n: int) -> dict[str, Any]:
     """One round of scenario 5: after the warm-up clients, ``n`` clients connect."""
-    ctx.job_no += 1
-    with servers(ctx, (peer, [])) as (srv,):
-        job = {
-            "proto": peer.proto,
-            "port": srv.port,
-            "scenario": "idle",
-            "warm": CONNECT_WARM,
-            "steps": [CONNECT_WARM + n],
-            "settle_s": 0.5,
-            "pids": {"server": srv.pid},
-        }
-        return run_loadgen(ctx, job, _connect_budget(ctx, n) + 30)
+    return job_idle(ctx, peer, [IDLE_WARM + n], settle_s=0.5)
 
 
 def connect_summary(runs: list[dict[str, Any]], n: int) -> dict[str, Any]:
