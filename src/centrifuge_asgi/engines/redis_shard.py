@@ -286,7 +286,7 @@ class Shard:
                 "username": t.sentinel_username or None,
                 "password": t.sentinel_password or None,
             }
-            self._sentinel = Sentinel(  # type: ignore[no-untyped-call]
+            self._sentinel = Sentinel(  # type: ignore[no-untyped-call, unused-ignore]
                 list(t.hosts), sentinel_kwargs=sentinel_kwargs, **common
             )
             self.client = self._sentinel.master_for(t.master_name, db=t.db, **common)
