@@ -25,7 +25,7 @@ def _load(path: str | None, overrides: dict[str, Any] | None = None) -> Any:
 def _serve(args: argparse.Namespace) -> int:
     from .logging_setup import configure_logging
     from .node import Node
-    from .server import run
+    from .server import WS_PROTOCOL, run
 
     overrides = {"http_server.address": args.host, "http_server.port": args.port}
     config = _load(args.config, overrides)
@@ -37,6 +37,7 @@ def _serve(args: argparse.Namespace) -> int:
     options: dict[str, Any] = {
         "ws_max_size": max_size if max_size > 0 else 16 * 1024 * 1024,
         "log_level": config.log.level if config.log.level in ("debug", "info") else "warning",
+        "ws": WS_PROTOCOL,
     }
     if config.log.json:
         options["log_config"] = None  # uvicorn's records go through our JSON handler

@@ -4,6 +4,10 @@ Plain uvicorn closes every open WebSocket with 1012 before the application's lif
 ends, so clients never see Centrifugo's 3001 "shutdown". :class:`GracefulServer` first
 stops accepting connections, then lets each node disconnect its clients with 3001, and
 only then runs uvicorn's own shutdown.
+
+:data:`WS_PROTOCOL` is the WebSocket implementation ``serve`` and :func:`run` use unless told
+otherwise: uvicorn's default (websockets sans-I/O) with one leniency that Centrifugo has,
+an empty ``Sec-WebSocket-Protocol`` header read as no subprotocol.
 """
 
 from __future__ import annotations
@@ -15,6 +19,41 @@ from typing import Any
 import uvicorn
 
 from .node import Node
+
+_SUBPROTOCOL_HEADER = "Sec-WebSocket-Protocol"
+
+
+def _lenient_protocol() -> type[Any] | None:
+    """uvicorn's sans-I/O WebSocket protocol, minus its 400 for an empty subprotocol header.
+
+    centrifuge-python's next release opens JSON connections with ``subprotocols=[]``, which
+    sends ``Sec-WebSocket-Protocol:`` with no value. websockets refuses that handshake with
+    400 "invalid Sec-WebSocket-Protocol header"; Centrifugo, wsproto and uvicorn's legacy
+    implementation read it as "no subprotocol". Empty values are dropped before the
+    handshake is checked; everything else is uvicorn's own code.
+    """
+    try:  # uvicorn >= 0.35; the older default (legacy websockets) accepts the empty header
+        from uvicorn.protocols.websockets.websockets_sansio_impl import (
+            WebSocketsSansIOProtocol,
+        )
+    except ImportError:  # pragma: no cover
+        return None
+
+    class LenientWebSocketProtocol(WebSocketsSansIOProtocol):
+        def handle_connect(self, event: Any) -> None:
+            headers = event.headers
+            values = headers.get_all(_SUBPROTOCOL_HEADER)
+            if values and not all(v.strip() for v in values):
+                del headers[_SUBPROTOCOL_HEADER]
+                for value in values:
+                    if value.strip():
+                        headers[_SUBPROTOCOL_HEADER] = value
+            super().handle_connect(event)
+
+    return LenientWebSocketProtocol
+
+
+WS_PROTOCOL: type[Any] | str = _lenient_protocol() or "auto"
 
 
 class GracefulServer(uvicorn.Server):
@@ -36,4 +75,5 @@ class GracefulServer(uvicorn.Server):
 def run(app: Any, *, node: Node | Sequence[Node], **uvicorn_options: Any) -> None:
     """``uvicorn.run`` with graceful Centrifugo shutdown of ``node`` (or several nodes)."""
     nodes = [node] if isinstance(node, Node) else list(node)
+    uvicorn_options.setdefault("ws", WS_PROTOCOL)
     GracefulServer(uvicorn.Config(app, **uvicorn_options), nodes).run()

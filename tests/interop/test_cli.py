@@ -169,3 +169,68 @@ def test_gentoken_token_is_accepted_by_centrifuge_js(
     served = serve(config)
     result = run_js("sdk_connect.mjs", "valid", served.ws_url(), token, timeout=15)
     assert result["client"] and result["errors"] == []
+
+
+MINIMAL_CONFIG = '{"client": {"token": {"hmac_secret_key": "k"}}, "health": {"enabled": true}}'
+
+
+async def raw_handshake(port: int, subprotocol_headers: list[str]) -> bytes:
+    """Send a WebSocket upgrade with the given ``Sec-WebSocket-Protocol`` values; return the
+    status line of the answer."""
+    lines = [
+        "GET /connection/websocket HTTP/1.1",
+        f"Host: 127.0.0.1:{port}",
+        "Upgrade: websocket",
+        "Connection: Upgrade",
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+        "Sec-WebSocket-Version: 13",
+        *(f"Sec-WebSocket-Protocol: {value}" for value in subprotocol_headers),
+    ]
+    with anyio.fail_after(5):
+        stream = await anyio.connect_tcp("127.0.0.1", port)
+        async with stream:
+            await stream.send(("\r\n".join(lines) + "\r\n\r\n").encode())
+            head = b""
+            while b"\r\n\r\n" not in head:
+                head += await stream.receive()
+    return head
+
+
+@pytest.mark.parametrize(
+    ("headers", "agreed"),
+    [([""], None), (["", "centrifuge-protobuf"], b"centrifuge-protobuf"), (["  "], None)],
+)
+async def test_serve_accepts_an_empty_subprotocol_header(
+    tmp_path: Path, serve: Any, headers: list[str], agreed: bytes | None
+) -> None:
+    # centrifuge-python's main branch opens JSON connections with subprotocols=[], which
+    # sends "Sec-WebSocket-Protocol:" with no value; Centrifugo reads it as no subprotocol.
+    config = tmp_path / "config.json"
+    config.write_text(MINIMAL_CONFIG)
+    served = serve(config)
+    head = await raw_handshake(served.port, headers)
+    assert head.startswith(b"HTTP/1.1 101"), head
+    answered = [
+        line.split(b":", 1)[1].strip()
+        for line in head.lower().split(b"\r\n")
+        if line.startswith(b"sec-websocket-protocol:")
+    ]
+    assert answered == ([agreed] if agreed else [])
+
+
+async def test_serve_talks_to_a_client_that_sends_an_empty_subprotocol_header(
+    tmp_path: Path, serve: Any
+) -> None:
+    from centrifuge_asgi import connection_token
+
+    config = tmp_path / "config.json"
+    config.write_text(MINIMAL_CONFIG)
+    served = serve(config)
+    ws = await websockets.connect(
+        served.ws_url(), open_timeout=5, additional_headers={"Sec-WebSocket-Protocol": ""}
+    )
+    await ws.send(json.dumps({"id": 1, "connect": {"token": connection_token("u", "k")}}))
+    with anyio.fail_after(5):
+        reply = json.loads(await ws.recv())
+    assert reply["connect"]["client"], reply
+    await ws.close()
