@@ -41,12 +41,36 @@ def check_name(config: Config, channel: str, opts: ChannelOptions) -> None:
         raise ClientError.of(ErrorCode.BAD_REQUEST)
 
 
+def user_limited(config: Config, channel: str, opts: ChannelOptions) -> bool:
+    """True for a user-limited channel (``chat#42,43``): the namespace enables
+    ``allow_user_limited_channels`` and the name holds the user boundary.
+
+    Only its user list lets a client subscribe without a token: neither a subscribe
+    proxy, an ``on_subscribe`` handler nor ``allow_subscribe_for_client`` decides for it
+    (``client.insecure`` still allows it), as in Centrifugo's ``OnSubscribe``.
+    """
+    return opts.allow_user_limited_channels and config.user_limited_users(channel) is not None
+
+
 def user_allowed(config: Config, channel: str, opts: ChannelOptions, user: str) -> bool:
     """True for a user-limited channel (``chat#42,43``) that lists ``user``."""
     if not opts.allow_user_limited_channels or not user:
         return False
     users = config.user_limited_users(channel)
     return users is not None and user in users
+
+
+def subscribe_allowed_by_flags(
+    config: Config, channel: str, opts: ChannelOptions, user: str
+) -> bool:
+    """The last subscribe checks: ``client.insecure``, else ``allow_subscribe_for_client``
+    (with a user, or ``allow_subscribe_for_anonymous``) on a channel that is not
+    user-limited."""
+    if config.client.insecure:
+        return True
+    if not opts.allow_subscribe_for_client or not (user or opts.allow_subscribe_for_anonymous):
+        return False
+    return not user_limited(config, channel, opts)
 
 
 def allowed_by_flags(

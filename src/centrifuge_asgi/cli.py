@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import secrets
 import sys
 from collections.abc import Sequence
@@ -17,9 +18,16 @@ from .errors import ConfigError
 
 
 def _load(path: str | None, overrides: dict[str, Any] | None = None) -> Any:
+    """Load the config with the loader's own log quiet: each command reports
+    ``config.warnings`` once, in its own way."""
     from .config import load_config
 
-    return load_config(path, overrides=overrides)
+    config_log = logging.getLogger("centrifuge_asgi.config")
+    was_disabled, config_log.disabled = config_log.disabled, True
+    try:
+        return load_config(path, overrides=overrides)
+    finally:
+        config_log.disabled = was_disabled
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -30,6 +38,8 @@ def _serve(args: argparse.Namespace) -> int:
     overrides = {"http_server.address": args.host, "http_server.port": args.port}
     config = _load(args.config, overrides)
     configure_logging(config.log)
+    for warning in config.warnings:
+        logging.getLogger("centrifuge_asgi.config").warning("%s", warning)
     node = Node(config)
     server = config.http_server
     host = server.address or "0.0.0.0"

@@ -346,6 +346,11 @@ def _env_value(f: _Field, raw: str, name: str) -> object:
             return raw
         if f.kind == "list_str":
             return raw.split()
+        if f.kind == "list_struct" and _names_only(f, raw):
+            names = raw.split()
+            if not names or not all(_ENV_ITEM_NAME.fullmatch(n) for n in names):
+                raise ValueError("expected a JSON array or space-separated names")
+            return [{"name": name} for name in names]
         if f.kind in ("list_struct", "map"):
             value = json.loads(raw)
             expected = list if f.kind == "list_struct" else dict
@@ -357,6 +362,31 @@ def _env_value(f: _Field, raw: str, name: str) -> object:
             f"invalid value for environment variable {name}: {raw!r}: {exc}"
         ) from None
     return raw
+
+
+_ENV_ITEM_NAME = re.compile(r"[-a-zA-Z0-9_.]+")
+
+
+def _names_only(f: _Field, raw: str) -> bool:
+    """A named list given as space-separated names (``"chat news"``), not a JSON array.
+
+    Centrifugo v6 reads a value that starts with ``[`` and ends with ``]`` as JSON, and
+    anything else as item names whose options come from per-item variables
+    (``CENTRIFUGO_CHANNEL_NAMESPACES_CHAT_PRESENCE``).
+    """
+    text = raw.strip()
+    named = f.inner is not None and "name" in schema(f.inner)
+    return named and not (text.startswith("[") and text.endswith("]"))
+
+
+def _add_named_items(data: dict[str, object], path: tuple[str, ...], names: object) -> None:
+    """Append the items that ``names`` lists and the file does not have yet (as Centrifugo
+    appends them to the file's list); items already there keep their options."""
+    current = _get_path(data, path)
+    items = list(current) if isinstance(current, list) else []
+    have = {item.get("name") for item in items if isinstance(item, dict)}
+    items += [item for item in names if isinstance(item, dict) and item["name"] not in have]
+    _set_path(data, path, items)
 
 
 def _set_path(data: dict[str, object], path: tuple[str, ...], value: object) -> None:
@@ -420,6 +450,8 @@ def _merge_env(data: Mapping[str, object], env: Mapping[str, str], ctx: _Context
         entry = table.get(name[len("CENTRIFUGO_") :])
         if entry is None:
             item_vars.append((name, raw))
+        elif entry[1].kind == "list_struct" and _names_only(entry[1], raw):
+            _add_named_items(result, entry[0], _env_value(entry[1], raw, name))
         else:
             _set_path(result, entry[0], _env_value(entry[1], raw, name))
     for name, raw in item_vars:  # after whole-list JSON vars, so items exist
@@ -510,8 +542,9 @@ def load(
     merged = _merge_env(data, env, ctx)
     if merged != data:
         sources.append("environment")
-    if overrides:
-        _deep_merge(merged, _expand_overrides(overrides))
+    expanded = _expand_overrides(overrides or {})
+    if expanded:
+        _deep_merge(merged, expanded)
         sources.append("overrides")
     source = " + ".join(sources) or "<defaults>"
     return config_from_mapping(merged, source=source, env=env, warnings=ctx.warnings)

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from msgspec import UNSET, Raw
 
 from . import auth
-from .channels import check_name, user_allowed
+from .channels import check_name, subscribe_allowed_by_flags, user_allowed
 from .codes import DisconnectCode, ErrorCode, UnsubscribeCode
 from .engines.base import ClientInfo, Publication, StreamPosition
 from .errors import ClientError, Disconnect
@@ -575,21 +575,20 @@ class Session:
 
     def _may_subscribe_from_request(self, channel: str) -> bool:
         """Unidirectional ``subs`` keys: allowed when the namespace lets this client subscribe
-        without a token (not private, valid name; user-limited, insecure or allow flags)."""
+        without a token or a proxy (not private, no subscribe proxy, valid name; then a
+        user-limited channel that lists the user, insecure mode or the allow flags)."""
         config = self.node.config
         if not channel or len(channel) > config.channel.max_length:
             return False
         opts = config.channel_options(channel)
-        if opts is None or config.is_private(channel):
+        if opts is None or config.is_private(channel) or opts.subscribe_proxy_enabled:
             return False
         try:
             check_name(config, channel, opts)
         except ClientError:
             return False
-        if user_allowed(config, channel, opts, self.user) or config.client.insecure:
-            return True
-        return opts.allow_subscribe_for_client and (
-            bool(self.user) or opts.allow_subscribe_for_anonymous
+        return user_allowed(config, channel, opts, self.user) or subscribe_allowed_by_flags(
+            config, channel, opts, self.user
         )
 
     def _after_connect(self) -> None:

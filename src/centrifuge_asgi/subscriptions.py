@@ -18,7 +18,14 @@ import anyio
 from msgspec import UNSET, Raw
 
 from . import auth
-from .channels import allowed_by_flags, check_name, resolve_options, user_allowed
+from .channels import (
+    allowed_by_flags,
+    check_name,
+    resolve_options,
+    subscribe_allowed_by_flags,
+    user_allowed,
+    user_limited,
+)
 from .codes import DisconnectCode, ErrorCode, UnsubscribeCode
 from .engines.base import HistoryFilter, Publication, StreamPosition
 from .errors import ClientError, Disconnect
@@ -150,20 +157,22 @@ class ChannelCommands:
         channel = req.channel
         if req.token:
             return Grant.from_token(await self._verify_sub_token(req.token, channel))
-        if node.config.is_private(channel):
+        config = node.config
+        if config.is_private(channel):
             raise ClientError.of(ErrorCode.PERMISSION_DENIED)
-        if user_allowed(node.config, channel, opts, s.user):
-            return Grant()
+        if user_limited(config, channel, opts):
+            # Only the user list decides (or insecure mode): another user's channel never
+            # reaches the subscribe proxy, the handler or allow_subscribe_for_client.
+            if user_allowed(config, channel, opts, s.user) or config.client.insecure:
+                return Grant()
+            raise ClientError.of(ErrorCode.PERMISSION_DENIED)
         handler = node.handlers.subscribe
         if handler is not None:
             raw = bytes(req.data) if req.data is not UNSET else None
             reply = await handler(SubscribeEvent(s.client_ref(), channel, raw))
             if reply is not None:
                 return Grant.from_reply(reply)
-        cfg = node.config.client
-        if cfg.insecure or (
-            opts.allow_subscribe_for_client and (s.user or opts.allow_subscribe_for_anonymous)
-        ):
+        if subscribe_allowed_by_flags(config, channel, opts, s.user):
             return Grant()
         raise ClientError.of(ErrorCode.PERMISSION_DENIED)
 

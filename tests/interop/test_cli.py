@@ -234,3 +234,80 @@ async def test_serve_talks_to_a_client_that_sends_an_empty_subprotocol_header(
         reply = json.loads(await ws.recv())
     assert reply["connect"]["client"], reply
     await ws.close()
+
+
+def test_checkconfig_prints_each_warning_once(tmp_path: Path) -> None:
+    config = tmp_path / "config.json"
+    config.write_text('{"bogus": 1, "client": {"token": {"hmac_secret_key": "k"}}}')
+    result = cli("checkconfig", "-c", str(config))
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.count("unknown config key 'bogus'") == 1, result.stderr
+
+
+# The environment list the official SDKs' CI gives Centrifugo (a docker-compose
+# ``environment:`` list), with named namespaces in the space-separated form.
+SDK_CI_ENV = {
+    "CENTRIFUGO_CLIENT_INSECURE": "true",
+    "CENTRIFUGO_HTTP_STREAM_ENABLED": "true",
+    "CENTRIFUGO_SSE_ENABLED": "true",
+    "CENTRIFUGO_CHANNEL_WITHOUT_NAMESPACE_PRESENCE": "true",
+    "CENTRIFUGO_CLIENT_TOKEN_HMAC_SECRET_KEY": "secret",
+    "CENTRIFUGO_HTTP_API_KEY": "api-key",
+    "CENTRIFUGO_HEALTH_ENABLED": "true",
+    "CENTRIFUGO_CHANNEL_NAMESPACES": "smallhistory chat",
+    "CENTRIFUGO_CHANNEL_NAMESPACES_SMALLHISTORY_HISTORY_SIZE": "2",
+    "CENTRIFUGO_CHANNEL_NAMESPACES_SMALLHISTORY_HISTORY_TTL": "300s",
+    "CENTRIFUGO_CHANNEL_NAMESPACES_CHAT_PRESENCE": "true",
+}
+
+
+async def test_serve_configured_only_by_environment(tmp_path: Path) -> None:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CENTRIFUGO_")}
+    proc = subprocess.Popen(
+        [*CLI, "serve", "-a", "127.0.0.1", "-p", str(port)],
+        cwd=tmp_path,  # no config.json there: defaults plus the environment
+        env={**env, **SDK_CI_ENV},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                httpx.get(f"{base}/health", timeout=1)
+                break
+            except httpx.TransportError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    proc.kill()
+                    raise AssertionError(f"serve did not start:\n{proc.communicate()[0]}") from None
+                await anyio.sleep(0.1)
+        ws = await websockets.connect(f"ws://127.0.0.1:{port}/connection/websocket", open_timeout=5)
+        await ws.send(json.dumps({"id": 1, "connect": {}}))  # insecure: no token needed
+        await ws.send(json.dumps({"id": 2, "subscribe": {"channel": "chat:room"}}))
+        with anyio.fail_after(5):
+            replies = [json.loads(await ws.recv()) for _ in range(2)]
+        assert "error" not in replies[1], replies
+        await ws.send(json.dumps({"id": 3, "presence": {"channel": "chat:room"}}))
+        with anyio.fail_after(5):
+            presence = json.loads(await ws.recv())
+        assert len(presence["presence"]["presence"]) == 1, presence  # chat: presence on
+        await ws.close()
+        async with httpx.AsyncClient(base_url=base, headers={"X-API-Key": "api-key"}) as api:
+            for n in range(3):
+                r = await api.post("/api/publish", json={"channel": "smallhistory:x", "data": n})
+                assert r.json() == {"result": {}} or "offset" in r.json()["result"], r.text
+            r = await api.post("/api/history", json={"channel": "smallhistory:x", "limit": -1})
+        pubs = r.json()["result"]["publications"]
+        assert [p["data"] for p in pubs] == [1, 2], r.text  # history_size 2 from the env
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            out = proc.communicate(timeout=10)[0]
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out = proc.communicate()[0]
+    assert "unknown environment variable" not in out, out
+    assert "Traceback" not in out, out

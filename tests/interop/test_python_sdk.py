@@ -408,6 +408,55 @@ async def test_history(server: Callable[..., Env], sdk_client: ClientFactory) ->
     assert (unavailable.value.code, unavailable.value.message) == (108, "not available")
 
 
+async def test_user_limited_channel_of_other_users_is_refused(
+    server: Callable[..., Env], sdk_client: ClientFactory
+) -> None:
+    """``pm:dm#alice,bob`` in a namespace that also allows any client to subscribe: only
+    alice and bob get in; mallory gets 103 for subscribe, history and presence."""
+    config = make_config()
+    config["channel"]["namespaces"].append(
+        {
+            "name": "pm",
+            "allow_user_limited_channels": True,
+            "allow_subscribe_for_client": True,
+            "presence": True,
+            "allow_presence_for_subscriber": True,
+            "history_size": 10,
+            "history_ttl": "300s",
+            "allow_history_for_subscriber": True,
+        }
+    )
+    env = server(make_node(config))
+    channel = "pm:dm#alice,bob"
+    alice, _ = await sdk_client(env, token=token("alice"))
+    mallory, _ = await sdk_client(env, token=token("mallory"))
+
+    alice_sub, alice_events = await subscribe(alice, channel)
+    assert alice_sub.state is SubscriptionState.SUBSCRIBED
+
+    mallory_events = SubEvents()
+    mallory_sub = mallory.new_subscription(channel, events=mallory_events)
+    await mallory_sub.subscribe()
+    (refused,) = await mallory_events.rec.wait("unsubscribed")
+    assert (refused.code, refused.reason) == (103, "permission denied")
+    assert mallory_sub.state is SubscriptionState.UNSUBSCRIBED
+    assert mallory_events.rec.of("subscribed") == []
+
+    await env.srv.acall(env.node.publish(channel, {"text": "for alice and bob"}))
+    assert [p.pub.data for p in await alice_events.rec.wait("publication")] == [
+        {"text": "for alice and bob"}
+    ]
+    assert [p.data for p in (await alice_sub.history(limit=-1)).publications] == [
+        {"text": "for alice and bob"}
+    ]
+    assert await env.subscribers(channel) == 1
+    for read in (mallory.history, mallory.presence, mallory.presence_stats):
+        with pytest.raises(ReplyError) as denied:
+            await read(channel)
+        assert (denied.value.code, denied.value.message) == (103, "permission denied")
+    assert mallory_events.rec.of("publication") == []
+
+
 async def test_join_and_leave(server: Callable[..., Env], sdk_client: ClientFactory) -> None:
     env = server()
     alice, _ = await sdk_client(env, token=token("alice"))

@@ -696,3 +696,42 @@ def test_replace_revalidates() -> None:
     c = Config()
     with pytest.raises(ConfigError):
         msgspec.structs.replace(c, client=ClientConfig(pong_timeout=30.0))
+
+
+def test_env_named_lists_as_space_separated_names() -> None:
+    # Centrifugo v6: a value that is not a JSON array names the items; their options come
+    # from per-item variables (the form the official SDKs' CI uses).
+    env = {
+        "CENTRIFUGO_CHANNEL_NAMESPACES": "smallhistory  chat-room",
+        "CENTRIFUGO_CHANNEL_NAMESPACES_SMALLHISTORY_HISTORY_SIZE": "2",
+        "CENTRIFUGO_CHANNEL_NAMESPACES_SMALLHISTORY_HISTORY_TTL": "300s",
+        "CENTRIFUGO_CHANNEL_NAMESPACES_CHAT_ROOM_PRESENCE": "true",
+        "CENTRIFUGO_RPC_NAMESPACES": "math",
+        "CENTRIFUGO_PROXIES": "backend",
+        "CENTRIFUGO_PROXIES_BACKEND_ENDPOINT": "http://127.0.0.1:9/p",
+    }
+    c = load_config(None, env=env)
+    assert [ns.name for ns in c.channel.namespaces] == ["smallhistory", "chat-room"]
+    small = c.channel_options("smallhistory:x")
+    assert small is not None and (small.history_size, small.history_ttl) == (2, 300.0)
+    chat = c.channel_options("chat-room:x")
+    assert chat is not None and chat.presence and chat.history_size == 0
+    assert [ns.name for ns in c.rpc.namespaces] == ["math"]
+    assert [(p.name, p.endpoint) for p in c.proxies] == [("backend", "http://127.0.0.1:9/p")]
+    assert c.warnings == ()
+
+
+def test_env_names_add_to_the_files_list(tmp_path: Path) -> None:
+    file = tmp_path / "c.json"
+    file.write_text('{"channel": {"namespaces": [{"name": "chat", "presence": true}]}}')
+    env = {"CENTRIFUGO_CHANNEL_NAMESPACES": "chat news"}
+    c = load_config(file, env=env)
+    assert [ns.name for ns in c.channel.namespaces] == ["chat", "news"]
+    chat = c.channel_options("chat:x")
+    assert chat is not None and chat.presence  # the file's options stay
+
+
+@pytest.mark.parametrize("value", ["{not json", "a,b", "[not json]"])
+def test_bad_env_names_name_the_variable(value: str) -> None:
+    with pytest.raises(ConfigError, match="CENTRIFUGO_CHANNEL_NAMESPACES"):
+        load_config(None, env={"CENTRIFUGO_CHANNEL_NAMESPACES": value})

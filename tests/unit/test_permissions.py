@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from centrifuge_asgi import Node, SubscribeEvent, SubscribeReply
+from centrifuge_asgi.protocol.messages import ConnectRequest, SubscribeRequest
 from centrifuge_asgi.session import Session, TransportInfo
 from tests.interop.support import SECRET, sub_token, token
 
@@ -36,6 +37,29 @@ NS = [
         "allow_history_for_subscriber": True,
     },
     {"name": "rx", "allow_subscribe_for_client": True, "channel_regex": "^[a-z]+$"},
+    # user-limited channels in a namespace open to every client (and anonymous ones)
+    {
+        "name": "dm",
+        "allow_user_limited_channels": True,
+        "allow_subscribe_for_client": True,
+        "allow_subscribe_for_anonymous": True,
+        "allow_publish_for_subscriber": True,
+        "presence": True,
+        "allow_presence_for_subscriber": True,
+        "history_size": 10,
+        "history_ttl": "60s",
+        "allow_history_for_subscriber": True,
+    },
+    # the *_for_client read permissions cover the whole namespace, # channels too
+    {
+        "name": "dmread",
+        "allow_user_limited_channels": True,
+        "presence": True,
+        "allow_presence_for_client": True,
+        "history_size": 10,
+        "history_ttl": "60s",
+        "allow_history_for_client": True,
+    },
 ]
 
 
@@ -190,3 +214,110 @@ async def test_server_side_channel_limit_disconnects_3505() -> None:
         await s.handle_frame(json.dumps({"id": 1, "connect": {"token": tok}}).encode())
         assert (s.close_code, s.close_reason) == (3505, "channel limit")
         await s.finish()
+
+
+# ------------------------------------------------------------- user-limited channels
+# Centrifugo v6 internal/client/handler.go, OnSubscribe: a user-limited channel is allowed
+# when its user list names the client's user; the subscribe proxy and
+# allow_subscribe_for_client skip it (``!isUserLimitedChannel``); client.insecure still
+# allows it. hasAccessToHistory / hasAccessToPresence and OnPublish do not look at it.
+
+
+@pytest.mark.parametrize(
+    ("channel", "user", "expected"),
+    [
+        ("dm:x#alice,bob", "alice", 0),
+        ("dm:x#alice,bob", "bob", 0),
+        ("dm:x#alice,bob", "mallory", 103),  # allow_subscribe_for_client does not apply
+        ("dm:x#alice,bob", None, 103),  # nor allow_subscribe_for_anonymous
+        ("dm:x#alice", "alice", 0),
+        ("dm:x#alice", "alic", 103),  # exact ids, not prefixes
+        ("dm:x#", "alice", 103),  # an empty user list lets nobody in
+        ("dm:x#", None, 103),
+        ("dm:a#b#alice", "alice", 0),  # the list follows the last boundary
+        ("dm:alice#bob", "alice", 103),
+        ("dm:x", "mallory", 0),  # no boundary: an ordinary channel of the namespace
+        ("clients:x#alice", "mallory", 0),  # boundary without allow_user_limited_channels
+        ("$dm:x#alice", "alice", 103),  # private: a token is needed even for a listed user
+    ],
+)
+async def test_user_limited_subscribe(
+    node: Node, channel: str, user: str | None, expected: int
+) -> None:
+    s = await client(node, user)
+    assert code(await call(s, subscribe={"channel": channel})) == expected
+
+
+async def test_user_limited_channel_never_reaches_the_subscribe_handler(node: Node) -> None:
+    seen: list[str] = []
+
+    @node.on_subscribe
+    async def allow_all(event: SubscribeEvent) -> SubscribeReply | None:
+        seen.append(event.channel)
+        return SubscribeReply(data={"by": "handler"})
+
+    mallory = await client(node, "mallory")
+    assert code(await call(mallory, subscribe={"channel": "dm:x#alice,bob"})) == 103
+    alice = await client(node, "alice")
+    assert await call(alice, subscribe={"channel": "dm:x#alice,bob"}) == {"id": 9, "subscribe": {}}
+    assert seen == []  # the user list decided both
+    assert code(await call(mallory, subscribe={"channel": "dm:open"})) == 0
+    assert seen == ["dm:open"]
+
+
+async def test_user_limited_history_presence_publish_of_an_outsider(node: Node) -> None:
+    """With *_for_subscriber permissions an outsider, who cannot subscribe, gets 103."""
+    channel = "dm:x#alice,bob"
+    await node.publish(channel, {"n": 1})
+    mallory = await client(node, "mallory")
+    assert code(await call(mallory, subscribe={"channel": channel})) == 103
+    assert channel not in mallory.subs
+    for command in ("history", "presence", "presence_stats"):
+        assert code(await call(mallory, **{command: {"channel": channel}})) == 103
+    assert code(await call(mallory, publish={"channel": channel, "data": {}})) == 103
+
+    alice = await client(node, "alice")
+    assert code(await call(alice, subscribe={"channel": channel})) == 0
+    history = await call(alice, history={"channel": channel, "limit": -1})
+    assert [p["data"] for p in history["history"]["publications"]] == [{"n": 1}]
+    assert code(await call(alice, presence={"channel": channel})) == 0
+    assert code(await call(alice, publish={"channel": channel, "data": {}})) == 0
+
+
+async def test_user_limited_channel_with_for_client_read_permissions(node: Node) -> None:
+    """Centrifugo's history/presence checks do not look at the user list: the namespace's
+    allow_history_for_client / allow_presence_for_client cover its # channels too."""
+    mallory = await client(node, "mallory")
+    assert code(await call(mallory, subscribe={"channel": "dmread:x#alice"})) == 103
+    assert code(await call(mallory, history={"channel": "dmread:x#alice"})) == 0
+    assert code(await call(mallory, presence={"channel": "dmread:x#alice"})) == 0
+
+
+async def test_subscription_token_grants_a_user_limited_channel(node: Node) -> None:
+    mallory = await client(node, "mallory")
+    channel = "dm:x#alice,bob"
+    granted = {"channel": channel, "token": sub_token("mallory", channel)}
+    assert code(await call(mallory, subscribe=granted)) == 0
+    assert code(await call(mallory, history={"channel": channel})) == 0
+
+
+async def test_insecure_mode_allows_user_limited_channels() -> None:
+    async with Node(config(insecure=True)) as n:
+        s = await client(n, "mallory")
+        assert code(await call(s, subscribe={"channel": "dm:x#alice,bob"})) == 0
+        await s.finish()
+
+
+async def uni_subs(node: Node, user: str, channels: list[str]) -> set[str]:
+    s = node.create_session(TransportInfo(name="uni_websocket", unidirectional=True))
+    req = ConnectRequest(token=token(user), subs={ch: SubscribeRequest() for ch in channels})
+    assert await s.connect_unidirectional(req) is None
+    subscribed = set(s.subs)
+    await s.finish()
+    return subscribed
+
+
+async def test_unidirectional_subs_of_user_limited_channels(node: Node) -> None:
+    wanted = ["dm:x#alice,bob", "dm:open", "dm:y#mallory"]
+    assert await uni_subs(node, "mallory", wanted) == {"dm:open", "dm:y#mallory"}
+    assert await uni_subs(node, "alice", wanted) == {"dm:x#alice,bob", "dm:open"}

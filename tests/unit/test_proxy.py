@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
+from msgspec import Raw
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
 from centrifuge_asgi import (
@@ -30,6 +31,7 @@ from centrifuge_asgi import (
 )
 from centrifuge_asgi import proxy as proxy_module
 from centrifuge_asgi.handlers import ClientRef, Handlers
+from centrifuge_asgi.protocol.messages import ConnectRequest, SubscribeRequest
 from centrifuge_asgi.session import Session, TransportInfo
 from tests.conftest import LiveServer
 from tests.interop.test_proxies import Backend, ok, proxy_config
@@ -75,6 +77,12 @@ def config(base: str, **extra: Any) -> dict[str, Any]:
         {"name": "st", "subscribe_proxy_enabled": True, "subscribe_proxy_name": "status"},
         {"name": "junk", "subscribe_proxy_enabled": True, "subscribe_proxy_name": "junk"},
         {"name": "gone", "subscribe_proxy_enabled": True, "subscribe_proxy_name": "gone"},
+        {
+            "name": "pxdm",
+            "subscribe_proxy_enabled": True,
+            "allow_user_limited_channels": True,
+            "allow_subscribe_for_client": True,
+        },
     ]
     cfg["rpc"]["namespaces"] += [{"name": "bin", "proxy_enabled": True, "proxy_name": "bin"}]
     cfg["proxies"] += [
@@ -408,6 +416,32 @@ async def test_python_handlers_serve_namespaces_without_proxy(
     assert (await command(s, rpc={"method": "off:m"}))["rpc"]["data"] == {"fallback": "off:m"}
     echoed = await command(s, rpc={"method": "echo"})
     assert echoed["rpc"]["data"]["method"] == "echo"
+
+
+async def test_user_limited_channels_bypass_the_subscribe_proxy(
+    node: Node, backend: Backend
+) -> None:
+    """Centrifugo's OnSubscribe: the user list alone decides a user-limited channel; the
+    subscribe proxy is called for the namespace's other channels only."""
+    mallory, _ = await connect(node, data={"user": "mallory"})
+    assert (await command(mallory, subscribe={"channel": "pxdm:x#alice"}))["error"]["code"] == 103
+    alice, _ = await connect(node, data={"user": "alice"})
+    assert "subscribe" in await command(alice, subscribe={"channel": "pxdm:x#alice"})
+    assert backend.bodies("subscribe") == []
+    assert "subscribe" in await command(mallory, subscribe={"channel": "pxdm:x"})
+    assert [b["channel"] for b in backend.bodies("subscribe")] == ["pxdm:x"]
+
+
+async def test_unidirectional_subs_skip_subscribe_proxy_namespaces(node: Node) -> None:
+    """Centrifugo's OnClientConnecting takes a ``subs`` key only where no subscribe proxy
+    is enabled (allow_subscribe_for_client there does not bypass the proxy)."""
+    s = node.create_session(TransportInfo(name="uni_websocket", unidirectional=True))
+    req = ConnectRequest(
+        data=Raw(b'{"user": "alice"}'),
+        subs={ch: SubscribeRequest() for ch in ("pxdm:x", "pxdm:y#alice", "open:z")},
+    )
+    assert await s.connect_unidirectional(req) is None
+    assert set(s.subs) == {"px:news", "open:z"}  # px:news: from the connect proxy
 
 
 async def test_nothing_installed_without_proxies() -> None:
