@@ -385,7 +385,8 @@ def _add_named_items(data: dict[str, object], path: tuple[str, ...], names: obje
     current = _get_path(data, path)
     items = list(current) if isinstance(current, list) else []
     have = {item.get("name") for item in items if isinstance(item, dict)}
-    items += [item for item in names if isinstance(item, dict) and item["name"] not in have]
+    new = names if isinstance(names, list) else []
+    items += [item for item in new if isinstance(item, dict) and item["name"] not in have]
     _set_path(data, path, items)
 
 
