@@ -265,6 +265,38 @@ VIOLATIONS: dict[str, tuple[bool, list[str]]] = {
         True,
         ['{"id":2,"publish":{"channel":"chat:x","data":' + DEEP + "}}"],
     ),
+    # Integer fields out of the range of their proto type: Go's JSON decoder
+    # (segmentio/encoding/json, used by centrifugal/protocol) refuses the command.
+    "id-negative": (True, ['{"id":-1,"rpc":{"method":"whoami"}}']),
+    "id-2^32": (True, ['{"id":4294967296,"rpc":{"method":"whoami"}}']),
+    "id-2^63": (True, ['{"id":9223372036854775808,"rpc":{"method":"whoami"}}']),
+    "id-2^70": (True, ['{"id":1180591620717411303424,"rpc":{"method":"whoami"}}']),
+    "id-fraction": (True, ['{"id":2.0,"rpc":{"method":"whoami"}}']),
+    "connect-id-2^32": (False, [json.dumps({"id": 2**32 + 1, "connect": CONNECT_OK})]),
+    "connect-flag-2^63": (False, [json.dumps({"id": 1, "connect": {**CONNECT_OK, "flag": 2**63}})]),
+    "connect-subs-offset-2^64": (
+        False,
+        [json.dumps({"id": 1, "connect": {**CONNECT_OK, "subs": {"news:x": {"offset": 2**64}}}})],
+    ),
+    "subscribe-offset-negative": (True, ['{"id":2,"subscribe":{"channel":"news:x","offset":-1}}']),
+    "subscribe-offset-2^64": (
+        True,
+        ['{"id":2,"subscribe":{"channel":"news:x","offset":18446744073709551616}}'],
+    ),
+    "subscribe-flag-2^63": (
+        True,
+        ['{"id":2,"subscribe":{"channel":"chat:x","flag":9223372036854775808}}'],
+    ),
+    "subscribe-type-2^31": (True, ['{"id":2,"subscribe":{"channel":"chat:x","type":2147483648}}']),
+    "history-limit-2^31": (True, ['{"id":2,"history":{"channel":"news:x","limit":2147483648}}']),
+    "history-limit-below-int32": (
+        True,
+        ['{"id":2,"history":{"channel":"news:x","limit":-2147483649}}'],
+    ),
+    "history-since-offset-2^64": (
+        True,
+        ['{"id":2,"history":{"channel":"news:x","since":{"offset":18446744073709551616}}}'],
+    ),
 }
 
 
@@ -296,6 +328,28 @@ async def test_connect_and_subscribe_in_one_frame_is_not_a_violation(
         assert "connect" in connect
         subscribe = await client.reply(2)
         assert subscribe["subscribe"]["recoverable"] is True
+    await assert_healthy(env)
+
+
+async def test_integer_fields_at_the_edges_of_their_range(server: ServerFactory) -> None:
+    """What Go's decoder accepts goes through: the largest uint32 id is echoed, and any
+    int32 history limit is taken (a negative one means everything, capped as usual)."""
+    env = server()
+    for n in range(1, 4):
+        await env.srv.acall(env.node.publish("news:edges", {"n": n}))
+    async with RawClient.open(env) as client:
+        await client.connect(CONNECT_OK["token"])
+        await client.send({"id": 4294967295, "rpc": {"method": "whoami"}})
+        assert await client.reply(4294967295) == {
+            "id": 4294967295,
+            "rpc": {"data": {"user": "u1"}},
+        }
+        assert "subscribe" in await client.call("subscribe", {"channel": "news:edges"})
+        for limit, expected in ((-5, [1, 2, 3]), (-(2**31), [1, 2, 3]), (2**31 - 1, [1, 2, 3])):
+            reply = await client.call("history", {"channel": "news:edges", "limit": limit})
+            assert [p["data"]["n"] for p in reply["history"]["publications"]] == expected
+        sub = {"channel": "chat:edges", "flag": -(2**63), "type": 0, "offset": 2**64 - 1}
+        assert await client.call("subscribe", sub) == {"id": 6, "subscribe": {}}
     await assert_healthy(env)
 
 

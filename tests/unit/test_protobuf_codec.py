@@ -228,6 +228,71 @@ def test_subscribe_extras_flag_type_and_tag_filter() -> None:
     assert plain.subscribe is not None and plain.subscribe.tf is UNSET
 
 
+def _varint_field(number: int, raw_varint: bytes) -> bytes:
+    """A varint field (wire type 0) whose value bytes are given as they go on the wire."""
+    return uvarint(number << 3) + raw_varint
+
+
+def _message_field(number: int, body: bytes) -> bytes:
+    return uvarint(number << 3 | 2) + uvarint(len(body)) + body
+
+
+def _record(body: bytes) -> bytes:
+    return uvarint(len(body)) + body
+
+
+NEG_ONE_INT64 = b"\xff" * 9 + b"\x01"  # -1 as an int64/int32 varint: ten bytes
+HIGH_BITS = b"\x85" + b"\x80" * 8 + b"\x7f"  # ten bytes, bits past 64 set in the last one
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "expected"),
+    [
+        (_varint_field(1, uvarint(2**32 - 1)), "id", 2**32 - 1),
+        (_varint_field(1, uvarint(2**32 + 7)), "id", 7),
+        (_varint_field(1, uvarint(2**63)), "id", 0),
+        (_varint_field(1, NEG_ONE_INT64), "id", 2**32 - 1),
+        (_varint_field(1, HIGH_BITS), "id", 5),
+        (_message_field(5, _varint_field(7, HIGH_BITS)), "subscribe.offset", 2**63 + 5),
+        (_message_field(5, _varint_field(7, NEG_ONE_INT64)), "subscribe.offset", 2**64 - 1),
+        (_message_field(5, _varint_field(15, uvarint(2**32 + 1))), "subscribe.type", 1),
+        (_message_field(5, _varint_field(14, HIGH_BITS)), "subscribe.flag", -(2**63) + 5),
+        (_message_field(10, _varint_field(7, uvarint(2**32 - 5))), "history.limit", -5),
+        (_message_field(10, _varint_field(7, NEG_ONE_INT64)), "history.limit", -1),
+        (_message_field(10, _varint_field(7, uvarint(2**40 + 3))), "history.limit", 3),
+        (
+            _message_field(10, _message_field(8, _varint_field(1, HIGH_BITS))),
+            "history.since.offset",
+            2**63 + 5,
+        ),
+    ],
+)
+def test_varints_keep_the_low_bits_of_their_type_as_in_go(
+    body: bytes, field: str, expected: int
+) -> None:
+    """centrifugal/protocol's UnmarshalVT shifts every varint into the field's Go type, so
+    bits that do not fit are dropped (no error); the upb decoder here does the same. An
+    id that truncates to 0 is then refused by the session like any id 0 (3501)."""
+    [cmd] = PROTOBUF.decode_commands(_record(body))
+    value: Any = cmd
+    for name in field.split("."):
+        value = getattr(value, name)
+    assert value == expected
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        _varint_field(1, b"\xff" * 10 + b"\x01"),  # eleven bytes: Go's ErrIntOverflow
+        _message_field(5, _varint_field(7, b"\x80" * 10 + b"\x01")),
+        _message_field(10, _varint_field(7, b"\xff" * 10 + b"\x00")),
+    ],
+)
+def test_varints_longer_than_ten_bytes_are_malformed(body: bytes) -> None:
+    with pytest.raises(ProtocolError):
+        PROTOBUF.decode_commands(_record(body))
+
+
 def test_empty_payload_is_no_payload() -> None:
     [cmd] = PROTOBUF.decode_commands(delimited(sdk.Command(id=1, rpc=sdk.RPCRequest(method="m"))))
     assert cmd.rpc is not None and cmd.rpc.data is UNSET
@@ -583,6 +648,24 @@ async def test_binary_publication_with_newline_bytes_arrives_intact(node: Node) 
     )
     [push] = out_pb(reader)
     assert push.push.pub.data == b"a\nb"
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("id_varint", "closed"), [(uvarint(2**32), True), (uvarint(2**32 + 9), False)]
+)
+async def test_an_id_past_uint32_is_its_low_32_bits(
+    node: Node, id_varint: bytes, closed: bool
+) -> None:
+    """2^32 becomes id 0, which only a pong or a send may have: 3501, as in Go."""
+    s = node.create_session(TransportInfo(codec=PROTOBUF))
+    await s.handle_frame(delimited(sdk.Command(id=1, connect=sdk.ConnectRequest(token=token("u")))))
+    assert [r.id for r in out_pb(s)] == [1]
+    await s.handle_frame(_record(_varint_field(1, id_varint) + _message_field(13, b"")))  # rpc
+    if closed:
+        assert (s.close_code, s.close_reason) == (3501, "bad request")
+    else:
+        assert [r.id for r in out_pb(s)] == [9] and s.close_code == 0
 
 
 @pytest.mark.anyio

@@ -14,8 +14,23 @@ import msgspec
 from msgspec import UNSET, Meta, Raw, UnsetType
 
 OptRaw = Raw | UnsetType
-Offset = Annotated[int, Meta(ge=0)]  # a negative stream offset is a malformed command
-Limit = Annotated[int, Meta(ge=-1)]  # -1 = everything
+
+# Integer fields of commands keep the range of their proto type: as with Go's decoder
+# (segmentio/encoding/json), a JSON number out of range is a malformed command (3501).
+# Protobuf varints cannot be out of range: the decoder keeps their low bits, as Go does.
+UINT64_MAX = 2**64 - 1
+Uint32 = Annotated[int, Meta(ge=0, le=2**32 - 1)]
+Int32 = Annotated[int, Meta(ge=-(2**31), le=2**31 - 1)]
+Int64 = Annotated[int, Meta(ge=-(2**63), le=2**63 - 1)]
+Uint64 = Annotated[int, Meta(ge=0)]  # msgspec bounds stop at int64: see _check_uint64
+Offset = Uint64  # stream offset
+Limit = Int32  # history limit: any negative value means everything (-1 by convention)
+
+
+def _check_uint64(value: int) -> None:
+    """Called from ``__post_init__``: msgspec turns the error into a ValidationError."""
+    if value > UINT64_MAX:
+        raise ValueError(f"Expected `int` <= {UINT64_MAX}")
 
 
 class _In(msgspec.Struct, kw_only=True):
@@ -41,8 +56,11 @@ class SubscribeRequest(_In):
     join_leave: bool = False
     delta: str = ""
     tf: OptRaw = UNSET  # tag filter: not supported, answered with 107
-    flag: int = 0
-    type: int = 0
+    flag: Int64 = 0
+    type: Int32 = 0
+
+    def __post_init__(self) -> None:
+        _check_uint64(self.offset)
 
 
 class ConnectRequest(_In):
@@ -52,6 +70,7 @@ class ConnectRequest(_In):
     name: str = ""
     version: str = ""
     headers: dict[str, str] = {}
+    flag: Int64 = 0  # feature bits (none supported): only range-checked, as Go decodes it
 
 
 class ChannelRequest(_In):
@@ -68,6 +87,9 @@ class PublishRequest(_In):
 class StreamPositionWire(msgspec.Struct, kw_only=True, omit_defaults=True):
     offset: Offset = 0
     epoch: str = ""
+
+    def __post_init__(self) -> None:
+        _check_uint64(self.offset)
 
 
 class HistoryRequest(_In):
@@ -100,7 +122,7 @@ class EmptyRequest(_In):
 
 
 class Command(_In):
-    id: int = 0
+    id: Uint32 = 0
     connect: ConnectRequest | None = None
     subscribe: SubscribeRequest | None = None
     unsubscribe: ChannelRequest | None = None
