@@ -48,11 +48,16 @@ class Served:
 def serve() -> Iterator[Any]:
     procs: list[subprocess.Popen[str]] = []
 
-    def start(config: Path, *extra: str, env: dict[str, str] | None = None) -> Served:
+    def start(
+        config: Path | None, *extra: str, env: dict[str, str] | None = None, cwd: Path | None = None
+    ) -> Served:
+        """``serve`` with ``config`` (None: no ``-c``, so ``config.json`` in ``cwd`` if any)."""
         port = free_port()
+        file = ["-c", str(config)] if config is not None else []
         proc = subprocess.Popen(
-            [*CLI, "serve", "-c", str(config), "-a", "127.0.0.1", "-p", str(port), *extra],
+            [*CLI, "serve", *file, "-a", "127.0.0.1", "-p", str(port), *extra],
             env={**os.environ, **(env or {})},
+            cwd=cwd,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
@@ -261,38 +266,29 @@ SDK_CI_ENV = {
 }
 
 
-async def test_serve_configured_only_by_environment(tmp_path: Path) -> None:
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CENTRIFUGO_")}
-    proc = subprocess.Popen(
-        [*CLI, "serve", "-a", "127.0.0.1", "-p", str(port)],
-        cwd=tmp_path,  # no config.json there: defaults plus the environment
-        env={**env, **SDK_CI_ENV},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 15
+async def read_reply(ws: Any, command_id: int) -> dict[str, Any]:
+    """The reply to ``command_id`` (a frame may hold several newline-separated messages)."""
+    with anyio.fail_after(5):
         while True:
-            try:
-                httpx.get(f"{base}/health", timeout=1)
-                break
-            except httpx.TransportError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    proc.kill()
-                    raise AssertionError(f"serve did not start:\n{proc.communicate()[0]}") from None
-                await anyio.sleep(0.1)
+            for line in (await ws.recv()).splitlines():
+                message: dict[str, Any] = json.loads(line)
+                if message.get("id") == command_id:
+                    return message
+
+
+async def test_serve_configured_only_by_environment(tmp_path: Path, serve: Any) -> None:
+    # no config.json in tmp_path: defaults plus the environment
+    served = serve(None, env=SDK_CI_ENV, cwd=tmp_path)
+    port, proc = served.port, served.proc
+    base = f"http://127.0.0.1:{port}"
+    try:
         ws = await websockets.connect(f"ws://127.0.0.1:{port}/connection/websocket", open_timeout=5)
         await ws.send(json.dumps({"id": 1, "connect": {}}))  # insecure: no token needed
+        assert "client" in (await read_reply(ws, 1))["connect"]
         await ws.send(json.dumps({"id": 2, "subscribe": {"channel": "chat:room"}}))
-        with anyio.fail_after(5):
-            replies = [json.loads(await ws.recv()) for _ in range(2)]
-        assert "error" not in replies[1], replies
+        assert "error" not in await read_reply(ws, 2)
         await ws.send(json.dumps({"id": 3, "presence": {"channel": "chat:room"}}))
-        with anyio.fail_after(5):
-            presence = json.loads(await ws.recv())
+        presence = await read_reply(ws, 3)
         assert len(presence["presence"]["presence"]) == 1, presence  # chat: presence on
         await ws.close()
         async with httpx.AsyncClient(base_url=base, headers={"X-API-Key": "api-key"}) as api:
