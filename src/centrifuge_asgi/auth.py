@@ -9,6 +9,10 @@ Validation order (as in Centrifugo's ``jwtverify``):
 4. claim shapes (a connection token must not carry ``channel``) → :class:`TokenInvalid`;
 5. ``exp`` / ``nbf`` (strict, no leeway) → :class:`TokenExpired`.
 
+A JWKS key set that cannot be had right now (endpoint down, fetch budget spent) is
+:class:`JWKSUnavailable`, which is *not* a :class:`TokenInvalid`: it says nothing about the
+token, and callers answer it with a temporary error that the SDKs retry.
+
 Every algorithm family is bound to its own key: HS* only to the HMAC secret(s), RS* only to
 the RSA key, ES* only to the ECDSA key, and, with a JWKS endpoint, RS*/ES*/EdDSA only to the
 JWK selected by ``kid``. ``none`` and anything else is rejected, which rules out key confusion.
@@ -25,8 +29,9 @@ import re
 import ssl
 import time
 import urllib.parse
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections import OrderedDict
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import Final, TypeAlias
 
 import anyio
@@ -92,6 +97,8 @@ _PLACEHOLDER: Final = re.compile(r"\{\{\s*([A-Za-z0-9_]+)\s*\}\}")
 _SAFE_PLACEHOLDER_VALUE: Final = re.compile(r"[A-Za-z0-9_-]+")
 _MAX_JWKS_BYTES: Final = 1 << 20
 _MAX_JWKS_URLS: Final = 256
+_MAX_FAILED_JWKS_URLS: Final = 1024
+_MAX_FAILURE_BACKOFF: Final = 60.0  # seconds a never-fetched URL that keeps failing waits
 _JWKS_HEADERS: Final = {
     "Accept": "application/json",
     "Accept-Encoding": "identity",  # no decompression bombs: the size cap is on the wire
@@ -111,8 +118,14 @@ class TokenExpired(CentrifugeError):
     """The token is authentic but expired (``exp``) or not yet valid (``nbf``)."""
 
 
-class JWKSUnavailable(TokenInvalid):
-    """The JWKS endpoint could not be fetched or returned no usable key set."""
+class JWKSUnavailable(CentrifugeError):
+    """The key set needed to check a token cannot be had right now.
+
+    The JWKS endpoint failed, timed out or returned no usable key, a failure is still
+    remembered, or the fetch budget is spent. This is temporary and says nothing about the
+    token, so it is deliberately not a :class:`TokenInvalid`: a client is answered with a
+    temporary error (code 100) and its SDK reconnects or retries.
+    """
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,10 +190,17 @@ class _JWK:
 
 @dataclass(slots=True)
 class _JWKSEntry:
-    keys: dict[str, _JWK]
-    fetched_at: float  # monotonic time of the last successful fetch
-    attempted_at: float  # monotonic time of the last attempt
+    keys: dict[str, _JWK] = field(default_factory=dict)
+    fetched_at: float = -math.inf  # monotonic time of the last successful fetch
+    attempted_at: float = -math.inf  # monotonic time of the last attempt
     error: str | None = None  # why the last attempt failed (negative cache), None if it did not
+    failures: int = 0  # attempts that failed in a row
+    configured: bool = False  # the URL is the configured one, it has no placeholders
+
+    @property
+    def known(self) -> bool:
+        """The URL is configured or has served a usable key set (it is no guess)."""
+        return self.configured or self.fetched_at > -math.inf
 
 
 class _TokenBucket:
@@ -206,23 +226,36 @@ class TokenVerifier:
     """Verifies connection and subscription JWTs against one :class:`TokenConfig`.
 
     JWKS key sets are cached per URL for ``jwks_cache_ttl`` seconds, so a key is always looked
-    up by ``(url, kid)``; an unknown ``kid`` triggers at most one refetch per
-    ``jwks_refetch_interval`` seconds and URL, and a failed fetch is remembered (the token
-    is invalid without a new request) for as long.
+    up by ``(url, kid)``. Whenever a key set cannot be had (the endpoint fails, a failure is
+    still remembered, the budget below is spent) verification raises
+    :class:`JWKSUnavailable`, a temporary error, never :class:`TokenInvalid`.
 
-    Outbound fetches are bounded, because a templated URL turns every new ``aud``/``iss``
-    value into a request made before any signature is checked:
+    With ``{{name}}`` placeholders, every claim that fills them is chosen by whoever sent
+    the token, before any signature is checked. So, as in Centrifugo, the named groups that
+    fill placeholders must be explicit lists of values (``acme|globex``), unless
+    ``insecure_skip_jwks_endpoint_safety_check`` is set. At run time outbound fetches are
+    bounded, and bounded separately for URLs that have served a key set and for the rest,
+    so that tokens naming made-up URLs cannot use up the fetches of real ones:
 
+    * a *known* URL (the configured one when it has no placeholders, or one that has
+      served a usable key set) is fetched at most once per ``jwks_refetch_interval``
+      seconds: after its TTL, for an unknown ``kid``, or again after a failure. That
+      per-URL limit is its whole budget: it spends nothing from the shared one and has
+      its own ``jwks_max_concurrent_fetches`` slots;
+    * any other URL draws on a shared budget of ``jwks_fetch_rate`` fetches per second
+      (bursts of up to ``jwks_fetch_burst``) and its own ``jwks_max_concurrent_fetches``
+      slots. When it fails it is not fetched again for ``jwks_refetch_interval`` seconds,
+      doubling after each further failure up to 60 s;
+    * at most ``jwks_cache_size`` known URLs are kept (least recently used goes first), and
+      at most ``jwks_failure_cache_size`` others (in flight or remembered as failed);
     * a fetch, including waiting for a free slot, has ``http_timeout`` seconds in total
       (a slowly dripping server cannot hold it longer) and is cancelled with its caller;
       concurrent verifications that need the same URL share one fetch;
-    * redirects are not followed and proxy environment variables are ignored;
-    * all URLs together get ``jwks_fetch_rate`` fetches per second (bursts of up to
-      ``jwks_fetch_burst``) and ``jwks_max_concurrent_fetches`` at a time; beyond that a
-      token needing a fetch is invalid (:class:`JWKSUnavailable`);
-    * at most ``jwks_cache_size`` URLs are cached and a fresh entry (keys within their TTL,
-      a failure within the refetch interval) is never evicted: with the cache full of fresh
-      entries a new URL is refused instead of pushing out a working one.
+    * redirects are not followed and proxy environment variables are ignored.
+
+    A ``kid`` missing from a key set fetched for this very verification makes the token
+    invalid; one missing from a key set fetched earlier, which may not be refetched yet
+    (a key rotated in meanwhile), is :class:`JWKSUnavailable`.
     """
 
     def __init__(
@@ -237,6 +270,7 @@ class TokenVerifier:
         jwks_fetch_burst: int = 10,
         jwks_max_concurrent_fetches: int = 4,
         jwks_cache_size: int = _MAX_JWKS_URLS,
+        jwks_failure_cache_size: int = _MAX_FAILED_JWKS_URLS,
         config_prefix: str = "client.token",
     ) -> None:
         self._cfg = cfg
@@ -245,6 +279,7 @@ class TokenVerifier:
         self._jwks_ttl = jwks_cache_ttl
         self._jwks_refetch_interval = jwks_refetch_interval
         self._jwks_cache_size = max(1, jwks_cache_size)
+        self._jwks_failure_cache_size = max(1, jwks_failure_cache_size)
         self._user_claim = cfg.user_id_claim or "sub"
         if not _USER_CLAIM.fullmatch(self._user_claim):
             raise ConfigError(f"{config_prefix}.user_id_claim: must match ^[a-zA-Z_]+$")
@@ -254,11 +289,20 @@ class TokenVerifier:
         self._ec = _load_ec(cfg.ecdsa_public_key, f"{config_prefix}.ecdsa_public_key")
         self._jwks_url = cfg.jwks_public_endpoint
         if self._jwks_url:
-            self._check_jwks_url(f"{config_prefix}.jwks_public_endpoint")
-        self._jwks: dict[str, _JWKSEntry] = {}
+            self._check_jwks_url(config_prefix)
+        # known URLs (the configured one, or any that has served a usable key set) and all
+        # others (in flight for the first time, or failed so far), each in LRU order; an
+        # entry is in one of the two
+        self._jwks: OrderedDict[str, _JWKSEntry] = OrderedDict()
+        self._jwks_unknown: OrderedDict[str, _JWKSEntry] = OrderedDict()
         self._jwks_inflight: dict[str, anyio.Event] = {}  # URL → set when its fetch ends
+        # the shared budget, for URLs that are not known only
         self._jwks_budget = _TokenBucket(jwks_fetch_rate, jwks_fetch_burst)
-        self._jwks_slots = anyio.CapacityLimiter(max(1, jwks_max_concurrent_fetches))
+        slots = max(1, jwks_max_concurrent_fetches)
+        self._jwks_slots = anyio.CapacityLimiter(slots)  # fetches of URLs not known
+        self._jwks_known_slots = anyio.CapacityLimiter(slots)  # refetches of known URLs
+        if self._jwks_url and not _PLACEHOLDER.search(self._jwks_url):
+            self._jwks[self._jwks_url] = _JWKSEntry(configured=True)
         self._refusal_logged_at = -math.inf
         # the system trust store, as urllib used before; built once, not per fetch
         self._ssl_context = ssl.create_default_context() if self._jwks_url else None
@@ -362,7 +406,8 @@ class TokenVerifier:
 
     # -- JWKS -------------------------------------------------------------------------------
 
-    def _check_jwks_url(self, key: str) -> None:
+    def _check_jwks_url(self, prefix: str) -> None:
+        key = f"{prefix}.jwks_public_endpoint"
         scheme = urllib.parse.urlsplit(_PLACEHOLDER.sub("x", self._jwks_url)).scheme
         if scheme not in ("http", "https"):
             raise ConfigError(f"{key}: must be an http(s) URL")
@@ -370,9 +415,25 @@ class TokenVerifier:
         for pattern in (self._aud_re, self._iss_re):
             if pattern is not None:
                 groups |= set(pattern.groupindex)
-        for name in _PLACEHOLDER.findall(self._jwks_url):
+        placeholders = set(_PLACEHOLDER.findall(self._jwks_url))
+        for name in sorted(placeholders):
             if name not in groups:
                 raise ConfigError(f"{key}: placeholder {{{{{name}}}}} is no regex group")
+        if not placeholders:
+            return
+        try:
+            for name, pattern in (("audience_regex", self._aud_re), ("issuer_regex", self._iss_re)):
+                if pattern is not None:
+                    _check_placeholder_regex(pattern.pattern, placeholders, f"{prefix}.{name}")
+        except ConfigError as exc:
+            if not self._cfg.insecure_skip_jwks_endpoint_safety_check:
+                raise
+            log.warning(
+                "JWKS endpoint safety check skipped (%s.insecure_skip_jwks_endpoint_safety_check)"
+                ": this is insecure, any value a token names is fetched: %s",
+                prefix,
+                exc,
+            )
 
     def _jwks_url_for(self, variables: dict[str, str]) -> str:
         """Fill ``{{name}}`` placeholders, refusing anything but ``[A-Za-z0-9_-]+`` (SSRF)."""
@@ -388,67 +449,96 @@ class TokenVerifier:
     async def _jwk(self, url: str, kid: str | None) -> _JWK:
         if not kid:
             raise TokenInvalid("token has no kid header")
+        asked_at = time.monotonic()
         jwk = self._cached_jwk(url, kid)
         if jwk is not None:
             return jwk
         inflight = self._jwks_inflight.get(url)
         if inflight is None:
-            jwk = (await self._refresh_jwks(url)).get(kid)
+            keys = await self._refresh_jwks(url)
         else:
             # another verification is fetching this URL: share its result (the fetch has
             # its own deadline; this wait is bounded the same way)
             with anyio.move_on_after(self._http_timeout):
                 await inflight.wait()
-            jwk = self._cached_jwk(url, kid)
-            if jwk is None:
-                entry = self._jwks.get(url)
-                if not inflight.is_set() or entry is None or entry.error is not None:
-                    raise JWKSUnavailable("JWKS key set is unavailable")
-        if jwk is None:
-            raise TokenInvalid("unknown token kid")
-        return jwk
+            entry = self._entry(url)
+            if entry is None or entry.fetched_at < asked_at:  # failed, cancelled or slow
+                error = entry.error if entry is not None else None
+                raise JWKSUnavailable(f"JWKS key set is unavailable: {error or 'no answer'}")
+            keys = entry.keys
+        jwk = keys.get(kid)
+        if jwk is not None:
+            return jwk
+        entry = self._entry(url)
+        if entry is not None and entry.fetched_at >= asked_at:
+            raise TokenInvalid("unknown token kid")  # not in a key set fetched just now
+        # not in a key set fetched a moment before this token arrived: the key may have
+        # been published since, and the set may not be fetched again yet
+        raise JWKSUnavailable("unknown token kid, the key set was fetched too recently")
+
+    def _entry(self, url: str) -> _JWKSEntry | None:
+        entry = self._jwks.get(url)
+        return entry if entry is not None else self._jwks_unknown.get(url)
 
     def _cached_jwk(self, url: str, kid: str) -> _JWK | None:
         entry = self._jwks.get(url)
         if entry is None or time.monotonic() - entry.fetched_at >= self._jwks_ttl:
             return None
+        self._jwks.move_to_end(url)
         return entry.keys.get(kid)
 
-    async def _refresh_jwks(self, url: str) -> dict[str, _JWK]:
-        """Fetch the key set of ``url``; ``{}`` if it was fetched too recently.
+    def _retry_after(self, entry: _JWKSEntry) -> float:
+        """Seconds after an attempt before the URL may be fetched again."""
+        interval = self._jwks_refetch_interval
+        if entry.error is None or entry.known:
+            return interval
+        # a URL that never served a key set: back off while it keeps failing
+        backoff = interval * 2.0 ** min(max(entry.failures - 1, 0), 16)
+        return min(backoff, max(interval, _MAX_FAILURE_BACKOFF))
 
-        Raises :class:`JWKSUnavailable` when the last attempt failed within the refetch
-        interval, the cache is full of fresh entries, the fetch budget is spent, or the
-        fetch itself fails or runs out of time.
+    async def _refresh_jwks(self, url: str) -> dict[str, _JWK]:
+        """Fetch the key set of ``url``, or return the one fetched within the refetch interval.
+
+        Raises :class:`JWKSUnavailable` when the last attempt failed and may not be repeated
+        yet, the shared budget is spent (for a URL that is not known), or the fetch itself
+        fails or runs out of time.
         """
         now = time.monotonic()
-        entry = self._jwks.get(url)
-        if entry is not None and now - entry.attempted_at < self._jwks_refetch_interval:
+        entry = self._entry(url)
+        if entry is not None and now - entry.attempted_at < self._retry_after(entry):
             if entry.error is not None:
+                if not entry.known:
+                    self._jwks_unknown.move_to_end(url)
                 raise JWKSUnavailable(f"JWKS fetch failed recently: {entry.error}")
-            return {}
-        if entry is None:
-            self._make_room(url, now)
-        if not self._jwks_budget.take(now):
-            self._warn_refused("JWKS fetch of %s refused: fetch rate limit reached", url)
-            raise JWKSUnavailable("JWKS fetch rate limit reached")
+            return entry.keys
+        known = entry is not None and entry.known
+        if not known:
+            if not self._jwks_budget.take(now):
+                self._warn_refused("JWKS fetch of %s refused: fetch rate limit reached", url)
+                raise JWKSUnavailable("JWKS fetch rate limit reached")
+            if entry is None:
+                self._make_room(url)
         # from here to the first await nothing yields: the entry and the in-flight marker
         # are in place before another verification can look
         created = entry is None
         if entry is None:
-            entry = self._jwks[url] = _JWKSEntry({}, -math.inf, -math.inf)
-        previous = (entry.attempted_at, entry.error)
+            entry = self._jwks_unknown[url] = _JWKSEntry()
+        elif not known:
+            self._jwks_unknown.move_to_end(url)
+        previous = (entry.attempted_at, entry.error, entry.failures)
         entry.attempted_at = now
         entry.error = "fetch did not complete"
         done = self._jwks_inflight[url] = anyio.Event()
+        slots = self._jwks_known_slots if known else self._jwks_slots
         try:
             with anyio.fail_after(self._http_timeout):
-                async with self._jwks_slots:
+                async with slots:
                     body = await self._download(url)
             keys = _parse_jwks(body)
+            if not keys:
+                raise ValueError("no usable signing key in the JWK set")
         except TimeoutError as exc:
-            entry.error = f"no complete answer within {self._http_timeout:g} s"
-            log.warning("JWKS fetch from %s failed: %s", url, entry.error)
+            self._fetch_failed(url, entry, f"no complete answer within {self._http_timeout:g} s")
             raise JWKSUnavailable(f"JWKS fetch failed: {entry.error}") from exc
         except (
             OSError,
@@ -459,16 +549,15 @@ class TokenVerifier:
             httpx.StreamError,
             msgspec.DecodeError,
         ) as exc:
-            entry.error = str(exc) or type(exc).__name__
-            log.warning("JWKS fetch from %s failed: %s", url, entry.error)
+            self._fetch_failed(url, entry, str(exc) or type(exc).__name__)
             raise JWKSUnavailable(f"JWKS fetch failed: {entry.error}") from exc
         except anyio.get_cancelled_exc_class():
             # the caller was cancelled: that says nothing about the endpoint, so forget the
             # attempt (the fetch budget still bounds how often this can happen)
             if created:
-                self._jwks.pop(url, None)
+                self._jwks_unknown.pop(url, None)
             else:
-                entry.attempted_at, entry.error = previous
+                entry.attempted_at, entry.error, entry.failures = previous
             raise
         finally:
             del self._jwks_inflight[url]
@@ -476,24 +565,37 @@ class TokenVerifier:
         entry.keys = keys
         entry.fetched_at = time.monotonic()
         entry.error = None
+        entry.failures = 0
+        if not known:
+            self._promote(url, entry)
         return keys
 
-    def _make_room(self, new_url: str, now: float) -> None:
-        """Drop stale entries when the cache is full; refuse if every entry is fresh."""
-        if len(self._jwks) < self._jwks_cache_size:
-            return
-        for url, entry in list(self._jwks.items()):
-            if (
-                now - entry.fetched_at >= self._jwks_ttl
-                and now - entry.attempted_at >= self._jwks_refetch_interval
-                and url not in self._jwks_inflight
-            ):
-                del self._jwks[url]
-        if len(self._jwks) >= self._jwks_cache_size:
-            self._warn_refused(
-                "JWKS fetch of %s refused: the cache is full of fresh key sets", new_url
-            )
-            raise JWKSUnavailable("too many JWKS URLs in use")
+    def _fetch_failed(self, url: str, entry: _JWKSEntry, error: str) -> None:
+        entry.error = error
+        entry.failures += 1
+        log.warning("JWKS fetch from %s failed: %s", url, error)
+
+    def _make_room(self, new_url: str) -> None:
+        """Drop the least recently used URLs that are not known (nor in flight) when full."""
+        unknown = self._jwks_unknown
+        for url in list(unknown):
+            if len(unknown) < self._jwks_failure_cache_size:
+                return
+            if url not in self._jwks_inflight:
+                del unknown[url]
+        if len(unknown) >= self._jwks_failure_cache_size:
+            self._warn_refused("JWKS fetch of %s refused: too many fetches in flight", new_url)
+            raise JWKSUnavailable("too many JWKS fetches in flight")
+
+    def _promote(self, url: str, entry: _JWKSEntry) -> None:
+        """A URL served a usable key set: it is known now (the least recently used go)."""
+        self._jwks_unknown.pop(url, None)
+        self._jwks[url] = entry
+        for old in list(self._jwks):
+            if len(self._jwks) <= self._jwks_cache_size:
+                return
+            if old != url and old not in self._jwks_inflight:
+                del self._jwks[old]
 
     def _warn_refused(self, message: str, url: str) -> None:
         """Log a refused fetch at most every 10 s (refusals are what an attack produces)."""
@@ -631,6 +733,92 @@ def _regex_groups(pattern: re.Pattern[str], values: list[str], what: str) -> dic
         if match is not None:
             return {k: v for k, v in match.groupdict().items() if v is not None}
     raise TokenInvalid(f"token {what} does not match the configured regex")
+
+
+def _check_placeholder_regex(pattern: str, placeholders: set[str], key: str) -> None:
+    """Centrifugo's JWKS template safety check (``jwtverify/validate.go``), for one regex.
+
+    Claims fill the JWKS URL before any signature is checked, so a group that fills a
+    placeholder may only match an explicit list of fixed strings (``acme|globex``): no
+    character classes anywhere in the regex, and in such a group no ``.``, repetition,
+    anchor or other construct that would match more than the listed values.
+    """
+    hint = "use an explicit list of allowed values (e.g. value1|value2|value3)"
+    i = 0
+    while i < len(pattern):
+        if pattern[i] == "[":
+            raise ConfigError(
+                f"{key}: contains character class syntax, which is not allowed when the "
+                f"JWKS endpoint URL has placeholders; {hint}"
+            )
+        if pattern[i] == "\\":
+            if pattern[i + 1 : i + 2] in ("d", "D", "w", "W", "s", "S", "p", "P"):
+                raise ConfigError(
+                    f"{key}: contains the character class shorthand \\{pattern[i + 1]}, which "
+                    f"is not allowed when the JWKS endpoint URL has placeholders; {hint}"
+                )
+            i += 2
+            continue
+        i += 1
+    for name, body_at in _named_groups(pattern):
+        if name in placeholders and not _literal_group(pattern, body_at):
+            raise ConfigError(
+                f"{key}: named group {name!r} fills a placeholder of the JWKS endpoint URL, "
+                f"so it may only list fixed values; {hint}"
+            )
+
+
+def _named_groups(pattern: str) -> Iterator[tuple[str, int]]:
+    """``(name, index of the group's first character)`` for each ``(?P<name>...)``."""
+    i = 0
+    while i < len(pattern):
+        if pattern[i] == "\\":
+            i += 2
+            continue
+        if pattern.startswith("(?P<", i):
+            end = pattern.find(">", i)
+            if end < 0:
+                return
+            yield pattern[i + 4 : end], end + 1
+            i = end + 1
+            continue
+        i += 1
+
+
+def _literal_group(pattern: str, i: int) -> bool:
+    """Does the group body starting at ``pattern[i]`` match only fixed alternatives?
+
+    Allowed: plain characters, escaped punctuation, ``|`` and nested ``(...)``,
+    ``(?:...)`` and ``(?P<x>...)`` groups (character classes are refused before).
+    """
+    depth = 0
+    while i < len(pattern):
+        char = pattern[i]
+        if char == "\\":
+            escaped = pattern[i + 1 : i + 2]
+            if not escaped or escaped.isalnum():  # \d \b \A \1 … are no fixed strings
+                return False
+            i += 2
+        elif char == "(":
+            if pattern.startswith("(?:", i):
+                i += 3
+            elif pattern.startswith("(?P<", i):
+                i = pattern.index(">", i) + 1
+            elif pattern.startswith("(?", i):  # flags, lookarounds, back-references
+                return False
+            else:
+                i += 1
+            depth += 1
+        elif char == ")":
+            if depth == 0:
+                return True
+            depth -= 1
+            i += 1
+        elif char in ".^$*+?{}":
+            return False
+        else:
+            i += 1
+    return False
 
 
 def _expire_at(claims: Mapping[str, object]) -> int | None:

@@ -188,7 +188,7 @@ def _gensubtoken(args: argparse.Namespace) -> int:
 
 
 def _checktoken(args: argparse.Namespace) -> int:
-    from .auth import TokenExpired, TokenInvalid, TokenVerifier
+    from .auth import JWKSUnavailable, TokenExpired, TokenInvalid, TokenVerifier
 
     config = _load(args.config)
     verifier = TokenVerifier(config.client.token)
@@ -199,6 +199,9 @@ def _checktoken(args: argparse.Namespace) -> int:
         return 1
     except TokenInvalid as exc:
         print(f"invalid token: {exc}", file=sys.stderr)
+        return 1
+    except JWKSUnavailable as exc:
+        print(f"token not checked: {exc}", file=sys.stderr)
         return 1
     print(f"valid token for user {claims.user!r}, expires at {claims.expire_at}")
     return 0

@@ -454,6 +454,15 @@ class Session:
                 token = await node.token_verifier.verify_connect(req.token)
             except auth.TokenExpired:
                 raise ClientError.of(ErrorCode.TOKEN_EXPIRED) from None
+            except auth.JWKSUnavailable as exc:
+                # nothing is known about the token yet: a temporary error the SDK retries
+                log.info(
+                    "connection token of client=%s not checked: %s",
+                    self.client_id,
+                    exc,
+                    extra={"client": self.client_id, "method": "connect", "code": 100},
+                )
+                raise ClientError.of(ErrorCode.INTERNAL) from None
             except auth.TokenInvalid as exc:
                 log.info(
                     "invalid connection token from client=%s: %s",
@@ -649,6 +658,15 @@ class Session:
             token = await self.node.token_verifier.verify_connect(req.token)
         except auth.TokenExpired:
             raise Disconnect.of(DisconnectCode.EXPIRED) from None
+        except auth.JWKSUnavailable as exc:
+            # the SDK retries a refresh that failed with a temporary error
+            log.info(
+                "refresh token of client=%s not checked: %s",
+                self.client_id,
+                exc,
+                extra={"client": self.client_id, "user": self.user, "method": "refresh"},
+            )
+            raise ClientError.of(ErrorCode.INTERNAL) from None
         except auth.TokenInvalid:
             raise Disconnect.of(DisconnectCode.INVALID_TOKEN) from None
         if token.user != self.user:

@@ -182,6 +182,15 @@ class ChannelCommands:
             claims = await s.node.subscription_token_verifier.verify_subscribe(token)
         except auth.TokenExpired:
             raise ClientError.of(ErrorCode.TOKEN_EXPIRED) from None
+        except auth.JWKSUnavailable as exc:
+            # nothing is known about the token yet: a temporary error the SDK retries
+            log.info(
+                "subscription token of client=%s not checked: %s",
+                s.client_id,
+                exc,
+                extra={"client": s.client_id, "user": s.user, "channel": channel, "code": 100},
+            )
+            raise ClientError.of(ErrorCode.INTERNAL) from None
         except auth.TokenInvalid as exc:
             log.info(
                 "invalid subscription token from client=%s: %s",
@@ -560,6 +569,8 @@ class ChannelCommands:
         try:
             claims = await self._verify_sub_token(req.token, req.channel)
         except ClientError as exc:
+            if exc.temporary:  # key set unavailable: the SDK retries the refresh
+                raise
             code = (
                 DisconnectCode.EXPIRED
                 if exc.code == ErrorCode.TOKEN_EXPIRED

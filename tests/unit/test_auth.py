@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import itertools
 import json
 import socket
 import threading
@@ -627,10 +628,30 @@ async def test_jwks_unknown_or_missing_kid_invalid(keys: Keys, jwks: JwksServer)
         await v.verify_connect(signed(keys.rsa, "RS256", "nope", {"sub": "x"}))
     with pytest.raises(TokenInvalid, match="kid"):
         await v.verify_connect(signed(keys.rsa, "RS256", None, {"sub": "x"}))
-    # the unknown kid right after the first fetch is rate-limited: no second request
-    with pytest.raises(TokenInvalid):
+    # an unknown kid right after a fetch is rate-limited: no second request, and (the key
+    # may have been published a moment ago) a temporary error rather than an invalid token
+    with pytest.raises(JWKSUnavailable, match="kid"):
         await v.verify_connect(signed(keys.rsa, "RS256", "nope2", {"sub": "x"}))
     assert jwks.requests == ["/jwks"]
+
+
+async def test_jwks_key_rotated_in_after_a_fetch_is_temporary(keys: Keys, jwks: JwksServer) -> None:
+    """A kid published right after the key set was fetched: unavailable (the client
+    retries) until the set may be fetched again, then accepted."""
+    jwks.serve([jwk_of(keys.rsa, "old")])
+    v = TokenVerifier(TokenConfig(jwks_public_endpoint=jwks.url()), jwks_refetch_interval=0.3)
+    await v.verify_connect(signed(keys.rsa, "RS256", "old", {"sub": "x"}))
+    jwks.serve([jwk_of(keys.rsa, "old"), jwk_of(keys.ed, "new")])
+    rotated = signed(keys.ed, "EdDSA", "new", {"sub": "y"})
+    with pytest.raises(JWKSUnavailable):
+        await v.verify_connect(rotated)
+    await anyio.sleep(0.35)
+    assert (await v.verify_connect(rotated)).user == "y"
+    # a kid missing from the set fetched for this very token is invalid
+    await anyio.sleep(0.35)
+    with pytest.raises(TokenInvalid, match="unknown token kid"):
+        await v.verify_connect(signed(keys.ed, "EdDSA", "other", {"sub": "y"}))
+    assert len(jwks.requests) == 3
 
 
 async def test_jwks_cached_between_verifications(keys: Keys, jwks: JwksServer) -> None:
@@ -691,14 +712,23 @@ async def test_jwks_expired_token_with_valid_key(keys: Keys, jwks: JwksServer) -
         await v.verify_connect(signed(keys.ed, "EdDSA", "d1", {"exp": int(time.time()) - 1}))
 
 
-async def test_jwks_unreachable_is_invalid(keys: Keys, jwks: JwksServer) -> None:
-    v = verifier(jwks_public_endpoint=jwks.url("/missing"))
-    with pytest.raises(TokenInvalid):
-        await v.verify_connect(signed(keys.rsa, "RS256", "r1", {"sub": "x"}))
+async def test_jwks_unreachable_is_unavailable_not_invalid(keys: Keys, jwks: JwksServer) -> None:
+    """A key set that cannot be fetched says nothing about the token: JWKSUnavailable, which
+    is not a TokenInvalid (callers answer it with a temporary error, not 3500)."""
+    assert not issubclass(JWKSUnavailable, TokenInvalid)
+    token = signed(keys.rsa, "RS256", "r1", {"sub": "x"})
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        down = f"http://127.0.0.1:{closed.getsockname()[1]}/jwks"
     jwks.documents["/broken"] = b"not json"
-    v = verifier(jwks_public_endpoint=jwks.url("/broken"))
-    with pytest.raises(TokenInvalid):
-        await v.verify_connect(signed(keys.rsa, "RS256", "r1", {"sub": "x"}))
+    jwks.serve([], path="/empty")
+    for url in (down, jwks.url("/missing"), jwks.url("/broken"), jwks.url("/empty")):
+        with pytest.raises(JWKSUnavailable) as info:
+            await verifier(jwks_public_endpoint=url).verify_connect(token)
+        assert not isinstance(info.value, TokenInvalid)
+    with pytest.raises(JWKSUnavailable):  # subscription tokens alike
+        sub = signed(keys.rsa, "RS256", "r1", {"sub": "x", "channel": "c"})
+        await verifier(jwks_public_endpoint=down).verify_subscribe(sub)
 
 
 async def test_jwks_url_placeholders_from_issuer_regex(keys: Keys, jwks: JwksServer) -> None:
@@ -707,6 +737,7 @@ async def test_jwks_url_placeholders_from_issuer_regex(keys: Keys, jwks: JwksSer
     v = verifier(
         jwks_public_endpoint=jwks.url("/{{tenant}}/jwks"),
         issuer_regex=r"https://auth\.example/(?P<tenant>.+)",
+        insecure_skip_jwks_endpoint_safety_check=True,
     )
     acme = signed(keys.rsa, "RS256", "k", {"sub": "a", "iss": "https://auth.example/acme"})
     assert (await v.verify_connect(acme)).user == "a"
@@ -728,7 +759,12 @@ def tenant_token(keys: Keys, tenant: str, kid: str = "k") -> str:
 
 
 def tenant_verifier(jwks: JwksServer, **options: Any) -> TokenVerifier:
-    cfg = TokenConfig(jwks_public_endpoint=jwks.url("/{{tenant}}/jwks"), issuer_regex=TENANT_REGEX)
+    """Any tenant name is fetched: the Centrifugo-style safety check is switched off."""
+    cfg = TokenConfig(
+        jwks_public_endpoint=jwks.url("/{{tenant}}/jwks"),
+        issuer_regex=TENANT_REGEX,
+        insecure_skip_jwks_endpoint_safety_check=True,
+    )
     return TokenVerifier(cfg, **options)
 
 
@@ -749,7 +785,7 @@ async def test_jwks_slow_drip_endpoint_fails_within_the_timeout(
         try:
             await v.verify_connect(token)
             outcome = "ok"
-        except TokenInvalid as exc:
+        except (TokenInvalid, JWKSUnavailable) as exc:
             outcome = type(exc).__name__
         outcomes[name] = (outcome, time.monotonic() - start)
 
@@ -845,7 +881,7 @@ async def test_jwks_templated_urls_fetch_a_bounded_number(keys: Keys, jwks: Jwks
     async def verify(token: str) -> None:
         try:
             await v.verify_connect(token)
-        except TokenInvalid as exc:
+        except (TokenInvalid, JWKSUnavailable) as exc:
             failures.append(type(exc).__name__)
 
     start = time.monotonic()
@@ -863,27 +899,205 @@ async def test_jwks_templated_urls_fetch_a_bounded_number(keys: Keys, jwks: Jwks
     # the same 300 again: failed URLs are remembered, refused ones are still refused
     seen = len(jwks.requests)
     for token in tokens[:50]:
-        with pytest.raises(TokenInvalid):
+        with pytest.raises(JWKSUnavailable):
             await v.verify_connect(token)
     assert len(jwks.requests) - seen <= 2 * (time.monotonic() - start) + 1
 
 
-async def test_jwks_cache_full_of_fresh_entries_refuses_new_urls(
+async def test_jwks_flood_of_made_up_tenants_cannot_starve_known_tenants(
     keys: Keys, jwks: JwksServer
 ) -> None:
+    """The hardening issue's scenario: 200 unsigned tokens naming random tenants, then 20
+    users of tenants whose key sets were fetched before and are past their TTL (so each
+    needs a fetch again). The flood only gets the shared budget; the 20 are all verified."""
+    tenants = [f"t{i}" for i in range(20)]
+    for tenant in tenants:
+        jwks.serve([jwk_of(keys.rsa, "k")], path=f"/{tenant}/jwks")
+    created = time.monotonic()
+    v = tenant_verifier(jwks, jwks_cache_ttl=1.0, jwks_refetch_interval=0.5, jwks_fetch_burst=20)
+    for tenant in tenants:
+        assert (await v.verify_connect(tenant_token(keys, tenant))).user == tenant
+    await anyio.sleep(1.1)  # every cached key set is past its TTL now
+    jwks.requests.clear()
+    forged = [
+        raw_token({"alg": "RS256", "kid": "k"}, {"iss": f"https://auth.example/x{i}"}, None)
+        for i in range(200)
+    ]
+    refused: list[str] = []
+
+    async def attack(token: str) -> None:
+        try:
+            await v.verify_connect(token)
+        except (TokenInvalid, JWKSUnavailable) as exc:
+            refused.append(type(exc).__name__)
+
+    verified: list[str] = []
+
+    async def user(tenant: str) -> None:
+        verified.append((await v.verify_connect(tenant_token(keys, tenant))).user)
+
+    with anyio.fail_after(30):
+        async with anyio.create_task_group() as tg:
+            for token in forged:
+                tg.start_soon(attack, token)
+        async with anyio.create_task_group() as tg:
+            for tenant in tenants:
+                tg.start_soon(user, tenant)
+    elapsed = time.monotonic() - created
+    assert len(refused) == 200
+    assert sorted(verified) == sorted(tenants)
+    # the first fetches of the 20 spent the burst: the flood got what refilled, 2 a second
+    made_up = [path for path in jwks.requests if path.startswith("/x")]
+    assert len(made_up) <= 2 * elapsed + 1
+    assert sorted(p for p in jwks.requests if p.startswith("/t")) == sorted(
+        f"/{tenant}/jwks" for tenant in tenants
+    )
+
+
+async def test_jwks_new_tenant_is_fetched_soon_after_a_flood(keys: Keys, jwks: JwksServer) -> None:
+    """With any tenant name allowed, a flood spends the shared budget; a tenant never seen
+    before gets a temporary error meanwhile (its SDK retries) and its first fetch as soon
+    as the budget refills."""
+    jwks.serve([jwk_of(keys.rsa, "k")], path="/newco/jwks")
+    v = tenant_verifier(jwks, jwks_fetch_rate=4.0)
+    forged = [
+        raw_token({"alg": "RS256", "kid": "k"}, {"iss": f"https://auth.example/x{i}"}, None)
+        for i in range(200)
+    ]
+    for token in forged:
+        with pytest.raises(JWKSUnavailable):
+            await v.verify_connect(token)
+    flood_ended = time.monotonic()
+    token = tenant_token(keys, "newco")
+    with anyio.fail_after(2):
+        while True:
+            try:
+                assert (await v.verify_connect(token)).user == "newco"
+                break
+            except JWKSUnavailable:
+                await anyio.sleep(0.05)
+    assert time.monotonic() - flood_ended < 1 / 4.0 + 0.5  # one refill, and some slack
+    # the flood's names were fetched within the budget, and failed names are not refetched
+    seen = len(jwks.requests)
+    for token in forged:
+        with pytest.raises(JWKSUnavailable):
+            await v.verify_connect(token)
+    assert len(jwks.requests) - seen <= 4 * (time.monotonic() - flood_ended) + 1
+
+
+LISTED_REGEX = r"https://auth\.example/(?P<tenant>acme|globex|broken)"
+
+
+async def test_jwks_listed_tenants_make_the_flood_cost_no_fetch(
+    keys: Keys, jwks: JwksServer
+) -> None:
+    """The default (Centrifugo's) safety rule: placeholder groups list their values. Made-up
+    tenants are then refused before any fetch; forged tokens for listed tenants cost one
+    fetch per tenant, and a broken tenant's failure is remembered."""
+    jwks.serve([jwk_of(keys.rsa, "k")], path="/acme/jwks")
+    jwks.serve([jwk_of(keys.rsa, "k")], path="/globex/jwks")
+    cfg = TokenConfig(jwks_public_endpoint=jwks.url("/{{tenant}}/jwks"), issuer_regex=LISTED_REGEX)
+    v = TokenVerifier(cfg, jwks_fetch_burst=3, jwks_fetch_rate=0.001)
+    for i in range(200):
+        made_up = raw_token(
+            {"alg": "RS256", "kid": "k"}, {"iss": f"https://auth.example/x{i}"}, None
+        )
+        with pytest.raises(TokenInvalid, match="regex"):
+            await v.verify_connect(made_up)
+    assert jwks.requests == []
+    for i in range(200):
+        tenant = ("acme", "globex", "broken")[i % 3]
+        claims = {"sub": "x", "iss": f"https://auth.example/{tenant}"}
+        with pytest.raises((TokenInvalid, JWKSUnavailable)):
+            await v.verify_connect(raw_token({"alg": "RS256", "kid": "k"}, claims, None))
+    assert sorted(jwks.requests) == ["/acme/jwks", "/broken/jwks", "/globex/jwks"]
+    for tenant in ("acme", "globex"):  # the shared budget is spent, known tenants go on
+        assert (await v.verify_connect(tenant_token(keys, tenant))).user == tenant
+
+
+async def test_jwks_known_url_outage_spends_no_shared_budget(keys: Keys, jwks: JwksServer) -> None:
+    """A known URL is refetched on its own budget (once per refetch interval), so an
+    outage and the recovery work with the shared budget spent."""
+    jwks.serve([jwk_of(keys.rsa, "k")], path="/acme/jwks")
+    v = tenant_verifier(
+        jwks,
+        jwks_cache_ttl=0.3,
+        jwks_refetch_interval=0.2,
+        jwks_fetch_burst=1,
+        jwks_fetch_rate=0.001,  # the first fetch spends the whole shared budget
+    )
+    acme = tenant_token(keys, "acme")
+    assert (await v.verify_connect(acme)).user == "acme"
+    with pytest.raises(JWKSUnavailable, match="rate limit"):
+        await v.verify_connect(tenant_token(keys, "other"))
+    del jwks.documents["/acme/jwks"]  # the endpoint fails from now on
+    await anyio.sleep(0.35)
+    with pytest.raises(JWKSUnavailable, match="404"):
+        await v.verify_connect(acme)
+    with pytest.raises(JWKSUnavailable, match="failed recently"):  # remembered
+        await v.verify_connect(acme)
+    assert jwks.requests.count("/acme/jwks") == 2
+    jwks.serve([jwk_of(keys.rsa, "k")], path="/acme/jwks")
+    await anyio.sleep(0.25)  # a known URL is retried after the refetch interval, no backoff
+    assert (await v.verify_connect(acme)).user == "acme"
+    assert jwks.requests.count("/acme/jwks") == 3
+
+
+async def test_jwks_failing_url_never_fetched_backs_off(keys: Keys, jwks: JwksServer) -> None:
+    v = tenant_verifier(jwks, jwks_refetch_interval=0.2)
+    token = tenant_token(keys, "gone")
+    fetched_at: list[float] = []
+    start = time.monotonic()
+    while time.monotonic() - start < 1.7:
+        seen = len(jwks.requests)
+        asked_at = time.monotonic()  # a fetch starts right after this, before any await
+        with pytest.raises(JWKSUnavailable):
+            await v.verify_connect(token)
+        if len(jwks.requests) > seen:
+            fetched_at.append(asked_at)
+        await anyio.sleep(0.02)
+    gaps = [b - a for a, b in itertools.pairwise(fetched_at)]
+    assert len(fetched_at) == 4, gaps  # at 0, 0.2, 0.6 and 1.4 s: 0.2 s doubling
+    for i, gap in enumerate(gaps):
+        assert 0.2 * 2**i - 0.01 <= gap < 0.2 * 2**i + 0.15
+
+
+async def test_jwks_known_urls_lru_and_failures_kept_apart(keys: Keys, jwks: JwksServer) -> None:
     for tenant in ("t0", "t1", "t2", "t3"):
         jwks.serve([jwk_of(keys.rsa, "k")], path=f"/{tenant}/jwks")
-    v = tenant_verifier(jwks, jwks_cache_size=3, jwks_cache_ttl=0.5, jwks_refetch_interval=0)
+    v = tenant_verifier(
+        jwks, jwks_cache_size=3, jwks_failure_cache_size=2, jwks_refetch_interval=30
+    )
+
+    async def ok(tenant: str) -> None:
+        assert (await v.verify_connect(tenant_token(keys, tenant))).user == tenant
+
+    async def fails(tenant: str) -> None:
+        with pytest.raises(JWKSUnavailable):
+            await v.verify_connect(tenant_token(keys, tenant))
+
+    def fetches() -> int:
+        return len(jwks.requests)
+
     for tenant in ("t0", "t1", "t2"):
-        assert (await v.verify_connect(tenant_token(keys, tenant))).user == tenant
-    with pytest.raises(JWKSUnavailable):
-        await v.verify_connect(tenant_token(keys, "t3"))
-    assert "/t3/jwks" not in jwks.requests
-    for tenant in ("t0", "t1", "t2"):  # nothing fresh was evicted
-        assert (await v.verify_connect(tenant_token(keys, tenant))).user == tenant
-    assert len(jwks.requests) == 3
-    await anyio.sleep(0.6)  # now every entry is stale and may go
-    assert (await v.verify_connect(tenant_token(keys, "t3"))).user == "t3"
+        await ok(tenant)
+    for tenant in ("f0", "f1", "f2"):  # failures fill their own LRU (2), f0 drops out
+        await fails(tenant)
+    assert fetches() == 6
+    for tenant in ("t0", "t1", "t2"):  # known key sets were not pushed out by failures
+        await ok(tenant)
+    await fails("f1")  # still remembered as failed
+    assert fetches() == 6
+    await fails("f0")  # forgotten: fetched again
+    assert fetches() == 7
+    await ok("t0")
+    await ok("t3")  # a fourth known URL: the least recently used (t1) goes
+    assert fetches() == 8
+    for tenant in ("t0", "t2", "t3"):
+        await ok(tenant)
+    assert fetches() == 8
+    await ok("t1")
+    assert jwks.requests[-1] == "/t1/jwks"
 
 
 # -- configuration -------------------------------------------------------------------------
@@ -904,6 +1118,60 @@ async def test_config_errors(keys: Keys) -> None:
         verifier(user_id_claim="user-id")
     with pytest.raises(ConfigError, match="issuer_regex"):
         verifier(issuer_regex="(")
+
+
+@pytest.mark.parametrize(
+    "regex",
+    [
+        r"https://auth\.example/(?P<tenant>[A-Za-z0-9_-]+)",
+        r"https://auth\.example/(?P<tenant>\w+)",
+        r"https://auth\.example/(?P<tenant>.+)",
+        r"https://auth\.example/(?P<tenant>acme|glob.*)",
+        r"https://auth\.example/(?P<tenant>acme|globex?)",
+        r"https://auth\.example/(?P<tenant>acme|(?=g)globex)",
+        r"https://auth\.example/(?P<tenant>acme|\x67lobex)",
+        r"https://auth\.example/(?P<tenant>acme|globex)/\d+",  # a class anywhere
+        r"https://[a-z]+\.example/(?P<tenant>acme|globex)",
+    ],
+)
+async def test_jwks_placeholder_groups_must_list_their_values(
+    regex: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Centrifugo's JWKS template safety check: a group that fills a URL placeholder may
+    only list fixed values, and the regex may have no character class at all."""
+    endpoint = "https://keys.example/{{tenant}}/jwks"
+    for name in ("issuer_regex", "audience_regex"):
+        with pytest.raises(ConfigError, match=f"client.token.{name}: .*explicit list"):
+            verifier(jwks_public_endpoint=endpoint, **{name: regex})
+        # the escape hatch lets it through, with a warning
+        caplog.clear()
+        verifier(
+            jwks_public_endpoint=endpoint,
+            insecure_skip_jwks_endpoint_safety_check=True,
+            **{name: regex},
+        )
+        assert "insecure_skip_jwks_endpoint_safety_check" in caplog.text
+    # without placeholders the regex is not restricted
+    verifier(jwks_public_endpoint="https://keys.example/jwks", issuer_regex=regex)
+
+
+@pytest.mark.parametrize(
+    "regex",
+    [
+        r"https://auth\.example/(?P<tenant>acme|globex|init\-ech)",
+        r"https://(?P<tenant>acme|globex)\.auth\.example/?",
+        r"https://auth\.example/(?P<tenant>acme|(?:glob|tele)ex|(?P<x>umbrella))",
+        r"(?P<tenant>acme|globex)+",  # the group itself lists values
+    ],
+)
+async def test_jwks_placeholder_groups_listing_values_are_accepted(regex: str) -> None:
+    endpoint = "https://keys.example/{{tenant}}/jwks"
+    verifier(jwks_public_endpoint=endpoint, issuer_regex=regex)
+    verifier(jwks_public_endpoint=endpoint, audience_regex=regex)
+    TokenVerifier(
+        TokenConfig(jwks_public_endpoint=endpoint, issuer_regex=regex),
+        config_prefix="client.subscription_token",
+    )
 
 
 # -- minting helpers -----------------------------------------------------------------------
