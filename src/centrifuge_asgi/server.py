@@ -3,22 +3,35 @@
 Plain uvicorn closes every open WebSocket with 1012 before the application's lifespan
 ends, so clients never see Centrifugo's 3001 "shutdown". :class:`GracefulServer` first
 stops accepting connections, then lets each node disconnect its clients with 3001, and
-only then runs uvicorn's own shutdown.
+only then runs uvicorn's own shutdown, all within ``shutdown.timeout``.
 
 :data:`WS_PROTOCOL` is the WebSocket implementation ``serve`` and :func:`run` use unless told
 otherwise: uvicorn's default (websockets sans-I/O) with one leniency that Centrifugo has,
 an empty ``Sec-WebSocket-Protocol`` header read as no subprotocol.
+
+:func:`http_protocol` is the HTTP/1.1 implementation they use: uvicorn's own (httptools,
+else h11) with the two bounds Go's ``http.Server`` gives Centrifugo and uvicorn lacks, on
+connections that have not sent complete request headers yet: their time
+(``http_server.read_header_timeout``) and their number
+(``http_server.max_pending_connections``).
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import os
 import socket
+import threading
+import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import uvicorn
 
 from .node import Node
+
+log = logging.getLogger("centrifuge_asgi.server")
 
 _SUBPROTOCOL_HEADER = "Sec-WebSocket-Protocol"
 
@@ -26,8 +39,9 @@ _SUBPROTOCOL_HEADER = "Sec-WebSocket-Protocol"
 def _lenient_protocol() -> type[Any] | None:
     """uvicorn's sans-I/O WebSocket protocol, minus its 400 for an empty subprotocol header.
 
-    centrifuge-python's next release opens JSON connections with ``subprotocols=[]``, which
-    sends ``Sec-WebSocket-Protocol:`` with no value. websockets refuses that handshake with
+    centrifuge-python up to 0.6 (and its repository's default branch) opens JSON
+    connections with ``subprotocols=[]``, which sends ``Sec-WebSocket-Protocol:`` with no
+    value. websockets refuses that handshake with
     400 "invalid Sec-WebSocket-Protocol header"; Centrifugo, wsproto and uvicorn's legacy
     implementation read it as "no subprotocol". Empty values are dropped before the
     handshake is checked; everything else is uvicorn's own code.

@@ -208,8 +208,9 @@ async def raw_handshake(port: int, subprotocol_headers: list[str]) -> bytes:
 async def test_serve_accepts_an_empty_subprotocol_header(
     tmp_path: Path, serve: Any, headers: list[str], agreed: bytes | None
 ) -> None:
-    # centrifuge-python's main branch opens JSON connections with subprotocols=[], which
-    # sends "Sec-WebSocket-Protocol:" with no value; Centrifugo reads it as no subprotocol.
+    # centrifuge-python up to 0.6 and its default branch open JSON connections with
+    # subprotocols=[], which sends "Sec-WebSocket-Protocol:" with no value; Centrifugo
+    # reads it as no subprotocol.
     config = tmp_path / "config.json"
     config.write_text(MINIMAL_CONFIG)
     served = serve(config)
