@@ -2,9 +2,11 @@
 
 Checks run in Centrifugo's order (server-api spec §1): unknown path → 404, not POST →
 405 (empty body), API key → 401 (empty body), body over ``http_api.max_body_size`` → 413,
-undecodable body → 400 ``Bad Request`` (plain text). Everything else is HTTP 200 with
-``{"result": …}`` or ``{"error": {"code", "message"}}`` (or the bare error with its HTTP
-status in the ``transport`` error mode); batch answers ``{"replies": […]}``.
+body not complete within ``http_server.read_timeout`` → 408 (503 when shutdown begins
+meanwhile; both close the connection), undecodable body → 400 ``Bad Request`` (plain
+text). Everything else is HTTP 200 with ``{"result": …}`` or ``{"error": {"code",
+"message"}}`` (or the bare error with its HTTP status in the ``transport`` error mode);
+batch answers ``{"replies": […]}``.
 
 :func:`routes` serves the node's app (honours ``http_api.disabled``); :func:`api_app`
 builds a Starlette app with only these routes, for a host to mount behind its own auth.
@@ -26,6 +28,7 @@ from starlette.routing import BaseRoute, Route
 
 from . import api_schema as s
 from .api_exec import HTTP_STATUS, ApiError, Executor, run_all
+from .body_reads import BodyTimeout
 
 if TYPE_CHECKING:
     from .node import Node
@@ -50,9 +53,19 @@ class _BadBody(Exception):
         self.label = label
 
 
+_PLAIN = {
+    400: "Bad Request",
+    404: "404 page not found",
+    408: "Request Timeout",
+    413: "Request Entity Too Large",
+    503: "Service Unavailable",
+}
+
+
 def _plain(status: int) -> Response:
-    text = {400: "Bad Request", 413: "Request Entity Too Large", 404: "404 page not found"}
-    return Response(text.get(status, ""), status_code=status, media_type="text/plain")
+    # a body that stopped half-way (408, 503) leaves the connection unusable: close it
+    headers = {"connection": "close"} if status in (408, 503) else None
+    return Response(_PLAIN.get(status, ""), status, headers, media_type="text/plain")
 
 
 def _json(body: Any, status: int = 200) -> Response:
@@ -97,6 +110,12 @@ class ApiHandler:
         length = request.headers.get("content-length", "")
         if length.isdigit() and int(length) > self.max_body:
             raise _BadBody(413, "read_body")
+        try:  # bounded by http_server.read_timeout, and ended when shutdown begins
+            return await self.node.body_reads.read(lambda: self._read_body(request))
+        except BodyTimeout as exc:
+            raise _BadBody(exc.status, "read_body") from None
+
+    async def _read_body(self, request: Request) -> bytes:
         chunks: list[bytes] = []
         size = 0
         try:

@@ -53,7 +53,10 @@ def _serve(args: argparse.Namespace) -> int:
         options["log_config"] = None  # uvicorn's records go through our JSON handler
     internal_port = _internal_port(server.internal_port)
     if internal_port is None or internal_port == server.port:
-        run(node.asgi_app(), node=node, host=host, port=server.port, **options)
+        # shutdown.timeout as in Centrifugo: still running at the deadline, exit with 1
+        run(
+            node.asgi_app(), node=node, host=host, port=server.port, exit_on_timeout=True, **options
+        )
         return 0
     internal_host = server.internal_address or host
     _run_split(node, (host, server.port), (internal_host, internal_port), options)
@@ -91,6 +94,7 @@ def _run_split(
 
     Signals are handled here, not by uvicorn: SIGINT/SIGTERM stop both servers (the main
     one first disconnects clients with 3001 "shutdown"); a second SIGINT forces the exit.
+    Each listener bounds its own pending connections; both stop within ``shutdown.timeout``.
     """
     import contextlib
     import signal
@@ -98,7 +102,7 @@ def _run_split(
 
     import uvicorn
 
-    from .server import GracefulServer
+    from .server import GracefulServer, http_protocol
 
     class Listener(GracefulServer):
         @contextlib.contextmanager
@@ -106,17 +110,17 @@ def _run_split(
             yield
 
     main_app, internal_app = _split_apps(node)
-    servers = [
-        Listener(
-            uvicorn.Config(main_app, host=main[0], port=main[1], lifespan="off", **options), [node]
-        ),
-        Listener(
-            uvicorn.Config(
-                internal_app, host=internal[0], port=internal[1], lifespan="off", **options
-            ),
-            [],
-        ),
-    ]
+    limits = node.config.http_server
+    timeout = node.config.shutdown.timeout
+
+    def listener(app: Any, where: tuple[str, int], nodes: list[Any]) -> Listener:
+        http = http_protocol(limits.read_header_timeout, limits.max_pending_connections)
+        config = uvicorn.Config(
+            app, host=where[0], port=where[1], lifespan="off", http=http, **options
+        )
+        return Listener(config, nodes, shutdown_timeout=timeout, exit_on_timeout=bool(nodes))
+
+    servers = [listener(main_app, main, [node]), listener(internal_app, internal, [])]
 
     def stop(sig: int) -> None:
         for srv in servers:

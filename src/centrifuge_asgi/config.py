@@ -71,6 +71,7 @@ __all__ = [
     "RpcNamespaceConfig",
     "RpcOptions",
     "RpcPingConfig",
+    "ShutdownConfig",
     "SseConfig",
     "SubscriptionTokenConfig",
     "TLSConfig",
@@ -204,6 +205,18 @@ class HttpServerConfig(_Struct, frozen=True):
     tls_external: bool = False
     internal_tls: TLSConfig = msgspec.field(default_factory=TLSConfig)
     h2c_external: bool = False
+    # centrifuge-asgi extensions: Centrifugo hard-codes Go's ReadHeaderTimeout (10 s) and
+    # ReadTimeout (30 s). Headers and the pending cap are enforced by ``serve`` and
+    # ``server.run``; the body timeout by every endpoint that reads a body, embedded too.
+    read_header_timeout: Duration = 10.0
+    read_timeout: Duration = 30.0
+    max_pending_connections: int = 0  # 0: a quarter of the open-file limit, at most 1024
+
+
+class ShutdownConfig(_Struct, frozen=True):
+    """``shutdown.*``: how long ``serve`` (and ``server.run``) may take to stop."""
+
+    timeout: Duration = 30.0
 
 
 class LogConfig(_Struct, frozen=True):
@@ -759,6 +772,7 @@ class Config(_Struct, frozen=True, dict=True):
     engine: EngineConfig = msgspec.field(default_factory=EngineConfig)
     broker: BrokerConfig = msgspec.field(default_factory=BrokerConfig)
     presence_manager: PresenceManagerConfig = msgspec.field(default_factory=PresenceManagerConfig)
+    shutdown: ShutdownConfig = msgspec.field(default_factory=ShutdownConfig)
 
     def __post_init__(self) -> None:
         from .config_loader import validate_config

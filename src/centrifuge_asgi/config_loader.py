@@ -50,7 +50,7 @@ _UNSUPPORTED_TOP = frozenset(
     {
         "admin", "swagger", "debug", "grpc_api", "uni_grpc", "webtransport", "consumers",
         "map_broker", "controller", "shared_poll", "opentelemetry", "graphite", "usage_stats",
-        "node", "shutdown", "pid_file", "enable_unreleased_features", "dev",
+        "node", "pid_file", "enable_unreleased_features", "dev",
     }
 )  # fmt: skip
 _UNSUPPORTED_CHANNEL_OPTIONS = frozenset(

@@ -26,6 +26,7 @@ from anyio.abc import TaskGroup
 
 from ._version import __version__
 from .auth import SubscriptionOverride, TokenVerifier
+from .body_reads import BodyReads
 from .channels import resolve_options
 from .codes import DisconnectCode, ErrorCode, UnsubscribeCode
 from .config import ChannelOptions, Config
@@ -156,6 +157,8 @@ class Node:
             wheel_resolution(client.stale_close_delay),
         )
         self.write_watchdog = WriteWatchdog()
+        # request bodies in progress: http_server.read_timeout, and ended by shutdown
+        self.body_reads = BodyReads(config.http_server.read_timeout, lambda: self._closing)
         self.flusher = Flusher(self.spawn)
         self._owned: set[anyio.CancelScope] = set()  # scopes of node-owned tasks
         self._shutdown_deadline: float | None = None
@@ -312,6 +315,7 @@ class Node:
         if self._shutdown_deadline is None:
             self._shutdown_deadline = anyio.current_time() + grace
         self._closing = True
+        self.body_reads.stop()
         for session in self.registry.sessions():
             session.disconnect(DisconnectCode.SHUTDOWN)
         remaining = max(0.0, self._shutdown_deadline - anyio.current_time())

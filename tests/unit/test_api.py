@@ -10,6 +10,7 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
+import anyio
 import httpx
 import pytest
 from msgspec import Raw
@@ -493,6 +494,48 @@ async def test_oversized_body_is_413(make: Any) -> None:
     r = await c.post("/api/info", content=chunks(), headers=AUTH)
     assert r.status_code == 413
     assert (await c.post("/api/info", json={}, headers=AUTH)).status_code == 200
+
+
+async def _stalled(reading: anyio.Event | None = None) -> AsyncIterator[bytes]:
+    """A body that stops half-way (the peer never sends the rest); ``reading`` is set once
+    the endpoint waits for the rest."""
+    yield b'{"channel": "chat:1", '
+    if reading is not None:
+        reading.set()
+    await anyio.sleep(30)
+
+
+async def test_a_stalled_body_is_408_after_read_timeout(make: Any) -> None:
+    c = await make({**CONFIG, "http_server": {"read_timeout": "200ms"}})
+    for path in ("/api/publish", "/api"):  # per-method and legacy endpoints
+        started = anyio.current_time()
+        with anyio.fail_after(5):
+            r = await c.post(path, content=_stalled(), headers=AUTH)
+        assert (r.status_code, r.text, r.headers["connection"]) == (408, "Request Timeout", "close")
+        assert anyio.current_time() - started >= 0.2
+    assert len(c.node.body_reads) == 0
+
+
+async def test_shutdown_ends_a_body_being_read_with_503(make: Any) -> None:
+    c = await make({**CONFIG, "http_server": {"read_timeout": "60s"}})
+    node: Node = c.node
+    answers: list[httpx.Response] = []
+    reading = anyio.Event()
+
+    async def post() -> None:
+        answers.append(await c.post("/api/publish", content=_stalled(reading), headers=AUTH))
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(post)
+            await reading.wait()
+            assert len(node.body_reads) == 1
+            await node.shutdown()
+    assert (answers[0].status_code, answers[0].headers["connection"]) == (503, "close")
+    # A body that starts once shutdown has begun is refused at once.
+    with anyio.fail_after(5):
+        r = await c.post("/api/publish", content=_stalled(), headers=AUTH)
+    assert r.status_code == 503
 
 
 # -------------------------------------------------------------------- legacy

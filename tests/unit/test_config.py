@@ -146,6 +146,24 @@ def test_zero_means_default_and_negative_is_kept() -> None:
     assert (neg.client.channel_limit, neg.websocket.message_size_limit) == (-1, -1)
 
 
+def test_request_and_shutdown_bounds() -> None:
+    c = Config()
+    server = c.http_server
+    assert (server.read_header_timeout, server.read_timeout) == (10.0, 30.0)
+    assert server.max_pending_connections == 0  # a quarter of the open-file limit
+    assert c.shutdown.timeout == 30.0  # Centrifugo v6 shutdown.timeout
+    loaded = load_config(
+        None,
+        env={"CENTRIFUGO_SHUTDOWN_TIMEOUT": "5s", "CENTRIFUGO_HTTP_SERVER_READ_TIMEOUT": "2s"},
+        overrides={"http_server.read_header_timeout": "1500ms"},
+    )
+    assert (loaded.shutdown.timeout, loaded.http_server.read_timeout) == (5.0, 2.0)
+    assert loaded.http_server.read_header_timeout == 1.5
+    assert not [w for w in loaded.warnings if "shutdown" in w or "read_" in w]
+    off = cfg({"http_server": {"read_timeout": "-1s", "max_pending_connections": -1}})
+    assert (off.http_server.read_timeout, off.http_server.max_pending_connections) == (-1.0, -1)
+
+
 def test_single_string_is_a_one_item_list() -> None:
     c = cfg({"engine": {"type": "redis", "redis": {"address": "redis://10.0.0.1:6379"}}})
     assert c.engine.redis.address == ["redis://10.0.0.1:6379"]

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
+from ..body_reads import BodyTimeout
 from .origin import origin_allowed
 
 if TYPE_CHECKING:
@@ -211,8 +212,10 @@ async def accept_request(
     In order: ``OPTIONS`` → 204 with the preflight headers (when ``preflight``); a method
     other than ``POST`` (or ``GET`` when ``get_param`` names the query parameter carrying
     the payload) → 405; :func:`admission_status` → 403 or 503; a missing ``get_param`` →
-    400; a body over ``limit`` → 413. Such requests are answered here and give None, as
-    does a client that went away before sending its whole body.
+    400; a body over ``limit`` → 413; a body not complete within ``http_server.read_timeout``
+    → 408, or one still arriving when shutdown begins → 503 (both close the connection).
+    Such requests are answered here and give None, as does a client that went away before
+    sending its whole body.
     """
     headers = request_headers(scope)
     cors = cors_headers(headers, node.config.client.allowed_origins)
@@ -234,9 +237,12 @@ async def accept_request(
             return None
         return HttpRequest(method, headers, cors, value.encode())
     try:
-        body = await read_body(receive, limit)
+        body = await node.body_reads.read(lambda: read_body(receive, limit))
     except BodyTooLarge:
         await respond(send, 413, cors)
+        return None
+    except BodyTimeout as exc:
+        await respond(send, exc.status, [*cors, (b"connection", b"close")])
         return None
     except ClientGone:
         return None
