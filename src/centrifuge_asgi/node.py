@@ -55,7 +55,14 @@ from .handlers import (
     SubRefreshHandler,
     SubscribeHandler,
 )
-from .payload import optional_payload, to_payload
+from .payload import (
+    MAX_DEPTH,
+    ParsedJson,
+    is_parsed,
+    optional_payload,
+    publication_data_problem,
+    to_payload,
+)
 from .registry import Registry
 from .session import Session
 from .subscriptions import Grant
@@ -552,12 +559,26 @@ class Node:
         """Publish ``data`` (any JSON-encodable value, or bytes of JSON) into ``channel``.
 
         Returns where it landed (offset 0 and an empty epoch when the channel keeps no
-        history).
+        history). Data that the channel's ``publication_data_format`` refuses is error 107,
+        and nothing is stored: unless the format is ``binary``, that is anything a JSON
+        client could not receive (see :func:`~.payload.json_problem`).
         """
         if not channel:
             raise ClientError(ErrorCode.BAD_REQUEST, "channel required")
         opts = resolve_options(self.config, channel)
-        payload = to_payload(data)
+        problem: str | None
+        try:
+            payload = to_payload(data)
+        except RecursionError:  # a Python value nested too deeply for msgspec
+            payload, problem = b"", f"data nests deeper than {MAX_DEPTH} levels"
+        else:
+            data_format = (
+                opts.publication_data_format or self.config.channel.publication_data_format
+            )
+            problem = publication_data_problem(payload, data_format, parsed=is_parsed(data))
+        if problem is not None:
+            log.info("publication into %s refused: %s", channel, problem)
+            raise ClientError.of(ErrorCode.BAD_REQUEST)
         history = opts.history_size > 0 and opts.history_ttl > 0
         options = PublishOptions(
             history_size=opts.history_size if history else 0,
@@ -589,7 +610,11 @@ class Node:
         self, channels: list[str], data: Any, **kwargs: Any
     ) -> list[StreamPosition | ClientError]:
         """Publish the same data into several channels; one result or error per channel."""
-        payload = to_payload(data)
+        payload: Any = data
+        with contextlib.suppress(RecursionError):  # else each publish answers 107
+            payload = to_payload(data)
+            if is_parsed(data):
+                payload = ParsedJson(payload)  # JSON by construction: no syntax pass
         results: list[StreamPosition | ClientError] = []
         for channel in channels:
             try:

@@ -138,7 +138,7 @@ def _payload(raw: Raw, b64: str, what: str, *, json_only: bool) -> bytes | None:
         if json_only:
             try:
                 msgspec.json.decode(data)
-            except msgspec.DecodeError:
+            except (msgspec.DecodeError, RecursionError):
                 raise ProxyFailure(f"b64{what} is not JSON (a JSON client needs JSON)") from None
         return data
     data = bytes(raw)
@@ -198,7 +198,7 @@ class ProxyHooks:
         if session is None or session.codec.binary:
             try:
                 msgspec.json.decode(data)
-            except msgspec.DecodeError:
+            except (msgspec.DecodeError, RecursionError):
                 raise ProxyFailure("payload is not JSON: enable binary_encoding") from None
         body["data"] = Raw(data)
 
@@ -345,7 +345,8 @@ class ProxyHooks:
             return await handler(event) if handler is not None else None
 
         def answer(result: _PublishResult, json_only: bool) -> PublishReply:
-            data = _payload(result.data, result.b64data, "data", json_only=json_only)
+            # node.publish checks the data against the channel's publication_data_format
+            data = _payload(result.data, result.b64data, "data", json_only=False)
             return PublishReply(data=data, skip_history=result.skip_history)
 
         reply = await self._decide(

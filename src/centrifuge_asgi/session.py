@@ -185,11 +185,12 @@ class Session:
     # ----------------------------------------------------------------------- output
 
     def send(self, data: bytes) -> None:
-        """Queue one encoded message; an overflowing queue disconnects as slow."""
-        if self.closing:
-            return
-        if not data:  # EncodedOnce: this protocol cannot carry the message
-            self.disconnect(DisconnectCode.INAPPROPRIATE_PROTOCOL)
+        """Queue one encoded message; an overflowing queue disconnects as slow.
+
+        Empty ``data`` is skipped: a message of a fan-out that this connection's protocol
+        cannot carry (see :class:`~.protocol.codec.EncodedOnce`).
+        """
+        if self.closing or not data:
             return
         outbox = self.outbox
         if not outbox.put(data):
@@ -198,10 +199,12 @@ class Session:
             self.node.outbox_pressure = True
 
     def send_reply(self, reply: Reply) -> None:
+        """Queue a message for this connection only: 3506 when its protocol cannot carry it."""
         try:
             data = self.codec.encode_reply(reply)
         except InappropriateProtocol:
-            data = b""
+            self.disconnect(DisconnectCode.INAPPROPRIATE_PROTOCOL)
+            return
         self.send(data)
 
     def send_push(self, push: Push) -> None:

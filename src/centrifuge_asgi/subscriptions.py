@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import anyio
-from msgspec import UNSET, Raw
+from msgspec import UNSET
 
 from . import auth
 from .channels import (
@@ -30,7 +30,7 @@ from .codes import DisconnectCode, ErrorCode, UnsubscribeCode
 from .engines.base import HistoryFilter, Publication, StreamPosition
 from .errors import ClientError, Disconnect
 from .handlers import PublishEvent, SubRefreshEvent, SubscribeEvent, SubscribeReply
-from .payload import optional_payload, to_payload
+from .payload import ParsedJson, optional_payload
 from .protocol.codec import EncodedOnce
 from .protocol.messages import (
     ChannelRequest,
@@ -630,6 +630,8 @@ class ChannelCommands:
         if req.data is UNSET:
             raise ClientError.of(ErrorCode.BAD_REQUEST)
         data = bytes(req.data)
+        # node.publish checks the data; the JSON command decoder has parsed it already
+        payload: object = ParsedJson(data) if s.codec.name == "json" else data
         skip_history = False
         handler = node.handlers.publish
         reply = None
@@ -637,14 +639,13 @@ class ChannelCommands:
             reply = await handler(PublishEvent(s.client_ref(), channel, data))
         if reply is not None:
             if reply.data is not None:
-                data = to_payload(reply.data)
+                payload = reply.data  # a handler's or a proxy's data, checked all the same
             skip_history = reply.skip_history
         elif not self._permitted(opts, "publish", subscribed=channel in self.s.subs):
             raise ClientError.of(ErrorCode.PERMISSION_DENIED)
         sub = s.subs.get(channel)
         info = s.client_info(sub.chan_info if sub is not None else None)
-        # Raw: the payload goes out byte for byte (bytes would lose raw newlines)
-        await node.publish(channel, Raw(data), client_info=info, skip_history=skip_history)
+        await node.publish(channel, payload, client_info=info, skip_history=skip_history)
 
     async def presence(self, req: ChannelRequest) -> PresenceResult:
         channel = req.channel

@@ -46,6 +46,16 @@ BASE_CONFIG: dict[str, Any] = {
                 "force_recovery": True,
                 "presence": True,
             },
+            # like news, for binary payloads (Protobuf clients): nothing checks the data
+            {
+                "name": "bin",
+                **_OPEN,
+                "history_size": 10,
+                "history_ttl": "300s",
+                "force_recovery": True,
+                "presence": True,
+                "publication_data_format": "binary",
+            },
             # tiny history to test trimmed recovery
             {
                 "name": "tiny",

@@ -21,6 +21,7 @@ from centrifuge import (
     Subscription,
     SubscriptionEventHandler,
 )
+from centrifuge.exceptions import ReplyError
 from centrifuge.protocol import client_pb2 as sdk
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
@@ -78,7 +79,7 @@ def test_js_protobuf_pubsub_history_presence_rpc(
     live_server: LiveServerFactory, run_js: RunJs
 ) -> None:
     _, srv = serve(live_server)
-    channel = "news:pb"
+    channel = "bin:pb"  # binary payloads need publication_data_format: binary
     result = run_js("protobuf_basic.mjs", ws(srv), token("u1"), channel, BINARY.hex(), timeout=15)
     me = result["client"]
     assert result["transport"] == "websocket"
@@ -177,7 +178,7 @@ async def test_python_sdk_protobuf(
     live_server: LiveServerFactory, sdk_client: ClientFactory
 ) -> None:
     node, srv = serve(live_server)
-    channel = "news:pypb"
+    channel = "bin:pypb"
     publisher = await sdk_client(ws(srv), "alice", use_protobuf=True)
     reader = await sdk_client(ws(srv), "bob", use_protobuf=True)
     _, pub_events = await subscribe(publisher, channel)
@@ -363,28 +364,66 @@ async def test_malformed_protobuf_frame_closes_3501(
     assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (3501, "bad request")
 
 
+async def json_pushes(conn: ClientConnection, count: int) -> list[dict[str, Any]]:
+    """The next ``count`` pushes on a raw JSON connection (pings are answered and skipped)."""
+    pushes: list[dict[str, Any]] = []
+    with anyio.fail_after(TIMEOUT):
+        while len(pushes) < count:
+            frame = await conn.recv()
+            assert isinstance(frame, str), "JSON replies travel in text frames"
+            for message in map(json.loads, frame.split("\n")):
+                if not message:
+                    await conn.send("{}")  # pong
+                else:
+                    pushes.append(message["push"])
+    return pushes
+
+
 @pytest.mark.anyio
-async def test_binary_publication_closes_json_subscriber_3506(
-    live_server: LiveServerFactory, sdk_client: ClientFactory
+@pytest.mark.parametrize(
+    "data",
+    [b"\xff\xfe\x00", b"plain text", b"[" * 600 + b"]" * 600],
+    ids=["not-utf8", "not-json", "too-deep"],
+)
+async def test_protobuf_publication_a_json_client_cannot_receive_is_107(
+    live_server: LiveServerFactory, sdk_client: ClientFactory, data: bytes
 ) -> None:
-    _, srv = serve(live_server)
+    """Where the channel takes JSON (the default), the Protobuf publisher gets 107, nothing
+    is stored, and no subscriber is disconnected (they were closed with 3506 before)."""
+    node, srv = serve(live_server)
     channel = "news:binary"
     pb_client = await sdk_client(ws(srv), "bob", use_protobuf=True)
     _, pb_events = await subscribe(pb_client, channel)
     async with json_subscriber(srv, channel) as json_conn:
-        await pb_client.publish(channel, b"\xff\xfe\x00")  # not UTF-8
-        assert await closed_with(json_conn) == (3506, "inappropriate protocol")
-    assert await pb_events.wait(1) == [b"\xff\xfe\x00"]
+        with pytest.raises(ReplyError) as refused:
+            await pb_client.publish(channel, data)
+        assert (refused.value.code, refused.value.message) == (107, "bad request")
+        assert (await srv.acall(node.history(channel, limit=-1))).publications == []
+        await pb_client.publish(channel, b'{"after":true}')
+        [push] = await json_pushes(json_conn, 1)
+        assert (push["pub"]["data"], push["pub"]["offset"]) == ({"after": True}, 1)
+    assert await pb_events.wait(1) == [b'{"after":true}']
 
 
 @pytest.mark.anyio
-async def test_non_json_text_publication_closes_json_subscriber_3506(
+async def test_binary_channel_json_subscriber_skips_what_it_cannot_receive(
     live_server: LiveServerFactory, sdk_client: ClientFactory
 ) -> None:
+    """``publication_data_format: binary`` takes any bytes (as Centrifugo does). Protobuf
+    subscribers get them; a JSON subscriber skips them and stays connected, live and in
+    history."""
     _, srv = serve(live_server)
-    channel = "news:text"
+    channel = "bin:mixed"
     pb_client = await sdk_client(ws(srv), "bob", use_protobuf=True)
-    await subscribe(pb_client, channel)  # publishing needs a subscription here
+    _, pb_events = await subscribe(pb_client, channel)
     async with json_subscriber(srv, channel) as json_conn:
-        await pb_client.publish(channel, b"plain text")
-        assert await closed_with(json_conn, within=1.0) == (3506, "inappropriate protocol")
+        await pb_client.publish(channel, b"\xff\xfe\x00")
+        await pb_client.publish(channel, b'{"n":2}')
+        [push] = await json_pushes(json_conn, 1)
+        assert (push["pub"]["data"], push["pub"]["offset"]) == ({"n": 2}, 2)
+        await json_conn.send(json.dumps({"id": 3, "history": {"channel": channel, "limit": -1}}))
+        with anyio.fail_after(TIMEOUT):
+            reply = json.loads(await json_conn.recv())
+        pubs = reply["history"]["publications"]
+        assert [(p["offset"], p["data"]) for p in pubs] == [(2, {"n": 2})]
+    assert await pb_events.wait(2) == [b"\xff\xfe\x00", b'{"n":2}']

@@ -389,22 +389,43 @@ async def test_pretty_printed_payload_is_one_message(
 
 
 @pytest.mark.parametrize("kind", KINDS)
-async def test_binary_payload_disconnects_3506(
+async def test_binary_payload_is_skipped(
     live_server: LiveServerFactory, kind: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Bytes that are not JSON cannot reach a JSON client: disconnect 3506, no traceback."""
+    """Bytes that are not JSON cannot reach a JSON client: refused (107) where the channel
+    takes JSON; in a ``binary`` channel the JSON client skips them and stays connected."""
     node, srv = serve(live_server)
-    async with open_uni(srv, kind, {"token": token("u1"), "subs": {"chat:bin": {}}}) as reader:
+    subs = {"chat:bin": {}, "bin:x": {}}
+    async with open_uni(srv, kind, {"token": token("u1"), "subs": subs}) as reader:
         assert "connect" in (await reader.next() or {})
-        await srv.acall(node.publish("chat:bin", msgspec.Raw(b"\xff\x00\n\xfe")))
-        inappropriate = {"code": 3506, "reason": "inappropriate protocol"}
+        with pytest.raises(ClientError) as refused:
+            await srv.acall(node.publish("chat:bin", msgspec.Raw(b"\xff\x00\n\xfe")))
+        assert refused.value.code == 107
+        await srv.acall(node.publish("bin:x", msgspec.Raw(b"\xff\x00\n\xfe")))
+        await srv.acall(node.publish("bin:x", {"after": True}))
         push = await reader.until(lambda p: "pub" in p or "disconnect" in p)
-        assert push == {"disconnect": inappropriate}
-        assert await reader.next() is None
-        if kind == "uni_websocket":
-            assert (reader.close_code, reader.close_reason) == (3506, "inappropriate protocol")
+        assert (push["pub"]["data"], push["pub"]["offset"]) == ({"after": True}, 2)
     await no_leaks(srv, node)
     assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+async def test_recovery_leaves_out_binary_payloads(live_server: LiveServerFactory) -> None:
+    """A connect push recovers the publications of a ``binary`` channel that a JSON client
+    can receive, as the live fan-out delivers them."""
+    node, srv = serve(live_server)
+    await srv.acall(node.publish("bin:rec", {"n": 1}))
+    await srv.acall(node.publish("bin:rec", b"\xff"))
+    await srv.acall(node.publish("bin:rec", {"n": 3}))
+    page = await srv.acall(node.history("bin:rec", limit=0))
+    subs = {"bin:rec": {"recover": True, "offset": 0, "epoch": page.epoch}}
+    async with open_uni(srv, "uni_http_stream", {"token": token("u1"), "subs": subs}) as reader:
+        result = ((await reader.next()) or {})["connect"]["subs"]["bin:rec"]
+        assert result["recovered"] is True
+        assert [(p["offset"], p["data"]) for p in result["publications"]] == [
+            (1, {"n": 1}),
+            (3, {"n": 3}),
+        ]
+    await no_leaks(srv, node)
 
 
 async def test_uni_websocket_never_sends_undecodable_text(
@@ -418,10 +439,10 @@ async def test_uni_websocket_never_sends_undecodable_text(
 
     monkeypatch.setattr(unidirectional, "one_line", lambda data: data)  # no validation
     node, srv = serve(live_server)
-    request = {"token": token("u1"), "subs": {"chat:bin": {}}}
+    request = {"token": token("u1"), "subs": {"bin:x": {}}}
     async with open_uni(srv, "uni_websocket", request) as reader:
         assert "connect" in (await reader.next() or {})
-        await srv.acall(node.publish("chat:bin", msgspec.Raw(b"\xff\x00")))
+        await srv.acall(node.publish("bin:x", msgspec.Raw(b"\xff\x00")))
         push = await reader.until(lambda p: "pub" in p or "disconnect" in p)
         assert push == {"disconnect": {"code": 3506, "reason": "inappropriate protocol"}}
         assert await reader.next() is None

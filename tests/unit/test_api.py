@@ -36,6 +36,12 @@ CONFIG: dict[str, Any] = {
             {"name": "chat", "presence": True},
             {"name": "obj", "publication_data_format": "json_object"},
             {"name": "bin", "publication_data_format": "binary"},
+            {
+                "name": "binlog",
+                "publication_data_format": "binary",
+                "history_size": 5,
+                "history_ttl": "60s",
+            },
         ]
     },
 }
@@ -292,11 +298,56 @@ async def test_binary_history_publication_answers_internal_error(make: Any) -> N
     c = await make()
     node: Node = c.node  # type: ignore[attr-defined]
     raw = base64.b64encode(b"\xff\x00").decode()
-    await call(c, "publish", {"channel": "news:b", "b64data": raw})
-    out = await call(c, "history", {"channel": "news:b", "limit": -1})
+    assert (await call(c, "publish", {"channel": "binlog:b", "b64data": raw}))["result"]
+    out = await call(c, "history", {"channel": "binlog:b", "limit": -1})
     assert out["error"]["code"] == 100
-    hist = await node.history("news:b", limit=-1)  # bytes intact for protobuf clients
+    hist = await node.history("binlog:b", limit=-1)  # bytes intact for protobuf clients
     assert hist.publications[0].data == b"\xff\x00"
+
+
+DEEP_OK = b"[" * 500 + b"]" * 500
+TOO_DEEP = b"[" * 513 + b"]" * 513
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"b64data": base64.b64encode(b"\xff\x00").decode()},  # not UTF-8
+        {"b64data": base64.b64encode(b"plain text").decode()},  # UTF-8, not JSON
+        {"b64data": base64.b64encode(TOO_DEEP).decode()},
+        {"data": json.loads(TOO_DEEP)},
+    ],
+    ids=["b64-not-utf8", "b64-not-json", "b64-too-deep", "data-too-deep"],
+)
+async def test_publication_a_json_client_cannot_receive_is_107(
+    make: Any, body: dict[str, Any]
+) -> None:
+    """Refused before it is stored, in every format but binary (default, json, json_object)."""
+    c = await make()
+    node: Node = c.node  # type: ignore[attr-defined]
+    for channel in ("news:x", "obj:x"):
+        out = await call(c, "publish", {"channel": channel, **body})
+        assert out == {"error": {"code": 107, "message": "bad request"}}
+    assert (await node.history("news:x", limit=-1)).publications == []
+    out = await call(c, "broadcast", {"channels": ["news:x", "bin:x"], **body})
+    assert [r.get("error", {}).get("code") for r in out["result"]["responses"]] == [107, None]
+
+
+async def test_invalid_utf8_in_body_data_is_107(make: Any) -> None:
+    """msgspec skips over ``data`` without checking UTF-8: the publication check does."""
+    c = await make()
+    body = b'{"channel": "news:x", "data": {"text": "\xff\xfe"}}'
+    r = await c.post("/api/publish", content=body, headers=AUTH)
+    assert r.json() == {"error": {"code": 107, "message": "bad request"}}
+    assert (await c.node.history("news:x", limit=-1)).publications == []  # type: ignore[attr-defined]
+
+
+async def test_deep_valid_payload_is_published(make: Any) -> None:
+    c = await make()
+    out = await call(c, "publish", {"channel": "news:x", "data": json.loads(DEEP_OK)})
+    assert out == {"result": {"offset": 1, "epoch": out["result"]["epoch"]}}
+    raw = base64.b64encode(b'{"a":' + DEEP_OK + b"}").decode()
+    assert "result" in await call(c, "publish", {"channel": "obj:x", "b64data": raw})
 
 
 async def test_unexpected_exception_is_a_100_not_a_traceback(make: Any) -> None:

@@ -622,10 +622,10 @@ async def test_mixed_fan_out_encodes_once_per_protocol(node: Node) -> None:
 @pytest.mark.anyio
 async def test_binary_publication_between_protobuf_clients(node: Node) -> None:
     data = bytes(b for b in range(256) if b != 0x0A)
-    publisher = await pb_subscriber(node, PROTOBUF, "a", "news:bin")
-    reader = await pb_subscriber(node, PROTOBUF, "b", "news:bin")
+    publisher = await pb_subscriber(node, PROTOBUF, "a", "bin:bin")
+    reader = await pb_subscriber(node, PROTOBUF, "b", "bin:bin")
     await publisher.handle_frame(
-        delimited(sdk.Command(id=3, publish=sdk.PublishRequest(channel="news:bin", data=data)))
+        delimited(sdk.Command(id=3, publish=sdk.PublishRequest(channel="bin:bin", data=data)))
     )
     replies = out_pb(publisher)
     assert [r.id for r in replies] == [0, 3] or [r.id for r in replies] == [3, 0]
@@ -633,7 +633,7 @@ async def test_binary_publication_between_protobuf_clients(node: Node) -> None:
     assert push.push.pub.data == data and push.push.pub.offset == 1
     assert push.push.pub.info == sdk.ClientInfo(user="a", client=publisher.client_id)
     await reader.handle_frame(
-        delimited(sdk.Command(id=3, history=sdk.HistoryRequest(channel="news:bin", limit=5)))
+        delimited(sdk.Command(id=3, history=sdk.HistoryRequest(channel="bin:bin", limit=5)))
     )
     [history] = out_pb(reader)
     assert [p.data for p in history.history.publications] == [data]
@@ -641,10 +641,10 @@ async def test_binary_publication_between_protobuf_clients(node: Node) -> None:
 
 @pytest.mark.anyio
 async def test_binary_publication_with_newline_bytes_arrives_intact(node: Node) -> None:
-    publisher = await pb_subscriber(node, PROTOBUF, "a", "news:nl")
-    reader = await pb_subscriber(node, PROTOBUF, "b", "news:nl")
+    publisher = await pb_subscriber(node, PROTOBUF, "a", "bin:nl")
+    reader = await pb_subscriber(node, PROTOBUF, "b", "bin:nl")
     await publisher.handle_frame(
-        delimited(sdk.Command(id=3, publish=sdk.PublishRequest(channel="news:nl", data=b"a\nb")))
+        delimited(sdk.Command(id=3, publish=sdk.PublishRequest(channel="bin:nl", data=b"a\nb")))
     )
     [push] = out_pb(reader)
     assert push.push.pub.data == b"a\nb"

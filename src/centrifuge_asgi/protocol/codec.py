@@ -3,9 +3,12 @@ replies into bytes. Sessions and fan-out only talk to this interface."""
 
 from __future__ import annotations
 
+import logging
 from typing import Protocol
 
 from .messages import Command, Reply
+
+log = logging.getLogger("centrifuge_asgi.fanout")
 
 
 class ProtocolError(ValueError):
@@ -35,7 +38,13 @@ class Codec(Protocol):
 
 
 class EncodedOnce:
-    """A reply encoded lazily, at most once per codec (fan-out to mixed protocols)."""
+    """A reply encoded lazily, at most once per codec (fan-out to mixed protocols).
+
+    When a protocol cannot carry it (a payload that is not JSON reaching a JSON client, in
+    a ``binary`` channel), or encoding fails in any other way, the encoding is empty and
+    logged once: every subscriber that speaks that protocol skips this one message
+    (``Session.send``), and stays connected.
+    """
 
     __slots__ = ("_cache", "reply")
 
@@ -48,7 +57,15 @@ class EncodedOnce:
         if data is None:
             try:
                 data = codec.encode_reply(self.reply)
-            except InappropriateProtocol:
-                data = b""  # never a valid encoding: Session.send closes with 3506
+            except InappropriateProtocol as exc:
+                data = b""  # never a valid encoding: Session.send skips it
+                log.warning("%s skipped for %s clients: %s", self._what(), codec.name, exc)
+            except Exception:
+                data = b""
+                log.exception("%s skipped for %s clients", self._what(), codec.name)
             self._cache[codec.name] = data
         return data
+
+    def _what(self) -> str:
+        push = self.reply.push
+        return f"a push into channel {push.channel!r}" if push is not None else "a reply"

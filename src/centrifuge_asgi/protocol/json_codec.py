@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import logging
+
 import msgspec
+from msgspec.structs import replace
 
 from .codec import InappropriateProtocol, ProtocolError
-from .messages import Command, Reply
+from .messages import Command, ConnectResult, PublicationWire, Reply, SubscribeResult
+
+log = logging.getLogger("centrifuge_asgi.fanout")
 
 _decoder = msgspec.json.Decoder(Command)
 _encoder = msgspec.json.Encoder()
@@ -34,6 +39,59 @@ def one_line(data: bytes) -> bytes:
     return data
 
 
+def _deliverable(pubs: list[PublicationWire]) -> list[PublicationWire] | None:
+    """The publications a JSON client can receive; None when that is all of them."""
+    kept: list[PublicationWire] = []
+    for pub in pubs:
+        try:
+            one_line(_encoder.encode(pub))
+        except InappropriateProtocol:
+            continue
+        kept.append(pub)
+    if len(kept) == len(pubs):
+        return None
+    log.warning("%d publications left out of a reply to a JSON client", len(pubs) - len(kept))
+    return kept
+
+
+def _subscribe(result: SubscribeResult) -> SubscribeResult:
+    pubs = _deliverable(result.publications)
+    return result if pubs is None else replace(result, publications=pubs)
+
+
+def _connect(result: ConnectResult) -> ConnectResult:
+    subs = {channel: _subscribe(sub) for channel, sub in result.subs.items()}
+    if all(subs[channel] is sub for channel, sub in result.subs.items()):
+        return result
+    return replace(result, subs=subs)
+
+
+def without_undeliverable(reply: Reply) -> Reply | None:
+    """``reply`` without the publications a JSON client cannot receive; None if it has none.
+
+    Only a ``binary`` channel holds such publications (anything else is checked when it is
+    published). The live fan-out skips them for JSON clients, and so do the publications
+    of subscribe (recovery), connect and history results.
+    """
+    if reply.subscribe is not None:
+        sub = _subscribe(reply.subscribe)
+        return None if sub is reply.subscribe else replace(reply, subscribe=sub)
+    if reply.history is not None:
+        pubs = _deliverable(reply.history.publications)
+        if pubs is None:
+            return None
+        return replace(reply, history=replace(reply.history, publications=pubs))
+    if reply.connect is not None:
+        connect = _connect(reply.connect)
+        return None if connect is reply.connect else replace(reply, connect=connect)
+    if reply.push is not None and reply.push.connect is not None:  # unidirectional connect
+        connect = _connect(reply.push.connect)
+        if connect is reply.push.connect:
+            return None
+        return replace(reply, push=replace(reply.push, connect=connect))
+    return None
+
+
 class JsonCodec:
     """Text frames; one compact JSON object per line (the SDKs split on ``\\n``)."""
 
@@ -56,8 +114,17 @@ class JsonCodec:
         return commands
 
     def encode_reply(self, reply: Reply) -> bytes:
-        """Raises InappropriateProtocol when a payload is not JSON (e.g. Protobuf bytes)."""
-        return one_line(_encoder.encode(reply))
+        """Raises InappropriateProtocol when a payload is not JSON (e.g. Protobuf bytes).
+
+        Publications in results are left out instead (:func:`without_undeliverable`).
+        """
+        try:
+            return one_line(_encoder.encode(reply))
+        except InappropriateProtocol:
+            slim = without_undeliverable(reply)
+            if slim is None:
+                raise
+            return one_line(_encoder.encode(slim))
 
     def join(self, messages: list[bytes]) -> bytes:
         return b"\n".join(messages)

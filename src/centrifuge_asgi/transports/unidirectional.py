@@ -17,8 +17,8 @@ import anyio
 import msgspec
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 
-from ..protocol.codec import ProtocolError
-from ..protocol.json_codec import DECODE_ERRORS, one_line
+from ..protocol.codec import InappropriateProtocol, ProtocolError
+from ..protocol.json_codec import DECODE_ERRORS, one_line, without_undeliverable
 from ..protocol.messages import Command, ConnectRequest, Reply
 from ..session import Session, TransportInfo
 from .http_common import CONNECT_PARAM, Receive, Scope, Send, accept_request, respond
@@ -61,7 +61,13 @@ class UniJsonCodec:
             return b"{}"  # a ping; command replies do not exist here
         if push.disconnect is not None and not self.disconnect_push:
             return b""
-        return one_line(_push_encoder.encode(push))
+        try:
+            return one_line(_push_encoder.encode(push))
+        except InappropriateProtocol:
+            slim = without_undeliverable(reply)  # a connect push with recovered publications
+            if slim is None or slim.push is None:
+                raise
+            return one_line(_push_encoder.encode(slim.push))
 
     def join(self, messages: list[bytes]) -> bytes:
         return b"\n".join(messages)
