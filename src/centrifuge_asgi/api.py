@@ -189,7 +189,7 @@ class ApiHandler:
             except ApiError as exc:
                 replies[i] = {"error": exc.as_dict()}
 
-        await run_all(one, batch.commands, parallel=batch.parallel)
+        await run_all(one, batch.commands, parallel=batch.parallel, pacer=self.node.pacer)
         return replies
 
     async def legacy_endpoint(self, request: Request) -> Response:
@@ -203,7 +203,10 @@ class ApiHandler:
             commands = _split_legacy(await self.body(request))
         except _BadBody as exc:
             return _plain(exc.status)
-        lines = [_encode(await self._legacy_one(cmd)) for cmd in commands]
+        lines = []
+        for cmd in commands:
+            lines.append(_encode(await self._legacy_one(cmd)))
+            await self.node.pacer.tick()
         return Response(b"\n".join(lines), media_type=_JSON)
 
     async def _legacy_one(self, cmd: s.LegacyCommand) -> dict[str, Any]:

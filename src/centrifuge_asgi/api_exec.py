@@ -23,6 +23,7 @@ from .channels import resolve_options
 from .codes import DisconnectCode
 from .engines.base import ClientInfo, Publication, StreamPosition
 from .errors import ClientError, EngineError
+from .pacing import Pacer
 from .payload import ParsedJson
 
 if TYPE_CHECKING:
@@ -206,7 +207,7 @@ class Executor:
                 log.exception("broadcast into %s failed", channel, extra={"method": "broadcast"})
                 responses[i] = {"error": ApiError(INTERNAL).as_dict()}
 
-        await run_all(one, req.channels)
+        await run_all(one, req.channels, pacer=self.node.pacer)
         return {"responses": responses}
 
     # ------------------------------------------------------- connection management
@@ -334,20 +335,24 @@ class Executor:
 
 
 async def run_all(
-    fn: Callable[[int, T], Awaitable[None]], items: Sequence[T], parallel: bool = True
+    fn: Callable[[int, T], Awaitable[None]],
+    items: Sequence[T],
+    parallel: bool = True,
+    *,
+    pacer: Pacer,
 ) -> None:
     """``fn(i, item)`` for every item: concurrently (at most :data:`MAX_CONCURRENCY` at
-    once) or one by one."""
+    once) or one by one; ``pacer`` keeps a long run from holding the event loop."""
+    numbered = enumerate(items)
+
+    async def worker() -> None:
+        for i, item in numbered:  # one iterator shared by every worker
+            await fn(i, item)
+            await pacer.tick()
+
     if not parallel or len(items) < 2:
-        for i, item in enumerate(items):
-            await fn(i, item)
+        await worker()
         return
-    limiter = anyio.CapacityLimiter(MAX_CONCURRENCY)
-
-    async def limited(i: int, item: T) -> None:
-        async with limiter:
-            await fn(i, item)
-
     async with anyio.create_task_group() as tg:
-        for i, item in enumerate(items):
-            tg.start_soon(limited, i, item)
+        for _ in range(min(MAX_CONCURRENCY, len(items))):
+            tg.start_soon(worker)

@@ -9,7 +9,9 @@ does suspend (its socket is not draining) is finished by the task that started i
 whatever the ASGI server's ``send`` entered before suspending (a timeout, a cancel scope)
 belongs to that task. That task therefore stops being the flusher: it hands the rest of
 its round to a new flusher task and stays with the stalled write, so one slow client
-never holds up the others.
+never holds up the others. A round that takes longer than :data:`ROUND_SLICE` yields to
+the event loop every so often (checked every 64 connections), so a mass delivery never
+keeps the loop from reading sockets for long.
 """
 
 from __future__ import annotations
@@ -17,10 +19,13 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import time
 from collections.abc import Awaitable, Callable, Generator
 from typing import Any, Protocol
 
 log = logging.getLogger(__name__)
+
+ROUND_SLICE = 0.01  # seconds one round may write before the loop polls its sockets again
 
 
 class Flushable(Protocol):
@@ -95,7 +100,13 @@ class Flusher:
                     finally:
                         self._wakeup = None
                 ready, self._ready = self._ready, []
+                round_ends = time.perf_counter() + ROUND_SLICE
                 for i, target in enumerate(ready):
+                    if i & 63 == 63 and time.perf_counter() > round_ends:
+                        # a long round lets the loop poll its sockets, then goes on
+                        self._ready[:0] = ready[i:]
+                        await asyncio.sleep(0)
+                        break
                     try:
                         stalled = target.flush()
                     except Exception:

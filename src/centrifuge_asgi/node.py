@@ -55,6 +55,7 @@ from .handlers import (
     SubRefreshHandler,
     SubscribeHandler,
 )
+from .pacing import Pacer
 from .payload import (
     MAX_DEPTH,
     ParsedJson,
@@ -148,6 +149,7 @@ class Node:
         self.version = __version__
         self.started_at = time.time()
         self.registry = Registry()
+        self.pacer = Pacer()  # paces long runs of commands, API batches and teardowns
         from .metrics import NodeMetrics
 
         self.metrics = NodeMetrics(self)

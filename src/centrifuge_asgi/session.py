@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
+import anyio.to_thread
 from msgspec import UNSET, Raw
 
 from . import auth
@@ -63,6 +64,8 @@ if TYPE_CHECKING:
     from .node import Node
 
 log = logging.getLogger("centrifuge_asgi.session")
+
+DECODE_INLINE_MAX = 64 * 1024  # bytes; a larger frame is decoded in a worker thread
 
 
 class State(Enum):
@@ -305,7 +308,12 @@ class Session:
         if not self._accepting_commands():
             return
         try:
-            commands = self.codec.decode_commands(frame)
+            if len(frame) > DECODE_INLINE_MAX:
+                # only with a raised message size limit: decoding takes milliseconds, so it
+                # runs in a thread and the loop keeps serving others meanwhile (pacing.py)
+                commands = await anyio.to_thread.run_sync(self.codec.decode_commands, frame)
+            else:
+                commands = self.codec.decode_commands(frame)
         except ProtocolError as exc:
             log.info(
                 "bad frame from client=%s: %s",
@@ -315,10 +323,12 @@ class Session:
             )
             self.disconnect(DisconnectCode.BAD_REQUEST)
             return
+        pacer = self.node.pacer
         for command in commands:
             if not self._accepting_commands():
                 return
             await self.handle_command(command)
+            await pacer.tick()  # a frame of many commands shares the loop (pacing.py)
 
     async def handle_command(self, cmd: Command) -> None:
         method = next((m for m in _METHODS if getattr(cmd, m) is not None), None)

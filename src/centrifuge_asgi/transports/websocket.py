@@ -73,6 +73,8 @@ class WebSocketEndpoint:
         """Read frames into the session until either side closes; the node's flusher writes."""
         limit = self.node.config.websocket.message_size_limit
         writer = FrameWriter(session, send, self.node)
+        pacer = self.node.pacer
+        paced = False
         try:
             while True:
                 writer.reader_idle = True
@@ -80,6 +82,10 @@ class WebSocketEndpoint:
                 writer.reader_idle = False
                 if msg["type"] == "websocket.disconnect":
                     writer.peer_gone = True
+                    # thousands of peers gone at once release their sessions a slice of
+                    # the loop at a time (pacing.py)
+                    paced = True
+                    await pacer.tick()
                     session.transport_closed()
                     break
                 text = msg.get("text")
@@ -101,6 +107,8 @@ class WebSocketEndpoint:
             # happens to the writer, the session is still released.
             try:
                 with anyio.CancelScope(shield=True):
+                    if not paced:
+                        await pacer.tick()
                     await writer.finish()
             finally:
                 with anyio.CancelScope(shield=True), anyio.move_on_after(5):

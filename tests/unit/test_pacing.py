@@ -1,0 +1,242 @@
+"""The event loop is shared: a huge frame, a huge API batch or a mass disconnect runs a
+slice at a time (``pacing.py``), so other connections are served meanwhile.
+
+The fairness tests count how often a probe task gets to run while the heavy work goes
+on. Before pacing, each of these ran in one or two event-loop iterations, so the probe
+ran once or twice; with it the probe runs every slice (10 ms). Counting iterations rather
+than timing them keeps the tests independent of the machine's speed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio
+import pytest
+
+from centrifuge_asgi import Node
+from centrifuge_asgi.pacing import Pacer
+
+pytestmark = pytest.mark.anyio
+
+CONFIG: dict[str, Any] = {
+    "client": {"allow_anonymous_connect_without_token": True},
+    "websocket": {"message_size_limit": 16 * 1024 * 1024},
+    "http_api": {"key": "k", "max_body_size": 16 * 1024 * 1024},
+    "channel": {
+        "without_namespace": {
+            "allow_subscribe_for_client": True,
+            "allow_subscribe_for_anonymous": True,
+            "presence": True,
+            "allow_presence_for_subscriber": True,
+        }
+    },
+}
+SCOPE: dict[str, Any] = {
+    "type": "websocket",
+    "path": "/connection/websocket",
+    "root_path": "",
+    "query_string": b"",
+    "subprotocols": [],
+    "headers": [(b"host", b"localhost")],
+}
+
+
+class Probe:
+    """Counts event-loop iterations it got to run in while ``active``."""
+
+    def __init__(self) -> None:
+        self.runs = 0
+        self.active = False
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(0)
+            if self.active:
+                self.runs += 1
+
+
+class Client:
+    """One WebSocket connection at the ASGI level (no server, no socket)."""
+
+    def __init__(self, app: Any, *frames: str) -> None:
+        self.app = app
+        self.inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self.inbox.put_nowait({"type": "websocket.connect"})
+        for text in frames:
+            self.inbox.put_nowait({"type": "websocket.receive", "text": text})
+        self.messages = 0
+        self.close_code: int | None = None
+
+    async def run(self) -> None:
+        await self.app(dict(SCOPE), self.inbox.get, self._send)
+
+    async def _send(self, message: dict[str, Any]) -> None:
+        if message["type"] == "websocket.send":
+            self.messages += message["text"].count("\n") + 1
+        elif message["type"] == "websocket.close":
+            self.close_code = message.get("code")
+
+    def leave(self) -> None:
+        self.inbox.put_nowait({"type": "websocket.disconnect", "code": 1006})
+
+
+def frame(*commands: dict[str, Any]) -> str:
+    return "\n".join(json.dumps(c) for c in commands)
+
+
+def connect_and_subscribe(channel: str) -> str:
+    return frame({"id": 1, "connect": {}}, {"id": 2, "subscribe": {"channel": channel}})
+
+
+async def until(condition: Any) -> None:
+    with anyio.fail_after(20):
+        while not condition():  # noqa: ASYNC110 (polls plain counters)
+            await asyncio.sleep(0.01)
+
+
+def block(seconds: float) -> None:
+    """A step of work that holds the loop (busy, as real work does)."""
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+
+
+@pytest.fixture
+async def node() -> AsyncIterator[Node]:
+    async with Node(CONFIG) as n:
+        yield n
+
+
+@pytest.fixture
+async def probe() -> AsyncIterator[Probe]:
+    p = Probe()
+    task = asyncio.ensure_future(p.run())
+    yield p
+    task.cancel()
+
+
+# ----------------------------------------------------------------------------- Pacer
+
+
+async def test_ticks_within_the_slice_do_not_suspend() -> None:
+    pacer = Pacer(slice_seconds=60.0)
+    probe = Probe()
+    probe.active = True
+    task = asyncio.ensure_future(probe.run())
+    await asyncio.sleep(0)  # the probe starts
+    before = probe.runs
+    for _ in range(1000):
+        await pacer.tick()
+    assert probe.runs == before  # nothing else ran: no tick suspended
+    task.cancel()
+
+
+async def test_work_past_the_slice_resumes_in_a_later_iteration_in_order() -> None:
+    pacer = Pacer(slice_seconds=0.002)
+    order: list[int] = []
+
+    async def worker(n: int) -> None:
+        await pacer.tick()
+        block(0.001)
+        order.append(n)
+
+    probe = Probe()
+    probe.active = True
+    task = asyncio.ensure_future(probe.run())
+    await asyncio.gather(*(worker(n) for n in range(40)))
+    task.cancel()
+    assert order == list(range(40))  # first come, first served
+    assert probe.runs >= 10  # ~40 ms of work in 2 ms slices: the loop turned meanwhile
+    assert pacer.waiting == 0
+
+
+async def test_a_cancelled_waiter_passes_its_turn_on() -> None:
+    pacer = Pacer(slice_seconds=0.001)
+
+    async def hog() -> None:  # uses up the slice of the iteration the others run in
+        await pacer.tick()
+        block(0.002)
+
+    hogging = asyncio.ensure_future(hog())
+    waiting = [asyncio.ensure_future(pacer.tick()) for _ in range(3)]
+    await asyncio.sleep(0)  # all four ran, in order
+    assert hogging.done() and pacer.waiting == 3
+    waiting[0].cancel()
+    await asyncio.wait_for(asyncio.gather(*waiting[1:]), 5)
+    assert pacer.waiting == 0
+
+
+def test_slice_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="slice_seconds"):
+        Pacer(slice_seconds=0)
+
+
+# ----------------------------------------------------------------------- fairness
+
+
+async def test_a_frame_of_many_commands_shares_the_loop_and_is_answered(
+    node: Node, probe: Probe
+) -> None:
+    n = 20_000
+    commands = [{"id": 1, "connect": {}}, {"id": 2, "subscribe": {"channel": "c"}}]
+    commands += [{"id": i + 3, "presence": {"channel": "c"}} for i in range(n)]
+    sender = Client(node.asgi_app(), frame(*commands))
+    probe.active = True
+    task = asyncio.ensure_future(sender.run())
+    await until(lambda: sender.messages >= n + 2 or sender.close_code is not None)
+    probe.active = False
+    # before pacing the replies piled up unsent and the reader was closed as slow (3008)
+    assert sender.close_code is None
+    assert sender.messages == n + 2
+    assert probe.runs >= 5
+    sender.leave()
+    await asyncio.wait_for(task, 10)
+
+
+async def test_a_large_api_batch_shares_the_loop(node: Node, probe: Probe) -> None:
+    n = 12_000
+    commands = [{"publish": {"channel": "c", "data": {"i": i}}} for i in range(n)]
+    body = json.dumps({"commands": commands}).encode()
+    requests = [{"type": "http.request", "body": body, "more_body": False}]
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return requests.pop(0) if requests else {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/api/batch",
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(b"x-api-key", b"k"), (b"content-type", b"application/json")],
+    }
+    probe.active = True
+    await asyncio.wait_for(node.asgi_app()(scope, receive, send), 30)
+    probe.active = False
+    assert sent[0]["status"] == 200
+    replies = json.loads(b"".join(m.get("body", b"") for m in sent[1:]))["replies"]
+    assert len(replies) == n and all("publish" in r for r in replies)
+    assert probe.runs >= 5
+
+
+async def test_many_connections_closing_at_once_share_the_loop(node: Node, probe: Probe) -> None:
+    app = node.asgi_app()
+    clients = [Client(app, connect_and_subscribe(f"c{i % 20}")) for i in range(2000)]
+    tasks = [asyncio.ensure_future(c.run()) for c in clients]
+    await until(lambda: all(c.messages >= 2 for c in clients))
+    probe.active = True
+    for c in clients:
+        c.leave()
+    await asyncio.wait_for(asyncio.gather(*tasks), 30)
+    probe.active = False
+    assert node.registry.num_clients == 0
+    assert probe.runs >= 5
