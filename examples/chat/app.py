@@ -1,7 +1,8 @@
 """Chat demo: FastAPI + centrifuge-asgi, in-memory engine, no Redis.
 
 Run it with ``python examples/chat/app.py`` (or ``nox -s demo``) and open
-http://127.0.0.1:8000 in two browser tabs.
+http://127.0.0.1:8000 in two browser tabs. ``PORT`` picks another port
+(``PORT=8001 python examples/chat/app.py``); the page's origin is allowed on that port.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pydantic import BaseModel
 from centrifuge_asgi import Node, RPCEvent, connection_token
 
 HERE = Path(__file__).parent
+PORT = int(os.environ.get("PORT") or "8000")
 SECRET = os.environ.get("CHAT_SECRET") or secrets.token_urlsafe(32)
 CDN_SCRIPT = "https://unpkg.com/centrifuge@5.7.4/dist/centrifuge.js"
 LOCAL_SDK = os.environ.get("CHAT_CENTRIFUGE_JS", "")
@@ -34,7 +36,8 @@ node = Node(
     {
         "client": {
             "token": {"hmac_secret_key": SECRET},
-            "allowed_origins": ["http://127.0.0.1:8000", "http://localhost:8000"],
+            # the page's own origin, on whichever port it is served
+            "allowed_origins": [f"http://127.0.0.1:{PORT}", f"http://localhost:{PORT}"],
         },
         "health": {"enabled": True},
         "channel": {
@@ -104,4 +107,4 @@ if __name__ == "__main__":
     from centrifuge_asgi.server import run
 
     # Like uvicorn.run, plus clients get Centrifugo's 3001 "shutdown" on Ctrl+C.
-    run(app, node=node, host="127.0.0.1", port=int(os.environ.get("PORT", "8000")))
+    run(app, node=node, host="127.0.0.1", port=PORT)

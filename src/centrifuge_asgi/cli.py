@@ -216,20 +216,35 @@ def _version(args: argparse.Namespace) -> int:
     return 0
 
 
+DESCRIPTION = (
+    "A Centrifugo-compatible real-time server: serve a Centrifugo v6 configuration file, "
+    "and the tools around it. Also runs as: python -m centrifuge_asgi"
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="centrifuge-asgi", description=__doc__)
+    parser = argparse.ArgumentParser(prog="centrifuge-asgi", description=DESCRIPTION)
     sub = parser.add_subparsers(dest="command", required=True)
 
     def command(name: str, fn: Any, help_text: str, *, config: bool = True) -> Any:
         p = sub.add_parser(name, help=help_text)
         if config:
-            p.add_argument("-c", "--config", default="config.json", help="config file")
+            p.add_argument(
+                "-c", "--config", default="config.json", help="config file (default: config.json)"
+            )
         p.set_defaults(fn=fn)
         return p
 
     serve = command("serve", _serve, "run the server (uvicorn)")
-    serve.add_argument("-a", "--host", default=None, help="bind address (http_server.address)")
-    serve.add_argument("-p", "--port", type=int, default=None, help="port (http_server.port)")
+    serve.add_argument(
+        "-a",
+        "--host",
+        default=None,
+        help="bind address (http_server.address); default 0.0.0.0, every interface",
+    )
+    serve.add_argument(
+        "-p", "--port", type=int, default=None, help="port (http_server.port); default 8000"
+    )
     gen = command("genconfig", _genconfig, "write a starter config with fresh secrets")
     gen.add_argument("--force", action="store_true")
     command("checkconfig", _checkconfig, "validate a config file")
@@ -250,6 +265,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.fn(args))
+    except KeyboardInterrupt:
+        # Ctrl+C: uvicorn raises it again once it has shut down. End as a process that
+        # SIGINT stopped, without a traceback.
+        import os
+        import signal
+
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGINT)
+        return 130
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import socket
 import subprocess
@@ -13,6 +14,10 @@ from types import ModuleType
 from typing import Any
 
 import httpx
+import pytest
+from websockets.exceptions import InvalidStatus
+from websockets.sync.client import connect as ws_connect
+from websockets.typing import Origin
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -45,7 +50,8 @@ def test_chat_example_serves_page_token_and_realtime(live_server: Any, run_js: A
 
 
 def test_chat_example_runs_as_its_readme_says(tmp_path: Path) -> None:
-    """``python examples/chat/app.py`` starts a server (PORT picks the port)."""
+    """``python examples/chat/app.py`` starts a server; PORT picks the port, and the page
+    served there may connect (``allowed_origins`` follows PORT)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -68,6 +74,16 @@ def test_chat_example_runs_as_its_readme_says(tmp_path: Path) -> None:
                     raise AssertionError(f"demo did not start:\n{out}") from None
                 time.sleep(0.1)
         assert resp.status_code == 200 and resp.text.count(".") == 2  # a JWT
+        # The page connects from its own origin on whichever port PORT picked, as a
+        # browser would (Origin header); another port's origin is refused.
+        ws_url = f"ws://127.0.0.1:{port}/connection/websocket"
+        for host in ("127.0.0.1", "localhost"):
+            with ws_connect(ws_url, origin=Origin(f"http://{host}:{port}"), open_timeout=5) as ws:
+                ws.send(json.dumps({"id": 1, "connect": {"token": resp.text}}))
+                assert "connect" in json.loads(str(ws.recv(timeout=5)).split("\n")[0])
+        with pytest.raises(InvalidStatus) as refused:
+            ws_connect(ws_url, origin=Origin(f"http://127.0.0.1:{port + 1}"), open_timeout=5)
+        assert refused.value.response.status_code == 403
     finally:
         proc.terminate()
         proc.wait(10)
