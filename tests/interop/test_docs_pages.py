@@ -28,11 +28,14 @@ def test_pages_with_sessions_are_found() -> None:
 @pytest.mark.parametrize("page", PAGES, ids=lambda page: page.name)
 def test_page_runs_as_written(page: docs_pages.Page, tmp_path: Path) -> None:
     assert not page.problems, "\n".join(page.problems)
-    uses_node = any("node " in b.code for b in page.blocks if b.kind in ("run", "start"))
-    if uses_node and (shutil.which("node") is None or not docs_pages.JS_MODULES.is_dir()):
+    commands = " ".join(b.code for b in page.blocks if b.kind in ("run", "start"))
+    missing = [tool for tool in ("node", "curl") if tool in commands and not shutil.which(tool)]
+    if "node " in commands and not docs_pages.JS_MODULES.is_dir():
+        missing.append("tests/js/node_modules (npm ci --prefix tests/js)")
+    if missing:
         if os.environ.get("CI") == "true":
-            pytest.fail("node and tests/js/node_modules are required under CI=true")
-        pytest.skip("node or tests/js/node_modules missing (npm ci --prefix tests/js)")
+            pytest.fail(f"required under CI=true: {missing}")
+        pytest.skip(f"missing: {missing}")
     with docs_pages.page_session(page, tmp_path) as session:
         try:
             session.run()
