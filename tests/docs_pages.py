@@ -358,7 +358,10 @@ def install_check(command: str) -> str | None:
 
     None when ``command`` is not an install command.
     """
-    words = shlex.split(command.replace("\\\n", " "), comments=True)
+    try:
+        words = shlex.split(command.replace("\\\n", " "), comments=True)
+    except ValueError:  # a line of a longer command (an open quote)
+        return None
     text = " ".join(words)
     if _PIP.match(text):
         start = words.index("install") + 1
@@ -549,6 +552,10 @@ class PageSession:
                 target = self.workdir / block.marker.arg
                 if target.is_symlink():
                     target.unlink()
+                if not target.parent.resolve().is_relative_to(self.workdir.resolve()):
+                    raise PageFailure(
+                        f"{block.where}: {block.marker.arg} would be written into the checkout"
+                    )
                 target.parent.mkdir(parents=True, exist_ok=True)
                 target.write_text(self.map_ports(block.code) + "\n", encoding="utf-8")
                 self.transcript.append(f"# saved {block.marker.arg}")
@@ -579,6 +586,10 @@ class PageSession:
 
     def foreground(self, block: Block, command: str, expected: str | None) -> None:
         self.transcript.append(f"$ {command}")
+        if expected is None and any(
+            install_check(line) is not None for line in command.splitlines()
+        ):
+            raise PageFailure(f"{block.where}: put install commands in a console block")
         check = install_check(command) if expected is not None else None
         if check is not None:
             if check:

@@ -42,3 +42,41 @@ def test_page_runs_as_written(page: docs_pages.Page, tmp_path: Path) -> None:
         except docs_pages.PageFailure as exc:
             transcript = "\n".join(session.transcript[-40:])
             raise docs_pages.PageFailure(f"{exc}\n\nsession so far:\n{transcript}") from None
+
+
+PAGE_THAT_IS_NO_LONGER_TRUE = """\
+<!-- config: config.json -->
+```json
+{"http_api": {"key": "k"}}
+```
+
+<!-- start -->
+```console
+$ centrifuge-asgi serve --config config.json
+...
+INFO:     Uvicorn running on http://0.0.0.0:8000 (Press CTRL+C to quit)
+```
+
+<!-- run -->
+```console
+$ curl -s -X POST http://127.0.0.1:8000/api/publish -H 'X-API-Key: k' \\
+    -d '{"channel": "news:1", "data": 1}'
+{"result":{}}
+```
+"""
+
+
+def test_a_page_that_stops_being_true_fails(tmp_path: Path) -> None:
+    """The config has no ``news`` namespace, so the page's publish answers 102: the run
+    fails with both outputs shown, and the server it started is stopped."""
+    doc = tmp_path / "page.md"
+    doc.write_text(PAGE_THAT_IS_NO_LONGER_TRUE, encoding="utf-8")
+    page = docs_pages.parse_page(doc)
+    assert not page.problems and page.has_session
+    (tmp_path / "session").mkdir()
+    with docs_pages.page_session(page, tmp_path / "session") as session:
+        with pytest.raises(docs_pages.PageFailure, match="unknown channel") as failure:
+            session.run()
+        assert '{"result":{}}' in str(failure.value)
+        assert session.ports[8000] != 8000
+        assert session.started == []
