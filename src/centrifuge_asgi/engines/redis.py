@@ -17,11 +17,19 @@ Data model (``P`` = prefix; in a Redis Cluster ``<ch>`` is wrapped in a hash tag
 Publishing appends to the stream and broadcasts in one Lua script, so the offset order
 on the topic is the stream order. Every key written has a TTL.
 
+Each node remembers the highest stream position Redis showed it per channel (publish
+results, history reads, publications received) and hands it to the scripts: a stream
+whose top fell below it under the same epoch lost publications the node saw (an
+asynchronous replica was promoted after a failover) and moves to a new epoch, so its
+subscribers are told (``recovered: false``) instead of skipping the reissued offsets.
+
 Each shard has one dedicated PUB/SUB connection (a cluster: one per master holding the
 node's channels, plus one for control) that subscribes a channel while the node has local
 subscribers, batches changes, redials every 250 ms after a failure, resubscribes every
 channel the node serves, and probes a connection that has been silent for
-``probe_interval`` seconds. A subscribe while the connection is down raises
+``probe_interval`` seconds. A cluster master that cannot be dialled any more gives its
+channels to whichever master serves their slots now (a replica promoted in its place).
+A subscribe while the connection is down raises
 :class:`~centrifuge_asgi.errors.EngineUnavailable`; every command is bounded by
 ``io_timeout``.
 """
@@ -72,6 +80,7 @@ __all__ = ["RedisBroker", "RedisPresenceManager", "build_shards"]
 log = logging.getLogger("centrifuge_asgi.engines.redis")
 
 DEFAULT_META_TTL = 30 * 24 * 3600.0
+SEEN_LIMIT = 16384  # channels whose highest stream position a node remembers
 PROBE = b"__probe__"
 _EPOCH_ALPHABET = string.ascii_letters
 
@@ -148,7 +157,10 @@ class RedisBroker:
         self.prefix = self._shards.all[0].prefix
         self._control_subs: list[Subscriber] = []  # one per shard
         self._node_subs: dict[tuple[int, str, int], Subscriber] = {}  # cluster masters
+        self._node_scopes: dict[Subscriber, anyio.CancelScope] = {}
+        self._moving: set[tuple[int, str, int]] = set()
         self._routes: dict[str, Subscriber] = {}
+        self._seen: dict[str, tuple[str, int]] = {}  # channel → highest (epoch, offset)
         self._rr = itertools.count()
         self.malformed = 0
 
@@ -201,6 +213,8 @@ class RedisBroker:
         finally:
             self._control_subs.clear()
             self._node_subs.clear()
+            self._node_scopes.clear()
+            self._moving.clear()
             self._routes.clear()
             with anyio.CancelScope(shield=True):
                 await self._shards.close()
@@ -213,7 +227,12 @@ class RedisBroker:
             self._on_message(shard, channel, data)
 
         async def dial() -> RespConnection:
-            return await shard.dial(at)
+            try:
+                return await shard.dial(at)
+            except Exception:
+                if at is not None:  # a cluster master: did its slots move elsewhere?
+                    self._dial_failed(shard, (shard.index, at.host, at.port))
+                raise
 
         async def probe() -> None:
             await shard.command("PUBLISH", self.node_channel(self.node_id), PROBE)
@@ -256,8 +275,65 @@ class RedisBroker:
             sub = self._subscriber(shard, control=False, at=shard.endpoint(host, port))
             self._node_subs[key] = sub
             if self._tg is not None:
-                self._tg.start_soon(sub.run)
+                self._tg.start_soon(self._run_node_sub, sub)
         return sub
+
+    async def _run_node_sub(self, sub: Subscriber) -> None:
+        with anyio.CancelScope() as scope:
+            self._node_scopes[sub] = scope
+            try:
+                await sub.run()
+            finally:
+                self._node_scopes.pop(sub, None)
+
+    def _dial_failed(self, shard: Shard, key: tuple[int, str, int]) -> None:
+        if self._tg is not None and key not in self._moving:
+            self._moving.add(key)
+            self._tg.start_soon(self._move_off, shard, key)
+
+    async def _move_off(self, shard: Shard, key: tuple[int, str, int]) -> None:
+        """A cluster master could not be dialled: learn the slots again and move the
+        channels it served to their masters now (after a failover, the promoted replica).
+
+        Its connection redials until then; once it serves no channel it is stopped. The
+        publications sent while no connection listened are lost to PUB/SUB, as in any
+        outage: positioned subscribers find the gap by the offsets and recover.
+        """
+        try:
+            sub = self._node_subs.get(key)
+            if sub is None:
+                return
+            try:
+                await shard.refresh_slots()
+            except EngineError as exc:
+                log.warning("cluster slot refresh failed: %s", exc)
+                return
+            for channel, route in list(self._routes.items()):
+                if route is sub:
+                    self._move(shard, channel, sub)
+            if not sub.desired and self._node_subs.get(key) is sub:
+                del self._node_subs[key]
+                scope = self._node_scopes.pop(sub, None)
+                if scope is not None:
+                    scope.cancel()
+        finally:
+            self._moving.discard(key)
+
+    def _move(self, shard: Shard, channel: str, old: Subscriber) -> None:
+        """Route ``channel`` to its slot's master now, if that is not ``old``'s."""
+        redis_channel = shard.client_channel(channel)
+        new = self._channel_subscriber(shard, redis_channel)
+        if new is not old:
+            old.forget([redis_channel])
+            self._routes[channel] = new
+            if self._tg is not None:
+                self._tg.start_soon(self._resubscribe, channel, new, redis_channel)
+
+    async def _resubscribe(self, channel: str, sub: Subscriber, redis_channel: bytes) -> None:
+        try:
+            await sub.subscribe(redis_channel)
+        except EngineError as exc:  # still desired: its connection subscribes it later
+            log.warning("resubscribing %s on its new master failed: %s", channel, exc)
 
     async def _reroute(self, shard: Shard, redis_channel: bytes) -> None:
         """A cluster slot moved: resubscribe the channel on its new master."""
@@ -305,6 +381,7 @@ class RedisBroker:
             return
         name = self._channel_name(shard, channel)
         if event.publication is not None:
+            self._saw(name, event.epoch, event.publication.offset)
             handler.handle_publication(name, event.publication, event.epoch)
         elif event.join is not None:
             handler.handle_join(name, event.join)
@@ -361,11 +438,25 @@ class RedisBroker:
             opts.version if history else 0,
             opts.version_epoch,
             shard.publish_command,
+            *self._seen.get(channel, ("", 0)),
         )
         top, epoch, cached, suppressed = await self._script(shard, PUBLISH, keys, args)
-        return PublishResult(
-            StreamPosition(_int(top), _text(epoch)), suppressed=bool(cached) or bool(suppressed)
-        )
+        position = StreamPosition(_int(top), _text(epoch))
+        self._saw(channel, position.epoch, position.offset)
+        return PublishResult(position, suppressed=bool(cached) or bool(suppressed))
+
+    def _saw(self, channel: str, epoch: str, offset: int) -> None:
+        """Remember the highest stream position Redis showed this node for ``channel``
+        (the scripts start a new epoch for a stream that falls below it)."""
+        if not epoch or offset <= 0:
+            return
+        seen = self._seen
+        known = seen.pop(channel, None)
+        if known is not None and known[0] == epoch and known[1] > offset:
+            offset = known[1]
+        seen[channel] = (epoch, offset)
+        if len(seen) > SEEN_LIMIT:  # forget the channel not heard of for longest
+            del seen[next(iter(seen))]
 
     async def _script(
         self, shard: Shard, text: str, keys: Sequence[str], args: Sequence[object]
@@ -420,10 +511,12 @@ class RedisBroker:
             int(flt.reverse),
             flt.since.offset if flt.since is not None else -1,
             flt.limit,
+            *self._seen.get(channel, ("", 0)),
         )
         keys = (shard.stream_key(channel), shard.meta_key(channel))
         top, epoch, entries = await self._script(shard, HISTORY, keys, args)
         position = StreamPosition(_int(top), _text(epoch))
+        self._saw(channel, position.epoch, position.offset)
         if flt.since is not None and flt.since.epoch and flt.since.epoch != position.epoch:
             raise ClientError.of(ErrorCode.UNRECOVERABLE_POSITION)
         pubs = []

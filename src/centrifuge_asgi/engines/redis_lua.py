@@ -4,6 +4,13 @@ Key and field names follow the Centrifugo data model: the stream meta hash keeps
 (epoch), ``s`` (top offset), ``v``/``ve`` (last version and its epoch); stream entry IDs
 are ``<offset>-0`` with a single field ``d``; idempotency results are hashes ``e``/``s``.
 TTLs are in milliseconds (PEXPIRE) so sub-second settings work.
+
+The history scripts also take the highest position the calling node has seen for the
+channel (its epoch and offset). When the meta still has that epoch but a lower top, the
+stream lost its tail after the node saw it (an asynchronous replica was promoted, or an
+old snapshot was restored): offsets would be handed out a second time under the same
+epoch, and subscribers already past them would skip the new publications as duplicates.
+The scripts then start a new epoch, which subscribers cannot mistake for their own.
 """
 
 from __future__ import annotations
@@ -13,7 +20,8 @@ __all__ = ["HISTORY", "PRESENCE_ADD", "PRESENCE_GET", "PRESENCE_REMOVE", "PUBLIS
 PUBLISH = """
 -- KEYS: stream, meta, result
 -- ARGV: pubsub channel, payload, history (0/1), size, ttl ms, meta ttl ms, new epoch,
---       use result (0/1), result ttl ms, version, version epoch, publish command
+--       use result (0/1), result ttl ms, version, version epoch, publish command,
+--       seen epoch, seen offset (the highest position the node saw; '' and 0 when none)
 local stream, meta, result = KEYS[1], KEYS[2], KEYS[3]
 local channel, payload = ARGV[1], ARGV[2]
 local history = ARGV[3] == '1'
@@ -27,7 +35,9 @@ end
 local top, epoch = 0, ''
 if history then
   epoch = redis.call('hget', meta, 'e')
-  if not epoch then
+  if not epoch or (epoch == ARGV[13]
+      and (tonumber(redis.call('hget', meta, 's')) or 0) < tonumber(ARGV[14])) then
+    -- no stream yet, or one that lost offsets the node saw: a new epoch
     epoch = ARGV[7]
     redis.call('hset', meta, 'e', epoch)
   end
@@ -67,11 +77,12 @@ return {top, epoch, 0, 0}
 HISTORY = """
 -- KEYS: stream, meta
 -- ARGV: new epoch, meta ttl ms, include publications (0/1), reverse (0/1),
---       since offset (-1 = none), limit (-1 = all)
+--       since offset (-1 = none), limit (-1 = all), seen epoch, seen offset
 local stream, meta = KEYS[1], KEYS[2]
 local stored = redis.call('hmget', meta, 's', 'e')
 local top, epoch = tonumber(stored[1]) or 0, stored[2]
-if not epoch then
+if not epoch or (epoch == ARGV[7] and top < tonumber(ARGV[8])) then
+  -- no stream yet, or one that lost offsets the node saw: a new epoch
   epoch = ARGV[1]
   redis.call('hset', meta, 'e', epoch)
 end

@@ -212,6 +212,7 @@ class Shard:
     _sentinel: Any = None
     _ssl: ssl.SSLContext | None = None
     _scripts: dict[str, Any] = field(default_factory=dict)
+    _cluster_node: int = 0  # which cluster node the last control connection went to
 
     @property
     def cluster(self) -> bool:
@@ -312,7 +313,12 @@ class Shard:
                 return await fn(*args)
         except TimeoutError as exc:  # before OSError, of which it is a subclass
             raise EngineUnavailable(f"redis {self}: no reply within {self.io_timeout}s") from exc
-        except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError) as exc:
+        except (
+            redis_errors.ConnectionError,
+            redis_errors.TimeoutError,
+            redis_errors.RedisClusterException,  # no node reachable, a slot not covered
+            OSError,
+        ) as exc:
             raise EngineUnavailable(f"redis {self}: {exc}") from exc
         except redis_errors.RedisError as exc:
             raise EngineError(f"redis {self}: {exc}") from exc
@@ -356,10 +362,34 @@ class Shard:
         )
 
     async def dial(self, endpoint: Endpoint | None = None) -> RespConnection:
-        """A fresh PUB/SUB connection to ``endpoint`` (default: the shard's master)."""
+        """A fresh PUB/SUB connection to ``endpoint`` (default: the shard's master; in a
+        cluster, any node that answers)."""
+        timeout = self.connect_timeout + self.io_timeout
+        if endpoint is None and self.cluster:
+            return await self._dial_cluster_node(timeout)
         if endpoint is None:
             endpoint = await self.master_endpoint()
-        return await RespConnection.open(endpoint, self.connect_timeout + self.io_timeout)
+        return await RespConnection.open(endpoint, timeout)
+
+    async def _dial_cluster_node(self, timeout: float) -> RespConnection:  # noqa: ASYNC109
+        """Any cluster node carries the control topics (PUBLISH reaches every node): the
+        one that answered last time, else the next seed or node learnt since that does,
+        so a dead node (such as a master just replaced by its replica) is skipped."""
+        hosts = list(self.target.hosts)
+        if self.client is not None:
+            known = self.client.nodes_manager.nodes_cache.values()
+            hosts += [h for h in ((str(n.host), int(n.port)) for n in known) if h not in hosts]
+        error: Exception = EngineUnavailable(f"redis {self}: no cluster node to dial")
+        for i in range(len(hosts)):
+            index = (self._cluster_node + i) % len(hosts)
+            try:
+                conn = await RespConnection.open(self.endpoint(*hosts[index]), timeout)
+            except Exception as exc:  # OSError, TimeoutError, an error reply
+                error = exc
+                continue
+            self._cluster_node = index
+            return conn
+        raise error
 
     # --- cluster routing
 
