@@ -457,6 +457,7 @@ class Node:
         return self._scheduler
 
     def create_session(self, transport: Any) -> Session:
+        # mypy checks here that Node satisfies host.SessionHost, all a session sees of it
         return Session(self, transport)
 
     # -------------------------------------------------- BrokerEventHandler

@@ -39,7 +39,7 @@ from .proxy_http import ProxyCaller, ProxyFailure, b64decode, build_headers, dec
 
 if TYPE_CHECKING:
     from .config import ProxyConfig
-    from .node import Node
+    from .host import SessionHost
     from .session import Session
 
 log = logging.getLogger("centrifuge_asgi.proxy")
@@ -156,7 +156,9 @@ def _meta(raw: Raw) -> Any:
 class ProxyHooks:
     """Handlers that call the configured HTTP proxies (see the module docstring)."""
 
-    def __init__(self, node: Node, caller: ProxyCaller, fallback: Callable[[str], Any]) -> None:
+    def __init__(
+        self, node: SessionHost, caller: ProxyCaller, fallback: Callable[[str], Any]
+    ) -> None:
         self.node = node
         self.caller = caller
         self.fallback = fallback

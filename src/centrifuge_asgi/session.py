@@ -61,7 +61,7 @@ from .timers import Timer
 from .wire import opt_raw
 
 if TYPE_CHECKING:
-    from .node import Node
+    from .host import SessionHost
 
 log = logging.getLogger("centrifuge_asgi.session")
 
@@ -146,7 +146,7 @@ class Session:
         "user",
     )
 
-    def __init__(self, node: Node, transport: TransportInfo) -> None:
+    def __init__(self, node: SessionHost, transport: TransportInfo) -> None:
         self.node = node
         self.transport = transport
         self.codec = transport.codec

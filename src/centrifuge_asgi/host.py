@@ -1,0 +1,73 @@
+"""What a session sees of the node that hosts it: :class:`SessionHost`.
+
+``session.py``, ``subscriptions.py`` and the proxy hooks use the node only through this
+Protocol, never through :class:`~centrifuge_asgi.node.Node` itself, so the core below the
+node does not import it (not even for type checking). ``Node`` satisfies it structurally;
+``node.py`` checks that with mypy. A test double needs only these members.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from .auth import TokenVerifier
+    from .config import ChannelOptions, Config
+    from .engines.base import Broker, ClientInfo, PresenceManager, StreamPosition
+    from .handlers import Handlers
+    from .pacing import Pacer
+    from .registry import Registry
+    from .timers import Scheduler, Wheel
+
+
+class SessionHost(Protocol):
+    """The node as its sessions use it: config, handlers, engines, timers and tasks."""
+
+    # identity and config
+    node_id: str
+    version: str
+    config: Config
+    handlers: Handlers
+    # connection index and fan-out
+    registry: Registry
+    # engines
+    broker: Broker
+    presence_manager: PresenceManager
+    # tokens
+    token_verifier: TokenVerifier
+    subscription_token_verifier: TokenVerifier
+    # timers, pacing and back-pressure
+    pings: Wheel[Any]
+    stale_checks: Wheel[Any]
+    pacer: Pacer
+    outbox_pressure: bool  # a session sets it when its outbox passes half of its limit
+
+    @property
+    def scheduler(self) -> Scheduler: ...
+
+    @property
+    def closing(self) -> bool: ...
+
+    def spawn(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> bool:
+        """Run ``fn(*args)`` as a node-owned task (False when the node is not running)."""
+        ...
+
+    def meta_ttl(self, opts: ChannelOptions) -> float: ...
+
+    def personal_channel(self, user: str) -> str: ...
+
+    def metrics_command(self, method: str, duration: float) -> None: ...
+
+    async def publish(
+        self,
+        channel: str,
+        data: Any,
+        *,
+        idempotency_key: str = "",
+        skip_history: bool = False,
+        tags: Mapping[str, str] | None = None,
+        client_info: ClientInfo | None = None,
+        version: int = 0,
+        version_epoch: str = "",
+    ) -> StreamPosition: ...
