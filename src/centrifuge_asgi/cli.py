@@ -73,18 +73,10 @@ def _internal_port(value: str | int) -> int | None:
 
 
 def _split_apps(node: Any) -> tuple[Any, Any]:
-    """Connection endpoints on the main port; API, health and metrics on the internal one
-    (the API moves to the main port with ``http_api.external``)."""
-    from starlette.applications import Starlette
+    """The main and internal apps (see ``centrifuge_asgi.app.split_apps``)."""
+    from .app import split_apps
 
-    from . import api, metrics
-    from .transports.app import build_app, external_routes, health_routes
-
-    if not node.config.http_api.external:
-        return build_app(node, "external"), build_app(node, "internal")
-    main = Starlette(routes=[*external_routes(node), *api.routes(node)])
-    internal = Starlette(routes=[*health_routes(node), *metrics.routes(node)])
-    return main, internal
+    return split_apps(node)
 
 
 def _run_split(

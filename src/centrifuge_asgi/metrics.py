@@ -1,4 +1,7 @@
-"""Prometheus metrics of one node (``GET /metrics`` when ``prometheus.enabled``).
+"""Prometheus metrics of one node: the node's observer when ``prometheus.enabled``.
+
+An edge module: the node loads it by name only when Prometheus is enabled (see
+``observer.py``), and the app assembly (``app.py``) serves ``GET /metrics`` from it.
 
 Every node owns a :class:`prometheus_client.CollectorRegistry` (``node.metrics.registry``),
 so several nodes in one process never clash. Names follow Centrifugo's ``centrifugo_*``
@@ -33,12 +36,9 @@ from prometheus_client import (
 )
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import BaseRoute, Route
 
 if TYPE_CHECKING:
-    from .node import Node
+    from .host import SessionHost
 
 PREFIX = "centrifuge_asgi"
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -48,7 +48,7 @@ _FANOUT_TYPES = ("publication", "join", "leave")
 class _RegistryCollector(Collector):
     """Gauges computed from ``node.registry`` when Prometheus scrapes."""
 
-    def __init__(self, node: Node) -> None:
+    def __init__(self, node: SessionHost) -> None:
         self.node = node
 
     def _families(self) -> list[GaugeMetricFamily]:
@@ -85,9 +85,10 @@ class _RegistryCollector(Collector):
 
 
 class NodeMetrics:
-    """The metrics of one node; hooks are cheap (pre-resolved label children)."""
+    """The metrics of one node, a :class:`~centrifuge_asgi.observer.NodeObserver`; hooks
+    are cheap (pre-resolved label children)."""
 
-    def __init__(self, node: Node) -> None:
+    def __init__(self, node: SessionHost) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         reg, p = self.registry, PREFIX
         self.registry.register(_RegistryCollector(node))
@@ -150,6 +151,10 @@ class NodeMetrics:
         sent.inc(count)
         received.inc()
 
+    def broker_publish_error(self) -> None:
+        """The broker failed to accept a publication."""
+        self.broker_publish_errors.inc()
+
     def api_call(self, method: str, duration: float, error: str = "") -> None:
         """A server API call finished; ``error`` is empty on success."""
         self._api_duration.labels("http", method).observe(duration)
@@ -160,16 +165,3 @@ class NodeMetrics:
     def exposition(self) -> bytes:
         """The Prometheus text format of every metric of this node."""
         return generate_latest(self.registry)
-
-
-def routes(node: Node) -> list[BaseRoute]:
-    """``GET <prometheus.handler_prefix>`` when ``prometheus.enabled``."""
-    cfg = node.config.prometheus
-    if not cfg.enabled:
-        return []
-
-    async def scrape(request: Request) -> Response:
-        # Runs on the event loop: the registry is read without racing the node.
-        return Response(node.metrics.exposition(), media_type=CONTENT_TYPE)
-
-    return [Route(cfg.handler_prefix.rstrip("/") or "/metrics", scrape, methods=["GET"])]

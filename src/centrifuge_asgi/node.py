@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import dataclasses
 import fnmatch
+import importlib
 import logging
 import time
 import uuid
@@ -55,6 +56,7 @@ from .handlers import (
     SubRefreshHandler,
     SubscribeHandler,
 )
+from .observer import NodeObserver, NoObserver
 from .pacing import Pacer
 from .payload import (
     MAX_DEPTH,
@@ -138,6 +140,7 @@ class Node:
         broker: Broker | None = None,
         presence_manager: PresenceManager | None = None,
         name: str = "",
+        observer: NodeObserver | None = None,
     ) -> None:
         if config is None:
             config = Config()
@@ -150,9 +153,8 @@ class Node:
         self.started_at = time.time()
         self.registry = Registry()
         self.pacer = Pacer()  # paces long runs of commands, API batches and teardowns
-        from .metrics import NodeMetrics
-
-        self.metrics = NodeMetrics(self)
+        # what the node reports (commands, fan-out, API calls): Prometheus when enabled
+        self.metrics: NodeObserver = observer or NoObserver()
         self._scheduler = Scheduler()
         client = self.config.client
         # Per-connection deadlines that every connection has: one entry in a wheel each.
@@ -192,9 +194,9 @@ class Node:
         )
         if cfg.insecure:
             log.warning("client.insecure is on: every client may subscribe, publish and read")
-        from . import proxy
-
-        proxy.install(self)
+        if observer is None and config.prometheus.enabled:
+            self.metrics = _edge("metrics").NodeMetrics(self)
+        _edge("proxy").install(self)  # the HTTP proxies the config enables, as handlers
         self._tg: TaskGroup | None = None
         self._closing = False
         self._peers: dict[str, tuple[float, dict[str, Any]]] = {}  # node id -> (seen, info)
@@ -428,10 +430,9 @@ class Node:
                 engine.sweep()
 
     def asgi_app(self) -> Any:
-        """A Starlette app with the connection endpoints, to mount at any prefix."""
-        from .transports.app import build_app
-
-        return build_app(self)
+        """A Starlette app with the connection endpoints, to mount at any prefix
+        (``centrifuge_asgi.app.build_app(node)``)."""
+        return _edge("app").build_app(self)
 
     # --------------------------------------------------------------- helpers
 
@@ -498,10 +499,8 @@ class Node:
 
     async def _apply_control(self, cmd: _Control) -> None:
         if cmd.op == "emulation":  # an /emulation frame routed here by another node
-            from .transports.emulation import feed_local
-
             if cmd.info is not None:
-                await feed_local(self, cmd.client, cmd.info)
+                await self.registry.feed_emulation(cmd.client, cmd.info)
             return
         for session in self._target_sessions(cmd.user, cmd.client, cmd.session):
             try:
@@ -597,7 +596,7 @@ class Node:
         try:
             result = await self.broker.publish(channel, payload, options)
         except EngineError as exc:
-            self.metrics.broker_publish_errors.inc()
+            self.metrics.broker_publish_error()
             log.error("publish to %s failed: %s", channel, exc)
             raise ClientError.of(ErrorCode.INTERNAL) from exc
         # The memory broker fans out synchronously. Publishing back to back lets each
@@ -855,3 +854,15 @@ class Node:
 
 def _name(fn: object) -> str:
     return str(getattr(fn, "__name__", fn))
+
+
+def _edge(name: str) -> Any:
+    """``centrifuge_asgi.<name>``, a module above the node, loaded only when used.
+
+    The node imports nothing above it (the import-linter contract in pyproject.toml),
+    yet builds what its config switches on: the Prometheus observer (``metrics``), the
+    HTTP proxies (``proxy``) and, for :meth:`Node.asgi_app`, the app (``app``). They are
+    loaded by name, so ``Node()`` without them imports neither Starlette nor httpx nor
+    prometheus_client.
+    """
+    return importlib.import_module(f"{__package__}.{name}")

@@ -38,6 +38,12 @@ class Registry:
         self._empty: anyio.Event | None = None
         self._finishing: set[Session] = set()  # unregistered, still releasing what they held
 
+    async def feed_emulation(self, session_id: str, frame: bytes) -> bool:
+        """Hand an ``/emulation`` frame to a stream held by this node (one that a client
+        posted here, or that another node forwarded); False when there is none."""
+        stream = self.emulation_streams.get(session_id)
+        return stream is not None and await stream.feed(frame)
+
     # ------------------------------------------------------------------ connections
 
     def add_session(self, session: Session) -> None:

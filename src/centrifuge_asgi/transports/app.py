@@ -1,39 +1,23 @@
-"""The Starlette application a node exposes (mount it anywhere).
+"""The node's Starlette app class and its connection endpoints.
 
-Each feature module contributes its routes; this module only puts them together and
-decides which belong to the main port and which to the internal one (server API, health,
-metrics), as Centrifugo does with ``http_server.internal_port``.
+:class:`NodeApp` sends a WebSocket on a connection path straight to its endpoint;
+:func:`external_routes` are the connection endpoints of every transport (main port). The
+apps themselves are assembled in ``centrifuge_asgi.app`` with the API, health and metrics.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse
-from starlette.routing import BaseRoute, Route, WebSocketRoute
+from starlette.routing import BaseRoute, WebSocketRoute
 from starlette.types import Receive, Scope, Send
 
 from . import emulation, unidirectional, websocket
 
 if TYPE_CHECKING:
     from ..node import Node
-
-Part = Literal["all", "external", "internal"]
-
-
-def health_routes(node: Node) -> list[BaseRoute]:
-    cfg = node.config.health
-    if not cfg.enabled:
-        return []
-
-    async def health(request: Request) -> JSONResponse:
-        return JSONResponse({})
-
-    methods = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
-    return [Route(cfg.handler_prefix or "/health", health, methods=methods)]
 
 
 def external_routes(node: Node) -> list[BaseRoute]:
@@ -43,13 +27,6 @@ def external_routes(node: Node) -> list[BaseRoute]:
         *emulation.routes(node),
         *unidirectional.routes(node),
     ]
-
-
-def internal_routes(node: Node) -> list[BaseRoute]:
-    """Server API, health and metrics (internal port when one is configured)."""
-    from .. import api, metrics
-
-    return [*api.routes(node), *health_routes(node), *metrics.routes(node)]
 
 
 class NodeApp(Starlette):
@@ -84,13 +61,3 @@ def _route_path(scope: Scope) -> str:
     if root and path.startswith(root) and path[len(root) : len(root) + 1] == "/":
         return path[len(root) :]
     return path
-
-
-def build_app(node: Node, part: Part = "all") -> NodeApp:
-    """Routes per Centrifugo v6 defaults; the node's lifespan runs with the app's."""
-    routes: list[BaseRoute] = []
-    if part in ("all", "external"):
-        routes += external_routes(node)
-    if part in ("all", "internal"):
-        routes += internal_routes(node)
-    return NodeApp(routes, node.lifespan)

@@ -9,7 +9,8 @@ Routing across processes: every stream registers in ``node.registry.emulation_st
 under its session id, and its connect reply names the node (``node.node_id``). A request
 naming another node goes to ``node.broker.forward_emulation(node_id, session_id, data)``
 when the broker implements :class:`EmulationForwarder` (for example by publishing a
-control message to that node); the receiving node hands the frame to :func:`feed_local`.
+control message to that node); the receiving node hands the frame to its stream with
+``node.registry.feed_emulation`` (what :func:`feed_local` does here).
 Without a forwarder, another node's id answers 404.
 """
 
@@ -125,8 +126,7 @@ async def serve_emulated(
 
 async def feed_local(node: Node, session_id: str, data: bytes) -> bool:
     """Hand a frame to a stream held by this node; False when there is none."""
-    stream = node.registry.emulation_streams.get(session_id)
-    return stream is not None and await stream.feed(data)
+    return await node.registry.feed_emulation(session_id, data)
 
 
 async def deliver(node: Node, node_id: str, session_id: str, data: bytes) -> int:

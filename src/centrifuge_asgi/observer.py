@@ -1,0 +1,47 @@
+"""What the node reports as it works: :class:`NodeObserver`, and the silent default.
+
+The node and its sessions call an observer at a few points (a client command finished,
+a broker message was fanned out, a server API call finished, the broker refused a
+publication). Exporters live at the edge: ``metrics.py`` is the Prometheus one, and the
+node loads it only when ``prometheus.enabled``. Any object with these methods can be
+passed as ``Node(observer=…)``. Calls are on the hot path and must not block.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+
+class NodeObserver(Protocol):
+    def command(self, method: str, duration: float) -> None:
+        """A client protocol command finished after ``duration`` seconds."""
+        ...
+
+    def fanout(self, kind: str, count: int) -> None:
+        """One broker message of ``kind`` (publication, join, leave) reached ``count``
+        local connections."""
+        ...
+
+    def api_call(self, method: str, duration: float, error: str = "") -> None:
+        """A server API call finished; ``error`` is empty on success."""
+        ...
+
+    def broker_publish_error(self) -> None:
+        """The broker failed to accept a publication."""
+        ...
+
+
+class NoObserver:
+    """Observes nothing (the default when no exporter is enabled)."""
+
+    def command(self, method: str, duration: float) -> None:
+        pass
+
+    def fanout(self, kind: str, count: int) -> None:
+        pass
+
+    def api_call(self, method: str, duration: float, error: str = "") -> None:
+        pass
+
+    def broker_publish_error(self) -> None:
+        pass
