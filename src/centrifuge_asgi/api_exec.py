@@ -19,7 +19,6 @@ from msgspec import Raw
 
 from . import api_schema as s
 from .auth import SubscriptionOverride
-from .channels import resolve_options
 from .codes import DisconnectCode
 from .engines.base import ClientInfo, Publication, StreamPosition
 from .errors import ClientError, EngineError
@@ -250,7 +249,7 @@ class Executor:
 
     async def unsubscribe(self, req: s.UnsubscribeRequest) -> dict[str, Any]:
         if req.channel:
-            resolve_options(self.node.config, req.channel)
+            self.node.policy.resolve(req.channel)
         await self.node.unsubscribe(req.user, req.channel, client=req.client, session=req.session)
         return {}
 

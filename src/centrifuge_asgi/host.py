@@ -13,10 +13,11 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from .auth import TokenVerifier
-    from .config import ChannelOptions, Config
+    from .config import Config
     from .engines.base import Broker, ClientInfo, PresenceManager, StreamPosition
     from .handlers import Handlers
     from .pacing import Pacer
+    from .policy import ChannelPolicy
     from .registry import Registry
     from .timers import Scheduler, Wheel
 
@@ -28,6 +29,7 @@ class SessionHost(Protocol):
     node_id: str
     version: str
     config: Config
+    policy: ChannelPolicy  # every channel rule: namespaces, names, permissions, features
     handlers: Handlers
     # connection index and fan-out
     registry: Registry
@@ -52,10 +54,6 @@ class SessionHost(Protocol):
     def spawn(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> bool:
         """Run ``fn(*args)`` as a node-owned task (False when the node is not running)."""
         ...
-
-    def meta_ttl(self, opts: ChannelOptions) -> float: ...
-
-    def personal_channel(self, user: str) -> str: ...
 
     def metrics_command(self, method: str, duration: float) -> None: ...
 

@@ -28,7 +28,6 @@ from anyio.abc import TaskGroup
 from ._version import __version__
 from .auth import SubscriptionOverride, TokenVerifier
 from .body_reads import BodyReads
-from .channels import resolve_options
 from .codes import DisconnectCode, ErrorCode, UnsubscribeCode
 from .config import ChannelOptions, Config
 from .engines.base import (
@@ -66,6 +65,7 @@ from .payload import (
     publication_data_problem,
     to_payload,
 )
+from .policy import ChannelPolicy, Feature
 from .registry import Registry
 from .session import Session
 from .subscriptions import Grant
@@ -74,7 +74,6 @@ from .timers import Scheduler, Wheel, WriteWatchdog, wheel_resolution
 log = logging.getLogger("centrifuge_asgi.node")
 
 
-_DEFAULT_META_TTL = 30 * 24 * 3600.0
 _NODE_INTERVAL = 3.0  # seconds between node announcements (Centrifugo: 3 s)
 _NODE_TTL = 2 * _NODE_INTERVAL + 1  # a peer silent for longer is dropped from info
 
@@ -147,6 +146,7 @@ class Node:
         elif not isinstance(config, Config):
             config = Config.from_dict(config)
         self.config: Config = config
+        self.policy = ChannelPolicy(config)  # every channel rule, built once
         self.node_id = str(uuid.uuid4())
         self.name = name or self.node_id[:8]
         self.version = __version__
@@ -410,12 +410,12 @@ class Node:
             sessions = self.registry.subscribers(channel)
             if not any((sub := s.subs.get(channel)) and sub.positioned for s in sessions):
                 continue
-            opts = self.config.channel_options(channel)
+            opts = self.policy.options(channel)
             if opts is None:
                 continue
             try:
                 hist = await self.broker.history(
-                    channel, HistoryFilter(limit=0), self.meta_ttl(opts)
+                    channel, HistoryFilter(limit=0), self.policy.meta_ttl(opts)
                 )
             except Exception as exc:  # an engine outage skips the check, as Centrifugo does
                 log.warning("position check of %s skipped: %s", channel, exc)
@@ -435,17 +435,6 @@ class Node:
         return _edge("app").build_app(self)
 
     # --------------------------------------------------------------- helpers
-
-    def meta_ttl(self, opts: ChannelOptions) -> float:
-        return self.config.effective_history_meta_ttl(opts) or _DEFAULT_META_TTL
-
-    def personal_channel(self, user: str) -> str:
-        personal = self.config.client.subscribe_to_user_personal_channel
-        ch = self.config.channel
-        if personal.personal_channel_namespace:
-            ns = personal.personal_channel_namespace
-            return f"{ns}{ch.namespace_boundary}{ch.user_boundary}{user}"
-        return f"{ch.user_boundary}{user}"
 
     def metrics_command(self, method: str, duration: float) -> None:
         """Record one client command's duration (``centrifuge_asgi_client_command_*``)."""
@@ -567,25 +556,23 @@ class Node:
         """
         if not channel:
             raise ClientError(ErrorCode.BAD_REQUEST, "channel required")
-        opts = resolve_options(self.config, channel)
+        opts = self.policy.resolve(channel)
         problem: str | None
         try:
             payload = to_payload(data)
         except RecursionError:  # a Python value nested too deeply for msgspec
             payload, problem = b"", f"data nests deeper than {MAX_DEPTH} levels"
         else:
-            data_format = (
-                opts.publication_data_format or self.config.channel.publication_data_format
-            )
+            data_format = self.policy.data_format(opts)
             problem = publication_data_problem(payload, data_format, parsed=is_parsed(data))
         if problem is not None:
             log.info("publication into %s refused: %s", channel, problem)
             raise ClientError.of(ErrorCode.BAD_REQUEST)
-        history = opts.history_size > 0 and opts.history_ttl > 0
+        history_size, history_ttl = self.policy.history_kept(opts)
         options = PublishOptions(
-            history_size=opts.history_size if history else 0,
-            history_ttl=opts.history_ttl if history else 0.0,
-            history_meta_ttl=self.meta_ttl(opts),
+            history_size=history_size,
+            history_ttl=history_ttl,
+            history_meta_ttl=self.policy.meta_ttl(opts),
             idempotency_key=idempotency_key,
             client_info=client_info,
             tags=dict(tags) if tags else None,
@@ -642,7 +629,7 @@ class Node:
         ``channel``, server-side. ``recover_since`` replays what the client missed after
         that position (when the channel is recoverable) right after the subscribe push.
         """
-        resolve_options(self.config, channel)
+        self.policy.resolve(channel)
         overrides: dict[str, bool] = {}
         if override is not None:
             overrides = {k: v for k, v in dataclasses.asdict(override).items() if v is not None}
@@ -753,7 +740,9 @@ class Node:
     ) -> HistoryPage:
         opts = self._require(channel, "history")
         hist = await self.broker.history(
-            channel, HistoryFilter(limit=limit, since=since, reverse=reverse), self.meta_ttl(opts)
+            channel,
+            HistoryFilter(limit=limit, since=since, reverse=reverse),
+            self.policy.meta_ttl(opts),
         )
         return HistoryPage(hist.publications, hist.position.offset, hist.position.epoch)
 
@@ -838,17 +827,11 @@ class Node:
         cmd = _Control(op="node", origin=self.node_id, info=info)
         await self.broker.publish_control(msgspec.json.encode(cmd))
 
-    def _require(self, channel: str, feature: str) -> ChannelOptions:
+    def _require(self, channel: str, feature: Feature) -> ChannelOptions:
         if not channel:
             raise ClientError(ErrorCode.BAD_REQUEST, "channel required")
-        opts = resolve_options(self.config, channel)
-        enabled = (
-            opts.presence
-            if feature == "presence"
-            else (opts.history_size > 0 and opts.history_ttl > 0)
-        )
-        if not enabled:
-            raise ClientError.of(ErrorCode.NOT_AVAILABLE)
+        opts = self.policy.resolve(channel)
+        self.policy.require(opts, feature)
         return opts
 
 

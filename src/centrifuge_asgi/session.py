@@ -20,7 +20,6 @@ import anyio.to_thread
 from msgspec import UNSET, Raw
 
 from . import auth
-from .channels import check_name, subscribe_allowed_by_flags, user_allowed
 from .codes import DisconnectCode, ErrorCode, UnsubscribeCode
 from .engines.base import ClientInfo, Publication, StreamPosition
 from .errors import ClientError, Disconnect
@@ -577,10 +576,9 @@ class Session:
     ) -> dict[str, SubscribeResult]:
         node = self.node
         wanted: dict[str, auth.ServerSubscription] = {s.channel: s for s in creds.subs}
-        personal = node.config.client.subscribe_to_user_personal_channel
-        if personal.enabled and creds.user:
-            channel = node.personal_channel(creds.user)
-            wanted.setdefault(channel, auth.ServerSubscription(channel, None, None, None))
+        personal = node.policy.personal_channel(creds.user)
+        if personal is not None:
+            wanted.setdefault(personal, auth.ServerSubscription(personal, None, None, None))
         if self.transport.unidirectional:
             for channel in req.subs:
                 if channel not in wanted and self._may_subscribe_from_request(channel):
@@ -599,19 +597,17 @@ class Session:
         """Unidirectional ``subs`` keys: allowed when the namespace lets this client subscribe
         without a token or a proxy (not private, no subscribe proxy, valid name; then a
         user-limited channel that lists the user, insecure mode or the allow flags)."""
-        config = self.node.config
-        if not channel or len(channel) > config.channel.max_length:
-            return False
-        opts = config.channel_options(channel)
-        if opts is None or config.is_private(channel) or opts.subscribe_proxy_enabled:
+        policy = self.node.policy
+        if not channel:
             return False
         try:
-            check_name(config, channel, opts)
+            policy.check_length(channel)
+            opts = policy.checked(channel)
         except ClientError:
             return False
-        return user_allowed(config, channel, opts, self.user) or subscribe_allowed_by_flags(
-            config, channel, opts, self.user
-        )
+        if opts.subscribe_proxy_enabled:
+            return False
+        return policy.subscribe_allowed_without_handler(channel, opts, self.user)
 
     def _after_connect(self) -> None:
         self.node.pings.add(self, self.node.config.client.ping_interval)

@@ -18,19 +18,12 @@ import anyio
 from msgspec import UNSET
 
 from . import auth
-from .channels import (
-    allowed_by_flags,
-    check_name,
-    resolve_options,
-    subscribe_allowed_by_flags,
-    user_allowed,
-    user_limited,
-)
 from .codes import DisconnectCode, ErrorCode, UnsubscribeCode
 from .engines.base import HistoryFilter, Publication, StreamPosition
 from .errors import ClientError, Disconnect
 from .handlers import PublishEvent, SubRefreshEvent, SubscribeEvent, SubscribeReply
 from .payload import ParsedJson, optional_payload
+from .policy import Action, Feature, SubscribeAccess
 from .protocol.codec import EncodedOnce
 from .protocol.messages import (
     ChannelRequest,
@@ -67,11 +60,6 @@ class Grant:
     expire_at: int | None = None
     client_side_refresh: bool = False
     override: auth.SubscriptionOverride | None = None
-
-    def pick(self, feature: str, default: bool) -> bool:
-        """The override for ``feature`` when one was granted, else the namespace default."""
-        value = getattr(self.override, feature) if self.override is not None else None
-        return default if value is None else bool(value)
 
     @classmethod
     def from_server_subscription(cls, spec: auth.ServerSubscription) -> Grant:
@@ -136,18 +124,17 @@ class ChannelCommands:
         channel = req.channel
         if not channel or (req.delta and req.delta != "fossil"):
             raise Disconnect.of(DisconnectCode.BAD_REQUEST)
-        if len(channel) > node.config.channel.max_length:
-            raise ClientError.of(ErrorCode.BAD_REQUEST)
+        policy = node.policy
+        policy.check_length(channel)
         if channel in s.subs:
             raise ClientError.of(ErrorCode.ALREADY_SUBSCRIBED)
-        if len(s.subs) >= node.config.client.channel_limit:
+        if len(s.subs) >= policy.channel_limit:
             raise ClientError.of(ErrorCode.LIMIT_EXCEEDED)
         if req.type != 0:
             raise ClientError.of(ErrorCode.NOT_AVAILABLE)
         if req.tf is not UNSET:
             raise ClientError.of(ErrorCode.BAD_REQUEST)
-        opts = resolve_options(node.config, channel)
-        check_name(node.config, channel, opts)
+        opts = policy.checked(channel)
         grant = await self._authorize_subscribe(req, opts)
         return await self._subscribe(channel, opts, grant, req, server_side=False)
 
@@ -157,22 +144,21 @@ class ChannelCommands:
         channel = req.channel
         if req.token:
             return Grant.from_token(await self._verify_sub_token(req.token, channel))
-        config = node.config
-        if config.is_private(channel):
+        policy = node.policy
+        # A private channel needs a token; on a user-limited channel only its user list
+        # decides: another user's channel never reaches the subscribe proxy or handler.
+        access = policy.subscribe_access(channel, opts, s.user)
+        if access is SubscribeAccess.DENIED:
             raise ClientError.of(ErrorCode.PERMISSION_DENIED)
-        if user_limited(config, channel, opts):
-            # Only the user list decides (or insecure mode): another user's channel never
-            # reaches the subscribe proxy, the handler or allow_subscribe_for_client.
-            if user_allowed(config, channel, opts, s.user) or config.client.insecure:
-                return Grant()
-            raise ClientError.of(ErrorCode.PERMISSION_DENIED)
+        if access is SubscribeAccess.GRANTED:
+            return Grant()
         handler = node.handlers.subscribe
         if handler is not None:
             raw = bytes(req.data) if req.data is not UNSET else None
             reply = await handler(SubscribeEvent(s.client_ref(), channel, raw))
             if reply is not None:
                 return Grant.from_reply(reply)
-        if subscribe_allowed_by_flags(config, channel, opts, s.user):
+        if policy.subscribe_allowed(channel, opts, s.user):
             return Grant()
         raise ClientError.of(ErrorCode.PERMISSION_DENIED)
 
@@ -211,7 +197,7 @@ class ChannelCommands:
         self, channel: str, grant: Grant, recover: SubscribeRequest | None
     ) -> SubscribeResult:
         """Subscribe without permission checks (token claims, handlers, server API)."""
-        opts = resolve_options(self.s.node.config, channel)
+        opts = self.s.node.policy.resolve(channel)
         req = recover if recover is not None else SubscribeRequest(channel=channel)
         return await self._subscribe(channel, opts, grant, req, server_side=True)
 
@@ -229,33 +215,24 @@ class ChannelCommands:
         now = time.time()
         if grant.expire_at is not None and grant.expire_at <= now:
             raise ClientError.of(ErrorCode.EXPIRED)
-        history = opts.history_size > 0 and opts.history_ttl > 0
-        reads_history = self._permitted(opts, "history", subscribed=True)
-        recoverable = history and (
-            grant.pick("force_recovery", opts.force_recovery)
-            or (req.recoverable and (opts.allow_recovery or reads_history))
+        gets = node.policy.features(
+            opts,
+            s.user,
+            grant.override,
+            recoverable=req.recoverable,
+            positioned=req.positioned,
+            join_leave=req.join_leave,
         )
-        positioned = recoverable or (
-            history
-            and (
-                grant.pick("force_positioning", opts.force_positioning)
-                or (req.positioned and (opts.allow_positioning or reads_history))
-            )
-        )
-        emit = grant.pick("join_leave", opts.join_leave)
+        positioned = gets.positioned
         sub = Subscription(
             channel=channel,
             server_side=server_side,
             chan_info=grant.info,
-            presence=grant.pick("presence", opts.presence),
-            emit_join_leave=emit,
-            push_join_leave=emit
-            and (
-                grant.pick("force_push_join_leave", opts.force_push_join_leave)
-                or (req.join_leave and self._permitted(opts, "presence", subscribed=True))
-            ),
+            presence=gets.presence,
+            emit_join_leave=gets.emit_join_leave,
+            push_join_leave=gets.push_join_leave,
             positioned=positioned,
-            recoverable=recoverable,
+            recoverable=gets.recoverable,
             expire_at=grant.expire_at,
             client_side_refresh=grant.client_side_refresh,
         )
@@ -300,7 +277,7 @@ class ChannelCommands:
     ) -> None:
         """Fill the stream position, recovering missed publications when asked."""
         node = self.s.node
-        meta_ttl = node.meta_ttl(opts)
+        meta_ttl = node.policy.meta_ttl(opts)
         result.positioned = True
         result.recoverable = sub.recoverable
         recovered = False
@@ -308,12 +285,11 @@ class ChannelCommands:
         top = StreamPosition()
         if sub.recoverable and req.recover:
             result.was_recovering = True
-            limit = node.config.client.recovery_max_publication_limit
             since = StreamPosition(req.offset, req.epoch)
             try:
                 hist = await node.broker.history(
                     sub.channel,
-                    HistoryFilter(limit=limit if limit > 0 else -1, since=since),
+                    HistoryFilter(limit=node.policy.recovery_limit, since=since),
                     meta_ttl,
                 )
             except ClientError as exc:
@@ -588,12 +564,14 @@ class ChannelCommands:
 
     # ------------------------------------------------------- publish / presence / history
 
-    def _checked_options(self, channel: str) -> ChannelOptions:
+    def _checked_options(self, channel: str, feature: Feature | None = None) -> ChannelOptions:
+        """3501 for no channel, then 102, 107 and (for ``feature``) 108."""
         if not channel:
             raise Disconnect.of(DisconnectCode.BAD_REQUEST)
-        config = self.s.node.config
-        opts = resolve_options(config, channel)
-        check_name(config, channel, opts)
+        policy = self.s.node.policy
+        opts = policy.checked(channel)
+        if feature is not None:
+            policy.require(opts, feature)
         return opts
 
     def _check_still_wanted(self, sub: Subscription) -> None:
@@ -610,17 +588,10 @@ class ChannelCommands:
             except Exception as exc:
                 log.warning("presence of %s in %s not removed: %s", s.client_id, channel, exc)
 
-    def _permitted(self, opts: ChannelOptions, action: str, *, subscribed: bool) -> bool:
+    def _permitted(self, opts: ChannelOptions, action: Action, channel: str) -> bool:
         """The ``allow_<action>_for_client/subscriber/anonymous`` scheme, then insecure."""
         s = self.s
-        return allowed_by_flags(
-            for_client=getattr(opts, f"allow_{action}_for_client"),
-            for_subscriber=getattr(opts, f"allow_{action}_for_subscriber"),
-            for_anonymous=getattr(opts, f"allow_{action}_for_anonymous"),
-            user=s.user,
-            subscribed=subscribed,
-            insecure=s.node.config.client.insecure,
-        )
+        return s.node.policy.allowed(opts, action, s.user, subscribed=channel in s.subs)
 
     async def publish(self, req: PublishRequest) -> None:
         s = self.s
@@ -641,7 +612,7 @@ class ChannelCommands:
             if reply.data is not None:
                 payload = reply.data  # a handler's or a proxy's data, checked all the same
             skip_history = reply.skip_history
-        elif not self._permitted(opts, "publish", subscribed=channel in self.s.subs):
+        elif not self._permitted(opts, "publish", channel):
             raise ClientError.of(ErrorCode.PERMISSION_DENIED)
         sub = s.subs.get(channel)
         info = s.client_info(sub.chan_info if sub is not None else None)
@@ -660,31 +631,24 @@ class ChannelCommands:
         return PresenceStatsResult(num_clients=stats.num_clients, num_users=stats.num_users)
 
     def _check_presence(self, channel: str) -> None:
-        opts = self._checked_options(channel)
-        if not opts.presence:
-            raise ClientError.of(ErrorCode.NOT_AVAILABLE)
-        if not self._permitted(opts, "presence", subscribed=channel in self.s.subs):
+        opts = self._checked_options(channel, "presence")
+        if not self._permitted(opts, "presence", channel):
             raise ClientError.of(ErrorCode.PERMISSION_DENIED)
 
     async def history(self, req: HistoryRequest) -> HistoryResult:
         node = self.s.node
         channel = req.channel
-        opts = self._checked_options(channel)
-        if not (opts.history_size > 0 and opts.history_ttl > 0):
-            raise ClientError.of(ErrorCode.NOT_AVAILABLE)
-        if not self._permitted(opts, "history", subscribed=channel in self.s.subs):
+        opts = self._checked_options(channel, "history")
+        if not self._permitted(opts, "history", channel):
             raise ClientError.of(ErrorCode.PERMISSION_DENIED)
-        cap = node.config.client.history_max_publication_limit
-        limit = max(req.limit, -1)
-        if cap > 0 and (limit < 0 or limit > cap):
-            limit = cap
+        limit = node.policy.history_limit(req.limit)
         since = None
         if req.since is not None:
             since = StreamPosition(req.since.offset, req.since.epoch)
         hist = await node.broker.history(
             channel,
             HistoryFilter(limit=limit, since=since, reverse=req.reverse),
-            node.meta_ttl(opts),
+            node.policy.meta_ttl(opts),
         )
         return HistoryResult(
             publications=[publication_wire(p) for p in hist.publications],
