@@ -35,7 +35,6 @@ from dataclasses import dataclass, field
 from typing import Final, TypeAlias
 
 import anyio
-import httpx
 import jwt
 import msgspec
 from cryptography import x509
@@ -95,15 +94,9 @@ _B64URL: Final = re.compile(r"[A-Za-z0-9_-]*")
 _USER_CLAIM: Final = re.compile(r"[A-Za-z_]+")
 _PLACEHOLDER: Final = re.compile(r"\{\{\s*([A-Za-z0-9_]+)\s*\}\}")
 _SAFE_PLACEHOLDER_VALUE: Final = re.compile(r"[A-Za-z0-9_-]+")
-_MAX_JWKS_BYTES: Final = 1 << 20
 _MAX_JWKS_URLS: Final = 256
 _MAX_FAILED_JWKS_URLS: Final = 1024
 _MAX_FAILURE_BACKOFF: Final = 60.0  # seconds a never-fetched URL that keeps failing waits
-_JWKS_HEADERS: Final = {
-    "Accept": "application/json",
-    "Accept-Encoding": "identity",  # no decompression bombs: the size cap is on the wire
-    "User-Agent": "centrifuge-asgi",
-}
 
 _PublicKey: TypeAlias = rsa.RSAPublicKey | ec.EllipticCurvePublicKey | Ed25519PublicKey
 _Key: TypeAlias = bytes | _PublicKey
@@ -540,15 +533,7 @@ class TokenVerifier:
         except TimeoutError as exc:
             self._fetch_failed(url, entry, f"no complete answer within {self._http_timeout:g} s")
             raise JWKSUnavailable(f"JWKS fetch failed: {entry.error}") from exc
-        except (
-            OSError,
-            ValueError,
-            RecursionError,
-            httpx.HTTPError,
-            httpx.InvalidURL,
-            httpx.StreamError,
-            msgspec.DecodeError,
-        ) as exc:
+        except (OSError, ValueError, RecursionError, msgspec.DecodeError) as exc:
             self._fetch_failed(url, entry, str(exc) or type(exc).__name__)
             raise JWKSUnavailable(f"JWKS fetch failed: {entry.error}") from exc
         except anyio.get_cancelled_exc_class():
@@ -605,36 +590,10 @@ class TokenVerifier:
             log.warning(message, url)
 
     async def _download(self, url: str) -> bytes:
-        """GET a JWKS document: no redirects, no proxies from the environment, size-capped.
+        """GET a JWKS document (``jwks.download``: httpx is loaded at the first fetch)."""
+        from .jwks import download
 
-        The caller puts the whole call under one deadline; httpx's own ``timeout`` only
-        bounds single network operations (connect, each read).
-        """
-        if not url.startswith(("http://", "https://")):
-            raise ValueError("JWKS URL must be http(s)")
-        async with (
-            httpx.AsyncClient(
-                follow_redirects=False,
-                trust_env=False,
-                verify=self._ssl_context or True,
-                timeout=self._http_timeout,
-                headers=_JWKS_HEADERS,
-            ) as client,
-            client.stream("GET", url) as response,
-        ):
-            if response.status_code != 200:
-                raise ValueError(f"HTTP status {response.status_code}")
-            if response.headers.get("content-encoding", "identity").lower() != "identity":
-                raise ValueError("JWKS document has a content encoding")
-            length = response.headers.get("content-length")
-            if length is not None and length.isdigit() and int(length) > _MAX_JWKS_BYTES:
-                raise ValueError("JWKS document too large")
-            body = bytearray()
-            async for chunk in response.aiter_raw():
-                body += chunk
-                if len(body) > _MAX_JWKS_BYTES:
-                    raise ValueError("JWKS document too large")
-        return bytes(body)
+        return await download(url, ssl_context=self._ssl_context, io_timeout=self._http_timeout)
 
 
 # -- parsing helpers ------------------------------------------------------------------------
