@@ -95,10 +95,12 @@ LINTED = [p for p in ("src", "tests", "examples", "benchmarks", "noxfile.py") if
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """ruff, and a check that the lock still matches ``pyproject.toml``."""
-    _install_locked(session, "lint.txt", project=False)
+    """ruff, the import layers (import-linter, ``[tool.importlinter]`` in pyproject.toml),
+    and a check that the lock still matches ``pyproject.toml``."""
+    _install_locked(session, "lint.txt")  # lint-imports reads the installed package
     session.run("ruff", "check", *LINTED)
     session.run("ruff", "format", "--check", *LINTED)
+    session.run("lint-imports")
     _check_locks(session)
 
 
