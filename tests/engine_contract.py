@@ -10,6 +10,7 @@ broker has already been started with the yielded :class:`RecordingHandler`::
             handler = RecordingHandler()
             broker = RedisBroker(prefix=unique_prefix())
             presence = RedisPresenceManager(prefix=unique_prefix())
+            broker.register_control_handler(handler, handler.node_id)
             await broker.start(handler)
             yield EngineUnderTest(broker, presence, handler, advance=anyio.sleep)
             await broker.close()
@@ -62,8 +63,10 @@ WAIT_SECONDS = 5.0  # generous: only a failing test waits this long
 
 @dataclass
 class RecordingHandler:
-    """A BrokerEventHandler that records every event it receives."""
+    """A BrokerEventHandler and ControlEventHandler that records every event it receives
+    (register it as the control handler with its ``node_id``)."""
 
+    node_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     publications: list[tuple[str, Publication, str]] = field(default_factory=list)
     joins: list[tuple[str, ClientInfo]] = field(default_factory=list)
     leaves: list[tuple[str, ClientInfo]] = field(default_factory=list)

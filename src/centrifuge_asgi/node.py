@@ -18,30 +18,31 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from operator import methodcaller
-from typing import Any
+from typing import Any, cast
 
 import anyio
 import anyio.lowlevel
-import msgspec
 from anyio.abc import TaskGroup
 
 from ._version import __version__
 from .auth import SubscriptionOverride, TokenVerifier
 from .body_reads import BodyReads
-from .codes import DisconnectCode, ErrorCode, UnsubscribeCode
+from .cluster import Cluster, Disconnect, Refresh, Send, Subscribe, Unsubscribe
+from .codes import DisconnectCode, ErrorCode
 from .config import ChannelOptions, Config
 from .engines.base import (
     Broker,
     ClientInfo,
+    Controller,
     HistoryFilter,
     PresenceManager,
     PresenceStats,
     Publication,
     PublishOptions,
     StreamPosition,
+    Sweeper,
 )
 from .engines.factory import build_engine
-from .engines.memory import MemoryBroker
 from .errors import ClientError, EngineError
 from .flusher import Flusher
 from .handlers import (
@@ -68,14 +69,9 @@ from .payload import (
 from .policy import ChannelPolicy, Feature
 from .registry import Registry
 from .session import Session
-from .subscriptions import Grant
 from .timers import Scheduler, Wheel, WriteWatchdog, wheel_resolution
 
 log = logging.getLogger("centrifuge_asgi.node")
-
-
-_NODE_INTERVAL = 3.0  # seconds between node announcements (Centrifugo: 3 s)
-_NODE_TTL = 2 * _NODE_INTERVAL + 1  # a peer silent for longer is dropped from info
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,46 +79,6 @@ class HistoryPage:
     publications: list[Publication]
     offset: int
     epoch: str
-
-
-class _Control(msgspec.Struct, kw_only=True, omit_defaults=True):
-    """A node-to-node command: the API acts locally and tells the other nodes."""
-
-    op: str
-    origin: str
-    user: str = ""
-    client: str = ""
-    channel: str = ""
-    code: int = 0
-    reason: str = ""
-    expire_at: int = 0
-    expired: bool = False
-    info: bytes | None = None
-    whitelist: list[str] = []
-    session: str = ""
-    # subscribe only:
-    data: bytes | None = None
-    override: dict[str, bool] = {}
-    recover_offset: int = 0
-    recover_epoch: str = ""
-    recover: bool = False
-
-
-class _Survey:
-    """Answers to one channels survey, complete when every expected peer replied."""
-
-    def __init__(self, expected: set[str]) -> None:
-        self.expected = expected
-        self.answers: dict[str, dict[str, int]] = {}
-        self.done = anyio.Event()
-
-    def add(self, node_id: str, data: bytes) -> None:
-        try:
-            self.answers[node_id] = msgspec.json.decode(data, type=dict[str, int])
-        except msgspec.DecodeError:
-            return
-        if self.expected <= set(self.answers):
-            self.done.set()
 
 
 class Node:
@@ -199,8 +155,7 @@ class Node:
         _edge("proxy").install(self)  # the HTTP proxies the config enables, as handlers
         self._tg: TaskGroup | None = None
         self._closing = False
-        self._peers: dict[str, tuple[float, dict[str, Any]]] = {}  # node id -> (seen, info)
-        self._surveys: dict[str, _Survey] = {}  # channels surveys this node is waiting on
+        self.cluster = Cluster(self)  # node-to-node messages (cluster.py)
 
     # --------------------------------------------------------------- decorators
 
@@ -266,6 +221,7 @@ class Node:
         await tg.__aenter__()
         self._tg = tg
         try:
+            self.controller.register_control_handler(self.cluster, self.node_id)
             await self.broker.start(self)
         except BaseException:
             self._tg = None
@@ -284,8 +240,8 @@ class Node:
             self._periodic, self.config.client.presence_update_interval, self._refresh_presence
         )
         self._start(self._periodic, 1.0, self._sweep)
-        if not isinstance(self.broker, MemoryBroker):
-            self._start(self._announce_loop)
+        if not self.controller.capabilities.single_process:
+            self._start(self.cluster.announce_loop)
         self._start(
             self._periodic, self.config.client.channel_position_check_delay, self._check_positions
         )
@@ -425,9 +381,8 @@ class Node:
 
     async def _sweep(self) -> None:
         self.write_watchdog.sweep()
-        for engine in (self.broker, self.presence_manager):
-            if isinstance(engine, MemoryBroker):
-                engine.sweep()
+        if self.broker.capabilities.sweep:
+            cast(Sweeper, self.broker).sweep()
 
     def asgi_app(self) -> Any:
         """A Starlette app with the connection endpoints, to mount at any prefix
@@ -461,77 +416,10 @@ class Node:
     def handle_leave(self, channel: str, info: ClientInfo) -> None:
         self.metrics.fanout("leave", self.registry.broadcast_leave(channel, info))
 
-    def handle_control(self, data: bytes) -> None:
-        try:
-            cmd = msgspec.json.decode(data, type=_Control)
-        except msgspec.DecodeError:
-            log.warning("malformed control message ignored")
-            return
-        if cmd.origin == self.node_id:
-            return
-        if cmd.op == "channels_survey":
-            self.spawn(self._answer_channels_survey, cmd)
-            return
-        if cmd.op == "channels_reply":
-            survey = self._surveys.get(cmd.client)
-            if survey is not None and cmd.info is not None:
-                survey.add(cmd.origin, cmd.info)
-            return
-        if cmd.op == "node" and cmd.info is not None:
-            self._forget_silent_peers()
-            if cmd.origin not in self._peers:
-                self.spawn(self._announce)  # a new peer learns about this node at once
-            with contextlib.suppress(msgspec.DecodeError):
-                self._peers[cmd.origin] = (time.monotonic(), msgspec.json.decode(cmd.info))
-            return
-        self.spawn(self._apply_control, cmd)
-
-    async def _apply_control(self, cmd: _Control) -> None:
-        if cmd.op == "emulation":  # an /emulation frame routed here by another node
-            if cmd.info is not None:
-                await self.registry.feed_emulation(cmd.client, cmd.info)
-            return
-        for session in self._target_sessions(cmd.user, cmd.client, cmd.session):
-            try:
-                await self._apply_to(session, cmd)
-            except Exception:  # one connection's failure must not stop the others
-                log.exception("control %s failed for client=%s", cmd.op, session.client_id)
-
-    async def _apply_to(self, s: Session, cmd: _Control) -> None:
-        if cmd.op == "disconnect":
-            if s.client_id not in cmd.whitelist:
-                s.disconnect(cmd.code or DisconnectCode.FORCE_DISCONNECT, cmd.reason)
-        elif cmd.op == "unsubscribe":
-            await s.server_unsubscribe(cmd.channel, cmd.code or UnsubscribeCode.SERVER, cmd.reason)
-        elif cmd.op == "subscribe":
-            grant = Grant(
-                info=cmd.info,
-                data=cmd.data,
-                expire_at=cmd.expire_at or None,
-                override=SubscriptionOverride(**cmd.override) if cmd.override else None,
-            )
-            since = StreamPosition(cmd.recover_offset, cmd.recover_epoch) if cmd.recover else None
-            await s.server_subscribe(cmd.channel, grant, since)
-        elif cmd.op == "refresh":
-            s.apply_refresh(cmd.expire_at or None, cmd.info, cmd.expired)
-        elif cmd.op == "send" and cmd.info is not None:
-            s.push_message(cmd.info)
-
-    def _target_sessions(self, user: str, client: str, session: str = "") -> list[Session]:
-        if client:
-            s = self.registry.session(client)
-            found = [s] if s is not None and s.user == user else []
-        else:
-            found = self.registry.user_sessions(user)
-        return [s for s in found if s.session_id == session] if session else found
-
-    async def _control(self, cmd: _Control) -> None:
-        await self._apply_control(cmd)
-        try:
-            await self.broker.publish_control(msgspec.json.encode(cmd))
-        except EngineError as exc:
-            log.error("control %s could not reach other nodes: %s", cmd.op, exc)
-            raise ClientError.of(ErrorCode.INTERNAL) from exc
+    @property
+    def controller(self) -> Controller:
+        """The engine role that carries node-to-node messages (the broker's)."""
+        return self.broker
 
     # -------------------------------------------------------- in-process API
 
@@ -633,9 +521,8 @@ class Node:
         overrides: dict[str, bool] = {}
         if override is not None:
             overrides = {k: v for k, v in dataclasses.asdict(override).items() if v is not None}
-        await self._control(
-            _Control(
-                op="subscribe",
+        await self.cluster.act(
+            Subscribe(
                 origin=self.node_id,
                 user=user,
                 client=client,
@@ -655,14 +542,9 @@ class Node:
         self, user: str, channel: str, *, client: str = "", session: str = ""
     ) -> None:
         """Remove ``channel`` from a user's connections (or one ``client``/``session``)."""
-        await self._control(
-            _Control(
-                op="unsubscribe",
-                origin=self.node_id,
-                user=user,
-                client=client,
-                session=session,
-                channel=channel,
+        await self.cluster.act(
+            Unsubscribe(
+                origin=self.node_id, user=user, client=client, session=session, channel=channel
             )
         )
 
@@ -677,9 +559,8 @@ class Node:
         whitelist: list[str] | None = None,
     ) -> None:
         """Disconnect every connection of ``user`` (or one ``client``/``session``)."""
-        await self._control(
-            _Control(
-                op="disconnect",
+        await self.cluster.act(
+            Disconnect(
                 origin=self.node_id,
                 user=user,
                 client=client,
@@ -692,10 +573,8 @@ class Node:
 
     async def send(self, user: str, data: Any, *, client: str = "") -> None:
         """Push an async ``message`` to a user's connections (JS ``message`` event)."""
-        await self._control(
-            _Control(
-                op="send", origin=self.node_id, user=user, client=client, info=to_payload(data)
-            )
+        await self.cluster.act(
+            Send(origin=self.node_id, user=user, client=client, data=to_payload(data))
         )
 
     async def refresh(
@@ -709,9 +588,8 @@ class Node:
         info: Any = None,
     ) -> None:
         """Move the expiry of a user's connections (server-side refresh)."""
-        await self._control(
-            _Control(
-                op="refresh",
+        await self.cluster.act(
+            Refresh(
                 origin=self.node_id,
                 user=user,
                 client=client,
@@ -763,45 +641,15 @@ class Node:
         Asks the peers this node knows about over the control channel and waits (at most
         ``wait`` seconds) for their answers; a silent peer is left out.
         """
-        self._forget_silent_peers()
-        result = self.channels(pattern)
-        if not self._peers:
-            return result
-        survey = _Survey(set(self._peers))
-        request = uuid.uuid4().hex
-        self._surveys[request] = survey
-        try:
-            cmd = _Control(
-                op="channels_survey", origin=self.node_id, client=request, channel=pattern
-            )
-            await self.broker.publish_control(msgspec.json.encode(cmd))
-            with anyio.move_on_after(wait):
-                await survey.done.wait()
-        finally:
-            del self._surveys[request]
-        for counts in survey.answers.values():
-            for ch, n in counts.items():
-                result[ch] = result.get(ch, 0) + n
-        return result
-
-    async def _answer_channels_survey(self, cmd: _Control) -> None:
-        counts = msgspec.json.encode(self.channels(cmd.channel))
-        reply = _Control(op="channels_reply", origin=self.node_id, client=cmd.client, info=counts)
-        await self.broker.publish_control(msgspec.json.encode(reply), cmd.origin)
+        return await self.cluster.channels(pattern, wait)
 
     def info(self) -> dict[str, Any]:
         """Statistics of every node in the cluster: this one plus peers heard from within
-        the last ``_NODE_TTL`` seconds (nodes announce themselves over the control channel)."""
-        self._forget_silent_peers()
-        return {"nodes": [self._node_stats(), *(info for _, info in self._peers.values())]}
+        the last ``cluster.NODE_TTL`` seconds (nodes announce themselves to each other)."""
+        return {"nodes": [self.node_stats(), *self.cluster.peers()]}
 
-    def _forget_silent_peers(self) -> None:
-        now = time.monotonic()
-        for node_id, (seen, _) in list(self._peers.items()):
-            if now - seen > _NODE_TTL:
-                del self._peers[node_id]
-
-    def _node_stats(self) -> dict[str, Any]:
+    def node_stats(self) -> dict[str, Any]:
+        """This node's statistics, as ``info`` lists them and announcements carry them."""
         return {
             "uid": self.node_id,
             "name": self.name,
@@ -812,20 +660,6 @@ class Node:
             "num_subs": self.registry.num_subscriptions,
             "uptime": int(time.time() - self.started_at),
         }
-
-    async def _announce_loop(self) -> None:
-        """Tell the other nodes about this one every ``_NODE_INTERVAL`` seconds."""
-        while True:
-            try:
-                await self._announce()
-            except Exception as exc:
-                log.warning("node announcement failed: %s", exc)
-            await anyio.sleep(_NODE_INTERVAL)
-
-    async def _announce(self) -> None:
-        info = msgspec.json.encode(self._node_stats())
-        cmd = _Control(op="node", origin=self.node_id, info=info)
-        await self.broker.publish_control(msgspec.json.encode(cmd))
 
     def _require(self, channel: str, feature: Feature) -> ChannelOptions:
         if not channel:

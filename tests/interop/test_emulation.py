@@ -8,6 +8,7 @@ leaves no session, subscription or emulation stream behind.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 from collections.abc import AsyncIterator
@@ -541,18 +542,23 @@ def test_emulation_endpoint_follows_the_streams(live_server: LiveServerFactory) 
 
 
 @pytest.mark.anyio
-async def test_forwarding_hook_for_other_nodes() -> None:
-    """A broker with ``forward_emulation`` receives requests that name another node."""
+async def test_forwarding_to_other_nodes() -> None:
+    """A request that names another node becomes a cluster message addressed to it (in
+    the wire format of earlier versions); 404 when the controller knows nobody listens."""
     node = emulation_node()
-    calls: list[tuple[str, str, bytes]] = []
+    calls: list[tuple[str, dict[str, Any]]] = []
 
-    class Forwarder:
-        async def forward_emulation(self, node_id: str, session_id: str, data: bytes) -> bool:
-            calls.append((node_id, session_id, data))
+    class Controller:
+        async def publish_control(self, data: bytes, node_id: str = "") -> bool:
+            calls.append((node_id, json.loads(data)))
             return node_id == "known"
 
-    node.broker = Forwarder()  # type: ignore[assignment]
+    node.broker = Controller()  # type: ignore[assignment]
     assert await deliver(node, "known", "s1", b"{}") == 204
     assert await deliver(node, "other", "s2", b"{}") == 404
     assert await deliver(node, "", "s3", b"{}") == 404
-    assert calls == [("known", "s1", b"{}"), ("other", "s2", b"{}")]
+    frame = base64.b64encode(b"{}").decode()
+    assert calls == [
+        ("known", {"op": "emulation", "origin": node.node_id, "client": "s1", "info": frame}),
+        ("other", {"op": "emulation", "origin": node.node_id, "client": "s2", "info": frame}),
+    ]

@@ -44,6 +44,7 @@ def handler() -> RecordingHandler:
 @pytest.fixture
 async def broker(clock: FakeClock, handler: RecordingHandler) -> AsyncIterator[MemoryBroker]:
     broker = MemoryBroker(clock=clock)
+    broker.register_control_handler(handler, handler.node_id)
     await broker.start(handler)
     yield broker
     await broker.close()
@@ -126,6 +127,7 @@ class TestMemoryOnly:
         await broker.publish_control(b"x")
         assert result.position.offset == 1
         handler = RecordingHandler()
+        broker.register_control_handler(handler, handler.node_id)
         await broker.start(handler)
         await broker.publish("ch", b"late", SHORT)
         assert handler.data_in("ch") == [b"late"]

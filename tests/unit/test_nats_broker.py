@@ -43,16 +43,14 @@ def require_nats() -> None:
     pytest.skip(problem)
 
 
-class Handler(RecordingHandler):
-    def __init__(self) -> None:
-        super().__init__()
-        self.node_id = uuid.uuid4().hex
+Handler = RecordingHandler  # with a node_id: the control handler of this node
 
 
 @contextlib.asynccontextmanager
 async def nats_broker(prefix: str, **options: object) -> AsyncIterator[tuple[NatsBroker, Handler]]:
     cfg = NatsConfig(url=NATS_URL, prefix=prefix, **options)  # type: ignore[arg-type]
     broker, handler = NatsBroker(cfg), Handler()
+    broker.register_control_handler(handler, handler.node_id)
     await broker.start(handler)
     try:
         await _wait_until_live(broker, handler)

@@ -8,9 +8,7 @@ fail under ``CI=true``. The helpers here are shared with the interop tests.
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import json
 import os
 import random
 import shutil
@@ -227,6 +225,7 @@ async def started_engine(config: Config, **broker_options: Any) -> AsyncIterator
     if broker_options:
         broker = RedisBroker(build_shards(config.engine.redis), **broker_options)
     presence = RedisPresenceManager.from_config(config.engine.redis)
+    broker.register_control_handler(handler, handler.node_id)
     await broker.start(handler)
     try:
         yield EngineUnderTest(broker, presence, handler, anyio.sleep)
@@ -825,20 +824,13 @@ async def test_sentinel_finds_the_master() -> None:
 
 
 @pytest.mark.anyio
-async def test_emulation_frames_go_to_the_named_node() -> None:
+async def test_addressed_control_tells_whether_a_node_listens() -> None:
+    """Emulation forwarding relies on it: 404 when the addressed node is not there."""
     require_main_redis()
     config = redis_config("127.0.0.1:6379")
     async with started_engine(config) as a, started_engine(config) as b:
-        assert isinstance(a.broker, RedisBroker)
-        assert isinstance(b.broker, RedisBroker)
-        assert await a.broker.forward_emulation(b.broker.node_id, "sess", b'{"id":1}')
-        assert not await a.broker.forward_emulation("no-such-node", "sess", b"{}")
-        await wait_for(lambda: len(b.handler.controls) == 1)
-        message = json.loads(b.handler.controls[0])
-        assert (message["op"], message["client"], message["origin"]) == (
-            "emulation",
-            "sess",
-            a.broker.node_id,
-        )
-        assert base64.b64decode(message["info"]) == b'{"id":1}'
-        assert a.handler.controls == []
+        assert await a.broker.publish_control(b"frame", node_id=b.handler.node_id)
+        assert not await a.broker.publish_control(b"lost", node_id="no-such-node")
+        assert await a.broker.publish_control(b"all")
+        await wait_for(lambda: b.handler.controls == [b"frame", b"all"])
+        await wait_for(lambda: a.handler.controls == [b"all"])

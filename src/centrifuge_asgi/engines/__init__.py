@@ -1,9 +1,13 @@
-"""Engines: the broker (fan-out between nodes, history streams) and the presence manager."""
+"""Engines: the broker (fan-out between nodes, history streams), the presence manager and
+the controller (node-to-node messages)."""
 
 from .base import (
     Broker,
     BrokerEventHandler,
+    Capabilities,
     ClientInfo,
+    ControlEventHandler,
+    Controller,
     HistoryFilter,
     HistoryResult,
     PresenceManager,
@@ -17,7 +21,10 @@ from .base import (
 __all__ = [
     "Broker",
     "BrokerEventHandler",
+    "Capabilities",
     "ClientInfo",
+    "ControlEventHandler",
+    "Controller",
     "HistoryFilter",
     "HistoryResult",
     "PresenceManager",

@@ -1,14 +1,18 @@
 """Engine role interfaces and the protocol-neutral values they exchange.
 
-An engine is two small roles (centrifuge's ``broker.go`` / ``presence.go``):
+An engine is three small roles (centrifuge's ``broker.go`` / ``presence.go`` /
+``controller``):
 
 * :class:`Broker` moves publications, join and leave events between nodes and keeps
   the per-channel history stream (offsets, epoch, retention, idempotency);
-* :class:`PresenceManager` stores who is subscribed to a channel.
+* :class:`PresenceManager` stores who is subscribed to a channel;
+* :class:`Controller` carries node-to-node messages (``cluster.py`` builds and reads
+  them; the controller moves opaque bytes to every node or to one).
 
-Backends push events into the node through :class:`BrokerEventHandler`; they never
-reach into the connection registry. Payloads are opaque ``bytes`` (raw JSON text for
-JSON clients); engines never decode them.
+Backends push events into the node through :class:`BrokerEventHandler` and
+:class:`ControlEventHandler`; they never reach into the connection registry. Payloads
+are opaque ``bytes`` (raw JSON text for JSON clients); engines never decode them. What an
+engine can do is asked through its :class:`Capabilities`, never from its class.
 """
 
 from __future__ import annotations
@@ -112,6 +116,26 @@ class PresenceStats:
     num_users: int
 
 
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    """What an engine can do; the node asks this instead of checking the engine's class.
+
+    ``single_process``: events and control messages never leave this process, so there
+    are no peers to announce this node to or to survey. ``sweep``: the engine keeps
+    expiring state in memory and wants its ``sweep()`` (:class:`Sweeper`) called about
+    once a second.
+    """
+
+    single_process: bool = False
+    sweep: bool = False
+
+
+class Sweeper(Protocol):
+    """An engine whose :class:`Capabilities` ask for ``sweep``."""
+
+    def sweep(self) -> None: ...
+
+
 class BrokerEventHandler(Protocol):
     """What a broker calls when an event arrives for a channel this node serves.
 
@@ -125,11 +149,40 @@ class BrokerEventHandler(Protocol):
 
     def handle_leave(self, channel: str, info: ClientInfo) -> None: ...
 
+
+class ControlEventHandler(Protocol):
+    """What a controller calls with each node-to-node message (synchronous, must not block)."""
+
     def handle_control(self, data: bytes) -> None: ...
 
 
-class Broker(Protocol):
-    """Fan-out between nodes plus per-channel history streams."""
+class Controller(Protocol):
+    """Node-to-node messages: opaque bytes to every node, or to one node by its id.
+
+    Every node listens for messages to all and for messages to its own ``node_id``,
+    which the node passes in :meth:`register_control_handler` before the engine starts.
+    A controller delivers a message to all to its own node too (the node skips its own).
+    """
+
+    @property
+    def capabilities(self) -> Capabilities: ...
+
+    def register_control_handler(self, handler: ControlEventHandler, node_id: str) -> None:
+        """Deliver control messages to ``handler`` once started; ``node_id`` addresses
+        this node. Called before ``start``; without it the engine picks a random id."""
+
+    async def publish_control(self, data: bytes, node_id: str = "") -> bool:
+        """Send ``data`` to every node, or to ``node_id`` only. False when the engine
+        knows that no node received an addressed message (True when it cannot tell)."""
+        ...
+
+
+class Broker(Controller, Protocol):
+    """Fan-out between nodes plus per-channel history streams.
+
+    Every broker is also the node's :class:`Controller` (the node's ``controller``):
+    node-to-node messages travel over the same connections.
+    """
 
     async def start(self, handler: BrokerEventHandler) -> None:
         """Begin delivering events to ``handler`` (open connections, start loops)."""
@@ -149,9 +202,6 @@ class Broker(Protocol):
     async def publish_join(self, channel: str, info: ClientInfo) -> None: ...
 
     async def publish_leave(self, channel: str, info: ClientInfo) -> None: ...
-
-    async def publish_control(self, data: bytes, node_id: str = "") -> None:
-        """Send a control message to every node (or to ``node_id`` only)."""
 
     async def history(
         self, channel: str, flt: HistoryFilter, meta_ttl: float = 0.0

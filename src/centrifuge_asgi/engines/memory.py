@@ -29,7 +29,9 @@ from ..codes import ErrorCode
 from ..errors import ClientError
 from .base import (
     BrokerEventHandler,
+    Capabilities,
     ClientInfo,
+    ControlEventHandler,
     HistoryFilter,
     HistoryResult,
     PresenceStats,
@@ -106,6 +108,8 @@ class MemoryBroker:
     :data:`EMPTY_STREAM_TTL`.
     """
 
+    capabilities = Capabilities(single_process=True, sweep=True)
+
     def __init__(
         self,
         clock: Callable[[], float] = time.monotonic,
@@ -115,6 +119,8 @@ class MemoryBroker:
         self._clock = clock
         self._empty_stream_ttl = empty_stream_ttl
         self._handler: BrokerEventHandler | None = None
+        self._control: ControlEventHandler | None = None
+        self._node_id = ""
         self._streams: dict[str, _Stream] = {}
         self._results: dict[tuple[str, str], tuple[float, PublishResult]] = {}
         self._subscribed: set[str] = set()
@@ -123,6 +129,11 @@ class MemoryBroker:
     def subscribed_channels(self) -> frozenset[str]:
         """Channels this node asked to receive (informational for the memory broker)."""
         return frozenset(self._subscribed)
+
+    def register_control_handler(self, handler: ControlEventHandler, node_id: str) -> None:
+        """Deliver control messages to ``handler`` once started (``node_id``: this node)."""
+        self._control = handler
+        self._node_id = node_id
 
     async def start(self, handler: BrokerEventHandler) -> None:
         """Deliver events to ``handler`` from now on."""
@@ -193,10 +204,14 @@ class MemoryBroker:
         if self._handler is not None:
             self._handler.handle_leave(channel, info)
 
-    async def publish_control(self, data: bytes, node_id: str = "") -> None:
-        """Deliver a control message to this node, the only one there is."""
-        if self._handler is not None:
-            self._handler.handle_control(data)
+    async def publish_control(self, data: bytes, node_id: str = "") -> bool:
+        """Deliver a control message to this node, the only one there is (False for a
+        message addressed to another node: there is none)."""
+        if node_id and self._node_id and node_id != self._node_id:
+            return False
+        if self._handler is not None and self._control is not None:
+            self._control.handle_control(data)
+        return True
 
     async def history(
         self, channel: str, flt: HistoryFilter, meta_ttl: float = 0.0

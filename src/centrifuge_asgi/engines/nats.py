@@ -43,20 +43,16 @@ from ..config import NatsConfig
 from ..errors import ClientError, EngineError, EngineUnavailable
 from .base import (
     BrokerEventHandler,
+    Capabilities,
     ClientInfo,
+    ControlEventHandler,
     HistoryFilter,
     HistoryResult,
     Publication,
     PublishOptions,
     PublishResult,
 )
-from .redis_codec import (
-    decode_event,
-    emulation_message,
-    encode_publication,
-    frame_join,
-    frame_leave,
-)
+from .redis_codec import decode_event, encode_publication, frame_join, frame_leave
 
 try:
     import nats
@@ -94,7 +90,10 @@ def _tls_context(cfg: NatsConfig) -> ssl.SSLContext | None:
 
 
 class NatsBroker:
-    """A :class:`~centrifuge_asgi.engines.base.Broker` over NATS core PUB/SUB (no history)."""
+    """A :class:`~centrifuge_asgi.engines.base.Broker` over NATS core PUB/SUB (no history),
+    and the node's :class:`~centrifuge_asgi.engines.base.Controller`."""
+
+    capabilities = Capabilities()
 
     def __init__(self, cfg: NatsConfig | None = None) -> None:
         self.cfg = cfg or NatsConfig()
@@ -102,6 +101,7 @@ class NatsBroker:
         self.node_id = ""
         self._nc: NatsClient | None = None
         self._handler: BrokerEventHandler | None = None
+        self._control: ControlEventHandler | None = None
         self._subs: dict[str, Subscription] = {}
         self._locks: dict[str, _ChannelLock] = {}
         self.malformed = 0
@@ -129,9 +129,15 @@ class NatsBroker:
 
     # ------------------------------------------------------------- lifecycle
 
+    def register_control_handler(self, handler: ControlEventHandler, node_id: str) -> None:
+        """Before :meth:`start`: control messages go to ``handler``; ``P.node.<node_id>``
+        addresses this node."""
+        self._control = handler
+        self.node_id = node_id
+
     async def start(self, handler: BrokerEventHandler) -> None:
         """Connect (within ``dial_timeout``) and listen on control and this node's subject."""
-        self.node_id = str(getattr(handler, "node_id", "") or uuid.uuid4())
+        self.node_id = self.node_id or str(uuid.uuid4())
         self._handler = handler
         try:
             with anyio.fail_after(self.cfg.dial_timeout + self.cfg.write_timeout):
@@ -213,8 +219,8 @@ class NatsBroker:
     # ------------------------------------------------------------- incoming
 
     async def _on_control(self, msg: Msg) -> None:
-        if self._handler is not None:
-            self._handler.handle_control(msg.data)
+        if self._handler is not None and self._control is not None:
+            self._control.handle_control(msg.data)
 
     def _deliver(self, channel: str, data: bytes) -> None:
         handler = self._handler
@@ -319,16 +325,11 @@ class NatsBroker:
         if not self.cfg.raw_mode.enabled:
             await self._publish(self._subject(channel), frame_leave(info))
 
-    async def publish_control(self, data: bytes, node_id: str = "") -> None:
+    async def publish_control(self, data: bytes, node_id: str = "") -> bool:
+        """To every node over ``P.control`` or to one over ``P.node.<id>``; always True
+        once published (NATS cannot tell whether anybody listens)."""
         subject = self.node_subject(node_id) if node_id else self.control_subject
         await self._publish(subject, data)
-
-    async def forward_emulation(self, node_id: str, session_id: str, data: bytes) -> bool:
-        """Send an ``/emulation`` frame to ``node_id`` (NATS cannot tell whether it
-        exists, so this is True once published)."""
-        await self._publish(
-            self.node_subject(node_id), emulation_message(self.node_id, session_id, data)
-        )
         return True
 
     # ------------------------------------------------------------- history

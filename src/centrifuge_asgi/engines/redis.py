@@ -52,7 +52,9 @@ from ..config import PresenceRedisConfig, RedisConfig
 from ..errors import ClientError, EngineError, EngineUnavailable
 from .base import (
     BrokerEventHandler,
+    Capabilities,
     ClientInfo,
+    ControlEventHandler,
     HistoryFilter,
     HistoryResult,
     PresenceStats,
@@ -64,7 +66,6 @@ from .redis_codec import (
     decode_event,
     decode_info,
     decode_publication,
-    emulation_message,
     encode_info,
     encode_publication,
     frame_join,
@@ -139,7 +140,10 @@ class _Shards:
 
 
 class RedisBroker:
-    """A :class:`~centrifuge_asgi.engines.base.Broker` over one or more Redis shards."""
+    """A :class:`~centrifuge_asgi.engines.base.Broker` over one or more Redis shards, and
+    the node's :class:`~centrifuge_asgi.engines.base.Controller`."""
+
+    capabilities = Capabilities()
 
     def __init__(
         self,
@@ -152,6 +156,7 @@ class RedisBroker:
         self._probe_interval = probe_interval
         self._redial_delay = redial_delay
         self._handler: BrokerEventHandler | None = None
+        self._control: ControlEventHandler | None = None
         self._tg: TaskGroup | None = None
         self.node_id = ""
         self.prefix = self._shards.all[0].prefix
@@ -182,11 +187,19 @@ class RedisBroker:
         """Every PUB/SUB connection of this broker (for tests and diagnostics)."""
         return [*self._control_subs, *self._node_subs.values()]
 
+    def register_control_handler(self, handler: ControlEventHandler, node_id: str) -> None:
+        """Before :meth:`start`: control messages go to ``handler``; ``P.node.<node_id>``
+        addresses this node."""
+        if self._tg is not None:
+            raise RuntimeError("register the control handler before starting the broker")
+        self._control = handler
+        self.node_id = node_id
+
     async def start(self, handler: BrokerEventHandler) -> None:
         """Open the shards, start every PUB/SUB loop and wait (bounded) until they listen."""
         if self._tg is not None:
             raise RuntimeError("broker already started")
-        self.node_id = str(getattr(handler, "node_id", "") or uuid.uuid4())
+        self.node_id = self.node_id or str(uuid.uuid4())
         await self._shards.open()
         self._handler = handler
         tg = anyio.create_task_group()
@@ -367,11 +380,12 @@ class RedisBroker:
         if handler is None:
             return
         if channel == self.control_channel:
-            handler.handle_control(data)
+            if self._control is not None:
+                self._control.handle_control(data)
             return
         if channel == self.node_channel(self.node_id):
-            if data != PROBE:
-                handler.handle_control(data)
+            if data != PROBE and self._control is not None:
+                self._control.handle_control(data)
             return
         try:
             event = decode_event(data)
@@ -475,26 +489,15 @@ class RedisBroker:
         topic = shard.client_channel(channel)
         await shard.command(shard.publish_command, topic, frame_leave(info))
 
-    async def publish_control(self, data: bytes, node_id: str = "") -> None:
+    async def publish_control(self, data: bytes, node_id: str = "") -> bool:
         """To every node over ``P.control`` or to one over ``P.node.<id>`` (any shard:
-        every node listens on every shard)."""
+        every node listens on every shard). An addressed message is False when no node
+        listens on ``P.node.<id>`` (Redis counts the receivers)."""
         await self._shards.open()
         shard = self._shards.all[next(self._rr) % len(self._shards.all)]
         topic = self.node_channel(node_id) if node_id else self.control_channel
-        await shard.command("PUBLISH", topic, data)
-
-    async def forward_emulation(self, node_id: str, session_id: str, data: bytes) -> bool:
-        """Send an ``/emulation`` frame to the node holding ``session_id``; False when no
-        node listens on ``P.node.<node_id>`` (Redis counts the receivers).
-
-        The frame travels as a node control message ``{"op": "emulation", "client":
-        session_id, "info": data}`` that the receiving node hands to its stream.
-        """
-        await self._shards.open()
-        shard = self._shards.all[next(self._rr) % len(self._shards.all)]
-        message = emulation_message(self.node_id, session_id, data)
-        receivers = await shard.command("PUBLISH", self.node_channel(node_id), message)
-        return bool(receivers)
+        receivers = await shard.command("PUBLISH", topic, data)
+        return bool(receivers) if node_id else True
 
     # ------------------------------------------------------------- history
 

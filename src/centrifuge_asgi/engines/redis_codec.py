@@ -23,7 +23,6 @@ __all__ = [
     "decode_event",
     "decode_info",
     "decode_publication",
-    "emulation_message",
     "encode_info",
     "encode_publication",
     "frame_join",
@@ -129,11 +128,3 @@ def decode_event(data: bytes) -> Event:
     if data.startswith(_LEAVE):
         return Event(leave=decode_info(data[len(_LEAVE) :]))
     return Event(publication=decode_publication(data))
-
-
-def emulation_message(origin: str, session_id: str, data: bytes) -> bytes:
-    """A node control message carrying an ``/emulation`` frame (the node's control
-    format: JSON with ``op``, ``origin``, ``client`` and base64 ``info``)."""
-    return msgspec.json.encode(
-        {"op": "emulation", "origin": origin, "client": session_id, "info": data}
-    )

@@ -7,11 +7,10 @@ there in order, and their replies appear on the stream. The answer is 204.
 
 Routing across processes: every stream registers in ``node.registry.emulation_streams``
 under its session id, and its connect reply names the node (``node.node_id``). A request
-naming another node goes to ``node.broker.forward_emulation(node_id, session_id, data)``
-when the broker implements :class:`EmulationForwarder` (for example by publishing a
-control message to that node); the receiving node hands the frame to its stream with
-``node.registry.feed_emulation`` (what :func:`feed_local` does here).
-Without a forwarder, another node's id answers 404.
+naming another node goes to ``node.cluster.forward_emulation(node_id, session_id, data)``,
+a cluster message addressed to that node; the receiving node hands the frame to its
+stream with ``node.registry.feed_emulation`` (what :func:`feed_local` does here). A node
+that the engine knows is not there (the memory engine; no listener in Redis) answers 404.
 """
 
 from __future__ import annotations
@@ -19,7 +18,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING
 
 import anyio
 import msgspec
@@ -50,15 +49,6 @@ log = logging.getLogger("centrifuge_asgi.emulation")
 
 INBOX_FRAMES = 16  # emulation frames queued per stream before senders wait
 FEED_TIMEOUT = 5.0  # how long an emulation request waits for room in the queue
-
-
-@runtime_checkable
-class EmulationForwarder(Protocol):
-    """A multi-process broker that can deliver an emulation frame to another node."""
-
-    async def forward_emulation(self, node_id: str, session_id: str, data: bytes) -> bool:
-        """Deliver ``data`` to ``session_id`` on ``node_id``; False when no such node."""
-        ...
 
 
 class EmulationStream:
@@ -138,9 +128,8 @@ async def deliver(node: Node, node_id: str, session_id: str, data: bytes) -> int
         except TimeoutError:
             return 503
         return 204
-    broker = node.broker
-    if node_id and isinstance(broker, EmulationForwarder):
-        return 204 if await broker.forward_emulation(node_id, session_id, data) else 404
+    if node_id:
+        return 204 if await node.cluster.forward_emulation(node_id, session_id, data) else 404
     return 404
 
 
@@ -204,7 +193,6 @@ def routes(node: Node) -> list[BaseRoute]:
 
 
 __all__ = [
-    "EmulationForwarder",
     "EmulationStream",
     "deliver",
     "feed_local",

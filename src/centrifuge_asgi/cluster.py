@@ -1,0 +1,439 @@
+"""Node-to-node messages: one typed message per operation, and one survey primitive.
+
+The node's server actions (subscribe, unsubscribe, disconnect, refresh, send) are applied
+locally and then sent to every other node, which applies them to its own connections.
+Nodes announce themselves every few seconds (``info`` lists the peers heard from), ask
+each other for their channels with a :class:`Survey`, and route an ``/emulation`` frame
+to the node holding its stream.
+
+The wire
+--------
+A message is a msgspec Struct tagged by ``op`` and encoded as JSON; the controller
+(``engines/base.py``) moves it as opaque bytes. The tags and field names are those of the
+single ``_Control`` struct that nodes before this module sent, so both versions
+understand each other during a rolling upgrade: where a field's meaning is narrower than
+its old name, the attribute has its own name and keeps the old one on the wire
+(``msgspec.field(name=...)``). ``v`` is the message format version; 1 is omitted on
+the wire, exactly as the previous nodes sent it. A message whose ``op`` this node does
+not know, or whose ``v`` is newer, comes from a newer node: it is logged (once per op)
+and ignored. A newer node therefore keeps sending ``v`` 1 messages for as long as older
+nodes may run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
+
+import anyio
+import msgspec
+
+from .auth import SubscriptionOverride
+from .codes import DisconnectCode, ErrorCode, UnsubscribeCode
+from .engines.base import Controller, StreamPosition
+from .errors import ClientError, EngineError
+from .subscriptions import Grant
+
+if TYPE_CHECKING:
+    from .registry import Registry
+    from .session import Session
+
+log = logging.getLogger("centrifuge_asgi.cluster")
+
+VERSION = 1
+"""The newest message format version this node reads and writes."""
+
+NODE_INTERVAL = 3.0  # seconds between node announcements (Centrifugo: 3 s)
+NODE_TTL = 2 * NODE_INTERVAL + 1  # a peer silent for longer is dropped from info
+
+
+# ---------------------------------------------------------------------------- messages
+
+
+class Message(msgspec.Struct, kw_only=True, omit_defaults=True, tag_field="op"):
+    """What every node-to-node message carries: its sender and format version."""
+
+    origin: str
+    v: int = VERSION
+
+
+class Targeted(Message, kw_only=True, omit_defaults=True):
+    """A server action for one user's connections, narrowed to a client or a session."""
+
+    user: str = ""
+    client: str = ""
+    session: str = ""
+
+
+class Disconnect(Targeted, tag="disconnect"):
+    code: int = 0  # 0: 3007 force disconnect
+    reason: str = ""
+    whitelist: list[str] = []
+
+
+class Unsubscribe(Targeted, tag="unsubscribe"):
+    channel: str = ""
+    code: int = 0  # 0: 2000 server unsubscribe
+    reason: str = ""
+
+
+class Subscribe(Targeted, tag="subscribe"):
+    channel: str = ""
+    info: bytes | None = None
+    data: bytes | None = None
+    expire_at: int = 0
+    override: dict[str, bool] = {}
+    recover: bool = False  # replay from (recover_offset, recover_epoch)
+    recover_offset: int = 0
+    recover_epoch: str = ""
+
+
+class Refresh(Targeted, tag="refresh"):
+    expire_at: int = 0
+    expired: bool = False
+    info: bytes | None = None
+
+
+class Send(Targeted, tag="send"):
+    data: bytes | None = msgspec.field(default=None, name="info")
+
+
+class ChannelsSurvey(Message, tag="channels_survey"):
+    """A survey request: every node answers with its channels matching ``pattern``."""
+
+    request: str = msgspec.field(default="", name="client")
+    pattern: str = msgspec.field(default="", name="channel")
+
+
+class ChannelsReply(Message, tag="channels_reply"):
+    """One node's answer to a :class:`ChannelsSurvey`: channel → subscriber count (JSON)."""
+
+    request: str = msgspec.field(default="", name="client")
+    counts: bytes | None = msgspec.field(default=None, name="info")
+
+
+class NodeInfo(Message, tag="node"):
+    """A node's announcement: its statistics (JSON), as ``info`` lists them."""
+
+    stats: bytes | None = msgspec.field(default=None, name="info")
+
+
+class Emulation(Message, tag="emulation"):
+    """An ``/emulation`` frame for the stream of ``session_id`` on the addressed node."""
+
+    session_id: str = msgspec.field(default="", name="client")
+    data: bytes | None = msgspec.field(default=None, name="info")
+
+
+Action = Disconnect | Unsubscribe | Subscribe | Refresh | Send
+AnyMessage = Action | ChannelsSurvey | ChannelsReply | NodeInfo | Emulation
+
+
+class _Envelope(msgspec.Struct):
+    """What can be read of a message this node cannot decode in full."""
+
+    op: str = ""
+    v: int = VERSION
+    origin: str = ""
+
+
+_encoder = msgspec.json.Encoder()
+_decoder = msgspec.json.Decoder(AnyMessage)
+_envelope = msgspec.json.Decoder(_Envelope)
+_counts = msgspec.json.Decoder(dict[str, int])
+_MESSAGES = (
+    *(Disconnect, Unsubscribe, Subscribe, Refresh, Send),
+    *(ChannelsSurvey, ChannelsReply, NodeInfo, Emulation),
+)
+_OPS = frozenset(str(cls.__struct_config__.tag) for cls in _MESSAGES)
+
+
+def encode(message: AnyMessage) -> bytes:
+    return _encoder.encode(message)
+
+
+class UnknownMessage(ValueError):
+    """A well-formed message from a newer node: an ``op`` or a ``v`` this node lacks."""
+
+    def __init__(self, op: str, version: int) -> None:
+        super().__init__(f"op {op!r} v{version}")
+        self.op = op
+        self.version = version
+
+
+def decode(data: bytes) -> AnyMessage:
+    """The message in ``data``: UnknownMessage for a newer node's, msgspec errors when malformed."""
+    try:
+        message = _decoder.decode(data)
+    except msgspec.ValidationError:
+        env = _envelope.decode(data)  # raises for what is not even an envelope
+        if env.origin and (env.v > VERSION or (env.op and env.op not in _OPS)):
+            raise UnknownMessage(env.op, env.v) from None
+        raise
+    if message.v > VERSION:
+        raise UnknownMessage(_op(message), message.v)
+    return message
+
+
+# ---------------------------------------------------------------------------- survey
+
+R = TypeVar("R")
+
+
+class Survey(Generic[R]):
+    """Replies to one request, complete when every expected peer answered.
+
+    A reply from a node that was not expected (a peer that announced itself meanwhile)
+    is kept too; a reply that arrives after the survey ended finds no survey and is
+    dropped by :class:`Cluster`.
+    """
+
+    def __init__(self, expected: set[str]) -> None:
+        self.request = uuid.uuid4().hex
+        self.expected = set(expected)
+        self.replies: dict[str, R] = {}
+        self.done = anyio.Event()
+        if not self.expected:
+            self.done.set()
+
+    def add(self, node_id: str, reply: R) -> None:
+        self.replies[node_id] = reply
+        if self.expected <= self.replies.keys():
+            self.done.set()
+
+    async def wait(self, seconds: float) -> dict[str, R]:
+        """The replies that came within ``seconds`` (all, as soon as every peer answered)."""
+        with anyio.move_on_after(seconds):
+            await self.done.wait()
+        return dict(self.replies)
+
+
+# ---------------------------------------------------------------------------- cluster
+
+
+class ClusterHost(Protocol):
+    """What the cluster needs of the node."""
+
+    @property
+    def node_id(self) -> str: ...
+
+    @property
+    def registry(self) -> Registry: ...
+
+    @property
+    def controller(self) -> Controller: ...
+
+    def spawn(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> bool: ...
+
+    def channels(self, pattern: str = "") -> dict[str, int]: ...
+
+    def node_stats(self) -> dict[str, Any]: ...
+
+
+class Cluster:
+    """The node's side of node-to-node messaging; the controller's control handler."""
+
+    def __init__(self, host: ClusterHost) -> None:
+        self._host = host
+        self._peers: dict[str, tuple[float, dict[str, Any]]] = {}  # node id -> (seen, stats)
+        self._surveys: dict[str, Survey[dict[str, int]]] = {}
+        self._unknown: set[str] = set()  # ops of newer nodes, logged once each
+
+    # ------------------------------------------------------------- outgoing
+
+    async def publish(self, message: AnyMessage, node_id: str = "") -> bool:
+        """Send ``message`` to every node (or to ``node_id``); see ``Controller``."""
+        return await self._host.controller.publish_control(encode(message), node_id)
+
+    async def act(self, action: Action) -> None:
+        """Apply a server action here, then on every other node (ClientError 100 when
+        the others cannot be reached)."""
+        await self.apply(action)
+        try:
+            await self.publish(action)
+        except EngineError as exc:
+            log.error("control %s could not reach other nodes: %s", _op(action), exc)
+            raise ClientError.of(ErrorCode.INTERNAL) from exc
+
+    async def channels(self, pattern: str = "", wait: float = 1.0) -> dict[str, int]:
+        """This node's channels plus every peer's that answered within ``wait`` seconds."""
+        self._forget_silent_peers()
+        result = self._host.channels(pattern)
+        if not self._peers:
+            return result
+        survey: Survey[dict[str, int]] = Survey(set(self._peers))
+        self._surveys[survey.request] = survey
+        try:
+            request = ChannelsSurvey(
+                origin=self._host.node_id, request=survey.request, pattern=pattern
+            )
+            await self.publish(request)
+            replies = await survey.wait(wait)
+        finally:
+            del self._surveys[survey.request]
+        for counts in replies.values():
+            for ch, n in counts.items():
+                result[ch] = result.get(ch, 0) + n
+        return result
+
+    def peers(self) -> list[dict[str, Any]]:
+        """The statistics of every peer heard from within the last ``NODE_TTL`` seconds."""
+        self._forget_silent_peers()
+        return [stats for _, stats in self._peers.values()]
+
+    async def announce_loop(self) -> None:
+        """Tell the other nodes about this one every ``NODE_INTERVAL`` seconds."""
+        while True:
+            try:
+                await self.announce()
+            except Exception as exc:
+                log.warning("node announcement failed: %s", exc)
+            await anyio.sleep(NODE_INTERVAL)
+
+    async def announce(self) -> None:
+        stats = msgspec.json.encode(self._host.node_stats())
+        await self.publish(NodeInfo(origin=self._host.node_id, stats=stats))
+
+    async def forward_emulation(self, node_id: str, session_id: str, data: bytes) -> bool:
+        """Send an ``/emulation`` frame to the node holding its stream; False when the
+        controller knows that no such node listens.
+
+        A plain addressed message, not a survey: the HTTP answer depends only on whether
+        the node is there, older nodes send no acknowledgement, and waiting for one would
+        add a round trip to every command of an emulated connection.
+        """
+        message = Emulation(origin=self._host.node_id, session_id=session_id, data=data)
+        return await self.publish(message, node_id)
+
+    # ------------------------------------------------------------- incoming
+
+    def handle_control(self, data: bytes) -> None:
+        """The controller's callback (``ControlEventHandler``): synchronous, never blocks."""
+        try:
+            message = decode(data)
+        except UnknownMessage as exc:
+            if exc.op not in self._unknown:
+                self._unknown.add(exc.op)
+                log.warning("control message from a newer node ignored: %s", exc)
+            return
+        except (msgspec.DecodeError, UnicodeDecodeError):
+            log.warning("malformed control message ignored")
+            return
+        host = self._host
+        if message.origin == host.node_id:
+            return
+        if isinstance(message, ChannelsSurvey):
+            host.spawn(self._answer_channels, message)
+        elif isinstance(message, ChannelsReply):
+            survey = self._surveys.get(message.request)
+            if survey is not None and message.counts is not None:
+                with contextlib.suppress(msgspec.DecodeError):  # not an answer
+                    survey.add(message.origin, _counts.decode(message.counts))
+        elif isinstance(message, NodeInfo):
+            if message.stats is not None:
+                self._forget_silent_peers()
+                if message.origin not in self._peers:
+                    host.spawn(self.announce)  # a new peer learns about this node at once
+                with contextlib.suppress(msgspec.DecodeError):
+                    stats = msgspec.json.decode(message.stats)
+                    self._peers[message.origin] = (time.monotonic(), stats)
+        elif isinstance(message, Emulation):
+            host.spawn(self._feed_emulation, message)
+        else:
+            host.spawn(self.apply, message)
+
+    async def _answer_channels(self, request: ChannelsSurvey) -> None:
+        counts = msgspec.json.encode(self._host.channels(request.pattern))
+        reply = ChannelsReply(origin=self._host.node_id, request=request.request, counts=counts)
+        await self.publish(reply, request.origin)
+
+    async def _feed_emulation(self, message: Emulation) -> None:
+        """Hand a frame that another node routed here to its stream."""
+        if message.data is None:
+            return
+        try:
+            await self._host.registry.feed_emulation(message.session_id, message.data)
+        except TimeoutError:
+            log.warning("emulation frame for %s dropped: its queue stays full", message.session_id)
+
+    async def apply(self, action: Action) -> None:
+        """Apply a server action to this node's matching connections."""
+        for session in self._targets(action):
+            try:
+                await _apply_to(session, action)
+            except Exception:  # one connection's failure must not stop the others
+                log.exception("control %s failed for client=%s", _op(action), session.client_id)
+
+    def _targets(self, action: Action) -> list[Session]:
+        registry = self._host.registry
+        if action.client:
+            s = registry.session(action.client)
+            found = [s] if s is not None and s.user == action.user else []
+        else:
+            found = registry.user_sessions(action.user)
+        if action.session:
+            return [s for s in found if s.session_id == action.session]
+        return found
+
+    def _forget_silent_peers(self) -> None:
+        now = time.monotonic()
+        for node_id, (seen, _) in list(self._peers.items()):
+            if now - seen > NODE_TTL:
+                del self._peers[node_id]
+
+
+async def _apply_to(s: Session, action: Action) -> None:
+    if isinstance(action, Disconnect):
+        if s.client_id not in action.whitelist:
+            s.disconnect(action.code or DisconnectCode.FORCE_DISCONNECT, action.reason)
+    elif isinstance(action, Unsubscribe):
+        code = action.code or UnsubscribeCode.SERVER
+        await s.server_unsubscribe(action.channel, code, action.reason)
+    elif isinstance(action, Subscribe):
+        grant = Grant(
+            info=action.info,
+            data=action.data,
+            expire_at=action.expire_at or None,
+            override=SubscriptionOverride(**action.override) if action.override else None,
+        )
+        since = (
+            StreamPosition(action.recover_offset, action.recover_epoch) if action.recover else None
+        )
+        await s.server_subscribe(action.channel, grant, since)
+    elif isinstance(action, Refresh):
+        s.apply_refresh(action.expire_at or None, action.info, action.expired)
+    elif isinstance(action, Send) and action.data is not None:
+        s.push_message(action.data)
+
+
+def _op(message: Message) -> str:
+    return str(type(message).__struct_config__.tag)
+
+
+__all__ = [
+    "NODE_INTERVAL",
+    "NODE_TTL",
+    "VERSION",
+    "Action",
+    "AnyMessage",
+    "ChannelsReply",
+    "ChannelsSurvey",
+    "Cluster",
+    "ClusterHost",
+    "Disconnect",
+    "Emulation",
+    "Message",
+    "NodeInfo",
+    "Refresh",
+    "Send",
+    "Subscribe",
+    "Survey",
+    "UnknownMessage",
+    "Unsubscribe",
+    "decode",
+    "encode",
+]
