@@ -21,7 +21,6 @@ JWK selected by ``kid``. ``none`` and anything else is rejected, which rules out
 from __future__ import annotations
 
 import base64
-import binascii
 import hmac
 import logging
 import math
@@ -810,7 +809,7 @@ def _binary(obj: Mapping[str, object], json_name: str, b64_name: str) -> bytes |
     if encoded:
         try:
             return base64.b64decode(encoded, validate=True)
-        except binascii.Error as exc:
+        except ValueError as exc:  # binascii.Error, or a character that is not ASCII
             raise TokenInvalid(f"claim {b64_name} is not valid base64") from exc
     value = obj.get(json_name)
     return None if value is None else msgspec.json.encode(value)
@@ -865,7 +864,7 @@ def _compile(pattern: str, key: str) -> re.Pattern[str] | None:
         return None
     try:
         return re.compile(pattern)
-    except re.error as exc:
+    except (re.error, OverflowError, RecursionError) as exc:  # a{4294967296}, (((…)))
         raise ConfigError(f"{key}: invalid regex ({exc})") from exc
 
 

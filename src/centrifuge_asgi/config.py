@@ -123,7 +123,12 @@ def _parse_go_duration(text: str) -> int:
         match = _COMPONENT.match(s, pos)
         if match is None:
             raise ConfigError(f"invalid duration {text!r} (use Go syntax: 500ms, 25s, 1m30s, 720h)")
-        total += Fraction(match.group(1)) * _UNIT_NS[match.group(2)]
+        whole, dot, fraction = match.group(1).partition(".")
+        whole = whole.lstrip("0")
+        if len(whole) > 20:  # past any int64 of nanoseconds (and int() takes 4300 digits at most)
+            raise ConfigError(f"duration {text!r} is out of range")
+        # as in Go, digits of a fraction past the precision of nanoseconds change nothing
+        total += Fraction((whole or "0") + dot + fraction[:30]) * _UNIT_NS[match.group(2)]
         pos = match.end()
     ns = int(total)
     if ns > _MAX_NS:
@@ -139,7 +144,10 @@ def parse_duration(value: object) -> float:
     if isinstance(value, str):
         return _parse_go_duration(value) / 1e9
     if isinstance(value, timedelta):
-        return value.total_seconds()
+        seconds = value.total_seconds()
+        if abs(round(seconds * 1e9)) > _MAX_NS:  # what format_duration could not write back
+            raise ConfigError(f"duration {value!r} is out of range")
+        return seconds
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ConfigError(f"invalid duration {value!r} (expected a string like '25s')")
     if not math.isfinite(value) or abs(value) > _MAX_NS:

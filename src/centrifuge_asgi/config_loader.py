@@ -357,7 +357,7 @@ def _env_value(f: _Field, raw: str, name: str) -> object:
             if not isinstance(value, expected):
                 raise ValueError(f"expected a JSON {'array' if expected is list else 'object'}")
             return value
-    except (ValueError, ConfigError) as exc:
+    except (ValueError, RecursionError, ConfigError) as exc:  # RecursionError: JSON too deep
         raise ConfigError(
             f"invalid value for environment variable {name}: {raw!r}: {exc}"
         ) from None
@@ -384,7 +384,7 @@ def _add_named_items(data: dict[str, object], path: tuple[str, ...], names: obje
     appends them to the file's list); items already there keep their options."""
     current = _get_path(data, path)
     items = list(current) if isinstance(current, list) else []
-    have = {item.get("name") for item in items if isinstance(item, dict)}
+    have = {i.get("name") for i in items if isinstance(i, dict) and isinstance(i.get("name"), str)}
     new = names if isinstance(names, list) else []
     items += [item for item in new if isinstance(item, dict) and item["name"] not in have]
     _set_path(data, path, items)
@@ -561,6 +561,9 @@ def _dump_value(f: _Field, value: Any, omit_defaults: bool) -> object:
         return dump_struct(value, omit_defaults=omit_defaults)
     if f.kind == "list_struct":
         return [dump_struct(v, omit_defaults=omit_defaults) for v in value]
+    if f.kind == "map" and any(key != key.lower() for key in value):
+        # an object's keys load lower-cased: only the list form keeps them as they are
+        return [{"key": key, "value": item} for key, item in value.items()]
     if isinstance(value, list | dict):
         return value.copy()
     return value
@@ -690,7 +693,7 @@ class _Validator:
         if opts.channel_regex:
             try:
                 re.compile(opts.channel_regex)
-            except re.error as exc:
+            except (re.error, OverflowError, RecursionError) as exc:  # a{4294967296}, (((…)))
                 self.fail(f"{path}.channel_regex", opts.channel_regex, f"bad regex: {exc}")
         self.check_channel_proxies(path, opts)
 

@@ -1,0 +1,275 @@
+"""The server HTTP API takes any body: a documented answer, never a 500 or a traceback.
+
+Bodies are arbitrary bytes, arbitrary JSON, and per-method requests (valid, then mutated:
+wrong types, extreme integers, deep nesting, invalid UTF-8, huge strings, extra keys),
+sent to ``/api/<method>``, ``/api/batch`` and the legacy ``/api``. Properties (server-api
+spec §1): the status is 200, 400 (plain ``Bad Request``) or 413; a 200 carries JSON whose
+errors have codes of the API's table; and nothing is logged at ERROR. With the
+``transport`` error mode the error's own HTTP status is used, and 500 (code 100) is
+allowed only where it is documented: it must not come with a logged traceback.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from hypothesis import event, example, given
+from hypothesis import strategies as st
+
+from centrifuge_asgi import Node
+from centrifuge_asgi.api_exec import API_MESSAGES, HTTP_STATUS
+from centrifuge_asgi.api_schema import LEGACY_METHOD_NUMBERS, REQUEST_TYPES
+from centrifuge_asgi.session import TransportInfo
+
+from .harness import CHANNELS, CONFIG, TOKEN, ErrorRecords, Served, serve
+from .support import (
+    bad_values,
+    dump,
+    examples,
+    json_values,
+    mangle,
+    mutated,
+    texts,
+)
+
+KEY = "fuzz-key"
+MAX_BODY = 200_000
+API_CONFIG: dict[str, Any] = {**CONFIG, "http_api": {"key": KEY, "max_body_size": MAX_BODY}}
+AUTH = {"X-API-Key": KEY}
+
+users = st.sampled_from(["u1", "u2", ""]) | texts
+channel = st.sampled_from(CHANNELS) | texts
+b64 = st.binary(max_size=30).map(lambda b: base64.b64encode(b).decode()) | texts
+u64 = st.integers(0, 2**64 - 1)
+i64 = st.integers(-(2**63), 2**63 - 1)
+opt_bool = st.fixed_dictionaries({}, optional={"value": st.booleans()})
+position = st.fixed_dictionaries({}, optional={"offset": u64, "epoch": texts})
+publish_fields = {
+    "data": json_values,
+    "b64data": b64,
+    "skip_history": st.booleans(),
+    "tags": st.dictionaries(texts, texts, max_size=3),
+    "idempotency_key": texts,
+    "delta": st.booleans(),
+    "version": u64,
+    "version_epoch": texts,
+}
+REQUESTS: dict[str, st.SearchStrategy[dict[str, Any]]] = {
+    "publish": st.fixed_dictionaries({"channel": channel}, optional=publish_fields),
+    "broadcast": st.fixed_dictionaries(
+        {"channels": st.lists(channel, max_size=4)}, optional=publish_fields
+    ),
+    "subscribe": st.fixed_dictionaries(
+        {"user": users, "channel": channel},
+        optional={
+            "expire_at": i64,
+            "info": json_values,
+            "b64info": b64,
+            "client": texts,
+            "session": texts,
+            "data": json_values,
+            "b64data": b64,
+            "recover_since": position,
+            "override": st.fixed_dictionaries(
+                {},
+                optional={
+                    k: opt_bool
+                    for k in (
+                        "presence",
+                        "join_leave",
+                        "force_push_join_leave",
+                        "force_positioning",
+                        "force_recovery",
+                    )
+                },
+            ),
+        },
+    ),
+    "unsubscribe": st.fixed_dictionaries(
+        {"user": users, "channel": channel}, optional={"client": texts, "session": texts}
+    ),
+    "disconnect": st.fixed_dictionaries(
+        {"user": users},
+        optional={
+            "client": texts,
+            "session": texts,
+            "whitelist": st.lists(texts, max_size=3),
+            "disconnect": st.fixed_dictionaries(
+                {},
+                optional={
+                    "code": st.integers(0, 2**32 - 1) | st.integers(2990, 5010),
+                    "reason": texts,
+                },
+            ),
+        },
+    ),
+    "refresh": st.fixed_dictionaries(
+        {"user": users},
+        optional={
+            "client": texts,
+            "session": texts,
+            "expired": st.booleans(),
+            "expire_at": i64,
+            "info": json_values,
+        },
+    ),
+    "history": st.fixed_dictionaries(
+        {"channel": channel},
+        optional={
+            "limit": st.integers(-(2**31), 2**31 - 1),
+            "since": position,
+            "reverse": st.booleans(),
+        },
+    ),
+    "history_remove": st.fixed_dictionaries({"channel": channel}),
+    "presence": st.fixed_dictionaries({"channel": channel}),
+    "presence_stats": st.fixed_dictionaries({"channel": channel}),
+    "info": st.just({}),
+    "rpc": st.fixed_dictionaries({}, optional={"method": texts, "params": json_values}),
+    "channels": st.fixed_dictionaries(
+        {}, optional={"pattern": st.sampled_from(["*", "news:*", "[", "[!a-", "**?"]) | texts}
+    ),
+}
+assert set(REQUESTS) == set(REQUEST_TYPES)
+METHODS = sorted(REQUESTS)
+KEYS = sorted({"channel", "channels", "data", "user", "method", "params", "commands"})
+
+single = st.sampled_from(METHODS).flatmap(lambda m: st.tuples(st.just(m), REQUESTS[m]))
+batch = st.fixed_dictionaries(
+    {"commands": st.lists(single.map(lambda t: {t[0]: t[1]}), max_size=5)},
+    optional={"parallel": st.booleans()},
+)
+legacy_one = single.map(lambda t: {"method": t[0], "params": t[1]}) | single.map(
+    lambda t: {"id": 1, "method": LEGACY_METHOD_NUMBERS.index(t[0]), "params": t[1]}
+)
+
+
+@st.composite
+def bodies(draw: st.DrawFn, valid: st.SearchStrategy[Any]) -> bytes:
+    """A valid body, a mutated one, a byte-damaged one, any JSON, or any bytes."""
+    kind = draw(st.sampled_from(["valid", "mutated", "mutated", "mangled", "json", "bytes"]))
+    if kind == "valid":
+        return dump(draw(valid))
+    if kind == "mutated":
+        return dump(draw(mutated(valid, KEYS)))
+    if kind == "mangled":
+        return draw(mangle(dump(draw(mutated(valid, KEYS)))))
+    if kind == "json":
+        return dump(draw(bad_values))
+    return draw(st.binary(max_size=200))
+
+
+@st.composite
+def method_requests(draw: st.DrawFn) -> tuple[str, bytes]:
+    name = draw(st.sampled_from([*METHODS, "batch"]))
+    return name, draw(bodies(batch if name == "batch" else REQUESTS[name]))
+
+
+@st.composite
+def legacy_bodies(draw: st.DrawFn) -> bytes:
+    lines = draw(st.lists(bodies(legacy_one), min_size=1, max_size=3))
+    return draw(st.sampled_from([b"\n", b" ", b""])).join(lines)
+
+
+@pytest.fixture(scope="module")
+def served() -> Iterator[Served]:
+    with serve(API_CONFIG) as served:
+        yield served
+
+
+def check_error(error: Any) -> None:
+    assert isinstance(error, dict) and set(error) == {"code", "message"}, error
+    assert API_MESSAGES.get(error["code"]) == error["message"], error
+
+
+def check_result(method: str, answer: Any) -> None:
+    """``{"result": …}`` or ``{"error": …}``; batch: ``{"replies": [...]}``."""
+    assert isinstance(answer, dict)
+    if method == "batch":
+        assert set(answer) == {"replies"}
+        for reply in answer["replies"]:
+            assert isinstance(reply, dict) and len(reply) == 1, reply
+            [(key, value)] = reply.items()
+            if key == "error":
+                check_error(value)
+            else:
+                assert key in REQUEST_TYPES and isinstance(value, dict), reply
+        return
+    assert len(answer) == 1 and set(answer) <= {"result", "error"}, answer
+    if "error" in answer:
+        check_error(answer["error"])
+
+
+async def post(node: Node, path: str, body: bytes, headers: dict[str, str]) -> httpx.Response:
+    """One request, with a connected client of user u1 for it to act on."""
+    session = node.create_session(TransportInfo())
+    await session.handle_frame(dump({"id": 1, "connect": {"token": TOKEN}}))
+    transport = httpx.ASGITransport(app=node.asgi_app())
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
+            return await client.post(path, content=body, headers=headers)
+    finally:
+        await session.finish()
+
+
+def request(served: Served, path: str, body: bytes, transport_mode: bool = False) -> Any:
+    """The JSON answer, or None for a documented plain-text or transport-mode error."""
+    headers = {**AUTH, "x-centrifugo-error-mode": "transport"} if transport_mode else AUTH
+    with ErrorRecords() as errors:
+        response = served.portal.call(post, served.node, path, body, headers)
+    errors.check()
+    status = response.status_code
+    event(f"HTTP {status}")
+    if status in (400, 413) and response.headers["content-type"].startswith("text/plain"):
+        assert response.text == ("Bad Request" if status == 400 else "Request Entity Too Large")
+        return None
+    assert response.headers["content-type"] == "application/json", (status, response.text)
+    lines = [json.loads(line) for line in response.content.split(b"\n")]
+    if transport_mode and status != 200:
+        [error] = lines
+        check_error(error)
+        assert HTTP_STATUS.get(error["code"], 500) == status
+        return None
+    assert status == 200, (status, response.text)
+    return lines if path == "/api" else lines[0]
+
+
+@examples(0.5)
+@given(method_requests())
+@example(("publish", b'{"channel":"news:a","data":' + b"[" * 5000 + b"]" * 5000 + b"}"))
+@example(("history", b'{"channel":"bin:a","limit":-1}'))
+@example(("channels", b'{"pattern":"[!"}'))
+@example(("batch", b'{"commands":[null,{},{"info":{}}],"parallel":true}'))
+@example(("disconnect", b'{"user":"u1","disconnect":{"code":4294967295}}'))
+@example(("publish", b'{"channel":"news:a","data":"' + b"x" * MAX_BODY + b'"}'))
+def test_method_endpoint(served: Served, request_: tuple[str, bytes]) -> None:
+    method, body = request_
+    answer = request(served, f"/api/{method}", body)
+    if answer is not None:
+        check_result(method, answer)
+
+
+@examples(0.25)
+@given(method_requests())
+def test_method_endpoint_transport_error_mode(served: Served, request_: tuple[str, bytes]) -> None:
+    method, body = request_
+    answer = request(served, f"/api/{method}", body, transport_mode=True)
+    if answer is not None and method != "batch":
+        assert set(answer) == {"result"}, answer
+
+
+@examples(0.25)
+@given(legacy_bodies())
+@example(b'{"method":"publish","params":{"channel":"news:a","data":1}}\n{"method":99}')
+@example(b'{"method":"info","params":null} {"method":"INFO"}')
+def test_legacy_endpoint(served: Served, body: bytes) -> None:
+    answers = request(served, "/api", body)
+    for answer in answers or []:
+        assert set(answer) - {"id"} in ({"result"}, {"error"}), answer
+        if "error" in answer:
+            check_error(answer["error"])
