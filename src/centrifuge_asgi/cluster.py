@@ -365,6 +365,9 @@ class Cluster:
         for session in self._targets(action):
             try:
                 await _apply_to(session, action)
+            except ClientError as exc:  # refused for this connection: 110 (expire_at passed)
+                client = session.client_id
+                log.info("control %s refused for client=%s: %s", _op(action), client, exc)
             except Exception:  # one connection's failure must not stop the others
                 log.exception("control %s failed for client=%s", _op(action), session.client_id)
 

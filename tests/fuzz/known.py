@@ -13,19 +13,11 @@ import traceback
 
 import pytest
 
-PENDING: dict[str, str] = {
-    "server-subscribe-log": (
-        "cluster.py Cluster.apply (node.py _apply_control before): a ClientError "
-        "of a server-side subscribe (110 for an expire_at in the past) is logged with a "
-        "traceback at ERROR"
-    ),
-}
+PENDING: dict[str, str] = {}
 """key → the fix that is missing."""
 
 # key → (exception type names, function where it is raised)
-_SIGNATURES: dict[str, tuple[set[str], str]] = {
-    "server-subscribe-log": ({"ClientError"}, "_subscribe"),
-}
+_SIGNATURES: dict[str, tuple[set[str], str]] = {}
 
 
 def _origin(exc: BaseException) -> str:
