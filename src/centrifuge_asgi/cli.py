@@ -48,6 +48,8 @@ def _serve(args: argparse.Namespace) -> int:
         "ws_max_size": max_size if max_size > 0 else 16 * 1024 * 1024,
         "log_level": config.log.level if config.log.level in ("debug", "info") else "warning",
         "ws": WS_PROTOCOL,
+        # Centrifugo offers permessage-deflate only with websocket.compression on
+        "ws_per_message_deflate": config.websocket.compression,
     }
     if config.log.json:
         options["log_config"] = None  # uvicorn's records go through our JSON handler

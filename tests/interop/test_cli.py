@@ -308,3 +308,26 @@ async def test_serve_configured_only_by_environment(tmp_path: Path, serve: Any) 
             out = proc.communicate()[0]
     assert "unknown environment variable" not in out, out
     assert "Traceback" not in out, out
+
+
+@pytest.mark.parametrize("compression", [False, True])
+async def test_serve_offers_compression_only_when_configured(
+    tmp_path: Path, serve: Any, compression: bool
+) -> None:
+    # Centrifugo answers permessage-deflate only with websocket.compression on; uvicorn's
+    # default would always agree to it.
+    config = tmp_path / "config.json"
+    config.write_text(
+        json.dumps(
+            {
+                "client": {"token": {"hmac_secret_key": "k"}},
+                "health": {"enabled": True},
+                "websocket": {"compression": compression},
+            }
+        )
+    )
+    served = serve(config)
+    ws = await websockets.connect(served.ws_url(), open_timeout=5, compression="deflate")
+    agreed = ws.response.headers.get("Sec-WebSocket-Extensions") or ""
+    await ws.close()
+    assert ("permessage-deflate" in agreed) is compression, agreed
