@@ -8,7 +8,9 @@ Usage (docs/security.md, "Fuzzing")::
 TARGET is one of ``json``, ``protobuf``, ``api``, ``config``, ``env`` or ``jwt``; for
 example ``json -max_total_time=600 -rss_limit_mb=4096 corpus/json``. An input that
 raises anything but the documented errors is a crash: libFuzzer saves it as
-``crash-<sha1>``. Turn each one into a test in tests/fuzz/test_regressions.py.
+``crash-<sha1>``. Turn each one into a test in tests/fuzz/test_regressions.py. The
+``config``, ``env`` and ``jwt`` targets build their input (schema keys, variable names,
+claim names) from the bytes, so the fuzzer need not discover the JSON syntax first.
 """
 
 from __future__ import annotations
@@ -60,15 +62,36 @@ def fuzz_api(data: bytes) -> None:
 
 
 def fuzz_config(data: bytes) -> None:
-    """A JSON config file's content."""
-    try:
-        document = json.loads(data)
-    except (ValueError, RecursionError):
-        return
-    if not isinstance(document, dict):
-        return
+    """A config mapping: keys of the schema (picked by the input) and values of any type."""
+    document = _mapping(atheris.FuzzedDataProvider(data), 0)
     with contextlib.suppress(ConfigError):
         config_loader.config_from_mapping(document, source="atheris", env={})
+
+
+def _mapping(provider: atheris.FuzzedDataProvider, depth: int) -> dict[str, object]:
+    return {
+        provider.PickValueInList(_KEYS): _value(provider, depth + 1)
+        for _ in range(provider.ConsumeIntInRange(0, 4))
+    }
+
+
+def _value(provider: atheris.FuzzedDataProvider, depth: int) -> object:
+    kind = provider.ConsumeIntInRange(0, 7 if depth < 5 else 5)
+    if kind == 0:
+        return provider.ConsumeInt(provider.ConsumeIntInRange(1, 12))
+    if kind == 1:
+        return provider.ConsumeFloat()
+    if kind == 2:
+        return provider.ConsumeUnicodeNoSurrogates(provider.ConsumeIntInRange(0, 40))
+    if kind == 3:
+        return provider.ConsumeBool()
+    if kind == 4:
+        return provider.PickValueInList([None, "25s", "1m30s", "0", "true", "chat", "json"])
+    if kind == 5:
+        return provider.ConsumeIntInRange(0, 100)
+    if kind == 6:
+        return [_value(provider, depth + 1) for _ in range(provider.ConsumeIntInRange(0, 3))]
+    return _mapping(provider, depth)
 
 
 def fuzz_env(data: bytes) -> None:
@@ -128,7 +151,19 @@ def _env_names() -> list[str]:
     return [*names, "CENTRIFUGO_CHANNEL_NAMESPACES_CHAT_PRESENCE"]
 
 
+def _schema_keys() -> list[str]:
+    keys: set[str] = set()
+    todo = [config_loader.Config]
+    while todo:
+        for field in config_loader.schema(todo.pop()).values():
+            keys.add(field.name)
+            if field.inner is not None:
+                todo.append(field.inner)
+    return sorted(keys)
+
+
 _ENV_NAMES = _env_names()
+_KEYS = _schema_keys()
 TARGETS: dict[str, Callable[[bytes], None]] = {
     "json": fuzz_json,
     "protobuf": fuzz_protobuf,
