@@ -5,6 +5,7 @@ publish with ``await node.publish(channel, data)``, and connect with any officia
 Centrifugo SDK.
 """
 
+from . import edges as _edges  # noqa: F401  (plugs the edges into the node: edges.py)
 from ._version import __version__
 from .auth import SubscriptionOverride, connection_token, subscription_token
 from .codes import DisconnectCode, ErrorCode, UnsubscribeCode

@@ -1,6 +1,6 @@
 """Prometheus metrics of one node: the node's observer when ``prometheus.enabled``.
 
-An edge module: the node loads it by name only when Prometheus is enabled (see
+An edge module: ``edges.py`` builds it for a node only when Prometheus is enabled (see
 ``observer.py``), and the app assembly (``app.py``) serves ``GET /metrics`` from it.
 
 Every node owns a :class:`prometheus_client.CollectorRegistry` (``node.metrics.registry``),

@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import dataclasses
 import fnmatch
-import importlib
 import logging
 import time
 import uuid
@@ -151,8 +150,8 @@ class Node:
         if cfg.insecure:
             log.warning("client.insecure is on: every client may subscribe, publish and read")
         if observer is None and config.prometheus.enabled:
-            self.metrics = _edge("metrics").NodeMetrics(self)
-        _edge("proxy").install(self)  # the HTTP proxies the config enables, as handlers
+            self.metrics = EDGES.need("prometheus_observer")(self)
+        EDGES.need("install_proxies")(self)  # the HTTP proxies the config enables
         self._tg: TaskGroup | None = None
         self._closing = False
         self.cluster = Cluster(self)  # node-to-node messages (cluster.py)
@@ -387,7 +386,7 @@ class Node:
     def asgi_app(self) -> Any:
         """A Starlette app with the connection endpoints, to mount at any prefix
         (``centrifuge_asgi.app.build_app(node)``)."""
-        return _edge("app").build_app(self)
+        return EDGES.need("build_app")(self)
 
     # --------------------------------------------------------------- helpers
 
@@ -673,13 +672,20 @@ def _name(fn: object) -> str:
     return str(getattr(fn, "__name__", fn))
 
 
-def _edge(name: str) -> Any:
-    """``centrifuge_asgi.<name>``, a module above the node, loaded only when used.
+@dataclasses.dataclass
+class Edges:
+    """Slots for what the layers above the node plug into it; ``centrifuge_asgi.edges``
+    (imported by the package) fills them, each importing its module only when used."""
 
-    The node imports nothing above it (the import-linter contract in pyproject.toml),
-    yet builds what its config switches on: the Prometheus observer (``metrics``), the
-    HTTP proxies (``proxy``) and, for :meth:`Node.asgi_app`, the app (``app``). They are
-    loaded by name, so ``Node()`` without them imports neither Starlette nor httpx nor
-    prometheus_client.
-    """
-    return importlib.import_module(f"{__package__}.{name}")
+    prometheus_observer: Callable[[Node], NodeObserver] | None = None
+    install_proxies: Callable[[Node], None] | None = None
+    build_app: Callable[[Node], Any] | None = None
+
+    def need(self, slot: str) -> Any:
+        fn = getattr(self, slot)
+        if fn is None:  # only if centrifuge_asgi.edges was never imported
+            raise RuntimeError(f"centrifuge_asgi.edges has not filled Node's {slot!r} slot")
+        return fn
+
+
+EDGES = Edges()

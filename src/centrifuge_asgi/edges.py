@@ -1,0 +1,43 @@
+"""What the layers above the node plug into it.
+
+The node imports nothing above it (the import-linter contract in pyproject.toml), yet its
+config may switch on things that live above it: the Prometheus observer
+(``prometheus.enabled``), the HTTP proxies, and the app that :meth:`Node.asgi_app`
+returns. :data:`centrifuge_asgi.node.EDGES` has a slot for each; this module, imported by
+the package itself, fills them. Each slot imports its module only when a node needs it,
+so ``import centrifuge_asgi`` and a plain ``Node()`` load neither Starlette nor httpx nor
+prometheus_client.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .node import EDGES
+
+if TYPE_CHECKING:
+    from .node import Node
+    from .observer import NodeObserver
+
+
+def prometheus_observer(node: Node) -> NodeObserver:
+    from .metrics import NodeMetrics
+
+    return NodeMetrics(node)
+
+
+def install_proxies(node: Node) -> None:
+    from .proxy import install
+
+    install(node)
+
+
+def build_app(node: Node) -> Any:
+    from .app import build_app
+
+    return build_app(node)
+
+
+EDGES.prometheus_observer = prometheus_observer
+EDGES.install_proxies = install_proxies
+EDGES.build_app = build_app
