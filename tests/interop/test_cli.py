@@ -3,12 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
-import socket
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,9 +14,9 @@ import httpx
 import pytest
 import websockets
 
-pytestmark = pytest.mark.anyio
+from .serve_process import CLI, ServeProcesses
 
-CLI = [sys.executable, "-m", "centrifuge_asgi"]
+pytestmark = pytest.mark.anyio
 
 
 def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -29,57 +25,11 @@ def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
     )
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Served:
-    def __init__(self, proc: subprocess.Popen[str], port: int) -> None:
-        self.proc = proc
-        self.port = port
-
-    def ws_url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/connection/websocket"
-
-
 @pytest.fixture
 def serve() -> Iterator[Any]:
-    procs: list[subprocess.Popen[str]] = []
-
-    def start(
-        config: Path | None, *extra: str, env: dict[str, str] | None = None, cwd: Path | None = None
-    ) -> Served:
-        """``serve`` with ``config`` (None: no ``-c``, so ``config.json`` in ``cwd`` if any)."""
-        port = free_port()
-        file = ["-c", str(config)] if config is not None else []
-        proc = subprocess.Popen(
-            [*CLI, "serve", *file, "-a", "127.0.0.1", "-p", str(port), *extra],
-            env={**os.environ, **(env or {})},
-            cwd=cwd,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        procs.append(proc)
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                httpx.get(f"http://127.0.0.1:{port}/health", timeout=1)
-                return Served(proc, port)
-            except httpx.TransportError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    proc.kill()
-                    out = proc.stdout.read() if proc.stdout else ""
-                    raise AssertionError(f"serve did not start:\n{out}") from None
-                time.sleep(0.1)
-
-    yield start
-    for proc in procs:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(10)
+    processes = ServeProcesses()
+    yield processes.start
+    processes.stop_all()
 
 
 async def connect(url: str, token: str) -> Any:

@@ -11,12 +11,8 @@ Each test runs a real ``serve`` process with small timeouts: incomplete request 
 from __future__ import annotations
 
 import json
-import os
 import resource
 import signal
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AsyncExitStack
@@ -32,9 +28,10 @@ from anyio.abc import SocketStream
 from centrifuge_asgi import connection_token
 from centrifuge_asgi.codes import DisconnectCode
 
+from .serve_process import Served, ServeProcesses
+
 pytestmark = pytest.mark.anyio
 
-CLI = [sys.executable, "-m", "centrifuge_asgi"]
 SECRET = "limits-secret"
 API_KEY = "limits-key"
 
@@ -45,12 +42,6 @@ BODY_ENDPOINTS = {
     "http_stream": ("/connection/http_stream", []),
     "uni_http_stream": ("/connection/uni_http_stream", []),
 }
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _config(tmp_path: Path, **sections: dict[str, Any]) -> Path:
@@ -68,54 +59,19 @@ def _config(tmp_path: Path, **sections: dict[str, Any]) -> Path:
     return path
 
 
-class Served:
-    def __init__(self, proc: subprocess.Popen[str], port: int) -> None:
-        self.proc = proc
-        self.port = port
-
-    def output(self) -> str:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        return self.proc.communicate(timeout=10)[0]
-
-
 @pytest.fixture
 def serve() -> Iterator[Callable[..., Served]]:
-    procs: list[subprocess.Popen[str]] = []
+    processes = ServeProcesses()
 
     def start(config: Path, *, nofile: int | None = None) -> Served:
-        port = _free_port()
-
         def limit_files() -> None:
             if nofile is not None:
                 resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
 
-        proc = subprocess.Popen(
-            [*CLI, "serve", "-c", str(config), "-a", "127.0.0.1", "-p", str(port)],
-            env=os.environ.copy(),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            preexec_fn=limit_files,
-        )
-        procs.append(proc)
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                httpx.get(f"http://127.0.0.1:{port}/health", timeout=1)
-                return Served(proc, port)
-            except httpx.TransportError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    proc.kill()
-                    out = proc.stdout.read() if proc.stdout else ""
-                    raise AssertionError(f"serve did not start:\n{out}") from None
-                time.sleep(0.1)
+        return processes.start(config, preexec_fn=limit_files)
 
     yield start
-    for proc in procs:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(10)
+    processes.stop_all()
 
 
 async def _open(port: int, data: bytes = b"") -> SocketStream:
