@@ -320,7 +320,7 @@ class Cluster:
                 self._unknown.add(exc.op)
                 log.warning("control message from a newer node ignored: %s", exc)
             return
-        except (msgspec.DecodeError, UnicodeDecodeError):
+        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
             log.warning("malformed control message ignored")
             return
         host = self._host
@@ -331,14 +331,14 @@ class Cluster:
         elif isinstance(message, ChannelsReply):
             survey = self._surveys.get(message.request)
             if survey is not None and message.counts is not None:
-                with contextlib.suppress(msgspec.DecodeError):  # not an answer
+                with contextlib.suppress(msgspec.DecodeError, RecursionError):  # not an answer
                     survey.add(message.origin, _counts.decode(message.counts))
         elif isinstance(message, NodeInfo):
             if message.stats is not None:
                 self._forget_silent_peers()
                 if message.origin not in self._peers:
                     host.spawn(self.announce)  # a new peer learns about this node at once
-                with contextlib.suppress(msgspec.DecodeError):
+                with contextlib.suppress(msgspec.DecodeError, RecursionError):
                     stats = msgspec.json.decode(message.stats)
                     self._peers[message.origin] = (time.monotonic(), stats)
         elif isinstance(message, Emulation):

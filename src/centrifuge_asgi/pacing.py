@@ -10,7 +10,9 @@ A :class:`Pacer` gives such work a *slice* of each iteration. Work calls
 clock read); past it, the caller waits in line and is let go in a later iteration, after
 the sockets have been polled. All paced work on a node shares one pacer, so a thousand
 connections that close together share one slice instead of taking one each, and they
-wait on a future in line rather than waking up every iteration to look.
+wait on a future in line rather than waking up every iteration to look. Work that cannot
+be split into steps (decoding a frame of megabytes) runs in a worker thread through
+:meth:`Pacer.run_sync`, one such call at a time.
 
 How many waiters are let go per iteration adapts: a waiter that finds the slice already
 used up when it resumes goes back to the front of the line, and the next release is
@@ -22,6 +24,14 @@ from __future__ import annotations
 import asyncio
 import collections
 import time
+from collections.abc import Callable
+from typing import TypeVar
+
+import anyio
+import anyio.to_thread
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 DEFAULT_SLICE = 0.01  # seconds of paced work per event-loop iteration
 _MAX_RELEASE = 4096
@@ -31,7 +41,7 @@ class Pacer:
     """A time budget per event-loop iteration for work that calls :meth:`tick` between
     its steps."""
 
-    __slots__ = ("_deadline", "_release", "_requeued", "_waiters", "slice")
+    __slots__ = ("_deadline", "_release", "_requeued", "_threads", "_waiters", "slice")
 
     def __init__(self, slice_seconds: float = DEFAULT_SLICE) -> None:
         if slice_seconds <= 0:
@@ -41,6 +51,7 @@ class Pacer:
         self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
         self._release = 64  # waiters let go per iteration
         self._requeued = 0  # let go, found no room, back in line (since the last release)
+        self._threads: anyio.CapacityLimiter | None = None  # made in the loop, at first use
 
     @property
     def waiting(self) -> int:
@@ -53,6 +64,17 @@ class Pacer:
             self._start()
         elif self._waiters or time.perf_counter() >= self._deadline:
             await self._wait(front=False)
+
+    async def run_sync(self, fn: Callable[[T], R], arg: T) -> R:
+        """``fn(arg)`` in a worker thread, one such call at a time.
+
+        For work that holds the GIL for milliseconds (decoding a frame of megabytes):
+        beside the loop it only takes the GIL in turns with it, but several at once
+        would each take turns too and hold the loop longer than running them inline.
+        """
+        if self._threads is None:
+            self._threads = anyio.CapacityLimiter(1)
+        return await anyio.to_thread.run_sync(fn, arg, limiter=self._threads)
 
     async def _wait(self, *, front: bool) -> None:
         while True:

@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
-import anyio.to_thread
 from msgspec import UNSET, Raw
 
 from . import auth
@@ -310,7 +309,7 @@ class Session:
             if len(frame) > DECODE_INLINE_MAX:
                 # only with a raised message size limit: decoding takes milliseconds, so it
                 # runs in a thread and the loop keeps serving others meanwhile (pacing.py)
-                commands = await anyio.to_thread.run_sync(self.codec.decode_commands, frame)
+                commands = await self.node.pacer.run_sync(self.codec.decode_commands, frame)
             else:
                 commands = self.codec.decode_commands(frame)
         except ProtocolError as exc:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -169,6 +170,28 @@ async def test_a_cancelled_waiter_passes_its_turn_on() -> None:
     waiting[0].cancel()
     await asyncio.wait_for(asyncio.gather(*waiting[1:]), 5)
     assert pacer.waiting == 0
+
+
+async def test_threaded_work_runs_one_call_at_a_time() -> None:
+    # several threads decoding at once would each take the GIL in turns with the loop
+    pacer = Pacer()
+    running: list[int] = []
+    most = 0
+    lock = threading.Lock()
+
+    def work(n: int) -> int:
+        nonlocal most
+        with lock:
+            running.append(n)
+            most = max(most, len(running))
+        block(0.005)
+        with lock:
+            running.remove(n)
+        return n * 2
+
+    results = await asyncio.gather(*(pacer.run_sync(work, n) for n in range(6)))
+    assert results == [0, 2, 4, 6, 8, 10]
+    assert most == 1
 
 
 def test_slice_must_be_positive() -> None:
