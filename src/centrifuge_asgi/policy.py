@@ -19,9 +19,11 @@ from typing import TYPE_CHECKING, Literal, Protocol
 
 from .codes import ErrorCode
 from .errors import ClientError
+from .tagfilter import InvalidFilter, TagsFilter, compile_filter
 
 if TYPE_CHECKING:
     from .config import ChannelOptions, Config
+    from .protocol.messages import FilterNode
 
 Action = Literal["publish", "presence", "history"]
 """A command that the ``allow_<action>_for_client/subscriber/anonymous`` options govern."""
@@ -269,6 +271,16 @@ class ChannelPolicy:
         on = opts.presence if feature == "presence" else opts.history_enabled
         if not on:
             raise ClientError.of(ErrorCode.NOT_AVAILABLE)
+
+    def tags_filter(self, opts: ChannelOptions, tf: FilterNode) -> TagsFilter:
+        """A subscribe's tags filter, compiled; 107 when the namespace does not
+        ``allow_tags_filter`` or the tree is invalid (Centrifugo answers both with 107)."""
+        if not opts.allow_tags_filter:
+            raise ClientError.of(ErrorCode.BAD_REQUEST)
+        try:
+            return compile_filter(tf)
+        except InvalidFilter:
+            raise ClientError.of(ErrorCode.BAD_REQUEST) from None
 
     def features(
         self,

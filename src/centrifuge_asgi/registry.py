@@ -14,6 +14,7 @@ import anyio
 from .engines.base import ClientInfo, Publication
 from .protocol.codec import Codec, EncodedOnce
 from .protocol.messages import JoinLeave, Push, Reply
+from .tagfilter import NO_TAGS
 from .wire import client_info_wire, publication_wire
 
 if TYPE_CHECKING:
@@ -144,20 +145,25 @@ class Registry:
         """Hand the publication to every local subscriber; returns how many there were.
 
         A live subscription that checks no stream position takes the encoded bytes
-        directly (the common case); the others go through ``deliver_publication``, which
-        buffers while a subscribe is in flight and checks offsets.
+        directly (the common case), unless its tags filter leaves the publication out;
+        the others go through ``deliver_publication``, which buffers while a subscribe is
+        in flight, checks offsets, then applies the filter.
         """
         subs = self._channels.get(channel)
         if not subs:
             return 0
         encoded = EncodedOnce(Reply(push=Push(channel=channel, pub=publication_wire(pub))))
         has_offset = bool(pub.offset)
+        tags = NO_TAGS if pub.tags is None else pub.tags
         codec: Codec | None = None
         data = b""
         for session in list(subs):
             sub = session.subs.get(channel)
             if sub is None or sub.pending is not None or (has_offset and sub.positioned):
                 session.deliver_publication(channel, pub, epoch, encoded)
+                continue
+            tf = sub.tags_filter
+            if tf is not None and not tf(tags):
                 continue
             if session.codec is not codec:
                 codec = session.codec

@@ -39,6 +39,7 @@ from .protocol.messages import (
     SubscribeResult,
     UnsubscribePush,
 )
+from .tagfilter import TagsFilter, matches
 from .timers import Timer
 from .wire import client_info_wire, opt_raw, publication_wire
 
@@ -106,6 +107,7 @@ class Subscription:
     checked_top: int = 0  # stream top seen by the previous periodic position check
     pending_bytes: int = 0  # bytes buffered while the subscribe is in flight
     unsubscribe_after: tuple[int, str] | None = None  # server unsubscribe while pending
+    tags_filter: TagsFilter | None = None  # the subscribe's ``tf``, compiled
 
 
 class ChannelCommands:
@@ -132,11 +134,13 @@ class ChannelCommands:
             raise ClientError.of(ErrorCode.LIMIT_EXCEEDED)
         if req.type != 0:
             raise ClientError.of(ErrorCode.NOT_AVAILABLE)
-        if req.tf is not UNSET:
-            raise ClientError.of(ErrorCode.BAD_REQUEST)
         opts = policy.checked(channel)
         grant = await self._authorize_subscribe(req, opts)
-        return await self._subscribe(channel, opts, grant, req, server_side=False)
+        # as in Centrifugo, after the permission checks: 107 when not allowed or invalid
+        tags_filter = None if req.tf is None else policy.tags_filter(opts, req.tf)
+        return await self._subscribe(
+            channel, opts, grant, req, server_side=False, tags_filter=tags_filter
+        )
 
     async def _authorize_subscribe(self, req: SubscribeRequest, opts: ChannelOptions) -> Grant:
         s = self.s
@@ -209,6 +213,7 @@ class ChannelCommands:
         req: SubscribeRequest,
         *,
         server_side: bool,
+        tags_filter: TagsFilter | None = None,
     ) -> SubscribeResult:
         s = self.s
         node = s.node
@@ -235,6 +240,7 @@ class ChannelCommands:
             recoverable=gets.recoverable,
             expire_at=grant.expire_at,
             client_side_refresh=grant.client_side_refresh,
+            tags_filter=tags_filter,
         )
         s.subs[channel] = sub
         presence_added = False
@@ -310,7 +316,11 @@ class ChannelCommands:
         if recovered:
             result.recovered = True
             result.offset = req.offset
-            result.publications = [publication_wire(p) for p in pubs]
+            # only the matching ones, as Centrifugo; the position still moves past all
+            tf = sub.tags_filter
+            result.publications = [
+                publication_wire(p) for p in pubs if tf is None or matches(tf, p.tags)
+            ]
         else:
             result.offset = top.offset
 
@@ -368,6 +378,8 @@ class ChannelCommands:
                 return
             sub.offset = pub.offset
             sub.epoch = epoch
+        if sub.tags_filter is not None and not matches(sub.tags_filter, pub.tags):
+            return  # filtered out: its position counts, its data is not sent
         s.send(data.get(s.codec))
 
     def check_position(self, channel: str, top: StreamPosition) -> None:

@@ -9,6 +9,7 @@ from typing import Any
 import anyio
 
 from centrifuge_asgi.auth import connection_token, subscription_token
+from centrifuge_asgi.handlers import RPCEvent
 from centrifuge_asgi.node import Node
 
 SECRET = "interop-secret"
@@ -63,6 +64,15 @@ BASE_CONFIG: dict[str, Any] = {
                 "history_size": 2,
                 "history_ttl": "300s",
                 "force_recovery": True,
+            },
+            # history + recovery, and subscribers may pass a tags filter
+            {
+                "name": "tags",
+                **_OPEN,
+                "history_size": 20,
+                "history_ttl": "300s",
+                "force_recovery": True,
+                "allow_tags_filter": True,
             },
             # nothing allowed: needs a subscription token or a handler
             {"name": "secret", "presence": True},
@@ -126,3 +136,37 @@ def recovery_events(missed: int, recovered: bool) -> list[dict[str, Any]]:
         *after,
         {"pub": last, "n": last},
     ]
+
+
+def add_tagged_publish_rpcs(node: Node) -> None:
+    """RPCs of ``sdk_tags_filter.mjs``: ``publish_tagged {channel, items: [{data, tags}]}``
+    and ``drop_and_publish_tagged``, which first disconnects the caller's user with 3011."""
+
+    @node.on_rpc("publish_tagged")
+    async def rpc_publish_tagged(event: RPCEvent) -> Any:
+        for item in event.data["items"]:
+            await node.publish(event.data["channel"], item["data"], tags=item.get("tags"))
+        return {}
+
+    @node.on_rpc("drop_and_publish_tagged")
+    async def rpc_drop_and_publish_tagged(event: RPCEvent) -> Any:
+        await node.disconnect(event.client.user, code=3011, reason="force reconnect")
+        return await rpc_publish_tagged(event)
+
+
+# What sdk_tags_filter.mjs reports: the filter (ticker in AAPL/MSFT and price > 100) lets
+# 1 and 5 through live, recovery returns only 8 of 6..9 (at the client's offset, 5), then 10.
+TAGS_FILTER_EVENTS: list[dict[str, Any]] = [
+    {"subscribed": {"wasRecovering": False, "recovered": False}, "offset": 0},
+    {"n": 1, "offset": 1, "tags": {"ticker": "AAPL", "price": "150.25"}},
+    {"n": 5, "offset": 5, "tags": {"ticker": "MSFT", "price": "100.01"}},
+    {"subscribed": {"wasRecovering": True, "recovered": True}, "offset": 5},
+    {"n": 8, "offset": 8, "tags": {"ticker": "AAPL", "price": "1000"}},
+    {"n": 10, "offset": 10, "tags": {"ticker": "AAPL", "price": "101"}},
+]
+TAGS_FILTER_RESULT: dict[str, Any] = {
+    "events": TAGS_FILTER_EVENTS,
+    "seenAll": [1, 2, 3, 4, 5],
+    "refusedNs": {"code": 107, "reason": "bad request"},
+    "refusedTree": {"code": 107, "reason": "bad request"},
+}

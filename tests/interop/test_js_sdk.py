@@ -16,7 +16,16 @@ from centrifuge_asgi.auth import connection_token
 from centrifuge_asgi.handlers import MessageEvent, RPCEvent
 from centrifuge_asgi.node import Node
 
-from .support import WS_PATH, make_config, make_node, recovery_events, sub_token, token
+from .support import (
+    TAGS_FILTER_RESULT,
+    WS_PATH,
+    add_tagged_publish_rpcs,
+    make_config,
+    make_node,
+    recovery_events,
+    sub_token,
+    token,
+)
 
 if TYPE_CHECKING:
     from conftest import LiveServer, LiveServerFactory, RunJs
@@ -302,3 +311,16 @@ def test_send_and_message_push(live_server: LiveServerFactory, run_js: RunJs) ->
     _, srv = serve(live_server, node)
     result = run_js("sdk_messages.mjs", ws(srv), token("u1"), timeout=10)
     assert result == {"data": {"echo": {"ping": "hello"}, "to": "u1"}}
+
+
+# ------------------------------------------------------------------------------ tags filter
+
+
+def test_js_tags_filter_live_recovery_and_refusals(
+    live_server: LiveServerFactory, run_js: RunJs
+) -> None:
+    node = make_node()
+    add_tagged_publish_rpcs(node)
+    _, srv = serve(live_server, node)
+    result = run_js("sdk_tags_filter.mjs", ws(srv), token("u1"), token("u2"), "json", timeout=20)
+    assert result == TAGS_FILTER_RESULT

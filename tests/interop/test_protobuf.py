@@ -30,7 +30,15 @@ from centrifuge_asgi.handlers import RPCEvent
 from centrifuge_asgi.node import Node
 from centrifuge_asgi.protocol.protobuf_codec import split_delimited, uvarint
 
-from .support import WS_PATH, make_config, make_node, recovery_events, token
+from .support import (
+    TAGS_FILTER_RESULT,
+    WS_PATH,
+    add_tagged_publish_rpcs,
+    make_config,
+    make_node,
+    recovery_events,
+    token,
+)
 
 if TYPE_CHECKING:
     from conftest import LiveServer, LiveServerFactory, RunJs
@@ -65,6 +73,7 @@ def serve(live_server: LiveServerFactory, **client: Any) -> tuple[Node, LiveServ
     async def rpc_echo(event: RPCEvent) -> Any:
         return event.raw_data  # bytes pass through as the payload
 
+    add_tagged_publish_rpcs(node)
     return node, live_server(node.asgi_app())
 
 
@@ -73,6 +82,15 @@ def ws(srv: LiveServer, query: str = "") -> str:
 
 
 # ----------------------------------------------------------------------- centrifuge-js
+
+
+def test_js_protobuf_tags_filter(live_server: LiveServerFactory, run_js: RunJs) -> None:
+    """``tagsFilter`` travels as ``SubscribeRequest.tf`` (field 13) in the protobuf build."""
+    _, srv = serve(live_server)
+    result = run_js(
+        "sdk_tags_filter.mjs", ws(srv), token("u1"), token("u2"), "protobuf", timeout=20
+    )
+    assert result == TAGS_FILTER_RESULT
 
 
 def test_js_protobuf_pubsub_history_presence_rpc(

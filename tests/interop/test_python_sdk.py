@@ -8,6 +8,7 @@ the server side is the node's in-process API, run on the server's own loop with
 from __future__ import annotations
 
 import contextlib
+import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from centrifuge import (
     ConnectingContext,
     DisconnectedContext,
     ErrorContext,
+    Filter,
     JoinContext,
     LeaveContext,
     PublicationContext,
@@ -593,3 +595,77 @@ async def test_pings_keep_client_connected(
     assert [(c.code, c.reason) for c in events.rec.of("connecting")] == [(0, "connect called")]
     assert len(events.rec.of("connected")) == 1
     assert await env.users() == {client_id: "alice"}
+
+
+# ------------------------------------------------------------------------------ tags filter
+
+
+@pytest.mark.parametrize("use_protobuf", [False, True], ids=["json", "protobuf"])
+async def test_tags_filter_live_and_recovered(
+    server: Callable[..., Env], sdk_client: ClientFactory, use_protobuf: bool
+) -> None:
+    """``tags_filter``: only matching publications arrive, live and recovered; 107 where the
+    namespace does not allow filters and for an invalid tree."""
+    env = server()
+    channel = "tags:py"
+    tagged = [
+        ({"n": 1}, {"kind": "trade", "size": "10"}),
+        ({"n": 2}, {"kind": "quote", "size": "50"}),
+        ({"n": 3}, None),
+        ({"n": 4}, {"kind": "trade", "size": "3.5"}),
+    ]
+    missed = [
+        ({"n": 5}, {"kind": "trade", "size": "12"}),
+        ({"n": 6}, {"kind": "trade", "size": "4"}),
+        ({"n": 7}, {"size": "100"}),
+    ]
+
+    async def publish(items: list[tuple[dict[str, int], dict[str, str] | None]]) -> None:
+        for data, tags in items:
+            await env.srv.acall(env.node.publish(channel, data, tags=tags))
+
+    async def publish_while_away(ctx: ConnectingContext) -> None:
+        if ctx.code == 3011:
+            await publish(missed)
+
+    client, _ = await sdk_client(
+        env,
+        token=token("alice"),
+        events=ReconnectHook(publish_while_away),
+        min_reconnect_delay=0.05,
+        use_protobuf=use_protobuf,
+    )
+    # kind = trade and not size < 5
+    tags_filter = Filter.all(Filter.eq("kind", "trade"), Filter.negate(Filter.lt("size", "5")))
+    sub, sub_events = await subscribe(client, channel, tags_filter=tags_filter)
+    await publish(tagged)
+    await env.srv.acall(env.node.publish(channel, {"n": 99}, tags={"kind": "trade"}))
+    await sub_events.rec.wait("publication", 2)  # 1, then 99 (no size: lt is false)
+
+    await env.srv.acall(env.node.disconnect("alice", code=3011, reason="force reconnect"))
+    subscribed = await sub_events.rec.wait("subscribed", 2)
+    assert (subscribed[1].was_recovering, subscribed[1].recovered) == (True, True)
+    assert subscribed[1].stream_position.offset == 5  # the client's offset (of 99)
+    await sub_events.rec.wait("publication", 3)
+    await env.srv.acall(env.node.publish(channel, {"n": 100}, tags={"kind": "trade"}))
+    await sub_events.rec.wait("publication", 4)
+
+    def value(data: Any) -> Any:
+        return json.loads(data) if isinstance(data, bytes) else data
+
+    pubs = [(value(ctx.pub.data)["n"], ctx.pub.offset) for ctx in sub_events.rec.of("publication")]
+    assert pubs == [(1, 1), (99, 5), (5, 6), (100, 9)]
+    assert sub_events.rec.of("publication")[0].pub.tags == {"kind": "trade", "size": "10"}
+    assert sub.state is SubscriptionState.SUBSCRIBED
+
+    for refused_channel, refused_filter in [
+        ("chat:py", Filter.eq("kind", "trade")),  # namespace without allow_tags_filter
+        ("tags:bad", Filter.any()),  # or without children
+    ]:
+        events = SubEvents()
+        refused = client.new_subscription(
+            refused_channel, events=events, tags_filter=refused_filter
+        )
+        await refused.subscribe()
+        (ctx,) = await events.rec.wait("unsubscribed")
+        assert (ctx.code, ctx.reason) == (107, "bad request")

@@ -28,6 +28,7 @@ from centrifuge_asgi.protocol.messages import (
     DisconnectPush,
     EmptyResult,
     ErrorWire,
+    FilterNode,
     HistoryRequest,
     HistoryResult,
     JoinLeave,
@@ -217,15 +218,30 @@ def test_commands_built_with_the_sdk_schema_decode_into_wire_structs() -> None:
 
 
 def test_subscribe_extras_flag_type_and_tag_filter() -> None:
-    raw = pb.Command(
-        id=1, subscribe=pb.SubscribeRequest(channel="a", flag=3, type=1, tf=pb.FilterNode())
+    tf = pb.FilterNode(
+        op="or",
+        nodes=[
+            pb.FilterNode(key="k", cmp="in", vals=["a", "b"]),
+            pb.FilterNode(op="not", nodes=[pb.FilterNode(key="n", cmp="gt", val="1.5")]),
+        ],
     )
+    raw = pb.Command(id=1, subscribe=pb.SubscribeRequest(channel="a", flag=3, type=1, tf=tf))
     [cmd] = PROTOBUF.decode_commands(delimited(raw))
     assert cmd.subscribe is not None
     assert (cmd.subscribe.flag, cmd.subscribe.type) == (3, 1)
-    assert cmd.subscribe.tf is not UNSET  # presence is what the session checks (error 107)
+    assert cmd.subscribe.tf == FilterNode(
+        op="or",
+        nodes=[
+            FilterNode(key="k", cmp="in", vals=["a", "b"]),
+            FilterNode(op="not", nodes=[FilterNode(key="n", cmp="gt", val="1.5")]),
+        ],
+    )
+    # present but empty is a filter (an invalid one: 107), absent is none
+    empty = pb.Command(id=1, subscribe=pb.SubscribeRequest(channel="a", tf=pb.FilterNode()))
+    [cmd] = PROTOBUF.decode_commands(delimited(empty))
+    assert cmd.subscribe is not None and cmd.subscribe.tf == FilterNode()
     [plain] = PROTOBUF.decode_commands(delimited(pb.Command(id=1, subscribe={"channel": "a"})))
-    assert plain.subscribe is not None and plain.subscribe.tf is UNSET
+    assert plain.subscribe is not None and plain.subscribe.tf is None
 
 
 def _varint_field(number: int, raw_varint: bytes) -> bytes:

@@ -403,10 +403,13 @@ async def test_periodic_position_check_flags_a_lost_publication(node: Node) -> N
     assert "news:pc" not in s.subs
 
 
-async def test_tag_filter_is_refused_with_107(node: Node) -> None:
+async def test_tag_filter_where_the_namespace_allows_none_is_107(node: Node) -> None:
     s = await connected(node)
-    await s.handle_frame(frame({"id": 2, "subscribe": {"channel": "chat:t", "tf": {"op": 1}}}))
+    tf = {"key": "k", "cmp": "eq", "val": "v"}
+    await s.handle_frame(frame({"id": 2, "subscribe": {"channel": "chat:t", "tf": tf}}))
     assert replies(s)[0]["error"]["code"] == 107
+    await s.handle_frame(frame({"id": 3, "subscribe": {"channel": "tags:t", "tf": tf}}))
+    assert "subscribe" in replies(s)[0]  # tests/unit/test_tagfilter.py has the rest
 
 
 async def test_fan_out_encodes_once_per_publication(node: Node, monkeypatch: Any) -> None:

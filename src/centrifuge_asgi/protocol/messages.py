@@ -44,6 +44,17 @@ class _Out(msgspec.Struct, kw_only=True, omit_defaults=True):
 # ----------------------------------------------------------------- commands (client → server)
 
 
+class FilterNode(_In):
+    """A tags filter tree (``SubscribeRequest.tf``); checked by ``tagfilter.py``."""
+
+    op: str = ""
+    key: str = ""
+    cmp: str = ""
+    val: str = ""
+    vals: list[str] = []
+    nodes: list[FilterNode] = []
+
+
 class SubscribeRequest(_In):
     channel: str = ""
     token: str = ""
@@ -55,7 +66,7 @@ class SubscribeRequest(_In):
     recoverable: bool = False
     join_leave: bool = False
     delta: str = ""
-    tf: OptRaw = UNSET  # tag filter: not supported, answered with 107
+    tf: FilterNode | None = None  # tags filter; JSON null is no filter, as in Go
     flag: Int64 = 0
     type: Int32 = 0
 

@@ -23,6 +23,7 @@ from .messages import (
     ConnectRequest,
     ConnectResult,
     EmptyRequest,
+    FilterNode,
     HistoryRequest,
     OptRaw,
     PublicationWire,
@@ -88,6 +89,17 @@ def _raw(data: bytes) -> OptRaw:
     return Raw(data) if data else UNSET
 
 
+def _filter_node(m: pb.FilterNode) -> FilterNode:
+    return FilterNode(
+        op=m.op,
+        key=m.key,
+        cmp=m.cmp,
+        val=m.val,
+        vals=list(m.vals),
+        nodes=[_filter_node(child) for child in m.nodes],
+    )
+
+
 def _subscribe_request(m: pb.SubscribeRequest) -> SubscribeRequest:
     return SubscribeRequest(
         channel=m.channel,
@@ -100,7 +112,7 @@ def _subscribe_request(m: pb.SubscribeRequest) -> SubscribeRequest:
         recoverable=m.recoverable,
         join_leave=m.join_leave,
         delta=m.delta,
-        tf=Raw(m.tf.SerializeToString()) if m.HasField("tf") else UNSET,
+        tf=_filter_node(m.tf) if m.HasField("tf") else None,
         flag=m.flag,
         type=m.type,
     )
