@@ -55,14 +55,6 @@ async def jwks_node() -> AsyncIterator[Node]:
             await s.finish()
 
 
-@pytest.fixture
-async def node() -> AsyncIterator[Node]:
-    async with Node(make_config()) as n:
-        yield n
-        for s in list(n.registry.sessions()):
-            await s.finish()
-
-
 def replies(session: Session) -> list[dict[str, Any]]:
     return [json.loads(m) for m in session.outbox.drain()]
 

@@ -8,7 +8,6 @@ we encode must parse into exactly the expected upstream messages.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -56,7 +55,7 @@ from centrifuge_asgi.protocol.protobuf_codec import PROTOBUF, split_delimited, u
 from centrifuge_asgi.session import Session, TransportInfo
 from centrifuge_asgi.transports.emulation import parse_request
 from centrifuge_asgi.transports.websocket import negotiate
-from tests.interop.support import make_config, token
+from tests.interop.support import token
 
 
 def delimited(*messages: Any) -> bytes:
@@ -570,14 +569,6 @@ class CountingCodec:
 
     def publications(self) -> int:
         return sum(1 for r in self.encoded if r.push is not None and r.push.pub is not None)
-
-
-@pytest.fixture
-async def node() -> AsyncIterator[Node]:
-    async with Node(make_config()) as n:
-        yield n
-        for s in list(n.registry.sessions()):
-            await s.finish()
 
 
 def out_json(s: Session) -> list[dict[str, Any]]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import logging
 import random
-from collections.abc import AsyncIterator
 from typing import Any
 
 import msgspec
@@ -34,7 +33,7 @@ from centrifuge_asgi.protocol.messages import (
 from centrifuge_asgi.protocol.protobuf_codec import PROTOBUF, split_delimited, uvarint
 from centrifuge_asgi.session import Session, TransportInfo
 from centrifuge_asgi.wire import publication_wire
-from tests.interop.support import make_config, token
+from tests.interop.support import token
 
 
 def nested(levels: int, inner: bytes = b"") -> bytes:
@@ -153,14 +152,6 @@ def test_publication_data_problem(data: bytes, data_format: str, problem: str | 
 
 
 # --------------------------------------------------------------------- node.publish
-
-
-@pytest.fixture
-async def node() -> AsyncIterator[Node]:
-    async with Node(make_config()) as n:
-        yield n
-        for s in list(n.registry.sessions()):
-            await s.finish()
 
 
 def _deep_value(levels: int) -> Any:

@@ -7,7 +7,6 @@ import gc
 import json
 import time
 import weakref
-from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
@@ -21,14 +20,6 @@ from centrifuge_asgi.timers import Scheduler
 from tests.interop.support import make_config, token
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-async def node() -> AsyncIterator[Node]:
-    async with Node(make_config()) as n:
-        yield n
-        for s in list(n.registry.sessions()):
-            await s.finish()
 
 
 def out(s: Session) -> list[dict[str, Any]]:
