@@ -18,6 +18,8 @@ import json
 import sys
 import time
 
+from connect_cost import SCOPE  # the same WebSocket scope as the connect-cost harness
+
 from centrifuge_asgi import Node
 
 CONFIG = {
@@ -34,14 +36,6 @@ CONFIG = {
             "join_leave": True,
         }
     },
-}
-SCOPE = {
-    "type": "websocket",
-    "path": "/connection/websocket",
-    "root_path": "",
-    "query_string": b"",
-    "subprotocols": [],
-    "headers": [(b"host", b"localhost"), (b"origin", b"http://localhost")],
 }
 
 
