@@ -18,7 +18,6 @@ import anyio
 import httpx
 import pytest
 import uvicorn
-from anyio.abc import SocketStream
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -27,29 +26,15 @@ from starlette.routing import Mount, Route
 from centrifuge_asgi import Node
 from centrifuge_asgi.server import GracefulServer, http_protocol
 
+from .raw_http import half_body, read_until_closed
+
 if TYPE_CHECKING:
     from conftest import LiveServerFactory
 
 pytestmark = pytest.mark.anyio
 
 API_KEY = "embedded-key"
-
-
-async def _read_until_closed(stream: SocketStream) -> bytes:
-    received = b""
-    while True:
-        try:
-            received += await stream.receive()
-        except (anyio.EndOfStream, anyio.BrokenResourceError):
-            return received
-
-
-def _half_body(path: str) -> bytes:
-    return (
-        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nX-API-Key: {API_KEY}\r\n"
-        "Content-Type: application/json\r\nContent-Length: 100\r\n\r\n"
-        '{"channel"'
-    ).encode()
+API_KEY_HEADER = [b"X-API-Key: " + API_KEY.encode()]
 
 
 @pytest.mark.parametrize("path", ["/api/publish", "/emulation", "/connection/http_stream"])
@@ -64,10 +49,10 @@ async def test_body_timeout_under_plain_uvicorn(live_server: LiveServerFactory, 
     srv = live_server(node.asgi_app())  # uvicorn's defaults: no http= protocol of ours
     stream = await anyio.connect_tcp("127.0.0.1", srv.port)
     async with stream:
-        await stream.send(_half_body(path))
+        await stream.send(half_body(path, API_KEY_HEADER))
         started = anyio.current_time()
         with anyio.fail_after(4):
-            answer = await _read_until_closed(stream)
+            answer = await read_until_closed(stream)
         assert anyio.current_time() - started >= 0.4
     assert answer.startswith(b"HTTP/1.1 408 "), answer
     assert b"connection: close" in answer.lower()
@@ -96,10 +81,10 @@ async def test_http_protocol_bounds_time_and_number_of_pending_connections(
         # Above four, the oldest waiting connections went at once; the rest at the timeout.
         with anyio.fail_after(0.4):
             for stream in streams[:6]:
-                assert await _read_until_closed(stream) == b""
+                assert await read_until_closed(stream) == b""
         with anyio.fail_after(2):
             for stream in streams[6:]:
-                assert await _read_until_closed(stream) == b""
+                assert await read_until_closed(stream) == b""
         async with httpx.AsyncClient(timeout=2) as client:
             assert (await client.get(srv.url("/"))).text == "ok"
 
@@ -128,7 +113,7 @@ async def test_graceful_server_bounds_shutdown(live_server: LiveServerFactory) -
         await stuck_stream.send(b"GET /stuck HTTP/1.1\r\nHost: x\r\n\r\n")
         half = await anyio.connect_tcp("127.0.0.1", srv.port)
         stack.push_async_callback(half.aclose)
-        await half.send(_half_body("/api/publish"))
+        await half.send(half_body("/api/publish", API_KEY_HEADER))
         assert await anyio.to_thread.run_sync(entered.wait, 5)
         started = time.monotonic()
         await anyio.to_thread.run_sync(srv.stop)

@@ -23,11 +23,11 @@ import anyio
 import httpx
 import pytest
 import websockets
-from anyio.abc import SocketStream
 
 from centrifuge_asgi import connection_token
 from centrifuge_asgi.codes import DisconnectCode
 
+from .raw_http import half_body, open_stream, read_until_closed
 from .serve_process import Served, ServeProcesses
 
 pytestmark = pytest.mark.anyio
@@ -74,34 +74,6 @@ def serve() -> Iterator[Callable[..., Served]]:
     processes.stop_all()
 
 
-async def _open(port: int, data: bytes = b"") -> SocketStream:
-    stream = await anyio.connect_tcp("127.0.0.1", port)
-    if data:
-        await stream.send(data)
-    return stream
-
-
-async def _read_until_closed(stream: SocketStream) -> bytes:
-    """Everything the server sends until it closes the connection."""
-    received = b""
-    while True:
-        try:
-            received += await stream.receive()
-        except (anyio.EndOfStream, anyio.BrokenResourceError):
-            return received
-
-
-def _half_body(path: str, extra: list[bytes]) -> bytes:
-    lines = [
-        b"POST " + path.encode() + b" HTTP/1.1",
-        b"Host: 127.0.0.1",
-        b"Content-Type: application/json",
-        b"Content-Length: 100",
-        *extra,
-    ]
-    return b"\r\n".join(lines) + b"\r\n\r\n" + b'{"channel"'
-
-
 async def test_incomplete_headers_and_silent_sockets_are_closed(
     tmp_path: Path, serve: Callable[..., Served]
 ) -> None:
@@ -114,12 +86,12 @@ async def test_incomplete_headers_and_silent_sockets_are_closed(
     # A keep-alive connection whose second request never completes its headers.
     keep_alive = b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\nGET /health HTTP/1.1\r\n"
     async with AsyncExitStack() as stack:
-        streams = [await _open(served.port, data) for data in [*partial, keep_alive]]
+        streams = [await open_stream(served.port, data) for data in [*partial, keep_alive]]
         for stream in streams:
             stack.push_async_callback(stream.aclose)
         started = anyio.current_time()
         with anyio.fail_after(4):
-            answers = [await _read_until_closed(stream) for stream in streams]
+            answers = [await read_until_closed(stream) for stream in streams]
         assert anyio.current_time() - started >= 0.5  # not closed at once
     assert answers[:3] == [b"", b"", b""]  # Go's ReadHeaderTimeout: closed, no answer
     assert answers[3].startswith(b"HTTP/1.1 200") and answers[3].count(b"HTTP/1.1") == 1
@@ -134,11 +106,11 @@ async def test_incomplete_body_is_answered_408(
 ) -> None:
     served = serve(_config(tmp_path, http_server={"read_timeout": "1s"}))
     path, extra = BODY_ENDPOINTS[endpoint]
-    stream = await _open(served.port, _half_body(path, extra))
+    stream = await open_stream(served.port, half_body(path, extra))
     async with stream:
         started = anyio.current_time()
         with anyio.fail_after(4):
-            answer = await _read_until_closed(stream)
+            answer = await read_until_closed(stream)
         assert anyio.current_time() - started >= 0.5
     assert answer.startswith(b"HTTP/1.1 408 "), answer
     assert b"connection: close" in answer.lower()
@@ -158,8 +130,8 @@ async def test_sigterm_with_a_half_sent_body_exits_within_the_bound(
         with anyio.fail_after(5):
             assert "connect" in json.loads(await ws.recv())
         path, extra = BODY_ENDPOINTS[endpoint]
-        half = await _open(served.port, _half_body(path, extra))
-        silent = await _open(served.port)
+        half = await open_stream(served.port, half_body(path, extra))
+        silent = await open_stream(served.port)
         await anyio.sleep(0.3)  # the request reached the endpoint
         started = time.monotonic()
         served.proc.send_signal(signal.SIGTERM)
@@ -167,8 +139,8 @@ async def test_sigterm_with_a_half_sent_body_exits_within_the_bound(
             with pytest.raises(websockets.ConnectionClosed) as closed:
                 while True:
                     await ws.recv()
-            answer = await _read_until_closed(half)
-            assert await _read_until_closed(silent) == b""
+            answer = await read_until_closed(half)
+            assert await read_until_closed(silent) == b""
         await half.aclose()
         await silent.aclose()
     assert closed.value.rcvd is not None
@@ -201,7 +173,7 @@ async def test_a_client_connects_while_200_silent_sockets_are_held(
     served = serve(_config(tmp_path), nofile=128)
     async with AsyncExitStack() as stack:
         for _ in range(200):
-            stream = await _open(served.port)
+            stream = await open_stream(served.port)
             stack.push_async_callback(stream.aclose)
         token = connection_token("7", SECRET)
         url = f"ws://127.0.0.1:{served.port}/connection/websocket"
