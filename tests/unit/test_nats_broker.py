@@ -241,10 +241,14 @@ async def test_subscribe_unsubscribe_churn_keeps_one_subscription(prefix: str) -
         assert nats_subscriptions(a, "churn") == 1
         await b.publish("churn", b'"once"', PublishOptions())
         await b.publish("marker", b'"m"', PublishOptions())
+        # nats-py only queues a publish: without this round trip the server could route
+        # b's first marker after a's SUB below (their connections are read in parallel),
+        # and a would see two markers
+        await b._flush()
         await a.subscribe("marker")
         await b.publish("churn", b'"twice"', PublishOptions())
         await b.publish("marker", b'"m"', PublishOptions())
-        await wait_for(lambda: ha.data_in("marker") == [b'"m"'])
+        await wait_for(lambda: ha.data_in("marker") == [b'"m"'], lambda: ha.data_in("marker"))
         await wait_for(lambda: b'"twice"' in ha.data_in("churn"))
         assert ha.data_in("churn").count(b'"once"') == 1
         assert ha.data_in("churn").count(b'"twice"') == 1
