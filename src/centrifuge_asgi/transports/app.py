@@ -14,7 +14,7 @@ from starlette.applications import Starlette
 from starlette.routing import BaseRoute, WebSocketRoute
 from starlette.types import Receive, Scope, Send
 
-from . import emulation, unidirectional, websocket
+from . import emulation, http_stream, sse, uni_websocket, unidirectional, websocket
 
 if TYPE_CHECKING:
     from ..node import Node
@@ -24,7 +24,10 @@ def external_routes(node: Node) -> list[BaseRoute]:
     """Connection endpoints (main port)."""
     return [
         *websocket.routes(node),
+        *http_stream.routes(node),
+        *sse.routes(node),
         *emulation.routes(node),
+        *uni_websocket.routes(node),
         *unidirectional.routes(node),
     ]
 

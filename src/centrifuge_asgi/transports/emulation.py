@@ -68,10 +68,11 @@ class EmulationStream:
 
     async def drive(self, session: Session, first_frame: bytes) -> None:
         """Run the stream's first frame, then every queued frame, in order."""
-        await session.handle_frame(first_frame)
-        async with self._receive:
-            async for frame in self._receive:
-                await session.handle_frame(frame)
+        async with session.command_tasks():
+            await session.handle_frame(first_frame)
+            async with self._receive:
+                async for frame in self._receive:
+                    await session.handle_frame(frame)
 
     def close(self) -> None:
         self._send.close()
@@ -182,14 +183,11 @@ class EmulationEndpoint:
 
 
 def routes(node: Node) -> list[BaseRoute]:
-    """HTTP-streaming and SSE when enabled, and ``/emulation`` whenever either is."""
-    from . import http_stream, sse
-
-    out: list[BaseRoute] = [*http_stream.routes(node), *sse.routes(node)]
-    if out:
-        prefix = node.config.emulation.handler_prefix or "/emulation"
-        out.append(Route(prefix, EmulationEndpoint(node)))
-    return out
+    """``/emulation`` when HTTP-streaming or SSE is enabled (their own routes are theirs)."""
+    config = node.config
+    if not (config.http_stream.enabled or config.sse.enabled):
+        return []
+    return [Route(config.emulation.handler_prefix or "/emulation", EmulationEndpoint(node))]
 
 
 __all__ = [

@@ -13,6 +13,7 @@ import logging
 from typing import TYPE_CHECKING
 
 import anyio
+from starlette.routing import BaseRoute, WebSocketRoute
 
 from ..codes import DisconnectCode
 from ..session import Session
@@ -133,4 +134,16 @@ class UniWebSocketEndpoint:
             await self._close(send, session.close_code, session.close_reason)
 
 
-__all__ = ["UniWebSocketEndpoint"]
+def routes(node: Node) -> list[BaseRoute]:
+    """``uni_websocket`` when enabled."""
+    cfg = node.config.uni_websocket
+    if not cfg.enabled:
+        return []
+    return [
+        WebSocketRoute(
+            cfg.handler_prefix or "/connection/uni_websocket", UniWebSocketEndpoint(node)
+        )
+    ]
+
+
+__all__ = ["UniWebSocketEndpoint", "routes"]

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import anyio
 import msgspec
-from starlette.routing import BaseRoute, Route, WebSocketRoute
+from starlette.routing import BaseRoute, Route
 
 from ..protocol.codec import InappropriateProtocol, ProtocolError
 from ..protocol.json_codec import DECODE_ERRORS, one_line, without_undeliverable
@@ -161,14 +161,9 @@ class UniStreamEndpoint:
 
 
 def routes(node: Node) -> list[BaseRoute]:
-    """The enabled unidirectional endpoints."""
-    from .uni_websocket import UniWebSocketEndpoint
-
+    """The enabled unidirectional streams (``uni_websocket.routes`` has the WebSocket)."""
     config = node.config
     out: list[BaseRoute] = []
-    if config.uni_websocket.enabled:
-        prefix = config.uni_websocket.handler_prefix or "/connection/uni_websocket"
-        out.append(WebSocketRoute(prefix, UniWebSocketEndpoint(node)))
     if config.uni_sse.enabled:
         prefix = config.uni_sse.handler_prefix or "/connection/uni_sse"
         out.append(Route(prefix, UniStreamEndpoint(node, "uni_sse")))
