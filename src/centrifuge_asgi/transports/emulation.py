@@ -68,11 +68,10 @@ class EmulationStream:
 
     async def drive(self, session: Session, first_frame: bytes) -> None:
         """Run the stream's first frame, then every queued frame, in order."""
-        async with session.command_tasks():
-            await session.handle_frame(first_frame)
-            async with self._receive:
-                async for frame in self._receive:
-                    await session.handle_frame(frame)
+        await session.handle_frame(first_frame)
+        async with self._receive:
+            async for frame in self._receive:
+                await session.handle_frame(frame)
 
     def close(self) -> None:
         self._send.close()
