@@ -53,7 +53,7 @@ from centrifuge_asgi.engines.base import (
     StreamPosition,
 )
 from centrifuge_asgi.errors import ClientError
-from centrifuge_asgi.subscriptions import _is_recovered
+from centrifuge_asgi.subscriptions import _cache_recovered, _is_recovered
 
 HISTORY = PublishOptions(history_size=10, history_ttl=60.0)
 NO_HISTORY = PublishOptions()
@@ -570,3 +570,47 @@ class EngineContract:
         with pytest.raises(ClientError) as info:
             await self.read(engine, channel, since=StreamPosition(3, "stale"))
         assert info.value.code == 112
+
+    # --- cache recovery (force_recovery_mode: cache) ------------------------------------
+
+    @pytest.mark.parametrize(
+        ("size", "ttl", "published", "since", "epoch", "sleep", "recovered", "sent"),
+        [
+            pytest.param(10, 60.0, 0, 0, "", 0.0, False, None, id="never published"),
+            pytest.param(10, 60.0, 3, 0, "", 0.0, True, 3, id="first subscribe"),
+            pytest.param(10, 60.0, 5, 2, "same", 0.0, True, 5, id="behind"),
+            pytest.param(2, 60.0, 7, 1, "same", 0.0, True, 7, id="behind a trimmed history"),
+            pytest.param(10, 60.0, 4, 4, "same", 0.0, True, None, id="at the top"),
+            pytest.param(10, 60.0, 4, 4, "stale", 0.0, True, 4, id="another epoch"),
+            pytest.param(10, 1.0, 3, 3, "same", 3.0, True, None, id="expired, at the top"),
+            pytest.param(10, 1.0, 3, 1, "same", 3.0, False, None, id="expired, behind"),
+        ],
+    )
+    async def test_cache_recovery_table(
+        self,
+        engine: EngineUnderTest,
+        channel: str,
+        size: int,
+        ttl: float,
+        published: int,
+        since: int,
+        epoch: str,
+        sleep: float,
+        recovered: bool,
+        sent: int | None,
+    ) -> None:
+        """The node's cache recovery: one newest-first read of one publication, then
+        ``subscriptions._cache_recovered`` decides."""
+        current = (await self.read(engine, channel, limit=0)).position.epoch
+        await self.publish_many(engine, channel, published, history_opts(size, ttl))
+        if sleep:
+            await engine.advance(sleep)
+        result = await self.read(engine, channel, limit=1, reverse=True)
+        assert result.position == StreamPosition(published, current)
+        latest = result.publications[0] if result.publications else None
+        client_epoch = current if epoch == "same" else epoch
+        pubs, outcome = _cache_recovered(latest, latest, result.position, since, client_epoch)
+        assert outcome is recovered
+        assert [p.offset for p in pubs] == ([] if sent is None else [sent])
+        if pubs:
+            assert pubs[0].data == b'{"n":%d}' % sent

@@ -686,6 +686,14 @@ class _Validator:
             self.fail(f"{path}.force_recovery", True, "requires history_size and history_ttl")
         if opts.force_recovery_mode not in ("", "stream", "cache"):
             self.fail(f"{path}.force_recovery_mode", opts.force_recovery_mode, "stream or cache")
+        if opts.auto_cache_recover and not (
+            opts.force_recovery and opts.force_recovery_mode == "cache"
+        ):
+            self.fail(
+                f"{path}.auto_cache_recover",
+                True,
+                "requires force_recovery and force_recovery_mode set to cache",
+            )
         for i, delta in enumerate(opts.allowed_delta_types):
             if delta != "fossil":
                 self.fail(f"{path}.allowed_delta_types[{i}]", delta, "only 'fossil' is known")

@@ -87,6 +87,10 @@ class SubscriptionFeatures:
     """Its stream position is tracked (gaps are detected)."""
     recoverable: bool
     """It may recover missed publications on resubscribe."""
+    cache_recovery: bool = False
+    """Its recovery returns only the latest publication (``force_recovery_mode: cache``)."""
+    auto_recover: bool = False
+    """It recovers without asking for it (``auto_cache_recover``, cache mode only)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -300,6 +304,8 @@ class ChannelPolicy:
         the history; ``force_*`` turns them on regardless. A recoverable subscription is
         positioned. Join and leave pushes need ``join_leave``, then
         ``force_push_join_leave`` or a request by a client allowed to read presence.
+        A recoverable subscription of a ``force_recovery_mode: cache`` namespace recovers
+        only the latest publication, and with ``auto_cache_recover`` does so unasked.
         """
         o: FeatureOverride = _NO_OVERRIDE if override is None else override
         history = opts.history_enabled
@@ -315,6 +321,7 @@ class ChannelPolicy:
                 or (positioned and (opts.allow_positioning or reads_history))
             )
         )
+        cache = recover and opts.force_recovery_mode == "cache"
         emit = _pick(o.join_leave, opts.join_leave)
         push = emit and (
             _pick(o.force_push_join_leave, opts.force_push_join_leave)
@@ -326,6 +333,8 @@ class ChannelPolicy:
             push_join_leave=push,
             positioned=position,
             recoverable=recover,
+            cache_recovery=cache,
+            auto_recover=cache and opts.auto_cache_recover,
         )
 
     # ------------------------------------------------------------- limits and values

@@ -763,7 +763,9 @@ class Session:
             recover = SubscribeRequest(
                 channel=channel, recover=True, offset=since.offset, epoch=since.epoch
             )
-        result = await self._channels.subscribe_server_side(channel, grant, recover)
+        result = await self._channels.subscribe_server_side(
+            channel, grant, recover, stream_recovery=True
+        )
         self.send_push(
             Push(
                 channel=channel,

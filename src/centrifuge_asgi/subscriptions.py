@@ -198,12 +198,23 @@ class ChannelCommands:
         return claims
 
     async def subscribe_server_side(
-        self, channel: str, grant: Grant, recover: SubscribeRequest | None
+        self,
+        channel: str,
+        grant: Grant,
+        recover: SubscribeRequest | None,
+        *,
+        stream_recovery: bool = False,
     ) -> SubscribeResult:
-        """Subscribe without permission checks (token claims, handlers, server API)."""
+        """Subscribe without permission checks (token claims, handlers, server API).
+
+        ``stream_recovery`` (the server API's subscribe, as in Centrifugo) recovers as a
+        stream even in a ``force_recovery_mode: cache`` namespace.
+        """
         opts = self.s.node.policy.resolve(channel)
         req = recover if recover is not None else SubscribeRequest(channel=channel)
-        return await self._subscribe(channel, opts, grant, req, server_side=True)
+        return await self._subscribe(
+            channel, opts, grant, req, server_side=True, stream_recovery=stream_recovery
+        )
 
     async def _subscribe(
         self,
@@ -214,6 +225,7 @@ class ChannelCommands:
         *,
         server_side: bool,
         tags_filter: TagsFilter | None = None,
+        stream_recovery: bool = False,
     ) -> SubscribeResult:
         s = self.s
         node = s.node
@@ -252,7 +264,9 @@ class ChannelCommands:
             self._check_still_wanted(sub)
             result = SubscribeResult(data=opt_raw(grant.data))
             if positioned:
-                await self._position(sub, opts, req, result)
+                cache = gets.cache_recovery and not stream_recovery
+                auto = cache and gets.auto_recover
+                await self._position(sub, opts, req, result, cache=cache, auto=auto)
                 self._check_still_wanted(sub)
             if sub.presence:
                 await node.presence_manager.add_presence(
@@ -280,8 +294,12 @@ class ChannelCommands:
         opts: ChannelOptions,
         req: SubscribeRequest,
         result: SubscribeResult,
+        *,
+        cache: bool = False,
+        auto: bool = False,
     ) -> None:
-        """Fill the stream position, recovering missed publications when asked."""
+        """Fill the stream position, recovering missed publications when asked (or
+        unasked with ``auto``); ``cache`` recovers only the latest publication."""
         node = self.s.node
         meta_ttl = node.policy.meta_ttl(opts)
         result.positioned = True
@@ -289,7 +307,10 @@ class ChannelCommands:
         recovered = False
         pubs: list[Publication] = []
         top = StreamPosition()
-        if sub.recoverable and req.recover:
+        if sub.recoverable and cache and (req.recover or auto):
+            result.was_recovering = True
+            top, pubs, recovered = await self._recover_latest(sub, req, meta_ttl)
+        elif sub.recoverable and req.recover:
             result.was_recovering = True
             since = StreamPosition(req.offset, req.epoch)
             try:
@@ -308,7 +329,7 @@ class ChannelCommands:
             top = (
                 await node.broker.history(sub.channel, HistoryFilter(limit=0), meta_ttl)
             ).position
-        if req.recover and not recovered and req.flag & _REJECT_UNRECOVERED:
+        if req.recover and not recovered and not cache and req.flag & _REJECT_UNRECOVERED:
             raise ClientError.of(ErrorCode.UNRECOVERABLE_POSITION)
         result.epoch = top.epoch
         sub.epoch = top.epoch
@@ -323,6 +344,28 @@ class ChannelCommands:
             ]
         else:
             result.offset = top.offset
+
+    async def _recover_latest(
+        self, sub: Subscription, req: SubscribeRequest, meta_ttl: float
+    ) -> tuple[StreamPosition, list[Publication], bool]:
+        """Cache recovery: the stream top, the latest publication this subscriber may
+        see (newest first within the recovery limit when it has a tags filter), and
+        whether it counts as recovered (see :func:`_cache_recovered`)."""
+        node = self.s.node
+        tf = sub.tags_filter
+        limit = 1 if tf is None else node.policy.recovery_limit
+        hist = await node.broker.history(
+            sub.channel, HistoryFilter(limit=limit, reverse=True), meta_ttl
+        )
+        top, newest_first = hist.position, hist.publications
+        latest = newest_first[0] if newest_first else None
+        shown = latest
+        if tf is not None:
+            shown = next((p for p in newest_first if matches(tf, p.tags)), None)
+            if shown is None:
+                latest = None  # as Centrifugo: nothing to show counts as an empty cache
+        pubs, recovered = _cache_recovered(latest, shown, top, req.offset, req.epoch)
+        return top, pubs, recovered
 
     async def activate(self, channel: str) -> None:
         """After the subscribe reply: flush buffered publications, then announce the join."""
@@ -674,6 +717,30 @@ def _is_recovered(since: int, pubs: list[Publication], top: StreamPosition) -> b
     if not pubs:
         return top.offset == since
     return pubs[0].offset == since + 1 and pubs[-1].offset == top.offset
+
+
+def _cache_recovered(
+    latest: Publication | None,
+    shown: Publication | None,
+    top: StreamPosition,
+    since_offset: int,
+    since_epoch: str,
+) -> tuple[list[Publication], bool]:
+    """Centrifugo's cache recovery outcome: ``(publications to send, recovered)``.
+
+    ``latest`` is the channel's newest publication in history, ``shown`` the newest one
+    this subscriber may see. A client already at the top (same offset > 0 and epoch)
+    is recovered with nothing to send. Otherwise it is recovered with ``shown`` when
+    the history still holds the top publication, whatever its epoch; with an empty
+    history it is not recovered.
+    """
+    at_top = since_offset > 0 and since_offset == top.offset and since_epoch == top.epoch
+    if latest is None or shown is None:
+        return [], at_top
+    recovered = latest.offset == top.offset
+    if recovered and not at_top:
+        return [shown], True
+    return [], recovered
 
 
 __all__ = ["ChannelCommands", "Grant", "Subscription"]

@@ -298,6 +298,19 @@ PROXY = {"name": "backend", "endpoint": "http://backend/hook"}
         (ns(channel_regex="(unclosed"), "channel.namespaces[0].channel_regex"),
         (ns(allowed_delta_types=["fossil", "xdelta"]), "allowed_delta_types[1]"),
         (ns(force_recovery_mode="latest"), "channel.namespaces[0].force_recovery_mode"),
+        (
+            ns(history_size=1, history_ttl="60s", force_recovery=True, auto_cache_recover=True),
+            "channel.namespaces[0].auto_cache_recover",
+        ),
+        (
+            ns(
+                history_size=1,
+                history_ttl="60s",
+                force_recovery_mode="cache",
+                auto_cache_recover=True,
+            ),
+            "channel.namespaces[0].auto_cache_recover",
+        ),
         (ns(publication_data_format="xml"), "publication_data_format"),
         (
             ns(subscribe_proxy_enabled=True, subscribe_proxy_name="nope"),

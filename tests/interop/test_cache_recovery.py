@@ -1,0 +1,106 @@
+"""Cache recovery (``force_recovery_mode: cache``, ``auto_cache_recover``) with the official
+SDKs: a (re)subscribing client gets the channel's latest publication, not a replay."""
+
+from __future__ import annotations
+
+import copy
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from centrifuge_asgi.handlers import RPCEvent
+from centrifuge_asgi.node import Node
+
+from .support import BASE_CONFIG, WS_PATH, token
+from .test_unidirectional import KINDS, open_uni
+
+if TYPE_CHECKING:
+    from conftest import LiveServer, LiveServerFactory, RunJs
+
+pytestmark = pytest.mark.interop
+
+_CACHE = {
+    "allow_subscribe_for_client": True,
+    "history_size": 5,
+    "history_ttl": "300s",
+    "force_recovery": True,
+    "force_recovery_mode": "cache",
+}
+
+
+def cache_node() -> Node:
+    cfg = copy.deepcopy(BASE_CONFIG)
+    cfg["channel"]["namespaces"] += [
+        {"name": "cache", **_CACHE},
+        {"name": "auto", **_CACHE, "auto_cache_recover": True},
+    ]
+    node = Node(cfg)
+
+    async def publish(channels: list[str], items: list[Any]) -> None:
+        for channel in channels:
+            for item in items:
+                await node.publish(channel, item)
+
+    @node.on_rpc("publish")
+    async def rpc_publish(event: RPCEvent) -> Any:
+        await publish([event.data["channel"]], event.data["items"])
+        return {}
+
+    @node.on_rpc("drop_and_publish")
+    async def rpc_drop_and_publish(event: RPCEvent) -> Any:
+        await node.disconnect(event.client.user, code=3011, reason="force reconnect")
+        await publish(event.data["channels"], event.data["items"])
+        return {}
+
+    return node
+
+
+def serve(live_server: LiveServerFactory) -> LiveServer:
+    return live_server(cache_node().asgi_app())
+
+
+def test_js_gets_the_latest_publication_on_subscribe_and_after_reconnect(
+    live_server: LiveServerFactory, run_js: RunJs
+) -> None:
+    srv = serve(live_server)
+    url = srv.ws_url(WS_PATH)
+    result = run_js("sdk_cache_recovery.mjs", url, token("u1"), "cache:now", "auto:now", timeout=20)
+    recovered = {"subscribed": {"wasRecovering": True, "recovered": True}}
+    expected = [
+        recovered,
+        {"pub": 3, "n": 3},
+        recovered,
+        {"pub": 6, "n": 6},
+        {"pub": 7, "n": 7},
+    ]
+    assert result == {"cache:now": expected, "auto:now": expected}
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("kind", KINDS)
+async def test_unidirectional_server_side_subscription_gets_the_latest(
+    live_server: LiveServerFactory, kind: str
+) -> None:
+    """auto_cache_recover (Centrifugo v6.8.3): a unidirectional client that only sends a
+    token naming its channels gets the latest publication of each in its Connect push."""
+    cfg = copy.deepcopy(BASE_CONFIG)
+    cfg["channel"]["namespaces"] += [
+        {"name": "cache", **_CACHE},
+        {"name": "auto", **_CACHE, "auto_cache_recover": True},
+    ]
+    cfg[kind] = {"enabled": True}
+    node = Node(cfg)
+    srv = live_server(node.asgi_app())
+    for n in range(1, 4):
+        await srv.acall(node.publish("auto:uni", {"n": n}))
+        await srv.acall(node.publish("cache:uni", {"n": n}))
+    request = {"token": token("u1", channels=["auto:uni", "cache:uni"])}
+    async with open_uni(srv, kind, request) as reader:
+        subs = ((await reader.next()) or {})["connect"]["subs"]
+        auto, plain = subs["auto:uni"], subs["cache:uni"]
+        assert auto["recovered"] is True and auto["was_recovering"] is True
+        assert [(p["offset"], p["data"]) for p in auto["publications"]] == [(3, {"n": 3})]
+        assert "publications" not in plain and plain["offset"] == 3
+        await srv.acall(node.publish("auto:uni", {"n": 4}))
+        pub = await reader.until(lambda p: "pub" in p)
+        assert pub["channel"] == "auto:uni" and pub["pub"]["offset"] == 4
