@@ -755,6 +755,8 @@ class _Validator:
                 opts = next((ns for ns in channel.namespaces if ns.name == name), None)
             if opts is None:
                 self.fail(f"{path}.personal_channel_namespace", name, "no such channel namespace")
+        if client.concurrency < 0:
+            self.fail("client.concurrency", client.concurrency, "must not be negative")
             if personal.single_connection and not opts.presence:
                 self.fail(
                     f"{path}.single_connection", True, f"namespace {name!r} must enable presence"

@@ -11,11 +11,14 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
+import anyio
+from anyio.abc import TaskGroup
 from msgspec import UNSET, Raw
 
 from . import auth
@@ -118,6 +121,11 @@ _METHODS = (
     "ping",
 )
 
+# With ``client.concurrency`` > 1 these commands run in tasks of their own, as Centrifugo
+# runs them; connect, unsubscribe, send and pongs keep the order of the frames.
+_CONCURRENT = frozenset(_METHODS) - {"connect", "unsubscribe", "send", "ping"}
+SUBSCRIBING_WAIT = 5.0  # how long an unsubscribe waits for a subscribe of its channel
+
 
 class Session:
     """The state machine of one connection (see the module docstring)."""
@@ -126,6 +134,9 @@ class Session:
         "_awaiting_pong",
         "_channels",
         "_refresh_by_handler",
+        "_slots",
+        "_subscribing",
+        "_tasks",
         "_timers",
         "client_id",
         "client_side_refresh",
@@ -165,6 +176,9 @@ class Session:
         self._timers: dict[str, Timer] = {}
         self._awaiting_pong = False
         self._channels = ChannelCommands(self)
+        self._tasks: TaskGroup | None = None  # set inside command_tasks() when concurrent
+        self._slots: anyio.Semaphore | None = None
+        self._subscribing: dict[str, anyio.Event] = {}
         node.stale_checks.add(self, node.config.client.stale_close_delay)
 
     # ------------------------------------------------------------------- properties
@@ -325,8 +339,94 @@ class Session:
         for command in commands:
             if not self._accepting_commands():
                 return
-            await self.handle_command(command)
+            if self._tasks is not None and self.state is State.CONNECTED:
+                await self._start_command(self._tasks, command)
+            else:
+                await self.handle_command(command)
             await pacer.tick()  # a frame of many commands shares the loop (pacing.py)
+
+    # ------------------------------------------------------------ concurrency
+
+    @asynccontextmanager
+    async def command_tasks(self) -> AsyncIterator[None]:
+        """Where commands run concurrently (``client.concurrency`` > 1) while a transport
+        feeds the session; leaving it cancels the commands still running.
+
+        At most ``client.concurrency`` commands run at once; the next one waits for a free
+        slot, and so does the transport's reader (back-pressure, as in Centrifugo).
+        """
+        limit = self.node.config.client.concurrency
+        if limit <= 1:
+            yield
+            return
+        async with anyio.create_task_group() as tg:
+            self._tasks, self._slots = tg, anyio.Semaphore(limit)
+            try:
+                yield
+            finally:
+                self._tasks = None
+                tg.cancel_scope.cancel()
+
+    async def _start_command(self, tasks: TaskGroup, cmd: Command) -> None:
+        """Run ``cmd`` in a task of its own when it may overtake others, else inline."""
+        method = next((m for m in _METHODS if getattr(cmd, m) is not None), None)
+        if method not in _CONCURRENT or cmd.id == 0:
+            await self.handle_command(cmd)
+            return
+        channel = cmd.subscribe.channel if cmd.subscribe is not None else ""
+        if channel:
+            refused = self._subscribe_refused(channel)
+            if refused is not None:
+                self.send_reply(Reply(id=cmd.id, error=refused))
+                return
+        slots = self._slots
+        assert slots is not None
+        await slots.acquire()
+        if not self._accepting_commands():
+            slots.release()
+            return
+        if channel:
+            self._subscribing[channel] = anyio.Event()
+        tasks.start_soon(self._run_command, cmd, channel, slots)
+
+    def _subscribe_refused(self, channel: str) -> ErrorWire | None:
+        """105 while a subscribe of ``channel`` runs; 106 when the running ones fill the
+        channel limit (the subscribe itself checks the subscriptions it finds)."""
+        code = None
+        if channel in self._subscribing:
+            code = ErrorCode.ALREADY_SUBSCRIBED
+        elif self._subscribing and self._reserved() >= self.node.policy.channel_limit:
+            code = ErrorCode.LIMIT_EXCEEDED
+        if code is None:
+            return None
+        err = ClientError.of(code)
+        return ErrorWire(code=err.code, message=err.message, temporary=err.temporary)
+
+    def _reserved(self) -> int:
+        """Channels held: the subscriptions, and those whose subscribe is running."""
+        return len(self.subs.keys() | self._subscribing.keys())
+
+    async def _run_command(self, cmd: Command, channel: str, slots: anyio.Semaphore) -> None:
+        try:
+            await self.handle_command(cmd)
+        except Exception:  # handle_command answers errors itself; this is a bug
+            log.exception("command failed for client=%s", self.client_id)
+            self.disconnect(DisconnectCode.SERVER_ERROR)
+        finally:
+            slots.release()
+            if channel:
+                self._subscribing.pop(channel).set()
+
+    async def _subscribe_finished(self, channel: str) -> None:
+        """An unsubscribe waits for a running subscribe of its channel (3004 after 5 s)."""
+        running = self._subscribing.get(channel)
+        if running is None:
+            return
+        with anyio.move_on_after(SUBSCRIBING_WAIT):
+            await running.wait()
+            return
+        log.info("client=%s: subscribe of %s did not finish", self.client_id, channel)
+        raise Disconnect.of(DisconnectCode.SERVER_ERROR)
 
     async def handle_command(self, cmd: Command) -> None:
         method = next((m for m in _METHODS if getattr(cmd, m) is not None), None)
@@ -389,6 +489,8 @@ class Session:
             await self._send(req)
             return None
         if method == "unsubscribe":
+            if self._subscribing:
+                await self._subscribe_finished(req.channel)
             await ch.unsubscribe(req.channel)
             return Reply(id=cmd.id, unsubscribe=EmptyResult())
         if method == "publish":

@@ -68,10 +68,11 @@ class EmulationStream:
 
     async def drive(self, session: Session, first_frame: bytes) -> None:
         """Run the stream's first frame, then every queued frame, in order."""
-        await session.handle_frame(first_frame)
-        async with self._receive:
-            async for frame in self._receive:
-                await session.handle_frame(frame)
+        async with session.command_tasks():
+            await session.handle_frame(first_frame)
+            async with self._receive:
+                async for frame in self._receive:
+                    await session.handle_frame(frame)
 
     def close(self) -> None:
         self._send.close()

@@ -76,26 +76,27 @@ class WebSocketEndpoint:
         pacer = self.node.pacer
         paced = False
         try:
-            while True:
-                writer.reader_idle = True
-                msg = await receive()
-                writer.reader_idle = False
-                if msg["type"] == "websocket.disconnect":
-                    writer.peer_gone = True
-                    # thousands of peers gone at once release their sessions a slice of
-                    # the loop at a time (pacing.py)
-                    paced = True
-                    await pacer.tick()
-                    session.transport_closed()
-                    break
-                text = msg.get("text")
-                data: bytes = text.encode() if text is not None else msg.get("bytes") or b""
-                if limit > 0 and len(data) > limit:
-                    session.disconnect(_MESSAGE_TOO_BIG, "message too big")
-                    break
-                await session.handle_frame(data)
-                if session.closing:
-                    break
+            async with session.command_tasks():
+                while True:
+                    writer.reader_idle = True
+                    msg = await receive()
+                    writer.reader_idle = False
+                    if msg["type"] == "websocket.disconnect":
+                        writer.peer_gone = True
+                        # thousands of peers gone at once release their sessions a slice
+                        # of the loop at a time (pacing.py)
+                        paced = True
+                        await pacer.tick()
+                        session.transport_closed()
+                        break
+                    text = msg.get("text")
+                    data: bytes = text.encode() if text is not None else msg.get("bytes") or b""
+                    if limit > 0 and len(data) > limit:
+                        session.disconnect(_MESSAGE_TOO_BIG, "message too big")
+                        break
+                    await session.handle_frame(data)
+                    if session.closing:
+                        break
         except asyncio.CancelledError:
             # The writer stops the reader once the close frame is out; any other
             # cancellation (the server shutting down) goes on.
