@@ -325,7 +325,7 @@ class Executor:
         return {"channels": {ch: {"num_clients": n} for ch, n in found.items()}}
 
     async def info(self, req: s.InfoRequest) -> dict[str, Any]:
-        nodes = self.node.info()["nodes"]  # uptime is omitted when zero (omitempty)
+        nodes = (await self.node.cluster_info())["nodes"]  # uptime omitted when 0 (omitempty)
         return {"nodes": [{k: v for k, v in n.items() if k != "uptime" or v} for n in nodes]}
 
     async def rpc(self, req: s.RpcRequest) -> dict[str, Any]:

@@ -2,9 +2,11 @@
 
 The node's server actions (subscribe, unsubscribe, disconnect, refresh, send) are applied
 locally and then sent to every other node, which applies them to its own connections.
-Nodes announce themselves every few seconds (``info`` lists the peers heard from), ask
-each other for their channels with a :class:`Survey`, and route an ``/emulation`` frame
-to the node holding its stream.
+Nodes announce themselves every few seconds, which is how they know each other. Every
+question one node asks others goes through one request/reply primitive,
+:meth:`Cluster.survey`: a request to every node (the channels list, ``info``) or to one
+(an ``/emulation`` frame for the node holding its stream), and the replies collected by a
+:class:`Survey` until every asked node answered or the wait ends.
 
 The wire
 --------
@@ -18,6 +20,12 @@ the wire, exactly as the previous nodes sent it. A message whose ``op`` this nod
 not know, or whose ``v`` is newer, comes from a newer node: it is logged (once per op)
 and ignored. A newer node therefore keeps sending ``v`` 1 messages for as long as older
 nodes may run.
+
+Requests that older nodes do not answer (``info_survey``, and the acknowledgement of an
+``emulation`` frame) are only sent to, or only waited for from, the peers whose
+announcement lists that op in ``answers``; an older node's announcement has none, so
+``info`` shows what it last announced and its ``/emulation`` frames are sent without
+waiting, as before.
 """
 
 from __future__ import annotations
@@ -26,7 +34,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 import anyio
@@ -49,6 +57,11 @@ VERSION = 1
 
 NODE_INTERVAL = 3.0  # seconds between node announcements (Centrifugo: 3 s)
 NODE_TTL = 2 * NODE_INTERVAL + 1  # a peer silent for longer is dropped from info
+
+# Reply codes of an emulation frame (as Centrifuge's: 0 done; here also whether queued).
+QUEUED = 0
+NO_STREAM = 1  # no stream of that session on the node: dropped (204, as for a local one)
+QUEUE_FULL = 2  # the stream's queue stayed full (503, as for a local one)
 
 
 # ---------------------------------------------------------------------------- messages
@@ -117,20 +130,47 @@ class ChannelsReply(Message, tag="channels_reply"):
 
 
 class NodeInfo(Message, tag="node"):
-    """A node's announcement: its statistics (JSON), as ``info`` lists them."""
+    """A node's announcement: its statistics (JSON), as ``info`` lists them, and the ops of
+    the requests it answers with a :class:`Reply` (none for a node before replies)."""
 
     stats: bytes | None = msgspec.field(default=None, name="info")
+    answers: list[str] = []
+
+
+class InfoSurvey(Message, tag="info_survey"):
+    """A survey request: every node answers with a :class:`Reply` carrying its statistics."""
+
+    request: str = ""
 
 
 class Emulation(Message, tag="emulation"):
-    """An ``/emulation`` frame for the stream of ``session_id`` on the addressed node."""
+    """An ``/emulation`` frame for the stream of ``session_id`` on the addressed node.
+
+    With ``request`` set, the node answers with a :class:`Reply` once the frame is queued
+    (``code``: QUEUED, NO_STREAM or QUEUE_FULL); older nodes sent and read it without.
+    """
 
     session_id: str = msgspec.field(default="", name="client")
     data: bytes | None = msgspec.field(default=None, name="info")
+    request: str = ""
+
+
+class Reply(Message, tag="reply"):
+    """One node's answer to a request (every request but the channels survey, whose
+    :class:`ChannelsReply` keeps the previous wire)."""
+
+    request: str = ""
+    code: int = 0
+    data: bytes | None = None
 
 
 Action = Disconnect | Unsubscribe | Subscribe | Refresh | Send
-AnyMessage = Action | ChannelsSurvey | ChannelsReply | NodeInfo | Emulation
+Request = ChannelsSurvey | InfoSurvey | Emulation
+Answer = ChannelsReply | Reply
+AnyMessage = Action | Request | Answer | NodeInfo
+
+ANSWERS = ("info_survey", "emulation")
+"""The requests this node answers with a :class:`Reply` (its announcements say so)."""
 
 
 class _Envelope(msgspec.Struct):
@@ -145,9 +185,10 @@ _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(AnyMessage)
 _envelope = msgspec.json.Decoder(_Envelope)
 _counts = msgspec.json.Decoder(dict[str, int])
+_stats = msgspec.json.Decoder(dict[str, Any])
 _MESSAGES = (
     *(Disconnect, Unsubscribe, Subscribe, Refresh, Send),
-    *(ChannelsSurvey, ChannelsReply, NodeInfo, Emulation),
+    *(ChannelsSurvey, ChannelsReply, NodeInfo, InfoSurvey, Emulation, Reply),
 )
 _OPS = frozenset(str(cls.__struct_config__.tag) for cls in _MESSAGES)
 
@@ -240,7 +281,8 @@ class Cluster:
     def __init__(self, host: ClusterHost) -> None:
         self._host = host
         self._peers: dict[str, tuple[float, dict[str, Any]]] = {}  # node id -> (seen, stats)
-        self._surveys: dict[str, Survey[dict[str, int]]] = {}
+        self._answers: dict[str, frozenset[str]] = {}  # node id -> the requests it answers
+        self._surveys: dict[str, Survey[Answer]] = {}
         self._unknown: set[str] = set()  # ops of newer nodes, logged once each
 
     # ------------------------------------------------------------- outgoing
@@ -259,29 +301,67 @@ class Cluster:
             log.error("control %s could not reach other nodes: %s", _op(action), exc)
             raise ClientError.of(ErrorCode.INTERNAL) from exc
 
+    async def survey(
+        self,
+        request: Callable[[str], Request],
+        expected: Iterable[str],
+        wait: float,
+        node_id: str = "",
+    ) -> dict[str, Answer] | None:
+        """The request/reply primitive: send ``request(survey id)`` to every node (or to
+        ``node_id``) and return the answers of the nodes that replied within ``wait``
+        seconds, as soon as every ``expected`` node did; None when the controller knows
+        that no node ``node_id`` listens. A reply after the wait is dropped."""
+        survey: Survey[Answer] = Survey(set(expected))
+        self._surveys[survey.request] = survey
+        try:
+            if not await self.publish(request(survey.request), node_id) and node_id:
+                return None
+            return await survey.wait(wait)
+        finally:
+            del self._surveys[survey.request]
+
     async def channels(self, pattern: str = "", wait: float = 1.0) -> dict[str, int]:
         """This node's channels plus every peer's that answered within ``wait`` seconds."""
         self._forget_silent_peers()
         result = self._host.channels(pattern)
         if not self._peers:
             return result
-        survey: Survey[dict[str, int]] = Survey(set(self._peers))
-        self._surveys[survey.request] = survey
-        try:
-            request = ChannelsSurvey(
-                origin=self._host.node_id, request=survey.request, pattern=pattern
-            )
-            await self.publish(request)
-            replies = await survey.wait(wait)
-        finally:
-            del self._surveys[survey.request]
-        for counts in replies.values():
-            for ch, n in counts.items():
-                result[ch] = result.get(ch, 0) + n
+        origin = self._host.node_id
+
+        def request(rid: str) -> ChannelsSurvey:
+            return ChannelsSurvey(origin=origin, request=rid, pattern=pattern)
+
+        for answer in (await self.survey(request, self._peers, wait) or {}).values():
+            if not isinstance(answer, ChannelsReply) or answer.counts is None:
+                continue
+            with contextlib.suppress(msgspec.DecodeError, RecursionError):  # not an answer
+                for ch, n in _counts.decode(answer.counts).items():
+                    result[ch] = result.get(ch, 0) + n
         return result
 
+    async def info(self, wait: float = 0.5) -> list[dict[str, Any]]:
+        """Every peer's statistics: as it answers an ``info_survey`` now, or, for a peer
+        that does not answer them (an older node) or not within ``wait`` seconds, as it
+        last announced itself (Centrifugo's ``info`` shows the announcements)."""
+        self._forget_silent_peers()
+        found = {node_id: stats for node_id, (_, stats) in self._peers.items()}
+        asked = [n for n in found if "info_survey" in self._answers.get(n, ())]
+        if asked:
+            origin = self._host.node_id
+
+            def request(rid: str) -> InfoSurvey:
+                return InfoSurvey(origin=origin, request=rid)
+
+            for node_id, answer in (await self.survey(request, asked, wait) or {}).items():
+                if isinstance(answer, Reply) and answer.data is not None:
+                    with contextlib.suppress(msgspec.DecodeError, RecursionError):
+                        found[node_id] = _stats.decode(answer.data)
+        return list(found.values())
+
     def peers(self) -> list[dict[str, Any]]:
-        """The statistics of every peer heard from within the last ``NODE_TTL`` seconds."""
+        """The statistics that every peer heard from within the last ``NODE_TTL`` seconds
+        announced, without asking anyone."""
         self._forget_silent_peers()
         return [stats for _, stats in self._peers.values()]
 
@@ -296,18 +376,34 @@ class Cluster:
 
     async def announce(self) -> None:
         stats = msgspec.json.encode(self._host.node_stats())
-        await self.publish(NodeInfo(origin=self._host.node_id, stats=stats))
+        await self.publish(NodeInfo(origin=self._host.node_id, stats=stats, answers=[*ANSWERS]))
 
-    async def forward_emulation(self, node_id: str, session_id: str, data: bytes) -> bool:
-        """Send an ``/emulation`` frame to the node holding its stream; False when the
-        controller knows that no such node listens.
+    async def forward_emulation(
+        self, node_id: str, session_id: str, data: bytes, wait: float = 10.0
+    ) -> bool:
+        """Send an ``/emulation`` frame to the node holding its stream: an addressed request
+        on the survey primitive, True once that node queued it. False when the controller
+        knows that no such node listens; TimeoutError when the stream's queue stayed full or
+        no reply came within ``wait`` seconds (the HTTP answers: 204, 404, 503).
 
-        A plain addressed message, not a survey: the HTTP answer depends only on whether
-        the node is there, older nodes send no acknowledgement, and waiting for one would
-        add a round trip to every command of an emulated connection.
+        A node that does not acknowledge frames (an older one, or one not heard from yet)
+        gets the frame without waiting: True means it was sent.
         """
-        message = Emulation(origin=self._host.node_id, session_id=session_id, data=data)
-        return await self.publish(message, node_id)
+        origin = self._host.node_id
+        if "emulation" not in self._answers.get(node_id, ()):
+            message = Emulation(origin=origin, session_id=session_id, data=data)
+            return await self.publish(message, node_id)
+
+        def request(rid: str) -> Emulation:
+            return Emulation(origin=origin, session_id=session_id, data=data, request=rid)
+
+        answers = await self.survey(request, [node_id], wait, node_id)
+        if answers is None:
+            return False
+        answer = answers.get(node_id)
+        if not isinstance(answer, Reply) or answer.code == QUEUE_FULL:
+            raise TimeoutError(f"emulation frame for {session_id} not queued on {node_id}")
+        return True
 
     # ------------------------------------------------------------- incoming
 
@@ -326,13 +422,12 @@ class Cluster:
         host = self._host
         if message.origin == host.node_id:
             return
-        if isinstance(message, ChannelsSurvey):
-            host.spawn(self._answer_channels, message)
-        elif isinstance(message, ChannelsReply):
+        if isinstance(message, ChannelsReply | Reply):
             survey = self._surveys.get(message.request)
-            if survey is not None and message.counts is not None:
-                with contextlib.suppress(msgspec.DecodeError, RecursionError):  # not an answer
-                    survey.add(message.origin, _counts.decode(message.counts))
+            if survey is not None:  # else late: the survey ended
+                survey.add(message.origin, message)
+        elif isinstance(message, ChannelsSurvey | InfoSurvey | Emulation):
+            host.spawn(self._answer, message)
         elif isinstance(message, NodeInfo):
             if message.stats is not None:
                 self._forget_silent_peers()
@@ -341,24 +436,38 @@ class Cluster:
                 with contextlib.suppress(msgspec.DecodeError, RecursionError):
                     stats = msgspec.json.decode(message.stats)
                     self._peers[message.origin] = (time.monotonic(), stats)
-        elif isinstance(message, Emulation):
-            host.spawn(self._feed_emulation, message)
+                    self._answers[message.origin] = frozenset(message.answers)
         else:
             host.spawn(self.apply, message)
 
-    async def _answer_channels(self, request: ChannelsSurvey) -> None:
-        counts = msgspec.json.encode(self._host.channels(request.pattern))
-        reply = ChannelsReply(origin=self._host.node_id, request=request.request, counts=counts)
+    async def _answer(self, request: Request) -> None:
+        """Answer a request from another node (an emulation frame from an older node, or
+        sent without waiting, is only fed)."""
+        host = self._host
+        reply: Answer
+        if isinstance(request, ChannelsSurvey):
+            counts = msgspec.json.encode(host.channels(request.pattern))
+            reply = ChannelsReply(origin=host.node_id, request=request.request, counts=counts)
+        elif isinstance(request, InfoSurvey):
+            stats = msgspec.json.encode(host.node_stats())
+            reply = Reply(origin=host.node_id, request=request.request, data=stats)
+        else:
+            code = await self._feed_emulation(request)
+            if not request.request:
+                return
+            reply = Reply(origin=host.node_id, request=request.request, code=code)
         await self.publish(reply, request.origin)
 
-    async def _feed_emulation(self, message: Emulation) -> None:
-        """Hand a frame that another node routed here to its stream."""
+    async def _feed_emulation(self, message: Emulation) -> int:
+        """Hand a frame that another node routed here to its stream; the reply code."""
         if message.data is None:
-            return
+            return NO_STREAM
         try:
-            await self._host.registry.feed_emulation(message.session_id, message.data)
+            fed = await self._host.registry.feed_emulation(message.session_id, message.data)
         except TimeoutError:
             log.warning("emulation frame for %s dropped: its queue stays full", message.session_id)
+            return QUEUE_FULL
+        return QUEUED if fed else NO_STREAM
 
     async def apply(self, action: Action) -> None:
         """Apply a server action to this node's matching connections."""
@@ -387,6 +496,7 @@ class Cluster:
         for node_id, (seen, _) in list(self._peers.items()):
             if now - seen > NODE_TTL:
                 del self._peers[node_id]
+                self._answers.pop(node_id, None)
 
 
 async def _apply_to(s: Session, action: Action) -> None:
@@ -418,10 +528,15 @@ def _op(message: Message) -> str:
 
 
 __all__ = [
+    "ANSWERS",
     "NODE_INTERVAL",
     "NODE_TTL",
+    "NO_STREAM",
+    "QUEUED",
+    "QUEUE_FULL",
     "VERSION",
     "Action",
+    "Answer",
     "AnyMessage",
     "ChannelsReply",
     "ChannelsSurvey",
@@ -429,9 +544,12 @@ __all__ = [
     "ClusterHost",
     "Disconnect",
     "Emulation",
+    "InfoSurvey",
     "Message",
     "NodeInfo",
     "Refresh",
+    "Reply",
+    "Request",
     "Send",
     "Subscribe",
     "Survey",

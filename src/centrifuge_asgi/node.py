@@ -643,9 +643,16 @@ class Node:
         return await self.cluster.channels(pattern, wait)
 
     def info(self) -> dict[str, Any]:
-        """Statistics of every node in the cluster: this one plus peers heard from within
-        the last ``cluster.NODE_TTL`` seconds (nodes announce themselves to each other)."""
+        """Statistics of every node in the cluster without asking anyone: this one plus
+        what peers heard from within the last ``cluster.NODE_TTL`` seconds announced
+        (nodes announce themselves to each other every ``cluster.NODE_INTERVAL``)."""
         return {"nodes": [self.node_stats(), *self.cluster.peers()]}
+
+    async def cluster_info(self, wait: float = 0.5) -> dict[str, Any]:
+        """Statistics of every node in the cluster, each peer asked now with a survey (what
+        the server API's ``info`` returns); a peer that does not answer within ``wait``
+        seconds, or an older node that cannot, is listed as it last announced itself."""
+        return {"nodes": [self.node_stats(), *await self.cluster.info(wait)]}
 
     def node_stats(self) -> dict[str, Any]:
         """This node's statistics, as ``info`` lists them and announcements carry them."""

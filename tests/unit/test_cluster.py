@@ -26,8 +26,10 @@ from centrifuge_asgi.cluster import (
     Cluster,
     Disconnect,
     Emulation,
+    InfoSurvey,
     NodeInfo,
     Refresh,
+    Reply,
     Send,
     Subscribe,
     Survey,
@@ -376,3 +378,107 @@ async def test_emulation_is_an_addressed_message(bus: Bus) -> None:
     assert to == "b"
     wire = {"op": "emulation", "origin": "a", "client": "sess", "info": b64(b'{"id":1}')}
     assert json.loads(data) == wire
+
+
+# ------------------------------------------------------------ one request/reply primitive
+
+
+def test_new_requests_and_replies_round_trip_and_older_nodes_read_what_they_know() -> None:
+    new = [
+        NodeInfo(origin="n", stats=b"{}", answers=["info_survey", "emulation"]),
+        InfoSurvey(origin="n", request="r"),
+        Emulation(origin="n", session_id="s", data=b"{}", request="r"),
+        Reply(origin="n", request="r", code=cluster.QUEUE_FULL, data=b"{}"),
+    ]
+    for message in new:
+        assert cluster.decode(cluster.encode(message)) == message
+    # An older node reads an announcement and an acknowledged frame as it always did.
+    old = msgspec.json.decode(cluster.encode(new[0]), type=_OldControl)
+    assert (old.op, old.origin, old.info) == ("node", "n", b"{}")
+    old = msgspec.json.decode(cluster.encode(new[2]), type=_OldControl)
+    assert (old.op, old.client, old.info) == ("emulation", "s", b"{}")
+
+
+async def test_info_asks_every_peer_and_falls_back_to_announcements(bus: Bus) -> None:
+    a = Host(bus, "a", {})
+    b = Host(bus, "b", {"x": 1})
+    slow = Host(bus, "slow", {"y": 1})
+    await meet(a, b, slow)
+    b._channels["z"] = 1  # b's statistics changed after it announced itself
+    slow._channels["z"] = 1
+    bus.delay["slow"] = 0.3  # slow answers after the wait
+    with anyio.fail_after(1):
+        found = await a.cluster.info(wait=0.1)
+    assert sorted(found, key=lambda s: s["uid"]) == [
+        {"uid": "b", "num_channels": 2},  # asked now
+        {"uid": "slow", "num_channels": 1},  # as announced
+    ]
+    assert a.cluster._surveys == {}
+    sent = [(to, cluster.decode(data)) for to, data in bus.sent]
+    assert [to for to, m in sent if isinstance(m, InfoSurvey)] == [""]  # one broadcast
+    assert {to for to, m in sent if isinstance(m, Reply)} == {"a"}
+
+
+async def test_an_older_peer_is_not_asked_for_info(bus: Bus) -> None:
+    a = Host(bus, "a", {})
+    stats = json.dumps({"uid": "old", "num_channels": 1}).encode()
+    a.cluster.handle_control(cluster.encode(NodeInfo(origin="old", stats=stats)))  # no answers
+    await settle()
+    bus.sent.clear()
+    with anyio.fail_after(0.05):  # nobody to wait for
+        assert await a.cluster.info(wait=5.0) == [{"uid": "old", "num_channels": 1}]
+    assert bus.sent == []
+
+
+async def test_emulation_frames_are_acknowledged_by_nodes_that_announced_it(bus: Bus) -> None:
+    a = Host(bus, "a", {})
+    b = Host(bus, "b", {})
+    await meet(a, b)
+    fed: list[bytes] = []
+    full = False
+
+    class Stream:
+        async def feed(self, frame: bytes) -> bool:
+            if full:
+                raise TimeoutError
+            fed.append(frame)
+            return True
+
+    b.registry.emulation_streams["sess"] = Stream()
+    bus.sent.clear()
+    with anyio.fail_after(1):
+        assert await a.cluster.forward_emulation("b", "sess", b'{"id":1}', wait=5.0)
+    assert fed == [b'{"id":1}']  # queued before the answer
+    (to, request), (reply_to, reply) = [(to, cluster.decode(d)) for to, d in bus.sent]
+    assert to == "b" and isinstance(request, Emulation) and request.request
+    assert reply_to == "a" and reply == Reply(origin="b", request=request.request)
+    with anyio.fail_after(1):  # no such stream on b: dropped there, as a local one
+        assert await a.cluster.forward_emulation("b", "other", b"{}", wait=5.0)
+    full = True
+    with anyio.fail_after(1), pytest.raises(TimeoutError):
+        await a.cluster.forward_emulation("b", "sess", b"{}", wait=5.0)
+    full = False
+    bus.delay["b"] = 0.3  # b answers too late
+    with anyio.fail_after(1), pytest.raises(TimeoutError):
+        await a.cluster.forward_emulation("b", "sess", b"{}", wait=0.1)
+    del bus.handlers["b"]  # b is gone: the controller knows nobody listens
+    with anyio.fail_after(1):
+        assert not await a.cluster.forward_emulation("b", "sess", b"{}", wait=5.0)
+    assert a.cluster._surveys == {}
+
+
+async def test_an_older_nodes_emulation_frame_gets_no_reply(bus: Bus) -> None:
+    b = Host(bus, "b", {})
+    fed: list[bytes] = []
+
+    class Stream:
+        async def feed(self, frame: bytes) -> bool:
+            fed.append(frame)
+            return True
+
+    b.registry.emulation_streams["sess"] = Stream()
+    old = b'{"op":"emulation","origin":"old","client":"sess","info":"' + b64(b"[]").encode() + b'"}'
+    b.cluster.handle_control(old)
+    await settle()
+    assert fed == [b"[]"]
+    assert bus.sent == []

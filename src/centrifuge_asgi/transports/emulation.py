@@ -8,9 +8,11 @@ there in order, and their replies appear on the stream. The answer is 204.
 Routing across processes: every stream registers in ``node.registry.emulation_streams``
 under its session id, and its connect reply names the node (``node.node_id``). A request
 naming another node goes to ``node.cluster.forward_emulation(node_id, session_id, data)``,
-a cluster message addressed to that node; the receiving node hands the frame to its
-stream with ``node.registry.feed_emulation`` (what :func:`feed_local` does here). A node
-that the engine knows is not there (the memory engine; no listener in Redis) answers 404.
+a request addressed to that node on the cluster's request/reply primitive; the receiving
+node hands the frame to its stream with ``node.registry.feed_emulation`` (what
+:func:`feed_local` does here) and answers whether it was queued. A node that the engine
+knows is not there (the memory engine; no listener in Redis) answers 404; a stream whose
+queue stays full, or a node that does not answer in time, 503, as for a local stream.
 """
 
 from __future__ import annotations
@@ -130,7 +132,12 @@ async def deliver(node: Node, node_id: str, session_id: str, data: bytes) -> int
             return 503
         return 204
     if node_id:
-        return 204 if await node.cluster.forward_emulation(node_id, session_id, data) else 404
+        wait = FEED_TIMEOUT + 1.0  # the other node waits up to FEED_TIMEOUT for room
+        try:
+            forwarded = await node.cluster.forward_emulation(node_id, session_id, data, wait)
+        except TimeoutError:
+            return 503
+        return 204 if forwarded else 404
     return 404
 
 
