@@ -168,6 +168,7 @@ class Executor:
                 tags=req.tags or None,
                 version=req.version,
                 version_epoch=req.version_epoch,
+                delta=req.delta,
             )
         except ClientError as exc:
             raise ApiError(exc.code) from exc
@@ -194,6 +195,7 @@ class Executor:
             idempotency_key=req.idempotency_key,
             version=req.version,
             version_epoch=req.version_epoch,
+            delta=req.delta,
         )
         responses: list[dict[str, Any]] = [{} for _ in req.channels]
 

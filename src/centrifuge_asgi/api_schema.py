@@ -31,7 +31,7 @@ class PublishRequest(_Req):
     skip_history: bool = False
     tags: dict[str, str] = {}
     idempotency_key: str = ""
-    delta: bool = False  # accepted; delta compression is not implemented
+    delta: bool = False
     version: U64 = 0
     version_epoch: str = ""
 

@@ -57,7 +57,6 @@ from .handlers import (
 )
 from .observer import NodeObserver, NoObserver
 from .pacing import Pacer
-from .token_bucket import connection_rate_limiter
 from .payload import (
     MAX_DEPTH,
     ParsedJson,
@@ -113,8 +112,6 @@ class Node:
         self.metrics: NodeObserver = observer or NoObserver()
         self._scheduler = Scheduler()
         client = self.config.client
-        # client.connection_rate_limit: new connections beyond it are refused with 503
-        self.connection_rate = connection_rate_limiter(client.connection_rate_limit)
         # Per-connection deadlines that every connection has: one entry in a wheel each.
         # methodcaller, so that a Session subclass (create_session) keeps its overrides.
         self.pings: Wheel[Session] = Wheel(
@@ -409,8 +406,11 @@ class Node:
 
     # -------------------------------------------------- BrokerEventHandler
 
-    def handle_publication(self, channel: str, pub: Publication, epoch: str) -> None:
-        self.metrics.fanout("publication", self.registry.broadcast_publication(channel, pub, epoch))
+    def handle_publication(
+        self, channel: str, pub: Publication, epoch: str, prev: Publication | None = None
+    ) -> None:
+        fanned = self.registry.broadcast_publication(channel, pub, epoch, prev)
+        self.metrics.fanout("publication", fanned)
 
     def handle_join(self, channel: str, info: ClientInfo) -> None:
         self.metrics.fanout("join", self.registry.broadcast_join(channel, info))
@@ -436,8 +436,12 @@ class Node:
         client_info: ClientInfo | None = None,
         version: int = 0,
         version_epoch: str = "",
+        delta: bool = False,
     ) -> StreamPosition:
         """Publish ``data`` (any JSON-encodable value, or bytes of JSON) into ``channel``.
+
+        ``delta`` (always on in a ``delta_publish`` namespace) lets subscribers that
+        negotiated fossil delta compression receive it as a delta (see ``docs/delta.md``).
 
         Returns where it landed (offset 0 and an empty epoch when the channel keeps no
         history). Data that the channel's ``publication_data_format`` refuses is error 107,
@@ -469,6 +473,7 @@ class Node:
             skip_history=skip_history,
             version=version,
             version_epoch=version_epoch,
+            delta=delta or opts.delta_publish,
         )
         try:
             result = await self.broker.publish(channel, payload, options)

@@ -11,11 +11,12 @@ from typing import TYPE_CHECKING, Protocol
 
 import anyio
 
+from .delta import PublicationPush
 from .engines.base import ClientInfo, Publication
 from .protocol.codec import Codec, EncodedOnce
 from .protocol.messages import JoinLeave, Push, Reply
 from .tagfilter import NO_TAGS
-from .wire import client_info_wire, publication_wire
+from .wire import client_info_wire
 
 if TYPE_CHECKING:
     from .session import Session
@@ -141,25 +142,34 @@ class Registry:
 
     # ---------------------------------------------------------------------- fan-out
 
-    def broadcast_publication(self, channel: str, pub: Publication, epoch: str) -> int:
+    def broadcast_publication(
+        self, channel: str, pub: Publication, epoch: str, prev: Publication | None = None
+    ) -> int:
         """Hand the publication to every local subscriber; returns how many there were.
 
-        A live subscription that checks no stream position takes the encoded bytes
-        directly (the common case), unless its tags filter leaves the publication out;
-        the others go through ``deliver_publication``, which buffers while a subscribe is
-        in flight, checks offsets, then applies the filter.
+        A live subscription that checks no stream position and uses no delta takes the
+        encoded bytes directly (the common case), unless its tags filter leaves the
+        publication out; the others go through ``deliver_publication``, which buffers
+        while a subscribe is in flight, checks offsets, applies the filter, and picks
+        the delta form (each form, and the fossil delta against ``prev``, is computed
+        once per publication, see :mod:`~.delta`).
         """
         subs = self._channels.get(channel)
         if not subs:
             return 0
-        encoded = EncodedOnce(Reply(push=Push(channel=channel, pub=publication_wire(pub))))
+        encoded = PublicationPush(channel, pub, prev)
         has_offset = bool(pub.offset)
         tags = NO_TAGS if pub.tags is None else pub.tags
         codec: Codec | None = None
         data = b""
         for session in list(subs):
             sub = session.subs.get(channel)
-            if sub is None or sub.pending is not None or (has_offset and sub.positioned):
+            if (
+                sub is None
+                or sub.pending is not None
+                or (has_offset and sub.positioned)
+                or sub.delta
+            ):
                 session.deliver_publication(channel, pub, epoch, encoded)
                 continue
             tf = sub.tags_filter

@@ -19,6 +19,7 @@ from msgspec import UNSET
 
 from . import auth
 from .codes import DisconnectCode, ErrorCode, UnsubscribeCode
+from .delta import FOSSIL, PublicationPush, delta_chain
 from .engines.base import HistoryFilter, Publication, StreamPosition
 from .errors import ClientError, Disconnect
 from .handlers import PublishEvent, SubRefreshEvent, SubscribeEvent, SubscribeReply
@@ -108,6 +109,8 @@ class Subscription:
     pending_bytes: int = 0  # bytes buffered while the subscribe is in flight
     unsubscribe_after: tuple[int, str] | None = None  # server unsubscribe while pending
     tags_filter: TagsFilter | None = None  # the subscribe's ``tf``, compiled
+    delta: bool = False  # fossil delta negotiated (see delta.py)
+    delta_base: int = 0  # offset of the payload the client holds as its delta base
 
 
 class ChannelCommands:
@@ -124,7 +127,7 @@ class ChannelCommands:
         s = self.s
         node = s.node
         channel = req.channel
-        if not channel or (req.delta and req.delta != "fossil"):
+        if not channel or (req.delta and req.delta != FOSSIL):
             raise Disconnect.of(DisconnectCode.BAD_REQUEST)
         policy = node.policy
         policy.check_length(channel)
@@ -253,6 +256,7 @@ class ChannelCommands:
             expire_at=grant.expire_at,
             client_side_refresh=grant.client_side_refresh,
             tags_filter=tags_filter,
+            delta=bool(req.delta) and req.delta in opts.allowed_delta_types,
         )
         s.subs[channel] = sub
         presence_added = False
@@ -262,7 +266,7 @@ class ChannelCommands:
             # confirmed), so none reads the stream top before delivery is live.
             await node.broker.subscribe(channel)
             self._check_still_wanted(sub)
-            result = SubscribeResult(data=opt_raw(grant.data))
+            result = SubscribeResult(data=opt_raw(grant.data), delta=sub.delta)
             if positioned:
                 cache = gets.cache_recovery and not stream_recovery
                 auto = cache and gets.auto_recover
@@ -339,9 +343,12 @@ class ChannelCommands:
             result.offset = req.offset
             # only the matching ones, as Centrifugo; the position still moves past all
             tf = sub.tags_filter
-            result.publications = [
-                publication_wire(p) for p in pubs if tf is None or matches(tf, p.tags)
-            ]
+            sent = [p for p in pubs if tf is None or matches(tf, p.tags)]
+            if sub.delta:
+                json = self.s.codec.name == "json"
+                result.publications, sub.delta_base = delta_chain(sent, json=json)
+            else:
+                result.publications = [publication_wire(p) for p in sent]
         else:
             result.offset = top.offset
 
@@ -423,6 +430,13 @@ class ChannelCommands:
             sub.epoch = epoch
         if sub.tags_filter is not None and not matches(sub.tags_filter, pub.tags):
             return  # filtered out: its position counts, its data is not sent
+        if sub.delta:
+            if not isinstance(data, PublicationPush):
+                data = PublicationPush(channel, pub)
+            frame = data.delta_form(s.codec, sub.delta_base if sub.positioned else 0)
+            sub.delta_base = pub.offset if frame else 0
+            s.send(frame)
+            return
         s.send(data.get(s.codec))
 
     def check_position(self, channel: str, top: StreamPosition) -> None:

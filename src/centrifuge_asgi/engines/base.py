@@ -67,6 +67,7 @@ class PublishOptions:
     skip_history: bool = False  # publish without appending to the stream
     version: int = 0
     version_epoch: str = ""
+    delta: bool = False  # pass the stream's previous publication along (fossil delta base)
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,7 +144,11 @@ class BrokerEventHandler(Protocol):
     per-connection outboxes and never awaits a client.
     """
 
-    def handle_publication(self, channel: str, pub: Publication, epoch: str) -> None: ...
+    def handle_publication(
+        self, channel: str, pub: Publication, epoch: str, prev: Publication | None = None
+    ) -> None:
+        """``prev``: for a ``delta`` publish into a stream, the publication just before
+        ``pub`` (offset - 1) when the broker still had it, the base of a fossil delta."""
 
     def handle_join(self, channel: str, info: ClientInfo) -> None: ...
 

@@ -172,6 +172,7 @@ class MemoryBroker:
             time=int(time.time() * 1000),
         )
         epoch = ""
+        prev: Publication | None = None
         history = opts.history_size > 0 and opts.history_ttl > 0 and not opts.skip_history
         if history:
             stream = self._touch_stream(channel, opts.history_meta_ttl)
@@ -181,6 +182,9 @@ class MemoryBroker:
                     return PublishResult(stream.position(), suppressed=True)
                 stream.version = opts.version
                 stream.version_epoch = opts.version_epoch
+            if opts.delta and stream.publications:
+                last = stream.publications[-1]
+                prev = last if last.offset == stream.top else None
             stream.top += 1
             pub = Publication(pub.data, stream.top, pub.info, pub.tags, pub.time)
             stream.publications.append(pub)
@@ -193,7 +197,10 @@ class MemoryBroker:
         if opts.idempotency_key:
             self._results[result_key] = (now + opts.idempotent_result_ttl, result)
         if self._handler is not None:
-            self._handler.handle_publication(channel, pub, epoch)
+            if prev is None:
+                self._handler.handle_publication(channel, pub, epoch)
+            else:
+                self._handler.handle_publication(channel, pub, epoch, prev)
         return result
 
     async def publish_join(self, channel: str, info: ClientInfo) -> None:

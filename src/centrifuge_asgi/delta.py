@@ -1,0 +1,140 @@
+"""Fossil delta compression of publications, computed once per publication and protocol.
+
+A subscriber that negotiated ``delta: "fossil"`` gets publications in the *delta form*:
+
+* a full publication whose ``data`` is the payload (in JSON, the payload text as a JSON
+  *string*, which is how the SDKs take the base they apply later deltas to), or
+* ``delta: true`` and a fossil delta that turns the previous publication's payload
+  into this one (in JSON again a JSON string, in Protobuf the bytes).
+
+As in Centrifugo, a delta is only sent when the delta is shorter than the payload, to a
+positioned subscription, for a publication the broker passed its predecessor with (a
+``delta`` publish into a channel with history). On top of that the subscription
+remembers the offset of the payload the client holds (``delta_base``): a delta goes out
+only when its predecessor is exactly that one, so a client never gets a delta without
+its base (a fresh subscriber, one after a skipped message, one after recovery).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import msgspec
+from msgspec import Raw
+from msgspec.structs import replace
+
+from . import fossil
+from .protocol.codec import Codec, EncodedOnce
+from .protocol.messages import PublicationWire, Push, Reply
+from .wire import publication_wire
+
+if TYPE_CHECKING:
+    from .engines.base import Publication
+
+__all__ = ["FOSSIL", "PublicationPush", "delta_chain", "patch_for"]
+
+FOSSIL = "fossil"
+_NO_PATCH = b""
+
+
+def patch_for(prev: bytes, data: bytes) -> bytes:
+    """The fossil delta from ``prev`` to ``data``; empty when it would not be shorter."""
+    patch = fossil.create(prev, data)
+    return patch if len(patch) < len(data) else _NO_PATCH
+
+
+def _json_string(data: bytes) -> Raw:
+    """``data`` as a JSON string literal; unchanged (so refused for JSON clients, like
+    any binary payload) when it is not UTF-8."""
+    try:
+        return Raw(msgspec.json.encode(data.decode("utf-8")))
+    except UnicodeDecodeError:
+        return Raw(data)
+
+
+def _form(wire: PublicationWire, data: bytes, *, json: bool, is_delta: bool) -> PublicationWire:
+    raw = _json_string(data) if json else Raw(data)
+    return replace(wire, data=raw, delta=is_delta)
+
+
+class PublicationPush(EncodedOnce):
+    """The push of one publication: its plain encoding (:class:`EncodedOnce`) plus the
+    two delta forms, each built at most once per protocol, for every subscriber."""
+
+    __slots__ = ("_forms", "_patch", "_utf8", "channel", "prev", "pub")
+
+    def __init__(self, channel: str, pub: Publication, prev: Publication | None = None) -> None:
+        super().__init__(Reply(push=Push(channel=channel, pub=publication_wire(pub))))
+        self.channel = channel
+        self.pub = pub
+        self.prev = prev
+        self._patch: bytes | None = None
+        self._utf8: bool | None = None
+        self._forms: dict[tuple[str, bool], bytes] = {}
+
+    def patch(self) -> bytes:
+        """The delta against ``prev`` (computed once); empty when there is none to send."""
+        if self._patch is None:
+            prev = self.prev
+            self._patch = _NO_PATCH if prev is None else patch_for(prev.data, self.pub.data)
+        return self._patch
+
+    def delta_form(self, codec: Codec, base: int) -> bytes:
+        """The encoding for a delta subscriber whose client holds the payload of offset
+        ``base`` (0 when none): a delta when this publication follows exactly that one."""
+        prev = self.prev
+        json = codec.name == "json"
+        use_patch = prev is not None and base > 0 and prev.offset == base and self._usable(json)
+        key = (codec.name, use_patch)
+        data = self._forms.get(key)
+        if data is None:
+            if not use_patch and not json:
+                data = self.get(codec)  # in Protobuf the full form is the plain one
+            else:
+                push = self.reply.push
+                assert push is not None and push.pub is not None
+                body = self.patch() if use_patch else self.pub.data
+                pub = _form(push.pub, body, json=json, is_delta=use_patch)
+                data = EncodedOnce(Reply(push=replace(push, pub=pub))).get(codec)
+            self._forms[key] = data
+        return data
+
+    def _usable(self, json: bool) -> bool:
+        """A delta exists, and (for JSON, where it travels as a string) is UTF-8: a copy
+        may split a multi-byte character, and then the full payload goes instead."""
+        patch = self.patch()
+        if not patch:
+            return False
+        if json:
+            if self._utf8 is None:
+                self._utf8 = _is_utf8(patch)
+            return self._utf8
+        return True
+
+
+def delta_chain(pubs: list[Publication], *, json: bool) -> tuple[list[PublicationWire], int]:
+    """Recovered publications for a delta subscriber: the first one full, each next one a
+    delta against the one before it (full when the delta would not be shorter); and the
+    offset of the payload the client holds afterwards (its ``delta_base``, 0 if none)."""
+    out: list[PublicationWire] = []
+    prev: Publication | None = None
+    for pub in pubs:
+        wire = publication_wire(pub)
+        patch = _NO_PATCH if prev is None else patch_for(prev.data, pub.data)
+        if json and patch and not _is_utf8(patch):
+            patch = _NO_PATCH
+        body = patch or pub.data
+        if json or patch:
+            wire = _form(wire, body, json=json, is_delta=bool(patch))
+        out.append(wire)
+        # a payload a JSON client cannot receive is left out: the next one goes full
+        prev = None if json and not _is_utf8(pub.data) else pub
+    return out, 0 if prev is None else prev.offset
+
+
+def _is_utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True

@@ -1,0 +1,212 @@
+"""Fossil delta encoding (the format of fossil-scm's ``delta.c``), as the SDKs decode it.
+
+A delta turns a *source* into a *target*. It starts with the target length and a newline,
+then holds commands, each an integer followed by an operator: ``N@O,`` copies N bytes
+from offset O of the source, ``N:`` followed by N bytes inserts those bytes, and the
+final ``C;`` carries a checksum of the target. Integers are written in base 64 with the
+digits ``0-9 A-Z _ a-z ~``, most significant first.
+
+:func:`create` finds copies the way fossil does: the source is hashed in 16-byte blocks,
+a rolling hash walks the target, and every candidate block is extended forwards and
+backwards byte by byte; a copy is kept when it is longer than its own encoding. Any
+delta it makes is valid; its size may differ from other encoders' on the same input.
+:func:`apply` is the strict decoder (every bound and the checksum are checked).
+"""
+
+from __future__ import annotations
+
+import struct
+
+__all__ = ["DeltaError", "apply", "checksum", "create"]
+
+_DIGITS = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ_abcdefghijklmnopqrstuvwxyz~"
+_VALUE = {d: i for i, d in enumerate(_DIGITS)}
+_NHASH = 16  # bytes per hashed source block (and rolling-hash window)
+_SEARCH_LIMIT = 250  # candidate blocks tried per target position, as in fossil
+_CHUNK = 32  # bytes compared at once when extending a match
+
+
+class DeltaError(ValueError):
+    """A delta that is malformed or does not fit its source."""
+
+
+def _int(value: int) -> bytes:
+    if value == 0:
+        return b"0"
+    out = bytearray()
+    while value > 0:
+        out.append(_DIGITS[value & 63])
+        value >>= 6
+    out.reverse()
+    return bytes(out)
+
+
+def _digits(value: int) -> int:
+    """How many base-64 digits ``value`` takes."""
+    n, limit = 1, 64
+    while value >= limit:
+        n += 1
+        limit <<= 6
+    return n
+
+
+def checksum(data: bytes) -> int:
+    """Sum of the big-endian 32-bit words of ``data`` (zero-padded), modulo 2**32."""
+    n = len(data)
+    whole = n - n % 4
+    total = sum(struct.unpack_from(f">{whole // 4}I", data)) if whole else 0
+    if whole != n:
+        total += int.from_bytes(data[whole:].ljust(4, b"\0"), "big")
+    return total & 0xFFFFFFFF
+
+
+def _forward(src: bytes, x: int, out: bytes, y: int) -> int:
+    """Length of the common run of ``src[x:]`` and ``out[y:]``."""
+    limit = min(len(src) - x, len(out) - y)
+    n = 0
+    while n + _CHUNK <= limit and src[x + n : x + n + _CHUNK] == out[y + n : y + n + _CHUNK]:
+        n += _CHUNK
+    while n < limit and src[x + n] == out[y + n]:
+        n += 1
+    return n
+
+
+def _backward(src: bytes, x: int, out: bytes, y: int, limit: int) -> int:
+    """How many bytes before ``src[x]`` and ``out[y]`` agree (at most ``limit``)."""
+    k = 0
+    while k < limit and src[x - k - 1] == out[y - k - 1]:
+        k += 1
+    return k
+
+
+def create(source: bytes, target: bytes) -> bytes:
+    """A delta that :func:`apply` turns, with ``source``, back into ``target``."""
+    len_src, len_out = len(source), len(target)
+    parts: list[bytes] = [_int(len_out), b"\n"]
+    if len_src <= _NHASH:
+        parts += [_int(len_out), b":", target, _int(checksum(target)), b";"]
+        return b"".join(parts)
+
+    n_hash = len_src // _NHASH
+    landmark = [-1] * n_hash
+    collide = [-1] * n_hash
+    for block in range((len_src - 1) // _NHASH):  # blocks starting before len_src - NHASH
+        i = block * _NHASH
+        a = b = 0
+        for c in source[i : i + _NHASH]:
+            a += c
+            b += a
+        hv = ((a & 0xFFFF) | ((b & 0xFFFF) << 16)) % n_hash
+        collide[block] = landmark[hv]
+        landmark[hv] = block
+
+    base = 0
+    while base + _NHASH < len_out:
+        window = target[base : base + _NHASH]
+        a = b = 0
+        for c in window:
+            a += c
+            b += a
+        i = 0
+        best_cnt = best_ofst = best_lit = 0
+        while True:
+            hv = ((a & 0xFFFF) | ((b & 0xFFFF) << 16)) % n_hash
+            block = landmark[hv]
+            limit = _SEARCH_LIMIT
+            while block >= 0 and limit > 0:
+                limit -= 1
+                i_src = block * _NHASH
+                j = _forward(source, i_src, target, base + i)
+                if j:
+                    k = _backward(source, i_src, target, base + i, min(i_src, i))
+                    cnt = j + k
+                    ofst = i_src - k
+                    lit = i - k
+                    cost = _digits(lit) + _digits(cnt) + _digits(ofst) + 3
+                    if cnt >= cost and cnt > best_cnt:
+                        best_cnt, best_ofst, best_lit = cnt, ofst, lit
+                block = collide[block]
+            if best_cnt > 0:
+                if best_lit > 0:
+                    parts += [_int(best_lit), b":", target[base : base + best_lit]]
+                    base += best_lit
+                base += best_cnt
+                parts += [_int(best_cnt), b"@", _int(best_ofst), b","]
+                break
+            if base + i + _NHASH >= len_out:
+                parts += [_int(len_out - base), b":", target[base:]]
+                base = len_out
+                break
+            old, new = target[base + i], target[base + i + _NHASH]
+            a += new - old
+            b += a - _NHASH * old
+            i += 1
+    if base < len_out:
+        parts += [_int(len_out - base), b":", target[base:]]
+    parts += [_int(checksum(target)), b";"]
+    return b"".join(parts)
+
+
+class _Reader:
+    __slots__ = ("data", "pos")
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.pos = 0
+
+    def integer(self) -> int:
+        data, pos = self.data, self.pos
+        value = 0
+        start = pos
+        while pos < len(data) and (digit := _VALUE.get(data[pos])) is not None:
+            value = (value << 6) | digit
+            pos += 1
+        if pos == start:
+            raise DeltaError("integer expected")
+        self.pos = pos
+        return value
+
+    def char(self) -> int:
+        if self.pos >= len(self.data):
+            raise DeltaError("unexpected end of delta")
+        c = self.data[self.pos]
+        self.pos += 1
+        return c
+
+
+def apply(source: bytes, delta: bytes) -> bytes:
+    """The target that ``delta`` describes, built from ``source``; DeltaError if invalid."""
+    r = _Reader(delta)
+    limit = r.integer()
+    if r.char() != 0x0A:
+        raise DeltaError("size integer not terminated by a newline")
+    out = bytearray()
+    while r.pos < len(delta):
+        cnt = r.integer()
+        op = r.char()
+        if op == 0x40:  # '@' copy
+            ofst = r.integer()
+            if r.pos < len(delta) and r.char() != 0x2C:
+                raise DeltaError("copy command not terminated by ','")
+            if len(out) + cnt > limit:
+                raise DeltaError("copy exceeds output size")
+            if ofst + cnt > len(source):
+                raise DeltaError("copy extends past end of source")
+            out += source[ofst : ofst + cnt]
+        elif op == 0x3A:  # ':' insert
+            if len(out) + cnt > limit:
+                raise DeltaError("insert exceeds output size")
+            if r.pos + cnt > len(delta):
+                raise DeltaError("insert count exceeds size of delta")
+            out += delta[r.pos : r.pos + cnt]
+            r.pos += cnt
+        elif op == 0x3B:  # ';' checksum
+            result = bytes(out)
+            if cnt != checksum(result):
+                raise DeltaError("bad checksum")
+            if len(result) != limit:
+                raise DeltaError("output size does not match the announced size")
+            return result
+        else:
+            raise DeltaError("unknown delta operator")
+    raise DeltaError("unterminated delta")
