@@ -5,6 +5,7 @@ publish with ``await node.publish(channel, data)``, and connect with any officia
 Centrifugo SDK.
 """
 
+from . import config_loader as _config_loader  # noqa: F401  (Config's loading)
 from . import edges as _edges  # noqa: F401  (plugs the edges into the node: edges.py)
 from ._version import __version__
 from .auth import SubscriptionOverride, connection_token, subscription_token

@@ -21,12 +21,12 @@ from __future__ import annotations
 import functools
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextvars import ContextVar
 from datetime import timedelta
 from fractions import Fraction
 from pathlib import Path
-from typing import Annotated, NamedTuple
+from typing import Annotated, Any, NamedTuple
 
 import msgspec
 
@@ -743,6 +743,31 @@ class PresenceManagerConfig(_Struct, frozen=True):
 _source_var: ContextVar[str] = ContextVar("centrifuge_asgi_config_source", default="<python>")
 
 
+class Loader(NamedTuple):
+    """The functions of ``config_loader.py`` that :class:`Config` and :func:`load_config`
+    call. That module imports this one, so it hands them over when imported
+    (:func:`use_loader`), and the package imports it first."""
+
+    validate: Callable[[Config, str], None]
+    from_mapping: Callable[..., Config]
+    dump: Callable[..., dict[str, object]]
+    load: Callable[..., Config]
+    merge_env: Callable[..., dict[str, Any]]
+
+
+_loaders: list[Loader] = []
+
+
+def use_loader(loader: Loader) -> None:
+    _loaders[:] = [loader]
+
+
+def _loader() -> Loader:
+    if not _loaders:  # only if centrifuge_asgi.config_loader was never imported
+        raise RuntimeError("centrifuge_asgi.config_loader has not been imported")
+    return _loaders[0]
+
+
 class _Index(NamedTuple):
     private_prefix: str
     boundary: str
@@ -783,24 +808,18 @@ class Config(_Struct, frozen=True, dict=True):
     shutdown: ShutdownConfig = msgspec.field(default_factory=ShutdownConfig)
 
     def __post_init__(self) -> None:
-        from .config_loader import validate_config
-
-        validate_config(self, _source_var.get())
+        _loader().validate(self, _source_var.get())
 
     # -- loading / dumping
 
     @classmethod
     def from_dict(cls, data: Mapping[str, object], *, source: str = "<dict>") -> Config:
         """Build from a nested v6 mapping (zero means default; unknown keys warn)."""
-        from .config_loader import config_from_mapping
-
-        return config_from_mapping(data, source=source)
+        return _loader().from_mapping(data, source=source)
 
     def to_dict(self, *, omit_defaults: bool = False) -> dict[str, object]:
         """The v6 nested shape; durations as Go strings (``"25s"``)."""
-        from .config_loader import dump_struct
-
-        return dump_struct(self, omit_defaults=omit_defaults)
+        return _loader().dump(self, omit_defaults=omit_defaults)
 
     @property
     def warnings(self) -> tuple[str, ...]:
@@ -913,15 +932,11 @@ def load_config(
     warns. ``env`` defaults to ``os.environ``. ``overrides`` take dotted keys
     (``{"http_server.port": 9000}``) or nested mappings; None values are skipped.
     """
-    from .config_loader import load
-
-    return load(path, env=env, overrides=overrides)
+    return _loader().load(path, env=env, overrides=overrides)
 
 
 def apply_env(
     data: Mapping[str, object], env: Mapping[str, str] | None = None
 ) -> dict[str, object]:
     """Return a copy of the raw nested ``data`` with ``CENTRIFUGO_*`` env vars merged in."""
-    from .config_loader import merge_env
-
-    return merge_env(data, env)
+    return _loader().merge_env(data, env)

@@ -26,11 +26,13 @@ from .config import (
     ChannelOptions,
     Config,
     HttpServerConfig,
+    Loader,
     LogConfig,
     ProxyConfig,
     _source_var,
     format_duration,
     parse_duration,
+    use_loader,
 )
 from .errors import ConfigError
 
@@ -789,3 +791,6 @@ class _Validator:
 def validate_config(config: Config, source: str) -> None:
     """Raise :class:`ConfigError` naming key, value and source when ``config`` is invalid."""
     _Validator(config, _Context(source, {})).run()
+
+
+use_loader(Loader(validate_config, config_from_mapping, dump_struct, load, merge_env))
