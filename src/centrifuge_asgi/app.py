@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from . import api
+from . import api, consumers
 from .transports.app import NodeApp, external_routes
 
 if TYPE_CHECKING:
@@ -31,7 +31,12 @@ def health_routes(node: Node) -> list[BaseRoute]:
         return []
 
     async def health(request: Request) -> JSONResponse:
-        return JSONResponse({})
+        # {} as Centrifugo; with consumers, each one's state (200 even while one retries:
+        # clients are still served, and the body says what is wrong)
+        running = consumers.statuses(node)
+        if not running:
+            return JSONResponse({})
+        return JSONResponse({"consumers": {n: s.as_dict() for n, s in running.items()}})
 
     methods = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
     return [Route(cfg.handler_prefix or "/health", health, methods=methods)]

@@ -737,6 +737,76 @@ class PresenceManagerConfig(_Struct, frozen=True):
     redis: PresenceRedisConfig = msgspec.field(default_factory=PresenceRedisConfig)
 
 
+class PublicationDataModeConfig(_Struct, frozen=True):
+    """``consumers[].<type>.publication_data_mode`` (not supported: must stay off)."""
+
+    enabled: bool = False
+
+
+class PostgresConsumerConfig(_Struct, frozen=True):
+    """``consumers[].postgresql``: an outbox table consumer."""
+
+    dsn: str = ""
+    outbox_table_name: str = ""
+    num_partitions: int = 1
+    partition_select_limit: int = 100
+    partition_poll_interval: Duration = 0.3
+    partition_notification_channel: str = ""
+    partition_notification_dsn: str = ""
+    tls: TLSConfig = msgspec.field(default_factory=TLSConfig)
+    use_try_lock: bool = False
+
+
+class RedisStreamConsumerConfig(RedisConfig, frozen=True):
+    """``consumers[].redis_stream``: the Redis block plus the stream options."""
+
+    streams: list[str] = []
+    consumer_group: str = ""
+    visibility_timeout: Duration = 30.0
+    num_workers: int = 1
+    payload_value: str = "payload"
+    method_value: str = "method"
+    publication_data_mode: PublicationDataModeConfig = msgspec.field(
+        default_factory=PublicationDataModeConfig
+    )
+
+
+class NatsJetStreamConsumerConfig(_Struct, frozen=True):
+    """``consumers[].nats_jetstream``: a durable JetStream consumer."""
+
+    url: str = "nats://127.0.0.1:4222"
+    credentials_file: str = ""
+    username: str = ""
+    password: str = ""
+    token: str = ""
+    stream_name: str = ""
+    use_existing_consumer: bool = False
+    subjects: list[str] = []
+    durable_consumer_name: str = ""
+    deliver_policy: str = "new"
+    max_ack_pending: int = 100
+    method_header: str = "centrifugo-method"
+    publication_data_mode: PublicationDataModeConfig = msgspec.field(
+        default_factory=PublicationDataModeConfig
+    )
+    tls: TLSConfig = msgspec.field(default_factory=TLSConfig)
+
+
+class ConsumerConfig(_Struct, frozen=True):
+    """One ``consumers[]`` item: a named asynchronous consumer of server API commands."""
+
+    name: str = ""
+    enabled: bool = False
+    type: str = ""
+    postgresql: PostgresConsumerConfig = msgspec.field(default_factory=PostgresConsumerConfig)
+    redis_stream: RedisStreamConsumerConfig = msgspec.field(
+        default_factory=RedisStreamConsumerConfig
+    )
+    nats_jetstream: NatsJetStreamConsumerConfig = msgspec.field(
+        default_factory=NatsJetStreamConsumerConfig
+    )
+
+
 # --------------------------------------------------------------------------- Config
 
 # The source named by validation errors of the Config being built (set by the loader).
@@ -806,6 +876,7 @@ class Config(_Struct, frozen=True, dict=True):
     broker: BrokerConfig = msgspec.field(default_factory=BrokerConfig)
     presence_manager: PresenceManagerConfig = msgspec.field(default_factory=PresenceManagerConfig)
     shutdown: ShutdownConfig = msgspec.field(default_factory=ShutdownConfig)
+    consumers: list[ConsumerConfig] = []
 
     def __post_init__(self) -> None:
         _loader().validate(self, _source_var.get())

@@ -44,6 +44,16 @@ _VAR_RE = re.compile(r"\$\{(CENTRIFUGO_VAR_[A-Za-z0-9_]+)\}")
 _LOG_LEVELS = frozenset({"none", "trace", "debug", "info", "warn", "error", "fatal"})
 _TRUE = frozenset({"1", "t", "T", "TRUE", "true", "True"})
 _FALSE = frozenset({"0", "f", "F", "FALSE", "false", "False"})
+_CONSUMER_NAME_RE = re.compile(r"^[a-zA-Z0-9_]{2,}$")
+_CONSUMER_TYPES = ("postgresql", "redis_stream", "nats_jetstream")
+_CONSUMER_TYPES_ELSEWHERE = ("kafka", "google_pub_sub", "aws_sqs", "azure_service_bus")
+_CONSUMER_REQUIRED = {
+    "postgresql": ("dsn", "outbox_table_name"),
+    "redis_stream": ("address", "streams", "consumer_group"),
+    "nats_jetstream": ("url", "stream_name", "durable_consumer_name"),
+}
+# an outbox table is spliced into SQL: plain identifiers only, optionally schema-qualified
+_TABLE_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")
 _CHANNEL_PROXY_KINDS = ("subscribe", "publish", "sub_refresh", "subscribe_stream")
 
 # Keys Centrifugo knows but centrifuge-asgi does not implement: ignored with a warning
@@ -601,6 +611,7 @@ class _Validator:
         self.check_client()
         self.check_engines()
         self.check_http()
+        self.check_consumers()
 
     def fail(self, path: str, value: object, reason: str) -> typing.NoReturn:
         self.ctx.fail(path, value, reason)
@@ -786,6 +797,50 @@ class _Validator:
             server.internal_port in ("", str(server.port)) or server.tls.enabled
         ):
             self.fail("http_server.h2c_external", True, "needs a separate internal_port, no TLS")
+
+
+    def check_consumers(self) -> None:
+        """``consumers[]``: Centrifugo's name rule, a known type, required keys when enabled."""
+        seen: set[str] = set()
+        for i, consumer in enumerate(self.config.consumers):
+            path = f"consumers[{i}]"
+            if not _CONSUMER_NAME_RE.match(consumer.name):
+                self.fail(f"{path}.name", consumer.name, "must match ^[a-zA-Z0-9_]{2,}$")
+            if consumer.name in seen:
+                self.fail(f"{path}.name", consumer.name, "duplicate name")
+            seen.add(consumer.name)
+            kind = consumer.type
+            if kind in _CONSUMER_TYPES_ELSEWHERE:
+                if consumer.enabled:
+                    self.fail(f"{path}.type", kind, "not supported by centrifuge-asgi")
+                continue
+            if kind not in _CONSUMER_TYPES:
+                self.fail(f"{path}.type", kind, "must be " + ", ".join(_CONSUMER_TYPES))
+            if consumer.enabled:
+                self.check_consumer_options(f"{path}.{kind}", getattr(consumer, kind))
+
+    def check_consumer_options(self, path: str, opts: object) -> None:
+        required = _CONSUMER_REQUIRED[path.rpartition(".")[2]]
+        for key in required:
+            if not getattr(opts, key):
+                self.fail(f"{path}.{key}", getattr(opts, key), "required when enabled")
+        for key in ("num_partitions", "partition_select_limit", "num_workers", "max_ack_pending"):
+            if getattr(opts, key, 1) < 1:
+                self.fail(f"{path}.{key}", getattr(opts, key), "must be at least 1")
+        mode = getattr(opts, "publication_data_mode", None)
+        if mode is not None and mode.enabled:
+            self.fail(f"{path}.publication_data_mode.enabled", True, "not supported")
+        policy = getattr(opts, "deliver_policy", "new")
+        if policy not in ("new", "all"):
+            self.fail(f"{path}.deliver_policy", policy, "must be new or all")
+        if getattr(opts, "cluster_address", None) or getattr(opts, "sentinel_address", None):
+            self.fail(f"{path}.address", "", "Redis Cluster and Sentinel are not supported here")
+        tls = getattr(opts, "tls", None)
+        if tls is not None and tls.enabled:
+            self.fail(f"{path}.tls.enabled", True, "not supported (use sslmode= or rediss://)")
+        table = getattr(opts, "outbox_table_name", "")
+        if table and not _TABLE_NAME_RE.match(table):
+            self.fail(f"{path}.outbox_table_name", table, "must be [schema.]table (letters, _)")
 
 
 def validate_config(config: Config, source: str) -> None:

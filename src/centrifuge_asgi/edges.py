@@ -38,6 +38,13 @@ def build_app(node: Node) -> Any:
     return build_app(node)
 
 
+async def run_consumers(node: Node) -> None:
+    from .consumers import run_consumers
+
+    await run_consumers(node)
+
+
 EDGES.prometheus_observer = prometheus_observer
 EDGES.install_proxies = install_proxies
 EDGES.build_app = build_app
+EDGES.run_consumers = run_consumers

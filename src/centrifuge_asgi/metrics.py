@@ -134,6 +134,18 @@ class NodeMetrics:
         self.broker_publish_errors = Counter(
             f"{p}_broker_publish_errors", "Publications the broker failed to accept.", registry=reg
         )
+        self._consumer_processed = Counter(
+            f"{p}_consumers_processed",
+            "Messages consumed, by consumer.",
+            ["consumer_name"],
+            registry=reg,
+        )
+        self._consumer_errors = Counter(
+            f"{p}_consumers_errors",
+            "Failed consumer attempts, by consumer.",
+            ["consumer_name"],
+            registry=reg,
+        )
         self._command_children: dict[str, Histogram] = {}
 
     def command(self, method: str, duration: float) -> None:
@@ -161,6 +173,14 @@ class NodeMetrics:
         self._api_calls.labels("http", method, "error" if error else "ok").inc()
         if error:
             self._api_errors.labels("http", method, error).inc()
+
+    def consumer_processed(self, name: str, count: int) -> None:
+        """A consumer removed ``count`` messages from its source."""
+        self._consumer_processed.labels(name).inc(count)
+
+    def consumer_error(self, name: str) -> None:
+        """A consumer attempt failed (it is retried with backoff)."""
+        self._consumer_errors.labels(name).inc()
 
     def exposition(self) -> bytes:
         """The Prometheus text format of every metric of this node."""

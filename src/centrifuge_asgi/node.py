@@ -244,6 +244,8 @@ class Node:
         self._start(
             self._periodic, self.config.client.channel_position_check_delay, self._check_positions
         )
+        if any(consumer.enabled for consumer in self.config.consumers):
+            self._start(EDGES.need("run_consumers"), self)  # consumers/: outbox, streams
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -695,6 +697,7 @@ class Edges:
     prometheus_observer: Callable[[Node], NodeObserver] | None = None
     install_proxies: Callable[[Node], None] | None = None
     build_app: Callable[[Node], Any] | None = None
+    run_consumers: Callable[[Node], Awaitable[None]] | None = None
 
     def need(self, slot: str) -> Any:
         fn = getattr(self, slot)

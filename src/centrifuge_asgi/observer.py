@@ -30,6 +30,14 @@ class NodeObserver(Protocol):
         """The broker failed to accept a publication."""
         ...
 
+    def consumer_processed(self, name: str, count: int) -> None:
+        """Consumer ``name`` removed ``count`` messages from its source (run or skipped)."""
+        ...
+
+    def consumer_error(self, name: str) -> None:
+        """Consumer ``name`` failed an attempt (an outage, or a command to retry)."""
+        ...
+
 
 class NoObserver:
     """Observes nothing (the default when no exporter is enabled)."""
@@ -44,4 +52,10 @@ class NoObserver:
         pass
 
     def broker_publish_error(self) -> None:
+        pass
+
+    def consumer_processed(self, name: str, count: int) -> None:
+        pass
+
+    def consumer_error(self, name: str) -> None:
         pass

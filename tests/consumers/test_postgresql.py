@@ -1,0 +1,346 @@
+"""The ``postgresql`` outbox consumer against the real PostgreSQL (127.0.0.1:5432, db test).
+
+What is proven: a rolled-back transaction publishes nothing; a committed one reaches a
+centrifuge-python subscriber exactly once, also when the consumer is cancelled between
+running a command and deleting its row (the row runs again; the idempotency key set by
+``outbox_table.publish`` drops the repeat); bad rows are skipped and deleted; the consumer
+starts and stops with the node's lifespan, wakes up by LISTEN/NOTIFY, reports in /health
+and metrics; the transactional helpers work with SQLAlchemy (async and sync), asyncpg
+and psycopg (async and sync).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import anyio.lowlevel
+import httpx
+import pytest
+
+from centrifuge_asgi.config import Config
+from centrifuge_asgi.consumers import CommandDispatcher, outbox_table, statuses
+from centrifuge_asgi.consumers.postgresql import PostgresConsumer
+from centrifuge_asgi.consumers.status import ConsumerStatus, Reporter
+from centrifuge_asgi.node import Node
+from centrifuge_asgi.observer import NoObserver
+from tests.interop.support import make_config
+
+from .conftest import Outbox, unavailable, until
+
+if TYPE_CHECKING:
+    from tests.conftest import LiveServerFactory
+
+pytestmark = [pytest.mark.anyio]
+
+asyncpg = pytest.importorskip("asyncpg")
+
+
+def node_config(*consumers: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    cfg = make_config()
+    cfg["consumers"] = list(consumers)
+    cfg.update(extra)
+    return cfg
+
+
+async def history(node: Node, channel: str) -> list[Any]:
+    page = await node.history(channel, limit=-1)
+    return [json.loads(pub.data) for pub in page.publications]
+
+
+def pg_consumer(outbox: Outbox, dispatch: Any, **options: Any) -> PostgresConsumer:
+    item = outbox.consumer(**options)
+    config = Config.from_dict({"consumers": [item]}).consumers[0]
+    status = ConsumerStatus(config.name, config.type)
+    return PostgresConsumer(
+        config.name, config.postgresql, dispatch, Reporter(status, NoObserver())
+    )
+
+
+# ----------------------------------------------------------------------- SDK delivery
+
+
+async def test_committed_rows_reach_a_python_subscriber_exactly_once(
+    outbox: Outbox, live_server: LiveServerFactory
+) -> None:
+    from centrifuge import Client, PublicationContext, SubscriptionEventHandler
+
+    node = Node(node_config())
+    srv = live_server(node.asgi_app())
+    received: list[Any] = []
+
+    class Events(SubscriptionEventHandler):
+        async def on_publication(self, ctx: PublicationContext) -> None:
+            received.append(ctx.pub.data)
+
+    client = Client(srv.ws_url("/connection/websocket"), token=_token("alice"), timeout=5)
+    await client.connect()
+    sub = client.new_subscription("chat:lobby", events=Events())
+    await sub.subscribe()
+    await sub.ready(timeout=5)
+
+    real = CommandDispatcher(node)
+
+    async def dispatch(method: str, payload: bytes) -> bool:  # runs on the server's loop
+        return await srv.acall(real.dispatch(method, payload))
+
+    conn = await asyncpg.connect(outbox.dsn)
+    try:
+        # a rolled-back transaction leaves no row
+        with pytest.raises(RuntimeError):
+            async with conn.transaction():
+                await outbox_table.publish(conn, "chat:lobby", {"n": 0}, table=outbox.table)
+                raise RuntimeError("the application fails: roll back")
+        async with conn.transaction():
+            await outbox_table.publish(conn, "chat:lobby", {"n": 1}, table=outbox.table)
+        assert await outbox.count() == 1
+
+        # killed (cancelled) after the command ran and before its row was deleted
+        ran: list[bytes] = []
+        with anyio.CancelScope() as scope:
+
+            async def run_then_die(method: str, payload: bytes) -> bool:
+                result = await dispatch(method, payload)
+                ran.append(payload)
+                scope.cancel()
+                await anyio.lowlevel.checkpoint()  # cancelled here, inside the transaction
+                return result
+
+            with anyio.fail_after(10):
+                await pg_consumer(outbox, run_then_die).run()
+        assert len(ran) == 1
+        assert await outbox.count() == 1  # the transaction rolled back: the row is still there
+
+        async with conn.transaction():
+            await outbox_table.publish(conn, "chat:lobby", {"n": 2}, table=outbox.table)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(pg_consumer(outbox, dispatch).run)
+            await until(lambda: _has(lambda: len(received) >= 2))
+            await until(lambda: _empty(outbox))
+            await anyio.sleep(0.3)  # a duplicate would have arrived before n=2 anyway
+            tg.cancel_scope.cancel()
+    finally:
+        await conn.close()
+        await client.disconnect()
+    assert received == [{"n": 1}, {"n": 2}]  # n=1 ran twice, delivered once
+
+
+async def _empty(outbox: Outbox) -> bool:
+    return await outbox.count() == 0
+
+
+def _token(user: str) -> str:
+    from tests.interop.support import token
+
+    return token(user)
+
+
+# -------------------------------------------------------------- lifespan, LISTEN, health
+
+
+async def test_lifespan_listen_notify_health_and_metrics(outbox: Outbox) -> None:
+    # polling every 30 s: only NOTIFY can make the row run within the test's bound
+    item = outbox.consumer(
+        partition_poll_interval="30s", partition_notification_channel=outbox.channel
+    )
+    off = {"name": "off", "enabled": False, "type": "postgresql", "postgresql": {}}
+    node = Node(node_config(item, off, health={"enabled": True}, prometheus={"enabled": True}))
+    conn = await asyncpg.connect(outbox.dsn)
+    try:
+        async with node:
+            await until(lambda: _running(node))
+            assert set(statuses(node)) == {"pg"}  # the disabled one does not run
+            await anyio.sleep(0.3)  # the LISTEN is set up (its first wakeup has passed)
+            with pytest.raises(RuntimeError):
+                async with conn.transaction():
+                    await outbox_table.publish(conn, "news:a", {"n": 0}, table=outbox.table)
+                    raise RuntimeError("roll back")
+            async with conn.transaction():
+                await outbox_table.publish(conn, "news:a", {"n": 1}, table=outbox.table)
+            await until(lambda: _has_history(node, "news:a"), within=5)
+            assert await history(node, "news:a") == [{"n": 1}]
+            await until(lambda: _has(lambda: statuses(node)["pg"].processed == 1))
+            transport = httpx.ASGITransport(app=node.asgi_app())
+            async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+                health = (await http.get("/health")).json()
+                metrics = (await http.get("/metrics")).text
+            assert health["consumers"]["pg"] == {
+                "type": "postgresql",
+                "status": "running",
+                "processed": 1,
+                "skipped": 0,
+                "errors": 0,
+            }
+            assert 'centrifuge_asgi_consumers_processed_total{consumer_name="pg"} 1.0' in metrics
+    finally:
+        await conn.close()
+    assert statuses(node)["pg"].state == "stopped"
+
+
+async def test_sqlalchemy_async_session(outbox: Outbox) -> None:
+    """``AsyncSession`` and ``AsyncConnection`` (SQLAlchemy's asyncio needs greenlet)."""
+    try:
+        import greenlet  # noqa: F401
+    except ImportError:
+        unavailable("greenlet is not installed: SQLAlchemy's asyncio needs sqlalchemy[asyncio]")
+    from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
+
+    engine = create_async_engine(outbox.dsn.replace("postgresql://", "postgresql+asyncpg://"))
+    try:
+        async with AsyncSession(engine) as session:
+            with pytest.raises(RuntimeError):
+                async with session.begin():
+                    await outbox_table.publish(session, "news:s", "rolled back", table=outbox.table)
+                    raise RuntimeError("roll back")
+            async with session.begin():
+                await outbox_table.publish(session, "news:s", "session", table=outbox.table)
+        async with engine.begin() as connection:
+            await outbox_table.broadcast(connection, ["news:s"], "connection", table=outbox.table)
+    finally:
+        await engine.dispose()
+    node = Node(node_config(outbox.consumer()))
+    async with node:
+        await until(lambda: _empty(outbox))
+        assert await history(node, "news:s") == ["session", "connection"]
+
+
+async def _running(node: Node) -> bool:
+    status = statuses(node).get("pg")
+    return status is not None and status.state == "running"
+
+
+# ------------------------------------------------------------------ the other drivers
+
+
+async def test_helpers_write_in_the_callers_transaction_for_every_driver(outbox: Outbox) -> None:
+    import psycopg
+    from sqlalchemy import create_engine
+    from sqlalchemy.orm import Session
+
+    table, channel = outbox.table, "news:drivers"
+
+    def sync_side() -> None:  # what a sync web app does (in a worker thread here)
+        engine = create_engine(outbox.dsn.replace("postgresql://", "postgresql+psycopg://"))
+        try:
+            with Session(engine) as session, session.begin():
+                outbox_table.publish_sync(session, channel, "orm-sync", table=table)
+            with pytest.raises(RuntimeError), Session(engine) as session, session.begin():
+                outbox_table.publish_sync(session, channel, "orm-sync-rolled-back", table=table)
+                raise RuntimeError
+        finally:
+            engine.dispose()
+        with psycopg.connect(outbox.dsn) as conn:  # commits at the end of the block
+            outbox_table.publish_sync(conn, channel, "psycopg-sync", table=table)
+            with conn.cursor() as cur:
+                outbox_table.broadcast_sync(cur, [channel], "psycopg-cursor", table=table)
+        with pytest.raises(RuntimeError), psycopg.connect(outbox.dsn) as conn:
+            outbox_table.publish_sync(conn, channel, "psycopg-rolled-back", table=table)
+            raise RuntimeError
+
+    await anyio.to_thread.run_sync(sync_side)
+
+    async with await psycopg.AsyncConnection.connect(outbox.dsn) as aconn:
+        await outbox_table.publish(aconn, channel, "psycopg-async", table=table)
+    conn = await asyncpg.connect(outbox.dsn)
+    try:
+        async with conn.transaction():
+            await outbox_table.command(
+                conn, "publish", {"channel": channel, "data": "raw-command"}, table=table
+            )
+        rows = await conn.fetch(f"SELECT method, payload::text FROM {table} ORDER BY id")
+    finally:
+        await conn.close()
+    assert [r["method"] for r in rows] == ["publish", "publish", "broadcast", "publish", "publish"]
+    assert all(json.loads(r["payload"]).get("idempotency_key") for r in rows[:-1])
+
+    node = Node(node_config(outbox.consumer()))
+    async with node:
+        await until(lambda: _has_history(node, channel, 5))
+        assert await history(node, channel) == [
+            "orm-sync",
+            "psycopg-sync",
+            "psycopg-cursor",
+            "psycopg-async",
+            "raw-command",
+        ]
+    with pytest.raises(TypeError, match="async"):
+        outbox_table.publish_sync(conn, channel, "x", table=table)
+    with pytest.raises(ValueError, match="identifier"):
+        await outbox_table.publish(conn, channel, "x", table="t; DROP TABLE x")
+
+
+# -------------------------------------------------------------------------- bad rows
+
+
+async def test_bad_rows_are_logged_skipped_and_deleted(
+    outbox: Outbox, caplog: pytest.LogCaptureFixture
+) -> None:
+    rows = [
+        ("publish", {"channel": "news:bad", "data": {"n": 1}}),
+        ("no_such_method", {"channel": "news:bad", "data": 1}),  # unknown: skipped
+        ("history", {"channel": "news:bad"}),  # a read: skipped, as Centrifugo does
+        ("publish", {"channel": 5, "data": 1}),  # undecodable payload
+        ("publish", {"channel": "nope:x", "data": 1}),  # error 102: not retried
+        ("publish", {"channel": "", "data": 1}),  # error 107
+        ("publish", {"channel": "news:bad", "data": {"n": 2}}),
+    ]
+    conn = await asyncpg.connect(outbox.dsn)
+    try:
+        for method, payload in rows:
+            await outbox_table.command(conn, method, payload, table=outbox.table)
+        # JSONB holding a JSON string (Debezium's shape) is unwrapped
+        await conn.execute(
+            f"INSERT INTO {outbox.table} (method, payload) VALUES ('publish', to_jsonb($1::text))",
+            json.dumps({"channel": "news:bad", "data": {"n": 3}}),
+        )
+    finally:
+        await conn.close()
+    node = Node(node_config(outbox.consumer()))
+    async with node:
+        await until(lambda: _empty(outbox))
+        assert await history(node, "news:bad") == [{"n": 1}, {"n": 2}, {"n": 3}]
+        status = statuses(node)["pg"]
+        assert (status.processed, status.skipped, status.errors) == (8, 5, 0)
+    assert "skip" in caplog.text
+    assert "Traceback" not in caplog.text
+
+
+async def test_internal_errors_keep_the_row_and_retry_in_order(outbox: Outbox) -> None:
+    """Error 100 stops the batch: the rows before it are deleted, it and the rest stay."""
+    calls: list[str] = []
+    fail = True
+
+    async def dispatch(method: str, payload: bytes) -> bool:
+        data = json.loads(payload)["data"]
+        calls.append(data)
+        if data == "b" and fail:
+            from centrifuge_asgi.consumers import RetryLater
+
+            raise RetryLater("internal")
+        return True
+
+    conn = await asyncpg.connect(outbox.dsn)
+    try:
+        for data in "abc":
+            await outbox_table.publish(conn, "news:x", data, table=outbox.table)
+    finally:
+        await conn.close()
+    consumer = pg_consumer(outbox, dispatch)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(consumer.run)
+        await until(lambda: _has(lambda: consumer.report.status.errors >= 2))
+        assert await outbox.count() == 2  # a done; b and c kept
+        fail = False
+        await until(lambda: _empty(outbox))
+        tg.cancel_scope.cancel()
+    assert calls[0] == "a" and calls[-2:] == ["b", "c"] and set(calls[1:-2]) == {"b"}
+    assert consumer.report.status.state == "running"
+
+
+async def _has(check: Any) -> bool:
+    return bool(check())
+
+
+async def _has_history(node: Node, channel: str, count: int = 1) -> bool:
+    return len(await history(node, channel)) >= count
