@@ -57,6 +57,17 @@ class SessionHost(Protocol):
 
     def metrics_command(self, method: str, duration: float) -> None: ...
 
+    async def disconnect(
+        self,
+        user: str,
+        *,
+        client: str = "",
+        session: str = "",
+        code: int = ...,
+        reason: str = "",
+        whitelist: list[str] | None = None,
+    ) -> None: ...
+
     async def publish(
         self,
         channel: str,

@@ -125,6 +125,7 @@ class ChannelPolicy:
         "_default_data_format",
         "_history_cap",
         "_personal",
+        "_single_connection",
         "channel_limit",
         "config",
         "insecure",
@@ -152,6 +153,7 @@ class ChannelPolicy:
             ns = personal.personal_channel_namespace
             sep = channel.namespace_boundary if ns else ""
             self._personal = f"{ns}{sep}{channel.user_boundary}"
+        self._single_connection: bool = personal.enabled and personal.single_connection
 
     # ------------------------------------------------------------- namespaces and names
 
@@ -209,6 +211,11 @@ class ChannelPolicy:
         if self._personal is None or not user:
             return None
         return self._personal + user
+
+    def single_connection_channel(self, user: str) -> str | None:
+        """The personal channel whose presence tells whether ``user`` is connected
+        elsewhere, when ``subscribe_to_user_personal_channel.single_connection`` is on."""
+        return self.personal_channel(user) if self._single_connection else None
 
     # ------------------------------------------------------------------- permissions
 

@@ -24,7 +24,7 @@ from msgspec import UNSET, Raw
 from . import auth
 from .codes import DisconnectCode, ErrorCode, UnsubscribeCode
 from .engines.base import ClientInfo, Publication, StreamPosition
-from .errors import ClientError, Disconnect
+from .errors import ClientError, Disconnect, EngineError
 from .handlers import (
     ClientRef,
     ConnectEvent,
@@ -636,6 +636,7 @@ class Session:
         now = time.time()
         if creds.expire_at is not None and creds.expire_at <= now:
             raise ClientError.of(ErrorCode.EXPIRED)
+        await self._single_connection(creds.user)
         limit = cfg.user_connection_limit
         if limit > 0 and creds.user and node.registry.user_connection_count(creds.user) >= limit:
             raise Disconnect.of(DisconnectCode.CONNECTION_LIMIT)
@@ -671,6 +672,27 @@ class Session:
         if cfg.connect_include_server_time:
             result.time = int(now * 1000)
         return result
+
+    async def _single_connection(self, user: str) -> None:
+        """``single_connection``, as Centrifugo: when the user's personal channel has
+        presence, every other connection of the user, on every node, is disconnected
+        with 3504 before this one connects (3004 when the engine fails)."""
+        node = self.node
+        channel = node.policy.single_connection_channel(user)
+        if channel is None:
+            return
+        try:
+            stats = await node.presence_manager.presence_stats(channel)
+            if stats.num_clients >= 1:
+                await node.disconnect(
+                    user,
+                    code=DisconnectCode.CONNECTION_LIMIT,
+                    reason=DisconnectCode.CONNECTION_LIMIT.reason,
+                    whitelist=[self.client_id],
+                )
+        except EngineError as exc:
+            log.error("single connection of user=%s not enforced: %s", user, exc)
+            raise Disconnect.of(DisconnectCode.SERVER_ERROR) from None
 
     async def _server_side_subscribe(
         self, creds: Credentials, req: ConnectRequest
