@@ -57,6 +57,7 @@ from .handlers import (
 )
 from .observer import NodeObserver, NoObserver
 from .pacing import Pacer
+from .token_bucket import connection_rate_limiter
 from .payload import (
     MAX_DEPTH,
     ParsedJson,
@@ -112,6 +113,8 @@ class Node:
         self.metrics: NodeObserver = observer or NoObserver()
         self._scheduler = Scheduler()
         client = self.config.client
+        # client.connection_rate_limit: new connections beyond it are refused with 503
+        self.connection_rate = connection_rate_limiter(client.connection_rate_limit)
         # Per-connection deadlines that every connection has: one entry in a wheel each.
         # methodcaller, so that a Session subclass (create_session) keeps its overrides.
         self.pings: Wheel[Session] = Wheel(

@@ -168,8 +168,9 @@ def admission_status(
     """Why a request is refused (an HTTP status), or None to accept it.
 
     Every request needs an allowed ``Origin`` (403). A new connection (``connection``)
-    also needs a started node that is not shutting down and room under
-    ``client.connection_limit`` (503).
+    also needs a started node that is not shutting down, a token of
+    ``client.connection_rate_limit`` (taken before the Origin check, as in Centrifugo)
+    and room under ``client.connection_limit`` (503).
     """
     cfg = node.config.client
     if connection and not node.running:
@@ -177,6 +178,9 @@ def admission_status(
         return 503
     if connection and node.closing:
         log.info("connection refused: node is shutting down")
+        return 503
+    rate = node.connection_rate
+    if connection and rate is not None and not rate.allow():
         return 503
     if not origin_allowed(headers.get("origin"), headers.get("host"), cfg.allowed_origins):
         log.info("request refused: origin %r not allowed", headers.get("origin"))
