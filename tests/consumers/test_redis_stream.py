@@ -1,0 +1,161 @@
+"""The ``redis_stream`` consumer against the real Redis (127.0.0.1:6379).
+
+Entries run through the node's API executor and are acknowledged after their command
+ran or was skipped as bad; an entry whose consumer died before the XACK, or whose
+command must be retried, stays pending and is claimed again after ``visibility_timeout``;
+the idempotency key drops the repeat. Stream keys are unique per test.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio
+import anyio.lowlevel
+import pytest
+
+from centrifuge_asgi.config import Config
+from centrifuge_asgi.consumers import CommandDispatcher, RetryLater, outbox_table, statuses
+from centrifuge_asgi.consumers.redis_stream import RedisStreamConsumer
+from centrifuge_asgi.consumers.status import ConsumerStatus, Reporter
+from centrifuge_asgi.node import Node
+from centrifuge_asgi.observer import NoObserver
+from tests.interop.support import make_config
+
+from .conftest import unavailable, until
+
+pytestmark = [pytest.mark.anyio]
+
+aioredis = pytest.importorskip("redis.asyncio")
+URL = "redis://127.0.0.1:6379"
+
+
+@pytest.fixture
+async def redis() -> AsyncIterator[tuple[Any, str]]:
+    client = aioredis.Redis.from_url(URL, socket_connect_timeout=2)
+    try:
+        await client.ping()
+    except (OSError, aioredis.RedisError) as exc:
+        await client.aclose()
+        unavailable(f"Redis at {URL} is not available: {exc}")
+    stream = f"cf_test_{uuid.uuid4().hex[:12]}"
+    try:
+        yield client, stream
+    finally:
+        await client.delete(stream)
+        await client.aclose()
+
+
+def item(stream: str, **options: Any) -> dict[str, Any]:
+    opts = {"address": [URL], "streams": [stream], "consumer_group": "cg", **options}
+    return {"name": "rs", "enabled": True, "type": "redis_stream", "redis_stream": opts}
+
+
+def publish_fields(channel: str, data: Any, **kw: Any) -> dict[str, str]:
+    payload = outbox_table.publish_payload(channel, data, **kw)
+    return {"method": "publish", "payload": json.dumps(payload)}
+
+
+async def history(node: Node, channel: str) -> list[Any]:
+    page = await node.history(channel, limit=-1)
+    return [json.loads(p.data) for p in page.publications]
+
+
+async def pending(client: Any, stream: str) -> int:
+    return int((await client.xpending(stream, "cg"))["pending"])
+
+
+async def test_entries_run_are_acked_and_bad_ones_skipped(redis: tuple[Any, str]) -> None:
+    client, stream = redis
+    cfg = make_config()
+    cfg["consumers"] = [item(stream)]
+    node = Node(cfg)
+    async with node:
+        await until(lambda: _state(node, "running"))
+        await client.xadd(stream, publish_fields("news:r", {"n": 1}))
+        envelope = {"method": "publish", "payload": {"channel": "news:r", "data": {"n": 2}}}
+        await client.xadd(stream, {"payload": json.dumps(envelope)})  # no method field
+        await client.xadd(stream, {"something": "else"})  # no payload: skipped
+        await client.xadd(stream, {"method": "nope", "payload": "{}"})  # skipped
+        await client.xadd(stream, publish_fields("news:r", {"n": 3}))
+        await until(lambda: _has(lambda: statuses(node)["rs"].processed == 5))  # running: it exists
+        assert await history(node, "news:r") == [{"n": 1}, {"n": 2}, {"n": 3}]
+        assert statuses(node)["rs"].skipped == 2
+        assert await pending(client, stream) == 0
+
+
+async def test_pending_entries_are_reclaimed_and_run_once(redis: tuple[Any, str]) -> None:
+    client, stream = redis
+    node = Node(make_config())
+    async with node:
+        real = CommandDispatcher(node).dispatch
+        config = Config.from_dict({"consumers": [item(stream, visibility_timeout="300ms")]})
+        rs = config.consumers[0].redis_stream
+
+        def consumer(dispatch: Any, name: str) -> RedisStreamConsumer:
+            report = Reporter(ConsumerStatus("rs", "redis_stream"), NoObserver())
+            return RedisStreamConsumer("rs", rs, dispatch, report, name)
+
+        # consumer a runs the command and dies before its XACK
+        with anyio.CancelScope() as scope:
+
+            async def run_then_die(method: str, payload: bytes) -> bool:
+                ran = await real(method, payload)
+                scope.cancel()
+                await anyio.lowlevel.checkpoint()
+                return ran
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(consumer(run_then_die, "a").run)
+                await anyio.sleep(0.2)  # its group exists: the entry is new to it
+                await client.xadd(stream, publish_fields("news:p", "once"))
+        assert await history(node, "news:p") == ["once"]
+        assert await pending(client, stream) == 1
+
+        # consumer b claims it after the visibility timeout; a first retry fails (100)
+        failures = 0
+
+        async def flaky(method: str, payload: bytes) -> bool:
+            nonlocal failures
+            if failures == 0:
+                failures += 1
+                raise RetryLater("internal")
+            return await real(method, payload)
+
+        b = consumer(flaky, "b")
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(b.run)
+            await until(lambda: _pending_is(client, stream, 0))
+            tg.cancel_scope.cancel()
+        assert failures == 1
+        assert b.report.status.errors == 1
+        assert await history(node, "news:p") == ["once"]  # ran twice, published once
+
+
+async def test_an_unreachable_redis_is_retried_and_reported() -> None:
+    cfg = make_config()
+    cfg["consumers"] = [item("s", address=["redis://127.0.0.1:1"])]
+    node = Node(cfg)
+    async with node:
+        await until(
+            lambda: _has(lambda: "rs" in statuses(node) and statuses(node)["rs"].errors >= 2)
+        )
+        status = statuses(node)["rs"]
+        assert status.state == "retrying"
+        assert "Connect" in status.last_error or "connect" in status.last_error
+
+
+async def _state(node: Node, state: str) -> bool:
+    status = statuses(node).get("rs")
+    return status is not None and status.state == state
+
+
+async def _has(check: Any) -> bool:
+    return bool(check())
+
+
+async def _pending_is(client: Any, stream: str, count: int) -> bool:
+    return await pending(client, stream) == count
