@@ -165,22 +165,20 @@ def demo(session: nox.Session) -> None:
 
 @nox.session
 def protoc(session: nox.Session) -> None:
-    """Regenerate ``protocol/client_pb2.py`` and ``.pyi`` from ``protocol/client.proto``.
+    """Regenerate the ``*_pb2.py``/``.pyi`` modules (and ``*_pb2_grpc.py`` for services).
 
     grpcio-tools 1.62 bundles protoc 25, whose output carries no runtime version guard, so
-    the committed module loads on every supported ``protobuf`` runtime (4.25 through 7.x).
+    the committed modules load on every supported ``protobuf`` runtime (4.25 through 7.x);
+    its gRPC stubs carry no grpcio version guard either.
     """
     _install_locked(session, "protoc.txt", project=False)
-    session.run(
-        "python",
-        "-m",
-        "grpc_tools.protoc",
-        "-I",
-        "src",
-        "--python_out=src",
-        "--pyi_out=src",
-        "src/centrifuge_asgi/protocol/client.proto",
-    )
+    protoc = ("python", "-m", "grpc_tools.protoc", "-I", "src", "--python_out=src")
+    session.run(*protoc, "--pyi_out=src", "src/centrifuge_asgi/protocol/client.proto")
+    grpc_protos = [
+        "src/centrifuge_asgi/grpc/api.proto",  # centrifugal.centrifugo.api
+        "src/centrifuge_asgi/grpc/unistream.proto",  # centrifugal.centrifugo.unistream
+    ]
+    session.run(*protoc, "--pyi_out=src", "--grpc_python_out=src", *grpc_protos)
 
 
 @nox.session

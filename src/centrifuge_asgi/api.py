@@ -27,7 +27,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from . import api_schema as s
-from .api_exec import HTTP_STATUS, ApiError, Executor, run_all
+from .api_exec import HTTP_STATUS, ApiError, Executor
 from .body_reads import BodyTimeout
 
 if TYPE_CHECKING:
@@ -175,22 +175,7 @@ class ApiHandler:
         return _json({"result": result})
 
     async def batch(self, batch: s.BatchRequest) -> list[dict[str, Any]]:
-        replies: list[dict[str, Any]] = [{} for _ in batch.commands]
-
-        async def one(i: int, command: s.BatchCommand | None) -> None:
-            found = command.method() if command is not None else None
-            if found is None:
-                code = 104 if command is not None else 107
-                replies[i] = {"error": ApiError(code).as_dict()}
-                return
-            name, req = found
-            try:
-                replies[i] = {name: await self.executor.call(name, req)}
-            except ApiError as exc:
-                replies[i] = {"error": exc.as_dict()}
-
-        await run_all(one, batch.commands, parallel=batch.parallel, pacer=self.node.pacer)
-        return replies
+        return await self.executor.batch(batch)
 
     async def legacy_endpoint(self, request: Request) -> Response:
         """``POST <prefix>``: newline-separated ``{"id","method","params"}`` commands."""

@@ -78,19 +78,21 @@ def _valid_json(data: bytes) -> bool:
     return True
 
 
-def client_info_json(info: ClientInfo) -> dict[str, Any]:
-    """``ClientInfo``: ``user`` and ``client`` always; info fields only when valid JSON."""
+def client_info_json(info: ClientInfo, *, any_bytes: bool = False) -> dict[str, Any]:
+    """``ClientInfo``: ``user`` and ``client`` always; info fields only when valid JSON
+    (any bytes with ``any_bytes``: gRPC carries them as bytes)."""
     out: dict[str, Any] = {"user": info.user, "client": info.client}
-    if info.conn_info and _valid_json(info.conn_info):
+    if info.conn_info and (any_bytes or _valid_json(info.conn_info)):
         out["conn_info"] = Raw(info.conn_info)
-    if info.chan_info and _valid_json(info.chan_info):
+    if info.chan_info and (any_bytes or _valid_json(info.chan_info)):
         out["chan_info"] = Raw(info.chan_info)
     return out
 
 
-def publication_json(pub: Publication) -> dict[str, Any]:
-    """A history publication; binary data (not JSON) cannot be shown and answers 100."""
-    if not _valid_json(pub.data):
+def publication_json(pub: Publication, *, any_bytes: bool = False) -> dict[str, Any]:
+    """A history publication; binary data (not JSON) cannot be shown in JSON and answers
+    100 (unless ``any_bytes``: gRPC carries it as bytes)."""
+    if not any_bytes and not _valid_json(pub.data):
         raise ApiError(INTERNAL)
     out: dict[str, Any] = {"data": Raw(pub.data)}
     if pub.offset:
@@ -98,7 +100,7 @@ def publication_json(pub: Publication) -> dict[str, Any]:
     if pub.tags:
         out["tags"] = pub.tags
     if pub.info is not None:
-        out["info"] = client_info_json(pub.info)
+        out["info"] = client_info_json(pub.info, any_bytes=any_bytes)
     return out
 
 
@@ -106,10 +108,15 @@ Handler = Callable[[Any], Awaitable[dict[str, Any]]]
 
 
 class Executor:
-    """Runs decoded API requests against a node."""
+    """Runs decoded API requests against a node.
 
-    def __init__(self, node: Node) -> None:
+    ``any_bytes``: results carry payloads (history data, client info) whatever their
+    bytes, for an edge whose wire has a bytes type (gRPC); JSON needs them to be JSON.
+    """
+
+    def __init__(self, node: Node, *, any_bytes: bool = False) -> None:
         self.node = node
+        self.any_bytes = any_bytes
         self._handlers: dict[str, Handler] = {
             "publish": self.publish,
             "broadcast": self.broadcast,
@@ -143,6 +150,26 @@ class Executor:
         except Exception as exc:
             log.exception("api %s failed", method, extra={"method": method, "code": 100})
             raise ApiError(INTERNAL) from exc
+
+    async def batch(self, batch: s.BatchRequest) -> list[dict[str, Any]]:
+        """Every command of a batch: ``{method: result}`` or ``{"error": …}`` each (a
+        command with no method key: 104; a null command: 107)."""
+        replies: list[dict[str, Any]] = [{} for _ in batch.commands]
+
+        async def one(i: int, command: s.BatchCommand | None) -> None:
+            found = command.method() if command is not None else None
+            if found is None:
+                code = NOT_FOUND if command is not None else BAD_REQUEST
+                replies[i] = {"error": ApiError(code).as_dict()}
+                return
+            name, req = found
+            try:
+                replies[i] = {name: await self.call(name, req)}
+            except ApiError as exc:
+                replies[i] = {"error": exc.as_dict()}
+
+        await run_all(one, batch.commands, parallel=batch.parallel, pacer=self.node.pacer)
+        return replies
 
     # ------------------------------------------------------------------ publishing
 
@@ -291,7 +318,12 @@ class Executor:
         if not req.channel:
             raise ApiError(BAD_REQUEST)
         clients = await self.node.presence(req.channel)
-        return {"presence": {cid: client_info_json(info) for cid, info in clients.items()}}
+        return {
+            "presence": {
+                cid: client_info_json(info, any_bytes=self.any_bytes)
+                for cid, info in clients.items()
+            }
+        }
 
     async def presence_stats(self, req: s.ChannelRequest) -> dict[str, Any]:
         if not req.channel:
@@ -311,7 +343,9 @@ class Executor:
             # reverse from offset 0 is a bad request for the core, 100 for the server API
             raise ApiError(INTERNAL if exc.code == BAD_REQUEST else exc.code) from exc
         return {
-            "publications": [publication_json(p) for p in page.publications],
+            "publications": [
+                publication_json(p, any_bytes=self.any_bytes) for p in page.publications
+            ],
             "offset": page.offset,
             "epoch": page.epoch,
         }

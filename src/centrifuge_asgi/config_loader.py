@@ -60,7 +60,7 @@ _CHANNEL_PROXY_KINDS = ("subscribe", "publish", "sub_refresh", "subscribe_stream
 # that says so, instead of the "unknown key" warning.
 _UNSUPPORTED_TOP = frozenset(
     {
-        "admin", "swagger", "debug", "grpc_api", "uni_grpc", "webtransport", "consumers",
+        "admin", "swagger", "debug", "webtransport", "consumers",
         "map_broker", "controller", "shared_poll", "opentelemetry", "graphite", "usage_stats",
         "node", "pid_file", "enable_unreleased_features", "dev",
     }
@@ -817,6 +817,14 @@ class _Validator:
             if kind not in _CONSUMER_TYPES:
                 self.fail(f"{path}.type", kind, "must be " + ", ".join(_CONSUMER_TYPES))
             if consumer.enabled:
+        if config.grpc_api.error_mode not in ("", "transport"):
+            self.fail("grpc_api.error_mode", config.grpc_api.error_mode, "must be '' or transport")
+        for key, port in (
+            ("grpc_api.port", config.grpc_api.port),
+            ("uni_grpc.port", config.uni_grpc.port),
+        ):
+            if not 0 < port < 65536:
+                self.fail(key, port, "must be a TCP port (1-65535)")
                 self.check_consumer_options(f"{path}.{kind}", getattr(consumer, kind))
 
     def check_consumer_options(self, path: str, opts: object) -> None:

@@ -2,9 +2,10 @@
 
 The node imports nothing above it (the import-linter contract in pyproject.toml), yet its
 config may switch on things that live above it: the Prometheus observer
-(``prometheus.enabled``), the HTTP proxies, and the app that :meth:`Node.asgi_app`
-returns. :data:`centrifuge_asgi.node.EDGES` has a slot for each; this module, imported by
-the package itself, fills them. Each slot imports its module only when a node needs it,
+(``prometheus.enabled``), the HTTP proxies, the app that :meth:`Node.asgi_app`
+returns, and the gRPC servers (``grpc_api``, ``uni_grpc``).
+:data:`centrifuge_asgi.node.EDGES` has a slot for each; this module, imported by the
+package itself, fills them. Each slot imports its module only when a node needs it,
 so ``import centrifuge_asgi`` and a plain ``Node()`` load neither Starlette nor httpx nor
 prometheus_client.
 """
@@ -44,7 +45,14 @@ async def run_consumers(node: Node) -> None:
     await run_consumers(node)
 
 
+async def start_grpc(node: Node) -> Any:
+    from .grpc.servers import start_servers
+
+    return await start_servers(node)
+
+
 EDGES.prometheus_observer = prometheus_observer
 EDGES.install_proxies = install_proxies
 EDGES.build_app = build_app
+EDGES.start_grpc = start_grpc
 EDGES.run_consumers = run_consumers

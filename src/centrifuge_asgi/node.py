@@ -159,6 +159,7 @@ class Node:
         self._closing = False
         self.cluster = Cluster(self)  # node-to-node messages (cluster.py)
 
+        self._grpc: Any = None  # the gRPC servers (grpc_api, uni_grpc) while running
     # --------------------------------------------------------------- decorators
 
     def on_connecting(self, fn: ConnectingHandler) -> ConnectingHandler:
@@ -256,6 +257,12 @@ class Node:
         if tg is None:
             return
         try:
+        if self.config.grpc_api.enabled or self.config.uni_grpc.enabled:
+            try:  # grpc/servers.py; a port that cannot be bound fails the start
+                self._grpc = await EDGES.need("start_grpc")(self)
+            except BaseException:
+                await self.__aexit__(None, None, None)
+                raise
             await self.shutdown()
             # Not inside a shielding scope: a broker may own a task group entered in
             # start(), which must be exited at the same nesting level (brokers shield
@@ -266,6 +273,10 @@ class Node:
                     await self.broker.close()
             finally:
                 with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
+            if self._grpc is not None:  # after shutdown: uni gRPC streams got their push
+                grpc_servers, self._grpc = self._grpc, None
+                with anyio.CancelScope(shield=True):
+                    await grpc_servers.stop()
                     await self.presence_manager.close()
         finally:
             self._exiting = True  # node-owned tasks that start from now on are not shielded
@@ -709,4 +720,5 @@ class Edges:
         return fn
 
 
+    start_grpc: Callable[[Node], Awaitable[Any]] | None = None
 EDGES = Edges()

@@ -663,7 +663,7 @@ class Session:
             session=self.session_id,
             node=node.node_id if self.transport.emulation else "",
         )
-        if cfg.ping_interval > 0:
+        if cfg.ping_interval > 0 and self.codec.ping:  # uni_grpc sends no pings
             result.ping = max(1, int(cfg.ping_interval))
             result.pong = cfg.pong_timeout > 0 and not self.transport.unidirectional
         if self.client_side_refresh and self.expire_at is not None:

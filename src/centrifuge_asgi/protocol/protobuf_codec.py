@@ -343,6 +343,14 @@ class ProtobufCodec:
         return b"".join(messages)
 
 
+def encode_push(push: Push) -> bytes:
+    """One bare Push message, not length-prefixed (unidirectional gRPC sends these)."""
+    message = pb.Push()
+    _fill_push(message, push)
+    body: bytes = message.SerializeToString()
+    return body
+
+
 def decode_emulation_request(body: bytes) -> tuple[str, str, bytes]:
     """``(node, session, data)`` of a Protobuf ``/emulation`` request body (not delimited).
 
