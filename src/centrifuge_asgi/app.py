@@ -34,9 +34,12 @@ def health_routes(node: Node) -> list[BaseRoute]:
         # {} as Centrifugo; with consumers, each one's state (200 even while one retries:
         # clients are still served, and the body says what is wrong)
         running = consumers.statuses(node)
+        # 503 once shutdown began: load balancers stop routing here while clients drain
+        status = 503 if node.closing else 200
         if not running:
-            return JSONResponse({})
-        return JSONResponse({"consumers": {n: s.as_dict() for n, s in running.items()}})
+            return JSONResponse({}, status_code=status)
+        body = {"consumers": {n: s.as_dict() for n, s in running.items()}}
+        return JSONResponse(body, status_code=status)
 
     methods = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
     return [Route(cfg.handler_prefix or "/health", health, methods=methods)]

@@ -35,11 +35,22 @@ def _serve(args: argparse.Namespace) -> int:
     from .node import Node
     from .server import WS_PROTOCOL, run
 
-    overrides = {"http_server.address": args.host, "http_server.port": args.port}
+    overrides = {
+        "http_server.address": args.host,
+        "http_server.port": args.port,
+        "http_server.workers": args.workers,
+    }
     config = _load(args.config, overrides)
     configure_logging(config.log)
-    for warning in config.warnings:
-        logging.getLogger("centrifuge_asgi.config").warning("%s", warning)
+    worker = args.worker_fds is not None
+    if not worker:  # a worker's supervisor has already said them
+        for warning in config.warnings:
+            logging.getLogger("centrifuge_asgi.config").warning("%s", warning)
+        from .workers import worker_count
+
+        count = worker_count(config)
+        if count > 1:
+            return _supervise(args, config, count)
     node = Node(config)
     server = config.http_server
     host = server.address or "0.0.0.0"
@@ -53,6 +64,8 @@ def _serve(args: argparse.Namespace) -> int:
     }
     if config.log.json:
         options["log_config"] = None  # uvicorn's records go through our JSON handler
+    if worker:
+        return _run_worker(node, args, options)
     internal_port = _internal_port(server.internal_port)
     if internal_port is None or internal_port == server.port:
         # shutdown.timeout as in Centrifugo: still running at the deadline, exit with 1
@@ -62,6 +75,44 @@ def _serve(args: argparse.Namespace) -> int:
         return 0
     internal_host = server.internal_address or host
     _run_split(node, (host, server.port), (internal_host, internal_port), options)
+    return 0
+
+
+def _supervise(args: argparse.Namespace, config: Any, count: int) -> int:
+    """``serve`` with ``http_server.workers`` > 1: bind, then run the workers
+    (``centrifuge_asgi.workers``)."""
+    from .workers import Supervisor, bind, check_engine, worker_command
+
+    check_engine(config, count)
+    server = config.http_server
+    host = server.address or "0.0.0.0"
+    sockets = [bind(host, server.port)]
+    internal_port = _internal_port(server.internal_port)
+    if internal_port is not None and internal_port != server.port:
+        sockets.append(bind(server.internal_address or host, internal_port))
+    argv = ["serve", "-c", args.config]
+    supervisor = Supervisor(worker_command(argv), sockets, count, config.shutdown.timeout)
+    try:
+        return supervisor.run()
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def _run_worker(node: Any, args: argparse.Namespace, options: dict[str, Any]) -> int:
+    """One worker of ``serve --workers N``: serve the inherited listening sockets."""
+    import os
+    import socket
+
+    sockets = [socket.socket(fileno=int(fd)) for fd in args.worker_fds.split(",")]
+    apps = [node.asgi_app()] if len(sockets) == 1 else list(_split_apps(node))
+    _run_listeners(
+        node,
+        list(zip(apps, sockets, strict=True)),
+        options,
+        ready_fd=args.worker_ready_fd,
+        parent=os.getppid(),
+    )
     return 0
 
 
@@ -84,50 +135,113 @@ def _split_apps(node: Any) -> tuple[Any, Any]:
 def _run_split(
     node: Any, main: tuple[str, int], internal: tuple[str, int], options: dict[str, Any]
 ) -> None:
-    """Two uvicorn listeners in one process around one node lifespan.
+    """The main and internal listeners in one process around one node lifespan."""
+    main_app, internal_app = _split_apps(node)
+    _run_listeners(node, [(main_app, main), (internal_app, internal)], options)
 
-    Signals are handled here, not by uvicorn: SIGINT/SIGTERM stop both servers (the main
-    one first disconnects clients with 3001 "shutdown"); a second SIGINT forces the exit.
-    Each listener bounds its own pending connections; both stop within ``shutdown.timeout``.
+
+def _run_listeners(
+    node: Any,
+    listeners: list[tuple[Any, Any]],
+    options: dict[str, Any],
+    *,
+    ready_fd: int | None = None,
+    parent: int | None = None,
+) -> None:
+    """uvicorn listeners in one process around one node lifespan.
+
+    Each listener is an app and where it listens: ``(host, port)``, or a socket inherited
+    from the ``--workers`` supervisor. The first is the main one; the others (the internal
+    port) stop only once it has drained, so ``/health`` there answers 503 while clients
+    are being disconnected. Signals are handled here, not by uvicorn: SIGINT/SIGTERM stop
+    the server (the main listener first disconnects clients with 3001 "shutdown"); a
+    second SIGINT forces the exit; SIGUSR1 (sent by the supervisor to a worker it
+    replaces) closes every listener at once, so probes reach the other workers. With
+    ``ready_fd``, one byte is written there once every listener accepts; with ``parent``,
+    the server stops when that process (the supervisor) is gone. Each listener bounds its
+    own pending connections; all stop within ``shutdown.timeout``.
     """
     import contextlib
+    import os
     import signal
+    import socket
     from collections.abc import Iterator
 
+    import anyio
     import uvicorn
 
     from .server import GracefulServer, http_protocol
+    from .workers import RETIRE_SIGNAL, parent_gone
 
     class Listener(GracefulServer):
         @contextlib.contextmanager
         def capture_signals(self) -> Iterator[None]:
             yield
 
-    main_app, internal_app = _split_apps(node)
     limits = node.config.http_server
     timeout = node.config.shutdown.timeout
 
-    def listener(app: Any, where: tuple[str, int], nodes: list[Any]) -> Listener:
+    def listener(app: Any, where: Any, nodes: list[Any]) -> Listener:
         http = http_protocol(limits.read_header_timeout, limits.max_pending_connections)
-        config = uvicorn.Config(
-            app, host=where[0], port=where[1], lifespan="off", http=http, **options
-        )
+        address = {} if isinstance(where, socket.socket) else {"host": where[0], "port": where[1]}
+        config = uvicorn.Config(app, lifespan="off", http=http, **address, **options)
         return Listener(config, nodes, shutdown_timeout=timeout, exit_on_timeout=bool(nodes))
 
-    servers = [listener(main_app, main, [node]), listener(internal_app, internal, [])]
+    servers = [
+        listener(app, where, [node] if i == 0 else []) for i, (app, where) in enumerate(listeners)
+    ]
+    main = servers[0]
 
     def stop(sig: int) -> None:
-        for srv in servers:
-            if srv.should_exit and sig == signal.SIGINT:
+        if main.should_exit and sig == signal.SIGINT:
+            for srv in servers:
                 srv.force_exit = True
+        main.should_exit = True  # the others follow once it has drained
+
+    def retire() -> None:
+        for srv in servers:
             srv.should_exit = True
+
+    async def serve_one(index: int) -> None:
+        srv, where = servers[index], listeners[index][1]
+        try:
+            await srv.serve(sockets=[where] if isinstance(where, socket.socket) else None)
+        finally:
+            if index == 0:
+                for other in servers[1:]:
+                    other.should_exit = True
+
+    async def report_ready() -> None:
+        assert ready_fd is not None
+        # uvicorn sets a flag, there is no event to wait on
+        while not all(srv.started for srv in servers):  # noqa: ASYNC110
+            await anyio.sleep(0.05)
+        os.write(ready_fd, b"R")
+        os.close(ready_fd)
+
+    async def watch_parent() -> None:
+        assert parent is not None
+        # nothing to wait on: the kernel reparents an orphan quietly
+        while not parent_gone(parent):  # noqa: ASYNC110
+            await anyio.sleep(0.5)
+        logging.getLogger("centrifuge_asgi.workers").warning("supervisor gone: stopping")
+        stop(signal.SIGTERM)
 
     async def serve() -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop, sig)
-        async with node:
-            await asyncio.gather(*(srv.serve() for srv in servers))
+        if ready_fd is not None:
+            loop.add_signal_handler(RETIRE_SIGNAL, retire)
+        async with node, anyio.create_task_group() as tg:
+            if ready_fd is not None:
+                tg.start_soon(report_ready)
+            if parent is not None:
+                tg.start_soon(watch_parent)
+            async with anyio.create_task_group() as listening:
+                for index in range(len(servers)):
+                    listening.start_soon(serve_one, index)
+            tg.cancel_scope.cancel()
 
     asyncio.run(serve())
 
@@ -239,6 +353,18 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "-p", "--port", type=int, default=None, help="port (http_server.port); default 8000"
     )
+    serve.add_argument(
+        "-w",
+        "--workers",
+        type=int,
+        default=None,
+        help="processes on the port, each a node over the configured broker "
+        "(http_server.workers); default 1; more need Redis or NATS",
+    )
+    # set by the --workers supervisor for each worker process
+    serve.add_argument("--worker-fds", default=None, help=argparse.SUPPRESS)
+    serve.add_argument("--worker-ready-fd", type=int, default=None, help=argparse.SUPPRESS)
+    serve.add_argument("--worker-index", type=int, default=None, help=argparse.SUPPRESS)
     gen = command("genconfig", _genconfig, "write a starter config with fresh secrets")
     gen.add_argument("--force", action="store_true")
     command("checkconfig", _checkconfig, "validate a config file")

@@ -221,6 +221,8 @@ class HttpServerConfig(_Struct, frozen=True):
     read_header_timeout: Duration = 10.0
     read_timeout: Duration = 30.0
     max_pending_connections: int = 0  # 0: a quarter of the open-file limit, at most 1024
+    # centrifuge-asgi extension: ``serve`` processes on the port (Go uses every core)
+    workers: int = 1
 
 
 class ShutdownConfig(_Struct, frozen=True):
