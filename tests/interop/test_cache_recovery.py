@@ -4,6 +4,7 @@ SDKs: a (re)subscribing client gets the channel's latest publication, not a repl
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -12,12 +13,15 @@ from centrifuge_asgi.handlers import RPCEvent
 from centrifuge_asgi.node import Node
 
 from .support import BASE_CONFIG, WS_PATH, token
+from .test_python_sdk import ClientFactory, Env, ReconnectHook, sdk_client, server, subscribe
 from .test_unidirectional import KINDS, open_uni
 
 if TYPE_CHECKING:
     from conftest import LiveServer, LiveServerFactory, RunJs
 
 pytestmark = pytest.mark.interop
+
+__all__ = ["sdk_client", "server"]  # fixtures of test_python_sdk, used here
 
 _CACHE = {
     "allow_subscribe_for_client": True,
@@ -104,3 +108,43 @@ async def test_unidirectional_server_side_subscription_gets_the_latest(
         await srv.acall(node.publish("auto:uni", {"n": 4}))
         pub = await reader.until(lambda p: "pub" in p)
         assert pub["channel"] == "auto:uni" and pub["pub"]["offset"] == 4
+
+
+@pytest.mark.anyio
+async def test_python_sdk_resubscribes_to_the_latest_publication_only(
+    server: Callable[..., Env], sdk_client: ClientFactory
+) -> None:
+    env = server(cache_node())
+
+    async def publish_while_away(ctx: Any) -> None:
+        if ctx.code == 3011:  # the SDK awaits this before it reconnects: 3, 4, 5 are missed
+            for n in (3, 4, 5):
+                await env.srv.acall(env.node.publish("cache:py", {"n": n}))
+
+    for n in (1, 2, 3):
+        await env.srv.acall(env.node.publish("auto:py", {"n": n}))
+    client, _ = await sdk_client(
+        env,
+        token=token("alice"),
+        events=ReconnectHook(publish_while_away),
+        min_reconnect_delay=0.05,
+    )
+    _, auto = await subscribe(client, "auto:py")
+    [first] = await auto.rec.wait("subscribed")
+    assert (first.was_recovering, first.recovered) == (True, True)
+    await auto.rec.wait("publication")
+    assert auto.data() == [{"n": 3}]
+
+    _, cache = await subscribe(client, "cache:py")
+    for n in (1, 2):
+        await env.srv.acall(env.node.publish("cache:py", {"n": n}))
+    await cache.rec.wait("publication", 2)
+    await env.srv.acall(env.node.disconnect("alice", code=3011, reason="force reconnect"))
+    first, second = await cache.rec.wait("subscribed", 2)
+    assert (first.was_recovering, first.recovered) == (False, False)
+    assert (second.was_recovering, second.recovered) == (True, True)
+    await cache.rec.wait("publication", 3)
+    await env.srv.acall(env.node.publish("cache:py", {"n": 6}))
+    await cache.rec.wait("publication", 4)
+    assert cache.data() == [{"n": 1}, {"n": 2}, {"n": 5}, {"n": 6}]
+    assert cache.offsets() == [1, 2, 5, 6]
