@@ -177,6 +177,7 @@ def protoc(session: nox.Session) -> None:
     grpc_protos = [
         "src/centrifuge_asgi/grpc/api.proto",  # centrifugal.centrifugo.api
         "src/centrifuge_asgi/grpc/unistream.proto",  # centrifugal.centrifugo.unistream
+        "src/centrifuge_asgi/grpc/proxy.proto",  # centrifugal.centrifugo.proxy (client stub)
     ]
     session.run(*protoc, "--pyi_out=src", "--grpc_python_out=src", *grpc_protos)
 

@@ -24,10 +24,12 @@ from .handlers import (
     RefreshEvent,
     RefreshReply,
     RPCEvent,
+    StreamPublication,
     SubRefreshEvent,
     SubRefreshReply,
     SubscribeEvent,
     SubscribeReply,
+    SubscribeStreamEvent,
 )
 from .node import HistoryPage, Node
 
@@ -55,10 +57,12 @@ __all__ = [
     "RefreshEvent",
     "RefreshReply",
     "StreamPosition",
+    "StreamPublication",
     "SubRefreshEvent",
     "SubRefreshReply",
     "SubscribeEvent",
     "SubscribeReply",
+    "SubscribeStreamEvent",
     "SubscriptionOverride",
     "UnsubscribeCode",
     "__version__",

@@ -655,7 +655,8 @@ class _Validator:
         if name == "default":
             default = self.config.proxy(kind)
             owner = "rpc.proxy" if kind == "rpc" else f"channel.proxy.{kind}"
-            if default is None or not default.endpoint:
+            # a stream namespace without a proxy endpoint is fed by node.on_subscribe_stream
+            if (default is None or not default.endpoint) and kind != "subscribe_stream":
                 self.fail(f"{owner}.endpoint", "", f"required: {path} uses the default proxy")
         elif name not in self.proxy_names:
             self.fail(path, name, "no proxy with this name in 'proxies'")

@@ -9,7 +9,7 @@ Payload fields accept any JSON-encodable Python value, or ``bytes`` of JSON.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -80,6 +80,37 @@ class SubscribeReply:
     data: Any = None
     expire_at: int | None = None
     override: SubscriptionOverride | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SubscribeStreamEvent:
+    """A subscribe to a channel of a ``subscribe_stream_proxy_enabled`` namespace.
+
+    ``publications`` yields the data of the client's own publications to the channel
+    when the namespace is bidirectional (``subscribe_stream_proxy_bidirectional``); it
+    ends at once otherwise and when the subscription ends.
+    """
+
+    client: ClientRef
+    channel: str
+    raw_data: bytes | None
+    bidirectional: bool
+    publications: AsyncIterator[bytes]
+
+    @property
+    def data(self) -> Any:
+        return decode_payload(self.raw_data)
+
+
+@dataclass(frozen=True, slots=True)
+class StreamPublication:
+    """One publication of a subscription stream, for this subscriber only.
+
+    ``data`` is any JSON-encodable value, or ``bytes`` sent as they are.
+    """
+
+    data: Any
+    tags: Mapping[str, str] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,6 +194,9 @@ RefreshHandler = Callable[[RefreshEvent], Awaitable[RefreshReply]]
 SubRefreshHandler = Callable[[SubRefreshEvent], Awaitable[SubRefreshReply]]
 MessageHandler = Callable[[MessageEvent], Awaitable[None]]
 DisconnectHandler = Callable[[DisconnectEvent], Awaitable[None]]
+# An async generator: first a SubscribeReply (or raise to reject), then publications
+# (StreamPublication, or the data alone); returning ends the subscription (code 2000).
+SubscribeStreamHandler = Callable[[SubscribeStreamEvent], AsyncIterator[Any]]
 
 
 @dataclass(slots=True)
@@ -178,3 +212,4 @@ class Handlers:
     sub_refresh: SubRefreshHandler | None = None
     message: MessageHandler | None = None
     disconnect: DisconnectHandler | None = None
+    subscribe_stream: SubscribeStreamHandler | None = None

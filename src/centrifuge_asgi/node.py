@@ -54,6 +54,7 @@ from .handlers import (
     RPCHandler,
     SubRefreshHandler,
     SubscribeHandler,
+    SubscribeStreamHandler,
 )
 from .observer import NodeObserver, NoObserver
 from .pacing import Pacer
@@ -181,6 +182,12 @@ class Node:
 
     def on_sub_refresh(self, fn: SubRefreshHandler) -> SubRefreshHandler:
         self.handlers.sub_refresh = fn
+        return fn
+
+    def on_subscribe_stream(self, fn: SubscribeStreamHandler) -> SubscribeStreamHandler:
+        """Feed the channels of ``subscribe_stream_proxy_enabled`` namespaces that have no
+        proxy endpoint: ``fn`` is an async generator (see docs/proxies.md)."""
+        self.handlers.subscribe_stream = fn
         return fn
 
     def on_message(self, fn: MessageHandler) -> MessageHandler:

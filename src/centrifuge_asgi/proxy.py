@@ -12,6 +12,12 @@ kept as fallbacks, with this precedence:
   namespace when enabled, then the ``on_rpc()`` fallback, then 104 (unknown RPC
   namespace) or 108 (proxy not enabled there).
 
+* ``subscribe_stream``: the gRPC proxy of a ``subscribe_stream_proxy_enabled`` namespace
+  opens the stream; where that namespace's proxy has no endpoint, the application's
+  ``on_subscribe_stream`` generator does.
+
+Proxies with a ``grpc://`` endpoint call Centrifugo's gRPC proxy service (proxy_grpc.py);
+grpcio is imported only then, and its absence is a :class:`~centrifuge_asgi.errors.ConfigError`.
 Without any proxy configured nothing is installed (and httpx is not imported).
 """
 
@@ -21,6 +27,7 @@ import dataclasses
 import logging
 from typing import TYPE_CHECKING, Any
 
+from .errors import ConfigError
 from .handlers import Handlers
 
 if TYPE_CHECKING:
@@ -89,6 +96,12 @@ def proxied_hooks(config: Config) -> list[str]:
     rpc = config.rpc
     if rpc.without_namespace.proxy_enabled or any(ns.proxy_enabled for ns in rpc.namespaces):
         hooks.append("rpc_fallback")
+    for opts in scopes:
+        if opts.subscribe_stream_proxy_enabled:
+            proxy = config.proxy("subscribe_stream", opts.subscribe_stream_proxy_name)
+            if proxy is not None and proxy.endpoint:
+                hooks.append("subscribe_stream")
+                break
     return hooks
 
 
@@ -100,7 +113,7 @@ def install(node: Node) -> None:
     from .proxy_hooks import ProxyHooks  # imported here: nodes without proxies skip httpx
     from .proxy_http import ProxyCaller
 
-    _warn_unsupported(node.config)
+    _check_proxies(node.config)
     caller = ProxyCaller(node)
     table: _RoutedHandlers | None = None
 
@@ -115,6 +128,7 @@ def install(node: Node) -> None:
         "publish": impl.publish,
         "sub_refresh": impl.sub_refresh,
         "rpc_fallback": impl.rpc,
+        "subscribe_stream": impl.subscribe_stream,
     }
     table = _RoutedHandlers(node.handlers, {name: methods[name] for name in hooks}, caller)
     node.handlers = table
@@ -142,22 +156,29 @@ def _caller(node: Node) -> ProxyCaller | None:
     return table.caller if isinstance(table, _RoutedHandlers) else None
 
 
-def _warn_unsupported(config: Config) -> None:
+def _check_proxies(config: Config) -> None:
+    """grpcio must be installed for a gRPC endpoint; HTTP TLS options are not applied."""
     proxies: list[tuple[str, ProxyConfig]] = [
         ("client.proxy.connect", config.client.proxy.connect),
         ("client.proxy.refresh", config.client.proxy.refresh),
-        *((f"channel.proxy.{k}", getattr(config.channel.proxy, k)) for k in _CHANNEL_KINDS),
+        *(
+            (f"channel.proxy.{k}", getattr(config.channel.proxy, k))
+            for k in (*_CHANNEL_KINDS, "subscribe_stream")
+        ),
         ("rpc.proxy", config.rpc.proxy),
         *((f"proxies[{p.name}]", p) for p in config.proxies),
     ]
     for path, proxy in proxies:
         if proxy.endpoint.startswith("grpc://"):
-            log.error("%s: gRPC proxies are not supported; calls will fail with 100", path)
+            try:
+                import grpc  # noqa: F401
+            except ImportError:
+                raise ConfigError(
+                    f"{path}.endpoint: {proxy.endpoint!r} needs grpcio: "
+                    "pip install 'centrifuge-asgi[grpc]'"
+                ) from None
         if proxy.http.tls.enabled:
             log.warning("%s.http.tls is not supported: system CA certificates are used", path)
-    scopes = [config.channel.without_namespace, *config.channel.namespaces]
-    if any(opts.subscribe_stream_proxy_enabled for opts in scopes):
-        log.warning("subscribe_stream proxies are not supported: the usual permission rules apply")
 
 
 __all__ = ["aclose", "install", "proxied_hooks", "use_transport"]

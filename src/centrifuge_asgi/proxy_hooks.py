@@ -11,7 +11,8 @@ from __future__ import annotations
 import base64
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import aclosing
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
@@ -29,13 +30,15 @@ from .handlers import (
     RefreshEvent,
     RefreshReply,
     RPCEvent,
+    StreamPublication,
     SubRefreshEvent,
     SubRefreshReply,
     SubscribeEvent,
     SubscribeReply,
+    SubscribeStreamEvent,
 )
 from .payload import to_payload
-from .proxy_http import ProxyCaller, ProxyFailure, b64decode, build_headers, decoder
+from .proxy_http import ProxyCaller, ProxyFailure, b64decode, build_headers, decoder, is_grpc
 
 if TYPE_CHECKING:
     from .config import ProxyConfig
@@ -143,6 +146,15 @@ def _payload(raw: Raw, b64: str, what: str, *, json_only: bool) -> bytes | None:
         return data
     data = bytes(raw)
     return None if data in (b"", b"null") else data
+
+
+def _subscribe_reply(result: _SubscribeResult, json_only: bool) -> SubscribeReply:
+    return SubscribeReply(
+        info=_payload(result.info, result.b64info, "info", json_only=json_only),
+        data=_payload(result.data, result.b64data, "data", json_only=json_only),
+        expire_at=result.expire_at or None,
+        override=result.override.convert() if result.override is not None else None,
+    )
 
 
 def _meta(raw: Raw) -> Any:
@@ -255,7 +267,7 @@ class ProxyHooks:
         session, body, headers = self._request(proxy, client, **fields)
         try:
             self._put_data(body, proxy, raw_data, session)
-            env = await self.caller.call(proxy, body, headers, decode)
+            env = await self.caller.call(proxy, body, headers, decode, kind=kind)
             result = env.settle()
             return None if result is None else answer(result, self._json_only(session))
         except ProxyFailure as exc:
@@ -274,7 +286,7 @@ class ProxyHooks:
         headers = build_headers(proxy, event.headers, event.emulated_headers)
         try:
             self._put_data(body, proxy, event.raw_data, None)
-            env = await self.caller.call(proxy, body, headers, _CONNECT)
+            env = await self.caller.call(proxy, body, headers, _CONNECT, kind="connect")
             result = env.settle()
             if result is None:
                 raise Disconnect.of(DisconnectCode.BAD_REQUEST)
@@ -298,7 +310,9 @@ class ProxyHooks:
         proxy = self.node.config.client.proxy.refresh
         session, body, headers = self._request(proxy, event.client)
         try:
-            env = await self.caller.call(proxy, body, headers, _REFRESH, check_codes=False)
+            env = await self.caller.call(
+                proxy, body, headers, _REFRESH, kind="refresh", check_codes=False
+            )
             result = env.result  # error and disconnect are ignored for refresh
             if result is None or result.expired:
                 return RefreshReply(expired=True)
@@ -320,24 +334,51 @@ class ProxyHooks:
             handler = self.fallback("subscribe")
             return await handler(event) if handler is not None else None
 
-        def answer(result: _SubscribeResult, json_only: bool) -> SubscribeReply:
-            return SubscribeReply(
-                info=_payload(result.info, result.b64info, "info", json_only=json_only),
-                data=_payload(result.data, result.b64data, "data", json_only=json_only),
-                expire_at=result.expire_at or None,
-                override=result.override.convert() if result.override is not None else None,
-            )
-
         reply = await self._decide(
             "subscribe",
             proxy,
             event.client,
             event.raw_data,
             _SUBSCRIBE,
-            answer,
+            _subscribe_reply,
             channel=event.channel,
         )
         return reply or SubscribeReply()
+
+    async def subscribe_stream(self, event: SubscribeStreamEvent) -> AsyncIterator[Any]:
+        """A subscription stream from the namespace's gRPC proxy (else the app's handler).
+
+        Yields the subscribe reply first, then the stream's publications; a failure
+        before the reply is error 100 for the client, one after it ends the subscription.
+        """
+        proxy = self._channel_proxy("subscribe_stream", event.channel)
+        if proxy is None or not proxy.endpoint:
+            handler = self.fallback("subscribe_stream")
+            if handler is None:
+                raise ClientError.of(ErrorCode.NOT_AVAILABLE)
+            async with aclosing(handler(event)) as own:
+                async for item in own:
+                    yield item
+            return
+        session, body, headers = self._request(proxy, event.client, channel=event.channel)
+        publications = event.publications if event.bidirectional else None
+        try:
+            if not is_grpc(proxy):
+                raise ProxyFailure("a subscribe stream proxy needs a grpc:// endpoint")
+            self._put_data(body, proxy, event.raw_data, session)
+            stream = self.caller.grpc().stream(proxy, body, headers, publications)
+            async with aclosing(stream):
+                answer, _ = await anext(stream)
+                if answer is None:  # not produced by stream(); kept for the type
+                    raise ProxyFailure("no subscribe answer")
+                result = self.caller.decode(answer, _SUBSCRIBE).settle()
+                json_only = self._json_only(session)
+                yield SubscribeReply() if result is None else _subscribe_reply(result, json_only)
+                async for _, pub in stream:
+                    yield StreamPublication(pub.data, dict(pub.tags) or None)
+        except ProxyFailure as exc:
+            self._failed("subscribe_stream", proxy, event.client.client, exc)
+            raise ClientError.of(ErrorCode.INTERNAL) from None
 
     async def publish(self, event: PublishEvent) -> PublishReply | None:
         """The publish proxy of the channel's namespace decides alone (else the fallback)."""
@@ -373,7 +414,9 @@ class ProxyHooks:
             return SubRefreshReply(expired=True)  # what the node does without a handler
         session, body, headers = self._request(proxy, event.client, channel=event.channel)
         try:
-            env = await self.caller.call(proxy, body, headers, _SUB_REFRESH, check_codes=False)
+            env = await self.caller.call(
+                proxy, body, headers, _SUB_REFRESH, kind="sub_refresh", check_codes=False
+            )
             result = env.result  # error and disconnect are ignored for sub_refresh
             if result is None or result.expired:
                 return SubRefreshReply(expired=True)

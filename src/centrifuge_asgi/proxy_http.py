@@ -25,6 +25,7 @@ from .errors import ClientError, Disconnect
 
 if TYPE_CHECKING:
     from .node import Node
+    from .proxy_grpc import GrpcProxyCaller
 
 log = logging.getLogger("centrifuge_asgi.proxy")
 
@@ -34,6 +35,7 @@ T = TypeVar("T")
 _NOT_FORWARDED = frozenset(
     {"content-type", "content-length", "transfer-encoding", "connection", "host"}
 )
+_NOT_GRPC_METADATA = frozenset({"te", "user-agent", "keep-alive", "upgrade"})
 _MAX_REASON_BYTES = 32
 
 
@@ -98,6 +100,11 @@ def b64decode(value: str, what: str) -> bytes:
         raise ProxyFailure(f"{what} is not valid base64") from None
 
 
+def is_grpc(proxy: ProxyConfig) -> bool:
+    """Whether the proxy's endpoint is ``grpc://host:port``."""
+    return proxy.endpoint.startswith("grpc://")
+
+
 def build_headers(
     proxy: ProxyConfig,
     transport_headers: Mapping[str, str],
@@ -105,21 +112,35 @@ def build_headers(
 ) -> dict[str, str]:
     """Static headers, then allowed emulated headers, then allowed transport headers.
 
-    Allow lists match case-insensitively; later sources replace earlier ones.
+    Allow lists match case-insensitively; later sources replace earlier ones. For a gRPC
+    proxy these are the call's metadata: ``grpc.static_metadata`` first, and the
+    transport headers are allowed by ``http_headers`` and ``grpc_metadata`` (a gRPC
+    client's metadata are its headers); reserved gRPC names and non-ASCII values are left
+    out, and there is no content-type.
     """
-    out: dict[str, str] = {k.lower(): v for k, v in proxy.http.static_headers.items()}
+    grpc = is_grpc(proxy)
+    static = proxy.grpc.static_metadata if grpc else proxy.http.static_headers
+    out: dict[str, str] = {k.lower(): v for k, v in static.items()}
+    transport_allow = [*proxy.http_headers, *proxy.grpc_metadata] if grpc else proxy.http_headers
     for allow, source in (
         (proxy.emulated_headers, emulated_headers or {}),
-        (proxy.http_headers, transport_headers),
+        (transport_allow, transport_headers),
     ):
         if not allow:
             continue
         wanted = {h.lower() for h in allow} - _NOT_FORWARDED
         for name, value in source.items():
-            if name.lower() in wanted:
-                out[name.lower()] = value
-    out["content-type"] = "application/json"
+            key = name.lower()
+            if key in wanted and (not grpc or _metadata_ok(key, value)):
+                out[key] = value
+    if not grpc:
+        out["content-type"] = "application/json"
     return out
+
+
+def _metadata_ok(key: str, value: str) -> bool:
+    reserved = key.startswith(("grpc-", ":")) or key in _NOT_GRPC_METADATA
+    return not reserved and not key.endswith("-bin") and value.isascii() and value.isprintable()
 
 
 class ProxyCaller:
@@ -132,7 +153,16 @@ class ProxyCaller:
     def __init__(self, node: Node) -> None:
         self._node = node
         self._client: httpx.AsyncClient | None = None
+        self._grpc: GrpcProxyCaller | None = None
         self.transport: httpx.AsyncBaseTransport | None = None
+
+    def grpc(self) -> GrpcProxyCaller:
+        """The gRPC side (created at first use: grpcio is imported only then)."""
+        if self._grpc is None:
+            from .proxy_grpc import GrpcProxyCaller
+
+            self._grpc = GrpcProxyCaller(self._node)
+        return self._grpc
 
     def _http(self) -> httpx.AsyncClient:
         client = self._client
@@ -156,10 +186,12 @@ class ProxyCaller:
                 await client.aclose()
 
     async def aclose(self) -> None:
-        """Close the HTTP client now (the next call opens a new one)."""
+        """Close the HTTP client and gRPC channels now (the next call opens new ones)."""
         client, self._client = self._client, None
         if client is not None:
             await client.aclose()
+        if self._grpc is not None:
+            await self._grpc.aclose()
 
     async def call(
         self,
@@ -168,16 +200,20 @@ class ProxyCaller:
         headers: Mapping[str, str],
         decode: msgspec.json.Decoder[Envelope[T]],
         *,
+        kind: str,
         check_codes: bool = True,
     ) -> Envelope[T]:
-        """POST ``body`` to the proxy and decode its answer (or raise ProxyFailure).
+        """Send ``body`` to the ``kind`` proxy and decode its answer (or raise ProxyFailure).
 
         ``check_codes=False`` skips the range checks of ``error``/``disconnect`` (for the
         refresh hooks, which ignore both).
         """
+        if is_grpc(proxy):
+            content = await self.grpc().call(proxy, kind, body, headers)
+            return self.decode(content, decode, check_codes=check_codes)
         endpoint = proxy.endpoint
         if not endpoint.startswith(("http://", "https://")):
-            raise ProxyFailure(f"unsupported endpoint {endpoint!r} (only http(s) proxies)")
+            raise ProxyFailure(f"unsupported endpoint {endpoint!r} (only http(s) and grpc)")
         timeout = proxy.timeout if proxy.timeout > 0 else 1.0
         content = msgspec.json.encode(body)
         try:
@@ -195,8 +231,15 @@ class ProxyCaller:
             if transformed is None:
                 raise ProxyFailure(f"unexpected HTTP status {status}")
             return transformed
+        return self.decode(response.content, decode, check_codes=check_codes)
+
+    @staticmethod
+    def decode(
+        content: bytes, decode: msgspec.json.Decoder[Envelope[T]], *, check_codes: bool = True
+    ) -> Envelope[T]:
+        """A proxy's JSON answer as an Envelope (or raise ProxyFailure)."""
         try:
-            env = decode.decode(response.content)
+            env = decode.decode(content)
         except msgspec.MsgspecError as exc:
             raise ProxyFailure(f"bad answer: {exc}") from None
         if check_codes:
@@ -226,4 +269,5 @@ __all__ = [
     "b64decode",
     "build_headers",
     "decoder",
+    "is_grpc",
 ]

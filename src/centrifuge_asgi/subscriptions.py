@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import AsyncIterator
+from contextlib import aclosing
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import anyio
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from msgspec import UNSET
 
 from . import auth
@@ -22,8 +25,15 @@ from .codes import DisconnectCode, ErrorCode, UnsubscribeCode
 from .delta import FOSSIL, PublicationPush, delta_chain
 from .engines.base import HistoryFilter, Publication, StreamPosition
 from .errors import ClientError, Disconnect
-from .handlers import PublishEvent, SubRefreshEvent, SubscribeEvent, SubscribeReply
-from .payload import ParsedJson, optional_payload
+from .handlers import (
+    PublishEvent,
+    StreamPublication,
+    SubRefreshEvent,
+    SubscribeEvent,
+    SubscribeReply,
+    SubscribeStreamEvent,
+)
+from .payload import ParsedJson, optional_payload, to_payload
 from .policy import Action, Feature, SubscribeAccess
 from .protocol.codec import EncodedOnce
 from .protocol.messages import (
@@ -34,6 +44,7 @@ from .protocol.messages import (
     PresenceStatsResult,
     PublishRequest,
     Push,
+    Reply,
     SubRefreshRequest,
     SubRefreshResult,
     SubscribeRequest,
@@ -51,6 +62,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("centrifuge_asgi.session")
 
 _REJECT_UNRECOVERED = 2  # subscribe flag bit sent by SDKs that use getState
+_STREAM_INBOX = 16  # client publications queued for a bidirectional stream
 
 
 @dataclass(slots=True)
@@ -111,6 +123,26 @@ class Subscription:
     tags_filter: TagsFilter | None = None  # the subscribe's ``tf``, compiled
     delta: bool = False  # fossil delta negotiated (see delta.py)
     delta_base: int = 0  # offset of the payload the client holds as its delta base
+    stream: ChannelStream | None = None  # a subscription stream feeds this one
+
+
+@dataclass(slots=True, eq=False)
+class ChannelStream:
+    """The subscribe-stream handler run for one subscription (a node-owned task).
+
+    ``scope`` ends it (unsubscribe, disconnect); ``inbox`` carries the client's
+    publications to a bidirectional stream; ``attached`` is set once the subscription
+    exists, so no publication is delivered before it.
+    """
+
+    scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
+    inbox: MemoryObjectSendStream[bytes] | None = None
+    attached: anyio.Event = field(default_factory=anyio.Event)
+
+    def close(self) -> None:
+        self.scope.cancel()
+        if self.inbox is not None:
+            self.inbox.close()
 
 
 class ChannelCommands:
@@ -138,6 +170,8 @@ class ChannelCommands:
         if req.type != 0:
             raise ClientError.of(ErrorCode.NOT_AVAILABLE)
         opts = policy.checked(channel)
+        if opts.subscribe_stream_proxy_enabled and not req.token:
+            return await self._subscribe_stream(req, opts)
         grant = await self._authorize_subscribe(req, opts)
         # as in Centrifugo, after the permission checks: 107 when not allowed or invalid
         tags_filter = None if req.tf is None else policy.tags_filter(opts, req.tf)
@@ -168,6 +202,108 @@ class ChannelCommands:
         if policy.subscribe_allowed(channel, opts, s.user):
             return Grant()
         raise ClientError.of(ErrorCode.PERMISSION_DENIED)
+
+    # ------------------------------------------------------- subscription streams
+
+    async def _subscribe_stream(
+        self, req: SubscribeRequest, opts: ChannelOptions
+    ) -> SubscribeResult:
+        """Subscribe through the stream handler: its first item decides, the rest is pushed
+        to this client alone (no positions, no recovery, as Centrifugo)."""
+        s = self.s
+        node = s.node
+        channel = req.channel
+        if node.policy.subscribe_access(channel, opts, s.user) is SubscribeAccess.DENIED:
+            raise ClientError.of(ErrorCode.PERMISSION_DENIED)
+        handler = node.handlers.subscribe_stream
+        if handler is None:
+            log.info("no subscribe stream handler or proxy for channel %s", channel)
+            raise ClientError.of(ErrorCode.NOT_AVAILABLE)
+        bidi = opts.subscribe_stream_proxy_bidirectional
+        inbox, outbox = anyio.create_memory_object_stream[bytes](_STREAM_INBOX)
+        if not bidi:
+            inbox.close()
+        stream = ChannelStream(inbox=inbox if bidi else None)
+        raw = bytes(req.data) if req.data is not UNSET else None
+        event = SubscribeStreamEvent(s.client_ref(), channel, raw, bidi, _drain(outbox))
+        first_out, first_in = anyio.create_memory_object_stream[Any](1)
+        if not node.spawn(self._pump, stream, handler(event), channel, first_out):
+            raise ClientError.of(ErrorCode.INTERNAL)
+        attached = False
+        try:
+            with first_in:
+                try:
+                    first = await first_in.receive()
+                except anyio.EndOfStream:  # the pump ended without an answer (cancelled)
+                    raise ClientError.of(ErrorCode.INTERNAL) from None
+            if isinstance(first, ClientError | Disconnect):
+                raise first
+            if isinstance(first, BaseException):
+                log.error(
+                    "subscribe stream of channel %s failed for client=%s: %r",
+                    channel,
+                    s.client_id,
+                    first,
+                    extra={"client": s.client_id, "channel": channel, "code": 100},
+                )
+                raise ClientError.of(ErrorCode.INTERNAL)
+            grant = Grant.from_reply(first)
+            grant.client_side_refresh = grant.expire_at is not None
+            result = await self._subscribe(
+                channel, opts, grant, req, server_side=False, stream=stream
+            )
+            attached = True
+            return result
+        finally:
+            if not attached:
+                stream.close()
+
+    async def _pump(
+        self,
+        stream: ChannelStream,
+        items: AsyncIterator[Any],
+        channel: str,
+        first: MemoryObjectSendStream[Any],
+    ) -> None:
+        """Run one stream handler: hand its first item to the subscribe, deliver the rest."""
+        s = self.s
+        with stream.scope, first:
+            try:
+                async with aclosing(items):  # type: ignore[type-var]
+                    reply = await anext(items, None)
+                    if not isinstance(reply, SubscribeReply):
+                        first.send_nowait(TypeError(f"first stream item {reply!r}"))
+                        return
+                    first.send_nowait(reply)
+                    await stream.attached.wait()
+                    async for item in items:
+                        sub = s.subs.get(channel)
+                        if sub is None or sub.stream is not stream:
+                            return
+                        self._deliver_streamed(channel, item)
+                        await anyio.lowlevel.checkpoint()
+            except Exception as exc:
+                if not stream.attached.is_set():
+                    first.send_nowait(exc)
+                    return
+                log.warning(
+                    "subscribe stream of %s for client=%s failed: %r", channel, s.client_id, exc
+                )
+                code = UnsubscribeCode.INSUFFICIENT_STATE
+            else:
+                code = UnsubscribeCode.SERVER
+            sub = s.subs.get(channel)
+            if sub is not None and sub.stream is stream:
+                self.unsubscribe_push(channel, code)
+
+    def _deliver_streamed(self, channel: str, item: Any) -> None:
+        if isinstance(item, StreamPublication):
+            tags = dict(item.tags) if item.tags else None
+            pub = Publication(data=to_payload(item.data), tags=tags)
+        else:
+            pub = Publication(data=to_payload(item))
+        encoded = EncodedOnce(Reply(push=Push(channel=channel, pub=publication_wire(pub))))
+        self.deliver_publication(channel, pub, "", encoded)
 
     async def _verify_sub_token(self, token: str, channel: str) -> auth.SubscribeToken:
         s = self.s
@@ -228,6 +364,7 @@ class ChannelCommands:
         *,
         server_side: bool,
         tags_filter: TagsFilter | None = None,
+        stream: ChannelStream | None = None,
         stream_recovery: bool = False,
     ) -> SubscribeResult:
         s = self.s
@@ -243,7 +380,7 @@ class ChannelCommands:
             positioned=req.positioned,
             join_leave=req.join_leave,
         )
-        positioned = gets.positioned
+        positioned = gets.positioned and stream is None
         sub = Subscription(
             channel=channel,
             server_side=server_side,
@@ -252,13 +389,16 @@ class ChannelCommands:
             emit_join_leave=gets.emit_join_leave,
             push_join_leave=gets.push_join_leave,
             positioned=positioned,
-            recoverable=gets.recoverable,
+            recoverable=gets.recoverable and stream is None,
             expire_at=grant.expire_at,
             client_side_refresh=grant.client_side_refresh,
             tags_filter=tags_filter,
+            stream=stream,
             delta=bool(req.delta) and req.delta in opts.allowed_delta_types,
         )
         s.subs[channel] = sub
+        if stream is not None:
+            stream.attached.set()
         presence_added = False
         try:
             node.registry.add_subscriber(channel, s)
@@ -504,6 +644,8 @@ class ChannelCommands:
         if sub is not None:
             if sub.timer is not None:
                 sub.timer.cancel()
+            if sub.stream is not None:
+                sub.stream.close()
             s.node.registry.remove_subscriber(channel, s)
         return sub
 
@@ -670,6 +812,9 @@ class ChannelCommands:
         if req.data is UNSET:
             raise ClientError.of(ErrorCode.BAD_REQUEST)
         data = bytes(req.data)
+        if opts.subscribe_stream_proxy_enabled:
+            await self._publish_to_stream(channel, data)
+            return
         # node.publish checks the data; the JSON command decoder has parsed it already
         payload: object = ParsedJson(data) if s.codec.name == "json" else data
         skip_history = False
@@ -686,6 +831,17 @@ class ChannelCommands:
         sub = s.subs.get(channel)
         info = s.client_info(sub.chan_info if sub is not None else None)
         await node.publish(channel, payload, client_info=info, skip_history=skip_history)
+
+    async def _publish_to_stream(self, channel: str, data: bytes) -> None:
+        """A bidirectional stream takes the client's publication (108 elsewhere)."""
+        sub = self.s.subs.get(channel)
+        inbox = sub.stream.inbox if sub is not None and sub.stream is not None else None
+        if inbox is None:
+            raise ClientError.of(ErrorCode.NOT_AVAILABLE)
+        try:
+            await inbox.send(data)
+        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+            raise ClientError.of(ErrorCode.NOT_AVAILABLE) from None
 
     async def presence(self, req: ChannelRequest) -> PresenceResult:
         channel = req.channel
@@ -724,6 +880,13 @@ class ChannelCommands:
             epoch=hist.position.epoch,
             offset=hist.position.offset,
         )
+
+
+async def _drain(inbox: MemoryObjectReceiveStream[bytes]) -> AsyncIterator[bytes]:
+    """The client's publications to a bidirectional stream, until it ends."""
+    async with inbox:
+        async for data in inbox:
+            yield data
 
 
 def _is_recovered(since: int, pubs: list[Publication], top: StreamPosition) -> bool:
