@@ -365,6 +365,75 @@ class ConnectCodeToDisconnect(_Struct, frozen=True):
     transforms: list[ConnectCodeTransform] = []
 
 
+class RateLimitBucket(_Struct, frozen=True):
+    """One token bucket: ``rate`` operations per ``interval``."""
+
+    interval: Duration = 0.0
+    rate: int = 0
+
+
+class RateLimitBuckets(_Struct, frozen=True):
+    """The buckets of one operation (all of them must have a token)."""
+
+    enabled: bool = False
+    buckets: list[RateLimitBucket] = []
+
+
+class NamespaceRateLimit(RateLimitBuckets, frozen=True):
+    """``namespace_overrides[]``: buckets that replace the operation's for a namespace."""
+
+    namespace_name: str = ""
+
+
+class RpcMethodRateLimit(RateLimitBuckets, frozen=True):
+    """``rpc.method_overrides[]``: buckets that replace the rpc ones for one method."""
+
+    method: str = ""
+
+
+class ChannelRateLimit(RateLimitBuckets, frozen=True):
+    """A channel operation's buckets, with per-namespace replacements."""
+
+    namespace_overrides: list[NamespaceRateLimit] = []
+
+
+class RpcRateLimit(RateLimitBuckets, frozen=True):
+    """The rpc buckets, with per-method replacements."""
+
+    method_overrides: list[RpcMethodRateLimit] = []
+
+
+class CommandRateLimit(_Struct, frozen=True):
+    """``client.rate_limit.client_command.*``: per-connection operation rate limits
+    (Centrifugo PRO semantics; Centrifugo OSS has none)."""
+
+    enabled: bool = False
+    total: RateLimitBuckets = msgspec.field(default_factory=RateLimitBuckets)
+    default: RateLimitBuckets = msgspec.field(default_factory=RateLimitBuckets)
+    subscribe: ChannelRateLimit = msgspec.field(default_factory=ChannelRateLimit)
+    unsubscribe: ChannelRateLimit = msgspec.field(default_factory=ChannelRateLimit)
+    publish: ChannelRateLimit = msgspec.field(default_factory=ChannelRateLimit)
+    history: ChannelRateLimit = msgspec.field(default_factory=ChannelRateLimit)
+    presence: ChannelRateLimit = msgspec.field(default_factory=ChannelRateLimit)
+    presence_stats: ChannelRateLimit = msgspec.field(default_factory=ChannelRateLimit)
+    sub_refresh: ChannelRateLimit = msgspec.field(default_factory=ChannelRateLimit)
+    refresh: RateLimitBuckets = msgspec.field(default_factory=RateLimitBuckets)
+    rpc: RpcRateLimit = msgspec.field(default_factory=RpcRateLimit)
+
+
+class UserCommandRateLimit(CommandRateLimit, frozen=True):
+    """``client.rate_limit.user_command.*``: the same per user ID, and ``connect``."""
+
+    connect: RateLimitBuckets = msgspec.field(default_factory=RateLimitBuckets)
+
+
+class ClientRateLimitConfig(_Struct, frozen=True):
+    """``client.rate_limit.*`` (the in-memory limits of Centrifugo PRO)."""
+
+    client_command: CommandRateLimit = msgspec.field(default_factory=CommandRateLimit)
+    user_command: UserCommandRateLimit = msgspec.field(default_factory=UserCommandRateLimit)
+
+
 class ClientConfig(_Struct, frozen=True):
     """``client.*``: authentication, limits and timing of real-time connections."""
 
@@ -402,6 +471,7 @@ class ClientConfig(_Struct, frozen=True):
     connect_code_to_unidirectional_disconnect: ConnectCodeToDisconnect = msgspec.field(
         default_factory=ConnectCodeToDisconnect
     )
+    rate_limit: ClientRateLimitConfig = msgspec.field(default_factory=ClientRateLimitConfig)
 
 
 class ChannelOptions(_Struct, frozen=True, dict=True):

@@ -24,6 +24,8 @@ import msgspec
 
 from .config import (
     ChannelOptions,
+    ClientRateLimitConfig,
+    CommandRateLimit,
     Config,
     HttpServerConfig,
     Loader,
@@ -134,7 +136,14 @@ def _unsupported_keys(cls: type[msgspec.Struct]) -> frozenset[str]:
         return _UNSUPPORTED_CHANNEL_OPTIONS
     if cls is HttpServerConfig:
         return frozenset({"tls_autocert", "http3"})
-    return frozenset()
+    return next((k for c, k in _UNSUPPORTED_RATE_LIMIT.items() if issubclass(cls, c)), frozenset())
+
+
+# Centrifugo PRO rate limit keys beyond the in-memory command limits
+_UNSUPPORTED_RATE_LIMIT: dict[type[msgspec.Struct], frozenset[str]] = {
+    ClientRateLimitConfig: frozenset({"redis_user_command", "client_error"}),
+    CommandRateLimit: frozenset({"map_publish", "map_remove", "track", "untrack"}),
+}
 
 
 # --------------------------------------------------------------------------- context
@@ -755,6 +764,10 @@ class _Validator:
                 format_duration(client.ping_interval),
                 f"must be greater than pong_timeout {format_duration(client.pong_timeout)}",
             )
+        if client.concurrency < 0:
+            self.fail("client.concurrency", client.concurrency, "must not be negative")
+        for kind in ("client_command", "user_command"):
+            self.check_rate_limit(f"client.rate_limit.{kind}", getattr(client.rate_limit, kind))
         for key in ("token", "subscription_token"):
             claim = getattr(client, key).user_id_claim
             if claim and not _CLAIM_RE.match(claim):
@@ -769,12 +782,32 @@ class _Validator:
                 opts = next((ns for ns in channel.namespaces if ns.name == name), None)
             if opts is None:
                 self.fail(f"{path}.personal_channel_namespace", name, "no such channel namespace")
-        if client.concurrency < 0:
-            self.fail("client.concurrency", client.concurrency, "must not be negative")
             if personal.single_connection and not opts.presence:
                 self.fail(
                     f"{path}.single_connection", True, f"namespace {name!r} must enable presence"
                 )
+
+    def check_rate_limit(self, path: str, limit: object) -> None:
+        """Every bucket of ``client.rate_limit``: a positive rate and interval; overrides name
+        their method or namespace."""
+        entries: list[tuple[str, object]] = [(path, limit)]
+        while entries:
+            at, entry = entries.pop()
+            for f in msgspec.structs.fields(type(entry)):  # type: ignore[arg-type]
+                value = getattr(entry, f.name)
+                if f.name == "buckets":
+                    for i, bucket in enumerate(value):
+                        if bucket.rate < 1:
+                            self.fail(f"{at}.buckets[{i}].rate", bucket.rate, "must be >= 1")
+                        if bucket.interval <= 0:
+                            interval = format_duration(bucket.interval)
+                            self.fail(f"{at}.buckets[{i}].interval", interval, "must be > 0")
+                elif f.name in ("method", "namespace_name") and not value:
+                    self.fail(f"{at}.{f.name}", value, "required")
+                elif isinstance(value, msgspec.Struct):
+                    entries.append((f"{at}.{f.name}", value))
+                elif isinstance(value, list):
+                    entries += [(f"{at}.{f.name}[{i}]", v) for i, v in enumerate(value)]
 
     def check_engines(self) -> None:
         config = self.config

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from .config import Config
     from .engines.base import Broker, ClientInfo, PresenceManager, StreamPosition
     from .handlers import Handlers
+    from .op_limits import OperationLimits
     from .pacing import Pacer
     from .policy import ChannelPolicy
     from .registry import Registry
@@ -31,6 +32,7 @@ class SessionHost(Protocol):
     config: Config
     policy: ChannelPolicy  # every channel rule: namespaces, names, permissions, features
     handlers: Handlers
+    rate_limits: OperationLimits | None  # client.rate_limit (Centrifugo PRO semantics)
     # connection index and fan-out
     registry: Registry
     # engines

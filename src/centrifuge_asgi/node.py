@@ -57,6 +57,7 @@ from .handlers import (
     SubscribeStreamHandler,
 )
 from .observer import NodeObserver, NoObserver
+from .op_limits import OperationLimits
 from .pacing import Pacer
 from .token_bucket import connection_rate_limiter
 from .payload import (
@@ -104,6 +105,7 @@ class Node:
             config = Config.from_dict(config)
         self.config: Config = config
         self.policy = ChannelPolicy(config)  # every channel rule, built once
+        self.rate_limits = OperationLimits.of(config.client.rate_limit)  # None: off
         self.node_id = str(uuid.uuid4())
         self.name = name or self.node_id[:8]
         self.version = __version__

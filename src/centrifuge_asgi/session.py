@@ -33,6 +33,8 @@ from .handlers import (
     RefreshEvent,
     RPCEvent,
 )
+from .op_limits import COMMANDS as _RATE_LIMITED
+from .op_limits import Buckets
 from .outbox import Outbox
 from .payload import optional_payload
 from .protocol.codec import Codec, EncodedOnce, InappropriateProtocol, ProtocolError
@@ -133,6 +135,8 @@ class Session:
     __slots__ = (
         "_awaiting_pong",
         "_channels",
+        "_limits",
+        "_rate_held",
         "_refresh_by_handler",
         "_slots",
         "_subscribing",
@@ -179,6 +183,8 @@ class Session:
         self._tasks: TaskGroup | None = None  # set inside command_tasks() when concurrent
         self._slots: anyio.Semaphore | None = None
         self._subscribing: dict[str, anyio.Event] = {}
+        self._limits = node.rate_limits  # None unless client.rate_limit enables a limiter
+        self._rate_held: dict[str, Buckets] | None = None if self._limits is None else {}
         node.stale_checks.add(self, node.config.client.stale_close_delay)
 
     # ------------------------------------------------------------------- properties
@@ -444,6 +450,8 @@ class Session:
             return
         started = time.perf_counter()
         try:
+            if self._limits is not None and method in _RATE_LIMITED:
+                self._check_rate(method, getattr(cmd, method))
             reply = await self._dispatch(method, cmd)
         except ClientError as exc:
             if method == "connect":
@@ -480,6 +488,17 @@ class Session:
             await self._channels.activate_all()
         elif reply.subscribe is not None and cmd.subscribe is not None:
             await self._channels.activate(cmd.subscribe.channel)
+
+    def _check_rate(self, method: str, req: Any, user: str | None = None) -> None:
+        """Error 111 when an operation rate limit (``client.rate_limit``) refuses it."""
+        limits, held = self._limits, self._rate_held
+        assert limits is not None and held is not None
+        channel = getattr(req, "channel", None)
+        namespace = None if channel is None else self.node.config.namespace_name(channel)
+        rpc_method = req.method if method == "rpc" else ""
+        user = self.user if user is None else user
+        if not limits.allow(held, user, method, namespace, rpc_method, time.monotonic()):
+            raise ClientError.of(ErrorCode.TOO_MANY_REQUESTS)
 
     async def _dispatch(self, method: str, cmd: Command) -> Reply | None:
         """Run one command; returns its reply (None for ``send``)."""
@@ -633,6 +652,8 @@ class Session:
         if node.closing:
             raise Disconnect.of(DisconnectCode.SHUTDOWN)
         creds = await self._authenticate(req)
+        if self._limits is not None and creds.user:
+            self._check_rate("connect", req, creds.user)
         now = time.time()
         if creds.expire_at is not None and creds.expire_at <= now:
             raise ClientError.of(ErrorCode.EXPIRED)
