@@ -34,7 +34,7 @@ class SessionHost(Protocol):
     handlers: Handlers
     rate_limits: OperationLimits | None  # client.rate_limit (Centrifugo PRO semantics)
     # connection index and fan-out
-    registry: Registry
+    registry: Registry[Any]  # of sessions: session.py imports this module
     # engines
     broker: Broker
     presence_manager: PresenceManager

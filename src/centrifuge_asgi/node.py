@@ -110,7 +110,7 @@ class Node:
         self.name = name or self.node_id[:8]
         self.version = __version__
         self.started_at = time.time()
-        self.registry = Registry()
+        self.registry: Registry[Session] = Registry()
         self.pacer = Pacer()  # paces long runs of commands, API batches and teardowns
         # what the node reports (commands, fan-out, API calls): Prometheus when enabled
         self.metrics: NodeObserver = observer or NoObserver()

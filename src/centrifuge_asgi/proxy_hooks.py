@@ -178,7 +178,8 @@ class ProxyHooks:
     # -- request helpers
 
     def _session(self, client: ClientRef) -> Session | None:
-        return self.node.registry.session(client.client)
+        found: Session | None = self.node.registry.session(client.client)
+        return found
 
     def _body(
         self, proxy: ProxyConfig, client: ClientRef, session: Session | None

@@ -6,8 +6,8 @@ subscriber's bounded outbox; nothing here awaits a client.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, Protocol
+from collections.abc import Iterator, Mapping
+from typing import Generic, Protocol, TypeVar
 
 import anyio
 
@@ -15,11 +15,52 @@ from .delta import PublicationPush
 from .engines.base import ClientInfo, Publication
 from .protocol.codec import Codec, EncodedOnce
 from .protocol.messages import JoinLeave, Push, Reply
-from .tagfilter import NO_TAGS
+from .tagfilter import NO_TAGS, TagsFilter
 from .wire import client_info_wire
 
-if TYPE_CHECKING:
-    from .session import Session
+
+class SubscriptionState(Protocol):
+    """What the fan-out reads of one subscription (``subscriptions.Subscription``)."""
+
+    @property
+    def pending(self) -> object: ...  # not None while its subscribe is in flight
+
+    @property
+    def positioned(self) -> bool: ...
+
+    @property
+    def delta(self) -> bool: ...
+
+    @property
+    def tags_filter(self) -> TagsFilter | None: ...
+
+
+class Subscriber(Protocol):
+    """A connection as the index and the fan-out use it: ``session.Session``, which this
+    module does not import (sessions reach the registry through their host)."""
+
+    @property
+    def client_id(self) -> str: ...
+
+    @property
+    def user(self) -> str: ...
+
+    @property
+    def codec(self) -> Codec: ...
+
+    @property
+    def subs(self) -> Mapping[str, SubscriptionState]: ...
+
+    def send(self, data: bytes) -> None: ...
+
+    def deliver_publication(
+        self, channel: str, pub: Publication, epoch: str, data: EncodedOnce
+    ) -> None: ...
+
+    def deliver_join_leave(self, channel: str, data: EncodedOnce) -> None: ...
+
+
+S = TypeVar("S", bound=Subscriber)
 
 
 class EmulationTarget(Protocol):
@@ -30,15 +71,17 @@ class EmulationTarget(Protocol):
         ...
 
 
-class Registry:
+class Registry(Generic[S]):
+    """This node's sessions (``S``: ``session.S``) by channel, user and client id."""
+
     def __init__(self) -> None:
         # emulation session id → its stream on this node (see transports/emulation.py)
         self.emulation_streams: dict[str, EmulationTarget] = {}
-        self._channels: dict[str, dict[Session, None]] = {}
-        self._users: dict[str, dict[Session, None]] = {}
-        self._clients: dict[str, Session] = {}
+        self._channels: dict[str, dict[S, None]] = {}
+        self._users: dict[str, dict[S, None]] = {}
+        self._clients: dict[str, S] = {}
         self._empty: anyio.Event | None = None
-        self._finishing: set[Session] = set()  # unregistered, still releasing what they held
+        self._finishing: set[S] = set()  # unregistered, still releasing what they held
 
     async def feed_emulation(self, session_id: str, frame: bytes) -> bool:
         """Hand an ``/emulation`` frame to a stream held by this node (one that a client
@@ -48,11 +91,11 @@ class Registry:
 
     # ------------------------------------------------------------------ connections
 
-    def add_session(self, session: Session) -> None:
+    def add_session(self, session: S) -> None:
         self._clients[session.client_id] = session
         self._users.setdefault(session.user, {})[session] = None
 
-    def remove_session(self, session: Session, *, finishing: bool = False) -> None:
+    def remove_session(self, session: S, *, finishing: bool = False) -> None:
         """Unregister ``session``; ``finishing`` keeps :meth:`wait_empty` waiting until
         :meth:`finished` says its cleanup (unsubscribes, presence, leave) is done."""
         if self._clients.get(session.client_id) is session:
@@ -66,7 +109,7 @@ class Registry:
             self._finishing.add(session)
         self._check_empty()
 
-    def finished(self, session: Session) -> None:
+    def finished(self, session: S) -> None:
         self._finishing.discard(session)
         self._check_empty()
 
@@ -80,16 +123,16 @@ class Registry:
             self._empty = anyio.Event()
             await self._empty.wait()
 
-    def session(self, client_id: str) -> Session | None:
+    def session(self, client_id: str) -> S | None:
         return self._clients.get(client_id)
 
-    def user_sessions(self, user: str) -> list[Session]:
+    def user_sessions(self, user: str) -> list[S]:
         return list(self._users.get(user, ()))
 
     def user_connection_count(self, user: str) -> int:
         return len(self._users.get(user, ()))
 
-    def sessions(self) -> Iterator[Session]:
+    def sessions(self) -> Iterator[S]:
         return iter(list(self._clients.values()))
 
     @property
@@ -102,7 +145,7 @@ class Registry:
 
     # --------------------------------------------------------------------- channels
 
-    def add_subscriber(self, channel: str, session: Session) -> bool:
+    def add_subscriber(self, channel: str, session: S) -> bool:
         """Index a subscriber; True when it is the channel's first on this node."""
         subs = self._channels.get(channel)
         if subs is None:
@@ -111,7 +154,7 @@ class Registry:
         subs[session] = None
         return False
 
-    def remove_subscriber(self, channel: str, session: Session) -> bool:
+    def remove_subscriber(self, channel: str, session: S) -> bool:
         """Drop a subscriber; True when the channel has no subscribers left here."""
         subs = self._channels.get(channel)
         if subs is None:
@@ -122,7 +165,7 @@ class Registry:
         del self._channels[channel]
         return True
 
-    def subscribers(self, channel: str) -> list[Session]:
+    def subscribers(self, channel: str) -> list[S]:
         return list(self._channels.get(channel, ()))
 
     def has_subscribers(self, channel: str) -> bool:

@@ -14,7 +14,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
@@ -57,7 +57,11 @@ from .wire import client_info_wire, opt_raw, publication_wire
 
 if TYPE_CHECKING:
     from .config import ChannelOptions
-    from .session import Session
+    from .engines.base import ClientInfo
+    from .handlers import ClientRef
+    from .host import SessionHost
+    from .outbox import Outbox
+    from .protocol.codec import Codec
 
 log = logging.getLogger("centrifuge_asgi.session")
 
@@ -145,12 +149,48 @@ class ChannelStream:
             self.inbox.close()
 
 
+class SessionView(Protocol):
+    """What the channel half uses of its session: ``session.Session``, which imports this
+    module (and satisfies this structurally; mypy checks it where it builds its half)."""
+
+    @property
+    def node(self) -> SessionHost: ...
+
+    @property
+    def client_id(self) -> str: ...
+
+    @property
+    def user(self) -> str: ...
+
+    @property
+    def codec(self) -> Codec: ...
+
+    @property
+    def outbox(self) -> Outbox: ...
+
+    @property
+    def subs(self) -> dict[str, Subscription]: ...
+
+    @property
+    def closing(self) -> bool: ...
+
+    def client_info(self, chan_info: bytes | None = None) -> ClientInfo: ...
+
+    def client_ref(self) -> ClientRef: ...
+
+    def send(self, data: bytes) -> None: ...
+
+    def send_push(self, push: Push) -> None: ...
+
+    def disconnect(self, code: int, reason: str = "") -> None: ...
+
+
 class ChannelCommands:
     """The channel half of a :class:`~centrifuge_asgi.session.Session`."""
 
     __slots__ = ("s",)
 
-    def __init__(self, session: Session) -> None:
+    def __init__(self, session: SessionView) -> None:
         self.s = session
 
     # ------------------------------------------------------------------ subscribe
