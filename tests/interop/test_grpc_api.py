@@ -9,9 +9,12 @@ clients connected over WebSocket: publications, server-side (un)subscribe, disco
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
+import socket
 import time
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -22,6 +25,7 @@ from google.protobuf.any_pb2 import Any as AnyMessage
 
 from centrifuge_asgi.grpc import api_pb2 as pb
 from centrifuge_asgi.grpc.api_pb2_grpc import CentrifugoApiStub
+from centrifuge_asgi.node import Node
 
 from .grpc_support import API_KEY, TIMEOUT, Events, GrpcEnv, grpc_config, start
 from .support import token
@@ -359,3 +363,74 @@ async def test_max_receive_message_size(live_server: LiveServerFactory) -> None:
         assert caught.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
         small = await s.Publish(pb.PublishRequest(channel="chat:x", data=b"{}"), metadata=AUTH)
         assert error_of(small) is None
+
+
+def self_signed() -> tuple[str, str]:
+    """A certificate for 127.0.0.1 and its key, as PEM text."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=1))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    return cert.public_bytes(serialization.Encoding.PEM).decode(), key_pem.decode()
+
+
+async def test_tls(live_server: LiveServerFactory, tmp_path: Path) -> None:
+    cert, key = self_signed()
+    (tmp_path / "key.pem").write_text(key)  # a file path works as well as the PEM text
+    tls = {"enabled": True, "cert_pem": cert, "key_pem": str(tmp_path / "key.pem")}
+    env = start(live_server, grpc_config(api={"tls": tls}, uni=False))
+    credentials = grpc.ssl_channel_credentials(root_certificates=cert.encode())
+    async with grpc.aio.secure_channel(env.api_target, credentials) as channel:
+        info = await CentrifugoApiStub(channel).Info(pb.InfoRequest(), metadata=AUTH)
+        assert len(info.result.nodes) == 1
+    async with grpc.aio.insecure_channel(env.api_target) as plain:
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await CentrifugoApiStub(plain).Info(pb.InfoRequest(), metadata=AUTH, timeout=TIMEOUT)
+        assert caught.value.code() is grpc.StatusCode.UNAVAILABLE
+
+
+async def test_port_in_use_fails_the_start() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        cfg = grpc_config(uni=False)
+        cfg["grpc_api"]["port"] = taken.getsockname()[1]
+        node = Node(cfg)
+        with pytest.raises(OSError, match=r"grpc_api: cannot listen on 127\.0\.0\.1:"):
+            async with node:
+                pass
+        assert not node.running
+
+
+async def test_reflection_without_grpcio_reflection(caplog: pytest.LogCaptureFixture) -> None:
+    if importlib.util.find_spec("grpc_reflection") is not None:
+        pytest.skip("grpcio-reflection is installed here")
+    async with Node(grpc_config(api={"reflection": True}, uni=False)):
+        pass
+    assert "grpc_api.reflection needs grpcio-reflection" in caplog.text

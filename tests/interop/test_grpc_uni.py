@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import signal
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -16,10 +18,13 @@ import anyio.to_thread
 import grpc
 import pytest
 
+from centrifuge_asgi.grpc import api_pb2
 from centrifuge_asgi.grpc import unistream_pb2 as pb
+from centrifuge_asgi.grpc.api_pb2_grpc import CentrifugoApiStub
 from centrifuge_asgi.grpc.unistream_pb2_grpc import CentrifugoUniStreamStub
 
-from .grpc_support import TIMEOUT, GrpcEnv, grpc_config, start
+from .grpc_support import API_KEY, TIMEOUT, GrpcEnv, grpc_config, start
+from .serve_process import ServeProcesses
 from .support import eventually, token
 
 if TYPE_CHECKING:
@@ -121,3 +126,41 @@ async def test_undecodable_request(env: GrpcEnv) -> None:
             await call.read()
         assert caught.value.code() is grpc.StatusCode.INTERNAL
     assert await users(env) == {}
+
+
+async def test_serve_runs_both_grpc_servers(tmp_path: Path) -> None:
+    """``centrifuge-asgi serve``: gRPC API and uni_grpc on their own ports; SIGTERM ends
+    the stream with a Disconnect push and status OK, and the process exits."""
+    cfg = grpc_config()
+    cfg["health"] = {"enabled": True}
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(cfg))
+    processes = ServeProcesses()
+    try:
+        served = await anyio.to_thread.run_sync(processes.start, path)
+        uni_target = f"127.0.0.1:{cfg['uni_grpc']['port']}"
+        api_target = f"127.0.0.1:{cfg['grpc_api']['port']}"
+        request = pb.ConnectRequest(token=token("dave", channels=["news:s"]))
+        async with (
+            grpc.aio.insecure_channel(uni_target) as uni_channel,
+            grpc.aio.insecure_channel(api_target) as api_channel,
+        ):
+            call = CentrifugoUniStreamStub(uni_channel).Consume(request)
+            assert (await next_push(call)).connect.client
+            api = CentrifugoApiStub(api_channel)
+            reply = await api.Publish(
+                api_pb2.PublishRequest(channel="news:s", data=b'{"via":"grpc"}'),
+                metadata=(("authorization", f"apikey {API_KEY}"),),
+            )
+            assert not reply.HasField("error")
+            assert json.loads((await next_push(call)).pub.data) == {"via": "grpc"}
+            served.proc.send_signal(signal.SIGTERM)
+            disconnect = (await next_push(call)).disconnect
+            assert (disconnect.code, disconnect.reason) == (3001, "shutdown")
+            with anyio.fail_after(TIMEOUT):
+                assert await call.read() is grpc.aio.EOF
+                assert await call.code() is grpc.StatusCode.OK
+        code = await anyio.to_thread.run_sync(lambda: served.proc.wait(15))
+        assert code in (0, -signal.SIGTERM), served.output()  # uvicorn re-raises SIGTERM
+    finally:
+        processes.stop_all()
