@@ -5,13 +5,15 @@ clients below the limit and requests that are not new connections are not affect
 from __future__ import annotations
 
 import json
+from typing import TYPE_CHECKING
 
 import httpx
 import pytest
 
+from centrifuge_asgi.node import Node
 from centrifuge_asgi.token_bucket import TokenBucket
 
-from .support import eventually
+from .support import WS_PATH, eventually, token
 from .test_bad_input import (
     ACCEPTED,
     ENDPOINTS,
@@ -23,7 +25,10 @@ from .test_bad_input import (
     server,
 )
 
-pytestmark = [pytest.mark.interop, pytest.mark.anyio]
+if TYPE_CHECKING:
+    from conftest import LiveServerFactory, RunJs
+
+pytestmark = pytest.mark.interop
 
 __all__ = ["server"]  # the fixture, imported for this module's tests
 
@@ -47,6 +52,7 @@ def freeze(env: Env, limit: int) -> FrozenClock:
     return clock
 
 
+@pytest.mark.anyio
 @pytest.mark.parametrize("kind", ENDPOINTS)
 async def test_past_the_burst_the_handshake_is_503(server: ServerFactory, kind: str) -> None:
     env = server(config=_every_transport(connection_rate_limit=2))
@@ -61,6 +67,7 @@ async def test_past_the_burst_the_handshake_is_503(server: ServerFactory, kind: 
     await eventually(env.num_clients, 0)
 
 
+@pytest.mark.anyio
 async def test_the_limit_is_per_node_across_transports(server: ServerFactory) -> None:
     env = server(config=_every_transport(connection_rate_limit=len(ENDPOINTS)))
     freeze(env, len(ENDPOINTS))
@@ -70,6 +77,7 @@ async def test_the_limit_is_per_node_across_transports(server: ServerFactory) ->
         assert await _open_status(env, kind, None) == 503
 
 
+@pytest.mark.anyio
 async def test_below_the_limit_every_client_connects(server: ServerFactory) -> None:
     """The real clock: a burst up to the limit is never refused."""
     env = server(config=_every_transport(connection_rate_limit=20))
@@ -78,6 +86,7 @@ async def test_below_the_limit_every_client_connects(server: ServerFactory) -> N
     await eventually(env.num_clients, 0)
 
 
+@pytest.mark.anyio
 async def test_other_requests_take_no_token(server: ServerFactory) -> None:
     """Emulation, the server API and health are no new connections."""
     cfg = _every_transport(connection_rate_limit=1)
@@ -96,8 +105,23 @@ async def test_other_requests_take_no_token(server: ServerFactory) -> None:
     assert await _open_status(env, "websocket", None) == 503
 
 
+@pytest.mark.anyio
 async def test_without_a_limit_nothing_is_refused(server: ServerFactory) -> None:
     env = server(config=_every_transport())
     assert env.node.connection_rate is None
     for _ in range(5):
         assert await _open_status(env, "uni_http_stream", None) == 200
+
+
+def test_js_client_refused_by_the_limit_connects_after_a_refill(
+    live_server: LiveServerFactory, run_js: RunJs
+) -> None:
+    """One token, refilled every 2 s here (Centrifugo's bucket refills every second): the
+    second client's first handshakes get 503, centrifuge-js retries, and gets in."""
+    node = Node(_every_transport(connection_rate_limit=1))
+    node.connection_rate = TokenBucket(1, 0.5)
+    srv = live_server(node.asgi_app())
+    result = run_js("sdk_connection_rate_limit.mjs", srv.ws_url(WS_PATH), token("u1"), timeout=15)
+    assert result["first"] == result["second"] == "connected"
+    assert result["errors"] and set(result["errors"]) == {"transport"}
+    assert result["waitedMs"] >= 1000
