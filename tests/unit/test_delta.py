@@ -461,3 +461,30 @@ def _raw(value: Any) -> Any:
     import msgspec
 
     return msgspec.Raw(json.dumps(value).encode())
+
+
+# ------------------------------------------------------------------- Redis PUB/SUB framing
+
+
+def test_redis_frame_with_the_previous_publication() -> None:
+    from centrifuge_asgi.engines.redis_codec import decode_event, encode_publication
+
+    prev = encode_publication(b'{"n":1}', None, None, 5)
+    pub = encode_publication(b'{"n":2}', None, {"k": "v"}, 6)
+    event = decode_event(b"__d1:8:ep0ch:%d__" % len(prev) + prev + pub)
+    assert event.epoch == "ep0ch"
+    assert event.publication is not None and event.prev is not None
+    assert (event.publication.offset, event.publication.data) == (8, b'{"n":2}')
+    assert event.publication.tags == {"k": "v"}
+    assert (event.prev.offset, event.prev.data) == (7, b'{"n":1}')
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [b"__d1:8:e:99__x", b"__d1:8:e__x", b"__d1:x:e:1__x", b"__d1:1:e:0__x", b"__d1:8:e:1"],
+)
+def test_malformed_redis_frames_are_value_errors(frame: bytes) -> None:
+    from centrifuge_asgi.engines.redis_codec import decode_event
+
+    with pytest.raises(ValueError):
+        decode_event(frame)

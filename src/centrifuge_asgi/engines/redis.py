@@ -396,7 +396,10 @@ class RedisBroker:
         name = self._channel_name(shard, channel)
         if event.publication is not None:
             self._saw(name, event.epoch, event.publication.offset)
-            handler.handle_publication(name, event.publication, event.epoch)
+            if event.prev is None:
+                handler.handle_publication(name, event.publication, event.epoch)
+            else:
+                handler.handle_publication(name, event.publication, event.epoch, event.prev)
         elif event.join is not None:
             handler.handle_join(name, event.join)
         elif event.leave is not None:
@@ -453,6 +456,7 @@ class RedisBroker:
             opts.version_epoch,
             shard.publish_command,
             *self._seen.get(channel, ("", 0)),
+            int(opts.delta),
         )
         top, epoch, cached, suppressed = await self._script(shard, PUBLISH, keys, args)
         position = StreamPosition(_int(top), _text(epoch))

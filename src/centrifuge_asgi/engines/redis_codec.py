@@ -4,6 +4,8 @@ Stored and broadcast publications are MessagePack arrays (the payload stays opaq
 bytes); PUB/SUB messages use Centrifugo's framing so one topic carries every event kind:
 
 * ``__p1:<offset>:<epoch>__`` + publication: a publication with a stream position;
+* ``__d1:<offset>:<epoch>:<n>__`` + the previous stream entry (``n`` bytes, offset - 1)
+  + publication: the same, from a ``delta`` publish (the base of a fossil delta);
 * a bare publication (it starts with a MessagePack array byte, never ``_``);
 * ``__j__`` + client info: join; ``__l__`` + client info: leave.
 
@@ -32,6 +34,7 @@ __all__ = [
 _JOIN = b"__j__"
 _LEAVE = b"__l__"
 _POSITIONED = b"__p1:"
+_WITH_PREV = b"__d1:"
 
 
 class _Info(msgspec.Struct, array_like=True):
@@ -108,6 +111,7 @@ class Event:
 
     publication: Publication | None = None
     epoch: str = ""
+    prev: Publication | None = None
     join: ClientInfo | None = None
     leave: ClientInfo | None = None
 
@@ -123,6 +127,20 @@ def decode_event(data: bytes) -> Event:
             raise ValueError("bad publication header")
         pub = decode_publication(data[end + 2 :], int(offset))
         return Event(publication=pub, epoch=epoch.decode())
+    if data.startswith(_WITH_PREV):
+        end = data.find(b"__", len(_WITH_PREV))
+        if end < 0:
+            raise ValueError("unterminated publication header")
+        fields = data[len(_WITH_PREV) : end].split(b":")
+        if len(fields) != 3 or not fields[0].isdigit() or not fields[2].isdigit():
+            raise ValueError("bad publication header")
+        top, size = int(fields[0]), int(fields[2])
+        body = data[end + 2 :]
+        if size > len(body) or top < 2:
+            raise ValueError("bad publication header")
+        prev = decode_publication(body[:size], top - 1)
+        pub = decode_publication(body[size:], top)
+        return Event(publication=pub, epoch=fields[1].decode(), prev=prev)
     if data.startswith(_JOIN):
         return Event(join=decode_info(data[len(_JOIN) :]))
     if data.startswith(_LEAVE):

@@ -21,7 +21,8 @@ PUBLISH = """
 -- KEYS: stream, meta, result
 -- ARGV: pubsub channel, payload, history (0/1), size, ttl ms, meta ttl ms, new epoch,
 --       use result (0/1), result ttl ms, version, version epoch, publish command,
---       seen epoch, seen offset (the highest position the node saw; '' and 0 when none)
+--       seen epoch, seen offset (the highest position the node saw; '' and 0 when none),
+--       delta (0/1: send the previous stream entry along, the base of a fossil delta)
 local stream, meta, result = KEYS[1], KEYS[2], KEYS[3]
 local channel, payload = ARGV[1], ARGV[2]
 local history = ARGV[3] == '1'
@@ -53,8 +54,14 @@ if history then
   end
   top = redis.call('hincrby', meta, 's', 1)
   redis.call('pexpire', meta, ARGV[6])
+  local prev = nil
   if top == 1 then
     redis.call('del', stream)
+  elseif ARGV[15] == '1' then
+    local last = redis.call('xrevrange', stream, '+', '-', 'COUNT', 1)
+    if last[1] and last[1][1] == (top - 1) .. '-0' then
+      prev = last[1][2][2]
+    end
   end
   local added = redis.pcall('xadd', stream, 'MAXLEN', ARGV[4], top .. '-0', 'd', payload)
   if type(added) == 'table' and added.err then
@@ -63,7 +70,12 @@ if history then
     redis.call('xadd', stream, 'MAXLEN', ARGV[4], top .. '-0', 'd', payload)
   end
   redis.call('pexpire', stream, ARGV[5])
-  redis.call(ARGV[12], channel, '__p1:' .. top .. ':' .. epoch .. '__' .. payload)
+  if prev then
+    redis.call(ARGV[12], channel,
+      '__d1:' .. top .. ':' .. epoch .. ':' .. #prev .. '__' .. prev .. payload)
+  else
+    redis.call(ARGV[12], channel, '__p1:' .. top .. ':' .. epoch .. '__' .. payload)
+  end
 else
   redis.call(ARGV[12], channel, payload)
 end
