@@ -141,12 +141,15 @@ class ChannelStream:
 
     scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
     inbox: MemoryObjectSendStream[bytes] | None = None
+    outbox: MemoryObjectReceiveStream[bytes] | None = None  # what the handler reads
     attached: anyio.Event = field(default_factory=anyio.Event)
 
     def close(self) -> None:
         self.scope.cancel()
         if self.inbox is not None:
             self.inbox.close()
+        if self.outbox is not None:
+            self.outbox.close()
 
 
 class SessionView(Protocol):
@@ -260,14 +263,17 @@ class ChannelCommands:
             log.info("no subscribe stream handler or proxy for channel %s", channel)
             raise ClientError.of(ErrorCode.NOT_AVAILABLE)
         bidi = opts.subscribe_stream_proxy_bidirectional
-        inbox, outbox = anyio.create_memory_object_stream[bytes](_STREAM_INBOX)
-        if not bidi:
-            inbox.close()
-        stream = ChannelStream(inbox=inbox if bidi else None)
+        stream = ChannelStream()
+        if bidi:
+            stream.inbox, stream.outbox = anyio.create_memory_object_stream[bytes](_STREAM_INBOX)
         raw = bytes(req.data) if req.data is not UNSET else None
-        event = SubscribeStreamEvent(s.client_ref(), channel, raw, bidi, _drain(outbox))
+        publications = _drain(stream.outbox)
+        event = SubscribeStreamEvent(s.client_ref(), channel, raw, bidi, publications)
         first_out, first_in = anyio.create_memory_object_stream[Any](1)
         if not node.spawn(self._pump, stream, handler(event), channel, first_out):
+            stream.close()
+            first_out.close()
+            first_in.close()
             raise ClientError.of(ErrorCode.INTERNAL)
         attached = False
         try:
@@ -922,11 +928,15 @@ class ChannelCommands:
         )
 
 
-async def _drain(inbox: MemoryObjectReceiveStream[bytes]) -> AsyncIterator[bytes]:
+async def _drain(inbox: MemoryObjectReceiveStream[bytes] | None) -> AsyncIterator[bytes]:
     """The client's publications to a bidirectional stream, until it ends."""
-    async with inbox:
+    if inbox is None:
+        return
+    try:
         async for data in inbox:
             yield data
+    except anyio.ClosedResourceError:  # the subscription ended
+        return
 
 
 def _is_recovered(since: int, pubs: list[Publication], top: StreamPosition) -> bool:
