@@ -1,8 +1,10 @@
-"""Chat demo: FastAPI + centrifuge-asgi, in-memory engine, no Redis.
+"""Chat demo: FastAPI + centrifuge-asgi, in-memory engine, no Redis (unless configured).
 
 Run it with ``python examples/chat/app.py`` (or ``nox -s demo``) and open
 http://127.0.0.1:8000 in two browser tabs. ``PORT`` picks another port
 (``PORT=8001 python examples/chat/app.py``); the page's origin is allowed on that port.
+In compose.yaml it runs behind nginx next to two ``centrifuge-asgi serve`` nodes:
+``HOST``, ``CHAT_ALLOWED_ORIGINS`` and ``CHAT_REDIS_ADDRESS`` (docs/deploy.md).
 """
 
 from __future__ import annotations
@@ -32,12 +34,20 @@ PAGE = (
     .replace("{{CENTRIFUGE_JS}}", "/centrifuge.js" if LOCAL_SDK else CDN_SCRIPT)
 )
 
+# Behind a load balancer (compose.yaml): the page's public origins, the address to bind,
+# and the Redis that makes this app a node of the cluster its real-time nodes form.
+ORIGINS = [o for o in os.environ.get("CHAT_ALLOWED_ORIGINS", "").split(",") if o]
+HOST = os.environ.get("HOST") or "127.0.0.1"
+REDIS = os.environ.get("CHAT_REDIS_ADDRESS", "")
+ENGINE = {"type": "redis", "redis": {"address": REDIS}} if REDIS else {"type": "memory"}
+
 node = Node(
     {
+        "engine": ENGINE,
         "client": {
             "token": {"hmac_secret_key": SECRET},
             # the page's own origin, on whichever port it is served
-            "allowed_origins": [f"http://127.0.0.1:{PORT}", f"http://localhost:{PORT}"],
+            "allowed_origins": ORIGINS or [f"http://127.0.0.1:{PORT}", f"http://localhost:{PORT}"],
         },
         "health": {"enabled": True},
         "channel": {
@@ -107,4 +117,4 @@ if __name__ == "__main__":
     from centrifuge_asgi.server import run
 
     # Like uvicorn.run, plus clients get Centrifugo's 3001 "shutdown" on Ctrl+C.
-    run(app, node=node, host="127.0.0.1", port=PORT)
+    run(app, node=node, host=HOST, port=PORT)
