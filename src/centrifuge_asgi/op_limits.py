@@ -62,9 +62,11 @@ class Buckets:
         if elapsed > 0:
             self._stamp = now
             for i, (capacity, refill) in enumerate(self._spec):
-                tokens[i] = min(capacity, tokens[i] + elapsed * refill)
-        if any(t < 1.0 for t in tokens):
-            return False
+                filled = tokens[i] + elapsed * refill
+                tokens[i] = capacity if filled > capacity else filled
+        for t in tokens:
+            if t < 1.0:
+                return False
         for i in range(len(tokens)):
             tokens[i] -= 1.0
         return True

@@ -387,7 +387,10 @@ class Session:
                 return
         slots = self._slots
         assert slots is not None
-        await slots.acquire()
+        try:
+            slots.acquire_nowait()  # a free slot: no trip through the event loop
+        except anyio.WouldBlock:
+            await slots.acquire()  # back-pressure: the reader waits for a running command
         if not self._accepting_commands():
             slots.release()
             return
