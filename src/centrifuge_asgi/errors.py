@@ -70,3 +70,7 @@ class EngineError(CentrifugeError):
 
 class EngineUnavailable(EngineError):
     """The backend could not be reached (for example Redis is down)."""
+
+
+class ProxyFailure(Exception):
+    """A proxy backend gave no usable answer (unreachable, timeout, non-200, garbage)."""

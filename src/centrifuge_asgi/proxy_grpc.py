@@ -25,8 +25,8 @@ import grpc.aio
 import msgspec
 from msgspec import Raw
 
+from .errors import ProxyFailure
 from .grpc import proxy_pb2, proxy_pb2_grpc
-from .proxy_http import ProxyFailure
 
 if TYPE_CHECKING:
     from .config import ProxyConfig

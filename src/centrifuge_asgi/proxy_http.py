@@ -21,7 +21,7 @@ import httpx
 import msgspec
 
 from .config import ProxyConfig
-from .errors import ClientError, Disconnect
+from .errors import ClientError, Disconnect, ProxyFailure
 
 if TYPE_CHECKING:
     from .node import Node
@@ -37,10 +37,6 @@ _NOT_FORWARDED = frozenset(
 )
 _NOT_GRPC_METADATA = frozenset({"te", "user-agent", "keep-alive", "upgrade"})
 _MAX_REASON_BYTES = 32
-
-
-class ProxyFailure(Exception):
-    """The backend gave no usable answer (unreachable, timeout, non-200, garbage)."""
 
 
 class ErrorBody(msgspec.Struct):
