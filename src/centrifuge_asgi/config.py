@@ -599,6 +599,29 @@ class HttpApiConfig(_Struct, frozen=True):
     max_body_size: int = MIB  # centrifuge-asgi extension: request body cap in bytes
 
 
+class GrpcApiConfig(_Struct, frozen=True):
+    """``grpc_api.*``: the server API over gRPC on its own port (needs the grpc extra)."""
+
+    enabled: bool = False
+    error_mode: str = ""  # "" (errors in the reply) or "transport" (gRPC status codes)
+    address: str = ""
+    port: int = 10000
+    key: str = ""  # checked from the ``authorization: apikey <key>`` metadata when set
+    tls: TLSConfig = msgspec.field(default_factory=TLSConfig)
+    reflection: bool = False
+    max_receive_message_size: int = 0  # 0: gRPC's default (4 MiB)
+
+
+class UniGrpcConfig(_Struct, frozen=True):
+    """``uni_grpc.*``: the unidirectional gRPC transport (needs the grpc extra)."""
+
+    enabled: bool = False
+    address: str = ""
+    port: int = 11000
+    max_receive_message_size: int = 0
+    tls: TLSConfig = msgspec.field(default_factory=TLSConfig)
+
+
 class _WebSocketOptions(_Struct, frozen=True):
     message_size_limit: int = 65536
     decompressed_message_size_limit: int = 0  # 0 means 10 x message_size_limit
@@ -671,29 +694,6 @@ class UniSseConfig(_Struct, frozen=True):
     enabled: bool = False
     handler_prefix: str = "/connection/uni_sse"
     max_request_body_size: int = 65536
-class GrpcApiConfig(_Struct, frozen=True):
-    """``grpc_api.*``: the server API over gRPC on its own port (needs the grpc extra)."""
-
-    enabled: bool = False
-    error_mode: str = ""  # "" (errors in the reply) or "transport" (gRPC status codes)
-    address: str = ""
-    port: int = 10000
-    key: str = ""  # checked from the ``authorization: apikey <key>`` metadata when set
-    tls: TLSConfig = msgspec.field(default_factory=TLSConfig)
-    reflection: bool = False
-    max_receive_message_size: int = 0  # 0: gRPC's default (4 MiB)
-
-
-class UniGrpcConfig(_Struct, frozen=True):
-    """``uni_grpc.*``: the unidirectional gRPC transport (needs the grpc extra)."""
-
-    enabled: bool = False
-    address: str = ""
-    port: int = 11000
-    max_receive_message_size: int = 0
-    tls: TLSConfig = msgspec.field(default_factory=TLSConfig)
-
-
     connect_code_to_http_response: ConnectCodeToHttpResponse = msgspec.field(
         default_factory=ConnectCodeToHttpResponse
     )
@@ -959,6 +959,8 @@ class Config(_Struct, frozen=True, dict=True):
     rpc: RpcConfig = msgspec.field(default_factory=RpcConfig)
     proxies: list[NamedProxy] = []
     http_api: HttpApiConfig = msgspec.field(default_factory=HttpApiConfig)
+    grpc_api: GrpcApiConfig = msgspec.field(default_factory=GrpcApiConfig)
+    uni_grpc: UniGrpcConfig = msgspec.field(default_factory=UniGrpcConfig)
     websocket: WebSocketConfig = msgspec.field(default_factory=WebSocketConfig)
     http_stream: HttpStreamConfig = msgspec.field(default_factory=HttpStreamConfig)
     sse: SseConfig = msgspec.field(default_factory=SseConfig)
@@ -1031,8 +1033,6 @@ class Config(_Struct, frozen=True, dict=True):
         prefix = idx.private_prefix
         if prefix and channel.startswith(prefix):
             channel = channel[len(prefix) :]
-    grpc_api: GrpcApiConfig = msgspec.field(default_factory=GrpcApiConfig)
-    uni_grpc: UniGrpcConfig = msgspec.field(default_factory=UniGrpcConfig)
         if idx.boundary:
             namespace, sep, rest = channel.partition(idx.boundary)
             if sep and namespace:

@@ -826,12 +826,19 @@ class _Validator:
         config = self.config
         if config.http_api.error_mode not in ("", "transport"):
             self.fail("http_api.error_mode", config.http_api.error_mode, "must be '' or transport")
+        if config.grpc_api.error_mode not in ("", "transport"):
+            self.fail("grpc_api.error_mode", config.grpc_api.error_mode, "must be '' or transport")
+        for key, port in (
+            ("grpc_api.port", config.grpc_api.port),
+            ("uni_grpc.port", config.uni_grpc.port),
+        ):
+            if not 0 < port < 65536:
+                self.fail(key, port, "must be a TCP port (1-65535)")
         server = config.http_server
         if server.h2c_external and (
             server.internal_port in ("", str(server.port)) or server.tls.enabled
         ):
             self.fail("http_server.h2c_external", True, "needs a separate internal_port, no TLS")
-
 
     def check_consumers(self) -> None:
         """``consumers[]``: Centrifugo's name rule, a known type, required keys when enabled."""
@@ -851,14 +858,6 @@ class _Validator:
             if kind not in _CONSUMER_TYPES:
                 self.fail(f"{path}.type", kind, "must be " + ", ".join(_CONSUMER_TYPES))
             if consumer.enabled:
-        if config.grpc_api.error_mode not in ("", "transport"):
-            self.fail("grpc_api.error_mode", config.grpc_api.error_mode, "must be '' or transport")
-        for key, port in (
-            ("grpc_api.port", config.grpc_api.port),
-            ("uni_grpc.port", config.uni_grpc.port),
-        ):
-            if not 0 < port < 65536:
-                self.fail(key, port, "must be a TCP port (1-65535)")
                 self.check_consumer_options(f"{path}.{kind}", getattr(consumer, kind))
 
     def check_consumer_options(self, path: str, opts: object) -> None:

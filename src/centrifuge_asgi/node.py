@@ -159,10 +159,10 @@ class Node:
             self.metrics = EDGES.need("prometheus_observer")(self)
         EDGES.need("install_proxies")(self)  # the HTTP proxies the config enables
         self._tg: TaskGroup | None = None
+        self._grpc: Any = None  # the gRPC servers (grpc_api, uni_grpc) while running
         self._closing = False
         self.cluster = Cluster(self)  # node-to-node messages (cluster.py)
 
-        self._grpc: Any = None  # the gRPC servers (grpc_api, uni_grpc) while running
     # --------------------------------------------------------------- decorators
 
     def on_connecting(self, fn: ConnectingHandler) -> ConnectingHandler:
@@ -257,6 +257,12 @@ class Node:
         self._start(
             self._periodic, self.config.client.channel_position_check_delay, self._check_positions
         )
+        if self.config.grpc_api.enabled or self.config.uni_grpc.enabled:
+            try:  # grpc/servers.py; a port that cannot be bound fails the start
+                self._grpc = await EDGES.need("start_grpc")(self)
+            except BaseException:
+                await self.__aexit__(None, None, None)
+                raise
         if any(consumer.enabled for consumer in self.config.consumers):
             self._start(EDGES.need("run_consumers"), self)  # consumers/: outbox, streams
         return self
@@ -266,13 +272,11 @@ class Node:
         if tg is None:
             return
         try:
-        if self.config.grpc_api.enabled or self.config.uni_grpc.enabled:
-            try:  # grpc/servers.py; a port that cannot be bound fails the start
-                self._grpc = await EDGES.need("start_grpc")(self)
-            except BaseException:
-                await self.__aexit__(None, None, None)
-                raise
             await self.shutdown()
+            if self._grpc is not None:  # after shutdown: uni gRPC streams got their push
+                grpc_servers, self._grpc = self._grpc, None
+                with anyio.CancelScope(shield=True):
+                    await grpc_servers.stop()
             # Not inside a shielding scope: a broker may own a task group entered in
             # start(), which must be exited at the same nesting level (brokers shield
             # their own I/O). That exit re-raises a cancellation of the scope hosting
@@ -282,10 +286,6 @@ class Node:
                     await self.broker.close()
             finally:
                 with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
-            if self._grpc is not None:  # after shutdown: uni gRPC streams got their push
-                grpc_servers, self._grpc = self._grpc, None
-                with anyio.CancelScope(shield=True):
-                    await grpc_servers.stop()
                     await self.presence_manager.close()
         finally:
             self._exiting = True  # node-owned tasks that start from now on are not shielded
@@ -720,6 +720,7 @@ class Edges:
     prometheus_observer: Callable[[Node], NodeObserver] | None = None
     install_proxies: Callable[[Node], None] | None = None
     build_app: Callable[[Node], Any] | None = None
+    start_grpc: Callable[[Node], Awaitable[Any]] | None = None
     run_consumers: Callable[[Node], Awaitable[None]] | None = None
 
     def need(self, slot: str) -> Any:
@@ -729,5 +730,4 @@ class Edges:
         return fn
 
 
-    start_grpc: Callable[[Node], Awaitable[Any]] | None = None
 EDGES = Edges()
