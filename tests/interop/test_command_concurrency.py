@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import anyio
+import httpx
 import pytest
 import websockets
 from centrifuge import Client
@@ -283,3 +284,52 @@ async def test_subscribe_in_flight_is_reserved(live_server: LiveServerFactory) -
         await client.send({"id": 5, "presence_stats": {"channel": "secret:a"}})
         await client.read(1)
     assert not node.registry.has_subscribers("secret:a")
+
+
+@pytest.mark.anyio
+async def test_server_disconnect_cancels_running_commands(live_server: LiveServerFactory) -> None:
+    """The server closes the connection (the writer stops the reader, which waits for a
+    frame while the commands run in their tasks): the commands are cancelled too."""
+    node, probe = concurrent_node(4)
+    srv = live_server(node.asgi_app())
+    async with raw_client(srv) as client:
+        await client.send(hold(2), hold(3))
+        await until(lambda: probe.in_flight == 2, "two handlers running")
+        await srv.acall(node.disconnect("u1"))
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            await client.read(1)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 3503
+    await until(lambda: probe.cancelled == 2, "handlers cancelled")
+    await until(lambda: node.registry.num_clients == 0, "session released")
+    assert probe.order == []
+
+
+@pytest.mark.anyio
+async def test_http_stream_closing_cancels_running_commands(
+    live_server: LiveServerFactory,
+) -> None:
+    """HTTP-streaming: commands posted to /emulation run concurrently on the stream's
+    session; the client closing the stream cancels them."""
+    node, probe = concurrent_node(4, http_stream={"enabled": True})
+    srv = live_server(node.asgi_app())
+    connect = json.dumps({"id": 1, "connect": {"token": token("u1")}})
+    async with (
+        httpx.AsyncClient(timeout=TIMEOUT) as http,
+        http.stream("POST", srv.url("/connection/http_stream"), content=connect) as response,
+    ):
+        lines = response.aiter_lines()
+        with anyio.fail_after(TIMEOUT):
+            result = json.loads(await anext(lines))["connect"]
+        body = {
+            "session": result["session"],
+            "node": result["node"],
+            "data": "\n".join(
+                json.dumps(c) for c in (hold(2), hold(3), {"id": 4, "rpc": {"method": "fast"}})
+            ),
+        }
+        assert (await http.post(srv.url("/emulation"), json=body)).status_code == 204
+        with anyio.fail_after(TIMEOUT):
+            assert json.loads(await anext(lines)) == {"id": 4, "rpc": {"data": {"fast": True}}}
+        await until(lambda: probe.in_flight == 2, "two handlers running")
+    await until(lambda: probe.cancelled == 2, "handlers cancelled")
+    await until(lambda: node.registry.num_clients == 0, "session released")
