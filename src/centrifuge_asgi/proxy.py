@@ -27,7 +27,6 @@ import dataclasses
 import logging
 from typing import TYPE_CHECKING, Any
 
-from .errors import ConfigError
 from .handlers import Handlers
 
 if TYPE_CHECKING:
@@ -157,7 +156,8 @@ def _caller(node: Node) -> ProxyCaller | None:
 
 
 def _check_proxies(config: Config) -> None:
-    """grpcio must be installed for a gRPC endpoint; HTTP TLS options are not applied."""
+    """grpcio must be installed for a gRPC endpoint, and its TLS values must load (both
+    ConfigError naming the key); HTTP TLS options are not applied."""
     proxies: list[tuple[str, ProxyConfig]] = [
         ("client.proxy.connect", config.client.proxy.connect),
         ("client.proxy.refresh", config.client.proxy.refresh),
@@ -170,13 +170,13 @@ def _check_proxies(config: Config) -> None:
     ]
     for path, proxy in proxies:
         if proxy.endpoint.startswith("grpc://"):
-            try:
-                import grpc  # noqa: F401
-            except ImportError:
-                raise ConfigError(
-                    f"{path}.endpoint: {proxy.endpoint!r} needs grpcio: "
-                    "pip install 'centrifuge-asgi[grpc]'"
-                ) from None
+            from .grpc.runtime import load_grpc
+
+            load_grpc(f"{path}.endpoint")
+            if proxy.grpc.tls.enabled:
+                from .proxy_grpc import channel_credentials
+
+                channel_credentials(proxy, path)
         if proxy.http.tls.enabled:
             log.warning("%s.http.tls is not supported: system CA certificates are used", path)
 

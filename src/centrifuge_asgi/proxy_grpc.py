@@ -27,6 +27,7 @@ from msgspec import Raw
 
 from .errors import ProxyFailure
 from .grpc import proxy_pb2, proxy_pb2_grpc
+from .grpc.servers import read_pem
 
 if TYPE_CHECKING:
     from .config import ProxyConfig
@@ -97,14 +98,20 @@ def _target(endpoint: str) -> str:
     return endpoint.removeprefix("grpc://").rstrip("/")
 
 
-def _credentials(proxy: ProxyConfig) -> Any:
+def channel_credentials(proxy: ProxyConfig, path: str = "<proxy>") -> Any:
+    """TLS credentials from ``grpc.tls``; PEM values as Centrifugo reads them (the text, a
+    file path or base64). A bad value is a ConfigError naming ``path``'s key."""
     tls = proxy.grpc.tls
+
+    def pem(value: str, key: str) -> bytes | None:
+        return read_pem(value, f"{path}.grpc.tls.{key}") if value else None
+
     if tls.insecure_skip_verify:
-        log.warning("%s: grpc.tls.insecure_skip_verify is not supported by grpcio", proxy.endpoint)
+        log.warning("%s.grpc.tls.insecure_skip_verify is not supported by grpcio", path)
     return grpc.ssl_channel_credentials(
-        root_certificates=tls.server_ca_pem.encode() or None,
-        private_key=tls.key_pem.encode() or None,
-        certificate_chain=tls.cert_pem.encode() or None,
+        root_certificates=pem(tls.server_ca_pem, "server_ca_pem"),
+        private_key=pem(tls.key_pem, "key_pem"),
+        certificate_chain=pem(tls.cert_pem, "cert_pem"),
     )
 
 
@@ -127,7 +134,7 @@ class GrpcProxyCaller:
             compression = grpc.Compression.Gzip if g.compression else None
             if g.tls.enabled:
                 channel = grpc.aio.secure_channel(
-                    target, _credentials(proxy), options, compression=compression
+                    target, channel_credentials(proxy), options, compression=compression
                 )
             else:
                 channel = grpc.aio.insecure_channel(target, options, compression=compression)
@@ -224,4 +231,4 @@ def _status(exc: Any, timeout: float) -> str:
     return f"gRPC {code.name}: {exc.details()}"
 
 
-__all__ = ["GrpcProxyCaller", "answer_json", "metadata", "request_message"]
+__all__ = ["GrpcProxyCaller", "answer_json", "channel_credentials", "metadata", "request_message"]

@@ -28,6 +28,7 @@ from centrifuge import ClientState, ReplyError, SubscriptionState
 
 from centrifuge_asgi import (
     ClientError,
+    ConfigError,
     Node,
     StreamPublication,
     SubscribeReply,
@@ -38,6 +39,7 @@ from centrifuge_asgi.grpc import proxy_pb2_grpc as proxy_grpc
 
 from . import test_python_sdk as sdk
 from .support import SECRET, eventually, token
+from .test_grpc_api import self_signed
 from .test_python_sdk import TIMEOUT, ClientFactory, Env, SubEvents, subscribe
 
 pytestmark = [pytest.mark.interop, pytest.mark.anyio]
@@ -555,44 +557,13 @@ async def test_stream_namespace_without_handler_is_108(
 # --------------------------------------------------------------------------- TLS, no grpcio
 
 
-def _self_signed() -> tuple[bytes, bytes]:
-    import datetime
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "proxy.test")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=1))
-        .not_valid_after(now + datetime.timedelta(hours=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName("proxy.test")]), False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
-        .sign(key, hashes.SHA256())
-    )
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    return cert.public_bytes(serialization.Encoding.PEM), key_pem
-
-
 async def test_tls_proxy(server: Callable[..., Env], sdk_client: ClientFactory) -> None:
-    cert, key = _self_signed()
-    creds = grpc.ssl_server_credentials([(key, cert)])
+    cert, key = self_signed()  # for 127.0.0.1
+    creds = grpc.ssl_server_credentials([(key.encode(), cert.encode())])
     serving = _serve_backend(creds)
     impl, port = next(serving)
     try:
-        tls = {"enabled": True, "server_ca_pem": cert.decode(), "server_name": "proxy.test"}
+        tls = {"enabled": True, "server_ca_pem": cert}
         env = server(grpc_node(port, proxy_extra={"grpc": {"tls": tls}}))
         client, _ = await connect(sdk_client, env, "kate")
         assert await env.users() == {client.client_id: "kate"}
@@ -609,6 +580,13 @@ async def test_tls_proxy(server: Callable[..., Env], sdk_client: ClientFactory) 
     assert impl.of("Connect")
 
 
+def test_bad_tls_pem_is_a_config_error() -> None:
+    tls = {"enabled": True, "server_ca_pem": "/no/such/ca.pem"}
+    with pytest.raises(ConfigError) as info:
+        grpc_node(1, proxy_extra={"grpc": {"tls": tls}})
+    assert str(info.value).startswith("client.proxy.connect.grpc.tls.server_ca_pem: ")
+
+
 def test_grpc_endpoint_without_grpcio_is_a_config_error() -> None:
     code = (
         "import sys; sys.modules['grpc'] = None\n"
@@ -623,5 +601,5 @@ def test_grpc_endpoint_without_grpcio_is_a_config_error() -> None:
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
-    assert out.stdout.startswith("ConfigError rpc.proxy.endpoint:"), out
+    assert out.stdout.startswith("ConfigError rpc.proxy.endpoint needs grpcio"), out
     assert "centrifuge-asgi[grpc]" in out.stdout
