@@ -31,6 +31,7 @@ from .config import (
     Loader,
     LogConfig,
     ProxyConfig,
+    RpcRateLimit,
     _source_var,
     format_duration,
     parse_duration,
@@ -143,6 +144,7 @@ def _unsupported_keys(cls: type[msgspec.Struct]) -> frozenset[str]:
 _UNSUPPORTED_RATE_LIMIT: dict[type[msgspec.Struct], frozenset[str]] = {
     ClientRateLimitConfig: frozenset({"redis_user_command", "client_error"}),
     CommandRateLimit: frozenset({"map_publish", "map_remove", "track", "untrack"}),
+    RpcRateLimit: frozenset({"method_override"}),  # the map form before v6.8
 }
 
 

@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from centrifuge_asgi import Config
+from centrifuge_asgi.config import load_config
 from centrifuge_asgi.errors import ConfigError
 from centrifuge_asgi.op_limits import MAX_USERS, Buckets, OperationLimits
 
@@ -156,7 +157,11 @@ def test_other_pro_rate_limit_keys_warn_as_not_supported() -> None:
             "client": {
                 "rate_limit": {
                     "redis_user_command": {"enabled": True},
-                    "client_command": {"enabled": True, "map_publish": {"enabled": True}},
+                    "client_command": {
+                        "enabled": True,
+                        "map_publish": {"enabled": True},
+                        "rpc": {"method_override": {"m": {"enabled": True}}},
+                    },
                 }
             }
         },
@@ -167,4 +172,20 @@ def test_other_pro_rate_limit_keys_warn_as_not_supported() -> None:
         "centrifuge-asgi; ignored (source: x.json)",
         "config key 'client.rate_limit.client_command.map_publish' is not supported by "
         "centrifuge-asgi; ignored (source: x.json)",
+        "config key 'client.rate_limit.client_command.rpc.method_override' is not supported "
+        "by centrifuge-asgi; ignored (source: x.json)",
     )
+
+
+def test_environment_variables() -> None:
+    env = {
+        "CENTRIFUGO_CLIENT_CONCURRENCY": "8",
+        "CENTRIFUGO_CLIENT_RATE_LIMIT_USER_COMMAND_ENABLED": "true",
+        "CENTRIFUGO_CLIENT_RATE_LIMIT_USER_COMMAND_CONNECT_ENABLED": "true",
+        "CENTRIFUGO_CLIENT_RATE_LIMIT_USER_COMMAND_CONNECT_BUCKETS": '[{"interval":"1m","rate":1}]',
+    }
+    cfg = load_config(None, env=env)
+    assert cfg.client.concurrency == 8
+    lim = OperationLimits.of(cfg.client.rate_limit)
+    assert lim is not None
+    assert run(lim, {}, 2, "connect", user="u1", namespace=None) == [True, False]
