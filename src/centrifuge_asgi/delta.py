@@ -61,16 +61,17 @@ class PublicationPush(EncodedOnce):
     """The push of one publication: its plain encoding (:class:`EncodedOnce`) plus the
     two delta forms, each built at most once per protocol, for every subscriber."""
 
-    __slots__ = ("_forms", "_patch", "_utf8", "channel", "prev", "pub")
+    __slots__ = ("_deltas", "_fulls", "_patch", "_prev_offset", "channel", "prev", "pub")
 
     def __init__(self, channel: str, pub: Publication, prev: Publication | None = None) -> None:
         super().__init__(Reply(push=Push(channel=channel, pub=publication_wire(pub))))
         self.channel = channel
         self.pub = pub
         self.prev = prev
+        self._prev_offset = -1 if prev is None else prev.offset
         self._patch: bytes | None = None
-        self._utf8: bool | None = None
-        self._forms: dict[tuple[str, bool], bytes] = {}
+        self._fulls: dict[str, bytes] = {}  # codec name -> the full delta form
+        self._deltas: dict[str, bytes] = {}  # codec name -> the delta (or full) form
 
     def patch(self) -> bytes:
         """The delta against ``prev`` (computed once); empty when there is none to send."""
@@ -82,34 +83,29 @@ class PublicationPush(EncodedOnce):
     def delta_form(self, codec: Codec, base: int) -> bytes:
         """The encoding for a delta subscriber whose client holds the payload of offset
         ``base`` (0 when none): a delta when this publication follows exactly that one."""
-        prev = self.prev
-        json = codec.name == "json"
-        use_patch = prev is not None and base > 0 and prev.offset == base and self._usable(json)
-        key = (codec.name, use_patch)
-        data = self._forms.get(key)
+        if base > 0 and base == self._prev_offset:
+            data = self._deltas.get(codec.name)
+            if data is None:
+                data = self._deltas[codec.name] = self._encode(codec, use_patch=True)
+            return data
+        data = self._fulls.get(codec.name)
         if data is None:
-            if not use_patch and not json:
-                data = self.get(codec)  # in Protobuf the full form is the plain one
-            else:
-                push = self.reply.push
-                assert push is not None and push.pub is not None
-                body = self.patch() if use_patch else self.pub.data
-                pub = _form(push.pub, body, json=json, is_delta=use_patch)
-                data = EncodedOnce(Reply(push=replace(push, pub=pub))).get(codec)
-            self._forms[key] = data
+            data = self._fulls[codec.name] = self._encode(codec, use_patch=False)
         return data
 
-    def _usable(self, json: bool) -> bool:
-        """A delta exists, and (for JSON, where it travels as a string) is UTF-8: a copy
-        may split a multi-byte character, and then the full payload goes instead."""
-        patch = self.patch()
-        if not patch:
-            return False
-        if json:
-            if self._utf8 is None:
-                self._utf8 = _is_utf8(patch)
-            return self._utf8
-        return True
+    def _encode(self, codec: Codec, *, use_patch: bool) -> bytes:
+        json = codec.name == "json"
+        patch = self.patch() if use_patch else _NO_PATCH
+        # in JSON a delta travels as a string: one whose copy split a multi-byte character
+        # is no UTF-8, and then the full payload goes instead
+        if json and patch and not _is_utf8(patch):
+            patch = _NO_PATCH
+        if not patch and not json:
+            return self.get(codec)  # in Protobuf the full form is the plain one
+        push = self.reply.push
+        assert push is not None and push.pub is not None
+        pub = _form(push.pub, patch or self.pub.data, json=json, is_delta=bool(patch))
+        return EncodedOnce(Reply(push=replace(push, pub=pub))).get(codec)
 
 
 def delta_chain(pubs: list[Publication], *, json: bool) -> tuple[list[PublicationWire], int]:
