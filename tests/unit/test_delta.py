@@ -18,6 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from centrifuge_asgi import Node, fossil
+from centrifuge_asgi.engines.base import Publication
 from centrifuge_asgi.protocol import client_pb2 as pb
 from centrifuge_asgi.protocol.protobuf_codec import PROTOBUF
 from centrifuge_asgi.session import Session, TransportInfo
@@ -488,3 +489,82 @@ def test_malformed_redis_frames_are_value_errors(frame: bytes) -> None:
 
     with pytest.raises(ValueError):
         decode_event(frame)
+
+
+# --------------------------------------------------------- brokers: the previous publication
+
+
+class PrevRecorder:
+    """A broker event handler that records each publication with the ``prev`` it got."""
+
+    def __init__(self) -> None:
+        self.got: list[tuple[int, bytes, int | None, bytes | None]] = []
+        self.node_id = "prev-recorder"
+
+    def handle_publication(
+        self, channel: str, pub: Publication, epoch: str, prev: Publication | None = None
+    ) -> None:
+        self.got.append(
+            (pub.offset, pub.data, None if prev is None else prev.offset, prev and prev.data)
+        )
+
+    def handle_join(self, channel: str, info: Any) -> None: ...
+
+    def handle_leave(self, channel: str, info: Any) -> None: ...
+
+    def handle_control(self, data: bytes) -> None: ...
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def broker(request: pytest.FixtureRequest) -> AsyncIterator[tuple[Any, PrevRecorder]]:
+    from centrifuge_asgi.config import Config
+    from centrifuge_asgi.engines.memory import MemoryBroker
+    from centrifuge_asgi.engines.redis import RedisBroker
+    from tests.unit.test_redis_engine import require_main_redis, unique_prefix
+
+    handler = PrevRecorder()
+    if request.param == "memory":
+        b: Any = MemoryBroker()
+    else:
+        require_main_redis()
+        cfg = Config.from_dict({"engine": {"type": "redis", "redis": {"prefix": unique_prefix()}}})
+        b = RedisBroker.from_config(cfg.engine.redis)
+        b.register_control_handler(handler, handler.node_id)
+    await b.start(handler)
+    try:
+        await b.subscribe("ch")
+        yield b, handler
+    finally:
+        await b.close()
+
+
+async def _published(handler: PrevRecorder, count: int) -> list[Any]:
+    import anyio
+
+    with anyio.fail_after(5):
+        while len(handler.got) < count:  # noqa: ASYNC110  (a plain recorder)
+            await anyio.sleep(0.005)
+    return handler.got
+
+
+@pytest.mark.anyio
+async def test_broker_passes_the_previous_publication(broker: tuple[Any, PrevRecorder]) -> None:
+    from centrifuge_asgi.engines.base import PublishOptions
+
+    b, handler = broker
+    hist = {"history_size": 2, "history_ttl": 60.0}
+    await b.publish("ch", b"a", PublishOptions(**hist, delta=True))  # nothing before it
+    await b.publish("ch", b"b", PublishOptions(**hist, delta=True))
+    await b.publish("ch", b"c", PublishOptions(**hist))  # no delta asked: no prev
+    await b.publish("ch", b"x", PublishOptions(**hist, delta=True, skip_history=True))
+    await b.publish("ch", b"d", PublishOptions(**hist, delta=True))  # prev: c, the stream's
+    await b.publish("ch", b"e", PublishOptions(delta=True))  # no history: no position, no prev
+    got = await _published(handler, 6)
+    assert got == [
+        (1, b"a", None, None),
+        (2, b"b", 1, b"a"),
+        (3, b"c", None, None),
+        (0, b"x", None, None),
+        (4, b"d", 3, b"c"),
+        (0, b"e", None, None),
+    ]
