@@ -213,7 +213,7 @@ class ChannelCommands:
         if req.type != 0:
             raise ClientError.of(ErrorCode.NOT_AVAILABLE)
         opts = policy.checked(channel)
-        if opts.subscribe_stream_proxy_enabled and not req.token:
+        if opts.subscribe_stream_proxy_enabled and self._streamed(req, opts):
             return await self._subscribe_stream(req, opts)
         grant = await self._authorize_subscribe(req, opts)
         # as in Centrifugo, after the permission checks: 107 when not allowed or invalid
@@ -248,6 +248,11 @@ class ChannelCommands:
 
     # ------------------------------------------------------- subscription streams
 
+    def _streamed(self, req: SubscribeRequest, opts: ChannelOptions) -> bool:
+        """As Centrifugo: a token, a private or a user-limited channel is decided as usual."""
+        access = self.s.node.policy.subscribe_access(req.channel, opts, self.s.user)
+        return not req.token and access is SubscribeAccess.ASK
+
     async def _subscribe_stream(
         self, req: SubscribeRequest, opts: ChannelOptions
     ) -> SubscribeResult:
@@ -256,8 +261,6 @@ class ChannelCommands:
         s = self.s
         node = s.node
         channel = req.channel
-        if node.policy.subscribe_access(channel, opts, s.user) is SubscribeAccess.DENIED:
-            raise ClientError.of(ErrorCode.PERMISSION_DENIED)
         handler = node.handlers.subscribe_stream
         if handler is None:
             log.info("no subscribe stream handler or proxy for channel %s", channel)

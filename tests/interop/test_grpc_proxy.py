@@ -498,9 +498,11 @@ async def test_python_stream_generator_feeds_a_channel(
 ) -> None:
     node = python_stream_node()
     closed: list[str] = []
+    opened: list[str] = []
 
     @node.on_subscribe_stream
     async def stream(event: SubscribeStreamEvent) -> Any:
+        opened.append(event.channel)
         if event.channel == "live:secret":
             raise ClientError(1403, "secret")
         try:
@@ -532,6 +534,9 @@ async def test_python_stream_generator_feeds_a_channel(
     assert (pub.pub.data, pub.pub.tags) == ({"said": {"q": 1}}, {"by": "me"})
 
     assert await refused(client, "live:secret") == (1403, "secret")
+    # a private channel needs a token: 103 before any stream, as in Centrifugo
+    assert await refused(client, "$live:private") == (103, "permission denied")
+    assert "$live:private" not in opened
     # the connection closes: the remaining stream generator is closed too
     await client.disconnect()
     await eventually(lambda: _value(sorted(closed)), ["live:feed", "talk:x"])
