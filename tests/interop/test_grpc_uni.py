@@ -164,3 +164,18 @@ async def test_serve_runs_both_grpc_servers(tmp_path: Path) -> None:
         assert code in (0, -signal.SIGTERM), served.output()  # uvicorn re-raises SIGTERM
     finally:
         processes.stop_all()
+
+
+async def test_binary_publication_and_server_side_pushes(env: GrpcEnv) -> None:
+    """Payload bytes arrive as they are; server-side subscribe/unsubscribe are pushes."""
+    async with consume(env, pb.ConnectRequest(token=token("erin", channels=["bin:b"]))) as call:
+        assert "bin:b" in (await next_push(call)).connect.subs
+        await env.srv.acall(env.node.publish("bin:b", b"\x00\x01\xff"))
+        assert (await next_push(call)).pub.data == b"\x00\x01\xff"
+        await env.srv.acall(env.node.subscribe("erin", "news:extra"))
+        subscribed = await next_push(call)
+        assert subscribed.channel == "news:extra" and subscribed.HasField("subscribe")
+        await env.srv.acall(env.node.unsubscribe("erin", "news:extra"))
+        unsubscribed = await next_push(call)
+        assert unsubscribed.channel == "news:extra"
+        assert unsubscribed.unsubscribe.code == 2000  # server unsubscribe
