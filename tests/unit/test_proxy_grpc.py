@@ -1,9 +1,17 @@
-"""gRPC proxies without a network: request messages, replies as HTTP answers, metadata."""
+"""gRPC proxies without a network: the service against Centrifugo v6's, request messages,
+replies as HTTP answers, metadata.
+
+Stubs generated from Centrifugo's own ``proxy.proto`` are not built here (its copy is not
+ours to vendor), so the wire facts of Centrifugo v6's ``internal/proxyproto/proxy.proto``
+are a table below: every message and field we declare with Centrifugo's number and type,
+and every method we call with its request, response and streaming kinds.
+"""
 
 from __future__ import annotations
 
 import base64
 import json
+from typing import Final
 
 import msgspec
 import pytest
@@ -15,6 +23,227 @@ from centrifuge_asgi.grpc import proxy_pb2 as pb
 from centrifuge_asgi.proxy_grpc import answer_json, metadata, request_message
 from centrifuge_asgi.proxy_hooks import _CONNECT, _RPC, _SUBSCRIBE
 from centrifuge_asgi.proxy_http import ProxyCaller, ProxyFailure, build_headers
+
+from .test_grpc_protos import _type
+
+PROXY_FIELDS: Final = {
+    "Error": {"code": (1, "uint32"), "message": (2, "string"), "temporary": (3, "bool")},
+    "Disconnect": {"code": (1, "uint32"), "reason": (2, "string")},
+    "FilterNode": {
+        "op": (1, "string"),
+        "key": (2, "string"),
+        "cmp": (3, "string"),
+        "val": (4, "string"),
+        "vals": (5, "repeated string"),
+        "nodes": (6, "repeated FilterNode"),
+    },
+    "BoolValue": {"value": (1, "bool")},
+    "Int32Value": {"value": (1, "int32")},
+    "SubscribeOptionOverride": {
+        "presence": (1, "BoolValue"),
+        "join_leave": (2, "BoolValue"),
+        "force_recovery": (3, "BoolValue"),
+        "force_positioning": (4, "BoolValue"),
+        "force_push_join_leave": (5, "BoolValue"),
+    },
+    "ChannelsCapability": {
+        "channels": (1, "repeated string"),
+        "allow": (2, "repeated string"),
+        "match": (3, "string"),
+    },
+    "ConnectRequest": {
+        "client": (1, "string"),
+        "transport": (2, "string"),
+        "protocol": (3, "string"),
+        "encoding": (4, "string"),
+        "data": (10, "bytes"),
+        "b64data": (11, "string"),
+        "name": (12, "string"),
+        "version": (13, "string"),
+        "channels": (14, "repeated string"),
+    },
+    "SubscribeOptions": {
+        "expire_at": (1, "int64"),
+        "info": (2, "bytes"),
+        "b64info": (3, "string"),
+        "data": (4, "bytes"),
+        "b64data": (5, "string"),
+        "override": (6, "SubscribeOptionOverride"),
+        "server_tags_filter": (7, "FilterNode"),
+        "cache_recover": (8, "bool"),
+    },
+    "ConnectResult": {
+        "user": (1, "string"),
+        "expire_at": (2, "int64"),
+        "info": (3, "bytes"),
+        "b64info": (4, "string"),
+        "data": (5, "bytes"),
+        "b64data": (6, "string"),
+        "channels": (7, "repeated string"),
+        "subs": (8, "map<string,SubscribeOptions>"),
+        "meta": (9, "bytes"),
+        "caps": (10, "repeated ChannelsCapability"),
+        "labels": (11, "map<string,string>"),
+    },
+    "ConnectResponse": {
+        "result": (1, "ConnectResult"),
+        "error": (2, "Error"),
+        "disconnect": (3, "Disconnect"),
+    },
+    "RefreshRequest": {
+        "client": (1, "string"),
+        "transport": (2, "string"),
+        "protocol": (3, "string"),
+        "encoding": (4, "string"),
+        "user": (10, "string"),
+        "meta": (11, "bytes"),
+        "labels": (12, "map<string,string>"),
+    },
+    "RefreshResult": {
+        "expired": (1, "bool"),
+        "expire_at": (2, "int64"),
+        "info": (3, "bytes"),
+        "b64info": (4, "string"),
+        "meta": (5, "bytes"),
+        "caps": (6, "repeated ChannelsCapability"),
+    },
+    "RefreshResponse": {
+        "result": (1, "RefreshResult"),
+        "error": (2, "Error"),
+        "disconnect": (3, "Disconnect"),
+    },
+    "SubscribeRequest": {
+        "client": (1, "string"),
+        "transport": (2, "string"),
+        "protocol": (3, "string"),
+        "encoding": (4, "string"),
+        "user": (10, "string"),
+        "channel": (11, "string"),
+        "token": (12, "string"),
+        "meta": (13, "bytes"),
+        "data": (14, "bytes"),
+        "b64data": (15, "string"),
+        "labels": (16, "map<string,string>"),
+    },
+    "SubscribeResult": {
+        "expire_at": (1, "int64"),
+        "info": (2, "bytes"),
+        "b64info": (3, "string"),
+        "data": (4, "bytes"),
+        "b64data": (5, "string"),
+        "override": (6, "SubscribeOptionOverride"),
+        "allow": (7, "repeated string"),
+        "server_tags_filter": (8, "FilterNode"),
+    },
+    "SubscribeResponse": {
+        "result": (1, "SubscribeResult"),
+        "error": (2, "Error"),
+        "disconnect": (3, "Disconnect"),
+    },
+    "PublishRequest": {
+        "client": (1, "string"),
+        "transport": (2, "string"),
+        "protocol": (3, "string"),
+        "encoding": (4, "string"),
+        "user": (10, "string"),
+        "channel": (11, "string"),
+        "data": (12, "bytes"),
+        "b64data": (13, "string"),
+        "meta": (14, "bytes"),
+        "labels": (15, "map<string,string>"),
+    },
+    "PublishResult": {
+        "data": (1, "bytes"),
+        "b64data": (2, "string"),
+        "skip_history": (3, "bool"),
+        "tags": (4, "map<string,string>"),
+        "idempotency_key": (5, "string"),
+        "delta": (6, "bool"),
+        "version": (7, "uint64"),
+        "version_epoch": (8, "string"),
+    },
+    "PublishResponse": {
+        "result": (1, "PublishResult"),
+        "error": (2, "Error"),
+        "disconnect": (3, "Disconnect"),
+    },
+    "RPCRequest": {
+        "client": (1, "string"),
+        "transport": (2, "string"),
+        "protocol": (3, "string"),
+        "encoding": (4, "string"),
+        "user": (10, "string"),
+        "method": (11, "string"),
+        "data": (12, "bytes"),
+        "b64data": (13, "string"),
+        "meta": (14, "bytes"),
+        "labels": (15, "map<string,string>"),
+    },
+    "RPCResult": {"data": (1, "bytes"), "b64data": (2, "string")},
+    "RPCResponse": {
+        "result": (1, "RPCResult"),
+        "error": (2, "Error"),
+        "disconnect": (3, "Disconnect"),
+    },
+    "SubRefreshRequest": {
+        "client": (1, "string"),
+        "transport": (2, "string"),
+        "protocol": (3, "string"),
+        "encoding": (4, "string"),
+        "user": (10, "string"),
+        "channel": (11, "string"),
+        "meta": (12, "bytes"),
+        "labels": (13, "map<string,string>"),
+    },
+    "SubRefreshResult": {
+        "expired": (1, "bool"),
+        "expire_at": (2, "int64"),
+        "info": (3, "bytes"),
+        "b64info": (4, "string"),
+    },
+    "SubRefreshResponse": {
+        "result": (1, "SubRefreshResult"),
+        "error": (2, "Error"),
+        "disconnect": (3, "Disconnect"),
+    },
+    "Publication": {"data": (4, "bytes"), "tags": (7, "map<string,string>")},
+    "StreamSubscribeRequest": {
+        "subscribe_request": (1, "SubscribeRequest"),
+        "publication": (2, "Publication"),
+    },
+    "StreamSubscribeResponse": {
+        "subscribe_response": (1, "SubscribeResponse"),
+        "publication": (2, "Publication"),
+    },
+}
+# method: (request, response, client streaming, server streaming)
+PROXY_METHODS: Final = {
+    "Connect": ("ConnectRequest", "ConnectResponse", False, False),
+    "Refresh": ("RefreshRequest", "RefreshResponse", False, False),
+    "Subscribe": ("SubscribeRequest", "SubscribeResponse", False, False),
+    "Publish": ("PublishRequest", "PublishResponse", False, False),
+    "RPC": ("RPCRequest", "RPCResponse", False, False),
+    "SubRefresh": ("SubRefreshRequest", "SubRefreshResponse", False, False),
+    "SubscribeUnidirectional": ("SubscribeRequest", "StreamSubscribeResponse", False, True),
+    "SubscribeBidirectional": ("StreamSubscribeRequest", "StreamSubscribeResponse", True, True),
+}
+
+
+def test_descriptors_match_centrifugo() -> None:
+    file = pb.DESCRIPTOR
+    assert file.package == "centrifugal.centrifugo.proxy"
+    ours = {
+        name: {f.name: (f.number, _type(f)) for f in message.fields}
+        for name, message in file.message_types_by_name.items()
+    }
+    assert ours == PROXY_FIELDS
+    (svc,) = file.services_by_name.values()
+    assert svc.full_name == "centrifugal.centrifugo.proxy.CentrifugoProxy"
+    methods = {
+        m.name: (m.input_type.name, m.output_type.name, m.client_streaming, m.server_streaming)
+        for m in svc.methods
+    }
+    assert methods == PROXY_METHODS
 
 
 def grpc_proxy(**fields: object) -> ProxyConfig:
