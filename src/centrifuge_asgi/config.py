@@ -739,6 +739,8 @@ class PrometheusConfig(_Struct, frozen=True):
     instrument_http_handlers: bool = False
     recovered_publications_histogram: bool = False
     native_histograms: bool = False
+    # ours: the metric name prefix (Centrifugo's is always "centrifugo")
+    namespace: str = "centrifugo"
 
 
 class ReplicaClientConfig(_Struct, frozen=True):

@@ -1,187 +1,435 @@
-"""Prometheus metrics of one node: the node's observer when ``prometheus.enabled``.
+"""Prometheus metrics of one node under Centrifugo's names: the node's observer when
+``prometheus.enabled``.
 
 An edge module: ``edges.py`` builds it for a node only when Prometheus is enabled (see
 ``observer.py``), and the app assembly (``app.py``) serves ``GET /metrics`` from it.
 
-Every node owns a :class:`prometheus_client.CollectorRegistry` (``node.metrics.registry``),
-so several nodes in one process never clash. Names follow Centrifugo's ``centrifugo_*``
-metrics (server-api spec §5.2) under the prefix ``centrifuge_asgi_``:
+The names, types and labels are Centrifugo v6's (``centrifugo_node_num_clients``,
+``centrifugo_client_num_reply_errors``, ``centrifugo_api_command_duration_seconds_histogram``,
+...), so its Grafana dashboard (id 13039) reads them unchanged; ``prometheus.namespace``
+replaces the ``centrifugo`` prefix. Counters keep Go's names: ``..._count`` and
+``transport_messages_sent`` carry no ``_total`` suffix, as client_golang exposes them.
+docs/observability.md has the table of every metric and what it counts here.
 
-* gauges read from the connection registry at scrape time (no hot-path cost):
-  ``node_num_clients``, ``node_num_users``, ``node_num_subscriptions``,
-  ``node_num_channels``, ``node_build{version}``, ``transport_connections{transport}``;
-* ``node_messages_sent_total{type}``: pushes handed to local connections by fan-out
-  (publication, join, leave), and ``node_messages_received_total{type}``: broker
-  messages fanned out to local subscribers;
-* ``client_command_duration_seconds{method}`` (histogram): client protocol commands;
-* ``api_command_duration_seconds{protocol,method}`` (histogram),
-  ``api_command_errors_total{protocol,method,error}`` and
-  ``api_commands_total{protocol,method,outcome}``: server API calls;
-* ``broker_publish_errors_total``: publishes the broker failed;
-* the standard ``process_*`` and ``python_info`` collectors.
+The values live in plain dicts (no locks: one event loop updates them), exposed by
+:func:`render`; ``process_*`` and ``python_info`` come from prometheus_client's
+collectors. Every node owns its store, so several nodes in one process never clash.
+
+Several worker processes (``serve --workers``, or any server whose workers set
+``CENTRIFUGE_ASGI_METRICS_DIR``): each worker writes its samples to a file in that
+directory every second and at each scrape; the worker that answers a scrape adds up its
+own samples and every other worker's fresh file, so one scrape of the shared port gives
+the totals of the host (gauges such as ``node_num_nodes`` take the maximum instead).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import TYPE_CHECKING
+import bisect
+import contextlib
+import math
+import os
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from prometheus_client import (
-    CollectorRegistry,
-    Counter,
-    Histogram,
-    PlatformCollector,
-    ProcessCollector,
-    generate_latest,
-)
-from prometheus_client.core import GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
+import anyio
+import msgspec
+from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
 
 if TYPE_CHECKING:
     from .host import SessionHost
 
-PREFIX = "centrifuge_asgi"
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+#: the environment variable naming the directory the workers of one server share
+MULTIPROCESS_ENV = "CENTRIFUGE_ASGI_METRICS_DIR"
+#: a worker's file older than this is left out (the worker is gone)
+STALE_AFTER = 10.0
+#: how often a worker writes its file
+WRITE_INTERVAL = 1.0
+#: client_golang's default buckets (Centrifugo's histograms use them)
+BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _FANOUT_TYPES = ("publication", "join", "leave")
 
+Labels = tuple[tuple[str, str], ...]
 
-class _RegistryCollector(Collector):
-    """Gauges computed from ``node.registry`` when Prometheus scrapes."""
 
-    def __init__(self, node: SessionHost) -> None:
-        self.node = node
+class Family(msgspec.Struct, array_like=True):
+    """One metric family as exposed: the name on its ``# TYPE`` line, and its samples
+    as (sample name, labels, value)."""
 
-    def _families(self) -> list[GaugeMetricFamily]:
-        p = PREFIX
-        return [
-            GaugeMetricFamily(f"{p}_node_num_clients", "Connections on this node."),
-            GaugeMetricFamily(f"{p}_node_num_users", "Distinct users connected to this node."),
-            GaugeMetricFamily(f"{p}_node_num_subscriptions", "Subscriptions on this node."),
-            GaugeMetricFamily(f"{p}_node_num_channels", "Channels with local subscribers."),
-            GaugeMetricFamily(f"{p}_node_build", "Build information.", labels=["version"]),
-            GaugeMetricFamily(
-                f"{p}_transport_connections", "Connections by transport.", labels=["transport"]
-            ),
-        ]
+    name: str
+    type: str
+    help: str
+    samples: list[tuple[str, Labels, float]]
 
-    def describe(self) -> Iterable[Metric]:
-        return self._families()
 
-    def collect(self) -> Iterable[Metric]:
-        reg = self.node.registry
-        clients, users, subs, channels, build, transports = self._families()
-        clients.add_metric([], reg.num_clients)
-        users.add_metric([], reg.num_users)
-        subs.add_metric([], reg.num_subscriptions)
-        channels.add_metric([], reg.num_channels)
-        build.add_metric([self.node.version], 1)
-        counts: dict[str, int] = {}
-        for session in reg.sessions():
-            name = session.transport.name
-            counts[name] = counts.get(name, 0) + 1
-        for name, n in sorted(counts.items()):
-            transports.add_metric([name], n)
-        return [clients, users, subs, channels, build, transports]
+class _Histogram:
+    """Bucketed observations per label set (client_golang's histogram, cumulated when
+    exposed)."""
+
+    __slots__ = ("series",)
+
+    def __init__(self) -> None:
+        self.series: dict[Labels, list[float]] = {}  # per-bucket counts..., +Inf, sum
+
+    def observe(self, labels: Labels, value: float) -> None:
+        row = self.series.get(labels)
+        if row is None:
+            row = self.series[labels] = [0.0] * (len(BUCKETS) + 2)
+        row[bisect.bisect_left(BUCKETS, value)] += 1
+        row[-1] += value
+
+    def samples(self, name: str) -> list[tuple[str, Labels, float]]:
+        out: list[tuple[str, Labels, float]] = []
+        for labels, row in sorted(self.series.items()):
+            total = 0.0
+            for bound, count in zip((*BUCKETS, math.inf), row, strict=False):
+                total += count
+                le = "+Inf" if bound == math.inf else repr(bound)
+                out.append((f"{name}_bucket", (*labels, ("le", le)), total))
+            out.append((f"{name}_sum", labels, row[-1]))
+            out.append((f"{name}_count", labels, total))
+        return out
+
+    def summary(self, name: str) -> list[tuple[str, Labels, float]]:
+        """The deprecated Summary's ``_sum`` and ``_count`` (no quantiles here)."""
+        out: list[tuple[str, Labels, float]] = []
+        for labels, row in sorted(self.series.items()):
+            out.append((f"{name}_sum", labels, row[-1]))
+            out.append((f"{name}_count", labels, sum(row[:-1])))
+        return out
+
+
+def _counter(name: str, help_: str, values: dict[Labels, float]) -> Family:
+    return Family(name, "counter", help_, [(name, k, v) for k, v in sorted(values.items())])
 
 
 class NodeMetrics:
-    """The metrics of one node, a :class:`~centrifuge_asgi.observer.NodeObserver`; hooks
-    are cheap (pre-resolved label children)."""
+    """The metrics of one node, a :class:`~centrifuge_asgi.observer.NodeObserver`; every
+    hook is a dict update."""
 
-    def __init__(self, node: SessionHost) -> None:
-        self.registry = CollectorRegistry(auto_describe=True)
-        reg, p = self.registry, PREFIX
-        self.registry.register(_RegistryCollector(node))
-        ProcessCollector(registry=reg)
-        PlatformCollector(registry=reg)
-        sent = Counter(
-            f"{p}_node_messages_sent",
-            "Pushes queued to local connections by fan-out, by type.",
-            ["type"],
-            registry=reg,
-        )
-        received = Counter(
-            f"{p}_node_messages_received",
-            "Broker messages fanned out to local subscribers, by type.",
-            ["type"],
-            registry=reg,
-        )
-        self._fanout = {t: (sent.labels(t), received.labels(t)) for t in _FANOUT_TYPES}
-        self._client_commands = Histogram(
-            f"{p}_client_command_duration_seconds",
-            "Client command duration, by method.",
-            ["method"],
-            registry=reg,
-        )
-        self._api_duration = Histogram(
-            f"{p}_api_command_duration_seconds",
-            "Server API command duration, by method.",
-            ["protocol", "method"],
-            registry=reg,
-        )
-        self._api_errors = Counter(
-            f"{p}_api_command_errors",
-            "Server API errors, by method and error (code, read_body or unmarshal).",
-            ["protocol", "method", "error"],
-            registry=reg,
-        )
-        self._api_calls = Counter(
-            f"{p}_api_commands",
-            "Server API calls, by method and outcome (ok or error).",
-            ["protocol", "method", "outcome"],
-            registry=reg,
-        )
-        self.broker_publish_errors = Counter(
-            f"{p}_broker_publish_errors", "Publications the broker failed to accept.", registry=reg
-        )
-        self._consumer_processed = Counter(
-            f"{p}_consumers_processed",
-            "Messages consumed, by consumer.",
-            ["consumer_name"],
-            registry=reg,
-        )
-        self._consumer_errors = Counter(
-            f"{p}_consumers_errors",
-            "Failed consumer attempts, by consumer.",
-            ["consumer_name"],
-            registry=reg,
-        )
-        self._command_children: dict[str, Histogram] = {}
+    def __init__(self, node: SessionHost, namespace: str = "") -> None:
+        self.node = node
+        prometheus = getattr(node.config, "prometheus", None)
+        self.namespace = namespace or getattr(prometheus, "namespace", "") or "centrifugo"
+        self.registry = CollectorRegistry(auto_describe=True)  # process and platform only
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        self.messages_sent: dict[Labels, float] = {}  # to the broker
+        self.messages_received: dict[Labels, float] = {}  # from the broker, fanned out
+        self.transport_sent: dict[Labels, float] = {}  # pushes queued to connections
+        self.reply_errors: dict[Labels, float] = {}
+        self.api_errors: dict[Labels, float] = {}
+        self.broker_errors: dict[Labels, float] = {}
+        self.proxy_errors: dict[Labels, float] = {}
+        self.consumers_processed: dict[Labels, float] = {}
+        self.consumers_errors: dict[Labels, float] = {}
+        self.commands = _Histogram()
+        self.api = _Histogram()
+        self.proxy = _Histogram()
+        self._labels: dict[Any, Labels] = {}
+        self._dir = os.environ.get(MULTIPROCESS_ENV, "")
+
+    def _key(self, *pairs: tuple[str, str]) -> Labels:
+        labels = self._labels.get(pairs)
+        if labels is None:
+            labels = self._labels[pairs] = pairs
+        return labels
+
+    # ------------------------------------------------------------- observer hooks
 
     def command(self, method: str, duration: float) -> None:
         """A client protocol command finished (``Node.metrics_command``)."""
-        child = self._command_children.get(method)
-        if child is None:
-            child = self._command_children[method] = self._client_commands.labels(method)
-        child.observe(duration)
+        self.commands.observe(self._key(("method", method), ("channel_namespace", "")), duration)
+
+    def reply_error(self, method: str, code: int) -> None:
+        """A client command was answered with error ``code``."""
+        key = self._key(("method", method), ("code", str(code)), ("channel_namespace", ""))
+        self.reply_errors[key] = self.reply_errors.get(key, 0) + 1
+
+    def published(self, kind: str) -> None:
+        """The node handed a message of ``kind`` to the broker."""
+        key = self._key(("type", kind), ("channel_namespace", ""))
+        self.messages_sent[key] = self.messages_sent.get(key, 0) + 1
 
     def fanout(self, kind: str, count: int) -> None:
         """One broker message of ``kind`` was handed to ``count`` local connections."""
-        if not count:
-            return
-        sent, received = self._fanout[kind]
-        sent.inc(count)
-        received.inc()
+        key = self._key(("type", kind), ("channel_namespace", ""))
+        self.messages_received[key] = self.messages_received.get(key, 0) + 1
+        if count:
+            sent = self._key(("transport", ""), ("frame_type", kind), ("channel_namespace", ""))
+            self.transport_sent[sent] = self.transport_sent.get(sent, 0) + count
 
     def broker_publish_error(self) -> None:
         """The broker failed to accept a publication."""
-        self.broker_publish_errors.inc()
+        key = self._key(("broker_name", ""), ("error", "publish"))
+        self.broker_errors[key] = self.broker_errors.get(key, 0) + 1
 
-    def api_call(self, method: str, duration: float, error: str = "") -> None:
+    def api_call(
+        self, method: str, duration: float, error: str = "", protocol: str = "http"
+    ) -> None:
         """A server API call finished; ``error`` is empty on success."""
-        self._api_duration.labels("http", method).observe(duration)
-        self._api_calls.labels("http", method, "error" if error else "ok").inc()
+        key = self._key(("protocol", protocol), ("method", method))
+        self.api.observe(key, duration)
         if error:
-            self._api_errors.labels("http", method, error).inc()
+            err = self._key(("protocol", protocol), ("method", method), ("error", error))
+            self.api_errors[err] = self.api_errors.get(err, 0) + 1
+
+    def proxy_call(self, protocol: str, kind: str, name: str, duration: float, ok: bool) -> None:
+        """A backend proxy call (``kind``: connect, rpc, ...) finished."""
+        key = self._key(("protocol", protocol), ("type", kind), ("name", name))
+        self.proxy.observe(key, duration)
+        if not ok:
+            self.proxy_errors[key] = self.proxy_errors.get(key, 0) + 1
 
     def consumer_processed(self, name: str, count: int) -> None:
         """A consumer removed ``count`` messages from its source."""
-        self._consumer_processed.labels(name).inc(count)
+        key = self._key(("consumer_name", name))
+        self.consumers_processed[key] = self.consumers_processed.get(key, 0) + count
 
     def consumer_error(self, name: str) -> None:
         """A consumer attempt failed (it is retried with backoff)."""
-        self._consumer_errors.labels(name).inc()
+        key = self._key(("consumer_name", name))
+        self.consumers_errors[key] = self.consumers_errors.get(key, 0) + 1
+
+    # ------------------------------------------------------------------ exposition
+
+    def families(self) -> list[Family]:
+        """Every family of this node, gauges read from the connection registry now."""
+        p, node, reg = self.namespace, self.node, self.node.registry
+        inflight: dict[Labels, float] = {}
+        for session in reg.sessions():
+            key = self._key(
+                ("transport", session.transport.name),
+                ("accept_protocol", ""),
+                ("client_name", ""),
+                ("client_version", ""),
+            )
+            inflight[key] = inflight.get(key, 0) + 1
+        info = getattr(node, "info", None)
+        num_nodes = len(info()["nodes"]) if callable(info) else 1
+
+        def gauge(name: str, help_: str, value: float, labels: Labels = ()) -> Family:
+            return Family(name, "gauge", help_, [(name, labels, float(value))])
+
+        out = [
+            gauge(f"{p}_node_num_clients", "Number of clients connected.", reg.num_clients),
+            gauge(f"{p}_node_num_users", "Number of unique users connected.", reg.num_users),
+            gauge(f"{p}_node_num_subscriptions", "Number of subscriptions.", reg.num_subscriptions),
+            gauge(
+                f"{p}_node_num_channels",
+                "Number of channels with one or more subscribers.",
+                reg.num_channels,
+            ),
+            gauge(f"{p}_node_num_nodes", "Number of nodes in the cluster.", num_nodes),
+            gauge(f"{p}_node_build", "Node build info.", 1, (("version", node.version),)),
+            Family(
+                f"{p}_client_connections_inflight",
+                "gauge",
+                "Number of active client connections.",
+                [(f"{p}_client_connections_inflight", k, v) for k, v in sorted(inflight.items())],
+            ),
+            _counter(
+                f"{p}_node_messages_sent_count",
+                "Number of messages sent by node to broker.",
+                self.messages_sent,
+            ),
+            _counter(
+                f"{p}_node_messages_received_count",
+                "Number of messages received from broker.",
+                self.messages_received,
+            ),
+            _counter(
+                f"{p}_transport_messages_sent",
+                "Number of messages sent to client connections over specific transport.",
+                self.transport_sent,
+            ),
+            _counter(
+                f"{p}_client_num_reply_errors",
+                "Number of errors in replies sent to clients.",
+                self.reply_errors,
+            ),
+            Family(
+                f"{p}_client_command_duration_seconds",
+                "summary",
+                "Client command duration summary.",
+                self.commands.summary(f"{p}_client_command_duration_seconds"),
+            ),
+            Family(
+                f"{p}_client_command_duration_seconds_histogram",
+                "histogram",
+                "Client command duration histogram.",
+                self.commands.samples(f"{p}_client_command_duration_seconds_histogram"),
+            ),
+            Family(
+                f"{p}_api_command_duration_seconds",
+                "summary",
+                "Duration of API per command.",
+                self.api.summary(f"{p}_api_command_duration_seconds"),
+            ),
+            Family(
+                f"{p}_api_command_duration_seconds_histogram",
+                "histogram",
+                "Duration of API per command (histogram).",
+                self.api.samples(f"{p}_api_command_duration_seconds_histogram"),
+            ),
+            _counter(
+                f"{p}_api_command_errors_total",
+                "Total number of errors returned by server API commands.",
+                self.api_errors,
+            ),
+            Family(
+                f"{p}_proxy_duration_seconds",
+                "summary",
+                "Duration of proxy request.",
+                self.proxy.summary(f"{p}_proxy_duration_seconds"),
+            ),
+            Family(
+                f"{p}_proxy_duration_seconds_histogram",
+                "histogram",
+                "Duration of proxy request (histogram).",
+                self.proxy.samples(f"{p}_proxy_duration_seconds_histogram"),
+            ),
+            _counter(f"{p}_proxy_errors", "Total errors in proxy requests.", self.proxy_errors),
+            _counter(
+                f"{p}_broker_publish_errors",
+                "Publications the broker failed to accept (ours).",
+                self.broker_errors,
+            ),
+            _counter(
+                f"{p}_consumers_messages_processed_total",
+                "Total number of messages processed by consumers.",
+                self.consumers_processed,
+            ),
+            _counter(
+                f"{p}_consumers_errors_total",
+                "Total number of errors while processing consumed messages.",
+                self.consumers_errors,
+            ),
+        ]
+        for metric in self.registry.collect():
+            name = metric.name + ("_total" if metric.type == "counter" else "")
+            samples = [(s.name, tuple(sorted(s.labels.items())), s.value) for s in metric.samples]
+            out.append(Family(name, metric.type, metric.documentation, samples))
+        return out
 
     def exposition(self) -> bytes:
-        """The Prometheus text format of every metric of this node."""
-        return generate_latest(self.registry)
+        """The Prometheus text format of this node, or of every worker of the host."""
+        families = self.families()
+        if self._dir:
+            self._write(families)
+            families = merge([families, *read_others(self._dir)], self.namespace)
+        return render(families)
+
+    async def run(self) -> None:
+        """With several workers: write this worker's file every second (the node runs it)."""
+        if not self._dir:
+            return
+        try:
+            while True:
+                self._write(self.families())
+                await anyio.sleep(WRITE_INTERVAL)
+        finally:
+            with contextlib.suppress(OSError):
+                _own_file(self._dir).unlink()
+
+    def _write(self, families: list[Family]) -> None:
+        path = _own_file(self._dir)
+        tmp = path.with_suffix(".tmp")
+        with contextlib.suppress(OSError):
+            tmp.write_bytes(msgspec.json.encode(families))
+            os.replace(tmp, path)
+
+
+def _own_file(directory: str) -> Path:
+    return Path(directory) / f"{os.getpid()}.json"
+
+
+def read_others(directory: str) -> list[list[Family]]:
+    """Every other worker's families from its fresh file in ``directory``."""
+    own = _own_file(directory).name
+    decoder = msgspec.json.Decoder(list[Family])
+    out: list[list[Family]] = []
+    now = time.time()
+    with contextlib.suppress(OSError):
+        for path in Path(directory).glob("*.json"):
+            if path.name == own:
+                continue
+            with contextlib.suppress(OSError, msgspec.ValidationError, msgspec.DecodeError):
+                if now - path.stat().st_mtime <= STALE_AFTER:
+                    out.append(decoder.decode(path.read_bytes()))
+    return out
+
+
+def _merge_mode(name: str, namespace: str) -> str:
+    if name in (
+        f"{namespace}_node_num_nodes",
+        f"{namespace}_node_build",
+        "process_max_fds",
+        "python_info",
+    ):
+        return "max"
+    if name == "process_start_time_seconds":
+        return "min"
+    return "sum"
+
+
+def merge(groups: Sequence[Iterable[Family]], namespace: str) -> list[Family]:
+    """Families of several workers as one: values of equal samples added (or the
+    maximum/minimum where a sum means nothing)."""
+    order: list[str] = []
+    heads: dict[str, Family] = {}
+    values: dict[str, dict[tuple[str, Labels], float]] = {}
+    for families in groups:
+        for fam in families:
+            if fam.name not in heads:
+                order.append(fam.name)
+                heads[fam.name] = fam
+                values[fam.name] = {}
+            mode, table = _merge_mode(fam.name, namespace), values[fam.name]
+            for sname, labels, value in fam.samples:
+                key = (sname, tuple((k, v) for k, v in labels))  # lists from JSON
+                if key not in table:
+                    table[key] = value
+                elif mode == "sum":
+                    table[key] += value
+                elif mode == "max":
+                    table[key] = max(table[key], value)
+                else:
+                    table[key] = min(table[key], value)
+    return [
+        Family(n, heads[n].type, heads[n].help, [(s, lb, v) for (s, lb), v in values[n].items()])
+        for n in order
+    ]
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _number(value: float) -> str:
+    if value == math.inf:
+        return "+Inf"
+    if value == -math.inf:
+        return "-Inf"
+    if value == int(value) and abs(value) < 1e15:
+        return f"{int(value)}"
+    return repr(value)
+
+
+def render(families: Iterable[Family]) -> bytes:
+    """The text exposition format 0.0.4."""
+    lines: list[str] = []
+    for fam in families:
+        help_ = fam.help.replace("\\", "\\\\").replace("\n", "\\n")
+        lines.append(f"# HELP {fam.name} {help_}")
+        lines.append(f"# TYPE {fam.name} {fam.type}")
+        for name, labels, value in fam.samples:
+            if labels:
+                inner = ",".join(f'{k}="{_escape(v)}"' for k, v in labels)
+                lines.append(f"{name}{{{inner}}} {_number(value)}")
+            else:
+                lines.append(f"{name} {_number(value)}")
+    lines.append("")
+    return "\n".join(lines).encode()

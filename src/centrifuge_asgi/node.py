@@ -265,6 +265,9 @@ class Node:
                 raise
         if any(consumer.enabled for consumer in self.config.consumers):
             self._start(EDGES.need("run_consumers"), self)  # consumers/: outbox, streams
+        exporter = getattr(self.metrics, "run", None)  # an observer's background work
+        if exporter is not None:
+            self._start(exporter)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -415,9 +418,11 @@ class Node:
 
     # --------------------------------------------------------------- helpers
 
-    def metrics_command(self, method: str, duration: float) -> None:
-        """Record one client command's duration (``centrifuge_asgi_client_command_*``)."""
+    def metrics_command(self, method: str, duration: float, error_code: int = 0) -> None:
+        """Record one client command's duration and, when it failed, its error code."""
         self.metrics.command(method, duration)
+        if error_code:
+            self.metrics.reply_error(method, error_code)
 
     @property
     def scheduler(self) -> Scheduler:
@@ -506,6 +511,7 @@ class Node:
             self.metrics.broker_publish_error()
             log.error("publish to %s failed: %s", channel, exc)
             raise ClientError.of(ErrorCode.INTERNAL) from exc
+        self.metrics.published("publication")
         # The memory broker fans out synchronously. Publishing back to back lets each
         # connection's writer send everything queued as one frame (coalescing); but once
         # some outbox is half full, let the writers drain before the next publication,

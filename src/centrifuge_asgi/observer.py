@@ -22,8 +22,23 @@ class NodeObserver(Protocol):
         local connections."""
         ...
 
-    def api_call(self, method: str, duration: float, error: str = "") -> None:
-        """A server API call finished; ``error`` is empty on success."""
+    def api_call(
+        self, method: str, duration: float, error: str = "", protocol: str = "http"
+    ) -> None:
+        """A server API call (``protocol`` http or grpc) finished; ``error`` is empty on
+        success."""
+        ...
+
+    def reply_error(self, method: str, code: int) -> None:
+        """A client command was answered with error ``code``."""
+        ...
+
+    def published(self, kind: str) -> None:
+        """The node handed a message of ``kind`` (publication) to the broker."""
+        ...
+
+    def proxy_call(self, protocol: str, kind: str, name: str, duration: float, ok: bool) -> None:
+        """A backend proxy call of ``kind`` (connect, rpc, ...) to proxy ``name`` finished."""
         ...
 
     def broker_publish_error(self) -> None:
@@ -48,7 +63,18 @@ class NoObserver:
     def fanout(self, kind: str, count: int) -> None:
         pass
 
-    def api_call(self, method: str, duration: float, error: str = "") -> None:
+    def api_call(
+        self, method: str, duration: float, error: str = "", protocol: str = "http"
+    ) -> None:
+        pass
+
+    def reply_error(self, method: str, code: int) -> None:
+        pass
+
+    def published(self, kind: str) -> None:
+        pass
+
+    def proxy_call(self, protocol: str, kind: str, name: str, duration: float, ok: bool) -> None:
         pass
 
     def broker_publish_error(self) -> None:

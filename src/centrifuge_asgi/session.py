@@ -452,11 +452,13 @@ class Session:
             self.disconnect(DisconnectCode.BAD_REQUEST)
             return
         started = time.perf_counter()
+        error_code = 0
         try:
             if self._limits is not None and method in _RATE_LIMITED:
                 self._check_rate(method, getattr(cmd, method))
             reply = await self._dispatch(method, cmd)
         except ClientError as exc:
+            error_code = exc.code
             if method == "connect":
                 self.state = State.FAILED
                 self._schedule("drop", 5.0, self.transport_closed)
@@ -478,11 +480,12 @@ class Session:
                 self.state = State.FAILED
                 self._schedule("drop", 5.0, self.transport_closed)
             err = ClientError.of(ErrorCode.INTERNAL)
+            error_code = err.code
             reply = Reply(
                 id=cmd.id, error=ErrorWire(code=err.code, message=err.message, temporary=True)
             )
         finally:
-            self.node.metrics_command(method, time.perf_counter() - started)
+            self.node.metrics_command(method, time.perf_counter() - started, error_code)
         if reply is None:
             return
         self.send_reply(reply)

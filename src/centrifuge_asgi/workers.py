@@ -34,6 +34,7 @@ import os
 import signal
 import socket
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -52,6 +53,8 @@ MAX_RESTARTS = 5
 RESTART_WINDOW = 60.0
 #: how long a new worker may take to report ready
 START_TIMEOUT = 60.0
+#: metrics.MULTIPROCESS_ENV (not imported: prometheus_client is an optional extra)
+METRICS_DIR_ENV = "CENTRIFUGE_ASGI_METRICS_DIR"
 #: SIGUSR1 asks one worker to retire (rolling restart); SIGTERM stops it
 RETIRE_SIGNAL = signal.SIGUSR1
 
@@ -115,7 +118,11 @@ class Supervisor:
 
     def run(self) -> int:
         """Start the workers and supervise them until a stop signal or a failure."""
-        return anyio.run(self._run)
+        # the workers' Prometheus samples meet in one directory (metrics.py), so a scrape
+        # of the shared port answers with the totals of every worker
+        with tempfile.TemporaryDirectory(prefix="centrifuge-asgi-metrics-") as metrics_dir:
+            os.environ.setdefault(METRICS_DIR_ENV, metrics_dir)
+            return anyio.run(self._run)
 
     async def _run(self) -> int:
         stop_signals = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)

@@ -172,7 +172,7 @@ async def test_lifespan_listen_notify_health_and_metrics(outbox: Outbox) -> None
                 "skipped": 0,
                 "errors": 0,
             }
-            assert 'centrifuge_asgi_consumers_processed_total{consumer_name="pg"} 1.0' in metrics
+            assert 'centrifugo_consumers_messages_processed_total{consumer_name="pg"} 1' in metrics
     finally:
         await conn.close()
     assert statuses(node)["pg"].state == "stopped"

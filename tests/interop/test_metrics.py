@@ -10,11 +10,13 @@ import contextlib
 import io
 import json
 import logging
+import re
 from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING, Any
 
 import anyio
 import httpx
+import msgspec
 import pytest
 import websockets
 from prometheus_client.parser import text_string_to_metric_families
@@ -34,16 +36,31 @@ pytestmark = [pytest.mark.interop, pytest.mark.anyio]
 KEY = "metrics-key"
 AUTH = {"X-API-Key": KEY}
 TIMEOUT = 5.0
-P = "centrifuge_asgi_"
+P = "centrifugo_"
 
+NS = {"channel_namespace": ""}
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
+_SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$")
+_LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
+
+
 def parse(text: str) -> Samples:
+    """Samples by their exposed name: Prometheus keeps a counter's name as written
+    (``..._count``), while prometheus-client's parser would append ``_total`` to it;
+    that parser still has to accept the whole text."""
+    families = list(text_string_to_metric_families(text))
+    assert families
     out: Samples = {}
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        match = _SAMPLE.match(line)
+        assert match, line
+        name, labels, number = match.groups()
+        pairs = tuple(sorted(_LABEL.findall(labels or "")))
+        out[(name, pairs)] = float(number)
     return out
 
 
@@ -90,7 +107,7 @@ async def test_metrics_move_with_traffic(live_server: LiveServerFactory) -> None
         before = await scrape(http, srv)
         assert value(before, "node_num_clients") == 0
         assert value(before, "node_build", version=node.version) == 1
-        assert value(before, "node_messages_sent_total", type="publication") == 0
+        assert value(before, "node_messages_sent_count", type="publication", **NS) == 0
 
         async with subscriber(srv, "1", "chat:m") as first, subscriber(srv, "2", "chat:m"):
             publish = {"channel": "chat:m", "data": {"n": 1}}
@@ -111,20 +128,26 @@ async def test_metrics_move_with_traffic(live_server: LiveServerFactory) -> None
             ("node_num_channels", 1),
         ]:
             assert value(during, gauge) == expected, gauge
-        assert value(during, "transport_connections", transport="websocket") == 2
-        # one publication fanned out to two subscribers; the second join went to the first
-        assert value(during, "node_messages_sent_total", type="publication") == 2
-        assert value(during, "node_messages_received_total", type="publication") == 1
-        assert value(during, "node_messages_sent_total", type="join") >= 1
+        ws = {"transport": "websocket", "accept_protocol": "", "client_name": ""}
+        assert value(during, "client_connections_inflight", client_version="", **ws) == 2
+        assert value(during, "node_num_nodes") == 1
+        # one publication to the broker, fanned out to two subscribers; the second join
+        # went to the first
+        assert value(during, "node_messages_sent_count", type="publication", **NS) == 1
+        assert value(during, "node_messages_received_count", type="publication", **NS) == 1
+        sent = {"transport": "", "frame_type": "publication", **NS}
+        assert value(during, "transport_messages_sent", **sent) == 2
+        assert value(during, "transport_messages_sent", **{**sent, "frame_type": "join"}) >= 1
         for method in ("connect", "subscribe"):
-            count = value(during, "client_command_duration_seconds_count", method=method)
-            assert count == 2, method
-        ok = value(during, "api_commands_total", protocol="http", method="publish", outcome="ok")
-        assert ok == 1
+            name = "client_command_duration_seconds_histogram_count"
+            assert value(during, name, method=method, **NS) == 2, method
+            assert value(during, "client_command_duration_seconds_count", method=method, **NS) == 2
         err = {"protocol": "http", "method": "publish"}
-        assert value(during, "api_commands_total", outcome="error", **err) == 1
         assert value(during, "api_command_errors_total", error="102", **err) == 1
+        assert value(during, "api_command_duration_seconds_histogram_count", **err) == 2
         assert value(during, "api_command_duration_seconds_count", **err) == 2
+        bucket = value(during, "api_command_duration_seconds_histogram_bucket", le="+Inf", **err)
+        assert bucket == 2
 
         # gauges are read at scrape time: back to zero once the clients left
         with anyio.fail_after(TIMEOUT):
@@ -146,13 +169,15 @@ async def test_metrics_disabled_by_default(live_server: LiveServerFactory) -> No
 
 def test_nodes_in_one_process_do_not_clash() -> None:
     a, b = Node(node_config()), Node(node_config())
-    a.metrics_command("publish", 0.01)
-    a.metrics.broker_publish_errors.inc()
+    a.metrics_command("publish", 0.01, 103)
+    a.metrics.broker_publish_error()
     sa, sb = parse(a.metrics.exposition().decode()), parse(b.metrics.exposition().decode())
-    assert value(sa, "client_command_duration_seconds_count", method="publish") == 1
-    assert value(sb, "client_command_duration_seconds_count", method="publish") == 0
-    assert value(sa, "broker_publish_errors_total") == 1
-    assert value(sb, "broker_publish_errors_total") == 0
+    name = "client_command_duration_seconds_histogram_count"
+    assert value(sa, name, method="publish", **NS) == 1
+    assert value(sb, name, method="publish", **NS) == 0
+    assert value(sa, "client_num_reply_errors", method="publish", code="103", **NS) == 1
+    assert value(sa, "broker_publish_errors", broker_name="", error="publish") == 1
+    assert value(sb, "broker_publish_errors", broker_name="", error="publish") == 0
     assert a.metrics.registry is not b.metrics.registry
 
 
@@ -170,7 +195,122 @@ async def test_broker_publish_errors_are_counted() -> None:
             r = await http.post("/api/publish", json=body, headers=AUTH)
             assert r.json() == {"error": {"code": 100, "message": "internal server error"}}
             samples = parse((await http.get("/metrics")).text)
-    assert value(samples, "broker_publish_errors_total") == 1
+    assert value(samples, "broker_publish_errors", broker_name="", error="publish") == 1
+
+
+#: the metric names the queries of Centrifugo's Grafana dashboard (id 13039) read for the
+#: features this library has, as listed on Centrifugo's observability docs page
+DASHBOARD_NAMES = [
+    "centrifugo_node_num_clients",
+    "centrifugo_node_num_users",
+    "centrifugo_node_num_subscriptions",
+    "centrifugo_node_num_channels",
+    "centrifugo_node_num_nodes",
+    "centrifugo_node_build",
+    "centrifugo_node_messages_sent_count",
+    "centrifugo_node_messages_received_count",
+    "centrifugo_client_num_reply_errors",
+    "centrifugo_client_connections_inflight",
+    "centrifugo_client_command_duration_seconds_histogram_bucket",
+    "centrifugo_client_command_duration_seconds_histogram_count",
+    "centrifugo_transport_messages_sent",
+    "centrifugo_api_command_duration_seconds_histogram_bucket",
+    "centrifugo_api_command_duration_seconds_histogram_count",
+    "centrifugo_api_command_errors_total",
+    "centrifugo_proxy_duration_seconds_histogram_bucket",
+    "centrifugo_proxy_errors",
+    "centrifugo_consumers_messages_processed_total",
+    "centrifugo_consumers_errors_total",
+    "process_cpu_seconds_total",
+    "process_resident_memory_bytes",
+]
+
+
+async def test_dashboard_metric_names_are_exposed(live_server: LiveServerFactory) -> None:
+    """Every name the dashboard queries has a sample once each kind of traffic happened."""
+    node = Node(node_config())
+    srv = live_server(node.asgi_app())
+    node.metrics_command("subscribe", 0.001, 103)
+    node.metrics.proxy_call("http", "connect", "default", 0.01, False)
+    node.metrics.consumer_processed("outbox", 2)
+    node.metrics.consumer_error("outbox")
+    async with (
+        httpx.AsyncClient(timeout=TIMEOUT) as http,
+        subscriber(srv, "1", "chat:d") as ws,
+    ):
+        bad = {"channel": "zzz:1", "data": 1}
+        r = await http.post(srv.url("/api/publish"), json=bad, headers=AUTH)
+        assert r.json()["error"]["code"] == 102
+        r = await http.post(
+            srv.url("/api/publish"), json={"channel": "chat:d", "data": 1}, headers=AUTH
+        )
+        assert r.json() == {"result": {}}
+        with anyio.fail_after(TIMEOUT):
+            while "pub" not in await ws.recv():
+                pass
+        names = {name for name, _ in await scrape(http, srv)}
+    missing = [name for name in DASHBOARD_NAMES if name not in names]
+    assert not missing, missing
+    # counters keep client_golang's names: no _total appended to ..._count
+    assert "centrifugo_node_messages_sent_count_total" not in names
+
+
+async def test_namespace_replaces_the_prefix() -> None:
+    node = Node(node_config(prometheus={"enabled": True, "namespace": "chat"}))
+    async with node:
+        transport = httpx.ASGITransport(app=node.asgi_app())
+        async with httpx.AsyncClient(transport=transport, base_url="http://n") as http:
+            names = {name for name, _ in parse((await http.get("/metrics")).text)}
+    assert "chat_node_num_clients" in names
+    assert not any(name.startswith("centrifugo_") for name in names)
+
+
+def test_workers_add_up(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With CENTRIFUGE_ASGI_METRICS_DIR, a scrape adds every fresh worker file to its own
+    samples: counters and gauges summed, node_num_nodes and build the maximum, a stale
+    file (a gone worker) left out."""
+    import os
+    import time
+
+    from centrifuge_asgi import metrics as m
+
+    monkeypatch.setenv(m.MULTIPROCESS_ENV, str(tmp_path))
+    node = Node(node_config())
+    node.metrics_command("connect", 0.002)
+    assert isinstance(node.metrics, m.NodeMetrics)
+    peer = [
+        m.Family(
+            "centrifugo_node_num_clients", "gauge", "", [("centrifugo_node_num_clients", (), 3)]
+        ),
+        m.Family("centrifugo_node_num_nodes", "gauge", "", [("centrifugo_node_num_nodes", (), 2)]),
+        m.Family(
+            "centrifugo_client_command_duration_seconds_histogram",
+            "histogram",
+            "",
+            [
+                (
+                    "centrifugo_client_command_duration_seconds_histogram_count",
+                    (("method", "connect"), ("channel_namespace", "")),
+                    4,
+                )
+            ],
+        ),
+    ]
+    (tmp_path / "1.json").write_bytes(msgspec.json.encode(peer))
+    stale = [
+        m.Family(
+            "centrifugo_node_num_clients", "gauge", "", [("centrifugo_node_num_clients", (), 50)]
+        )
+    ]
+    (tmp_path / "2.json").write_bytes(msgspec.json.encode(stale))
+    old = time.time() - m.STALE_AFTER - 5
+    os.utime(tmp_path / "2.json", (old, old))
+    samples = parse(node.metrics.exposition().decode())
+    assert value(samples, "node_num_clients") == 3
+    assert value(samples, "node_num_nodes") == 2
+    count = "client_command_duration_seconds_histogram_count"
+    assert value(samples, count, method="connect", **NS) == 5
+    assert (tmp_path / f"{os.getpid()}.json").exists()  # its own file, for the others
 
 
 # ---------------------------------------------------------------------------- logs

@@ -300,7 +300,9 @@ class ApiService:
             try:
                 result = await self.executor.call(method, convert(request))
             except ApiError as exc:
-                self.node.metrics.api_call(method, time.perf_counter() - started, str(exc.code))
+                self.node.metrics.api_call(
+                    method, time.perf_counter() - started, str(exc.code), protocol="grpc"
+                )
                 error = pb.Error(code=exc.code, message=exc.message)
                 if self.transport_mode or metadata.get(ERROR_MODE_KEY) == "transport":
                     status = GRPC_STATUS.get(exc.code, INTERNAL_STATUS)
@@ -312,7 +314,7 @@ class ApiService:
                     )
                 response.error.CopyFrom(error)
                 return response
-            self.node.metrics.api_call(method, time.perf_counter() - started)
+            self.node.metrics.api_call(method, time.perf_counter() - started, protocol="grpc")
             result_field = response.result
             result_field.SetInParent()
             fill(result_field, result)
@@ -325,7 +327,7 @@ class ApiService:
         request = await _decode(pb.BatchRequest, data, context)
         started = time.perf_counter()
         replies = await self.executor.batch(batch_request(request))
-        self.node.metrics.api_call("batch", time.perf_counter() - started)
+        self.node.metrics.api_call("batch", time.perf_counter() - started, protocol="grpc")
         response = pb.BatchResponse()
         fill(response, {"replies": replies})
         return response
