@@ -24,6 +24,17 @@ Int32 = Annotated[int, Meta(ge=-(2**31), le=2**31 - 1)]
 Int64 = Annotated[int, Meta(ge=-(2**63), le=2**63 - 1)]
 Uint64 = Annotated[int, Meta(ge=0)]  # msgspec bounds stop at int64: see _check_uint64
 Offset = Uint64  # stream offset
+
+# Subscription types (SubscribeRequest.type), map subscribe phases, publish types.
+SUBSCRIPTION_TYPE_STREAM = 0
+SUBSCRIPTION_TYPE_MAP = 1
+SUBSCRIPTION_TYPE_MAP_CLIENTS = 2
+SUBSCRIPTION_TYPE_MAP_USERS = 3
+SUBSCRIPTION_TYPE_SHARED_POLL = 4
+MAP_PHASE_LIVE = 0
+MAP_PHASE_STREAM = 1
+MAP_PHASE_STATE = 2
+PUBLISH_TYPE_MAP = 1
 Limit = Int32  # history limit: any negative value means everything (-1 by convention)
 
 
@@ -68,7 +79,11 @@ class SubscribeRequest(_In):
     delta: str = ""
     tf: FilterNode | None = None  # tags filter; JSON null is no filter, as in Go
     flag: Int64 = 0
-    type: Int32 = 0
+    type: Int32 = 0  # SUBSCRIPTION_TYPE_*: 0 stream, 1 map, 2 map_clients, 3 map_users, 4 poll
+    phase: Int32 = 0  # map subscribe phase: MAP_PHASE_LIVE / _STREAM / _STATE
+    cursor: str = ""  # map state page cursor
+    limit: Int32 = 0  # map page size (0: the server default)
+    asc: bool = False
 
     def __post_init__(self) -> None:
         _check_uint64(self.offset)
@@ -93,6 +108,9 @@ class ChannelRequest(_In):
 class PublishRequest(_In):
     channel: str = ""
     data: OptRaw = UNSET
+    type: Int32 = 0  # 0 regular, 1 map (PUBLISH_TYPE_MAP)
+    key: str = ""  # map publish: the key
+    removed: bool = False  # map publish: remove the key
 
 
 class StreamPositionWire(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -123,9 +141,29 @@ class RefreshRequest(_In):
     token: str = ""
 
 
+class KeyedItem(_In):
+    """Shared poll: a tracked key and the version the client holds."""
+
+    key: str = ""
+    version: Uint64 = 0
+
+    def __post_init__(self) -> None:
+        _check_uint64(self.version)
+
+
+class TrackBatch(_In):
+    """Shared poll: keys signed together (the signature covers all of ``items``)."""
+
+    signature: str = ""
+    items: list[KeyedItem] = []
+
+
 class SubRefreshRequest(_In):
     channel: str = ""
     token: str = ""
+    type: Int32 = 0  # 0 token refresh, 1 shared-poll track, 2 shared-poll untrack
+    track: list[TrackBatch] = []
+    untrack: list[str] = []
 
 
 class EmptyRequest(_In):
@@ -159,12 +197,18 @@ class ClientInfoWire(_Out):
 
 
 class PublicationWire(_Out):
-    data: Raw
+    data: OptRaw  # UNSET only for a map removal, which carries no payload (omitted, as Go)
     info: ClientInfoWire | None = None
     offset: int = 0
     tags: dict[str, str] = {}
     delta: bool = False
     time: int = 0
+    channel: str = ""
+    key: str = ""  # map and shared-poll publications
+    removed: bool = False
+    score: int = 0
+    epoch: str = ""
+    version: int = 0  # shared poll
 
 
 class ErrorWire(_Out):
@@ -188,6 +232,12 @@ class SubscribeResult(_Out):
     data: OptRaw = UNSET
     was_recovering: bool = False
     delta: bool = False
+    id: int = 0
+    type: int = 0  # echo of SubscribeRequest.type
+    phase: int = 0  # map: the phase of this reply (0 live: subscribed)
+    cursor: str = ""  # map state: next page, empty on the last one
+    state: list[PublicationWire] = []  # map state entries
+    publish_debounce: int = 0  # milliseconds
 
 
 class ConnectResult(_Out):
@@ -237,6 +287,7 @@ class RefreshResult(_Out):
 class SubRefreshResult(_Out):
     expires: bool = False
     ttl: int = 0
+    items: list[PublicationWire] = []  # shared poll: current data of tracked keys
 
 
 # -------------------------------------------------------------------------------------- pushes

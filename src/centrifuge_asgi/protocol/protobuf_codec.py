@@ -25,6 +25,7 @@ from .messages import (
     EmptyRequest,
     FilterNode,
     HistoryRequest,
+    KeyedItem,
     OptRaw,
     PublicationWire,
     PublishRequest,
@@ -37,6 +38,7 @@ from .messages import (
     SubRefreshRequest,
     SubscribeRequest,
     SubscribeResult,
+    TrackBatch,
 )
 
 # ------------------------------------------------------------------------------ framing
@@ -115,6 +117,10 @@ def _subscribe_request(m: pb.SubscribeRequest) -> SubscribeRequest:
         tf=_filter_node(m.tf) if m.HasField("tf") else None,
         flag=m.flag,
         type=m.type,
+        phase=m.phase,
+        cursor=m.cursor,
+        limit=m.limit,
+        asc=m.asc,
     )
 
 
@@ -140,11 +146,30 @@ def _history_request(m: pb.HistoryRequest) -> HistoryRequest:
     return HistoryRequest(channel=m.channel, limit=m.limit, since=since, reverse=m.reverse)
 
 
+def _publish_request(m: pb.PublishRequest) -> PublishRequest:
+    return PublishRequest(
+        channel=m.channel, data=_raw(m.data), type=m.type, key=m.key, removed=m.removed
+    )
+
+
+def _sub_refresh_request(m: pb.SubRefreshRequest) -> SubRefreshRequest:
+    track = [
+        TrackBatch(
+            signature=batch.signature,
+            items=[KeyedItem(key=item.key, version=item.version) for item in batch.items],
+        )
+        for batch in m.track
+    ]
+    return SubRefreshRequest(
+        channel=m.channel, token=m.token, type=m.type, track=track, untrack=list(m.untrack)
+    )
+
+
 _REQUESTS: dict[str, Callable[[Any], Any]] = {
     "connect": _connect_request,
     "subscribe": _subscribe_request,
     "unsubscribe": _channel_request,
-    "publish": lambda m: PublishRequest(channel=m.channel, data=_raw(m.data)),
+    "publish": _publish_request,
     "presence": _channel_request,
     "presence_stats": _channel_request,
     "history": _history_request,
@@ -152,7 +177,7 @@ _REQUESTS: dict[str, Callable[[Any], Any]] = {
     "send": lambda m: SendRequest(data=_raw(m.data)),
     "rpc": lambda m: RPCRequest(data=_raw(m.data), method=m.method),
     "refresh": lambda m: RefreshRequest(token=m.token),
-    "sub_refresh": lambda m: SubRefreshRequest(channel=m.channel, token=m.token),
+    "sub_refresh": _sub_refresh_request,
 }
 
 
@@ -178,7 +203,8 @@ def _fill_info(m: pb.ClientInfo, info: ClientInfoWire) -> None:
 
 
 def _fill_pub(m: pb.Publication, pub: PublicationWire) -> None:
-    m.data = bytes(pub.data)
+    if pub.data is not UNSET:
+        m.data = bytes(pub.data)
     if pub.info is not None:
         _fill_info(m.info, pub.info)
     if pub.offset:
@@ -189,6 +215,18 @@ def _fill_pub(m: pb.Publication, pub: PublicationWire) -> None:
         m.delta = True
     if pub.time:
         m.time = pub.time
+    if pub.channel:
+        m.channel = pub.channel
+    if pub.key:
+        m.key = pub.key
+    if pub.removed:
+        m.removed = True
+    if pub.score:
+        m.score = pub.score
+    if pub.epoch:
+        m.epoch = pub.epoch
+    if pub.version:
+        m.version = pub.version
 
 
 def _fill_subscribe(m: pb.SubscribeResult, r: SubscribeResult) -> None:
@@ -206,6 +244,13 @@ def _fill_subscribe(m: pb.SubscribeResult, r: SubscribeResult) -> None:
         m.data = bytes(r.data)
     m.was_recovering = r.was_recovering
     m.delta = r.delta
+    m.id = r.id
+    m.type = r.type
+    m.phase = r.phase
+    m.cursor = r.cursor
+    for pub in r.state:
+        _fill_pub(m.state.add(), pub)
+    m.publish_debounce = r.publish_debounce
 
 
 def _fill_connect(m: pb.ConnectResult | pb.Connect, r: ConnectResult) -> None:
@@ -309,6 +354,8 @@ def _fill_reply(m: pb.Reply, r: Reply) -> None:
         m.sub_refresh.SetInParent()
         m.sub_refresh.expires = r.sub_refresh.expires
         m.sub_refresh.ttl = r.sub_refresh.ttl
+        for pub in r.sub_refresh.items:
+            _fill_pub(m.sub_refresh.items.add(), pub)
 
 
 # -------------------------------------------------------------------------------- codec
