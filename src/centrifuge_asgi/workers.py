@@ -14,7 +14,7 @@ never refused. What it does with workers:
 
 - start: one after another; each reports ready through a socket pair once its node and
   listeners run. A worker that exits before it is ready stops the server (status 1): the
-  same failure would repeat (configuration, engine unreachable).
+  same failure would repeat (an error while importing or starting).
 - crash: a worker that was ready and exits on its own is logged and restarted; more than
   :data:`MAX_RESTARTS` crashes in :data:`RESTART_WINDOW` seconds stop the server.
 - SIGTERM or SIGINT: every worker gets SIGTERM and drains (clients get 3001 "shutdown",
