@@ -745,6 +745,16 @@ class _Validator:
             if getattr(opts, f"{kind}_proxy_enabled"):
                 name = getattr(opts, f"{kind}_proxy_name")
                 self.check_proxy_ref(f"{path}.{kind}_proxy_name", kind, name)
+        if opts.subscribe_stream_proxy_enabled:  # streams exist over gRPC only
+            name = opts.subscribe_stream_proxy_name
+            stream = self.config.proxy("subscribe_stream", name)
+            if stream is not None and stream.endpoint and not stream.endpoint.startswith("grpc://"):
+                owner = (
+                    f"proxies[{name}]"
+                    if name not in ("", "default")
+                    else "channel.proxy.subscribe_stream"
+                )
+                self.fail(f"{owner}.endpoint", stream.endpoint, "a subscribe stream needs grpc://")
 
     def check_rpc(self) -> None:
         rpc = self.config.rpc

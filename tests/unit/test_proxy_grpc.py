@@ -17,8 +17,8 @@ import msgspec
 import pytest
 from msgspec import Raw
 
-from centrifuge_asgi.config import ProxyConfig
-from centrifuge_asgi.errors import ClientError, Disconnect
+from centrifuge_asgi.config import Config, ProxyConfig
+from centrifuge_asgi.errors import ClientError, ConfigError, Disconnect
 from centrifuge_asgi.grpc import proxy_pb2 as pb
 from centrifuge_asgi.proxy_grpc import answer_json, metadata, request_message
 from centrifuge_asgi.proxy_hooks import _CONNECT, _RPC, _SUBSCRIBE
@@ -360,3 +360,47 @@ def test_grpc_metadata_rules() -> None:
         "x-name": "Zoë",
         "content-type": "application/json",
     }
+
+
+@pytest.mark.parametrize(
+    ("data", "key"),
+    [
+        (
+            {
+                "channel": {
+                    "proxy": {"subscribe_stream": {"endpoint": "http://backend/stream"}},
+                    "namespaces": [{"name": "ss", "subscribe_stream_proxy_enabled": True}],
+                }
+            },
+            "channel.proxy.subscribe_stream.endpoint",
+        ),
+        (
+            {
+                "proxies": [{"name": "web", "endpoint": "http://backend/x"}],
+                "channel": {
+                    "namespaces": [
+                        {
+                            "name": "ss",
+                            "subscribe_stream_proxy_enabled": True,
+                            "subscribe_stream_proxy_name": "web",
+                        }
+                    ]
+                },
+            },
+            "proxies[web].endpoint",
+        ),
+    ],
+)
+def test_a_stream_proxy_needs_grpc(data: dict[str, object], key: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        Config.from_dict(data)
+    assert f"'{key}'" in str(info.value)
+    assert "needs grpc://" in str(info.value)
+
+
+def test_a_stream_namespace_without_endpoint_loads() -> None:
+    """Served by ``@node.on_subscribe_stream`` (108 without one)."""
+    config = Config.from_dict(
+        {"channel": {"namespaces": [{"name": "ss", "subscribe_stream_proxy_enabled": True}]}}
+    )
+    assert config.proxy("subscribe_stream") is not None
