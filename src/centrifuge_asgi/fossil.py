@@ -8,8 +8,10 @@ digits ``0-9 A-Z _ a-z ~``, most significant first.
 
 :func:`create` finds copies the way fossil does: the source is hashed in 16-byte blocks,
 a rolling hash walks the target, and every candidate block is extended forwards and
-backwards byte by byte; a copy is kept when it is longer than its own encoding. Any
-delta it makes is valid; its size may differ from other encoders' on the same input.
+backwards byte by byte; a copy is kept when it is longer than its own encoding. Unlike
+fossil, copies start and end on character boundaries of a UTF-8 target, so the delta of a
+UTF-8 text is UTF-8 too (it can travel as a JSON string). Any delta it makes is valid;
+its size may differ from other encoders' on the same input.
 :func:`apply` is the strict decoder (every bound and the checksum are checked).
 """
 
@@ -60,6 +62,17 @@ def checksum(data: bytes) -> int:
     return total & 0xFFFFFFFF
 
 
+def _is_multibyte_text(data: bytes) -> bool:
+    """UTF-8 with characters beyond ASCII (whose boundaries copies must respect)."""
+    if data.isascii():
+        return False
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 def _forward(src: bytes, x: int, out: bytes, y: int) -> int:
     """Length of the common run of ``src[x:]`` and ``out[y:]``."""
     limit = min(len(src) - x, len(out) - y)
@@ -87,6 +100,7 @@ def create(source: bytes, target: bytes) -> bytes:
         parts += [_int(len_out), b":", target, _int(checksum(target)), b";"]
         return b"".join(parts)
 
+    text = _is_multibyte_text(target)
     n_hash = len_src // _NHASH
     landmark = [-1] * n_hash
     collide = [-1] * n_hash
@@ -122,6 +136,19 @@ def create(source: bytes, target: bytes) -> bytes:
                     cnt = j + k
                     ofst = i_src - k
                     lit = i - k
+                    # Keep copies on UTF-8 character boundaries of the target, so that
+                    # the inserted bytes of a text's delta are whole characters: a JSON
+                    # client receives the delta as a string.
+                    start = base + lit
+                    while text and cnt > 0 and 0x80 <= target[start] < 0xC0:
+                        start += 1
+                        lit += 1
+                        ofst += 1
+                        cnt -= 1
+                    end = start + cnt
+                    while text and cnt > 0 and end < len_out and 0x80 <= target[end] < 0xC0:
+                        end -= 1
+                        cnt -= 1
                     cost = _digits(lit) + _digits(cnt) + _digits(ofst) + 3
                     if cnt >= cost and cnt > best_cnt:
                         best_cnt, best_ofst, best_lit = cnt, ofst, lit

@@ -79,7 +79,9 @@ class DocStream:
         }
 
     def word(self) -> str:
-        return "".join(self.rng.choices(string.ascii_lowercase, k=self.rng.randrange(3, 9)))
+        # some multi-byte characters: a copy may end inside one, and the JSON form must cope
+        letters = string.ascii_lowercase + "éжü日本"
+        return "".join(self.rng.choices(letters, k=self.rng.randrange(3, 9)))
 
     def next(self) -> dict[str, Any]:
         rng = self.rng
