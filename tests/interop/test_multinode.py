@@ -277,3 +277,34 @@ def test_channels_survey_sums_every_node(live_server: LiveServerFactory) -> None
         assert srv_a.call(node_a.cluster_channels("chat:*")) == everything
         assert srv_a.call(node_a.cluster_channels("chat:b*")) == everything
         assert node_a.channels() == {"chat:both": 1}  # the local view stays local
+
+
+def test_server_api_info_asks_every_node(
+    live_server: LiveServerFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The API's info asks each node for its statistics (a survey), so a client that just
+    connected to node B is counted by node A although B announced itself before it came."""
+    from centrifuge_asgi import cluster
+
+    require_main_redis()
+    monkeypatch.setattr(cluster, "NODE_INTERVAL", 60.0)  # no announcement during the test
+    monkeypatch.setattr(cluster, "NODE_TTL", 120.0)
+    config = redis_cluster_config(unique_prefix())
+    config["http_api"] = {"key": "api-key"}
+    (node_a, srv_a), (node_b, srv_b) = (serve_node(live_server, config) for _ in range(2))
+
+    def api_info() -> dict[str, dict[str, Any]]:
+        answer = httpx.post(
+            srv_a.url("/api/info"), json={}, headers={"X-API-Key": "api-key"}, timeout=5
+        )
+        assert answer.status_code == 200, answer.text
+        return {n["uid"]: n for n in answer.json()["result"]["nodes"]}
+
+    # the nodes met (each announces itself at start and answers a newcomer at once)
+    wait_until(lambda: node_b.node_id in api_info(), timeout=8)
+    with ws_connect(ws(srv_b), open_timeout=5) as conn:
+        conn.send(json.dumps({"id": 1, "connect": {"token": token("u1")}}))
+        assert "connect" in json.loads(str(conn.recv(timeout=5)).split("\n")[0])
+        announced = {n["uid"]: n for n in node_a.info()["nodes"]}[node_b.node_id]
+        assert announced["num_clients"] == 0  # what B last announced
+        assert api_info()[node_b.node_id]["num_clients"] == 1  # what B says when asked
