@@ -1,9 +1,10 @@
 """Fossil delta compression driven by the official SDKs, checked on the wire, across nodes.
 
 * centrifuge-js 5.7.4 (``delta: 'fossil'``) over WebSocket and HTTP-streaming, JSON and
-  Protobuf: 1,000 random publications of a ~1 KB document that changes by a few fields,
-  a recovery after a forced reconnect, then live again; every decoded payload must equal
-  the published one (``tests/js/scenarios/sdk_delta.mjs``);
+  Protobuf, and SSE (JSON): 1,000 random publications of a JSON document (about 0.9 KB,
+  some multi-byte text) that changes by a few fields, a recovery after a forced
+  reconnect, then live again; every decoded payload must equal the published one
+  (``tests/js/scenarios/sdk_delta.mjs``);
 * centrifuge-python 0.7.0 (``delta=DeltaType.FOSSIL``), JSON and Protobuf, the same;
 * a raw WebSocket client sees ``delta: true`` pushes whose data is a short JSON string;
 * two nodes on one Redis: the previous publication travels with the publication, so a
@@ -62,12 +63,13 @@ def delta_config(**engine: Any) -> dict[str, Any]:
     cfg = make_config()
     cfg["channel"]["namespaces"].append(copy.deepcopy(DELTA_NAMESPACE))
     cfg["http_stream"] = {"enabled": True}
+    cfg["sse"] = {"enabled": True}
     cfg.update(engine)
     return cfg
 
 
 class DocStream:
-    """Versions of a ~1 KB JSON document; each one changes one to four fields."""
+    """Versions of a JSON document (about 0.9 KB); each one changes one to four fields."""
 
     def __init__(self, seed: int) -> None:
         self.rng = rng = random.Random(seed)
@@ -132,8 +134,16 @@ class Publisher:
 # ------------------------------------------------------------------------ centrifuge-js
 
 
-@pytest.mark.parametrize("protocol", ["json", "protobuf"])
-@pytest.mark.parametrize("transport", ["websocket", "http_stream"])
+@pytest.mark.parametrize(
+    ("transport", "protocol"),
+    [
+        ("websocket", "json"),
+        ("websocket", "protobuf"),
+        ("http_stream", "json"),
+        ("http_stream", "protobuf"),
+        ("sse", "json"),  # the SDK's SSE transport is JSON only
+    ],
+)
 def test_js_delta_live_and_recovered(
     live_server: LiveServerFactory, run_js: RunJs, transport: str, protocol: str
 ) -> None:

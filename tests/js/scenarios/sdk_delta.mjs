@@ -1,6 +1,6 @@
 // Fossil delta compression (`delta: 'fossil'`): many live publications, then a recovery
 // after a forced reconnect, then live again; every decoded payload is reported in order.
-// Usage: node sdk_delta.mjs <websocket|http_stream> <base-url> <token> <channel> <json|protobuf> <count>
+// Usage: node sdk_delta.mjs <websocket|http_stream|sse> <base-url> <token> <channel> <json|protobuf> <count>
 // RPCs (tests/interop/test_delta_sdks.py): publish_docs {channel, count} publishes the next
 // `count` versions of a document with delta; drop_and_publish_docs {channel, count}
 // disconnects this user with 3011 first.
