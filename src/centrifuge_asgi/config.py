@@ -474,6 +474,40 @@ class ClientConfig(_Struct, frozen=True):
     rate_limit: ClientRateLimitConfig = msgspec.field(default_factory=ClientRateLimitConfig)
 
 
+class MapOptions(_Struct, frozen=True):
+    """``map.*`` of a namespace: map subscriptions (Centrifugo v6.8+, experimental)."""
+
+    mode: str = ""  # ephemeral | recoverable | persistent (required for map types)
+    key_ttl: Duration = 0.0
+    stream_size: int = 0  # 0: 100 for recoverable/persistent
+    stream_ttl: Duration = 0.0  # 0: 1m for recoverable/persistent
+    meta_ttl: Duration = 0.0
+    remove_client_on_unsubscribe: bool = False
+    client_key: str = ""  # "", client_id or user_id
+    allow_publish_for_client: bool = False
+    allow_publish_for_subscriber: bool = False
+    allow_publish_for_anonymous: bool = False
+    allow_remove_for_client: bool = False
+    allow_remove_for_subscriber: bool = False
+    allow_remove_for_anonymous: bool = False
+    publish_proxy_enabled: bool = False
+    publish_proxy_name: str = "default"
+    remove_proxy_enabled: bool = False
+    remove_proxy_name: str = "default"
+    default_page_size: int = 0  # 0: 100
+    min_page_size: int = 0  # 0: 100
+    max_page_size: int = 0  # 0: 1000
+    live_transition_max_publication_limit: int = 0  # 0: max page size
+    subscribe_catch_up_timeout: Duration = 0.0  # 0: 5s
+
+    @property
+    def has_stream(self) -> bool:
+        return self.mode in ("recoverable", "persistent")
+
+
+MAP_SUBSCRIPTION_TYPES = ("map", "map_clients", "map_users")
+
+
 class ChannelOptions(_Struct, frozen=True, dict=True):
     """Options of one channel namespace (or of ``channel.without_namespace``), spec §2.3."""
 
@@ -515,6 +549,15 @@ class ChannelOptions(_Struct, frozen=True, dict=True):
     subscribe_stream_proxy_enabled: bool = False
     subscribe_stream_proxy_name: str = "default"
     subscribe_stream_proxy_bidirectional: bool = False
+    subscription_type: str = ""  # "" or stream, map, map_clients, map_users, shared_poll
+    map: MapOptions = msgspec.field(default_factory=MapOptions)
+    map_clients_presence_channel_prefix: str = ""
+    map_users_presence_channel_prefix: str = ""
+
+    @property
+    def is_map(self) -> bool:
+        """A map, map_clients or map_users namespace."""
+        return self.subscription_type in MAP_SUBSCRIPTION_TYPES
 
     @property
     def history_enabled(self) -> bool:
@@ -792,6 +835,21 @@ class EngineRedisConfig(PresenceRedisConfig, frozen=True):
     history_use_lists: bool = False
 
 
+class MapBrokerRedisConfig(RedisConfig, frozen=True):
+    """``map_broker.redis``."""
+
+    cleanup_interval: Duration = 1.0
+    cleanup_batch_size: int = 100
+    idempotent_result_ttl: Duration = 300.0
+
+
+class MapBrokerConfig(_Struct, frozen=True):
+    """``map_broker.*``: ``type`` is ``memory`` or ``redis``."""
+
+    type: str = "memory"
+    redis: MapBrokerRedisConfig = msgspec.field(default_factory=MapBrokerRedisConfig)
+
+
 class EngineConfig(_Struct, frozen=True):
     """``engine.*``: ``type`` is ``memory`` or ``redis``."""
 
@@ -976,6 +1034,7 @@ class Config(_Struct, frozen=True, dict=True):
     engine: EngineConfig = msgspec.field(default_factory=EngineConfig)
     broker: BrokerConfig = msgspec.field(default_factory=BrokerConfig)
     presence_manager: PresenceManagerConfig = msgspec.field(default_factory=PresenceManagerConfig)
+    map_broker: MapBrokerConfig = msgspec.field(default_factory=MapBrokerConfig)
     shutdown: ShutdownConfig = msgspec.field(default_factory=ShutdownConfig)
     consumers: list[ConsumerConfig] = []
 

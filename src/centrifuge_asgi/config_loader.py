@@ -64,7 +64,7 @@ _CHANNEL_PROXY_KINDS = ("subscribe", "publish", "sub_refresh", "subscribe_stream
 _UNSUPPORTED_TOP = frozenset(
     {
         "admin", "swagger", "debug", "webtransport", "consumers",
-        "map_broker", "controller", "shared_poll", "opentelemetry", "graphite", "usage_stats",
+        "controller", "shared_poll", "opentelemetry", "graphite", "usage_stats",
         "node", "pid_file", "enable_unreleased_features", "dev",
     }
 )  # fmt: skip
@@ -73,7 +73,7 @@ _UNSUPPORTED_CHANNEL_OPTIONS = frozenset(
         "subscribe_cel", "publish_cel", "history_cel", "presence_cel", "state_proxy_enabled",
         "state_events", "shared_position_sync", "batch_max_size", "batch_max_delay",
         "batch_flush_latest", "allow_channel_compaction", "keep_latest_publication",
-        "broker_name", "presence_manager_name", "subscription_type", "map", "shared_poll",
+        "broker_name", "presence_manager_name", "shared_poll",
     }
 )  # fmt: skip
 
@@ -729,6 +729,67 @@ class _Validator:
             except (re.error, OverflowError, RecursionError) as exc:  # a{4294967296}, (((…)))
                 self.fail(f"{path}.channel_regex", opts.channel_regex, f"bad regex: {exc}")
         self.check_channel_proxies(path, opts)
+        self.check_map(path, opts)
+
+    def check_map(self, path: str, opts: ChannelOptions) -> None:
+        """Centrifugo's map subscription rules (``subscription_type`` and ``map.*``)."""
+        kinds = ("", "stream", "map", "map_clients", "map_users", "shared_poll")
+        if opts.subscription_type not in kinds:
+            self.fail(f"{path}.subscription_type", opts.subscription_type, "unknown")
+        m, at = opts.map, f"{path}.map"
+        if m.mode not in ("", "ephemeral", "recoverable", "persistent"):
+            self.fail(f"{at}.mode", m.mode, "ephemeral, recoverable or persistent")
+        if opts.is_map and not m.mode:
+            self.fail(f"{at}.mode", "", "required when subscription_type is a map type")
+        if m.mode in ("ephemeral", "recoverable") and m.key_ttl <= 0:
+            self.fail(f"{at}.key_ttl", format_duration(m.key_ttl), f"required for mode {m.mode}")
+        if m.mode == "persistent" and m.key_ttl:
+            self.fail(f"{at}.key_ttl", format_duration(m.key_ttl), "not allowed for persistent")
+        if m.mode == "persistent" and opts.subscription_type in ("map_clients", "map_users"):
+            self.fail(f"{at}.mode", m.mode, f"not allowed with {opts.subscription_type}")
+        if m.mode == "ephemeral":
+            for name in ("stream_size", "stream_ttl", "meta_ttl"):
+                if getattr(m, name):
+                    self.fail(f"{at}.{name}", getattr(m, name), "must be 0 for mode ephemeral")
+        for name in ("stream_size", "stream_ttl", "meta_ttl"):
+            if getattr(m, name) < 0:
+                self.fail(f"{at}.{name}", getattr(m, name), "must not be negative")
+        if m.meta_ttl and m.meta_ttl < (m.stream_ttl or 60.0):
+            self.fail(f"{at}.meta_ttl", format_duration(m.meta_ttl), "must be >= stream_ttl")
+        if m.remove_client_on_unsubscribe and not opts.is_map:
+            self.fail(f"{at}.remove_client_on_unsubscribe", True, "requires a map type")
+        if m.client_key not in ("", "client_id", "user_id"):
+            self.fail(f"{at}.client_key", m.client_key, "'', client_id or user_id")
+        if m.client_key and (m.publish_proxy_enabled or m.remove_proxy_enabled):
+            self.fail(f"{at}.client_key", m.client_key, "cannot be combined with map proxies")
+        for name in ("min_page_size", "max_page_size", "default_page_size"):
+            if getattr(m, name) < 0:
+                self.fail(f"{at}.{name}", getattr(m, name), "must not be negative")
+        lo, hi, dflt = m.min_page_size, m.max_page_size, m.default_page_size
+        if lo and hi and lo > hi:
+            self.fail(f"{at}.min_page_size", lo, f"exceeds max_page_size ({hi})")
+        if dflt and hi and dflt > hi:
+            self.fail(f"{at}.default_page_size", dflt, f"exceeds max_page_size ({hi})")
+        if dflt and lo and dflt < lo:
+            self.fail(f"{at}.default_page_size", dflt, f"below min_page_size ({lo})")
+        for key, kind in (
+            ("map_clients_presence_channel_prefix", "map_clients"),
+            ("map_users_presence_channel_prefix", "map_users"),
+        ):
+            prefix = getattr(opts, key)
+            if prefix and self.prefix_type(prefix) != kind:
+                self.fail(f"{path}.{key}", prefix, f"must lead to a {kind} namespace")
+
+    def prefix_type(self, prefix: str) -> str:
+        """The subscription type of the namespace channels starting with ``prefix`` are in."""
+        boundary = self.config.channel.namespace_boundary
+        name = prefix.split(boundary, 1)[0] if boundary in prefix else ""
+        for ns in self.config.channel.namespaces:
+            if ns.name == name:
+                return ns.subscription_type or "stream"
+        if not name:
+            return self.config.channel.without_namespace.subscription_type or "stream"
+        return ""
 
     def check_channel_proxies(self, path: str, opts: ChannelOptions) -> None:
         if opts.subscribe_stream_proxy_enabled and (
@@ -833,6 +894,8 @@ class _Validator:
             )
         if config.presence_manager.type not in ("memory", "redis"):
             self.fail("presence_manager.type", config.presence_manager.type, "memory or redis")
+        if config.map_broker.type not in ("memory", "redis"):
+            self.fail("map_broker.type", config.map_broker.type, "memory or redis")
 
     def check_http(self) -> None:
         config = self.config
