@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent import futures
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import grpc
@@ -41,6 +41,9 @@ from . import test_python_sdk as sdk
 from .support import SECRET, eventually, token
 from .test_grpc_api import self_signed
 from .test_python_sdk import TIMEOUT, ClientFactory, Env, SubEvents, subscribe
+
+if TYPE_CHECKING:
+    from conftest import ARunJs
 
 pytestmark = [pytest.mark.interop, pytest.mark.anyio]
 
@@ -470,6 +473,21 @@ async def test_bidirectional_stream_takes_client_publications(
     with pytest.raises(ReplyError) as info:
         await uni.publish({"x": 1})
     assert info.value.code == 108
+
+
+async def test_streams_with_centrifuge_js(
+    env: Env, backend: tuple[Backend, int], arun_js: ARunJs
+) -> None:
+    result = await arun_js("proxy_grpc_stream.mjs", env.url, timeout=20)
+    assert result == {
+        "ticksData": {"s": 1},
+        "ticks": [{"data": {"tick": i}, "tags": {"n": str(i)}} for i in range(3)],
+        "unsubscribed": {"code": 2000, "reason": "server unsubscribe"},
+        "chat": [{"text": "ping", "echo": True}, {"text": "pong", "echo": True}],
+        "denied": {"code": 1403, "reason": "no"},
+    }
+    impl, _ = backend
+    assert {c.request.user for c in impl.of("SubscribeUnidirectional")} == {"js"}
 
 
 # --------------------------------------------------------------------------- Python streams
