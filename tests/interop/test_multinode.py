@@ -308,3 +308,39 @@ def test_server_api_info_asks_every_node(
         announced = {n["uid"]: n for n in node_a.info()["nodes"]}[node_b.node_id]
         assert announced["num_clients"] == 0  # what B last announced
         assert api_info()[node_b.node_id]["num_clients"] == 1  # what B says when asked
+
+
+def test_forwarded_emulation_frames_are_acknowledged(live_server: LiveServerFactory) -> None:
+    """Node B forwards /emulation frames to node A's stream as requests A replies to: 204
+    once queued there, 503 when A's stream queue stays full (as for a stream on B)."""
+    require_main_redis()
+    config = redis_cluster_config(unique_prefix())
+    config["http_stream"] = {"enabled": True}
+    node_a, srv_a = serve_node(live_server, config)
+    node_b, srv_b = serve_node(live_server, config)
+    wait_until(lambda: "emulation" in node_b.cluster._answers.get(node_a.node_id, ()), timeout=8)
+    connect = json.dumps({"id": 1, "connect": {"token": token("u1")}})
+    with (
+        httpx.Client(timeout=10) as http,
+        http.stream(
+            "POST",
+            srv_a.url("/connection/http_stream"),
+            content=connect,
+            headers={"content-type": "application/json"},
+        ) as stream,
+    ):
+        lines = stream.iter_lines()
+        result = json.loads(next(lines))["connect"]
+        subscribe = json.dumps({"id": 2, "subscribe": {"channel": "chat:ack"}})
+        body = {"session": result["session"], "node": node_a.node_id, "data": subscribe}
+        assert http.post(srv_b.url("/emulation"), json=body).status_code == 204
+        reply = json.loads(next(lines))
+        while reply == {}:  # a ping may come first
+            reply = json.loads(next(lines))
+        assert reply == {"id": 2, "subscribe": {}}
+
+        async def full(session_id: str, frame: bytes) -> bool:
+            raise TimeoutError  # as EmulationStream.feed when the queue stays full
+
+        node_a.registry.feed_emulation = full  # type: ignore[method-assign]
+        assert http.post(srv_b.url("/emulation"), json=body).status_code == 503
