@@ -144,6 +144,17 @@ DELTA_NAMESPACES = [
         "force_positioning": True,
         "allowed_delta_types": ["fossil"],
         "delta_publish": True,
+        "allow_publish_for_subscriber": True,
+    },
+    # delta and tags filters together (the SDKs refuse the pair; the server does not)
+    {
+        "name": "dltf",
+        "allow_subscribe_for_client": True,
+        "history_size": 20,
+        "history_ttl": "300s",
+        "force_recovery": True,
+        "allowed_delta_types": ["fossil"],
+        "allow_tags_filter": True,
     },
     # negotiable but not positioned (no history): always full, as Centrifugo
     {"name": "dlu", "allow_subscribe_for_client": True, "allowed_delta_types": ["fossil"]},
@@ -579,3 +590,33 @@ def test_the_delta_of_a_text_is_utf8(a: str, b: str, n: int) -> None:
     delta = fossil.create(source, target)
     delta.decode("utf-8")
     assert fossil.apply(source, delta) == target
+
+
+@pytest.mark.anyio
+async def test_client_publications_in_a_delta_publish_namespace(node: Node) -> None:
+    s = await connected(node)
+    await subscribe(s, channel="dlp:c", delta="fossil")
+    for n in range(1, 4):
+        await s.handle_frame(
+            command(s, {"id": 10 + n, "publish": {"channel": "dlp:c", "data": doc(n)}})
+        )
+    pushes = [r["push"]["pub"] for r in replies(s) if "push" in r]
+    assert [bool(p.get("delta")) for p in pushes] == [False, True, True]
+    dec = Decoder()
+    assert [dec.feed(p) for p in pushes] == [doc(n) for n in range(1, 4)]
+
+
+@pytest.mark.anyio
+async def test_a_filtered_out_publication_restarts_the_chain(node: Node) -> None:
+    s = await connected(node)
+    tf = {"key": "kind", "cmp": "eq", "val": "a"}
+    reply = await subscribe(s, channel="dltf:x", delta="fossil", tf=tf)
+    assert reply["subscribe"]["delta"] is True
+    kinds = ["a", "a", "b", "a", "a"]
+    for n, kind in enumerate(kinds, 1):
+        await node.publish("dltf:x", doc(n), delta=True, tags={"kind": kind})
+    pubs = [r["push"]["pub"] for r in replies(s)]
+    # 3 is filtered out: 4 follows it, so 4 comes whole, and 5 is a delta against 4
+    assert [bool(p.get("delta")) for p in pubs] == [False, True, False, True]
+    dec = Decoder()
+    assert [dec.feed(p) for p in pubs] == [doc(1), doc(2), doc(4), doc(5)]
