@@ -61,7 +61,7 @@ class PublicationPush(EncodedOnce):
     """The push of one publication: its plain encoding (:class:`EncodedOnce`) plus the
     two delta forms, each built at most once per protocol, for every subscriber."""
 
-    __slots__ = ("_deltas", "_fulls", "_patch", "_prev_offset", "channel", "prev", "pub")
+    __slots__ = ("_forms", "_patch", "_prev_offset", "channel", "prev", "pub")
 
     def __init__(self, channel: str, pub: Publication, prev: Publication | None = None) -> None:
         super().__init__(Reply(push=Push(channel=channel, pub=publication_wire(pub))))
@@ -70,8 +70,9 @@ class PublicationPush(EncodedOnce):
         self.prev = prev
         self._prev_offset = -1 if prev is None else prev.offset
         self._patch: bytes | None = None
-        self._fulls: dict[str, bytes] = {}  # codec name -> the full delta form
-        self._deltas: dict[str, bytes] = {}  # codec name -> the delta (or full) form
+        # (codec name, delta?) -> the delta form; made on first use (most channels have no
+        # delta subscriber, and the plain encoding is all they need)
+        self._forms: dict[tuple[str, bool], bytes] | None = None
 
     def patch(self) -> bytes:
         """The delta against ``prev`` (computed once); empty when there is none to send."""
@@ -83,14 +84,13 @@ class PublicationPush(EncodedOnce):
     def delta_form(self, codec: Codec, base: int) -> bytes:
         """The encoding for a delta subscriber whose client holds the payload of offset
         ``base`` (0 when none): a delta when this publication follows exactly that one."""
-        if base > 0 and base == self._prev_offset:
-            data = self._deltas.get(codec.name)
-            if data is None:
-                data = self._deltas[codec.name] = self._encode(codec, use_patch=True)
-            return data
-        data = self._fulls.get(codec.name)
+        forms = self._forms
+        if forms is None:
+            forms = self._forms = {}
+        key = (codec.name, base > 0 and base == self._prev_offset)
+        data = forms.get(key)
         if data is None:
-            data = self._fulls[codec.name] = self._encode(codec, use_patch=False)
+            data = forms[key] = self._encode(codec, use_patch=key[1])
         return data
 
     def _encode(self, codec: Codec, *, use_patch: bool) -> bytes:
