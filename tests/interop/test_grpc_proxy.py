@@ -569,6 +569,44 @@ async def _value(value: Any) -> Any:
     return value
 
 
+async def test_python_and_grpc_streams_together(
+    backend: tuple[Backend, int], server: Callable[..., Env], sdk_client: ClientFactory
+) -> None:
+    """A namespace whose stream proxy has an endpoint uses it; one without, the generator."""
+    node = Node(
+        {
+            "client": {"token": {"hmac_secret_key": SECRET}, "allowed_origins": ["*"]},
+            "proxies": [{"name": "remote", **proxy_config(backend[1])}],
+            "channel": {
+                "namespaces": [
+                    {"name": "live", "subscribe_stream_proxy_enabled": True},
+                    {
+                        "name": "stream",
+                        "subscribe_stream_proxy_enabled": True,
+                        "subscribe_stream_proxy_name": "remote",
+                    },
+                ]
+            },
+        }
+    )
+
+    @node.on_subscribe_stream
+    async def local(event: SubscribeStreamEvent) -> Any:
+        yield SubscribeReply(data={"local": True})
+        yield {"from": "python"}
+        await anyio.sleep_forever()
+
+    env = server(node)
+    client, _ = await sdk_client(env, token=token("lee"))
+    _, local_events = await subscribe(client, "live:x")
+    _, remote_events = await subscribe(client, "stream:ticks")
+    (pub,) = await local_events.rec.wait("publication")
+    assert pub.pub.data == {"from": "python"}
+    remote = await remote_events.rec.wait("publication", 3)
+    assert [p.pub.data for p in remote] == [{"tick": 0}, {"tick": 1}, {"tick": 2}]
+    assert [c.request.channel for c in backend[0].of("SubscribeUnidirectional")] == ["stream:ticks"]
+
+
 async def test_stream_namespace_without_handler_is_108(
     server: Callable[..., Env], sdk_client: ClientFactory
 ) -> None:
