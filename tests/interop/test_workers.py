@@ -443,3 +443,43 @@ def test_health_answers_503_while_the_node_drains(live_server: Any) -> None:
     finally:
         released.set()
         draining.result(5)
+
+
+def listening_sockets(port: int) -> int:
+    """TCP sockets listening on ``port`` on this machine (Linux /proc/net)."""
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                local, state = line.split()[1], line.split()[3]
+                count += int(local.rsplit(":", 1)[1], 16) == port and state == "0A"
+    return count
+
+
+async def test_grpc_api_port_is_shared_by_the_workers(tmp_path: Path, serve: Any) -> None:
+    """Each worker starts the gRPC API server on the same port (grpcio listens with
+    SO_REUSEPORT on Linux, so the kernel spreads gRPC connections over the workers):
+    both workers start, and publications sent over fresh gRPC connections reach the
+    subscribers on both workers."""
+    require_main_redis()
+    import grpc
+
+    from centrifuge_asgi.grpc import api_pb2 as pb
+    from centrifuge_asgi.grpc.api_pb2_grpc import CentrifugoApiStub
+
+    grpc_port = free_port()
+    config = cluster_config(unique_prefix())
+    config["grpc_api"] = {"enabled": True, "address": "127.0.0.1", "port": grpc_port, "key": "g"}
+    served = serve(write_config(tmp_path, config))
+    assert listening_sockets(grpc_port) == 2  # one gRPC listener per worker
+    async with subscribers(served.ws_url(), "room:g", 6) as subs:
+        for n in range(6):
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
+                reply = await CentrifugoApiStub(channel).Publish(
+                    pb.PublishRequest(channel="room:g", data=json.dumps(n).encode()),
+                    metadata=(("authorization", "apikey g"),),
+                    timeout=5,
+                )
+            assert not reply.HasField("error"), reply
+        await until(lambda: all(sub.received() == list(range(6)) for sub in subs))
+        assert len(await clients_per_node(served.port)) == 2
