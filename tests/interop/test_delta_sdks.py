@@ -334,3 +334,50 @@ async def test_redis_two_nodes_delta_across_nodes(
     assert [value(c.pub.data) for c in proto_events.rec.of("publication")] == published
     assert all(c.pub.delta for c in proto_events.rec.of("publication")[1:])
     assert sub.state.value == proto_sub.state.value == "subscribed"
+
+
+# ------------------------------------------------------------ the SDKs' decoders, directly
+
+
+def test_js_decoder_applies_our_deltas(tmp_path: Any, run_js: RunJs) -> None:
+    """centrifuge-js's own codecs (JSON: the delta as a string; Protobuf: bytes) rebuild
+    every target from our deltas: JSON documents with multi-byte text, and binary pairs
+    (similar, unrelated, short, empty)."""
+    import base64
+
+    from centrifuge_asgi import fossil
+
+    rng = random.Random(5)
+    cases: list[tuple[bytes, bytes, bool]] = []
+    stream = DocStream(9)
+    prev = json.dumps(stream.next(), ensure_ascii=False).encode()
+    for _ in range(150):
+        cur = json.dumps(stream.next(), ensure_ascii=False).encode()
+        cases.append((prev, cur, True))
+        prev = cur
+    for _ in range(150):
+        a = rng.randbytes(rng.randrange(0, 3000))
+        b = bytearray(a)
+        for _ in range(rng.randrange(0, 10)):
+            at = rng.randrange(len(b) + 1)
+            b[at : at + rng.randrange(0, 9)] = rng.randbytes(rng.randrange(0, 9))
+        cases.append((a, bytes(b), False))
+        cases.append((a, rng.randbytes(rng.randrange(0, 40)), False))
+    path = tmp_path / "cases.json"
+    path.write_text(
+        json.dumps(
+            [
+                {
+                    "source": base64.b64encode(a).decode(),
+                    "delta": base64.b64encode(fossil.create(a, b)).decode(),
+                    "json": is_json,
+                }
+                for a, b, is_json in cases
+            ]
+        )
+    )
+    result = run_js("fossil_decode.mjs", str(path), timeout=60)
+    decoded = result["decoded"]
+    assert len(decoded) == len(cases)
+    for (_, target, _), got in zip(cases, decoded, strict=True):
+        assert got == base64.b64encode(target).decode()
