@@ -280,12 +280,13 @@ async def test_negotiation(node: Node, channel: str, asked: str, negotiated: boo
 
 
 @pytest.mark.anyio
-async def test_unknown_delta_type_is_a_bad_request(node: Node) -> None:
-    s = await connected(node)
-    await s.handle_frame(
-        json.dumps({"id": 2, "subscribe": {"channel": "dl:a", "delta": "xdelta"}}).encode()
-    )
-    assert s.closing
+@pytest.mark.parametrize("protobuf", [False, True], ids=["json", "protobuf"])
+@pytest.mark.parametrize("delta", ["xdelta", "FOSSIL", "fossil "])
+async def test_unknown_delta_type_is_a_bad_request(node: Node, protobuf: bool, delta: str) -> None:
+    s = await connected(node, protobuf=protobuf)
+    await s.handle_frame(command(s, {"id": 2, "subscribe": {"channel": "dl:a", "delta": delta}}))
+    assert (s.close_code, s.close_reason) == (3501, "bad request")
+    assert "dl:a" not in s.subs
 
 
 @pytest.mark.anyio
