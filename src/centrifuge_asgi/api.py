@@ -14,10 +14,12 @@ builds a Starlette app with only these routes, for a host to mount behind its ow
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import json
 import logging
 import time
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -135,6 +137,13 @@ class ApiHandler:
             return Response(status_code=401)
         return None
 
+    def _incoming(self, request: Request) -> AbstractContextManager[None]:
+        """With ``opentelemetry.api``: the caller's trace (``traceparent``) made current."""
+        tracing = self.node.tracing
+        if tracing is None or not tracing.api:
+            return contextlib.nullcontext()
+        return tracing.incoming(request.headers)
+
     def _observe(self, method: str, started: float, error: str = "") -> None:
         self.node.metrics.api_call(method, time.perf_counter() - started, error)
 
@@ -153,7 +162,8 @@ class ApiHandler:
             body = await self.body(request)
             if method == "batch":
                 batch = msgspec.json.decode(body, type=s.BatchRequest)
-                replies = await self.batch(batch)
+                with self._incoming(request):
+                    replies = await self.batch(batch)
                 self._observe(method, started)
                 return _json({"replies": replies})
             req = msgspec.json.decode(body, type=s.REQUEST_TYPES[method])
@@ -163,7 +173,8 @@ class ApiHandler:
             self._observe(method, started, bad.label)
             return _plain(bad.status)
         try:
-            result = await self.executor.call(method, req)
+            with self._incoming(request):
+                result = await self.executor.call(method, req)
         except ApiError as exc:
             self._observe(method, started, str(exc.code))
             if self.transport_mode or (

@@ -27,6 +27,7 @@ from .payload import ParsedJson
 
 if TYPE_CHECKING:
     from .node import Node
+    from .observer import Tracing
 
 log = logging.getLogger("centrifuge_asgi.api")
 
@@ -135,6 +136,28 @@ class Executor:
 
     async def call(self, method: str, req: Any) -> dict[str, Any]:
         """Run one command; every failure becomes an :class:`ApiError`."""
+        tracing = self.node.tracing
+        if tracing is not None and tracing.api:
+            return await self._traced_call(tracing, method, req)
+        return await self._call(method, req)
+
+    async def _traced_call(self, tracing: Tracing, method: str, req: Any) -> dict[str, Any]:
+        """``call`` in a span ``centrifugo.api.<method>`` (``opentelemetry.api``), with
+        ``centrifugo.channel`` or ``centrifugo.num_channels`` as Centrifugo sets them."""
+        attributes: dict[str, Any] = {
+            "centrifugo.api.protocol": "grpc" if self.any_bytes else "http",
+            "service.instance.id": self.node.node_id,
+        }
+        channel = getattr(req, "channel", "")
+        if channel:
+            attributes["centrifugo.channel"] = channel
+        channels = getattr(req, "channels", None)
+        if isinstance(channels, list):
+            attributes["centrifugo.num_channels"] = len(channels)
+        with tracing.span(f"centrifugo.api.{method}", attributes, kind="server"):
+            return await self._call(method, req)
+
+    async def _call(self, method: str, req: Any) -> dict[str, Any]:
         handler = self._handlers.get(method)
         if handler is None:
             raise ApiError(NOT_FOUND)

@@ -786,6 +786,14 @@ class PrometheusConfig(_Struct, frozen=True):
     namespace: str = "centrifugo"
 
 
+class OpenTelemetryConfig(_Struct, frozen=True):
+    """``opentelemetry.*`` (tracing; needs the ``otel`` extra)."""
+
+    enabled: bool = False
+    api: bool = False
+    consuming: bool = False
+
+
 class ReplicaClientConfig(_Struct, frozen=True):
     """``<redis>.replica_client``."""
 
@@ -1031,6 +1039,7 @@ class Config(_Struct, frozen=True, dict=True):
     init: InitConfig = msgspec.field(default_factory=InitConfig)
     health: HealthConfig = msgspec.field(default_factory=HealthConfig)
     prometheus: PrometheusConfig = msgspec.field(default_factory=PrometheusConfig)
+    opentelemetry: OpenTelemetryConfig = msgspec.field(default_factory=OpenTelemetryConfig)
     engine: EngineConfig = msgspec.field(default_factory=EngineConfig)
     broker: BrokerConfig = msgspec.field(default_factory=BrokerConfig)
     presence_manager: PresenceManagerConfig = msgspec.field(default_factory=PresenceManagerConfig)

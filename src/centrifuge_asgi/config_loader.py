@@ -64,7 +64,7 @@ _CHANNEL_PROXY_KINDS = ("subscribe", "publish", "sub_refresh", "subscribe_stream
 _UNSUPPORTED_TOP = frozenset(
     {
         "admin", "swagger", "debug", "webtransport", "consumers",
-        "controller", "shared_poll", "opentelemetry", "graphite", "usage_stats",
+        "controller", "shared_poll", "graphite", "usage_stats",
         "node", "pid_file", "enable_unreleased_features", "dev",
     }
 )  # fmt: skip

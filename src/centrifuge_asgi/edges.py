@@ -2,8 +2,9 @@
 
 The node imports nothing above it (the import-linter contract in pyproject.toml), yet its
 config may switch on things that live above it: the Prometheus observer
-(``prometheus.enabled``), the HTTP proxies, the app that :meth:`Node.asgi_app`
-returns, and the gRPC servers (``grpc_api``, ``uni_grpc``).
+(``prometheus.enabled``), OpenTelemetry tracing (``opentelemetry.enabled``), the HTTP
+proxies, the app that :meth:`Node.asgi_app` returns, and the gRPC servers (``grpc_api``,
+``uni_grpc``).
 :data:`centrifuge_asgi.node.EDGES` has a slot for each; this module, imported by the
 package itself, fills them. Each slot imports its module only when a node needs it,
 so ``import centrifuge_asgi`` and a plain ``Node()`` load neither Starlette nor httpx nor
@@ -14,11 +15,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from .errors import ConfigError
 from .node import EDGES
 
 if TYPE_CHECKING:
     from .node import Node
-    from .observer import NodeObserver
+    from .observer import NodeObserver, Tracing
 
 
 def prometheus_observer(node: Node) -> NodeObserver:
@@ -51,7 +53,19 @@ async def start_grpc(node: Node) -> Any:
     return await start_servers(node)
 
 
+def tracing(node: Node) -> Tracing:
+    try:
+        from .tracing import OtelTracing
+    except ImportError as exc:
+        raise ConfigError(
+            "opentelemetry.enabled: the OpenTelemetry packages are not installed "
+            f"(pip install 'centrifuge-asgi[otel]'): {exc}"
+        ) from None
+    return OtelTracing(node)
+
+
 EDGES.prometheus_observer = prometheus_observer
+EDGES.tracing = tracing
 EDGES.install_proxies = install_proxies
 EDGES.build_app = build_app
 EDGES.start_grpc = start_grpc

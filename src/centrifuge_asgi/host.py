@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from .config import Config
     from .engines.base import Broker, ClientInfo, PresenceManager, StreamPosition
     from .handlers import Handlers
+    from .observer import Tracing
     from .op_limits import OperationLimits
     from .pacing import Pacer
     from .policy import ChannelPolicy
@@ -46,6 +47,7 @@ class SessionHost(Protocol):
     stale_checks: Wheel[Any]
     pacer: Pacer
     outbox_pressure: bool  # a session sets it when its outbox passes half of its limit
+    tracing: Tracing | None  # OpenTelemetry spans, None when off
 
     @property
     def scheduler(self) -> Scheduler: ...

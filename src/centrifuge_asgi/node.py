@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import dataclasses
 import fnmatch
+import functools
 import logging
 import time
 import uuid
@@ -56,7 +57,7 @@ from .handlers import (
     SubscribeHandler,
     SubscribeStreamHandler,
 )
-from .observer import NodeObserver, NoObserver
+from .observer import NodeObserver, NoObserver, Tracing
 from .op_limits import OperationLimits
 from .pacing import Pacer
 from .token_bucket import connection_rate_limiter
@@ -157,6 +158,10 @@ class Node:
             log.warning("client.insecure is on: every client may subscribe, publish and read")
         if observer is None and config.prometheus.enabled:
             self.metrics = EDGES.need("prometheus_observer")(self)
+        # OpenTelemetry spans (tracing.py), None when off: each traced place tests it
+        self.tracing: Tracing | None = None
+        if config.opentelemetry.enabled:
+            self.tracing = EDGES.need("tracing")(self)
         EDGES.need("install_proxies")(self)  # the HTTP proxies the config enables
         self._tg: TaskGroup | None = None
         self._grpc: Any = None  # the gRPC servers (grpc_api, uni_grpc) while running
@@ -167,23 +172,23 @@ class Node:
 
     def on_connecting(self, fn: ConnectingHandler) -> ConnectingHandler:
         """Authenticate connections that carry no token (returns ConnectReply or None)."""
-        self.handlers.connecting = fn
+        self.handlers.connecting = self._traced("connecting", fn)
         return fn
 
     def on_subscribe(self, fn: SubscribeHandler) -> SubscribeHandler:
-        self.handlers.subscribe = fn
+        self.handlers.subscribe = self._traced("subscribe", fn)
         return fn
 
     def on_publish(self, fn: PublishHandler) -> PublishHandler:
-        self.handlers.publish = fn
+        self.handlers.publish = self._traced("publish", fn)
         return fn
 
     def on_refresh(self, fn: RefreshHandler) -> RefreshHandler:
-        self.handlers.refresh = fn
+        self.handlers.refresh = self._traced("refresh", fn)
         return fn
 
     def on_sub_refresh(self, fn: SubRefreshHandler) -> SubRefreshHandler:
-        self.handlers.sub_refresh = fn
+        self.handlers.sub_refresh = self._traced("sub_refresh", fn)
         return fn
 
     def on_subscribe_stream(self, fn: SubscribeStreamHandler) -> SubscribeStreamHandler:
@@ -193,11 +198,11 @@ class Node:
         return fn
 
     def on_message(self, fn: MessageHandler) -> MessageHandler:
-        self.handlers.message = fn
+        self.handlers.message = self._traced("message", fn)
         return fn
 
     def on_disconnect(self, fn: DisconnectHandler) -> DisconnectHandler:
-        self.handlers.disconnect = fn
+        self.handlers.disconnect = self._traced("disconnect", fn)
         return fn
 
     def on_rpc(self, method: str | None = None) -> Callable[[RPCHandler], RPCHandler]:
@@ -205,12 +210,26 @@ class Node:
 
         def register(fn: RPCHandler) -> RPCHandler:
             if method is None:
-                self.handlers.rpc_fallback = fn
+                self.handlers.rpc_fallback = self._traced("rpc", fn)
             else:
-                self.handlers.rpc[method] = fn
+                self.handlers.rpc[method] = self._traced("rpc", fn)
             return fn
 
         return register
+
+    def _traced(self, kind: str, fn: Any) -> Any:
+        """``fn`` inside a span ``handler.<kind>`` when tracing (``fn`` itself if not)."""
+        tracing = self.tracing
+        if tracing is None:
+            return fn
+
+        @functools.wraps(fn)
+        async def traced(event: Any) -> Any:
+            attributes = {"centrifugo.handler": _name(fn)}
+            with tracing.span(f"centrifugo.handler.{kind}", attributes):
+                return await fn(event)
+
+        return traced
 
     # ---------------------------------------------------------------- lifespan
 
@@ -265,9 +284,9 @@ class Node:
                 raise
         if any(consumer.enabled for consumer in self.config.consumers):
             self._start(EDGES.need("run_consumers"), self)  # consumers/: outbox, streams
-        exporter = getattr(self.metrics, "run", None)  # an observer's background work
-        if exporter is not None:
-            self._start(exporter)
+        for exporter in (getattr(self.metrics, "run", None), getattr(self.tracing, "run", None)):
+            if exporter is not None:  # an observer's background work
+                self._start(exporter)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -506,7 +525,12 @@ class Node:
             delta=delta or opts.delta_publish,
         )
         try:
-            result = await self.broker.publish(channel, payload, options)
+            if self.tracing is None:
+                result = await self.broker.publish(channel, payload, options)
+            else:
+                attributes = {"centrifugo.channel": channel}
+                with self.tracing.span("centrifugo.publish", attributes):
+                    result = await self.broker.publish(channel, payload, options)
         except EngineError as exc:
             self.metrics.broker_publish_error()
             log.error("publish to %s failed: %s", channel, exc)
@@ -728,6 +752,7 @@ class Edges:
     build_app: Callable[[Node], Any] | None = None
     start_grpc: Callable[[Node], Awaitable[Any]] | None = None
     run_consumers: Callable[[Node], Awaitable[None]] | None = None
+    tracing: Callable[[Node], Tracing] | None = None
 
     def need(self, slot: str) -> Any:
         fn = getattr(self, slot)

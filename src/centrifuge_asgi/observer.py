@@ -9,7 +9,9 @@ passed as ``Node(observer=…)``. Calls are on the hot path and must not block.
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Mapping, MutableMapping
+from contextlib import AbstractContextManager
+from typing import Any, Protocol
 
 
 class NodeObserver(Protocol):
@@ -85,3 +87,34 @@ class NoObserver:
 
     def consumer_error(self, name: str) -> None:
         pass
+
+
+class Span(Protocol):
+    """What a traced place may add to its span."""
+
+    def set(self, key: str, value: str | int | bool) -> None: ...
+
+    def fail(self, code: int, message: str = "") -> None:
+        """The operation ended with error (or disconnect) ``code``."""
+        ...
+
+
+class Tracing(Protocol):
+    """Spans (``node.tracing``, None unless ``opentelemetry.enabled``; ``tracing.py``)."""
+
+    api: bool  # opentelemetry.api: spans for server API requests
+    consuming: bool  # opentelemetry.consuming
+
+    def span(
+        self, name: str, attributes: Mapping[str, Any] | None = None, kind: str = "internal"
+    ) -> AbstractContextManager[Span]:
+        """A span around a ``with`` body, child of the current context."""
+        ...
+
+    def inject(self, headers: MutableMapping[str, str]) -> None:
+        """Put the current trace context into outgoing ``headers`` (``traceparent``)."""
+        ...
+
+    def incoming(self, headers: Mapping[str, str]) -> AbstractContextManager[None]:
+        """Continue the trace that incoming ``headers`` carry."""
+        ...

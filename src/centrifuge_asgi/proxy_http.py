@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
+import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -202,8 +203,38 @@ class ProxyCaller:
         """Send ``body`` to the ``kind`` proxy and decode its answer (or raise ProxyFailure).
 
         ``check_codes=False`` skips the range checks of ``error``/``disconnect`` (for the
-        refresh hooks, which ignore both).
+        refresh hooks, which ignore both). Each call is counted (``centrifugo_proxy_*``)
+        and, with tracing, is a span ``centrifugo.proxy.<kind>`` whose context travels in
+        the request's ``traceparent`` header (gRPC: metadata).
         """
+        node, started = self._node, time.perf_counter()
+        protocol = "grpc" if is_grpc(proxy) else "http"
+        ok = False
+        try:
+            tracing = node.tracing
+            if tracing is None:
+                env = await self._call(proxy, body, headers, decode, kind, check_codes)
+            else:
+                attributes = {"centrifugo.proxy.endpoint": proxy.endpoint}
+                with tracing.span(f"centrifugo.proxy.{kind}", attributes, kind="client"):
+                    headers = dict(headers)
+                    tracing.inject(headers)
+                    env = await self._call(proxy, body, headers, decode, kind, check_codes)
+            ok = True
+            return env
+        finally:
+            name = getattr(proxy, "name", "") or "default"
+            node.metrics.proxy_call(protocol, kind, name, time.perf_counter() - started, ok)
+
+    async def _call(
+        self,
+        proxy: ProxyConfig,
+        body: Mapping[str, Any],
+        headers: Mapping[str, str],
+        decode: msgspec.json.Decoder[Envelope[T]],
+        kind: str,
+        check_codes: bool,
+    ) -> Envelope[T]:
         if is_grpc(proxy):
             content = await self.grpc().call(proxy, kind, body, headers)
             return self.decode(content, decode, check_codes=check_codes)

@@ -65,6 +65,7 @@ from .wire import opt_raw
 
 if TYPE_CHECKING:
     from .host import SessionHost
+    from .observer import Tracing
 
 log = logging.getLogger("centrifuge_asgi.session")
 
@@ -456,7 +457,11 @@ class Session:
         try:
             if self._limits is not None and method in _RATE_LIMITED:
                 self._check_rate(method, getattr(cmd, method))
-            reply = await self._dispatch(method, cmd)
+            tracing = self.node.tracing
+            if tracing is None:
+                reply = await self._dispatch(method, cmd)
+            else:
+                reply = await self._traced_dispatch(tracing, method, cmd)
         except ClientError as exc:
             error_code = exc.code
             if method == "connect":
@@ -494,6 +499,25 @@ class Session:
             await self._channels.activate_all()
         elif reply.subscribe is not None and cmd.subscribe is not None:
             await self._channels.activate(cmd.subscribe.channel)
+
+    async def _traced_dispatch(self, tracing: Tracing, method: str, cmd: Command) -> Reply | None:
+        """``_dispatch`` in a span ``centrifugo.client.<method>`` (``opentelemetry.enabled``):
+        the client, user, transport, channel or RPC method, and the error code it failed
+        with."""
+        req = getattr(cmd, method)
+        attributes = {
+            "centrifugo.client": self.client_id,
+            "centrifugo.transport": self.transport.name,
+        }
+        channel = getattr(req, "channel", "")
+        if channel:
+            attributes["centrifugo.channel"] = channel
+        if method == "rpc":
+            attributes["centrifugo.rpc_method"] = req.method
+        with tracing.span(f"centrifugo.client.{method}", attributes, kind="server") as span:
+            reply = await self._dispatch(method, cmd)
+            span.set("centrifugo.user", self.user)
+            return reply
 
     def _check_rate(self, method: str, req: Any, user: str | None = None) -> None:
         """Error 111 when an operation rate limit (``client.rate_limit``) refuses it."""

@@ -18,9 +18,11 @@ the result dict back into the protobuf reply. As in Centrifugo v6:
 from __future__ import annotations
 
 import base64
+import contextlib
 import hmac
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from contextlib import AbstractContextManager
 from typing import Any, Final
 
 from google.protobuf.any_pb2 import Any as AnyMessage
@@ -272,6 +274,13 @@ class ApiService:
         self.key = f"apikey {cfg.key}".encode() if cfg.key else b""
         self.transport_mode = cfg.error_mode == "transport"
 
+    def _incoming(self, metadata: dict[str, str]) -> AbstractContextManager[None]:
+        """With ``opentelemetry.api``: the caller's trace (``traceparent``) made current."""
+        tracing = self.node.tracing
+        if tracing is None or not tracing.api:
+            return contextlib.nullcontext()
+        return tracing.incoming(metadata)
+
     def _metadata(self, context: Any) -> dict[str, str]:
         out: dict[str, str] = {}
         for key, value in context.invocation_metadata() or ():
@@ -298,7 +307,8 @@ class ApiService:
             started = time.perf_counter()
             response = response_type()
             try:
-                result = await self.executor.call(method, convert(request))
+                with self._incoming(metadata):
+                    result = await self.executor.call(method, convert(request))
             except ApiError as exc:
                 self.node.metrics.api_call(
                     method, time.perf_counter() - started, str(exc.code), protocol="grpc"
@@ -326,7 +336,8 @@ class ApiService:
         await self._authorize(self._metadata(context), context)
         request = await _decode(pb.BatchRequest, data, context)
         started = time.perf_counter()
-        replies = await self.executor.batch(batch_request(request))
+        with self._incoming(self._metadata(context)):
+            replies = await self.executor.batch(batch_request(request))
         self.node.metrics.api_call("batch", time.perf_counter() - started, protocol="grpc")
         response = pb.BatchResponse()
         fill(response, {"replies": replies})

@@ -1,0 +1,334 @@
+"""OpenTelemetry tracing (``opentelemetry.*``): spans exported over OTLP/HTTP to an
+in-process receiver that decodes the ExportTraceServiceRequest protobufs, with a
+centrifuge-python client, a publish proxy backend and server API calls on a live uvicorn;
+the embedding host's global provider (FastAPI) and the cost-free default in subprocesses.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import httpx
+import pytest
+from centrifuge import Client, SubscriptionState
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from centrifuge_asgi import tracing
+from centrifuge_asgi.handlers import RPCEvent
+from centrifuge_asgi.node import Node
+
+from .support import WS_PATH, make_config, token
+
+if TYPE_CHECKING:
+    from conftest import LiveServerFactory
+
+pytestmark = [pytest.mark.interop]
+
+TIMEOUT = 5.0
+KEY = "trace-key"
+TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
+PARENT_ID = "00f067aa0ba902b7"
+
+
+class Receiver:
+    """An OTLP/HTTP trace endpoint: ``POST /v1/traces``, protobuf bodies."""
+
+    def __init__(self) -> None:
+        self.spans: list[dict[str, Any]] = []
+        self.lock = threading.Lock()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["content-length"]))
+                request = ExportTraceServiceRequest()
+                request.ParseFromString(body)
+                receiver.add(request)
+                self.send_response(200)
+                self.send_header("content-type", "application/x-protobuf")
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def add(self, request: ExportTraceServiceRequest) -> None:
+        for rs in request.resource_spans:
+            resource = {a.key: _value(a.value) for a in rs.resource.attributes}
+            for ss in rs.scope_spans:
+                for span in ss.spans:
+                    with self.lock:
+                        self.spans.append(
+                            {
+                                "name": span.name,
+                                "trace_id": span.trace_id.hex(),
+                                "span_id": span.span_id.hex(),
+                                "parent": span.parent_span_id.hex(),
+                                "kind": span.kind,
+                                "status": span.status.code,
+                                "attributes": {a.key: _value(a.value) for a in span.attributes},
+                                "resource": resource,
+                                "scope": ss.scope.name,
+                            }
+                        )
+
+    def named(self, name: str) -> list[dict[str, Any]]:
+        with self.lock:
+            return [s for s in self.spans if s["name"] == name]
+
+    async def wait_for(self, *names: str) -> None:
+        with anyio.fail_after(TIMEOUT):
+            while not all(self.named(n) for n in names):  # noqa: ASYNC110 (another thread)
+                await anyio.sleep(0.05)
+
+
+def _value(v: Any) -> Any:
+    return getattr(v, v.WhichOneof("value")) if v.WhichOneof("value") else None
+
+
+@pytest.fixture
+def receiver(monkeypatch: pytest.MonkeyPatch) -> Iterator[Receiver]:
+    rec = Receiver()
+    rec.thread.start()
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{rec.port}")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
+    monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "50")
+    monkeypatch.delenv("OTEL_SERVICE_NAME", raising=False)
+    monkeypatch.delenv("OTEL_RESOURCE_ATTRIBUTES", raising=False)
+    # the spans go to the node's own provider only when no host installed one
+    assert tracing._host_provider() is None
+    try:
+        yield rec
+    finally:
+        rec.server.shutdown()
+        rec.server.server_close()
+
+
+def backend_app(seen: list[dict[str, str]]) -> Starlette:
+    """A publish proxy backend that records each request's headers."""
+
+    async def publish(request: Request) -> JSONResponse:
+        seen.append(dict(request.headers))
+        return JSONResponse({"result": {}})
+
+    return Starlette(routes=[Route("/publish", publish, methods=["POST"])])
+
+
+def traced_node(backend_port: int) -> Node:
+    cfg = make_config()
+    cfg["http_api"] = {"key": KEY}
+    cfg["opentelemetry"] = {"enabled": True, "api": True}
+    cfg["channel"]["namespaces"].append(
+        {
+            "name": "px",
+            "publish_proxy_enabled": True,
+            "allow_subscribe_for_client": True,
+        }
+    )
+    endpoint = f"http://127.0.0.1:{backend_port}/publish"
+    cfg["channel"]["proxy"] = {"publish": {"endpoint": endpoint, "timeout": "2s"}}
+    node = Node(cfg)
+
+    @node.on_rpc("echo")
+    async def echo(event: RPCEvent) -> Any:
+        return event.data
+
+    return node
+
+
+@pytest.mark.anyio
+async def test_spans_of_client_commands_proxy_handlers_and_api(
+    live_server: LiveServerFactory, receiver: Receiver
+) -> None:
+    seen: list[dict[str, str]] = []
+    backend = live_server(backend_app(seen))
+    node = traced_node(backend.port)
+    srv = live_server(node.asgi_app())
+    client = Client(srv.ws_url(WS_PATH), token=token("u1"), timeout=TIMEOUT)
+    try:
+        with anyio.fail_after(TIMEOUT):
+            await client.connect()
+            await client.ready()
+            sub = client.new_subscription("px:1")
+            await sub.subscribe()
+            await sub.ready()
+            await sub.publish({"text": "hi"})
+            assert (await client.rpc("echo", {"n": 1})).data == {"n": 1}
+            refused = client.new_subscription("nope:1")
+            await refused.subscribe()
+            while refused.state is not SubscriptionState.UNSUBSCRIBED:  # noqa: ASYNC110
+                await anyio.sleep(0.02)
+    finally:
+        await client.disconnect()
+    traceparent = f"00-{TRACE_ID}-{PARENT_ID}-01"
+    headers = {"X-API-Key": KEY, "traceparent": traceparent}
+    async with httpx.AsyncClient(timeout=TIMEOUT) as http:
+        body = {"channel": "chat:1", "data": {"n": 1}}
+        r = await http.post(srv.url("/api/publish"), json=body, headers=headers)
+        assert r.json() == {"result": {}}
+        body2 = {"channels": ["chat:1", "chat:2"], "data": {"n": 2}}
+        r = await http.post(srv.url("/api/broadcast"), json=body2, headers={"X-API-Key": KEY})
+        assert "error" not in r.text
+
+    names = [
+        "centrifugo.client.connect",
+        "centrifugo.client.subscribe",
+        "centrifugo.client.publish",
+        "centrifugo.client.rpc",
+        "centrifugo.handler.rpc",
+        "centrifugo.proxy.publish",
+        "centrifugo.publish",
+        "centrifugo.api.publish",
+        "centrifugo.api.broadcast",
+    ]
+    await receiver.wait_for(*names)
+    (connect,) = receiver.named("centrifugo.client.connect")
+    assert connect["resource"]["service.name"] == "centrifugo"
+    assert connect["resource"]["service.instance.id"] == node.node_id
+    assert connect["attributes"]["centrifugo.user"] == "u1"
+    assert connect["attributes"]["centrifugo.transport"] == "websocket"
+    assert connect["scope"] == "centrifuge_asgi"
+
+    ok, failed = sorted(
+        receiver.named("centrifugo.client.subscribe"),
+        key=lambda s: s["attributes"]["centrifugo.channel"] != "px:1",
+    )
+    assert ok["status"] != 2 and "centrifugo.error_code" not in ok["attributes"]
+    assert failed["attributes"]["centrifugo.channel"] == "nope:1"
+    assert failed["attributes"]["centrifugo.error_code"] == 102
+    assert failed["status"] == 2  # STATUS_CODE_ERROR
+
+    (rpc,) = receiver.named("centrifugo.client.rpc")
+    (handler,) = receiver.named("centrifugo.handler.rpc")
+    assert rpc["attributes"]["centrifugo.rpc_method"] == "echo"
+    assert (handler["trace_id"], handler["parent"]) == (rpc["trace_id"], rpc["span_id"])
+
+    # the backend's request carried the proxy span's context: its trace continues there
+    (publish,) = receiver.named("centrifugo.client.publish")
+    (proxy,) = receiver.named("centrifugo.proxy.publish")
+    assert (proxy["trace_id"], proxy["parent"]) == (publish["trace_id"], publish["span_id"])
+    assert proxy["kind"] == 3  # SPAN_KIND_CLIENT
+    (backend_headers,) = seen
+    assert backend_headers["traceparent"][:-2] == f"00-{proxy['trace_id']}-{proxy['span_id']}-"
+    node_publishes = receiver.named("centrifugo.publish")
+    from_client = [s for s in node_publishes if s["parent"] == publish["span_id"]]
+    assert from_client and from_client[0]["attributes"]["centrifugo.channel"] == "px:1"
+
+    # a server API call continues the caller's trace, with Centrifugo's attributes
+    (api,) = receiver.named("centrifugo.api.publish")
+    assert (api["trace_id"], api["parent"]) == (TRACE_ID, PARENT_ID)
+    assert api["attributes"]["centrifugo.channel"] == "chat:1"
+    assert api["attributes"]["service.instance.id"] == node.node_id
+    assert [s["parent"] for s in node_publishes if s["trace_id"] == TRACE_ID] == [api["span_id"]]
+    (broadcast,) = receiver.named("centrifugo.api.broadcast")
+    assert broadcast["attributes"]["centrifugo.num_channels"] == 2
+
+
+def run_python(code: str) -> str:
+    proc = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+def test_fastapi_host_provider_gets_the_spans() -> None:
+    """A host that installed a global SDK provider: a publication made inside a traced
+    FastAPI request is a span of that request's trace, under its span."""
+    out = run_python(
+        """
+        import anyio, httpx
+        from fastapi import FastAPI
+        from opentelemetry import trace
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+        from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+        from centrifuge_asgi import Node
+
+        exporter = InMemorySpanExporter()
+        provider = TracerProvider()
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+        trace.set_tracer_provider(provider)
+        tracer = trace.get_tracer("host")
+
+        node = Node({"opentelemetry": {"enabled": True},
+                     "channel": {"without_namespace": {}}})
+        app = FastAPI()
+
+        @app.middleware("http")
+        async def traced(request, call_next):  # what opentelemetry-instrumentation does
+            with tracer.start_as_current_span(f"{request.method} {request.url.path}"):
+                return await call_next(request)
+
+        @app.post("/announce")
+        async def announce() -> dict:
+            await node.publish("news", {"text": "hello"})
+            return {"ok": True}
+
+        async def main() -> None:
+            async with node:
+                transport = httpx.ASGITransport(app=app)
+                async with httpx.AsyncClient(transport=transport, base_url="http://h") as c:
+                    assert (await c.post("/announce")).json() == {"ok": True}
+
+        anyio.run(main)
+        finished = exporter.get_finished_spans()
+        by_id = {s.context.span_id: s for s in finished}
+        (request,) = [s for s in finished if s.name == "POST /announce" and s.parent is None]
+        (publish,) = [s for s in finished if s.name == "centrifugo.publish"]
+        assert publish.context.trace_id == request.context.trace_id
+        ancestors, span = [], publish  # FastAPI adds spans of its own in between
+        while span.parent is not None:
+            span = by_id[span.parent.span_id]
+            ancestors.append(span)
+        assert ancestors[-1] is request, [s.name for s in ancestors]
+        assert publish.attributes["centrifugo.channel"] == "news"
+        assert publish.instrumentation_scope.name == "centrifuge_asgi"
+        print("ok")
+        """
+    )
+    assert out.strip() == "ok"
+
+
+def test_off_by_default_imports_nothing_and_missing_packages_name_the_key() -> None:
+    out = run_python(
+        """
+        import sys
+        import anyio
+        from centrifuge_asgi import ConfigError, Node
+
+        node = Node({"channel": {"without_namespace": {}}})
+        assert node.tracing is None
+
+        async def main() -> None:
+            async with node:
+                await node.publish("news", {"n": 1})
+
+        anyio.run(main)
+        assert not [m for m in sys.modules if m.startswith("opentelemetry")], "imported"
+        sys.modules["opentelemetry"] = None  # as if the otel extra were not installed
+        try:
+            Node({"opentelemetry": {"enabled": True}})
+        except ConfigError as exc:
+            print(exc)
+        """
+    )
+    assert out.startswith("opentelemetry.enabled: the OpenTelemetry packages are not installed")
