@@ -31,16 +31,19 @@ from .wire import publication_wire
 if TYPE_CHECKING:
     from .engines.base import Publication
 
-__all__ = ["FOSSIL", "PublicationPush", "delta_chain", "patch_for"]
+__all__ = ["FOSSIL", "MAX_NEW_BYTES", "PublicationPush", "delta_chain", "patch_for"]
 
 FOSSIL = "fossil"
+MAX_NEW_BYTES = 4096  # bounds the delta search to a few milliseconds (fossil.create_within)
 _NO_PATCH = b""
 
 
 def patch_for(prev: bytes, data: bytes) -> bytes:
-    """The fossil delta from ``prev`` to ``data``; empty when it would not be shorter."""
-    patch = fossil.create(prev, data)
-    return patch if len(patch) < len(data) else _NO_PATCH
+    """The fossil delta from ``prev`` to ``data``; empty when it would not be shorter, or
+    would carry more than ``MAX_NEW_BYTES`` bytes that ``prev`` does not have (then the
+    search stops early: the payloads are not similar enough to be worth it)."""
+    patch = fossil.create_within(prev, data, MAX_NEW_BYTES)
+    return patch if patch is not None and len(patch) < len(data) else _NO_PATCH
 
 
 def _json_string(data: bytes) -> Raw:

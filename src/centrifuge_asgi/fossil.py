@@ -6,12 +6,14 @@ from offset O of the source, ``N:`` followed by N bytes inserts those bytes, and
 final ``C;`` carries a checksum of the target. Integers are written in base 64 with the
 digits ``0-9 A-Z _ a-z ~``, most significant first.
 
-:func:`create` finds copies the way fossil does: the source is hashed in 16-byte blocks,
-a rolling hash walks the target, and every candidate block is extended forwards and
-backwards byte by byte; a copy is kept when it is longer than its own encoding. Unlike
-fossil, copies start and end on character boundaries of a UTF-8 target, so the delta of a
-UTF-8 text is UTF-8 too (it can travel as a JSON string). Any delta it makes is valid;
-its size may differ from other encoders' on the same input.
+:func:`create` follows fossil's encoder: the source is cut into 16-byte blocks, every
+16-byte window of the target is looked up among them, and each candidate block is
+extended forwards and backwards; a copy is kept when it is longer than its own encoding.
+Two differences: blocks are found by their bytes (a dict) where fossil uses a rolling
+hash (the same candidates, cheaper in Python), and copies start and end on character
+boundaries of a UTF-8 target, so the delta of a UTF-8 text is UTF-8 too (it can travel
+as a JSON string). Any delta it makes is valid; its size may differ from other
+encoders' on the same input.
 :func:`apply` is the strict decoder (every bound and the checksum are checked).
 """
 
@@ -19,13 +21,13 @@ from __future__ import annotations
 
 import struct
 
-__all__ = ["DeltaError", "apply", "checksum", "create"]
+__all__ = ["DeltaError", "apply", "checksum", "create", "create_within"]
 
 _DIGITS = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ_abcdefghijklmnopqrstuvwxyz~"
 _VALUE = {d: i for i, d in enumerate(_DIGITS)}
-_NHASH = 16  # bytes per hashed source block (and rolling-hash window)
+_NHASH = 16  # bytes per indexed source block (and per target window looked up)
 _SEARCH_LIMIT = 250  # candidate blocks tried per target position, as in fossil
-_CHUNK = 32  # bytes compared at once when extending a match
+_CHUNK = 32  # bytes compared at once when extending a match (then doubled)
 
 
 class DeltaError(ValueError):
@@ -74,11 +76,21 @@ def _is_multibyte_text(data: bytes) -> bool:
 
 
 def _forward(src: bytes, x: int, out: bytes, y: int) -> int:
-    """Length of the common run of ``src[x:]`` and ``out[y:]``."""
+    """Length of the common run of ``src[x:]`` and ``out[y:]``: slices that double while
+    they match and halve when they do not, then byte by byte (a long run costs a few
+    slice comparisons, not one step per byte)."""
     limit = min(len(src) - x, len(out) - y)
     n = 0
-    while n + _CHUNK <= limit and src[x + n : x + n + _CHUNK] == out[y + n : y + n + _CHUNK]:
-        n += _CHUNK
+    step = _CHUNK
+    while n < limit:
+        m = min(step, limit - n)
+        if src[x + n : x + n + m] == out[y + n : y + n + m]:
+            n += m
+            step = m * 2
+        elif m <= 8:
+            break
+        else:
+            step = m // 2
     while n < limit and src[x + n] == out[y + n]:
         n += 1
     return n
@@ -94,6 +106,16 @@ def _backward(src: bytes, x: int, out: bytes, y: int, limit: int) -> int:
 
 def create(source: bytes, target: bytes) -> bytes:
     """A delta that :func:`apply` turns, with ``source``, back into ``target``."""
+    delta = create_within(source, target, None)
+    assert delta is not None  # no budget: always a delta
+    return delta
+
+
+def create_within(source: bytes, target: bytes, max_literal: int | None) -> bytes | None:
+    """:func:`create`, or None once more than ``max_literal`` bytes of ``target`` were
+    scanned without a match (each costs a slice and a dict lookup in Python): a bound
+    keeps an unrelated payload from stalling the caller, and its delta would not be much
+    shorter than the payload anyway."""
     len_src, len_out = len(source), len(target)
     parts: list[bytes] = [_int(len_out), b"\n"]
     if len_src <= _NHASH:
@@ -101,57 +123,52 @@ def create(source: bytes, target: bytes) -> bytes:
         return b"".join(parts)
 
     text = _is_multibyte_text(target)
-    n_hash = len_src // _NHASH
-    landmark = [-1] * n_hash
-    collide = [-1] * n_hash
-    for block in range((len_src - 1) // _NHASH):  # blocks starting before len_src - NHASH
+    # Fossil finds candidates with a rolling hash of 16-byte windows; here the source's
+    # blocks are indexed by their bytes (a dict), and each target window is looked up
+    # by its bytes: the same candidates without collisions, and a slice plus a dict
+    # lookup per target byte instead of Python arithmetic.
+    n_blocks = (len_src - 1) // _NHASH  # blocks starting before len_src - NHASH
+    index: dict[bytes, int] = {}
+    collide = [-1] * n_blocks  # the previous block with the same bytes
+    for block in range(n_blocks):
         i = block * _NHASH
-        a = b = 0
-        for c in source[i : i + _NHASH]:
-            a += c
-            b += a
-        hv = ((a & 0xFFFF) | ((b & 0xFFFF) << 16)) % n_hash
-        collide[block] = landmark[hv]
-        landmark[hv] = block
+        key = source[i : i + _NHASH]
+        collide[block] = index.get(key, -1)
+        index[key] = block
 
     base = 0
+    scanned = 0  # target bytes passed over without a match
     while base + _NHASH < len_out:
-        window = target[base : base + _NHASH]
-        a = b = 0
-        for c in window:
-            a += c
-            b += a
         i = 0
         best_cnt = best_ofst = best_lit = 0
         while True:
-            hv = ((a & 0xFFFF) | ((b & 0xFFFF) << 16)) % n_hash
-            block = landmark[hv]
+            pos = base + i
+            block = index.get(target[pos : pos + _NHASH], -1)
             limit = _SEARCH_LIMIT
             while block >= 0 and limit > 0:
                 limit -= 1
                 i_src = block * _NHASH
-                j = _forward(source, i_src, target, base + i)
-                if j:
-                    k = _backward(source, i_src, target, base + i, min(i_src, i))
-                    cnt = j + k
-                    ofst = i_src - k
-                    lit = i - k
-                    # Keep copies on UTF-8 character boundaries of the target, so that
-                    # the inserted bytes of a text's delta are whole characters: a JSON
-                    # client receives the delta as a string.
-                    start = base + lit
-                    while text and cnt > 0 and 0x80 <= target[start] < 0xC0:
-                        start += 1
-                        lit += 1
-                        ofst += 1
-                        cnt -= 1
-                    end = start + cnt
-                    while text and cnt > 0 and end < len_out and 0x80 <= target[end] < 0xC0:
-                        end -= 1
-                        cnt -= 1
-                    cost = _digits(lit) + _digits(cnt) + _digits(ofst) + 3
-                    if cnt >= cost and cnt > best_cnt:
-                        best_cnt, best_ofst, best_lit = cnt, ofst, lit
+                j = _forward(source, i_src, target, pos)
+                k = _backward(source, i_src, target, pos, min(i_src, i))
+                cnt = j + k
+                ofst = i_src - k
+                lit = i - k
+                # Keep copies on UTF-8 character boundaries of the target, so that the
+                # inserted bytes of a text's delta are whole characters: a JSON client
+                # receives the delta as a string.
+                start = base + lit
+                while text and cnt > 0 and 0x80 <= target[start] < 0xC0:
+                    start += 1
+                    lit += 1
+                    ofst += 1
+                    cnt -= 1
+                end = start + cnt
+                while text and cnt > 0 and end < len_out and 0x80 <= target[end] < 0xC0:
+                    end -= 1
+                    cnt -= 1
+                cost = _digits(lit) + _digits(cnt) + _digits(ofst) + 3
+                if cnt >= cost and cnt > best_cnt:
+                    best_cnt, best_ofst, best_lit = cnt, ofst, lit
                 block = collide[block]
             if best_cnt > 0:
                 if best_lit > 0:
@@ -164,10 +181,10 @@ def create(source: bytes, target: bytes) -> bytes:
                 parts += [_int(len_out - base), b":", target[base:]]
                 base = len_out
                 break
-            old, new = target[base + i], target[base + i + _NHASH]
-            a += new - old
-            b += a - _NHASH * old
             i += 1
+            scanned += 1
+            if max_literal is not None and scanned > max_literal:
+                return None
     if base < len_out:
         parts += [_int(len_out - base), b":", target[base:]]
     parts += [_int(checksum(target)), b";"]

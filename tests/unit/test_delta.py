@@ -94,6 +94,21 @@ def _b64(n: int) -> bytes:
             return out
 
 
+def test_the_search_stops_on_unrelated_payloads() -> None:
+    """Past ``max_literal`` unmatched bytes there is no delta (a bounded cost); similar
+    payloads of the same size still get one."""
+    from centrifuge_asgi.delta import MAX_NEW_BYTES, patch_for
+
+    rng = random.Random(3)
+    a, b = rng.randbytes(100_000), rng.randbytes(100_000)
+    assert fossil.create_within(a, b, MAX_NEW_BYTES) is None
+    assert patch_for(a, b) == b""
+    similar = edit(a, rng, 10)
+    patch = patch_for(a, similar)
+    assert 0 < len(patch) < 500 and fossil.apply(a, patch) == similar
+    assert fossil.create_within(a, similar, None) == fossil.create(a, similar)
+
+
 @pytest.mark.parametrize(
     "delta",
     [
@@ -409,14 +424,14 @@ async def test_each_delta_is_computed_once_per_publication(
     from centrifuge_asgi import delta as delta_module
 
     calls = 0
-    real = fossil.create
+    real = fossil.create_within
 
-    def counting(a: bytes, b: bytes) -> bytes:
+    def counting(a: bytes, b: bytes, max_literal: int | None) -> bytes | None:
         nonlocal calls
         calls += 1
-        return real(a, b)
+        return real(a, b, max_literal)
 
-    monkeypatch.setattr(delta_module.fossil, "create", counting)
+    monkeypatch.setattr(delta_module.fossil, "create_within", counting)
     sessions = [await connected(node, user=f"u{i}") for i in range(20)]
     sessions += [await connected(node, protobuf=True, user=f"p{i}") for i in range(20)]
     for s in sessions:
