@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from .auth import TokenVerifier
     from .config import Config
     from .engines.base import Broker, ClientInfo, PresenceManager, StreamPosition
+    from .engines.map_base import MapBroker
     from .handlers import Handlers
     from .observer import Tracing
     from .op_limits import OperationLimits
@@ -39,6 +40,7 @@ class SessionHost(Protocol):
     # engines
     broker: Broker
     presence_manager: PresenceManager
+    map_broker: MapBroker  # map subscriptions
     # tokens
     token_verifier: TokenVerifier
     subscription_token_verifier: TokenVerifier
@@ -60,6 +62,12 @@ class SessionHost(Protocol):
         ...
 
     def metrics_command(self, method: str, duration: float, error_code: int = 0) -> None: ...
+
+    async def map_presence_update(
+        self, channel: str, key: str, data: bytes, info: ClientInfo
+    ) -> None: ...
+
+    async def map_remove_quietly(self, channel: str, key: str) -> None: ...
 
     async def disconnect(
         self,

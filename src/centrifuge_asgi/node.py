@@ -43,6 +43,7 @@ from .engines.base import (
     Sweeper,
 )
 from .engines.factory import build_engine
+from .engines.map_base import MapBroker
 from .errors import ClientError, EngineError
 from .flusher import Flusher
 from .handlers import (
@@ -57,6 +58,7 @@ from .handlers import (
     SubscribeHandler,
     SubscribeStreamHandler,
 )
+from .node_maps import MapApi, build_map_broker
 from .observer import NodeObserver, NoObserver, Tracing
 from .op_limits import OperationLimits
 from .pacing import Pacer
@@ -84,7 +86,7 @@ class HistoryPage:
     epoch: str
 
 
-class Node:
+class Node(MapApi):
     """A Centrifugo-compatible node.
 
     ``config`` is a :class:`~centrifuge_asgi.config.Config` or a Centrifugo v6-style dict.
@@ -97,6 +99,7 @@ class Node:
         *,
         broker: Broker | None = None,
         presence_manager: PresenceManager | None = None,
+        map_broker: MapBroker | None = None,
         name: str = "",
         observer: NodeObserver | None = None,
     ) -> None:
@@ -144,6 +147,7 @@ class Node:
             presence_manager = presence_manager or default_presence
         self.broker: Broker = broker
         self.presence_manager: PresenceManager = presence_manager
+        self.map_broker: MapBroker = map_broker or build_map_broker(config)  # map channels
         cfg = config.client
         self.token_verifier = TokenVerifier(
             cfg.token, insecure_skip_signature=cfg.insecure_skip_token_signature_verify
@@ -254,6 +258,7 @@ class Node:
         try:
             self.controller.register_control_handler(self.cluster, self.node_id)
             await self.broker.start(self)
+            await self.map_broker.start(self)
         except BaseException:
             self._tg = None
             try:
@@ -309,6 +314,8 @@ class Node:
             finally:
                 with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
                     await self.presence_manager.close()
+                with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
+                    await self.map_broker.close()
         finally:
             self._exiting = True  # node-owned tasks that start from now on are not shielded
             for scope in list(self._owned):
@@ -416,9 +423,12 @@ class Node:
             if opts is None:
                 continue
             try:
-                hist = await self.broker.history(
-                    channel, HistoryFilter(limit=0), self.policy.meta_ttl(opts)
-                )
+                if opts.is_map:
+                    hist = await self.map_broker.read_stream(channel, HistoryFilter(limit=0))
+                else:
+                    hist = await self.broker.history(
+                        channel, HistoryFilter(limit=0), self.policy.meta_ttl(opts)
+                    )
             except Exception as exc:  # an engine outage skips the check, as Centrifugo does
                 log.warning("position check of %s skipped: %s", channel, exc)
                 continue
@@ -429,6 +439,9 @@ class Node:
         self.write_watchdog.sweep()
         if self.broker.capabilities.sweep:
             cast(Sweeper, self.broker).sweep()
+        sweep = getattr(self.map_broker, "sweep", None)  # memory map broker: key TTLs
+        if sweep is not None:
+            sweep()
 
     def asgi_app(self) -> Any:
         """A Starlette app with the connection endpoints, to mount at any prefix

@@ -33,6 +33,7 @@ from .handlers import (
     SubscribeReply,
     SubscribeStreamEvent,
 )
+from .map_subscriptions import MAP_TYPES, MapCommands
 from .payload import ParsedJson, optional_payload, to_payload
 from .policy import Action, Feature, SubscribeAccess
 from .protocol.codec import EncodedOnce
@@ -128,6 +129,7 @@ class Subscription:
     delta: bool = False  # fossil delta negotiated (see delta.py)
     delta_base: int = 0  # offset of the payload the client holds as its delta base
     stream: ChannelStream | None = None  # a subscription stream feeds this one
+    map_channel: bool = False  # a map subscription (map_subscriptions.py)
 
 
 @dataclass(slots=True, eq=False)
@@ -191,10 +193,11 @@ class SessionView(Protocol):
 class ChannelCommands:
     """The channel half of a :class:`~centrifuge_asgi.session.Session`."""
 
-    __slots__ = ("s",)
+    __slots__ = ("maps", "s")
 
     def __init__(self, session: SessionView) -> None:
         self.s = session
+        self.maps = MapCommands(session, self)
 
     # ------------------------------------------------------------------ subscribe
 
@@ -210,9 +213,9 @@ class ChannelCommands:
             raise ClientError.of(ErrorCode.ALREADY_SUBSCRIBED)
         if len(s.subs) >= policy.channel_limit:
             raise ClientError.of(ErrorCode.LIMIT_EXCEEDED)
-        if req.type != 0:
-            raise ClientError.of(ErrorCode.NOT_AVAILABLE)
         opts = policy.checked(channel)
+        if req.type != 0 or opts.subscription_type not in ("", "stream"):
+            return await self._typed_subscribe(req, opts)
         if opts.subscribe_stream_proxy_enabled and self._streamed(req, opts):
             return await self._subscribe_stream(req, opts)
         grant = await self._authorize_subscribe(req, opts)
@@ -220,6 +223,30 @@ class ChannelCommands:
         tags_filter = None if req.tf is None else policy.tags_filter(opts, req.tf)
         return await self._subscribe(
             channel, opts, grant, req, server_side=False, tags_filter=tags_filter
+        )
+
+    async def _typed_subscribe(
+        self, req: SubscribeRequest, opts: ChannelOptions
+    ) -> SubscribeResult:
+        """A subscribe of another type than ``stream``: it must be the namespace's (103)."""
+        if MAP_TYPES.get(req.type) == opts.subscription_type:
+            return await self.maps.subscribe(req, opts)
+        raise ClientError.of(ErrorCode.PERMISSION_DENIED)
+
+    def new_map_subscription(self, channel: str, grant: Grant, *, positioned: bool) -> Subscription:
+        """The subscription a map subscribe makes live (no presence, join/leave, delta)."""
+        return Subscription(
+            channel=channel,
+            server_side=False,
+            chan_info=grant.info,
+            presence=False,
+            emit_join_leave=False,
+            push_join_leave=False,
+            positioned=positioned,
+            recoverable=positioned,
+            expire_at=grant.expire_at,
+            client_side_refresh=grant.client_side_refresh,
+            map_channel=True,
         )
 
     async def _authorize_subscribe(self, req: SubscribeRequest, opts: ChannelOptions) -> Grant:
@@ -678,6 +705,7 @@ class ChannelCommands:
     async def unsubscribe(self, channel: str) -> None:
         if not channel:
             raise Disconnect.of(DisconnectCode.BAD_REQUEST)
+        self.maps.pending.pop(channel, None)
         await self.remove(channel)
 
     async def remove(self, channel: str) -> None:
@@ -704,8 +732,10 @@ class ChannelCommands:
         node = s.node
         channel = sub.channel
         try:
+            if sub.map_channel:
+                await self.maps.leave(channel, node.policy.options(channel))
             # Checked right before the call: a subscriber that arrived meanwhile keeps it.
-            if not node.registry.has_subscribers(channel):
+            elif not node.registry.has_subscribers(channel):
                 await node.broker.unsubscribe(channel)
             if sub.presence:
                 await node.presence_manager.remove_presence(channel, s.client_id, s.user)
@@ -854,6 +884,9 @@ class ChannelCommands:
         return s.node.policy.allowed(opts, action, s.user, subscribed=channel in s.subs)
 
     async def publish(self, req: PublishRequest) -> None:
+        if req.type == 1:
+            await self.maps.publish(req)
+            return
         s = self.s
         node = s.node
         channel = req.channel

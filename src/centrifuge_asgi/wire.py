@@ -24,9 +24,11 @@ def client_info_wire(info: ClientInfo) -> ClientInfoWire:
 
 def publication_wire(pub: Publication) -> PublicationWire:
     return PublicationWire(
-        data=Raw(pub.data),
+        data=Raw(pub.data) if pub.data or not pub.removed else UNSET,
         info=client_info_wire(pub.info) if pub.info is not None else None,
         offset=pub.offset,
         tags=pub.tags or {},
         time=pub.time,
+        key=pub.key,
+        removed=pub.removed,
     )

@@ -51,6 +51,8 @@ class Publication:
     info: ClientInfo | None = None
     tags: dict[str, str] | None = None
     time: int = 0  # unix milliseconds, 0 when unknown
+    key: str = ""  # map channels: the key this publication sets or removes
+    removed: bool = False  # map channels: the key was removed (no data)
 
 
 @dataclass(frozen=True, slots=True)

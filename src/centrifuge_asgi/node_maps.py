@@ -1,0 +1,174 @@
+"""The node's in-process map API: ``node.map_publish(...)`` and the rest (map subscriptions).
+
+Mixed into :class:`~centrifuge_asgi.node.Node`; the server API (``map_publish``,
+``map_remove``, ``map_read_state``, ``map_read_stream``, ``map_stats``, ``map_clear``)
+calls these. The channel must be in a namespace whose ``subscription_type`` is a map type
+(else ``ClientError(102)`` for an unknown namespace, ``ClientError(107)`` otherwise).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from .codes import ErrorCode
+from .engines.base import ClientInfo, HistoryFilter, HistoryResult, StreamPosition
+from .engines.map_base import (
+    MapBroker,
+    MapChannelOptions,
+    MapPublishOptions,
+    MapRemoveOptions,
+    MapStateResult,
+    MapUpdateResult,
+)
+from .errors import ClientError, ConfigError
+from .map_subscriptions import channel_options
+from .payload import is_parsed, publication_data_problem, to_payload
+
+if TYPE_CHECKING:
+    from .config import ChannelOptions, Config
+    from .policy import ChannelPolicy
+
+log = logging.getLogger("centrifuge_asgi.node")
+
+
+def build_map_broker(config: Config) -> MapBroker:
+    """The map broker ``map_broker.type`` names (``memory`` or ``redis``)."""
+    if config.map_broker.type == "redis":
+        raise ConfigError("map_broker.type redis: not available yet")
+    from .engines.map_memory import MemoryMapBroker
+
+    return MemoryMapBroker()
+
+
+class MapApi:
+    """Map operations of a node (needs ``policy`` and ``map_broker``)."""
+
+    policy: ChannelPolicy
+    map_broker: MapBroker
+
+    def map_options(self, channel: str) -> tuple[ChannelOptions, MapChannelOptions]:
+        """The namespace options of a map channel (107 when it is not one)."""
+        opts = self.policy.checked(channel)
+        if not opts.is_map:
+            raise ClientError.of(ErrorCode.BAD_REQUEST)
+        return opts, channel_options(opts.map)
+
+    async def map_publish(
+        self,
+        channel: str,
+        key: str,
+        data: Any,
+        *,
+        tags: Mapping[str, str] | None = None,
+        client_info: ClientInfo | None = None,
+        key_mode: str = "",
+        idempotency_key: str = "",
+        version: int = 0,
+        version_epoch: str = "",
+        expected_position: StreamPosition | None = None,
+    ) -> MapUpdateResult:
+        """Set ``key`` of a map channel to ``data`` (JSON-encodable, or bytes as for
+        :meth:`publish`); ``key_mode`` ``if_new``/``if_exists``; suppressed results say why."""
+        if not key:
+            raise ClientError.of(ErrorCode.BAD_REQUEST)
+        if key_mode not in ("", "if_new", "if_exists"):
+            raise ClientError.of(ErrorCode.BAD_REQUEST)
+        opts, chopts = self.map_options(channel)
+        try:
+            payload = to_payload(data)
+        except RecursionError:  # nested too deeply for msgspec
+            raise ClientError.of(ErrorCode.BAD_REQUEST) from None
+        if publication_data_problem(payload, self.policy.data_format(opts), parsed=is_parsed(data)):
+            raise ClientError.of(ErrorCode.BAD_REQUEST)
+        publish = MapPublishOptions(
+            data=payload,
+            tags=dict(tags) if tags else None,
+            client_info=client_info,
+            key_mode=key_mode,
+            idempotency_key=idempotency_key,
+            version=version,
+            version_epoch=version_epoch,
+            expected_position=expected_position,
+        )
+        return await self.map_broker.publish(channel, key, publish, chopts)
+
+    async def map_remove(
+        self,
+        channel: str,
+        key: str,
+        *,
+        idempotency_key: str = "",
+        expected_position: StreamPosition | None = None,
+    ) -> MapUpdateResult:
+        """Remove ``key`` (suppressed with reason ``key_not_found`` when it is not there)."""
+        if not key:
+            raise ClientError.of(ErrorCode.BAD_REQUEST)
+        _, chopts = self.map_options(channel)
+        remove = MapRemoveOptions(
+            idempotency_key=idempotency_key, expected_position=expected_position
+        )
+        return await self.map_broker.remove(channel, key, remove, chopts)
+
+    async def map_read_state(
+        self, channel: str, *, cursor: str = "", limit: int = 0, key: str = ""
+    ) -> MapStateResult:
+        """A page of the state (``limit`` 0: everything), or one ``key``."""
+        self.map_options(channel)
+        return await self.map_broker.read_state(
+            channel, cursor=cursor, limit=limit if limit > 0 else -1, key=key
+        )
+
+    async def map_read_stream(
+        self,
+        channel: str,
+        *,
+        limit: int = 0,
+        since: StreamPosition | None = None,
+        reverse: bool = False,
+    ) -> HistoryResult:
+        """The change stream (``limit`` 0: only the position, -1: all it holds)."""
+        self.map_options(channel)
+        flt = HistoryFilter(limit=max(limit, -1), since=since, reverse=reverse)
+        return await self.map_broker.read_stream(channel, flt)
+
+    async def map_stats(self, channel: str) -> int:
+        """The number of keys in the state of ``channel``."""
+        self.map_options(channel)
+        return await self.map_broker.stats(channel)
+
+    async def map_clear(self, channel: str) -> None:
+        """Drop state, stream and position of ``channel`` (subscribers see a new epoch)."""
+        self.map_options(channel)
+        await self.map_broker.clear(channel)
+
+    # ---------------------------------------------------------- for sessions
+
+    async def map_presence_update(
+        self, channel: str, key: str, data: bytes, info: ClientInfo
+    ) -> None:
+        """Add or refresh a ``map_clients``/``map_users`` presence entry (best effort)."""
+        opts = self.policy.options(channel)
+        if opts is None or not opts.is_map:
+            return
+        publish = MapPublishOptions(data=data, client_info=info)
+        try:
+            await self.map_broker.publish(channel, key, publish, channel_options(opts.map))
+        except Exception as exc:
+            log.warning("map presence in %s not updated: %s", channel, exc)
+
+    async def map_remove_quietly(self, channel: str, key: str) -> None:
+        """Remove a key when a client leaves (bounded, errors logged)."""
+        opts = self.policy.options(channel)
+        if opts is None or not opts.is_map:
+            return
+        with anyio.move_on_after(3):
+            try:
+                await self.map_broker.remove(
+                    channel, key, MapRemoveOptions(), channel_options(opts.map)
+                )
+            except Exception as exc:
+                log.warning("key %s of %s not removed: %s", key, channel, exc)
