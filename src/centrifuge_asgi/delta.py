@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import anyio.lowlevel
 import msgspec
 from msgspec import Raw
 from msgspec.structs import replace
@@ -35,6 +36,7 @@ __all__ = ["FOSSIL", "MAX_NEW_BYTES", "PublicationPush", "delta_chain", "patch_f
 
 FOSSIL = "fossil"
 MAX_NEW_BYTES = 4096  # bounds the delta search to a few milliseconds (fossil.create_within)
+_CHAIN_SLICE = 256 * 1024  # payload bytes diffed in a recovery between two checkpoints
 _NO_PATCH = b""
 
 
@@ -111,13 +113,21 @@ class PublicationPush(EncodedOnce):
         return EncodedOnce(Reply(push=replace(push, pub=pub))).get(codec)
 
 
-def delta_chain(pubs: list[Publication], *, json: bool) -> tuple[list[PublicationWire], int]:
+async def delta_chain(pubs: list[Publication], *, json: bool) -> tuple[list[PublicationWire], int]:
     """Recovered publications for a delta subscriber: the first one full, each next one a
     delta against the one before it (full when the delta would not be shorter); and the
-    offset of the payload the client holds afterwards (its ``delta_base``, 0 if none)."""
+    offset of the payload the client holds afterwards (its ``delta_base``, 0 if none).
+
+    A long recovery of large payloads is many deltas: the loop lets other tasks run
+    after every ``_CHAIN_SLICE`` bytes of payload."""
     out: list[PublicationWire] = []
     prev: Publication | None = None
+    done = 0
     for pub in pubs:
+        done += len(pub.data)
+        if done > _CHAIN_SLICE:
+            done = 0
+            await anyio.lowlevel.checkpoint()
         wire = publication_wire(pub)
         patch = _NO_PATCH if prev is None else patch_for(prev.data, pub.data)
         if json and patch and not _is_utf8(patch):

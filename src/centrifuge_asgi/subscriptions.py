@@ -562,7 +562,7 @@ class ChannelCommands:
             sent = [p for p in pubs if tf is None or matches(tf, p.tags)]
             if sub.delta:
                 json = self.s.codec.name == "json"
-                result.publications, sub.delta_base = delta_chain(sent, json=json)
+                result.publications, sub.delta_base = await delta_chain(sent, json=json)
             else:
                 result.publications = [publication_wire(p) for p in sent]
         else:
