@@ -132,6 +132,12 @@ class Executor:
             "rpc": self.rpc,
             "refresh": self.refresh,
             "channels": self.channels,
+            "map_publish": self.map_publish,
+            "map_remove": self.map_remove,
+            "map_read_state": self.map_read_state,
+            "map_read_stream": self.map_read_stream,
+            "map_stats": self.map_stats,
+            "map_clear": self.map_clear,
         }
 
     async def call(self, method: str, req: Any) -> dict[str, Any]:
@@ -390,6 +396,108 @@ class Executor:
     async def rpc(self, req: s.RpcRequest) -> dict[str, Any]:
         """No server-API RPC extensions exist (as in Centrifugo OSS): 107 or 104."""
         raise ApiError(BAD_REQUEST if not req.method else NOT_FOUND)
+
+    # ------------------------------------------------------------ map channels
+
+    def _map_channel(self, channel: str) -> None:
+        """An empty channel is 107, an unknown namespace 102, a non-map namespace 107."""
+        if not channel:
+            raise ApiError(BAD_REQUEST)
+        self.node.map_options(channel)
+
+    def map_entry_json(self, pub: Publication) -> dict[str, Any]:
+        """A ``MapEntry``: key, data (not for a removal), tags, offset, removed, time."""
+        out: dict[str, Any] = {"key": pub.key}
+        if pub.data or not pub.removed:
+            out["data"] = publication_json(pub, any_bytes=self.any_bytes)["data"]
+        if pub.tags:
+            out["tags"] = pub.tags
+        if pub.offset:
+            out["offset"] = pub.offset
+        if pub.removed:
+            out["removed"] = True
+        if pub.time:
+            out["time"] = pub.time
+        return out
+
+    @staticmethod
+    def _update_json(res: Any) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if res.position.offset:
+            out["offset"] = res.position.offset
+        if res.position.epoch:
+            out["epoch"] = res.position.epoch
+        if res.suppressed:
+            out["suppressed"] = True
+            out["suppress_reason"] = res.suppress_reason
+        return out
+
+    async def map_publish(self, req: s.MapPublishRequest) -> dict[str, Any]:
+        if not req.channel or not req.key or req.key_mode not in ("", "if_new", "if_exists"):
+            raise ApiError(BAD_REQUEST)
+        self._map_channel(req.channel)
+        payload, binary = self._payload(req.data, req.b64data)
+        res = await self.node.map_publish(
+            req.channel,
+            req.key,
+            payload if binary else ParsedJson(payload),
+            tags=req.tags or None,
+            key_mode=req.key_mode,
+            idempotency_key=req.idempotency_key,
+            version=req.version,
+            version_epoch=req.version_epoch,
+        )
+        return self._update_json(res)
+
+    async def map_remove(self, req: s.MapRemoveRequest) -> dict[str, Any]:
+        if not req.channel or not req.key:
+            raise ApiError(BAD_REQUEST)
+        self._map_channel(req.channel)
+        res = await self.node.map_remove(req.channel, req.key, idempotency_key=req.idempotency_key)
+        return self._update_json(res)
+
+    async def map_read_state(self, req: s.MapReadStateRequest) -> dict[str, Any]:
+        self._map_channel(req.channel)
+        revision = None
+        if req.revision_offset or req.revision_epoch:
+            revision = StreamPosition(req.revision_offset, req.revision_epoch)
+        page = await self.node.map_read_state(
+            req.channel, cursor=req.cursor, limit=req.limit, key=req.key, revision=revision
+        )
+        out: dict[str, Any] = {
+            "entries": [self.map_entry_json(p) for p in page.publications],
+            "offset": page.position.offset,
+            "epoch": page.position.epoch,
+        }
+        if page.cursor:
+            out["cursor"] = page.cursor
+        return out
+
+    async def map_read_stream(self, req: s.MapReadStreamRequest) -> dict[str, Any]:
+        self._map_channel(req.channel)
+        since = None
+        if req.since_offset or req.since_epoch:
+            since = StreamPosition(req.since_offset, req.since_epoch)
+        try:
+            hist = await self.node.map_read_stream(
+                req.channel, limit=req.limit, since=since, reverse=req.reverse
+            )
+        except ClientError as exc:  # reverse from offset 0 (107 for the core)
+            raise ApiError(INTERNAL if exc.code == BAD_REQUEST else exc.code) from exc
+        return {
+            "entries": [self.map_entry_json(p) for p in hist.publications],
+            "offset": hist.position.offset,
+            "epoch": hist.position.epoch,
+        }
+
+    async def map_stats(self, req: s.ChannelRequest) -> dict[str, Any]:
+        self._map_channel(req.channel)
+        return {"num_keys": await self.node.map_stats(req.channel)}
+
+    async def map_clear(self, req: s.ChannelRequest) -> dict[str, Any]:
+        self._map_channel(req.channel)
+        await self.node.map_clear(req.channel)
+        return {}
 
 
 async def run_all(

@@ -134,6 +134,44 @@ class RpcRequest(_Req):
     params: Raw = NO_RAW
 
 
+class MapPublishRequest(_Req):
+    channel: str = ""
+    key: str = ""
+    data: Raw = NO_RAW
+    b64data: str = ""
+    tags: dict[str, str] = {}
+    idempotency_key: str = ""
+    delta: bool = False
+    version: U64 = 0
+    version_epoch: str = ""
+    score: I64 = 0
+    key_mode: str = ""
+
+
+class MapRemoveRequest(_Req):
+    channel: str = ""
+    key: str = ""
+    idempotency_key: str = ""
+
+
+class MapReadStateRequest(_Req):
+    channel: str = ""
+    cursor: str = ""
+    limit: I32 = 0
+    key: str = ""
+    asc: bool = False
+    revision_offset: U64 = 0
+    revision_epoch: str = ""
+
+
+class MapReadStreamRequest(_Req):
+    channel: str = ""
+    since_offset: U64 = 0
+    since_epoch: str = ""
+    limit: I32 = 0
+    reverse: bool = False
+
+
 REQUEST_TYPES: Final[dict[str, type[_Req]]] = {
     "publish": PublishRequest,
     "broadcast": BroadcastRequest,
@@ -148,6 +186,12 @@ REQUEST_TYPES: Final[dict[str, type[_Req]]] = {
     "rpc": RpcRequest,
     "refresh": RefreshRequest,
     "channels": ChannelsRequest,
+    "map_publish": MapPublishRequest,
+    "map_remove": MapRemoveRequest,
+    "map_read_state": MapReadStateRequest,
+    "map_read_stream": MapReadStreamRequest,
+    "map_stats": ChannelRequest,
+    "map_clear": ChannelRequest,
 }
 """Every command method, in the order Go checks a batch command's keys."""
 
@@ -168,6 +212,12 @@ class BatchCommand(_Req):
     rpc: RpcRequest | None = None
     refresh: RefreshRequest | None = None
     channels: ChannelsRequest | None = None
+    map_publish: MapPublishRequest | None = None
+    map_remove: MapRemoveRequest | None = None
+    map_read_state: MapReadStateRequest | None = None
+    map_read_stream: MapReadStreamRequest | None = None
+    map_stats: ChannelRequest | None = None
+    map_clear: ChannelRequest | None = None
 
     def method(self) -> tuple[str, Any] | None:
         """The first method key set (Go's check order), with its request."""

@@ -114,12 +114,19 @@ class MapApi:
         return await self.map_broker.remove(channel, key, remove, chopts)
 
     async def map_read_state(
-        self, channel: str, *, cursor: str = "", limit: int = 0, key: str = ""
+        self,
+        channel: str,
+        *,
+        cursor: str = "",
+        limit: int = -1,
+        key: str = "",
+        revision: StreamPosition | None = None,
     ) -> MapStateResult:
-        """A page of the state (``limit`` 0: everything), or one ``key``."""
+        """A page of at most ``limit`` entries after ``cursor`` (-1: all of them, 0: only
+        the stream position), or the one ``key``; a ``revision`` of another epoch is 112."""
         self.map_options(channel)
         return await self.map_broker.read_state(
-            channel, cursor=cursor, limit=limit if limit > 0 else -1, key=key
+            channel, cursor=cursor, limit=max(limit, -1), key=key, revision=revision
         )
 
     async def map_read_stream(
