@@ -56,7 +56,7 @@ START_TIMEOUT = 60.0
 #: metrics.MULTIPROCESS_ENV (not imported: prometheus_client is an optional extra)
 METRICS_DIR_ENV = "CENTRIFUGE_ASGI_METRICS_DIR"
 #: SIGUSR1 asks one worker to retire (rolling restart); SIGTERM stops it
-RETIRE_SIGNAL = signal.SIGUSR1
+RETIRE_SIGNAL = getattr(signal, "SIGUSR1", signal.SIGTERM)  # POSIX; SIGTERM elsewhere
 
 
 def worker_count(config: Config) -> int:
@@ -125,7 +125,7 @@ class Supervisor:
             return anyio.run(self._run)
 
     async def _run(self) -> int:
-        stop_signals = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+        stop_signals = (signal.SIGTERM, signal.SIGINT, getattr(signal, "SIGHUP", signal.SIGINT))
         with anyio.open_signal_receiver(*stop_signals) as signals:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._signals, signals, tg)

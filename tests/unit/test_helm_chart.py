@@ -100,9 +100,12 @@ def check_structure(docs: list[dict[str, Any]]) -> None:
         assert main[probe]["httpGet"] == {"path": "/health", "port": "internal"}
     volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
     config_map = the(docs, "ConfigMap")
-    for mount in main["volumeMounts"]:
-        assert volumes[mount["name"]]["configMap"]["name"] == config_map["metadata"]["name"]
-        assert mount["mountPath"] == "/centrifugo"  # the image's CMD reads config.json there
+    mounts = {m["mountPath"]: volumes[m["name"]] for m in main["volumeMounts"]}
+    assert set(mounts) == {"/centrifugo", "/tmp"}
+    # the image's CMD reads /centrifugo/config.json
+    assert mounts["/centrifugo"]["configMap"]["name"] == config_map["metadata"]["name"]
+    # a writable /tmp under readOnlyRootFilesystem (the workers' metrics directory)
+    assert mounts["/tmp"] == {"name": "tmp", "emptyDir": {}}
     json.loads(config_map["data"]["config.json"])
     for service in by_kind(docs)["Service"]:
         assert service["spec"]["selector"].items() <= pod_labels.items()
