@@ -27,6 +27,7 @@ from .config import (
     ClientRateLimitConfig,
     CommandRateLimit,
     Config,
+    ConsumerConfig,
     HttpServerConfig,
     Loader,
     LogConfig,
@@ -63,7 +64,7 @@ _CHANNEL_PROXY_KINDS = ("subscribe", "publish", "sub_refresh", "subscribe_stream
 # that says so, instead of the "unknown key" warning.
 _UNSUPPORTED_TOP = frozenset(
     {
-        "admin", "swagger", "debug", "webtransport", "consumers",
+        "admin", "swagger", "debug", "webtransport",
         "controller", "shared_poll", "graphite", "usage_stats",
         "node", "pid_file", "enable_unreleased_features", "dev",
     }
@@ -137,6 +138,8 @@ def _unsupported_keys(cls: type[msgspec.Struct]) -> frozenset[str]:
         return _UNSUPPORTED_CHANNEL_OPTIONS
     if cls is HttpServerConfig:
         return frozenset({"tls_autocert", "http3"})
+    if cls is ConsumerConfig:
+        return frozenset(_CONSUMER_TYPES_ELSEWHERE)
     return next((k for c, k in _UNSUPPORTED_RATE_LIMIT.items() if issubclass(cls, c)), frozenset())
 
 

@@ -23,6 +23,7 @@ from typing import Any
 import anyio
 import pytest
 
+from centrifuge_asgi.config import Config
 from centrifuge_asgi.consumers import CommandDispatcher, outbox_table, run_consumers, statuses
 from centrifuge_asgi.node import Node
 from tests.interop.support import make_config
@@ -121,17 +122,16 @@ async def test_a_restart_mid_stream_loses_nothing(cluster: Cluster) -> None:
         page = await node.history("outage:x", limit=-1)
         return [json.loads(p.data) for p in page.publications]
 
-    # run the configured consumer (enabled here, not by the node, to slow its commands)
-    enabled = [{**cfg["consumers"][0], "enabled": True}]
-    consumer_node = Node({**cfg, "consumers": enabled})
-    consumer_node.metrics = node.metrics
+    # the configured consumer, run here rather than by the node, to slow its commands down
+    item = {**cfg["consumers"][0], "enabled": True}
+    configs = Config.from_dict({"consumers": [item]}).consumers
     async with node:
         await insert(cluster.dsn, range(200))
         async with anyio.create_task_group() as tg:
-            tg.start_soon(run_consumers, consumer_node, slow)
+            tg.start_soon(run_consumers, node, slow, configs)
             await until(lambda: _at_least(delivered, 50))
             await anyio.to_thread.run_sync(cluster.stop, "immediate")
-            status = statuses(consumer_node)["pg"]
+            status = statuses(node)["pg"]
             await until(lambda: _true(status.state == "retrying"))
             got_while_down = len(await delivered())
             assert got_while_down < 200, "the restart must land mid-stream"

@@ -4,14 +4,14 @@ Each consumer runs in the node's lifespan (its task group; cancelled at the node
 A consumer that fails as a whole (its database or broker unreachable at start, a lost
 connection it cannot recover by itself) is restarted after a bounded, jittered backoff;
 its :class:`~.status.ConsumerStatus` says ``retrying`` with the error meanwhile, and the
-node's observer counts each failure (``centrifuge_asgi_consumers_errors_total``).
+node's observer counts each failure (``centrifugo_consumers_errors_total``).
 """
 
 from __future__ import annotations
 
 import logging
 import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
@@ -59,13 +59,19 @@ def build(
     raise ValueError(f"unknown consumer type {config.type!r}")  # the config rejects it first
 
 
-async def run_consumers(node: Node, dispatch: Dispatch | None = None) -> None:
-    """Run every enabled consumer of ``node.config`` until cancelled.
+async def run_consumers(
+    node: Node,
+    dispatch: Dispatch | None = None,
+    configs: Sequence[ConsumerConfig] | None = None,
+) -> None:
+    """Run every enabled consumer of ``node.config`` (or of ``configs``) until cancelled.
 
-    ``dispatch`` defaults to the node's server API executor (:class:`CommandDispatcher`).
+    ``dispatch`` defaults to the node's server API executor (:class:`CommandDispatcher`);
+    the node's lifespan calls this with the defaults.
     """
-    enabled = [c for c in node.config.consumers if c.enabled]
-    for config in node.config.consumers:
+    configs = node.config.consumers if configs is None else configs
+    enabled = [c for c in configs if c.enabled]
+    for config in configs:
         if not config.enabled:
             log.info("consumer %s (%s) is not enabled, skip", config.name, config.type)
     if not enabled:
