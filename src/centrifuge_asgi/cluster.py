@@ -49,6 +49,7 @@ from .subscriptions import Grant
 if TYPE_CHECKING:
     from .registry import Registry
     from .session import Session
+    from .shared_poll import SharedPollManager
 
 log = logging.getLogger("centrifuge_asgi.cluster")
 
@@ -164,10 +165,20 @@ class Reply(Message, tag="reply"):
     data: bytes | None = None
 
 
+class SharedPollPublish(Message, tag="shared_poll_publish"):
+    """``shared_poll_publish``: a new version of a key for every node's trackers."""
+
+    channel: str = ""
+    key: str = ""
+    data: bytes = b""
+    version: int = 0
+    epoch: str = ""
+
+
 Action = Disconnect | Unsubscribe | Subscribe | Refresh | Send
 Request = ChannelsSurvey | InfoSurvey | Emulation
 Answer = ChannelsReply | Reply
-AnyMessage = Action | Request | Answer | NodeInfo
+AnyMessage = Action | Request | Answer | NodeInfo | SharedPollPublish
 
 ANSWERS = ("info_survey", "emulation")
 """The requests this node answers with a :class:`Reply` (its announcements say so)."""
@@ -189,6 +200,7 @@ _stats = msgspec.json.Decoder(dict[str, Any])
 _MESSAGES = (
     *(Disconnect, Unsubscribe, Subscribe, Refresh, Send),
     *(ChannelsSurvey, ChannelsReply, NodeInfo, InfoSurvey, Emulation, Reply),
+    SharedPollPublish,
 )
 _OPS = frozenset(str(cls.__struct_config__.tag) for cls in _MESSAGES)
 
@@ -274,6 +286,9 @@ class ClusterHost(Protocol):
 
     def node_stats(self) -> dict[str, Any]: ...
 
+    @property
+    def shared_poll(self) -> SharedPollManager: ...
+
 
 class Cluster:
     """The node's side of node-to-node messaging; the controller's control handler."""
@@ -299,6 +314,24 @@ class Cluster:
             await self.publish(action)
         except EngineError as exc:
             log.error("control %s could not reach other nodes: %s", _op(action), exc)
+            raise ClientError.of(ErrorCode.INTERNAL) from exc
+
+    async def shared_poll_publish(
+        self, channel: str, key: str, data: bytes, version: int, epoch: str
+    ) -> None:
+        """Send a shared poll publication to every other node (100 when unreachable)."""
+        message = SharedPollPublish(
+            origin=self._host.node_id,
+            channel=channel,
+            key=key,
+            data=data,
+            version=version,
+            epoch=epoch,
+        )
+        try:
+            await self.publish(message)
+        except EngineError as exc:
+            log.error("shared_poll_publish could not reach other nodes: %s", exc)
             raise ClientError.of(ErrorCode.INTERNAL) from exc
 
     async def survey(
@@ -428,6 +461,9 @@ class Cluster:
                 survey.add(message.origin, message)
         elif isinstance(message, ChannelsSurvey | InfoSurvey | Emulation):
             host.spawn(self._answer, message)
+        elif isinstance(message, SharedPollPublish):
+            m = message
+            host.shared_poll.publish(m.channel, m.key, m.data, m.version, m.epoch)
         elif isinstance(message, NodeInfo):
             if message.stats is not None:
                 self._forget_silent_peers()

@@ -508,6 +508,23 @@ class MapOptions(_Struct, frozen=True):
 MAP_SUBSCRIPTION_TYPES = ("map", "map_clients", "map_users")
 
 
+class SharedPollOptions(_Struct, frozen=True):
+    """``shared_poll.*`` of a namespace: shared poll (Centrifugo v6.8+, experimental)."""
+
+    proxy_name: str = "default"  # "" or default: channel.proxy.shared_poll_refresh
+    refresh_interval: Duration = 10.0
+    refresh_batch_size: int = 1000
+    max_keys_per_connection: int = 5000
+    mode: str = ""  # "" (versionless), versionless or versioned
+    channel_shutdown_delay: Duration = 1.0
+    track_expired_extra_delay: Duration = 25.0
+    publish_enabled: bool = False
+
+    @property
+    def versioned(self) -> bool:
+        return self.mode == "versioned"
+
+
 class ChannelOptions(_Struct, frozen=True, dict=True):
     """Options of one channel namespace (or of ``channel.without_namespace``), spec §2.3."""
 
@@ -553,6 +570,7 @@ class ChannelOptions(_Struct, frozen=True, dict=True):
     map: MapOptions = msgspec.field(default_factory=MapOptions)
     map_clients_presence_channel_prefix: str = ""
     map_users_presence_channel_prefix: str = ""
+    shared_poll: SharedPollOptions = msgspec.field(default_factory=SharedPollOptions)
 
     @property
     def is_map(self) -> bool:
@@ -583,6 +601,7 @@ class ChannelProxyConfig(_Struct, frozen=True):
     publish: ProxyConfig = msgspec.field(default_factory=ProxyConfig)
     sub_refresh: ProxyConfig = msgspec.field(default_factory=ProxyConfig)
     subscribe_stream: ProxyConfig = msgspec.field(default_factory=ProxyConfig)
+    shared_poll_refresh: ProxyConfig = msgspec.field(default_factory=ProxyConfig)
 
 
 class ChannelConfig(_Struct, frozen=True):
@@ -1017,6 +1036,15 @@ class _Index(NamedTuple):
     proxies: dict[str, NamedProxy]
 
 
+class SharedPollConfig(_Struct, frozen=True):
+    """Top-level ``shared_poll.*``: the HMAC keys of track signatures, backend concurrency."""
+
+    hmac_secret_key: str = ""
+    hmac_previous_secret_key: str = ""
+    hmac_previous_secret_key_valid_until: int = 0  # unix seconds; 0: no limit
+    concurrency_limit: int = 64  # refresh calls in flight over all channels (0: no limit)
+
+
 class Config(_Struct, frozen=True, dict=True):
     """The whole configuration (top-level v6 keys)."""
 
@@ -1044,6 +1072,7 @@ class Config(_Struct, frozen=True, dict=True):
     broker: BrokerConfig = msgspec.field(default_factory=BrokerConfig)
     presence_manager: PresenceManagerConfig = msgspec.field(default_factory=PresenceManagerConfig)
     map_broker: MapBrokerConfig = msgspec.field(default_factory=MapBrokerConfig)
+    shared_poll: SharedPollConfig = msgspec.field(default_factory=SharedPollConfig)
     shutdown: ShutdownConfig = msgspec.field(default_factory=ShutdownConfig)
     consumers: list[ConsumerConfig] = []
 
@@ -1087,6 +1116,7 @@ class Config(_Struct, frozen=True, dict=True):
                 "publish": ch.proxy.publish,
                 "sub_refresh": ch.proxy.sub_refresh,
                 "subscribe_stream": ch.proxy.subscribe_stream,
+                "shared_poll_refresh": ch.proxy.shared_poll_refresh,
                 "rpc": rpc.proxy,
             },
             proxies={p.name: p for p in self.proxies},

@@ -59,6 +59,7 @@ _CONSUMER_REQUIRED = {
 # an outbox table is spliced into SQL: plain identifiers only, optionally schema-qualified
 _TABLE_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")
 _CHANNEL_PROXY_KINDS = ("subscribe", "publish", "sub_refresh", "subscribe_stream")
+_PROXY_OBJECTS = (*_CHANNEL_PROXY_KINDS, "shared_poll_refresh")  # channel.proxy.*
 
 # Keys Centrifugo knows but centrifuge-asgi does not implement: ignored with a warning
 # that says so, instead of the "unknown key" warning.
@@ -74,7 +75,7 @@ _UNSUPPORTED_CHANNEL_OPTIONS = frozenset(
         "subscribe_cel", "publish_cel", "history_cel", "presence_cel", "state_proxy_enabled",
         "state_events", "shared_position_sync", "batch_max_size", "batch_max_delay",
         "batch_flush_latest", "allow_channel_compaction", "keep_latest_publication",
-        "broker_name", "presence_manager_name", "shared_poll",
+        "broker_name", "presence_manager_name",
     }
 )  # fmt: skip
 
@@ -660,7 +661,7 @@ class _Validator:
             self.check_proxy_object(f"client.proxy.{kind}", enabled_proxy)
             if enabled_proxy.enabled and not enabled_proxy.endpoint:
                 self.fail(f"client.proxy.{kind}.endpoint", "", "required when enabled")
-        for kind in _CHANNEL_PROXY_KINDS:
+        for kind in _PROXY_OBJECTS:
             self.check_proxy_object(f"channel.proxy.{kind}", getattr(channel, kind))
         self.check_proxy_object("rpc.proxy", self.config.rpc.proxy)
 
@@ -733,6 +734,28 @@ class _Validator:
                 self.fail(f"{path}.channel_regex", opts.channel_regex, f"bad regex: {exc}")
         self.check_channel_proxies(path, opts)
         self.check_map(path, opts)
+        self.check_shared_poll(path, opts)
+
+    def check_shared_poll(self, path: str, opts: ChannelOptions) -> None:
+        """Centrifugo's shared poll rules (``shared_poll.*`` of a shared_poll namespace)."""
+        if opts.subscription_type != "shared_poll":
+            return
+        sp, at = opts.shared_poll, f"{path}.shared_poll"
+        if not self.config.shared_poll.hmac_secret_key:
+            self.fail("shared_poll.hmac_secret_key", "", f"required: {path} is shared_poll")
+        name = sp.proxy_name or "default"
+        if name != "default" and name not in self.proxy_names:
+            self.fail(f"{at}.proxy_name", name, "no proxy with this name in proxies")
+        if sp.mode not in ("", "versionless", "versioned"):
+            self.fail(f"{at}.mode", sp.mode, "versionless or versioned")
+        if sp.publish_enabled and not sp.versioned:
+            self.fail(f"{at}.publish_enabled", True, "requires mode versioned")
+        for key in ("refresh_interval", "refresh_batch_size", "max_keys_per_connection"):
+            if getattr(sp, key) <= 0:
+                self.fail(f"{at}.{key}", getattr(sp, key), "must be positive")
+        for key in ("channel_shutdown_delay", "track_expired_extra_delay"):
+            if getattr(sp, key) < 0:
+                self.fail(f"{at}.{key}", getattr(sp, key), "must not be negative")
 
     def check_map(self, path: str, opts: ChannelOptions) -> None:
         """Centrifugo's map subscription rules (``subscription_type`` and ``map.*``)."""

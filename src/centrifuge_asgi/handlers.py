@@ -170,6 +170,44 @@ class SubRefreshReply:
 
 
 @dataclass(frozen=True, slots=True)
+class SharedPollItem:
+    """A tracked key and (versioned mode) the version this node holds (0: none)."""
+
+    key: str
+    version: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class SharedPollRefreshEvent:
+    """The node asks for the current data of tracked keys of a shared poll channel."""
+
+    channel: str
+    items: list[SharedPollItem]
+    versioned: bool  # the namespace's shared_poll.mode is versioned
+
+
+@dataclass(slots=True)
+class SharedPollResult:
+    """Current state of one key: ``data`` (JSON value or bytes of JSON), or ``removed``.
+
+    Versioned mode: ``version`` (>= 1) is required; ``data`` None means unchanged.
+    Versionless: ``version`` is ignored, changes are found by comparing the data.
+    Keys left out of a reply are unchanged.
+    """
+
+    key: str
+    data: Any = None
+    version: int = 0
+    removed: bool = False
+
+
+@dataclass(slots=True)
+class SharedPollRefreshReply:
+    items: list[SharedPollResult] = field(default_factory=list)
+    epoch: str = ""  # versioned: the publisher's epoch (a change resets the channel)
+
+
+@dataclass(frozen=True, slots=True)
 class MessageEvent:
     client: ClientRef
     raw_data: bytes | None
@@ -194,6 +232,7 @@ RefreshHandler = Callable[[RefreshEvent], Awaitable[RefreshReply]]
 SubRefreshHandler = Callable[[SubRefreshEvent], Awaitable[SubRefreshReply]]
 MessageHandler = Callable[[MessageEvent], Awaitable[None]]
 DisconnectHandler = Callable[[DisconnectEvent], Awaitable[None]]
+SharedPollRefreshHandler = Callable[[SharedPollRefreshEvent], Awaitable[SharedPollRefreshReply]]
 # An async generator: first a SubscribeReply (or raise to reject), then publications
 # (StreamPublication, or the data alone); returning ends the subscription (code 2000).
 SubscribeStreamHandler = Callable[[SubscribeStreamEvent], AsyncIterator[Any]]
@@ -213,3 +252,4 @@ class Handlers:
     message: MessageHandler | None = None
     disconnect: DisconnectHandler | None = None
     subscribe_stream: SubscribeStreamHandler | None = None
+    shared_poll_refresh: SharedPollRefreshHandler | None = None

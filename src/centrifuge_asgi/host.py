@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from .pacing import Pacer
     from .policy import ChannelPolicy
     from .registry import Registry
+    from .shared_poll import SharedPollManager
     from .timers import Scheduler, Wheel
 
 
@@ -37,6 +38,7 @@ class SessionHost(Protocol):
     rate_limits: OperationLimits | None  # client.rate_limit (Centrifugo PRO semantics)
     # connection index and fan-out
     registry: Registry[Any]  # of sessions: session.py imports this module
+    shared_poll: SharedPollManager  # shared poll channels: tracked keys, polling
     # engines
     broker: Broker
     presence_manager: PresenceManager

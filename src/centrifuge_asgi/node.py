@@ -54,6 +54,7 @@ from .handlers import (
     PublishHandler,
     RefreshHandler,
     RPCHandler,
+    SharedPollRefreshHandler,
     SubRefreshHandler,
     SubscribeHandler,
     SubscribeStreamHandler,
@@ -74,6 +75,7 @@ from .payload import (
 from .policy import ChannelPolicy, Feature
 from .registry import Registry
 from .session import Session
+from .shared_poll import SharedPollManager
 from .timers import Scheduler, Wheel, WriteWatchdog, wheel_resolution
 
 log = logging.getLogger("centrifuge_asgi.node")
@@ -171,6 +173,7 @@ class Node(MapApi):
         self._grpc: Any = None  # the gRPC servers (grpc_api, uni_grpc) while running
         self._closing = False
         self.cluster = Cluster(self)  # node-to-node messages (cluster.py)
+        self.shared_poll = SharedPollManager(self)  # shared poll channels of this node
 
     # --------------------------------------------------------------- decorators
 
@@ -207,6 +210,12 @@ class Node(MapApi):
 
     def on_disconnect(self, fn: DisconnectHandler) -> DisconnectHandler:
         self.handlers.disconnect = self._traced("disconnect", fn)
+        return fn
+
+    def on_shared_poll_refresh(self, fn: SharedPollRefreshHandler) -> SharedPollRefreshHandler:
+        """Answer the shared poll refreshes of namespaces whose ``shared_poll_refresh``
+        proxy has no endpoint: ``fn(SharedPollRefreshEvent) -> SharedPollRefreshReply``."""
+        self.handlers.shared_poll_refresh = fn
         return fn
 
     def on_rpc(self, method: str | None = None) -> Callable[[RPCHandler], RPCHandler]:
@@ -557,6 +566,26 @@ class Node(MapApi):
             self.outbox_pressure = False
             await anyio.lowlevel.checkpoint()
         return result.position
+
+    async def shared_poll_publish(
+        self, channel: str, key: str, data: Any, version: int, *, epoch: str = ""
+    ) -> None:
+        """Push version ``version`` of ``key`` to the trackers of a shared poll channel now.
+
+        The namespace must be ``shared_poll`` with ``mode: versioned`` and
+        ``publish_enabled`` (else 108); ``key`` must be set and ``version`` >= 1 (else
+        107). A version not newer than the one a node holds is dropped there silently.
+        ``data`` is a JSON value or bytes of JSON. Every node of the cluster delivers it.
+        """
+        opts = self.policy.resolve(channel)
+        sp = opts.shared_poll
+        if opts.subscription_type != "shared_poll" or not sp.versioned or not sp.publish_enabled:
+            raise ClientError.of(ErrorCode.NOT_AVAILABLE)
+        if not key or version < 1:
+            raise ClientError.of(ErrorCode.BAD_REQUEST)
+        payload = to_payload(data)
+        self.shared_poll.publish(channel, key, payload, version, epoch)
+        await self.cluster.shared_poll_publish(channel, key, payload, version, epoch)
 
     async def broadcast(
         self, channels: list[str], data: Any, **kwargs: Any

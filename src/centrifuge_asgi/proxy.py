@@ -12,6 +12,9 @@ kept as fallbacks, with this precedence:
   namespace when enabled, then the ``on_rpc()`` fallback, then 104 (unknown RPC
   namespace) or 108 (proxy not enabled there).
 
+* ``shared_poll_refresh``: the proxy named by a shared_poll namespace's
+  ``shared_poll.proxy_name`` (HTTP only); where it has no endpoint, the application's
+  ``on_shared_poll_refresh`` handler answers.
 * ``subscribe_stream``: the gRPC proxy of a ``subscribe_stream_proxy_enabled`` namespace
   opens the stream; where that namespace's proxy has no endpoint, the application's
   ``on_subscribe_stream`` generator does.
@@ -96,6 +99,12 @@ def proxied_hooks(config: Config) -> list[str]:
     if rpc.without_namespace.proxy_enabled or any(ns.proxy_enabled for ns in rpc.namespaces):
         hooks.append("rpc_fallback")
     for opts in scopes:
+        if opts.subscription_type == "shared_poll":
+            proxy = config.proxy("shared_poll_refresh", opts.shared_poll.proxy_name)
+            if proxy is not None and proxy.endpoint:
+                hooks.append("shared_poll_refresh")
+                break
+    for opts in scopes:
         if opts.subscribe_stream_proxy_enabled:
             proxy = config.proxy("subscribe_stream", opts.subscribe_stream_proxy_name)
             if proxy is not None and proxy.endpoint:
@@ -128,6 +137,7 @@ def install(node: Node) -> None:
         "sub_refresh": impl.sub_refresh,
         "rpc_fallback": impl.rpc,
         "subscribe_stream": impl.subscribe_stream,
+        "shared_poll_refresh": impl.shared_poll_refresh,
     }
     table = _RoutedHandlers(node.handlers, {name: methods[name] for name in hooks}, caller)
     node.handlers = table
@@ -163,7 +173,7 @@ def _check_proxies(config: Config) -> None:
         ("client.proxy.refresh", config.client.proxy.refresh),
         *(
             (f"channel.proxy.{k}", getattr(config.channel.proxy, k))
-            for k in (*_CHANNEL_KINDS, "subscribe_stream")
+            for k in (*_CHANNEL_KINDS, "subscribe_stream", "shared_poll_refresh")
         ),
         ("rpc.proxy", config.rpc.proxy),
         *((f"proxies[{p.name}]", p) for p in config.proxies),

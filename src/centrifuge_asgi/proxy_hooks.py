@@ -30,6 +30,9 @@ from .handlers import (
     RefreshEvent,
     RefreshReply,
     RPCEvent,
+    SharedPollRefreshEvent,
+    SharedPollRefreshReply,
+    SharedPollResult,
     StreamPublication,
     SubRefreshEvent,
     SubRefreshReply,
@@ -132,6 +135,21 @@ _SUBSCRIBE = decoder(_SubscribeResult)
 _PUBLISH = decoder(_PublishResult)
 _SUB_REFRESH = decoder(_SubRefreshResult)
 _RPC = decoder(_RPCResult)
+
+
+class _SharedPollItem(msgspec.Struct):
+    key: str
+    data: Raw = Raw(b"")
+    version: int = 0
+    removed: bool = False
+
+
+class _SharedPollResult(msgspec.Struct):
+    items: list[_SharedPollItem] = []
+    epoch: str = ""
+
+
+_SHARED_POLL = decoder(_SharedPollResult)
 
 
 def _payload(raw: Raw, b64: str, what: str, *, json_only: bool) -> bytes | None:
@@ -429,6 +447,44 @@ class ProxyHooks:
         if sub is not None and info is not None:
             sub.chan_info = info
         return SubRefreshReply(expire_at=result.expire_at or None)
+
+    async def shared_poll_refresh(self, event: SharedPollRefreshEvent) -> SharedPollRefreshReply:
+        """The current data of tracked keys from the namespace's shared_poll_refresh proxy
+        (else the application's handler). A failure or an error answer raises: the poll
+        cycle of these keys is skipped (Centrifugo retries at the next interval)."""
+        opts = self.node.config.channel_options(event.channel)
+        name = opts.shared_poll.proxy_name if opts is not None else "default"
+        proxy = self.node.config.proxy("shared_poll_refresh", name or "default")
+        if proxy is None or not proxy.endpoint:
+            handler = self.fallback("shared_poll_refresh")
+            if handler is None:
+                raise ClientError.of(ErrorCode.NOT_AVAILABLE)
+            reply: SharedPollRefreshReply = await handler(event)
+            return reply
+        if is_grpc(proxy):
+            raise ProxyFailure("shared_poll_refresh over gRPC is not supported yet")
+        items = [
+            {"key": i.key, "version": i.version} if i.version else {"key": i.key}
+            for i in event.items
+        ]
+        body = {"channel": event.channel, "items": items}
+        headers = build_headers(proxy, {})
+        env = await self.caller.call(proxy, body, headers, _SHARED_POLL, kind="shared_poll_refresh")
+        result = env.settle()
+        if result is None:
+            return SharedPollRefreshReply()
+        out = []
+        for item in result.items:
+            data = bytes(item.data)
+            out.append(
+                SharedPollResult(
+                    key=item.key,
+                    data=None if data in (b"", b"null") else Raw(data),
+                    version=item.version,
+                    removed=item.removed,
+                )
+            )
+        return SharedPollRefreshReply(items=out, epoch=result.epoch)
 
     # -- rpc
 

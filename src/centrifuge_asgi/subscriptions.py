@@ -38,6 +38,7 @@ from .payload import ParsedJson, optional_payload, to_payload
 from .policy import Action, Feature, SubscribeAccess
 from .protocol.codec import EncodedOnce
 from .protocol.messages import (
+    SUBSCRIPTION_TYPE_SHARED_POLL,
     ChannelRequest,
     HistoryRequest,
     HistoryResult,
@@ -129,6 +130,7 @@ class Subscription:
     delta: bool = False  # fossil delta negotiated (see delta.py)
     delta_base: int = 0  # offset of the payload the client holds as its delta base
     stream: ChannelStream | None = None  # a subscription stream feeds this one
+    shared_poll: bool = False  # a shared poll subscription (shared_poll.py)
     map_channel: bool = False  # a map subscription (map_subscriptions.py)
 
 
@@ -213,6 +215,8 @@ class ChannelCommands:
             raise ClientError.of(ErrorCode.ALREADY_SUBSCRIBED)
         if len(s.subs) >= policy.channel_limit:
             raise ClientError.of(ErrorCode.LIMIT_EXCEEDED)
+        if req.type == SUBSCRIPTION_TYPE_SHARED_POLL:
+            return await self._subscribe_shared_poll(req)
         opts = policy.checked(channel)
         if req.type != 0 or opts.subscription_type not in ("", "stream"):
             return await self._typed_subscribe(req, opts)
@@ -248,6 +252,52 @@ class ChannelCommands:
             client_side_refresh=grant.client_side_refresh,
             map_channel=True,
         )
+
+    async def _subscribe_shared_poll(self, req: SubscribeRequest) -> SubscribeResult:
+        """A shared poll subscribe: authorized as usual; no broker, positions or presence.
+        Data flows once the client tracks keys (``sub_refresh`` types 1 and 2)."""
+        s = self.s
+        node = s.node
+        channel = req.channel
+        opts = node.policy.checked(channel)
+        if opts.subscription_type != "shared_poll":
+            raise ClientError.of(ErrorCode.PERMISSION_DENIED)
+        grant = await self._authorize_subscribe(req, opts)
+        now = time.time()
+        if grant.expire_at is not None and grant.expire_at <= now:
+            raise ClientError.of(ErrorCode.EXPIRED)
+        if channel in s.subs or s.closing:
+            raise ClientError.of(ErrorCode.ALREADY_SUBSCRIBED)
+        sub = Subscription(
+            channel=channel,
+            server_side=False,
+            chan_info=grant.info,
+            presence=False,
+            emit_join_leave=False,
+            push_join_leave=False,
+            positioned=False,
+            recoverable=False,
+            expire_at=grant.expire_at,
+            client_side_refresh=grant.client_side_refresh,
+            pending=None,
+            shared_poll=True,
+        )
+        s.subs[channel] = sub
+
+        def lost() -> None:
+            if s.subs.get(channel) is sub:
+                self.unsubscribe_push(channel, UnsubscribeCode.INSUFFICIENT_STATE)
+
+        epoch = node.shared_poll.subscribe(channel, opts.shared_poll, s, lost)
+        result = SubscribeResult(
+            type=SUBSCRIPTION_TYPE_SHARED_POLL, epoch=epoch, data=opt_raw(grant.data)
+        )
+        if sub.expire_at is not None:
+            if sub.client_side_refresh:
+                result.expires = True
+                result.ttl = max(1, int(sub.expire_at - now))
+            self._schedule_sub_expiry(sub)
+        return result
 
     async def _authorize_subscribe(self, req: SubscribeRequest, opts: ChannelOptions) -> Grant:
         s = self.s
@@ -731,6 +781,9 @@ class ChannelCommands:
         s = self.s
         node = s.node
         channel = sub.channel
+        if sub.shared_poll:
+            node.shared_poll.unsubscribe(channel, s)
+            return
         try:
             if sub.map_channel:
                 await self.maps.leave(channel, node.policy.options(channel))
@@ -828,6 +881,10 @@ class ChannelCommands:
         sub = s.subs.get(req.channel)
         if sub is None:
             raise ClientError.of(ErrorCode.PERMISSION_DENIED)
+        if req.type:  # shared poll track (1) / untrack (2)
+            if not sub.shared_poll:
+                raise ClientError.of(ErrorCode.PERMISSION_DENIED)
+            return s.node.shared_poll.sub_refresh(s, req)
         if not req.token:
             raise ClientError.of(ErrorCode.BAD_REQUEST)
         if not sub.client_side_refresh:

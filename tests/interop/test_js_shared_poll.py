@@ -1,0 +1,213 @@
+"""Shared poll subscriptions driven by the official centrifuge-js 5.7.4 SDK, JSON and Protobuf.
+
+The scenario (``tests/js/scenarios/sdk_shared_poll.mjs``) signs its track batches the way
+Centrifugo's docs tell a backend to. The refresh backend is either a Starlette app on
+loopback reached through the ``shared_poll_refresh`` HTTP proxy, or the Python handler
+registered with ``@node.on_shared_poll_refresh``; both serve the same :class:`Backend`,
+whose state the scenario changes through RPCs.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import threading
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from centrifuge_asgi.handlers import (
+    RPCEvent,
+    SharedPollRefreshEvent,
+    SharedPollRefreshReply,
+    SharedPollResult,
+)
+from centrifuge_asgi.node import Node
+
+from .support import BASE_CONFIG, WS_PATH, token
+
+if TYPE_CHECKING:
+    from conftest import LiveServerFactory, RunJs
+
+pytestmark = pytest.mark.interop
+
+POLL_SECRET = "shared-poll-secret"
+INTERVAL = 0.3  # refresh_interval of the test namespaces (seconds)
+
+
+class Backend:
+    """The application's data: what a refresh answers, and a log of the keys asked for."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.data: dict[str, Any] = {}
+        self.versions: dict[str, int] = {}
+        self.removed: set[str] = set()
+        self.calls: list[list[str]] = []
+
+    def refresh(self, channel: str, keys: list[str], versioned: bool) -> list[dict[str, Any]]:
+        with self.lock:
+            self.calls.append(keys)
+            out: list[dict[str, Any]] = []
+            for key in keys:
+                if key in self.removed:
+                    out.append({"key": key, "removed": True})
+                    continue
+                default = {"price": 1} if versioned else {"votes": 1}
+                item = {"key": key, "data": self.data.get(key, default)}
+                if versioned:
+                    item["version"] = self.versions.get(key, 1)
+                out.append(item)
+            return out
+
+    def set(self, key: str, data: Any) -> None:
+        with self.lock:
+            self.data[key] = data
+            self.versions[key] = self.versions.get(key, 1) + 1
+
+
+def config(proxy_endpoint: str = "") -> dict[str, Any]:
+    cfg = copy.deepcopy(BASE_CONFIG)
+    cfg["shared_poll"] = {"hmac_secret_key": POLL_SECRET}
+    if proxy_endpoint:
+        cfg["channel"]["proxy"] = {"shared_poll_refresh": {"endpoint": proxy_endpoint}}
+    common = {"refresh_interval": f"{int(INTERVAL * 1000)}ms", "max_keys_per_connection": 4}
+    cfg["channel"]["namespaces"] += [
+        {
+            "name": "votes",
+            "subscription_type": "shared_poll",
+            "allow_subscribe_for_client": True,
+            "shared_poll": dict(common),
+        },
+        {
+            "name": "prices",
+            "subscription_type": "shared_poll",
+            "allow_subscribe_for_client": True,
+            "shared_poll": {**common, "mode": "versioned", "publish_enabled": True},
+        },
+    ]
+    return cfg
+
+
+def backend_app(backend: Backend) -> Starlette:
+    """The refresh endpoint as an application backend would serve it."""
+
+    async def refresh(request: Request) -> JSONResponse:
+        body = await request.json()
+        keys = [item["key"] for item in body["items"]]
+        versioned = body["channel"].startswith("prices:")
+        items = backend.refresh(body["channel"], keys, versioned)
+        return JSONResponse({"result": {"items": items}})
+
+    return Starlette(routes=[Route("/refresh", refresh, methods=["POST"])])
+
+
+def poll_node(backend: Backend, proxy_endpoint: str = "") -> Node:
+    node = Node(config(proxy_endpoint))
+
+    if not proxy_endpoint:
+
+        @node.on_shared_poll_refresh
+        async def refresh(event: SharedPollRefreshEvent) -> SharedPollRefreshReply:
+            keys = [item.key for item in event.items]
+            items = backend.refresh(event.channel, keys, event.versioned)
+            return SharedPollRefreshReply(items=[SharedPollResult(**item) for item in items])
+
+    def body(event: RPCEvent) -> Any:
+        raw = event.data
+        return json.loads(raw) if isinstance(raw, bytes | bytearray) else raw
+
+    @node.on_rpc()
+    async def rpc(event: RPCEvent) -> Any:
+        args = body(event)
+        if event.method == "set":
+            backend.set(args["key"], args["data"])
+        elif event.method == "remove":
+            backend.removed.add(args["key"])
+        elif event.method == "reset_calls":
+            backend.calls.clear()
+        elif event.method == "calls":
+            return list(backend.calls)
+        elif event.method == "drop_and_set":
+            await node.disconnect(event.client.user, code=3011, reason="force reconnect")
+            backend.set(args["key"], args["data"])
+        elif event.method == "publish":
+            channel, key = args["channel"], args["key"]
+            await node.shared_poll_publish(channel, key, args["data"], args["version"])
+        return {}
+
+    return node
+
+
+def check(result: dict[str, Any]) -> None:
+    assert result["epochs"] == {"versionless": True, "versioned": ""}
+    assert result["cold"] == {"a": {"votes": 1}, "b": {"votes": 1}}
+    assert result["versionAdvanced"] is True
+    assert result["second"] == {"votes": 2}
+    # one backend call per key per interval for both trackers of "a": 1.5 s of 0.3 s cycles
+    calls = result["calls"]
+    assert all(len(keys) == len(set(keys)) for keys in calls), calls
+    per_key = {key: sum(key in keys for keys in calls) for key in ("a", "b")}
+    assert 3 <= per_key["a"] <= 6 and per_key["a"] == per_key["b"], calls
+    assert result["tracked"] == ["a"]  # b was removed by the backend
+    assert result["afterUntrack"] == []
+    assert result["replay"] == {"getSignatureCalls": 0}  # the cached signature was replayed
+    assert result["forgedUpdates"] == 0
+    errors = result["errors"]
+    assert {"channel": "votes:forged", "type": "track", "code": 103} in errors
+    assert {"channel": "votes:exp", "type": "track", "code": 109} in errors
+    assert {"channel": "votes:big", "type": "track", "code": 106} in errors
+    assert len(errors) == 3, errors
+    assert result["expired"] == {"data": {"votes": 1}, "getSignatureCalls": 1}
+    assert result["limitUpdates"] == 0
+    versioned = result["versioned"]
+    polled = {"key": "p1", "removed": False, "data": {"price": 1}, "version": 1}
+    assert versioned["polled"] == polled
+    assert versioned["published"] == {
+        "key": "p1",
+        "removed": False,
+        "data": {"price": 42},
+        "version": 100,
+    }
+    assert versioned["count"] == 2  # the stale publish (version 50) was dropped
+
+
+@pytest.mark.parametrize("protocol", ["json", "protobuf"])
+def test_js_shared_poll_http_proxy(
+    live_server: LiveServerFactory, run_js: RunJs, protocol: str
+) -> None:
+    backend = Backend()
+    api = live_server(backend_app(backend))
+    srv = live_server(poll_node(backend, api.url("/refresh")).asgi_app())
+    result = run_js(
+        "sdk_shared_poll.mjs",
+        srv.ws_url(WS_PATH),
+        token("u1"),
+        token("u2"),
+        protocol,
+        POLL_SECRET,
+        timeout=40,
+    )
+    check(result)
+
+
+@pytest.mark.parametrize("protocol", ["json", "protobuf"])
+def test_js_shared_poll_python_handler(
+    live_server: LiveServerFactory, run_js: RunJs, protocol: str
+) -> None:
+    backend = Backend()
+    srv = live_server(poll_node(backend).asgi_app())
+    result = run_js(
+        "sdk_shared_poll.mjs",
+        srv.ws_url(WS_PATH),
+        token("u1"),
+        token("u2"),
+        protocol,
+        POLL_SECRET,
+        timeout=40,
+    )
+    check(result)
