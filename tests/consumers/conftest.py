@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import anyio
+import anyio.abc
 import pytest
 
 PG_DSN = os.environ.get("CENTRIFUGE_ASGI_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
@@ -107,3 +108,52 @@ async def until(check: Callable[[], Awaitable[bool]], within: float = 10.0) -> N
     with anyio.fail_after(within):
         while not await check():  # noqa: ASYNC110 (state in another process or loop)
             await anyio.sleep(0.02)
+
+
+class Proxy:
+    """A TCP proxy on a free loopback port to ``target``, which a test can cut and restore
+    (``down()`` closes every connection and refuses new ones; ``up()`` accepts again)."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.port = 0
+        self.accepting = True
+        self._scopes: set[anyio.CancelScope] = set()
+
+    async def serve(self, *, task_status: Any = anyio.TASK_STATUS_IGNORED) -> None:
+        listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
+        self.port = listener.extra(anyio.abc.SocketAttribute.local_port)
+        task_status.started()
+        await listener.serve(self._handle)
+
+    async def _handle(self, client: Any) -> None:
+        async with client:
+            if not self.accepting:
+                return
+            with anyio.CancelScope() as scope:
+                self._scopes.add(scope)
+                try:
+                    upstream = await anyio.connect_tcp("127.0.0.1", self.target_port)
+                    async with upstream, anyio.create_task_group() as tg:
+                        tg.start_soon(_pipe, client, upstream)
+                        tg.start_soon(_pipe, upstream, client)
+                except OSError:
+                    pass
+                finally:
+                    self._scopes.discard(scope)
+
+    def down(self) -> None:
+        self.accepting = False
+        for scope in list(self._scopes):
+            scope.cancel()
+
+    def up(self) -> None:
+        self.accepting = True
+
+
+async def _pipe(source: Any, sink: Any) -> None:
+    try:
+        async for chunk in source:
+            await sink.send(chunk)
+    except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+        pass

@@ -98,6 +98,7 @@ async def supervise(
         try:
             await build(config, dispatch, report, node_id).run()
         except Exception as exc:
+            exc = _root(exc)
             retries = report.failed(exc)
             delay = next_delay(retries)
             log.error(
@@ -110,3 +111,10 @@ async def supervise(
             await anyio.sleep(delay)
         else:
             return
+
+
+def _root(exc: Exception) -> Exception:
+    """The one error inside task-group wrappers (what the status and the log should say)."""
+    while isinstance(exc, ExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
