@@ -110,6 +110,7 @@ class Supervisor:
     shutdown_timeout: float
     workers: dict[int, Process] = field(default_factory=dict)
     retiring: set[Process] = field(default_factory=set)
+    started: list[Process] = field(default_factory=list)  # every worker process, ever
     crashes: list[float] = field(default_factory=list)
     stopping: bool = False
     failure: str = ""
@@ -138,6 +139,7 @@ class Supervisor:
                     await self._fail(str(exc), tg)
                 else:
                     log.info("%d workers ready", self.count)
+            await self._reap()
         if self.failure:
             log.critical("%s: stopping the server", self.failure)
             return 1
@@ -163,6 +165,7 @@ class Supervisor:
                 )
             finally:
                 theirs.close()
+            self.started = [p for p in self.started if p.returncode is None] + [process]
             ready = b""
             with anyio.move_on_after(START_TIMEOUT):
                 await anyio.wait_readable(ours)
@@ -278,6 +281,24 @@ class Supervisor:
         if not self.failure:
             self.failure = message
         await self._stop(tg)
+
+    async def _reap(self) -> None:
+        """Stop any worker still running once the task group has ended: one that was
+        starting or restarting when the stop began (SIGTERM, then SIGKILL after
+        ``shutdown.timeout`` plus a margin)."""
+        with anyio.CancelScope(shield=True):
+            left = [p for p in self.started if p.returncode is None]
+            for process in left:
+                with contextlib.suppress(ProcessLookupError):
+                    process.terminate()
+            with anyio.move_on_after(self.shutdown_timeout + 5):
+                for process in left:
+                    await process.wait()
+            for process in left:
+                if process.returncode is None:
+                    self.unclean += 1
+                    process.kill()
+                    await process.wait()
 
     async def _stop(self, tg: TaskGroup) -> None:
         """SIGTERM every worker, wait (bounded) for all, then end the task group."""

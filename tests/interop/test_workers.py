@@ -416,6 +416,21 @@ async def test_crashed_worker_is_restarted(tmp_path: Path, serve: Any) -> None:
     assert served.proc.wait(WAIT) == 0
 
 
+def test_sigterm_while_workers_start(tmp_path: Path) -> None:
+    """A stop that arrives while the second worker is still starting stops it too."""
+    require_main_redis()
+    processes = ServeProcesses()
+    try:
+        config = write_config(tmp_path, cluster_config(unique_prefix()))
+        served = processes.start(config, "--workers", "2")  # returns once one worker answers
+        workers = wait_for(lambda: children(served.proc.pid), "a worker process")
+        served.proc.send_signal(signal.SIGTERM)
+        assert served.proc.wait(WAIT) == 0, served.output()
+        wait_for(lambda: not any(alive(pid) for pid in workers), "every worker to exit")
+    finally:
+        processes.stop_all()
+
+
 def test_orphaned_workers_stop(tmp_path: Path, serve: Any) -> None:
     """A supervisor killed with SIGKILL cannot drain its workers: they notice and stop."""
     require_main_redis()
