@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from . import api, consumers
+from . import admin, api, consumers
 from .transports.app import NodeApp, external_routes
 
 if TYPE_CHECKING:
@@ -65,8 +65,14 @@ def metrics_routes(node: Node) -> list[BaseRoute]:
 
 
 def internal_routes(node: Node) -> list[BaseRoute]:
-    """Server API, health and metrics (internal port when one is configured)."""
-    return [*api.routes(node), *health_routes(node), *metrics_routes(node)]
+    """Server API, health, metrics and the admin page (internal port when one is
+    configured; the admin page's catch-all mount last)."""
+    return [
+        *api.routes(node),
+        *health_routes(node),
+        *metrics_routes(node),
+        *admin.routes(node, external=False),
+    ]
 
 
 def build_app(node: Node, part: Part = "all") -> NodeApp:
@@ -76,6 +82,8 @@ def build_app(node: Node, part: Part = "all") -> NodeApp:
         routes += external_routes(node)
     if part in ("all", "internal"):
         routes += internal_routes(node)
+    if part in ("all", "external"):
+        routes += admin.routes(node, external=True)  # admin.external
     return NodeApp(routes, node.lifespan)
 
 
@@ -84,6 +92,10 @@ def split_apps(node: Node) -> tuple[Starlette, Starlette]:
     (the API moves to the main port with ``http_api.external``)."""
     if not node.config.http_api.external:
         return build_app(node, "external"), build_app(node, "internal")
-    main = Starlette(routes=[*external_routes(node), *api.routes(node)])
-    internal = Starlette(routes=[*health_routes(node), *metrics_routes(node)])
+    main = Starlette(
+        routes=[*external_routes(node), *api.routes(node), *admin.routes(node, external=True)]
+    )
+    internal = Starlette(
+        routes=[*health_routes(node), *metrics_routes(node), *admin.routes(node, external=False)]
+    )
     return main, internal

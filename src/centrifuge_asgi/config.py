@@ -805,6 +805,19 @@ class PrometheusConfig(_Struct, frozen=True):
     namespace: str = "centrifugo"
 
 
+class AdminConfig(_Struct, frozen=True):
+    """``admin.*``: the admin web page and its API (``admin/``)."""
+
+    enabled: bool = False
+    handler_prefix: str = ""
+    password: str = ""
+    secret: str = ""
+    insecure: bool = False
+    web_path: str = ""  # a directory served instead of the built-in page
+    web_proxy_address: str = ""  # accepted, not implemented (Centrifugo's web UI dev mode)
+    external: bool = False  # on the main port instead of the internal one
+
+
 class OpenTelemetryConfig(_Struct, frozen=True):
     """``opentelemetry.*`` (tracing; needs the ``otel`` extra)."""
 
@@ -1068,6 +1081,7 @@ class Config(_Struct, frozen=True, dict=True):
     health: HealthConfig = msgspec.field(default_factory=HealthConfig)
     prometheus: PrometheusConfig = msgspec.field(default_factory=PrometheusConfig)
     opentelemetry: OpenTelemetryConfig = msgspec.field(default_factory=OpenTelemetryConfig)
+    admin: AdminConfig = msgspec.field(default_factory=AdminConfig)
     engine: EngineConfig = msgspec.field(default_factory=EngineConfig)
     broker: BrokerConfig = msgspec.field(default_factory=BrokerConfig)
     presence_manager: PresenceManagerConfig = msgspec.field(default_factory=PresenceManagerConfig)

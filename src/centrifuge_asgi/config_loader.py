@@ -65,7 +65,7 @@ _PROXY_OBJECTS = (*_CHANNEL_PROXY_KINDS, "shared_poll_refresh")  # channel.proxy
 # that says so, instead of the "unknown key" warning.
 _UNSUPPORTED_TOP = frozenset(
     {
-        "admin", "swagger", "debug", "webtransport",
+        "swagger", "debug", "webtransport",
         "controller", "shared_poll", "graphite", "usage_stats",
         "node", "pid_file", "enable_unreleased_features", "dev",
     }
