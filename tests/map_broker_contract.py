@@ -50,6 +50,7 @@ class MapBrokerContract:
     async def test_publish_state_and_live_delivery(self, map_engine: MapUnderTest) -> None:
         b, h = map_engine.broker, map_engine.handler
         ch = _ch()
+        await map_engine.broker.subscribe(ch)
         for key in ("b", "a", "c"):
             res = await b.publish(ch, key, _data(key), PERSISTENT)
             assert not res.suppressed
@@ -65,6 +66,7 @@ class MapBrokerContract:
     async def test_pages_with_cursor(self, map_engine: MapUnderTest) -> None:
         b = map_engine.broker
         ch = _ch()
+        await map_engine.broker.subscribe(ch)
         for i in range(5):
             await b.publish(ch, f"k{i}", _data(str(i)), PERSISTENT)
         keys: list[str] = []
@@ -84,6 +86,7 @@ class MapBrokerContract:
     async def test_remove_and_suppressions(self, map_engine: MapUnderTest) -> None:
         b, h = map_engine.broker, map_engine.handler
         ch = _ch()
+        await map_engine.broker.subscribe(ch)
         tags = {"t": "1"}
         await b.publish(ch, "a", MapPublishOptions(data=b"1", tags=tags), PERSISTENT)
         again = await b.publish(
@@ -106,6 +109,7 @@ class MapBrokerContract:
     async def test_idempotency_version_and_cas(self, map_engine: MapUnderTest) -> None:
         b = map_engine.broker
         ch = _ch()
+        await map_engine.broker.subscribe(ch)
         opts = MapPublishOptions(data=b"1", idempotency_key="x")
         first = await b.publish(ch, "a", opts, PERSISTENT)
         dup = await b.publish(ch, "a", opts, PERSISTENT)
@@ -127,6 +131,7 @@ class MapBrokerContract:
     async def test_stream_reads_and_unrecoverable_positions(self, map_engine: MapUnderTest) -> None:
         b = map_engine.broker
         ch = _ch()
+        await map_engine.broker.subscribe(ch)
         for i in range(5):  # stream_size 3 keeps offsets 3..5
             await b.publish(ch, f"k{i}", _data(str(i)), RECOVERABLE)
         top = (await b.read_stream(ch, HistoryFilter())).position
@@ -150,6 +155,7 @@ class MapBrokerContract:
     async def test_key_ttl_expiry_is_a_removal(self, map_engine: MapUnderTest) -> None:
         b, h = map_engine.broker, map_engine.handler
         ch = _ch()
+        await map_engine.broker.subscribe(ch)
         await b.publish(ch, "gone", _data("x"), RECOVERABLE)
         await map_engine.expire(0.5)
         await b.publish(ch, "kept", _data("y"), RECOVERABLE)
@@ -169,6 +175,7 @@ class MapBrokerContract:
     async def test_ephemeral_keeps_no_stream(self, map_engine: MapUnderTest) -> None:
         b, h = map_engine.broker, map_engine.handler
         ch = _ch()
+        await map_engine.broker.subscribe(ch)
         res = await b.publish(ch, "a", _data("a"), EPHEMERAL)
         assert res.position.offset == 0 and res.position.epoch
         assert (await b.read_stream(ch, HistoryFilter(limit=-1))).publications == []
@@ -180,6 +187,7 @@ class MapBrokerContract:
     async def test_clear_starts_a_new_epoch(self, map_engine: MapUnderTest) -> None:
         b = map_engine.broker
         ch = _ch()
+        await map_engine.broker.subscribe(ch)
         first = await b.publish(ch, "a", _data("a"), PERSISTENT)
         await b.clear(ch)
         assert await b.stats(ch) == 0

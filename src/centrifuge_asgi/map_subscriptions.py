@@ -260,6 +260,7 @@ class MapCommands:
             state=[publication_wire(p) for p in state_pubs or []],
         )
         try:
+            await node.map_broker.subscribe(channel)  # before reading: no change is missed
             if positioned:
                 limit = opts.map.live_transition_max_publication_limit or (
                     opts.map.max_page_size or MAX_PAGE_SIZE
@@ -318,10 +319,15 @@ class MapCommands:
     async def leave(self, channel: str, opts: ChannelOptions | None) -> None:
         """After an unsubscribe or a disconnect: the client's own key and its
         ``map_clients`` presence entry go (``map_users`` entries expire by TTL)."""
-        if opts is None:
-            return
         s = self.s
         node = s.node
+        if not node.registry.has_subscribers(channel):
+            try:
+                await node.map_broker.unsubscribe(channel)
+            except Exception as exc:
+                log.warning("map channel %s not unsubscribed: %s", channel, exc)
+        if opts is None:
+            return
         if opts.map.remove_client_on_unsubscribe:
             await node.map_remove_quietly(channel, s.client_id)
         if opts.map_clients_presence_channel_prefix:

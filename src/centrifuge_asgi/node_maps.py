@@ -24,7 +24,7 @@ from .engines.map_base import (
     MapStateResult,
     MapUpdateResult,
 )
-from .errors import ClientError, ConfigError
+from .errors import ClientError
 from .map_subscriptions import channel_options
 from .payload import is_parsed, publication_data_problem, to_payload
 
@@ -38,7 +38,9 @@ log = logging.getLogger("centrifuge_asgi.node")
 def build_map_broker(config: Config) -> MapBroker:
     """The map broker ``map_broker.type`` names (``memory`` or ``redis``)."""
     if config.map_broker.type == "redis":
-        raise ConfigError("map_broker.type redis: not available yet")
+        from .engines.map_redis import RedisMapBroker
+
+        return RedisMapBroker.from_config(config.map_broker.redis)
     from .engines.map_memory import MemoryMapBroker
 
     return MemoryMapBroker()

@@ -15,6 +15,7 @@ import pytest
 
 from centrifuge_asgi.handlers import RPCEvent
 from centrifuge_asgi.node import Node
+from tests.unit.test_redis_engine import require_main_redis, unique_prefix
 
 from .support import BASE_CONFIG, WS_PATH, token
 
@@ -62,9 +63,12 @@ MAP_NAMESPACES: list[dict[str, Any]] = [
 ]
 
 
-def map_node() -> Node:
+def map_node(map_broker: str = "memory") -> Node:
     cfg = copy.deepcopy(BASE_CONFIG)
     cfg["channel"]["namespaces"] += MAP_NAMESPACES
+    if map_broker == "redis":
+        require_main_redis()
+        cfg["map_broker"] = {"type": "redis", "redis": {"prefix": unique_prefix()}}
     node = Node(cfg)
 
     def data_of(event: RPCEvent) -> Any:
@@ -119,9 +123,13 @@ EXPECTED: dict[str, Any] = {
 }
 
 
-@pytest.mark.parametrize("protocol", ["json", "protobuf"])
-def test_js_map_subscription(live_server: LiveServerFactory, run_js: RunJs, protocol: str) -> None:
-    srv = live_server(map_node().asgi_app())
+@pytest.mark.parametrize(
+    ("protocol", "map_broker"), [("json", "memory"), ("protobuf", "memory"), ("json", "redis")]
+)
+def test_js_map_subscription(
+    live_server: LiveServerFactory, run_js: RunJs, protocol: str, map_broker: str
+) -> None:
+    srv = live_server(map_node(map_broker).asgi_app())
     result = run_js(
         "sdk_map.mjs", srv.ws_url(WS_PATH), token("u1"), token("u2"), protocol, timeout=25
     )

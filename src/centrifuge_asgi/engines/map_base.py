@@ -114,6 +114,12 @@ class MapBroker(Protocol):
 
     async def close(self) -> None: ...
 
+    async def subscribe(self, channel: str) -> None:
+        """Start receiving the changes of ``channel`` on this node."""
+
+    async def unsubscribe(self, channel: str) -> None:
+        """Stop receiving the changes of ``channel`` on this node."""
+
     async def publish(
         self, channel: str, key: str, opts: MapPublishOptions, chopts: MapChannelOptions
     ) -> MapUpdateResult: ...

@@ -98,6 +98,12 @@ class MemoryMapBroker:
     async def close(self) -> None:
         self._handler = None
 
+    async def subscribe(self, channel: str) -> None:
+        """Nothing to do: every change of this process reaches the handler."""
+
+    async def unsubscribe(self, channel: str) -> None:
+        """Nothing to do (see :meth:`subscribe`)."""
+
     # ---------------------------------------------------------------- writes
 
     def _channel(self, channel: str, opts: MapChannelOptions | None = None) -> _Channel:
