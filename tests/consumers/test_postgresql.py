@@ -30,7 +30,7 @@ from tests.interop.support import make_config
 from .conftest import Outbox, unavailable, until
 
 if TYPE_CHECKING:
-    from tests.conftest import LiveServerFactory
+    from tests.conftest import LiveServer, LiveServerFactory
 
 pytestmark = [pytest.mark.anyio]
 
@@ -61,28 +61,13 @@ def pg_consumer(outbox: Outbox, dispatch: Any, **options: Any) -> PostgresConsum
 # ----------------------------------------------------------------------- SDK delivery
 
 
-async def test_committed_rows_reach_a_python_subscriber_exactly_once(
-    outbox: Outbox, live_server: LiveServerFactory
-) -> None:
-    from centrifuge import Client, PublicationContext, SubscriptionEventHandler
-
-    node = Node(node_config())
-    srv = live_server(node.asgi_app())
-    received: list[Any] = []
-
-    class Events(SubscriptionEventHandler):
-        async def on_publication(self, ctx: PublicationContext) -> None:
-            received.append(ctx.pub.data)
-
-    client = Client(srv.ws_url("/connection/websocket"), token=_token("alice"), timeout=5)
-    await client.connect()
-    sub = client.new_subscription("chat:lobby", events=Events())
-    await sub.subscribe()
-    await sub.ready(timeout=5)
-
+async def rollback_commit_and_kill(outbox: Outbox, srv: LiveServer, node: Node) -> None:
+    """Rows for ``chat:lobby``: one rolled back, ``{"n": 1}`` committed and run by a
+    consumer cancelled before its DELETE, then ``{"n": 2, "last": True}``; a second
+    consumer drains the table. Commands run on the server's loop."""
     real = CommandDispatcher(node)
 
-    async def dispatch(method: str, payload: bytes) -> bool:  # runs on the server's loop
+    async def dispatch(method: str, payload: bytes) -> bool:
         return await srv.acall(real.dispatch(method, payload))
 
     conn = await asyncpg.connect(outbox.dsn)
@@ -113,17 +98,67 @@ async def test_committed_rows_reach_a_python_subscriber_exactly_once(
         assert await outbox.count() == 1  # the transaction rolled back: the row is still there
 
         async with conn.transaction():
-            await outbox_table.publish(conn, "chat:lobby", {"n": 2}, table=outbox.table)
+            last = {"n": 2, "last": True}
+            await outbox_table.publish(conn, "chat:lobby", last, table=outbox.table)
         async with anyio.create_task_group() as tg:
             tg.start_soon(pg_consumer(outbox, dispatch).run)
-            await until(lambda: _has(lambda: len(received) >= 2))
             await until(lambda: _empty(outbox))
-            await anyio.sleep(0.3)  # a duplicate would have arrived before n=2 anyway
             tg.cancel_scope.cancel()
     finally:
         await conn.close()
+
+
+async def test_committed_rows_reach_a_python_subscriber_exactly_once(
+    outbox: Outbox, live_server: LiveServerFactory
+) -> None:
+    from centrifuge import Client, PublicationContext, SubscriptionEventHandler
+
+    node = Node(node_config())
+    srv = live_server(node.asgi_app())
+    received: list[Any] = []
+
+    class Events(SubscriptionEventHandler):
+        async def on_publication(self, ctx: PublicationContext) -> None:
+            received.append(ctx.pub.data)
+
+    client = Client(srv.ws_url("/connection/websocket"), token=_token("alice"), timeout=5)
+    await client.connect()
+    sub = client.new_subscription("chat:lobby", events=Events())
+    await sub.subscribe()
+    await sub.ready(timeout=5)
+    try:
+        await rollback_commit_and_kill(outbox, srv, node)
+        await until(lambda: _has(lambda: len(received) >= 2))
+        await anyio.sleep(0.3)  # a duplicate would have arrived before n=2 anyway
+    finally:
         await client.disconnect()
-    assert received == [{"n": 1}, {"n": 2}]  # n=1 ran twice, delivered once
+    assert received == [{"n": 1}, {"n": 2, "last": True}]  # n=1 ran twice, delivered once
+
+
+async def test_committed_rows_reach_a_js_subscriber_exactly_once(
+    outbox: Outbox, live_server: LiveServerFactory, arun_js: Any
+) -> None:
+    node = Node(node_config())
+    srv = live_server(node.asgi_app())
+
+    async def subscribers() -> int:
+        return node.channels().get("chat:lobby", 0)
+
+    async with anyio.create_task_group() as tg:
+        result: dict[str, Any] = {}
+
+        async def listen() -> None:
+            url = srv.ws_url("/connection/websocket")
+            result.update(await arun_js("outbox_subscriber.mjs", url, _token("bob"), "chat:lobby"))
+
+        tg.start_soon(listen)
+        await until(lambda: _has_async(lambda: srv.acall(subscribers()), 1))
+        await rollback_commit_and_kill(outbox, srv, node)
+    assert result["got"] == [{"n": 1}, {"n": 2, "last": True}]
+
+
+async def _has_async(read: Any, at_least: int) -> bool:
+    return bool(await read() >= at_least)
 
 
 async def _empty(outbox: Outbox) -> bool:
