@@ -138,6 +138,7 @@ class Executor:
             "map_read_stream": self.map_read_stream,
             "map_stats": self.map_stats,
             "map_clear": self.map_clear,
+            "shared_poll_publish": self.shared_poll_publish,
         }
 
     async def call(self, method: str, req: Any) -> dict[str, Any]:
@@ -448,6 +449,14 @@ class Executor:
             version_epoch=req.version_epoch,
         )
         return self._update_json(res)
+
+    async def shared_poll_publish(self, req: s.SharedPollPublishRequest) -> dict[str, Any]:
+        payload, binary = self._payload(req.data, req.b64data)
+        data = payload if binary else ParsedJson(payload)
+        await self.node.shared_poll_publish(
+            req.channel, req.key, data, req.version, epoch=req.epoch
+        )
+        return {}
 
     async def map_remove(self, req: s.MapRemoveRequest) -> dict[str, Any]:
         if not req.channel or not req.key:

@@ -148,6 +148,15 @@ class MapPublishRequest(_Req):
     key_mode: str = ""
 
 
+class SharedPollPublishRequest(_Req):
+    channel: str = ""
+    key: str = ""
+    data: Raw = NO_RAW
+    b64data: str = ""
+    version: U64 = 0
+    epoch: str = ""
+
+
 class MapRemoveRequest(_Req):
     channel: str = ""
     key: str = ""
@@ -192,6 +201,7 @@ REQUEST_TYPES: Final[dict[str, type[_Req]]] = {
     "map_read_stream": MapReadStreamRequest,
     "map_stats": ChannelRequest,
     "map_clear": ChannelRequest,
+    "shared_poll_publish": SharedPollPublishRequest,
 }
 """Every command method, in the order Go checks a batch command's keys."""
 
@@ -218,6 +228,7 @@ class BatchCommand(_Req):
     map_read_stream: MapReadStreamRequest | None = None
     map_stats: ChannelRequest | None = None
     map_clear: ChannelRequest | None = None
+    shared_poll_publish: SharedPollPublishRequest | None = None
 
     def method(self) -> tuple[str, Any] | None:
         """The first method key set (Go's check order), with its request."""

@@ -572,17 +572,19 @@ class Node(MapApi):
     ) -> None:
         """Push version ``version`` of ``key`` to the trackers of a shared poll channel now.
 
-        The namespace must be ``shared_poll`` with ``mode: versioned`` and
-        ``publish_enabled`` (else 108); ``key`` must be set and ``version`` >= 1 (else
-        107). A version not newer than the one a node holds is dropped there silently.
+        As Centrifugo: 107 without a channel, a key or a version >= 1, 102 for an unknown
+        namespace, 107 when it is not ``shared_poll``, 108 without ``publish_enabled``
+        (which needs ``mode: versioned``). A version not newer than the one a node holds
+        is dropped there silently.
         ``data`` is a JSON value or bytes of JSON. Every node of the cluster delivers it.
         """
-        opts = self.policy.resolve(channel)
-        sp = opts.shared_poll
-        if opts.subscription_type != "shared_poll" or not sp.versioned or not sp.publish_enabled:
-            raise ClientError.of(ErrorCode.NOT_AVAILABLE)
-        if not key or version < 1:
+        if not channel or not key or version < 1:
             raise ClientError.of(ErrorCode.BAD_REQUEST)
+        opts = self.policy.resolve(channel)  # 102 for an unknown namespace
+        if opts.subscription_type != "shared_poll":
+            raise ClientError.of(ErrorCode.BAD_REQUEST)
+        if not opts.shared_poll.publish_enabled:  # only valid with mode versioned
+            raise ClientError.of(ErrorCode.NOT_AVAILABLE)
         payload = to_payload(data)
         self.shared_poll.publish(channel, key, payload, version, epoch)
         await self.cluster.shared_poll_publish(channel, key, payload, version, epoch)

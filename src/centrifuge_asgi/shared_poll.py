@@ -393,7 +393,10 @@ class SharedPollManager:
         except Exception as exc:  # the cycle is skipped, the next one retries
             log.warning("shared poll refresh of %s failed: %s", ch.name, exc)
             return
-        self._apply(ch, reply)
+        try:
+            self._apply(ch, reply)
+        except Exception:  # a bad reply item must not end the channel's polling
+            log.exception("shared poll reply for %s not applied", ch.name)
 
     def _apply(self, ch: SharedPollChannel, reply: SharedPollRefreshReply) -> None:
         if ch.opts.versioned and self._epoch_changed(ch, reply.epoch):

@@ -1,0 +1,407 @@
+"""Shared poll: signatures, config rules, the manager's polling and delivery, the server API.
+
+The manager is driven with fake connections (a list of pushes each) and a Python refresh
+handler counting its calls, inside a running node (its task group owns the polling).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+
+from centrifuge_asgi import Node
+from centrifuge_asgi.api import api_app
+from centrifuge_asgi.config import Config
+from centrifuge_asgi.errors import ClientError, ConfigError
+from centrifuge_asgi.handlers import (
+    SharedPollRefreshEvent,
+    SharedPollRefreshReply,
+    SharedPollResult,
+)
+from centrifuge_asgi.protocol.messages import KeyedItem, Push, SubRefreshRequest, TrackBatch
+from centrifuge_asgi.shared_poll import check_batch, make_signature, verify_signature
+
+SECRET = "poll-secret"
+
+
+# ------------------------------------------------------------------------- signatures
+
+
+def test_signature_is_centrifugos_format() -> None:
+    """iat:exp:hex(HMAC-SHA256(secret, iat NUL exp NUL user NUL channel NUL sha256hex))."""
+    keys = ["post_1", "post_2"]
+    kh = hashlib.sha256(b"post_1\x00post_2").hexdigest()
+    payload = f"1700000000\x001700000060\x00alice\x00votes:feed\x00{kh}".encode()
+    mac = hmac.new(SECRET.encode(), payload, hashlib.sha256).hexdigest()
+    expected = f"1700000000:1700000060:{mac}"
+    assert make_signature(SECRET, "alice", "votes:feed", keys, 60, now=1700000000) == expected
+    assert verify_signature(SECRET, "alice", "votes:feed", keys, expected)
+
+
+@pytest.mark.parametrize(
+    ("user", "channel", "keys"),
+    [
+        ("bob", "votes:feed", ["post_1", "post_2"]),  # another user
+        ("alice", "votes:other", ["post_1", "post_2"]),  # another channel
+        ("alice", "votes:feed", ["post_2", "post_1"]),  # keys in another order
+        ("alice", "votes:feed", ["post_1"]),  # a subset
+        ("alice:votes", "feed", ["post_1", "post_2"]),  # fields shifted across ':'
+    ],
+)
+def test_signature_binds_user_channel_and_keys(user: str, channel: str, keys: list[str]) -> None:
+    sig = make_signature(SECRET, "alice", "votes:feed", ["post_1", "post_2"], 60)
+    assert not verify_signature(SECRET, user, channel, keys, sig)
+
+
+@pytest.mark.parametrize("sig", ["", "x", "1:2", "1:2:zz", "a:b:c:d"])
+def test_malformed_signatures_do_not_verify(sig: str) -> None:
+    assert not verify_signature(SECRET, "", "votes:feed", ["k"], sig)
+
+
+def _batch(sig: str, *keys: str) -> TrackBatch:
+    return TrackBatch(signature=sig, items=[KeyedItem(key=k) for k in keys])
+
+
+def test_check_batch_codes() -> None:
+    cfg = Config.from_dict({"shared_poll": {"hmac_secret_key": SECRET}}).shared_poll
+    now = int(time.time())
+    ok = make_signature(SECRET, "u", "c", ["k"], 60)
+    assert check_batch(cfg, "u", "c", _batch(ok, "k")) == now + 60 or now + 61
+    forever = make_signature(SECRET, "u", "c", ["k"])
+    assert check_batch(cfg, "u", "c", _batch(forever, "k")) == 0
+    within_grace = make_signature(SECRET, "u", "c", ["k"], 60, now=now - 62)
+    check_batch(cfg, "u", "c", _batch(within_grace, "k"))
+    expired = make_signature(SECRET, "u", "c", ["k"], 60, now=now - 70)
+    with pytest.raises(ClientError) as err:
+        check_batch(cfg, "u", "c", _batch(expired, "k"))
+    assert err.value.code == 109
+    with pytest.raises(ClientError) as err:
+        check_batch(cfg, "u", "c", _batch(make_signature("other", "u", "c", ["k"], 60), "k"))
+    assert err.value.code == 103
+
+
+def test_previous_key_until_valid_until() -> None:
+    now = int(time.time())
+    cfg = Config.from_dict(
+        {
+            "shared_poll": {
+                "hmac_secret_key": "new",
+                "hmac_previous_secret_key": "old",
+                "hmac_previous_secret_key_valid_until": now - 100,
+            }
+        }
+    ).shared_poll
+    before = make_signature("old", "u", "c", ["k"], 600, now=now - 200)
+    check_batch(cfg, "u", "c", _batch(before, "k"))
+    after = make_signature("old", "u", "c", ["k"], 600, now=now - 50)
+    with pytest.raises(ClientError) as err:
+        check_batch(cfg, "u", "c", _batch(after, "k"))
+    assert err.value.code == 103
+
+
+# ------------------------------------------------------------------------------ config
+
+
+def _ns(top: dict[str, Any] | None = None, **shared_poll: Any) -> dict[str, Any]:
+    ns = {"name": "votes", "subscription_type": "shared_poll", "shared_poll": shared_poll}
+    return {
+        "shared_poll": {"hmac_secret_key": SECRET} if top is None else top,
+        "channel": {"namespaces": [ns]},
+    }
+
+
+def test_config_defaults() -> None:
+    cfg = Config.from_dict(_ns())
+    sp = cfg.channel.namespaces[0].shared_poll
+    assert (sp.refresh_interval, sp.refresh_batch_size, sp.max_keys_per_connection) == (
+        10.0,
+        1000,
+        5000,
+    )
+    assert (sp.mode, sp.channel_shutdown_delay, sp.track_expired_extra_delay) == ("", 1.0, 25.0)
+    assert sp.proxy_name == "default" and not sp.publish_enabled
+    assert cfg.shared_poll.concurrency_limit == 64
+
+
+@pytest.mark.parametrize(
+    ("cfg", "key"),
+    [
+        (_ns(top={}), r"shared_poll\.hmac_secret_key"),
+        (_ns(mode="sometimes"), r"namespaces\[0\]\.shared_poll\.mode"),
+        (_ns(publish_enabled=True), r"shared_poll\.publish_enabled"),
+        (_ns(proxy_name="nope"), r"shared_poll\.proxy_name"),
+        (_ns(refresh_interval="-1s"), r"shared_poll\.refresh_interval"),
+        (_ns(max_keys_per_connection=-1), r"shared_poll\.max_keys_per_connection"),
+    ],
+)
+def test_config_errors_name_the_key(cfg: dict[str, Any], key: str) -> None:
+    with pytest.raises(ConfigError, match=key) as err:
+        Config.from_dict(cfg, source="cfg.json")
+    assert "cfg.json" in str(err.value)
+
+
+def test_config_versioned_publish_and_named_proxy() -> None:
+    cfg = _ns(mode="versioned", publish_enabled=True, proxy_name="poll")
+    cfg["proxies"] = [{"name": "poll", "endpoint": "http://127.0.0.1:1/refresh"}]
+    loaded = Config.from_dict(cfg)
+    assert loaded.proxy("shared_poll_refresh", "poll") is not None
+
+
+# ----------------------------------------------------------------------------- manager
+
+
+class FakeConn:
+    def __init__(self, user: str = "") -> None:
+        self.user = user
+        self.pushes: list[Push] = []
+        self.lost = 0
+
+    def send_push(self, push: Push) -> None:
+        self.pushes.append(push)
+
+    def updates(self) -> list[tuple[str, Any, int, bool]]:
+        out = []
+        for p in self.pushes:
+            assert p.pub is not None
+            data = None if p.pub.removed else bytes(p.pub.data)  # type: ignore[arg-type]
+            out.append((p.pub.key, data, p.pub.version, p.pub.removed))
+        return out
+
+
+class Backend:
+    def __init__(self) -> None:
+        self.data: dict[str, bytes] = {}
+        self.versions: dict[str, int] = {}
+        self.removed: set[str] = set()
+        self.epoch = ""
+        self.calls: list[list[tuple[str, int]]] = []
+        self.fail = False
+
+    async def __call__(self, event: SharedPollRefreshEvent) -> SharedPollRefreshReply:
+        self.calls.append([(i.key, i.version) for i in event.items])
+        if self.fail:
+            raise RuntimeError("backend down")
+        items = []
+        for i in event.items:
+            if i.key in self.removed:
+                items.append(SharedPollResult(i.key, removed=True))
+            elif i.key in self.data:
+                version = self.versions.get(i.key, 0)
+                items.append(SharedPollResult(i.key, self.data[i.key], version))
+        return SharedPollRefreshReply(items, self.epoch)
+
+
+def poll_config(**opts: Any) -> dict[str, Any]:
+    sp = {"refresh_interval": "100ms", "max_keys_per_connection": 3, **opts}
+    return {
+        "shared_poll": {"hmac_secret_key": SECRET},
+        "channel": {
+            "namespaces": [{"name": "vv", "subscription_type": "shared_poll", "shared_poll": sp}]
+        },
+    }
+
+
+@pytest.fixture
+async def running() -> AsyncIterator[Any]:
+    nodes: list[Node] = []
+
+    async def start(cfg: dict[str, Any], backend: Backend) -> Node:
+        node = Node(cfg)
+        node.on_shared_poll_refresh(backend)
+        await node.__aenter__()
+        nodes.append(node)
+        return node
+
+    yield start
+    for node in nodes:
+        await node.__aexit__(None, None, None)
+
+
+def track(node: Node, conn: FakeConn, keys: list[str], version: int = 0, untrack: Any = ()) -> Any:
+    sig = make_signature(SECRET, conn.user, "vv:1", keys, 60)
+    req = SubRefreshRequest(
+        channel="vv:1",
+        type=1,
+        track=[TrackBatch(signature=sig, items=[KeyedItem(key=k, version=version) for k in keys])],
+        untrack=list(untrack),
+    )
+    return node.shared_poll.sub_refresh(conn, req)
+
+
+def subscribe(node: Node, conn: FakeConn) -> str:
+    opts = node.config.channel.namespaces[0].shared_poll
+
+    def lost() -> None:
+        conn.lost += 1
+        node.shared_poll.unsubscribe("vv:1", conn)
+
+    return node.shared_poll.subscribe("vv:1", opts, conn, lost)
+
+
+async def until(pred: Any, what: str) -> None:
+    """Wait (at most 3 s) for ``pred()``; ``what`` names it in a failure."""
+    with anyio.fail_after(3.0):
+        while not pred():  # noqa: ASYNC110 (polls plain state)
+            await anyio.sleep(0.01)
+
+
+@pytest.mark.anyio
+async def test_one_call_per_key_for_every_tracker(running: Any) -> None:
+    backend = Backend()
+    backend.data = {"a": b'{"n":1}', "b": b'{"n":2}'}
+    node = await running(poll_config(), backend)
+    conns = [FakeConn(f"u{i}") for i in range(5)]
+    for c in conns:
+        subscribe(node, c)
+        result = track(node, c, ["a", "b"])
+        assert result.expires and 55 <= result.ttl <= 60
+    await until(lambda: all(len(c.pushes) == 2 for c in conns), "cold data")
+    backend.calls.clear()
+    await anyio.sleep(0.55)
+    assert 3 <= len(backend.calls) <= 7
+    for call in backend.calls:
+        assert sorted(call) == [("a", 0), ("b", 0)]  # every key once, versionless: no version
+    assert all(len(c.pushes) == 2 for c in conns)  # unchanged data: nothing pushed
+    backend.data["a"] = b'{"n":3}'
+    await until(lambda: all(len(c.pushes) == 3 for c in conns), "change")
+    key, data, version, removed = conns[0].updates()[-1]
+    assert (key, data, removed) == ("a", b'{"n":3}', False)
+    assert version > conns[0].updates()[0][2]
+
+
+@pytest.mark.anyio
+async def test_limit_untrack_removal_and_cleanup(running: Any) -> None:
+    backend = Backend()
+    backend.data = {k: b"1" for k in "abcd"}
+    node = await running(poll_config(channel_shutdown_delay="100ms"), backend)
+    c = FakeConn("u")
+    subscribe(node, c)
+    with pytest.raises(ClientError) as err:
+        track(node, c, ["a", "b", "c", "d"])
+    assert err.value.code == 106
+    track(node, c, ["a", "b", "c", "d"], untrack=["d"])  # inline untrack frees a slot
+    await until(lambda: len(c.pushes) == 3, "three keys")
+    ch = node.shared_poll.channels["vv:1"]
+    assert sorted(ch.keys) == ["a", "b", "c"]
+    node.shared_poll.sub_refresh(c, SubRefreshRequest(channel="vv:1", type=2, untrack=["a"]))
+    assert sorted(ch.keys) == ["b", "c"]
+    backend.removed.add("b")
+    await until(lambda: c.updates()[-1][3], "removal")
+    assert c.updates()[-1][:2] == ("b", None)
+    assert sorted(ch.keys) == ["c"]
+    node.shared_poll.unsubscribe("vv:1", c)
+    await until(lambda: "vv:1" not in node.shared_poll.channels, "channel shut down")
+    with pytest.raises(ClientError) as err:
+        track(node, c, ["a"])
+    assert err.value.code == 103  # not subscribed
+
+
+@pytest.mark.anyio
+async def test_bad_track_requests(running: Any) -> None:
+    node = await running(poll_config(), Backend())
+    c = FakeConn("u")
+    subscribe(node, c)
+    for req in (
+        SubRefreshRequest(channel="vv:1", type=1),
+        SubRefreshRequest(channel="vv:1", type=1, track=[TrackBatch(signature="1:0:00")]),
+        SubRefreshRequest(channel="vv:1", type=2),
+    ):
+        with pytest.raises(ClientError) as err:
+            node.shared_poll.sub_refresh(c, req)
+        assert err.value.code == 107
+    forged = SubRefreshRequest(
+        channel="vv:1", type=1, track=[TrackBatch(signature="1:0:00", items=[KeyedItem(key="k")])]
+    )
+    with pytest.raises(ClientError) as err:
+        node.shared_poll.sub_refresh(c, forged)
+    assert err.value.code == 103
+    assert node.shared_poll.channels["vv:1"].keys == {}
+
+
+@pytest.mark.anyio
+async def test_versioned_publish_epoch_and_backend_failure(running: Any) -> None:
+    backend = Backend()
+    backend.data, backend.versions, backend.epoch = {"p": b"10"}, {"p": 5}, "e1"
+    node = await running(poll_config(mode="versioned", publish_enabled=True), backend)
+    c = FakeConn("u")
+    assert subscribe(node, c) == ""
+    track(node, c, ["p"])
+    await until(lambda: len(c.pushes) == 1, "polled")
+    assert c.updates() == [("p", b"10", 5, False)]
+    await until(lambda: ("p", 5) in backend.calls[-1], "the node's version sent")
+    await node.shared_poll_publish("vv:1", "p", b"11", 7)
+    await node.shared_poll_publish("vv:1", "p", b"9", 6)  # stale: dropped
+    assert c.updates()[1:] == [("p", b"11", 7, False)]
+    backend.fail = True
+    n = len(backend.calls)
+    await until(lambda: len(backend.calls) > n + 1, "failed cycles are retried")
+    backend.fail = False
+    backend.epoch = "e2"  # the publisher restarted
+    await until(lambda: c.lost == 1, "unsubscribed with insufficient state")
+    assert node.shared_poll.channels["vv:1"].keys == {}
+
+
+@pytest.mark.anyio
+async def test_track_with_current_version_gets_nothing_until_a_change(running: Any) -> None:
+    backend = Backend()
+    backend.data = {"a": b"1"}
+    node = await running(poll_config(), backend)
+    first, second = FakeConn("u1"), FakeConn("u2")
+    subscribe(node, first)
+    track(node, first, ["a"])
+    await until(lambda: len(first.pushes) == 1, "first")
+    version = first.updates()[0][2]
+    subscribe(node, second)
+    track(node, second, ["a"], version=version)  # a reconnect with the current version
+    await anyio.sleep(0.35)
+    assert second.pushes == []
+    backend.data["a"] = b"2"
+    await until(lambda: len(second.pushes) == 1, "change")
+
+
+# -------------------------------------------------------------------------- server API
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("body", "code"),
+    [
+        ({"channel": "", "key": "k", "data": 1, "version": 1}, 107),
+        ({"channel": "pp:1", "key": "", "data": 1, "version": 1}, 107),
+        ({"channel": "pp:1", "key": "k", "data": 1, "version": 0}, 107),
+        ({"channel": "nope:1", "key": "k", "data": 1, "version": 1}, 102),
+        ({"channel": "plain", "key": "k", "data": 1, "version": 1}, 107),
+        ({"channel": "vv:1", "key": "k", "data": 1, "version": 1}, 108),
+        ({"channel": "pp:1", "key": "k", "data": 1, "version": 1}, None),
+    ],
+)
+async def test_server_api_shared_poll_publish(body: dict[str, Any], code: int | None) -> None:
+    cfg = poll_config()
+    cfg["http_api"] = {"key": "k"}
+    cfg["channel"]["namespaces"].append(
+        {
+            "name": "pp",
+            "subscription_type": "shared_poll",
+            "shared_poll": {"mode": "versioned", "publish_enabled": True},
+        }
+    )
+    node = Node(cfg)
+    async with node:
+        transport = httpx.ASGITransport(app=api_app(node))
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            resp = await client.post(
+                "/api/shared_poll_publish", json=body, headers={"X-API-Key": "k"}
+            )
+    assert resp.status_code == 200
+    answer = resp.json()
+    if code is None:
+        assert answer == {"result": {}}
+    else:
+        assert answer["error"]["code"] == code
