@@ -32,10 +32,18 @@ from .wire import publication_wire
 if TYPE_CHECKING:
     from .engines.base import Publication
 
-__all__ = ["FOSSIL", "MAX_NEW_BYTES", "PublicationPush", "delta_chain", "patch_for"]
+__all__ = [
+    "FOSSIL",
+    "MAX_NEW_BYTES",
+    "MAX_PAYLOAD",
+    "PublicationPush",
+    "delta_chain",
+    "patch_for",
+]
 
 FOSSIL = "fossil"
 MAX_NEW_BYTES = 4096  # bounds the delta search to a few milliseconds (fossil.create_within)
+MAX_PAYLOAD = 256 * 1024  # larger payloads go whole: indexing them alone takes ~10 ms
 _CHAIN_SLICE = 256 * 1024  # payload bytes diffed in a recovery between two checkpoints
 _NO_PATCH = b""
 
@@ -43,7 +51,10 @@ _NO_PATCH = b""
 def patch_for(prev: bytes, data: bytes) -> bytes:
     """The fossil delta from ``prev`` to ``data``; empty when it would not be shorter, or
     would carry more than ``MAX_NEW_BYTES`` bytes that ``prev`` does not have (then the
-    search stops early: the payloads are not similar enough to be worth it)."""
+    search stops early: the payloads are not similar enough to be worth it), or when
+    either payload is larger than ``MAX_PAYLOAD`` (indexing it would take too long)."""
+    if len(prev) > MAX_PAYLOAD or len(data) > MAX_PAYLOAD:
+        return _NO_PATCH
     patch = fossil.create_within(prev, data, MAX_NEW_BYTES)
     return patch if patch is not None and len(patch) < len(data) else _NO_PATCH
 

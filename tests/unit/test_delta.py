@@ -107,6 +107,8 @@ def test_the_search_stops_on_unrelated_payloads() -> None:
     patch = patch_for(a, similar)
     assert 0 < len(patch) < 500 and fossil.apply(a, patch) == similar
     assert fossil.create_within(a, similar, None) == fossil.create(a, similar)
+    big = rng.randbytes(256 * 1024 + 1)
+    assert patch_for(big, big[:-1]) == b"" and patch_for(big[:-1], big[:-2]) != b""
 
 
 @pytest.mark.parametrize(
