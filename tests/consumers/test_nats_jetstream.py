@@ -12,13 +12,14 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
+import anyio
 import pytest
 
 from centrifuge_asgi.consumers import outbox_table, statuses
 from centrifuge_asgi.node import Node
 from tests.interop.support import make_config
 
-from .conftest import unavailable, until
+from .conftest import Proxy, unavailable, until
 
 pytestmark = [pytest.mark.anyio]
 
@@ -128,3 +129,42 @@ async def _processed(node: Node, count: int) -> bool:
 async def _errors(node: Node, count: int) -> bool:
     status = statuses(node).get("js")
     return status is not None and status.errors >= count
+
+
+async def test_a_nats_outage_mid_stream_is_survived(jetstream: tuple[Any, str]) -> None:
+    """The connection to NATS is cut (a proxy the test controls): the consumer reports
+    ``retrying`` while nats-py reconnects, then consumes what was published meanwhile."""
+    js, stream = jetstream
+    method = {"centrifugo-method": "publish"}
+
+    async def send(n: int) -> None:
+        body = outbox_table.publish_payload("news:o", n)
+        await js.publish(f"{stream}.a", json.dumps(body).encode(), headers=method)
+
+    async with anyio.create_task_group() as tg:
+        proxy = Proxy(4222)
+        await tg.start(proxy.serve)
+        cfg = make_config()
+        cfg["consumers"] = [item(stream, url=f"nats://127.0.0.1:{proxy.port}")]
+        cfg["prometheus"] = {"enabled": True}
+        node = Node(cfg)
+        async with node:
+            for n in range(3):
+                await send(n)
+            await until(lambda: _processed(node, 3))
+            proxy.down()
+            await until(lambda: _state(node, "retrying"))
+            for n in range(3, 6):
+                await send(n)
+            proxy.up()
+            await until(lambda: _processed(node, 6), within=15)
+            assert await history(node, "news:o") == list(range(6))
+            assert statuses(node)["js"].state == "running"
+            metrics = node.metrics.exposition().decode()  # type: ignore[attr-defined]
+            assert 'centrifugo_consumers_errors_total{consumer_name="js"}' in metrics
+        tg.cancel_scope.cancel()
+
+
+async def _state(node: Node, state: str) -> bool:
+    status = statuses(node).get("js")
+    return status is not None and status.state == state

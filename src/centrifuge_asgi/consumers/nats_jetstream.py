@@ -7,7 +7,8 @@ one that must already exist. A message's ``method_header`` header names the API 
 and its data is the request (without the header, the data is ``{"method", "payload"}``).
 It is acknowledged once its command ran or was skipped as bad; a command to retry (API
 error 100) is negatively acknowledged with a growing delay, so JetStream redelivers it;
-one whose consumer died is redelivered after the ack wait (30 s).
+one whose consumer died is redelivered after the ack wait (30 s). A lost connection is
+reported (``retrying``) while nats-py reconnects, every ``RECONNECT_WAIT`` seconds.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ Dispatch = Callable[[str, bytes], Awaitable[bool]]
 ACK_WAIT = 30.0
 FETCH_WAIT = 5.0
 CONNECT_TIMEOUT = 5.0
+RECONNECT_WAIT = 0.5
 
 
 class NatsJetStreamConsumer:
@@ -48,11 +50,21 @@ class NatsJetStreamConsumer:
         from nats.errors import TimeoutError as NatsTimeout
 
         cfg = self.config
+
+        async def disconnected() -> None:  # nats-py reconnects by itself meanwhile
+            self.report.failed(ConnectionError("NATS connection lost"))
+
+        async def reconnected() -> None:
+            self.report.ok()
+
         options: dict[str, Any] = {
             "servers": [cfg.url],
             "connect_timeout": CONNECT_TIMEOUT,
             "max_reconnect_attempts": -1,
             "allow_reconnect": True,
+            "reconnect_time_wait": RECONNECT_WAIT,
+            "disconnected_cb": disconnected,
+            "reconnected_cb": reconnected,
         }
         if cfg.credentials_file:
             options["user_credentials"] = cfg.credentials_file
