@@ -55,6 +55,13 @@ MAP_NAMESPACES: list[dict[str, Any]] = [
         },
     },
     {
+        "name": "tagged",
+        "subscription_type": "map",
+        "allow_subscribe_for_client": True,
+        "allow_tags_filter": True,
+        "map": {"mode": "recoverable", "key_ttl": "60s"},
+    },
+    {
         "name": "readonly",
         "subscription_type": "map",
         "allow_subscribe_for_client": True,
@@ -79,7 +86,9 @@ def map_node(map_broker: str = "memory") -> Node:
     async def rpc_map_publish(event: RPCEvent) -> Any:
         body = data_of(event)
         for item in body["items"]:
-            await node.map_publish(body["channel"], item["key"], item["data"])
+            await node.map_publish(
+                body["channel"], item["key"], item["data"], tags=item.get("tags")
+            )
         return {}
 
     @node.on_rpc("map_remove")
@@ -117,6 +126,7 @@ EXPECTED: dict[str, Any] = {
     "resyncs": 0,
     "curUpdates": [False, True],
     "presence": 2,
+    "tagged": {"sync": ["a1"], "updates": ["a2"]},
     "forbiddenPublish": 103,
     "wrongType": 103,
     "wrongType2": 103,

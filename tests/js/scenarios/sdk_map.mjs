@@ -87,6 +87,24 @@ main(async () => {
   await subscribe(pres);
   await until(() => presSync.length === 1, 5000, 'presence sync');
 
+  // tags filter: state, then live changes, only for the matching entries
+  await c.rpc('map_publish', pack({ channel: 'tagged:x', items: [
+    { key: 'a1', data: { n: 1 }, tags: { kind: 'a' } },
+    { key: 'b1', data: { n: 2 }, tags: { kind: 'b' } },
+  ] }));
+  const tf = other.newMapSubscription('tagged:x', { tagsFilter: { key: 'kind', cmp: 'eq', val: 'a' } });
+  const tfSync = [];
+  const tfUpdates = [];
+  tf.on('sync', (ctx) => tfSync.push(ctx.entries.map((e) => e.key)));
+  tf.on('update', (u) => tfUpdates.push(u.key));
+  await subscribe(tf);
+  await until(() => tfSync.length === 1, 5000, 'filtered sync');
+  await c.rpc('map_publish', pack({ channel: 'tagged:x', items: [
+    { key: 'b2', data: { n: 3 }, tags: { kind: 'b' } },
+    { key: 'a2', data: { n: 4 }, tags: { kind: 'a' } },
+  ] }));
+  await until(() => tfUpdates.includes('a2'), 5000, 'filtered update');
+
   // refusals
   const ro = other.newMapSubscription('readonly:x', {});
   await subscribe(ro);
@@ -108,6 +126,7 @@ main(async () => {
     resyncs,
     curUpdates: curUpdates.map((u) => u.removed),
     presence: presSync[0].length,
+    tagged: { sync: tfSync[0], updates: tfUpdates },
     forbiddenPublish: forbiddenPublish.code,
     wrongType: wrongType.code,
     wrongType2: wrongType2.code,
