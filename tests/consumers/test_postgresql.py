@@ -174,10 +174,14 @@ def _token(user: str) -> str:
 # -------------------------------------------------------------- lifespan, LISTEN, health
 
 
-async def test_lifespan_listen_notify_health_and_metrics(outbox: Outbox) -> None:
-    # polling every 30 s: only NOTIFY can make the row run within the test's bound
+@pytest.mark.parametrize("own_dsn", [False, True], ids=["pool", "notification_dsn"])
+async def test_lifespan_listen_notify_health_and_metrics(outbox: Outbox, own_dsn: bool) -> None:
+    # polling every 30 s: only NOTIFY can make the row run within the test's bound; the
+    # LISTEN connection comes from the pool, or from partition_notification_dsn
     item = outbox.consumer(
-        partition_poll_interval="30s", partition_notification_channel=outbox.channel
+        partition_poll_interval="30s",
+        partition_notification_channel=outbox.channel,
+        partition_notification_dsn=outbox.dsn if own_dsn else "",
     )
     off = {"name": "off", "enabled": False, "type": "postgresql", "postgresql": {}}
     node = Node(node_config(item, off, health={"enabled": True}, prometheus={"enabled": True}))
@@ -379,3 +383,41 @@ async def _has(check: Any) -> bool:
 
 async def _has_history(node: Node, channel: str, count: int = 1) -> bool:
     return len(await history(node, channel)) >= count
+
+
+async def test_partitions_and_nodes_side_by_side(outbox: Outbox) -> None:
+    """Two partitions, two consumers on one table (as two nodes would be), with
+    ``use_try_lock``: every row runs once, and each partition in order."""
+    seen: list[tuple[int, int]] = []
+
+    async def dispatch(method: str, payload: bytes) -> bool:
+        data = json.loads(payload)["data"]
+        seen.append((data["p"], data["n"]))
+        await anyio.sleep(0.001)
+        return True
+
+    conn = await asyncpg.connect(outbox.dsn)
+    try:
+        async with conn.transaction():
+            for n in range(200):
+                p = n % 2
+                await outbox_table.publish(
+                    conn, "news:p", {"p": p, "n": n}, table=outbox.table, partition=p
+                )
+    finally:
+        await conn.close()
+    options = {"num_partitions": 2, "use_try_lock": True, "partition_select_limit": 10}
+    first, second = (
+        pg_consumer(outbox, dispatch, **options),
+        pg_consumer(outbox, dispatch, **options),
+    )
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(first.run)
+        tg.start_soon(second.run)
+        await until(lambda: _empty(outbox))
+        tg.cancel_scope.cancel()
+    assert sorted(n for _, n in seen) == list(range(200))  # each once
+    for p in (0, 1):
+        assert [n for q, n in seen if q == p] == list(range(p, 200, 2))  # in order
+    # which consumer takes a partition is up to the locks; together they removed each once
+    assert first.report.status.processed + second.report.status.processed == 200
