@@ -27,6 +27,7 @@ from centrifuge_asgi.handlers import (
     SharedPollResult,
 )
 from centrifuge_asgi.node import Node
+from tests.unit.test_redis_engine import require_main_redis, unique_prefix
 
 from .support import BASE_CONFIG, WS_PATH, token
 
@@ -106,8 +107,10 @@ def backend_app(backend: Backend) -> Starlette:
     return Starlette(routes=[Route("/refresh", refresh, methods=["POST"])])
 
 
-def poll_node(backend: Backend, proxy_endpoint: str = "") -> Node:
-    node = Node(config(proxy_endpoint))
+def poll_node(
+    backend: Backend, proxy_endpoint: str = "", node_config: dict[str, Any] | None = None
+) -> Node:
+    node = Node(node_config or config(proxy_endpoint))
 
     if not proxy_endpoint:
 
@@ -211,3 +214,31 @@ def test_js_shared_poll_python_handler(
         timeout=40,
     )
     check(result)
+
+
+def test_js_shared_poll_publish_reaches_other_nodes(
+    live_server: LiveServerFactory, run_js: RunJs
+) -> None:
+    """Two nodes on Redis: a publish on node A reaches a tracker connected to node B."""
+    require_main_redis()
+    prefix = unique_prefix()
+    backend = Backend()
+    servers = []
+    for _ in range(2):
+        cfg = config()
+        cfg["engine"] = {"type": "redis", "redis": {"address": "127.0.0.1:6379", "prefix": prefix}}
+        node = poll_node(backend, node_config=cfg)
+        servers.append(live_server(node.asgi_app()))
+    a, b = servers
+    result = run_js(
+        "sdk_shared_poll_multinode.mjs",
+        a.ws_url(WS_PATH),
+        b.ws_url(WS_PATH),
+        token("u1"),
+        POLL_SECRET,
+        timeout=20,
+    )
+    assert result["updates"] == [
+        {"key": "p1", "data": {"price": 1}, "version": 1},
+        {"key": "p1", "data": {"price": 7}, "version": 100},
+    ]
