@@ -38,7 +38,12 @@ if TYPE_CHECKING:
     from .node import Node
 
 INSTRUMENTATION = "centrifuge_asgi"
-_KINDS = {"server": SpanKind.SERVER, "client": SpanKind.CLIENT, "internal": SpanKind.INTERNAL}
+_KINDS = {
+    "server": SpanKind.SERVER,
+    "client": SpanKind.CLIENT,
+    "internal": SpanKind.INTERNAL,
+    "consumer": SpanKind.CONSUMER,
+}
 
 
 class SpanHandle:

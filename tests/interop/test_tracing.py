@@ -332,3 +332,85 @@ def test_off_by_default_imports_nothing_and_missing_packages_name_the_key() -> N
         """
     )
     assert out.startswith("opentelemetry.enabled: the OpenTelemetry packages are not installed")
+
+
+def memory_tracing(node: Node) -> Any:
+    """The node's tracing into an in-memory exporter (no OTLP)."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    node.tracing = tracing.OtelTracing(node, provider)
+    return exporter
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("consuming", [True, False])
+async def test_consumed_commands_with_consuming(consuming: bool) -> None:
+    from centrifuge_asgi.consumers.dispatch import CommandDispatcher
+
+    cfg = make_config()
+    cfg["opentelemetry"] = {"consuming": consuming}
+    node = Node(cfg)
+    exporter = memory_tracing(node)
+    async with node:
+        dispatcher = CommandDispatcher(node)
+        assert await dispatcher.dispatch("publish", b'{"channel": "chat:1", "data": {}}')
+        assert not await dispatcher.dispatch("publish", b'{"channel": "zzz:1", "data": {}}')
+    spans = [s for s in exporter.get_finished_spans() if s.name == "centrifugo.consume.publish"]
+    if not consuming:
+        assert spans == []
+        return
+    ok, failed = spans
+    assert ok.attributes["centrifugo.channel"] == "chat:1"
+    assert failed.attributes["centrifugo.error_code"] == 102
+    assert failed.status.status_code.name == "ERROR"
+    publish = [s for s in exporter.get_finished_spans() if s.name == "centrifugo.publish"]
+    assert [p.parent.span_id for p in publish] == [ok.context.span_id]
+
+
+@pytest.mark.anyio
+async def test_grpc_proxy_metadata_carries_traceparent() -> None:
+    """A gRPC proxy call gets the proxy span's context in its metadata (the headers
+    handed to the gRPC side become the call's metadata), and is counted."""
+    from centrifuge_asgi.config import ProxyConfig
+    from centrifuge_asgi.errors import ProxyFailure
+    from centrifuge_asgi.proxy_grpc import metadata
+    from centrifuge_asgi.proxy_http import ProxyCaller, decoder
+
+    cfg = make_config()
+    cfg["prometheus"] = {"enabled": True}
+    node = Node(cfg)
+    exporter = memory_tracing(node)
+    sent: list[list[tuple[str, str]]] = []
+    proxy = ProxyConfig(endpoint="grpc://127.0.0.1:1")
+
+    class FakeGrpc:
+        async def call(self, proxy: Any, kind: str, body: Any, headers: Any) -> bytes:
+            if body.get("fail"):
+                raise ProxyFailure("unavailable")
+            sent.append(metadata(proxy, headers))
+            return b'{"result": {}}'
+
+    caller = ProxyCaller(node)
+    caller._grpc = FakeGrpc()  # type: ignore[assignment]
+    env = await caller.call(proxy, {"channel": "c"}, {"x-a": "1"}, decoder(dict), kind="rpc")
+    assert env.result == {}
+    (span,) = [s for s in exporter.get_finished_spans() if s.name == "centrifugo.proxy.rpc"]
+    (md,) = sent
+    trace_id, span_id = f"{span.context.trace_id:032x}", f"{span.context.span_id:016x}"
+    assert dict(md)["traceparent"][:-2] == f"00-{trace_id}-{span_id}-"
+    assert dict(md)["x-a"] == "1"
+    text = node.metrics.exposition().decode()  # type: ignore[attr-defined]
+    labels = 'protocol="grpc",type="rpc",name="default"'
+    assert f"centrifugo_proxy_duration_seconds_histogram_count{{{labels}}} 1" in text
+    assert "centrifugo_proxy_errors{" not in text
+    with pytest.raises(ProxyFailure):
+        await caller.call(proxy, {"fail": True}, {}, decoder(dict), kind="rpc")
+    text = node.metrics.exposition().decode()  # type: ignore[attr-defined]
+    assert f"centrifugo_proxy_errors{{{labels}}} 1" in text
+    failed = [s for s in exporter.get_finished_spans() if s.name == "centrifugo.proxy.rpc"][-1]
+    assert failed.status.status_code.name == "ERROR"

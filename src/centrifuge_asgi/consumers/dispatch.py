@@ -48,6 +48,7 @@ class CommandDispatcher:
     """Runs consumed commands through the server API :class:`~..api_exec.Executor`."""
 
     def __init__(self, node: Node) -> None:
+        self.node = node
         self.executor = Executor(node)
 
     async def dispatch(self, method: str, payload: bytes) -> bool:
@@ -74,7 +75,13 @@ class CommandDispatcher:
             log.error("skip consumed %s: bad payload: %s", method, exc)
             return False
         try:
-            result = await self.executor.call(method, req)
+            tracing = self.node.tracing
+            if tracing is None or not tracing.consuming:
+                result = await self.executor.call(method, req)
+            else:  # opentelemetry.consuming: a span per consumed command
+                attributes = {"centrifugo.channel": getattr(req, "channel", "")}
+                with tracing.span(f"centrifugo.consume.{method}", attributes, kind="consumer"):
+                    result = await self.executor.call(method, req)
         except ApiError as exc:
             if exc.code == INTERNAL:
                 raise RetryLater(f"{method}: {exc}") from exc
