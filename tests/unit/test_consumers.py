@@ -86,6 +86,23 @@ def test_defaults_follow_centrifugo() -> None:
             "not supported",
         ),
         (
+            {"postgresql": {**PG, "tls": {"enabled": True}}},
+            "consumers[0].postgresql.tls.enabled",
+            "sslmode=",
+        ),
+        (
+            {
+                "type": "redis_stream",
+                "redis_stream": {
+                    "streams": ["s"],
+                    "consumer_group": "g",
+                    "sentinel_address": ["127.0.0.1:26379"],
+                },
+            },
+            "consumers[0].redis_stream.address",
+            "Sentinel",
+        ),
+        (
             {"type": "nats_jetstream", "nats_jetstream": {"stream_name": "s"}},
             "consumers[0].nats_jetstream.durable_consumer_name",
             "required",
