@@ -180,16 +180,38 @@ class Subscriber:
 
 
 @contextlib.asynccontextmanager
-async def subscribers(url: str, channel: str, count: int) -> AsyncIterator[list[Subscriber]]:
-    subs = [Subscriber(url, f"user-{n}", channel) for n in range(count)]
+async def subscribers(
+    url: str, channel: str, count: int, spread_over: int | None = None
+) -> AsyncIterator[list[Subscriber]]:
+    """``count`` subscribed clients; with ``spread_over`` (an API port), more are added
+    (at most :data:`MAX_CLIENTS`) until both workers hold some. The kernel gives each
+    connection to whichever worker accepts first, so on a busy machine a few in a row can
+    land on one worker."""
+    subs: list[Subscriber] = []
     try:
-        for sub in subs:
+        while len(subs) < count or (spread_over and not await on_both(spread_over, len(subs))):
+            assert len(subs) < MAX_CLIENTS, "the clients never reached both workers"
+            sub = Subscriber(url, f"user-{len(subs)}", channel)
+            subs.append(sub)
             await sub.start()
         yield subs
     finally:
         for sub in subs:
             with anyio.move_on_after(5, shield=True):
                 await sub.client.disconnect()
+
+
+MAX_CLIENTS = 40
+
+
+async def on_both(port: int, connected: int) -> bool:
+    """Both workers hold clients (once ``info`` counts all ``connected`` of them)."""
+    with anyio.fail_after(WAIT):
+        while True:
+            per_node = await clients_per_node(port)
+            if sum(per_node) == connected:
+                return len(per_node) == 2 and per_node[0] > 0
+            await anyio.sleep(0.05)
 
 
 async def clients_per_node(port: int) -> list[int]:
@@ -272,7 +294,7 @@ def test_negative_worker_count_is_a_config_error(tmp_path: Path) -> None:
 async def test_serve_workers_form_one_cluster(tmp_path: Path, serve: Any) -> None:
     require_main_redis()
     served = serve(write_config(tmp_path, cluster_config(unique_prefix())))
-    async with subscribers(served.ws_url(), "room:a", 8) as subs:
+    async with subscribers(served.ws_url(), "room:a", 8, served.port) as subs:
         await assert_one_cluster(served.port, subs, "room:a")
 
 
@@ -307,7 +329,7 @@ def uvicorn_workers() -> Iterator[int]:
 async def test_uvicorn_workers_form_one_cluster(uvicorn_workers: int) -> None:
     """The embedded recipe: ``uvicorn module:app --workers 2`` over Redis."""
     url = f"ws://127.0.0.1:{uvicorn_workers}/connection/websocket"
-    async with subscribers(url, "room:u", 8) as subs:
+    async with subscribers(url, "room:u", 8, uvicorn_workers) as subs:
         await assert_one_cluster(uvicorn_workers, subs, "room:u")
 
 
@@ -355,7 +377,7 @@ async def test_rolling_restart_loses_no_publication(tmp_path: Path, serve: Any) 
     before = children(served.proc.pid)
     assert len(before) == 2
     sent: list[int] = []
-    async with subscribers(served.ws_url(), "room:roll", 6) as subs:
+    async with subscribers(served.ws_url(), "room:roll", 6, served.port) as subs:
         stop = anyio.Event()
         async with anyio.create_task_group() as tg:
             tg.start_soon(publish_numbers, served.port, "room:roll", sent, stop)
@@ -384,12 +406,7 @@ async def test_sigterm_drains_every_worker(tmp_path: Path, serve: Any) -> None:
     served = serve(write_config(tmp_path, config), internal)
     assert health(internal) == 200
     workers = children(served.proc.pid)
-    async with subscribers(served.ws_url(), "room:stop", 6) as subs:
-
-        async def on_both() -> bool:
-            return (await clients_per_node(internal))[0] > 0
-
-        await until(on_both)
+    async with subscribers(served.ws_url(), "room:stop", 6, internal) as subs:
         served.proc.send_signal(signal.SIGTERM)
         await until(lambda: all(sub.shutdown_disconnects() for sub in subs))
     status = served.proc.wait(WAIT)
@@ -503,7 +520,7 @@ async def test_grpc_api_port_is_shared_by_the_workers(tmp_path: Path, serve: Any
     config["grpc_api"] = {"enabled": True, "address": "127.0.0.1", "port": grpc_port, "key": "g"}
     served = serve(write_config(tmp_path, config))
     assert listening_sockets(grpc_port) == 2  # one gRPC listener per worker
-    async with subscribers(served.ws_url(), "room:g", 6) as subs:
+    async with subscribers(served.ws_url(), "room:g", 6, served.port) as subs:
         for n in range(6):
             async with grpc.aio.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
                 reply = await CentrifugoApiStub(channel).Publish(
