@@ -13,7 +13,7 @@ kept as fallbacks, with this precedence:
   namespace) or 108 (proxy not enabled there).
 
 * ``shared_poll_refresh``: the proxy named by a shared_poll namespace's
-  ``shared_poll.proxy_name`` (HTTP only); where it has no endpoint, the application's
+  ``shared_poll.proxy_name`` (HTTP or gRPC); where it has no endpoint, the application's
   ``on_shared_poll_refresh`` handler answers.
 * ``subscribe_stream``: the gRPC proxy of a ``subscribe_stream_proxy_enabled`` namespace
   opens the stream; where that namespace's proxy has no endpoint, the application's

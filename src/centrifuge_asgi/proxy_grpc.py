@@ -43,6 +43,7 @@ _METHODS: dict[str, tuple[str, Any]] = {
     "publish": ("Publish", proxy_pb2.PublishRequest),
     "rpc": ("RPC", proxy_pb2.RPCRequest),
     "sub_refresh": ("SubRefresh", proxy_pb2.SubRefreshRequest),
+    "shared_poll_refresh": ("SharedPollRefresh", proxy_pb2.SharedPollRefreshRequest),
 }
 _RAW_JSON_FIELDS = frozenset({"meta"})  # bytes fields that hold JSON, not a payload
 

@@ -140,6 +140,7 @@ _RPC = decoder(_RPCResult)
 class _SharedPollItem(msgspec.Struct):
     key: str
     data: Raw = Raw(b"")
+    b64data: str = ""  # what a gRPC answer's bytes ``data`` becomes (proxy_grpc.py)
     version: int = 0
     removed: bool = False
 
@@ -461,8 +462,6 @@ class ProxyHooks:
                 raise ClientError.of(ErrorCode.NOT_AVAILABLE)
             reply: SharedPollRefreshReply = await handler(event)
             return reply
-        if is_grpc(proxy):
-            raise ProxyFailure("shared_poll_refresh over gRPC is not supported yet")
         items = [
             {"key": i.key, "version": i.version} if i.version else {"key": i.key}
             for i in event.items
@@ -475,7 +474,7 @@ class ProxyHooks:
             return SharedPollRefreshReply()
         out = []
         for item in result.items:
-            data = bytes(item.data)
+            data = b64decode(item.b64data, "b64data") if item.b64data else bytes(item.data)
             out.append(
                 SharedPollResult(
                     key=item.key,

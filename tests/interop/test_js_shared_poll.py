@@ -1,10 +1,11 @@
 """Shared poll subscriptions driven by the official centrifuge-js 5.7.4 SDK, JSON and Protobuf.
 
 The scenario (``tests/js/scenarios/sdk_shared_poll.mjs``) signs its track batches the way
-Centrifugo's docs tell a backend to. The refresh backend is either a Starlette app on
-loopback reached through the ``shared_poll_refresh`` HTTP proxy, or the Python handler
-registered with ``@node.on_shared_poll_refresh``; both serve the same :class:`Backend`,
-whose state the scenario changes through RPCs.
+Centrifugo's docs tell a backend to. The refresh backend is a Starlette app on loopback
+reached through the ``shared_poll_refresh`` HTTP proxy, a grpcio server behind a
+``grpc://`` proxy, or the Python handler registered with ``@node.on_shared_poll_refresh``;
+all serve the same :class:`Backend`, whose state the scenario changes through RPCs. A last
+test runs two nodes on Redis for ``shared_poll_publish``.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from __future__ import annotations
 import copy
 import json
 import threading
+from collections.abc import Iterator
+from concurrent import futures
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -105,6 +108,41 @@ def backend_app(backend: Backend) -> Starlette:
         return JSONResponse({"result": {"items": items}})
 
     return Starlette(routes=[Route("/refresh", refresh, methods=["POST"])])
+
+
+@pytest.fixture
+def grpc_backend() -> Iterator[tuple[Backend, int]]:
+    """The same backend as a grpcio server of Centrifugo's ``SharedPollRefresh``."""
+    import grpc  # the grpc extra is in the dev lock
+
+    from centrifuge_asgi.grpc import proxy_pb2 as pb
+    from centrifuge_asgi.grpc import proxy_pb2_grpc
+
+    backend = Backend()
+
+    class Servicer(proxy_pb2_grpc.CentrifugoProxyServicer):  # type: ignore[misc]
+        def SharedPollRefresh(self, request: Any, context: Any) -> Any:
+            keys = [item.key for item in request.items]
+            versioned = request.channel.startswith("prices:")
+            items = []
+            for item in backend.refresh(request.channel, keys, versioned):
+                data = json.dumps(item["data"]).encode() if "data" in item else b""
+                items.append(
+                    pb.SharedPollRefreshResultItem(
+                        key=item["key"],
+                        data=data,
+                        version=item.get("version", 0),
+                        removed=item.get("removed", False),
+                    )
+                )
+            return pb.SharedPollRefreshResponse(result=pb.SharedPollRefreshResult(items=items))
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    proxy_pb2_grpc.add_CentrifugoProxyServicer_to_server(Servicer(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    yield backend, port
+    server.stop(grace=None)
 
 
 def poll_node(
@@ -210,6 +248,23 @@ def test_js_shared_poll_python_handler(
         token("u1"),
         token("u2"),
         protocol,
+        POLL_SECRET,
+        timeout=40,
+    )
+    check(result)
+
+
+def test_js_shared_poll_grpc_proxy(
+    live_server: LiveServerFactory, run_js: RunJs, grpc_backend: tuple[Backend, int]
+) -> None:
+    backend, port = grpc_backend
+    srv = live_server(poll_node(backend, f"grpc://127.0.0.1:{port}").asgi_app())
+    result = run_js(
+        "sdk_shared_poll.mjs",
+        srv.ws_url(WS_PATH),
+        token("u1"),
+        token("u2"),
+        "json",
         POLL_SECRET,
         timeout=40,
     )

@@ -206,6 +206,26 @@ PROXY_FIELDS: Final = {
         "error": (2, "Error"),
         "disconnect": (3, "Disconnect"),
     },
+    "SharedPollRefreshRequest": {
+        "channel": (1, "string"),
+        "items": (2, "repeated SharedPollRefreshItem"),
+    },
+    "SharedPollRefreshItem": {"key": (1, "string"), "version": (2, "uint64")},
+    "SharedPollRefreshResult": {
+        "items": (1, "repeated SharedPollRefreshResultItem"),
+        "epoch": (2, "string"),
+    },
+    "SharedPollRefreshResultItem": {
+        "key": (1, "string"),
+        "data": (2, "bytes"),
+        "version": (3, "uint64"),
+        "removed": (4, "bool"),
+        "prev_data": (5, "bytes"),
+    },
+    "SharedPollRefreshResponse": {
+        "result": (1, "SharedPollRefreshResult"),
+        "error": (2, "Error"),
+    },
     "Publication": {"data": (4, "bytes"), "tags": (7, "map<string,string>")},
     "StreamSubscribeRequest": {
         "subscribe_request": (1, "SubscribeRequest"),
@@ -224,6 +244,7 @@ PROXY_METHODS: Final = {
     "Publish": ("PublishRequest", "PublishResponse", False, False),
     "RPC": ("RPCRequest", "RPCResponse", False, False),
     "SubRefresh": ("SubRefreshRequest", "SubRefreshResponse", False, False),
+    "SharedPollRefresh": ("SharedPollRefreshRequest", "SharedPollRefreshResponse", False, False),
     "SubscribeUnidirectional": ("SubscribeRequest", "StreamSubscribeResponse", False, True),
     "SubscribeBidirectional": ("StreamSubscribeRequest", "StreamSubscribeResponse", True, True),
 }

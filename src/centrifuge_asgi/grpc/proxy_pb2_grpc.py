@@ -44,6 +44,11 @@ class CentrifugoProxyStub(object):
                 request_serializer=centrifuge__asgi_dot_grpc_dot_proxy__pb2.SubRefreshRequest.SerializeToString,
                 response_deserializer=centrifuge__asgi_dot_grpc_dot_proxy__pb2.SubRefreshResponse.FromString,
                 )
+        self.SharedPollRefresh = channel.unary_unary(
+                '/centrifugal.centrifugo.proxy.CentrifugoProxy/SharedPollRefresh',
+                request_serializer=centrifuge__asgi_dot_grpc_dot_proxy__pb2.SharedPollRefreshRequest.SerializeToString,
+                response_deserializer=centrifuge__asgi_dot_grpc_dot_proxy__pb2.SharedPollRefreshResponse.FromString,
+                )
         self.SubscribeUnidirectional = channel.unary_stream(
                 '/centrifugal.centrifugo.proxy.CentrifugoProxy/SubscribeUnidirectional',
                 request_serializer=centrifuge__asgi_dot_grpc_dot_proxy__pb2.SubscribeRequest.SerializeToString,
@@ -95,6 +100,12 @@ class CentrifugoProxyServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SharedPollRefresh(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def SubscribeUnidirectional(self, request, context):
         """Subscription streams: the first reply carries subscribe_response, later ones publications.
         """
@@ -140,6 +151,11 @@ def add_CentrifugoProxyServicer_to_server(servicer, server):
                     servicer.SubRefresh,
                     request_deserializer=centrifuge__asgi_dot_grpc_dot_proxy__pb2.SubRefreshRequest.FromString,
                     response_serializer=centrifuge__asgi_dot_grpc_dot_proxy__pb2.SubRefreshResponse.SerializeToString,
+            ),
+            'SharedPollRefresh': grpc.unary_unary_rpc_method_handler(
+                    servicer.SharedPollRefresh,
+                    request_deserializer=centrifuge__asgi_dot_grpc_dot_proxy__pb2.SharedPollRefreshRequest.FromString,
+                    response_serializer=centrifuge__asgi_dot_grpc_dot_proxy__pb2.SharedPollRefreshResponse.SerializeToString,
             ),
             'SubscribeUnidirectional': grpc.unary_stream_rpc_method_handler(
                     servicer.SubscribeUnidirectional,
@@ -260,6 +276,23 @@ class CentrifugoProxy(object):
         return grpc.experimental.unary_unary(request, target, '/centrifugal.centrifugo.proxy.CentrifugoProxy/SubRefresh',
             centrifuge__asgi_dot_grpc_dot_proxy__pb2.SubRefreshRequest.SerializeToString,
             centrifuge__asgi_dot_grpc_dot_proxy__pb2.SubRefreshResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def SharedPollRefresh(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/centrifugal.centrifugo.proxy.CentrifugoProxy/SharedPollRefresh',
+            centrifuge__asgi_dot_grpc_dot_proxy__pb2.SharedPollRefreshRequest.SerializeToString,
+            centrifuge__asgi_dot_grpc_dot_proxy__pb2.SharedPollRefreshResponse.FromString,
             options, channel_credentials,
             insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
 
