@@ -265,14 +265,14 @@ def test_unknown_keys_warn_with_full_path(caplog: pytest.LogCaptureFixture) -> N
             {
                 "channel": {"namespaces": [{"name": "chat", "presense": True}]},
                 "clinet": {},
-                "admin": {"enabled": True},
+                "swagger": {"enabled": True},
                 "log": {"level": "verbose"},
             }
         )
     text = caplog.text
     assert "channel.namespaces[0].presense" in text and SRC in text
     assert "'clinet'" in text
-    assert "'admin' is not supported" in text
+    assert "'swagger' is not supported" in text
     assert c.log.level == "info"
     assert any("channel.namespaces[0].presense" in w for w in c.warnings)
     assert len(c.warnings) == 4
