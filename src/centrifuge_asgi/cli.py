@@ -86,10 +86,21 @@ def _supervise(args: argparse.Namespace, config: Any, count: int) -> int:
     check_engine(config, count)
     server = config.http_server
     host = server.address or "0.0.0.0"
-    sockets = [bind(host, server.port)]
     internal_port = _internal_port(server.internal_port)
+    where = [(host, server.port)]
     if internal_port is not None and internal_port != server.port:
-        sockets.append(bind(server.internal_address or host, internal_port))
+        where.append((server.internal_address or host, internal_port))
+    sockets = []
+    for address, port in where:
+        try:
+            sockets.append(bind(address, port))
+        except OSError as exc:  # as uvicorn reports it, without a traceback
+            logging.getLogger("centrifuge_asgi.workers").error(
+                "cannot listen on %s:%d: %s", address, port, exc.strerror or exc
+            )
+            for sock in sockets:
+                sock.close()
+            return 1
     argv = ["serve", "-c", args.config]
     supervisor = Supervisor(worker_command(argv), sockets, count, config.shutdown.timeout)
     try:

@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -273,6 +274,24 @@ def test_memory_engine_with_workers_is_refused(tmp_path: Path, form: str) -> Non
     assert result.returncode == 1, result.stderr
     assert "http_server.workers is 2" in result.stderr, result.stderr
     assert "engine.type: redis" in result.stderr and "nats" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_port_in_use_is_reported_without_a_traceback(tmp_path: Path) -> None:
+    path = write_config(tmp_path, cluster_config(unique_prefix()))
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [*CLI, "serve", "-c", str(path), "-a", "127.0.0.1", "-p", str(port), "-w", "2"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+    assert result.returncode == 1, result.stderr
+    assert f"cannot listen on 127.0.0.1:{port}" in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
 
 
