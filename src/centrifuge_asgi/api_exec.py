@@ -447,6 +447,7 @@ class Executor:
             idempotency_key=req.idempotency_key,
             version=req.version,
             version_epoch=req.version_epoch,
+            delta=req.delta,
         )
         return self._update_json(res)
 

@@ -570,6 +570,7 @@ class ChannelOptions(_Struct, frozen=True, dict=True):
     map: MapOptions = msgspec.field(default_factory=MapOptions)
     map_clients_presence_channel_prefix: str = ""
     map_users_presence_channel_prefix: str = ""
+    client_publish_debounce_interval: Duration = 0.0  # SDKs debounce client publishes
     shared_poll: SharedPollOptions = msgspec.field(default_factory=SharedPollOptions)
 
     @property

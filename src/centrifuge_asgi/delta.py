@@ -109,6 +109,32 @@ class PublicationPush(EncodedOnce):
             data = forms[key] = self._encode(codec, use_patch=key[1])
         return data
 
+    def map_delta_form(self, codec: Codec) -> bytes:
+        """The encoding for a delta subscriber of a map channel: deltas are per key, and
+        ``prev`` (the key's previous value, passed only by a ``delta`` map publish) is
+        what every live subscriber holds, so a delta whenever there is one. A removal
+        carries the payload ``null`` (in JSON as a string, which the SDK parses)."""
+        forms = self._forms
+        if forms is None:
+            forms = self._forms = {}
+        key = (codec.name, self.prev is not None)
+        data = forms.get(key)
+        if data is None:
+            if self.pub.removed:
+                data = self._removal(codec)
+            else:
+                data = self._encode(codec, use_patch=key[1])
+            forms[key] = data
+        return data
+
+    def _removal(self, codec: Codec) -> bytes:
+        if codec.name != "json":
+            return self.get(codec)
+        push = self.reply.push
+        assert push is not None and push.pub is not None
+        pub = _form(push.pub, b"null", json=True, is_delta=False)
+        return EncodedOnce(Reply(push=replace(push, pub=pub))).get(codec)
+
     def _encode(self, codec: Codec, *, use_patch: bool) -> bytes:
         json = codec.name == "json"
         patch = self.patch() if use_patch else _NO_PATCH

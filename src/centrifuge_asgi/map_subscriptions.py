@@ -27,7 +27,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
-from msgspec import UNSET
+from msgspec import UNSET, Raw
+from msgspec.structs import replace
 
 from .codes import DisconnectCode, ErrorCode
 from .engines.base import HistoryFilter, Publication, StreamPosition
@@ -39,6 +40,7 @@ from .protocol.messages import (
     MAP_PHASE_STATE,
     MAP_PHASE_STREAM,
     SUBSCRIPTION_TYPE_MAP,
+    PublicationWire,
     PublishRequest,
     SubscribeRequest,
     SubscribeResult,
@@ -77,6 +79,22 @@ def page_size(requested: int, opts: MapOptions) -> int:
     return max(lo, min(hi, size))
 
 
+def _wires(pubs: list[Publication], *, json: bool) -> list[PublicationWire]:
+    """Entries as sent; to a JSON client that negotiates fossil delta, each payload is a
+    JSON string (the exact bytes its later deltas apply to; ``null`` for a removal)."""
+    if not json:
+        return [publication_wire(p) for p in pubs]
+    out = []
+    for pub in pubs:
+        data = b"null" if pub.removed and not pub.data else pub.data
+        try:
+            text = Raw(msgspec.json.encode(data.decode("utf-8")))
+        except UnicodeDecodeError:
+            text = Raw(data)  # not JSON at all: refused for JSON clients as anywhere
+        out.append(replace(publication_wire(pub), data=text))
+    return out
+
+
 def _kept(pubs: list[Publication], tf: TagsFilter | None) -> list[Publication]:
     return pubs if tf is None else [p for p in pubs if matches(tf, p.tags)]
 
@@ -87,7 +105,9 @@ class _Channels(Protocol):
 
     async def _authorize_subscribe(self, req: SubscribeRequest, opts: ChannelOptions) -> Any: ...
 
-    def new_map_subscription(self, channel: str, grant: Any, *, positioned: bool) -> Any: ...
+    def new_map_subscription(
+        self, channel: str, grant: Any, *, positioned: bool, delta: bool = False
+    ) -> Any: ...
 
     def _schedule_sub_expiry(self, sub: Any) -> None: ...
 
@@ -145,6 +165,14 @@ class MapCommands:
             self.pending.pop(channel, None)  # as Centrifugo: an error ends the attempt
             raise
 
+    def _json_delta(self, req: SubscribeRequest, opts: ChannelOptions) -> bool:
+        """Delta will be negotiated for a JSON client: its pages carry data as strings."""
+        return (
+            bool(req.delta)
+            and req.delta in opts.allowed_delta_types
+            and (self.s.codec.name == "json")
+        )
+
     @staticmethod
     def _catch_up_timeout(opts: ChannelOptions) -> float:
         return opts.map.subscribe_catch_up_timeout or CATCH_UP_TIMEOUT
@@ -196,7 +224,7 @@ class MapCommands:
             cursor=page.cursor,
             epoch=page.position.epoch,
             offset=state.offset,
-            state=[publication_wire(p) for p in pubs],
+            state=_wires(pubs, json=self._json_delta(req, opts)),
         )
 
     async def _stream(
@@ -227,7 +255,7 @@ class MapCommands:
             phase=MAP_PHASE_STREAM,
             epoch=hist.position.epoch,
             offset=offset,
-            publications=[publication_wire(p) for p in _kept(pubs, state.tags_filter)],
+            publications=_wires(_kept(pubs, state.tags_filter), json=self._json_delta(req, opts)),
         )
 
     async def _live(
@@ -248,7 +276,11 @@ class MapCommands:
         positioned = opts.map.has_stream
         if recovery and not positioned:
             raise ClientError.of(ErrorCode.BAD_REQUEST)
-        sub = self.channels.new_map_subscription(channel, state.grant, positioned=positioned)
+        delta = bool(req.delta) and req.delta in opts.allowed_delta_types
+        json = delta and s.codec.name == "json"
+        sub = self.channels.new_map_subscription(
+            channel, state.grant, positioned=positioned, delta=delta
+        )
         sub.tags_filter = state.tags_filter
         self.pending.pop(channel, None)
         s.subs[channel] = sub
@@ -257,7 +289,9 @@ class MapCommands:
             type=SUBSCRIPTION_TYPE_MAP,
             phase=MAP_PHASE_LIVE,
             data=opt_raw(state.grant.data),
-            state=[publication_wire(p) for p in state_pubs or []],
+            state=_wires(state_pubs or [], json=json),
+            delta=delta,
+            publish_debounce=int(opts.client_publish_debounce_interval * 1000),
         )
         try:
             await node.map_broker.subscribe(channel)  # before reading: no change is missed
@@ -280,7 +314,7 @@ class MapCommands:
                 result.recoverable = True
                 result.epoch = top.epoch
                 result.offset = sub.offset
-                result.publications = [publication_wire(p) for p in _kept(pubs, sub.tags_filter)]
+                result.publications = _wires(_kept(pubs, sub.tags_filter), json=json)
             else:
                 position = (await node.map_broker.read_stream(channel, HistoryFilter())).position
                 result.epoch = position.epoch
@@ -379,6 +413,5 @@ class MapCommands:
             raise ClientError.of(ErrorCode.BAD_REQUEST)
         sub = s.subs.get(channel)
         info = s.client_info(sub.chan_info if sub is not None else None)
-        await node.map_broker.publish(
-            channel, key, MapPublishOptions(data=data, client_info=info), chopts
-        )
+        publish = MapPublishOptions(data=data, client_info=info, delta=opts.delta_publish)
+        await node.map_broker.publish(channel, key, publish, chopts)

@@ -72,9 +72,12 @@ class MapApi:
         version: int = 0,
         version_epoch: str = "",
         expected_position: StreamPosition | None = None,
+        delta: bool = False,
     ) -> MapUpdateResult:
         """Set ``key`` of a map channel to ``data`` (JSON-encodable, or bytes as for
-        :meth:`publish`); ``key_mode`` ``if_new``/``if_exists``; suppressed results say why."""
+        :meth:`publish`); ``key_mode`` ``if_new``/``if_exists``; suppressed results say why.
+        ``delta`` (always on in a ``delta_publish`` namespace) lets fossil delta
+        subscribers get a delta against the key's previous value."""
         if not key:
             raise ClientError.of(ErrorCode.BAD_REQUEST)
         if key_mode not in ("", "if_new", "if_exists"):
@@ -95,6 +98,7 @@ class MapApi:
             version=version,
             version_epoch=version_epoch,
             expected_position=expected_position,
+            delta=delta or opts.delta_publish,
         )
         return await self.map_broker.publish(channel, key, publish, chopts)
 

@@ -237,8 +237,10 @@ class ChannelCommands:
             return await self.maps.subscribe(req, opts)
         raise ClientError.of(ErrorCode.PERMISSION_DENIED)
 
-    def new_map_subscription(self, channel: str, grant: Grant, *, positioned: bool) -> Subscription:
-        """The subscription a map subscribe makes live (no presence, join/leave, delta)."""
+    def new_map_subscription(
+        self, channel: str, grant: Grant, *, positioned: bool, delta: bool = False
+    ) -> Subscription:
+        """The subscription a map subscribe makes live (no presence or join/leave)."""
         return Subscription(
             channel=channel,
             server_side=False,
@@ -251,6 +253,7 @@ class ChannelCommands:
             expire_at=grant.expire_at,
             client_side_refresh=grant.client_side_refresh,
             map_channel=True,
+            delta=delta,
         )
 
     async def _subscribe_shared_poll(self, req: SubscribeRequest) -> SubscribeResult:
@@ -532,7 +535,11 @@ class ChannelCommands:
             # confirmed), so none reads the stream top before delivery is live.
             await node.broker.subscribe(channel)
             self._check_still_wanted(sub)
-            result = SubscribeResult(data=opt_raw(grant.data), delta=sub.delta)
+            result = SubscribeResult(
+                data=opt_raw(grant.data),
+                delta=sub.delta,
+                publish_debounce=int(opts.client_publish_debounce_interval * 1000),
+            )
             if positioned:
                 cache = gets.cache_recovery and not stream_recovery
                 auto = cache and gets.auto_recover
@@ -699,6 +706,9 @@ class ChannelCommands:
         if sub.delta:
             if not isinstance(data, PublicationPush):
                 data = PublicationPush(channel, pub)
+            if sub.map_channel:  # per-key deltas (map_subscriptions.py)
+                s.send(data.map_delta_form(s.codec))
+                return
             frame = data.delta_form(s.codec, sub.delta_base if sub.positioned else 0)
             sub.delta_base = pub.offset if frame else 0
             s.send(frame)

@@ -62,6 +62,15 @@ MAP_NAMESPACES: list[dict[str, Any]] = [
         "map": {"mode": "recoverable", "key_ttl": "60s"},
     },
     {
+        "name": "deltamap",
+        "subscription_type": "map",
+        "allow_subscribe_for_client": True,
+        "allowed_delta_types": ["fossil"],
+        "delta_publish": True,
+        "client_publish_debounce_interval": "50ms",
+        "map": {"mode": "persistent"},
+    },
+    {
         "name": "readonly",
         "subscription_type": "map",
         "allow_subscribe_for_client": True,
@@ -144,3 +153,29 @@ def test_js_map_subscription(
         "sdk_map.mjs", srv.ws_url(WS_PATH), token("u1"), token("u2"), protocol, timeout=25
     )
     assert result == EXPECTED
+
+
+@pytest.mark.parametrize(
+    ("protocol", "map_broker"), [("json", "memory"), ("protobuf", "memory"), ("json", "redis")]
+)
+def test_js_map_fossil_delta(
+    live_server: LiveServerFactory, run_js: RunJs, protocol: str, map_broker: str
+) -> None:
+    srv = live_server(map_node(map_broker).asgi_app())
+    result = run_js("sdk_map_delta.mjs", srv.ws_url(WS_PATH), token("u1"), protocol, timeout=20)
+    assert result == {
+        "sync": [["a", 0], ["b", 0]],
+        "updates": [
+            ["a", 1],
+            ["b", 1],
+            ["a", 2],
+            ["b", 2],
+            ["a", 3],
+            ["b", 3],
+            ["b", None],
+            ["a", 4],
+            ["a", 5],
+        ],
+        "liveDeltas": True,
+        "after": True,
+    }

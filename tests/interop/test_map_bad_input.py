@@ -82,3 +82,5 @@ async def test_bad_map_commands(srv: LiveServer) -> None:
         assert _error(await c.call(publish=wrong_format)) == 107
         ok = {"channel": "board:bad", "type": 1, "key": "k", "data": {"a": 1}}
         assert await c.call(publish=ok) == {"id": c.next_id, "publish": {}}
+        debounced = await c.call(subscribe={"channel": "deltamap:d", "type": 1, "phase": 2})
+        assert debounced["subscribe"]["publish_debounce"] == 50  # client_publish_debounce_interval

@@ -79,6 +79,7 @@ class MapPublishOptions:
     version: int = 0
     version_epoch: str = ""
     expected_position: StreamPosition | None = None
+    delta: bool = False  # fan the key's previous value out with it (fossil delta base)
 
 
 @dataclass(frozen=True, slots=True)

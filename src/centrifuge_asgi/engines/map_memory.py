@@ -139,9 +139,15 @@ class MemoryMapBroker:
         ch.stream_expires_at = self._clock() + opts.effective_stream_ttl
         return pub
 
-    def _emit(self, channel: str, ch: _Channel, pub: Publication) -> None:
-        if self._handler is not None:
+    def _emit(
+        self, channel: str, ch: _Channel, pub: Publication, prev: Publication | None = None
+    ) -> None:
+        if self._handler is None:
+            return
+        if prev is None:
             self._handler.handle_publication(channel, pub, ch.epoch)
+        else:
+            self._handler.handle_publication(channel, pub, ch.epoch, prev)
 
     def _mismatch(self, ch: _Channel, expected: StreamPosition | None) -> bool:
         return expected is not None and (expected.epoch != ch.epoch or expected.offset != ch.top)
@@ -186,7 +192,7 @@ class MemoryMapBroker:
         if opts.idempotency_key:
             ttl = opts.idempotent_result_ttl or 300.0
             self._results[(channel, opts.idempotency_key)] = (self._clock() + ttl, result)
-        self._emit(channel, ch, pub)
+        self._emit(channel, ch, pub, entry.pub if opts.delta and entry is not None else None)
         return result
 
     async def remove(

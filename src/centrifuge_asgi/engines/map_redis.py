@@ -183,12 +183,18 @@ class RedisMapBroker:
             if handler is None or not topic.startswith(marker):
                 return
             try:
-                offset, epoch, record = data.split(b":", 2)
-                pub = _publication(record, int(offset))
+                offset, epoch, size, rest = data.split(b":", 3)
+                cut = int(size)
+                pub = _publication(rest[cut:], int(offset))
+                prev = _publication(rest[:cut], 0) if cut else None
             except (ValueError, msgspec.DecodeError) as exc:
                 log.warning("malformed map message on %r: %s", topic, exc)
                 return
-            handler.handle_publication(topic[len(marker) :].decode(), pub, epoch.decode())
+            channel = topic[len(marker) :].decode()
+            if prev is None:
+                handler.handle_publication(channel, pub, epoch.decode())
+            else:
+                handler.handle_publication(channel, pub, epoch.decode(), prev)
 
         async def dial() -> RespConnection:
             return await shard.dial()
@@ -255,6 +261,7 @@ class RedisMapBroker:
             now,
             self._topic(shard, channel),
             "PUBLISH",
+            int(opts.delta),
         ]
         result = self._update(await self._run(shard, PUBLISH, keys, args))
         if chopts.key_ttl > 0 and not result.suppressed:

@@ -10,7 +10,9 @@ Keys of one channel (``T`` = the channel, in ``{}`` in a cluster):
 
 Records are opaque to the scripts (msgpack made by Python, see ``map_redis.py``); a
 removal fans out the removal record Python stored with the entry. Every change is
-published as ``<offset>:<epoch>:<record>`` on ``P.map.client.T``.
+published as ``<offset>:<epoch>:<n>:<previous record><record>`` on ``P.map.client.T``,
+where the previous record of the key (``n`` bytes) is there only for a ``delta`` publish
+(the base of a fossil delta) and ``n`` is 0 otherwise.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from __future__ import annotations
 # KEYS: state, off, rm, exp, ver, stream, meta, result ("" when none)
 # ARGV: key, record, removal, key_mode, key_ttl_ms, has_stream, stream_size, stream_ttl_ms,
 #       meta_ttl_ms, new_epoch, version, version_epoch, expected_offset (-1: none),
-#       expected_epoch, result_ttl_ms, now_ms, topic, publish_command
+#       expected_epoch, result_ttl_ms, now_ms, topic, publish_command, with_prev (0/1)
 PUBLISH = """
 local state, off, rm, exp, ver, stream, meta, res = unpack(KEYS)
 local key, record, removal = ARGV[1], ARGV[2], ARGV[3]
@@ -43,7 +45,8 @@ end
 if expected_offset >= 0 and (expected_epoch ~= epoch or expected_offset ~= top) then
   return {top, epoch, 'position_mismatch'}
 end
-local exists = redis.call('HEXISTS', state, key) == 1
+local previous = redis.call('HGET', state, key)
+local exists = previous ~= false
 if key_mode == 'if_new' and exists then return {top, epoch, 'key_exists'} end
 if key_mode == 'if_exists' and not exists then return {top, epoch, 'key_not_found'} end
 if version > 0 then
@@ -70,7 +73,9 @@ else
   redis.call('ZREM', exp, key)
 end
 if res ~= '' then redis.call('SET', res, top, 'PX', result_ttl) end
-redis.call(ARGV[18], ARGV[17], offset .. ':' .. epoch .. ':' .. record)
+if ARGV[19] ~= '1' or not previous then previous = '' end
+local message = offset .. ':' .. epoch .. ':' .. #previous .. ':' .. previous .. record
+redis.call(ARGV[18], ARGV[17], message)
 return {top, epoch, ''}
 """
 
@@ -91,7 +96,7 @@ local function remove_key(key, record)
     redis.call('XADD', stream, 'MAXLEN', redis.call('HGET', meta, 'n'), top .. '-0', 'd', record)
     redis.call('PEXPIRE', stream, tonumber(redis.call('HGET', meta, 't')))
   end
-  redis.call(publish_command, topic, offset .. ':' .. epoch .. ':' .. record)
+  redis.call(publish_command, topic, offset .. ':' .. epoch .. ':0:' .. record)
   return top
 end
 """
