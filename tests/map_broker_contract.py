@@ -194,3 +194,18 @@ class MapBrokerContract:
         after = await b.read_state(ch)
         assert after.publications == [] and after.position.epoch != first.position.epoch
         assert after.position.offset == 0
+
+    async def test_suppressed_publish_can_renew_the_ttl(self, map_engine: MapUnderTest) -> None:
+        """What map presence does: add once (``if_new``), then only renew the TTL."""
+        b, h = map_engine.broker, map_engine.handler
+        ch = _ch()
+        await b.subscribe(ch)
+        renew = MapPublishOptions(data=b"{}", key_mode="if_new", refresh_ttl_on_suppress=True)
+        assert not (await b.publish(ch, "me", renew, RECOVERABLE)).suppressed
+        await map_engine.expire(0.7)
+        again = await b.publish(ch, "me", renew, RECOVERABLE)
+        assert again.suppress_reason == "key_exists" and again.position.offset == 1
+        await map_engine.expire(0.7)  # 1.4 s after the add, 0.7 s after the renewal
+        assert [p.key for p in (await b.read_state(ch)).publications] == ["me"]
+        await map_engine.expire(0.6)
+        await wait_for(lambda: any(p.removed for c, p, _ in h.publications if c == ch))

@@ -65,11 +65,17 @@ class SessionHost(Protocol):
 
     def metrics_command(self, method: str, duration: float, error_code: int = 0) -> None: ...
 
+    def metrics_disconnect(self, code: int) -> None: ...
+
     async def map_presence_update(
         self, channel: str, key: str, data: bytes, info: ClientInfo
     ) -> None: ...
 
     async def map_remove_quietly(self, channel: str, key: str) -> None: ...
+
+    async def map_presence_join(
+        self, channel: str, client_id: str, user: str, info: ClientInfo
+    ) -> None: ...
 
     async def disconnect(
         self,

@@ -46,7 +46,7 @@ from .protocol.messages import (
     SubscribeResult,
 )
 from .tagfilter import TagsFilter, matches
-from .wire import client_info_wire, opt_raw, publication_wire
+from .wire import opt_raw, publication_wire
 
 if TYPE_CHECKING:
     from .config import ChannelOptions, MapOptions
@@ -338,17 +338,12 @@ class MapCommands:
     # ----------------------------------------------------- map presence channels
 
     async def _join_presence(self, channel: str, opts: ChannelOptions) -> None:
-        """``map_clients``/``map_users`` presence of this client in ``prefix + channel``."""
+        """``map_clients``/``map_users`` presence of this client in ``prefix + channel``
+        (the node renews it every ``client.presence_update_interval``)."""
         s = self.s
-        info = s.client_info(s.subs[channel].chan_info)
-        node = s.node
-        clients = opts.map_clients_presence_channel_prefix
-        if clients:
-            data = msgspec.json.encode(client_info_wire(info))
-            await node.map_presence_update(clients + channel, s.client_id, data, info)
-        users = opts.map_users_presence_channel_prefix
-        if users and s.user:
-            await node.map_presence_update(users + channel, s.user, b"{}", info)
+        if opts.map_clients_presence_channel_prefix or opts.map_users_presence_channel_prefix:
+            info = s.client_info()
+            await s.node.map_presence_join(channel, s.client_id, s.user, info)
 
     async def leave(self, channel: str, opts: ChannelOptions | None) -> None:
         """After an unsubscribe or a disconnect: the client's own key and its

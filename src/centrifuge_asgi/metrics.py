@@ -120,6 +120,7 @@ class NodeMetrics:
         self.messages_received: dict[Labels, float] = {}  # from the broker, fanned out
         self.transport_sent: dict[Labels, float] = {}  # pushes queued to connections
         self.reply_errors: dict[Labels, float] = {}
+        self.server_disconnects: dict[Labels, float] = {}
         self.api_errors: dict[Labels, float] = {}
         self.broker_errors: dict[Labels, float] = {}
         self.proxy_errors: dict[Labels, float] = {}
@@ -147,6 +148,11 @@ class NodeMetrics:
         """A client command was answered with error ``code``."""
         key = self._key(("method", method), ("code", str(code)), ("channel_namespace", ""))
         self.reply_errors[key] = self.reply_errors.get(key, 0) + 1
+
+    def server_disconnect(self, code: int) -> None:
+        """The server closed a connection with ``code``."""
+        key = self._key(("code", str(code)))
+        self.server_disconnects[key] = self.server_disconnects.get(key, 0) + 1
 
     def published(self, kind: str) -> None:
         """The node handed a message of ``kind`` to the broker."""
@@ -249,6 +255,17 @@ class NodeMetrics:
                 f"{p}_client_num_reply_errors",
                 "Number of errors in replies sent to clients.",
                 self.reply_errors,
+            ),
+            _counter(
+                f"{p}_client_num_server_disconnects",
+                "Number of server initiated disconnects.",
+                self.server_disconnects,
+            ),
+            gauge(
+                f"{p}_client_subscriptions_inflight",
+                "Number of active client subscriptions.",
+                reg.num_subscriptions,
+                (("client_name", ""), ("channel_namespace", "")),
             ),
             Family(
                 f"{p}_client_command_duration_seconds",

@@ -421,6 +421,10 @@ class Node(MapApi):
                     await self.presence_manager.add_presence(
                         sub.channel, session.client_id, session.client_info(sub.chan_info)
                     )
+                elif sub.map_channel:  # map_clients/map_users entries: keep their TTL
+                    await self.map_presence_join(
+                        sub.channel, session.client_id, session.user, session.client_info()
+                    )
 
     async def _check_positions(self) -> None:
         """Compare positioned subscribers with their stream top (catches lost publications)."""
@@ -464,6 +468,10 @@ class Node(MapApi):
         self.metrics.command(method, duration)
         if error_code:
             self.metrics.reply_error(method, error_code)
+
+    def metrics_disconnect(self, code: int) -> None:
+        """Count a connection the server closed with ``code``."""
+        self.metrics.server_disconnect(code)
 
     @property
     def scheduler(self) -> Scheduler:

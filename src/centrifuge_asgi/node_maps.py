@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import anyio
+import msgspec
 
 from .codes import ErrorCode
 from .engines.base import ClientInfo, HistoryFilter, HistoryResult, StreamPosition
@@ -27,6 +28,7 @@ from .engines.map_base import (
 from .errors import ClientError
 from .map_subscriptions import channel_options
 from .payload import is_parsed, publication_data_problem, to_payload
+from .wire import client_info_wire
 
 if TYPE_CHECKING:
     from .config import ChannelOptions, Config
@@ -160,14 +162,33 @@ class MapApi:
 
     # ---------------------------------------------------------- for sessions
 
+    async def map_presence_join(
+        self, channel: str, client_id: str, user: str, info: ClientInfo
+    ) -> None:
+        """The ``map_clients`` (key: client id, data: client info) and ``map_users`` (key:
+        user id) entries of a subscriber of ``channel``, when its namespace has those
+        prefixes; added once, then only their TTL is renewed (best effort)."""
+        opts = self.policy.options(channel)
+        if opts is None:
+            return
+        clients = opts.map_clients_presence_channel_prefix
+        if clients:
+            data = msgspec.json.encode(client_info_wire(info))
+            await self.map_presence_update(clients + channel, client_id, data, info)
+        users = opts.map_users_presence_channel_prefix
+        if users and user:
+            await self.map_presence_update(users + channel, user, b"{}", info)
+
     async def map_presence_update(
         self, channel: str, key: str, data: bytes, info: ClientInfo
     ) -> None:
-        """Add or refresh a ``map_clients``/``map_users`` presence entry (best effort)."""
+        """Add a presence entry, or renew its TTL when it is there (best effort)."""
         opts = self.policy.options(channel)
         if opts is None or not opts.is_map:
             return
-        publish = MapPublishOptions(data=data, client_info=info)
+        publish = MapPublishOptions(
+            data=data, client_info=info, key_mode="if_new", refresh_ttl_on_suppress=True
+        )
         try:
             await self.map_broker.publish(channel, key, publish, channel_options(opts.map))
         except Exception as exc:

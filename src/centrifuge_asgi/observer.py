@@ -35,6 +35,10 @@ class NodeObserver(Protocol):
         """A client command was answered with error ``code``."""
         ...
 
+    def server_disconnect(self, code: int) -> None:
+        """The server closed a connection with disconnect ``code``."""
+        ...
+
     def published(self, kind: str) -> None:
         """The node handed a message of ``kind`` (publication) to the broker."""
         ...
@@ -71,6 +75,9 @@ class NoObserver:
         pass
 
     def reply_error(self, method: str, code: int) -> None:
+        pass
+
+    def server_disconnect(self, code: int) -> None:
         pass
 
     def published(self, kind: str) -> None:

@@ -250,6 +250,7 @@ class Session:
         self.outbox.close(discard=discard)
         self._cancel_timers()
         if code != DisconnectCode.CONNECTION_CLOSED:
+            self.node.metrics_disconnect(int(code))
             log.info(
                 "disconnect client=%s user=%s code=%s reason=%s",
                 self.client_id,

@@ -211,6 +211,8 @@ DASHBOARD_NAMES = [
     "centrifugo_node_messages_received_count",
     "centrifugo_client_num_reply_errors",
     "centrifugo_client_connections_inflight",
+    "centrifugo_client_subscriptions_inflight",
+    "centrifugo_client_num_server_disconnects",
     "centrifugo_client_command_duration_seconds_histogram_bucket",
     "centrifugo_client_command_duration_seconds_histogram_count",
     "centrifugo_transport_messages_sent",
@@ -248,7 +250,20 @@ async def test_dashboard_metric_names_are_exposed(live_server: LiveServerFactory
         with anyio.fail_after(TIMEOUT):
             while "pub" not in await ws.recv():
                 pass
-        names = {name for name, _ in await scrape(http, srv)}
+        samples = await scrape(http, srv)
+        r = await http.post(srv.url("/api/disconnect"), json={"user": "1"}, headers=AUTH)
+        assert r.json() == {"result": {}}
+        with anyio.fail_after(TIMEOUT), pytest.raises(websockets.ConnectionClosed):
+            while True:
+                await ws.recv()
+        code = str(ws.close_code)
+        with anyio.fail_after(TIMEOUT):  # the count follows the close
+            while not value(  # noqa: ASYNC110 (polls the node over HTTP)
+                after := await scrape(http, srv), "client_num_server_disconnects", code=code
+            ):
+                await anyio.sleep(0.02)
+        assert value(after, "client_num_server_disconnects", code=code) == 1
+    names = {name for name, _ in samples} | {name for name, _ in after}
     missing = [name for name in DASHBOARD_NAMES if name not in names]
     assert not missing, missing
     # counters keep client_golang's names: no _total appended to ..._count

@@ -80,6 +80,7 @@ class MapPublishOptions:
     version_epoch: str = ""
     expected_position: StreamPosition | None = None
     delta: bool = False  # fan the key's previous value out with it (fossil delta base)
+    refresh_ttl_on_suppress: bool = False  # a suppressed publish still renews the key's TTL
 
 
 @dataclass(frozen=True, slots=True)

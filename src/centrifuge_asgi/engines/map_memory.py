@@ -175,6 +175,8 @@ class MemoryMapBroker:
         ):
             reason = SUPPRESS_VERSION
         if reason:
+            if opts.refresh_ttl_on_suppress and entry is not None and chopts.key_ttl > 0:
+                entry.expires_at = self._clock() + chopts.key_ttl
             return MapUpdateResult(ch.position(), suppressed=True, suppress_reason=reason)
         pub = Publication(
             opts.data,

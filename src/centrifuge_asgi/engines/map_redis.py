@@ -262,6 +262,7 @@ class RedisMapBroker:
             self._topic(shard, channel),
             "PUBLISH",
             int(opts.delta),
+            int(opts.refresh_ttl_on_suppress),
         ]
         result = self._update(await self._run(shard, PUBLISH, keys, args))
         if chopts.key_ttl > 0 and not result.suppressed:

@@ -20,7 +20,8 @@ from __future__ import annotations
 # KEYS: state, off, rm, exp, ver, stream, meta, result ("" when none)
 # ARGV: key, record, removal, key_mode, key_ttl_ms, has_stream, stream_size, stream_ttl_ms,
 #       meta_ttl_ms, new_epoch, version, version_epoch, expected_offset (-1: none),
-#       expected_epoch, result_ttl_ms, now_ms, topic, publish_command, with_prev (0/1)
+#       expected_epoch, result_ttl_ms, now_ms, topic, publish_command, with_prev (0/1),
+#       refresh_ttl_on_suppress (0/1)
 PUBLISH = """
 local state, off, rm, exp, ver, stream, meta, res = unpack(KEYS)
 local key, record, removal = ARGV[1], ARGV[2], ARGV[3]
@@ -47,7 +48,10 @@ if expected_offset >= 0 and (expected_epoch ~= epoch or expected_offset ~= top) 
 end
 local previous = redis.call('HGET', state, key)
 local exists = previous ~= false
-if key_mode == 'if_new' and exists then return {top, epoch, 'key_exists'} end
+if key_mode == 'if_new' and exists then
+  if ARGV[20] == '1' and key_ttl > 0 then redis.call('ZADD', exp, now + key_ttl, key) end
+  return {top, epoch, 'key_exists'}
+end
 if key_mode == 'if_exists' and not exists then return {top, epoch, 'key_not_found'} end
 if version > 0 then
   local current = tonumber(redis.call('HGET', ver, key) or '0')
