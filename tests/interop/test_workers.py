@@ -480,6 +480,58 @@ def test_orphaned_workers_stop(tmp_path: Path, serve: Any) -> None:
 # ----------------------------------------------------------------- /health
 
 
+def test_internal_health_answers_503_until_the_drain_ends(tmp_path: Path) -> None:
+    """``serve`` with an internal port: after SIGTERM, /health there answers 503 for as
+    long as the main listener drains, then the port closes. The drain is held open by a
+    unidirectional SSE client that never reads (a 4 KiB receive buffer) while 5 MB of
+    publications is queued for it, until shutdown.timeout ends it."""
+    internal = free_port()
+    config = {
+        "client": {"token": {"hmac_secret_key": SECRET}},
+        "http_api": {"key": API_KEY},
+        "health": {"enabled": True},
+        "log": {"level": "warn"},
+        "uni_sse": {"enabled": True},
+        "http_server": {"internal_port": str(internal)},
+        "shutdown": {"timeout": "3s"},
+    }
+    processes = ServeProcesses()
+    reader = socket.socket()
+    try:
+        served = processes.start(write_config(tmp_path, config))
+        wait_for(lambda: health(internal) == 200, "health on the internal port")
+        reader.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        reader.connect(("127.0.0.1", served.port))
+        connect = json.dumps({"token": connection_token("u", SECRET, channels=["stuck"])})
+        query = httpx.QueryParams({"cf_connect": connect})
+        request = f"GET /connection/uni_sse?{query} HTTP/1.1\r\nHost: x\r\n\r\n"
+        reader.sendall(request.encode())
+        reader.recv(1)  # the response has begun: the server-side subscription exists
+        for _ in range(12):
+            data = {"channel": "stuck", "data": {"pad": "x" * 400_000}}
+            reply = httpx.post(
+                f"http://127.0.0.1:{internal}/api/publish",
+                json=data,
+                headers={"X-API-Key": API_KEY},
+                timeout=5,
+            )
+            assert reply.status_code == 200, reply.text
+        served.proc.send_signal(signal.SIGTERM)
+        seen = []
+        deadline = time.monotonic() + WAIT
+        while time.monotonic() < deadline:
+            seen.append(health(internal))
+            if seen[-1] == 0:
+                break
+            time.sleep(0.05)
+        assert served.proc.wait(WAIT) in (0, 1)  # 1: shutdown.timeout reached
+        assert seen[-1] == 0 and 200 not in seen[1:], seen
+        assert seen.count(503) >= 5, seen  # 503 all along a drain of about 3 s
+    finally:
+        reader.close()
+        processes.stop_all()
+
+
 def test_health_answers_503_while_the_node_drains(live_server: Any) -> None:
     """From the first moment of shutdown until the node is gone, ``/health`` says 503, so
     a load balancer or a readiness probe stops sending new clients to a draining server.
