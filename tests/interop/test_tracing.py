@@ -414,3 +414,41 @@ async def test_grpc_proxy_metadata_carries_traceparent() -> None:
     assert f"centrifugo_proxy_errors{{{labels}}} 1" in text
     failed = [s for s in exporter.get_finished_spans() if s.name == "centrifugo.proxy.rpc"][-1]
     assert failed.status.status_code.name == "ERROR"
+
+
+@pytest.mark.anyio
+async def test_grpc_api_calls_continue_the_callers_trace(
+    live_server: LiveServerFactory, receiver: Receiver
+) -> None:
+    import grpc
+
+    from centrifuge_asgi.grpc import api_pb2 as pb
+    from centrifuge_asgi.grpc.api_pb2_grpc import CentrifugoApiStub
+
+    from .grpc_support import API_KEY, grpc_config, start
+
+    cfg = grpc_config(uni=False)
+    cfg["opentelemetry"] = {"enabled": True, "api": True}
+    env = start(live_server, cfg)
+    metadata = (
+        ("authorization", f"apikey {API_KEY}"),
+        ("traceparent", f"00-{TRACE_ID}-{PARENT_ID}-01"),
+    )
+    async with grpc.aio.insecure_channel(env.api_target) as channel:
+        stub = CentrifugoApiStub(channel)
+        reply = await stub.Publish(
+            pb.PublishRequest(channel="chat:g", data=b'{"n": 1}'), metadata=metadata
+        )
+        assert not reply.HasField("error")
+        broadcast = pb.BroadcastRequest(channels=["chat:1", "chat:2", "chat:3"], data=b"{}")
+        await stub.Broadcast(broadcast, metadata=metadata[:1])
+    await receiver.wait_for("centrifugo.api.publish", "centrifugo.api.broadcast")
+    (api,) = receiver.named("centrifugo.api.publish")
+    assert (api["trace_id"], api["parent"]) == (TRACE_ID, PARENT_ID)
+    assert api["attributes"]["centrifugo.channel"] == "chat:g"
+    assert api["attributes"]["centrifugo.api.protocol"] == "grpc"
+    assert api["kind"] == 2  # SPAN_KIND_SERVER
+    (broadcast_span,) = receiver.named("centrifugo.api.broadcast")
+    assert broadcast_span["attributes"]["centrifugo.num_channels"] == 3
+    assert broadcast_span["trace_id"] != TRACE_ID  # no traceparent: a trace of its own
+    assert env.node.tracing is not None
