@@ -38,9 +38,11 @@ from .codes import ErrorCode
 from .errors import ClientError
 from .handlers import SharedPollItem, SharedPollRefreshEvent, SharedPollRefreshReply
 from .payload import to_payload
+from .protocol.codec import EncodedOnce
 from .protocol.messages import (
     PublicationWire,
     Push,
+    Reply,
     SubRefreshRequest,
     SubRefreshResult,
     TrackBatch,
@@ -49,6 +51,7 @@ from .protocol.messages import (
 if TYPE_CHECKING:
     from .config import Config, SharedPollConfig, SharedPollOptions
     from .handlers import Handlers
+    from .protocol.codec import Codec
 
 log = logging.getLogger("centrifuge_asgi.shared_poll")
 
@@ -138,12 +141,15 @@ class PollHost(Protocol):
 
 
 class Tracker(Protocol):
-    """What the manager needs of a connection."""
+    """What the manager needs of a connection: its user, its codec, a queue to write to."""
 
     @property
     def user(self) -> str: ...
 
-    def send_push(self, push: Push) -> None: ...
+    @property
+    def codec(self) -> Codec: ...
+
+    def send(self, data: bytes) -> None: ...
 
 
 @dataclass(slots=True, eq=False)
@@ -447,20 +453,21 @@ class SharedPollManager:
         """Push the current data to every tracker of ``key`` that is behind."""
         version = version or state.version
         pub = PublicationWire(data=msgspec.Raw(data), key=key, version=version)
-        push = Push(channel=ch.name, pub=pub)
+        push = EncodedOnce(Reply(push=Push(channel=ch.name, pub=pub)))  # once per protocol
         for tracker, have in state.trackers.items():
             if have < version:
                 state.trackers[tracker] = version
-                tracker.send_push(push)
+                tracker.send(push.get(tracker.codec))
 
     def _remove(self, ch: SharedPollChannel, key: str, state: KeyState) -> None:
-        push = Push(channel=ch.name, pub=PublicationWire(data=msgspec.UNSET, key=key, removed=True))
+        pub = PublicationWire(data=msgspec.UNSET, key=key, removed=True)
+        push = EncodedOnce(Reply(push=Push(channel=ch.name, pub=pub)))
         del ch.keys[key]
         for tracker in state.trackers:
             mine = ch.subscribers.get(tracker)
             if mine is not None:
                 mine.pop(key, None)
-            tracker.send_push(push)
+            tracker.send(push.get(tracker.codec))
 
 
 __all__ = [

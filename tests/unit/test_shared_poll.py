@@ -14,6 +14,7 @@ from typing import Any
 
 import anyio
 import httpx
+import msgspec
 import pytest
 
 from centrifuge_asgi import Node
@@ -25,7 +26,8 @@ from centrifuge_asgi.handlers import (
     SharedPollRefreshReply,
     SharedPollResult,
 )
-from centrifuge_asgi.protocol.messages import KeyedItem, Push, SubRefreshRequest, TrackBatch
+from centrifuge_asgi.protocol.json_codec import JSON
+from centrifuge_asgi.protocol.messages import KeyedItem, SubRefreshRequest, TrackBatch
 from centrifuge_asgi.shared_poll import check_batch, make_signature, verify_signature
 
 SECRET = "poll-secret"
@@ -158,20 +160,25 @@ def test_config_versioned_publish_and_named_proxy() -> None:
 
 
 class FakeConn:
+    """A JSON connection that keeps the pushes it was sent."""
+
+    codec = JSON
+
     def __init__(self, user: str = "") -> None:
         self.user = user
-        self.pushes: list[Push] = []
+        self.pushes: list[dict[str, Any]] = []
         self.lost = 0
 
-    def send_push(self, push: Push) -> None:
-        self.pushes.append(push)
+    def send(self, data: bytes) -> None:
+        self.pushes.append(msgspec.json.decode(data)["push"])
 
     def updates(self) -> list[tuple[str, Any, int, bool]]:
         out = []
-        for p in self.pushes:
-            assert p.pub is not None
-            data = None if p.pub.removed else bytes(p.pub.data)  # type: ignore[arg-type]
-            out.append((p.pub.key, data, p.pub.version, p.pub.removed))
+        for push in self.pushes:
+            pub = push["pub"]
+            removed = pub.get("removed", False)
+            data = None if removed else msgspec.json.encode(pub["data"])
+            out.append((pub["key"], data, pub.get("version", 0), removed))
         return out
 
 
