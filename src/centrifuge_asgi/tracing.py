@@ -71,12 +71,23 @@ class OtelTracing:
         self.api = cfg.api
         self.consuming = cfg.consuming
         self.node_id = node.node_id
+        self.version = node.version
         self._own: TracerProvider | None = None
-        if provider is None:
+        # without a provider given, the choice waits for the node's start (or its first
+        # span): a host that sets up OpenTelemetry after creating the node is seen
+        self._tracer: Any = None if provider is None else self._from(provider)
+
+    def _from(self, provider: Any) -> Any:
+        return provider.get_tracer(INSTRUMENTATION, self.version)
+
+    def _resolve(self) -> Any:
+        """The host's global SDK provider's tracer, or one of a provider of our own."""
+        if self._tracer is None:
             provider = _host_provider()
-        if provider is None:
-            provider = self._own = build_provider(node.node_id, node.version)
-        self._tracer = provider.get_tracer(INSTRUMENTATION, node.version)
+            if provider is None:
+                provider = self._own = build_provider(self.node_id, self.version)
+            self._tracer = self._from(provider)
+        return self._tracer
 
     @contextlib.contextmanager
     def span(
@@ -84,7 +95,8 @@ class OtelTracing:
     ) -> Iterator[SpanHandle]:
         """A span around the ``with`` body, child of the current context; an exception
         leaving it marks it failed."""
-        with self._tracer.start_as_current_span(
+        tracer = self._tracer or self._resolve()
+        with tracer.start_as_current_span(
             name,
             kind=_KINDS[kind],
             attributes=attributes,
@@ -117,6 +129,7 @@ class OtelTracing:
 
     async def run(self) -> None:
         """Held by the node while it runs; flushes and shuts down its own provider."""
+        self._resolve()
         try:
             await anyio.sleep_forever()
         finally:

@@ -263,14 +263,15 @@ def test_fastapi_host_provider_gets_the_spans() -> None:
         from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
         from centrifuge_asgi import Node
 
+        # the node is created before the host sets up OpenTelemetry (a module-level
+        # Node, instrumentation configured at startup): its spans still go there
+        node = Node({"opentelemetry": {"enabled": True},
+                     "channel": {"without_namespace": {}}})
         exporter = InMemorySpanExporter()
         provider = TracerProvider()
         provider.add_span_processor(SimpleSpanProcessor(exporter))
         trace.set_tracer_provider(provider)
         tracer = trace.get_tracer("host")
-
-        node = Node({"opentelemetry": {"enabled": True},
-                     "channel": {"without_namespace": {}}})
         app = FastAPI()
 
         @app.middleware("http")
