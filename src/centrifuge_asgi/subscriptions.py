@@ -215,7 +215,10 @@ class ChannelCommands:
             raise ClientError.of(ErrorCode.ALREADY_SUBSCRIBED)
         if len(s.subs) >= policy.channel_limit:
             raise ClientError.of(ErrorCode.LIMIT_EXCEEDED)
-        if req.type == SUBSCRIPTION_TYPE_SHARED_POLL:
+        spoll = node.config.channel_options(channel)
+        if req.type == SUBSCRIPTION_TYPE_SHARED_POLL or (
+            spoll is not None and spoll.subscription_type == "shared_poll"
+        ):
             return await self._subscribe_shared_poll(req)
         opts = policy.checked(channel)
         if req.type != 0 or opts.subscription_type not in ("", "stream"):
@@ -262,9 +265,13 @@ class ChannelCommands:
         s = self.s
         node = s.node
         channel = req.channel
+        # as Centrifuge: another type on a shared poll channel is 107, type 4 elsewhere 108
+        if req.type != SUBSCRIPTION_TYPE_SHARED_POLL:
+            raise ClientError.of(ErrorCode.BAD_REQUEST)
+        known = node.config.channel_options(channel)
+        if known is None or known.subscription_type != "shared_poll":
+            raise ClientError.of(ErrorCode.NOT_AVAILABLE)
         opts = node.policy.checked(channel)
-        if opts.subscription_type != "shared_poll":
-            raise ClientError.of(ErrorCode.PERMISSION_DENIED)
         grant = await self._authorize_subscribe(req, opts)
         now = time.time()
         if grant.expire_at is not None and grant.expire_at <= now:
@@ -891,9 +898,7 @@ class ChannelCommands:
         sub = s.subs.get(req.channel)
         if sub is None:
             raise ClientError.of(ErrorCode.PERMISSION_DENIED)
-        if req.type:  # shared poll track (1) / untrack (2)
-            if not sub.shared_poll:
-                raise ClientError.of(ErrorCode.PERMISSION_DENIED)
+        if sub.shared_poll and req.type in (1, 2):  # shared poll track / untrack
             return s.node.shared_poll.sub_refresh(s, req)
         if not req.token:
             raise ClientError.of(ErrorCode.BAD_REQUEST)

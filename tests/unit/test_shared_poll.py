@@ -412,3 +412,64 @@ async def test_server_api_shared_poll_publish(body: dict[str, Any], code: int | 
         assert answer == {"result": {}}
     else:
         assert answer["error"]["code"] == code
+
+
+# ------------------------------------------------------------------ over a connection
+
+
+def test_commands_over_a_connection_get_centrifuges_codes() -> None:
+    """Subscribe types, sub_refresh routing, duplicates and cleanup (raw JSON client)."""
+    import json
+
+    from starlette.testclient import TestClient
+
+    cfg = poll_config()
+    cfg["client"] = {"allow_anonymous_connect_without_token": True}
+    cfg["channel"]["namespaces"][0]["allow_subscribe_for_client"] = True
+    cfg["channel"]["namespaces"][0]["allow_subscribe_for_anonymous"] = True
+    cfg["channel"]["namespaces"].append(
+        {"name": "plain", "allow_subscribe_for_client": True, "allow_subscribe_for_anonymous": True}
+    )
+    node = Node(cfg)
+    node.on_shared_poll_refresh(Backend())
+    pending: list[dict[str, Any]] = []
+    ids = iter(range(1, 100))
+
+    def call(ws: Any, **cmd: Any) -> dict[str, Any]:
+        cmd_id = next(ids)
+        ws.send_text(json.dumps({"id": cmd_id, **cmd}))
+        while True:
+            if not pending:
+                pending.extend(json.loads(x) for x in ws.receive_text().split("\n"))
+            reply = pending.pop(0)
+            if reply.get("id") == cmd_id:
+                return reply
+
+    def code(reply: dict[str, Any]) -> int:
+        return int(reply["error"]["code"]) if "error" in reply else 0
+
+    sig = make_signature(SECRET, "", "vv:1", ["k"], 60)
+    track = {"channel": "vv:1", "type": 1, "track": [{"signature": sig, "items": [{"key": "k"}]}]}
+    with TestClient(node.asgi_app()) as http, http.websocket_connect("/connection/websocket") as ws:
+        assert "connect" in call(ws, connect={})
+        assert code(call(ws, subscribe={"channel": "plain:1", "type": 4})) == 108
+        assert code(call(ws, subscribe={"channel": "nope:1", "type": 4})) == 108
+        assert code(call(ws, subscribe={"channel": "vv:1"})) == 107
+        assert code(call(ws, sub_refresh=track)) == 103  # not subscribed
+        assert call(ws, subscribe={"channel": "plain:1"})["subscribe"] == {}
+        plain_track = {**track, "channel": "plain:1"}
+        assert code(call(ws, sub_refresh=plain_track)) == 107  # a token refresh without token
+        reply = call(ws, subscribe={"channel": "vv:1", "type": 4})
+        assert reply["subscribe"]["type"] == 4 and reply["subscribe"]["epoch"]
+        assert code(call(ws, subscribe={"channel": "vv:1", "type": 4})) == 105
+        assert "sub_refresh" in call(ws, sub_refresh=track)
+        assert list(node.shared_poll.channels["vv:1"].keys) == ["k"]
+        assert "unsubscribe" in call(ws, unsubscribe={"channel": "vv:1"})
+        assert code(call(ws, sub_refresh=track)) == 103
+        assert node.shared_poll.channels["vv:1"].keys == {}
+        reply = call(ws, subscribe={"channel": "vv:1", "type": 4})
+        assert "sub_refresh" in call(ws, sub_refresh=track)
+    # the connection closed: its keys are gone
+    assert (
+        node.shared_poll.channels.get("vv:1") is None or not node.shared_poll.channels["vv:1"].keys
+    )
