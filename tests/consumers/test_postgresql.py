@@ -421,3 +421,26 @@ async def test_partitions_and_nodes_side_by_side(outbox: Outbox) -> None:
         assert [n for q, n in seen if q == p] == list(range(p, 200, 2))  # in order
     # which consumer takes a partition is up to the locks; together they removed each once
     assert first.report.status.processed + second.report.status.processed == 200
+
+
+async def test_table_ddl_stays_in_the_tables_schema_and_drops_cleanly(outbox: Outbox) -> None:
+    """The NOTIFY trigger's function is created in the table's schema, not in the
+    connection's ``search_path`` (``public``), so dropping the schema leaves nothing
+    behind; ``drop_table_sql`` removes the table and the function."""
+    table = f"{outbox.schema}.ddl_check"
+    conn = await asyncpg.connect(outbox.dsn)
+    where = (
+        "SELECT n.nspname FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace"
+        " WHERE p.proname = $1"
+    )
+    function = f"{outbox.schema}_ddl_check_notify_partition"
+    try:
+        for sql in outbox_table.create_table_sql(table, "wake"):
+            await conn.execute(sql)
+        assert [r[0] for r in await conn.fetch(where, function)] == [outbox.schema]
+        for sql in outbox_table.drop_table_sql(table):
+            await conn.execute(sql)
+        assert await conn.fetch(where, function) == []
+        assert await conn.fetchval("SELECT to_regclass($1)", table) is None
+    finally:
+        await conn.close()

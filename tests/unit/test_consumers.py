@@ -186,6 +186,11 @@ def test_outbox_table_payloads() -> None:
         outbox_table.publish_sync(object(), "c", 1)
     ddl = outbox_table.create_table_sql("app.outbox", "wake")
     assert "pg_notify('wake', NEW.partition::text)" in ddl[2]
+    assert ddl[2].startswith("CREATE OR REPLACE FUNCTION app.app_outbox_notify_partition()")
+    assert outbox_table.drop_table_sql("app.outbox") == [
+        "DROP TABLE IF EXISTS app.outbox",
+        "DROP FUNCTION IF EXISTS app.app_outbox_notify_partition()",
+    ]
 
 
 # ------------------------------------------------------------------------ dispatcher

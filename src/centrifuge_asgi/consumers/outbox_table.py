@@ -49,16 +49,31 @@ def create_table_sql(table: str = DEFAULT_TABLE, notification_channel: str = "")
         f" ON {table} (partition, id)",
     ]
     if notification_channel:
-        fn = f"{table.replace('.', '_')}_notify_partition"
+        fn = _notify_function(table)
         literal = "'" + notification_channel.replace("'", "''") + "'"
         statements += [
             f"CREATE OR REPLACE FUNCTION {fn}() RETURNS TRIGGER AS $$ BEGIN"
             f" PERFORM pg_notify({literal}, NEW.partition::text); RETURN NEW;"
             " END; $$ LANGUAGE plpgsql",
-            f"CREATE OR REPLACE TRIGGER {fn}_trigger AFTER INSERT ON {table}"
-            f" FOR EACH ROW EXECUTE FUNCTION {fn}()",
+            f"CREATE OR REPLACE TRIGGER {table.replace('.', '_')}_notify_partition_trigger"
+            f" AFTER INSERT ON {table} FOR EACH ROW EXECUTE FUNCTION {fn}()",
         ]
     return statements
+
+
+def drop_table_sql(table: str = DEFAULT_TABLE) -> list[str]:
+    """The statements that drop what :func:`create_table_sql` created (a migration's
+    reverse): the table with its index and trigger, and the trigger's function."""
+    _check_table(table)
+    return [f"DROP TABLE IF EXISTS {table}", f"DROP FUNCTION IF EXISTS {_notify_function(table)}()"]
+
+
+def _notify_function(table: str) -> str:
+    """The trigger function's name, in the table's schema when the name has one (not in
+    whichever schema the connection's ``search_path`` starts with)."""
+    schema, _, _ = table.rpartition(".")
+    name = f"{table.replace('.', '_')}_notify_partition"
+    return f"{schema}.{name}" if schema else name
 
 
 def publish_payload(
