@@ -603,6 +603,8 @@ class ChannelProxyConfig(_Struct, frozen=True):
     sub_refresh: ProxyConfig = msgspec.field(default_factory=ProxyConfig)
     subscribe_stream: ProxyConfig = msgspec.field(default_factory=ProxyConfig)
     shared_poll_refresh: ProxyConfig = msgspec.field(default_factory=ProxyConfig)
+    map_publish: ProxyConfig = msgspec.field(default_factory=ProxyConfig)
+    map_remove: ProxyConfig = msgspec.field(default_factory=ProxyConfig)
 
 
 class ChannelConfig(_Struct, frozen=True):
@@ -1132,6 +1134,8 @@ class Config(_Struct, frozen=True, dict=True):
                 "sub_refresh": ch.proxy.sub_refresh,
                 "subscribe_stream": ch.proxy.subscribe_stream,
                 "shared_poll_refresh": ch.proxy.shared_poll_refresh,
+                "map_publish": ch.proxy.map_publish,
+                "map_remove": ch.proxy.map_remove,
                 "rpc": rpc.proxy,
             },
             proxies={p.name: p for p in self.proxies},

@@ -788,6 +788,10 @@ class _Validator:
             self.fail(f"{at}.client_key", m.client_key, "'', client_id or user_id")
         if m.client_key and (m.publish_proxy_enabled or m.remove_proxy_enabled):
             self.fail(f"{at}.client_key", m.client_key, "cannot be combined with map proxies")
+        if m.publish_proxy_enabled:
+            self.check_proxy_ref(f"{at}.publish_proxy_name", "map_publish", m.publish_proxy_name)
+        if m.remove_proxy_enabled:
+            self.check_proxy_ref(f"{at}.remove_proxy_name", "map_remove", m.remove_proxy_name)
         for name in ("min_page_size", "max_page_size", "default_page_size"):
             if getattr(m, name) < 0:
                 self.fail(f"{at}.{name}", getattr(m, name), "must not be negative")

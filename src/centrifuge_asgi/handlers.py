@@ -133,6 +133,52 @@ class PublishReply:
 
 
 @dataclass(frozen=True, slots=True)
+class MapPublishEvent:
+    """A client's publish into a map channel: ``key`` (after ``map.client_key``) and data."""
+
+    client: ClientRef
+    channel: str
+    key: str
+    raw_data: bytes
+
+    @property
+    def data(self) -> Any:
+        return decode_payload(self.raw_data)
+
+
+@dataclass(slots=True)
+class MapPublishReply:
+    """Allow a map publish; each set field replaces the client's value or the default."""
+
+    key: str = ""  # "" keeps the client's key
+    data: Any = None
+    tags: dict[str, str] | None = None
+    key_mode: str = ""  # if_new | if_exists
+    idempotency_key: str = ""
+    delta: bool = False
+    version: int = 0
+    version_epoch: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class MapRemoveEvent:
+    """A client's remove of a key of a map channel."""
+
+    client: ClientRef
+    channel: str
+    key: str
+
+
+@dataclass(slots=True)
+class MapRemoveReply:
+    """Allow a map remove; ``key`` (when set) replaces the client's."""
+
+    key: str = ""
+    tags: dict[str, str] | None = None
+    idempotency_key: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class RPCEvent:
     client: ClientRef
     method: str
@@ -227,6 +273,8 @@ class DisconnectEvent:
 ConnectingHandler = Callable[[ConnectEvent], Awaitable[ConnectReply | None]]
 SubscribeHandler = Callable[[SubscribeEvent], Awaitable[SubscribeReply | None]]
 PublishHandler = Callable[[PublishEvent], Awaitable[PublishReply | None]]
+MapPublishHandler = Callable[[MapPublishEvent], Awaitable[MapPublishReply | None]]
+MapRemoveHandler = Callable[[MapRemoveEvent], Awaitable[MapRemoveReply | None]]
 RPCHandler = Callable[[RPCEvent], Awaitable[Any]]
 RefreshHandler = Callable[[RefreshEvent], Awaitable[RefreshReply]]
 SubRefreshHandler = Callable[[SubRefreshEvent], Awaitable[SubRefreshReply]]
@@ -245,6 +293,8 @@ class Handlers:
     connecting: ConnectingHandler | None = None
     subscribe: SubscribeHandler | None = None
     publish: PublishHandler | None = None
+    map_publish: MapPublishHandler | None = None
+    map_remove: MapRemoveHandler | None = None
     rpc: dict[str, RPCHandler] = field(default_factory=dict)
     rpc_fallback: RPCHandler | None = None
     refresh: RefreshHandler | None = None

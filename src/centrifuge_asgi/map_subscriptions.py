@@ -34,7 +34,8 @@ from .codes import DisconnectCode, ErrorCode
 from .engines.base import HistoryFilter, Publication, StreamPosition
 from .engines.map_base import MapChannelOptions, MapPublishOptions, MapRemoveOptions
 from .errors import ClientError, Disconnect
-from .payload import publication_data_problem
+from .handlers import MapPublishEvent, MapPublishReply, MapRemoveEvent, MapRemoveReply
+from .payload import is_parsed, publication_data_problem, to_payload
 from .protocol.messages import (
     MAP_PHASE_LIVE,
     MAP_PHASE_STATE,
@@ -367,7 +368,9 @@ class MapCommands:
     # ------------------------------------------------------- publish / remove
 
     async def publish(self, req: PublishRequest) -> None:
-        """A client's map publish (``type`` 1) or remove (``removed``)."""
+        """A client's map publish (``type`` 1) or remove (``removed``): a map proxy or the
+        application's handler decides (an answer approves, and may change the key, the
+        data, the tags, ...), else ``map.allow_<publish|remove>_for_*``."""
         s = self.s
         node = s.node
         channel = req.channel
@@ -376,37 +379,72 @@ class MapCommands:
         opts = self.channels._checked_options(channel)
         if not opts.is_map:
             raise ClientError.of(ErrorCode.BAD_REQUEST)
-        m = opts.map
-        subscribed = channel in s.subs
-        anonymous_ok = bool(s.user) or (
-            m.allow_remove_for_anonymous if req.removed else m.allow_publish_for_anonymous
-        )
-        if req.removed:
-            allowed = m.allow_remove_for_client or (m.allow_remove_for_subscriber and subscribed)
-        else:
-            allowed = m.allow_publish_for_client or (m.allow_publish_for_subscriber and subscribed)
-        if not ((allowed and anonymous_ok) or node.config.client.insecure):
-            raise ClientError.of(ErrorCode.PERMISSION_DENIED)
         key = req.key
-        if m.client_key == "client_id":
+        if opts.map.client_key == "client_id":
             key = s.client_id
-        elif m.client_key == "user_id":
+        elif opts.map.client_key == "user_id":
             if not s.user:
                 raise ClientError.of(ErrorCode.PERMISSION_DENIED)
             key = s.user
-        if not key:
-            raise ClientError.of(ErrorCode.BAD_REQUEST)
-        chopts = channel_options(m)
         if req.removed:
-            await node.map_broker.remove(channel, key, MapRemoveOptions(), chopts)
+            await self._remove(channel, key, opts)
             return
         if req.data is UNSET:
             raise ClientError.of(ErrorCode.BAD_REQUEST)
         data = bytes(req.data)
-        data_format = node.policy.data_format(opts)
-        if publication_data_problem(data, data_format, parsed=s.codec.name == "json"):
+        handler = node.handlers.map_publish
+        reply = None
+        if handler is not None:
+            reply = await handler(MapPublishEvent(s.client_ref(), channel, key, data))
+        if reply is None:
+            self._check_permission(channel, opts, removed=False)
+            reply = MapPublishReply()
+        parsed = s.codec.name == "json"
+        if reply.data is not None:
+            data, parsed = to_payload(reply.data), is_parsed(reply.data)
+        key = reply.key or key
+        if not key:
+            raise ClientError.of(ErrorCode.BAD_REQUEST)
+        if publication_data_problem(data, node.policy.data_format(opts), parsed=parsed):
             raise ClientError.of(ErrorCode.BAD_REQUEST)
         sub = s.subs.get(channel)
-        info = s.client_info(sub.chan_info if sub is not None else None)
-        publish = MapPublishOptions(data=data, client_info=info, delta=opts.delta_publish)
-        await node.map_broker.publish(channel, key, publish, chopts)
+        publish = MapPublishOptions(
+            data=data,
+            client_info=s.client_info(sub.chan_info if sub is not None else None),
+            tags=reply.tags,
+            key_mode=reply.key_mode,
+            idempotency_key=reply.idempotency_key,
+            delta=reply.delta or opts.delta_publish,
+            version=reply.version,
+            version_epoch=reply.version_epoch,
+        )
+        await node.map_broker.publish(channel, key, publish, channel_options(opts.map))
+
+    async def _remove(self, channel: str, key: str, opts: ChannelOptions) -> None:
+        s = self.s
+        handler = s.node.handlers.map_remove
+        reply = None
+        if handler is not None:
+            reply = await handler(MapRemoveEvent(s.client_ref(), channel, key))
+        if reply is None:
+            self._check_permission(channel, opts, removed=True)
+            reply = MapRemoveReply()
+        key = reply.key or key
+        if not key:
+            raise ClientError.of(ErrorCode.BAD_REQUEST)
+        remove = MapRemoveOptions(tags=reply.tags, idempotency_key=reply.idempotency_key)
+        await s.node.map_broker.remove(channel, key, remove, channel_options(opts.map))
+
+    def _check_permission(self, channel: str, opts: ChannelOptions, *, removed: bool) -> None:
+        """``map.allow_<publish|remove>_for_client/subscriber/anonymous``, then insecure (103)."""
+        s = self.s
+        m = opts.map
+        subscribed = channel in s.subs
+        if removed:
+            allowed = m.allow_remove_for_client or (m.allow_remove_for_subscriber and subscribed)
+            anonymous_ok = m.allow_remove_for_anonymous
+        else:
+            allowed = m.allow_publish_for_client or (m.allow_publish_for_subscriber and subscribed)
+            anonymous_ok = m.allow_publish_for_anonymous
+        if not ((allowed and (s.user or anonymous_ok)) or s.node.config.client.insecure):
+            raise ClientError.of(ErrorCode.PERMISSION_DENIED)

@@ -50,6 +50,8 @@ from .handlers import (
     ConnectingHandler,
     DisconnectHandler,
     Handlers,
+    MapPublishHandler,
+    MapRemoveHandler,
     MessageHandler,
     PublishHandler,
     RefreshHandler,
@@ -188,6 +190,17 @@ class Node(MapApi):
 
     def on_publish(self, fn: PublishHandler) -> PublishHandler:
         self.handlers.publish = self._traced("publish", fn)
+        return fn
+
+    def on_map_publish(self, fn: MapPublishHandler) -> MapPublishHandler:
+        """Decide client publishes into map channels (returns MapPublishReply or None;
+        None leaves it to ``map.allow_publish_for_*``); a map publish proxy comes first."""
+        self.handlers.map_publish = self._traced("map_publish", fn)
+        return fn
+
+    def on_map_remove(self, fn: MapRemoveHandler) -> MapRemoveHandler:
+        """Decide client removes of map keys (MapRemoveReply or None), as on_map_publish."""
+        self.handlers.map_remove = self._traced("map_remove", fn)
         return fn
 
     def on_refresh(self, fn: RefreshHandler) -> RefreshHandler:

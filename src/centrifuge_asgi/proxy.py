@@ -8,6 +8,8 @@ kept as fallbacks, with this precedence:
   ``on_connecting`` / ``on_refresh`` handler is never called (a warning is logged).
 * ``subscribe``, ``publish``, ``sub_refresh``: the proxy decides in namespaces with
   ``<kind>_proxy_enabled``; the Python handler (if any) serves the other namespaces.
+  So do ``map_publish`` and ``map_remove`` (``map.publish_proxy_enabled``,
+  ``map.remove_proxy_enabled``; HTTP proxies).
 * ``rpc``: ``on_rpc("method")`` handlers first, then the proxy of the method's RPC
   namespace when enabled, then the ``on_rpc()`` fallback, then 104 (unknown RPC
   namespace) or 108 (proxy not enabled there).
@@ -104,6 +106,10 @@ def proxied_hooks(config: Config) -> list[str]:
             if proxy is not None and proxy.endpoint:
                 hooks.append("shared_poll_refresh")
                 break
+    if any(opts.map.publish_proxy_enabled for opts in scopes):
+        hooks.append("map_publish")
+    if any(opts.map.remove_proxy_enabled for opts in scopes):
+        hooks.append("map_remove")
     for opts in scopes:
         if opts.subscribe_stream_proxy_enabled:
             proxy = config.proxy("subscribe_stream", opts.subscribe_stream_proxy_name)
@@ -138,6 +144,8 @@ def install(node: Node) -> None:
         "rpc_fallback": impl.rpc,
         "subscribe_stream": impl.subscribe_stream,
         "shared_poll_refresh": impl.shared_poll_refresh,
+        "map_publish": impl.map_publish,
+        "map_remove": impl.map_remove,
     }
     table = _RoutedHandlers(node.handlers, {name: methods[name] for name in hooks}, caller)
     node.handlers = table

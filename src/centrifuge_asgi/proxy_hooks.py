@@ -25,6 +25,10 @@ from .handlers import (
     ClientRef,
     ConnectEvent,
     ConnectReply,
+    MapPublishEvent,
+    MapPublishReply,
+    MapRemoveEvent,
+    MapRemoveReply,
     PublishEvent,
     PublishReply,
     RefreshEvent,
@@ -132,7 +136,29 @@ R = TypeVar("R")
 _CONNECT = decoder(_ConnectResult)
 _REFRESH = decoder(_RefreshResult)
 _SUBSCRIBE = decoder(_SubscribeResult)
+
+
+class _MapPublishResult(msgspec.Struct):
+    key: str = ""
+    data: Raw = Raw()
+    b64data: str = ""
+    tags: dict[str, str] = {}
+    key_mode: str = ""
+    idempotency_key: str = ""
+    delta: bool = False
+    version: int = 0
+    version_epoch: str = ""
+
+
+class _MapRemoveResult(msgspec.Struct):
+    key: str = ""
+    tags: dict[str, str] = {}
+    idempotency_key: str = ""
+
+
 _PUBLISH = decoder(_PublishResult)
+_MAP_PUBLISH = decoder(_MapPublishResult)
+_MAP_REMOVE = decoder(_MapRemoveResult)
 _SUB_REFRESH = decoder(_SubRefreshResult)
 _RPC = decoder(_RPCResult)
 
@@ -422,6 +448,72 @@ class ProxyHooks:
             channel=event.channel,
         )
         return reply or PublishReply()
+
+    def _map_proxy(self, kind: str, channel: str) -> ProxyConfig | None:
+        """The ``map.<publish|remove>_proxy`` of the channel's namespace when enabled."""
+        opts = self.node.config.channel_options(channel)
+        action = kind.removeprefix("map_")
+        if opts is None or not getattr(opts.map, f"{action}_proxy_enabled"):
+            return None
+        proxy = self.node.config.proxy(kind, getattr(opts.map, f"{action}_proxy_name"))
+        if proxy is None or is_grpc(proxy):  # map proxies are HTTP only here
+            raise ClientError.of(ErrorCode.NOT_AVAILABLE)
+        return proxy
+
+    async def map_publish(self, event: MapPublishEvent) -> MapPublishReply | None:
+        """The map publish proxy decides alone (an answer, even empty, approves)."""
+        proxy = self._map_proxy("map_publish", event.channel)
+        if proxy is None:
+            handler = self.fallback("map_publish")
+            return await handler(event) if handler is not None else None
+
+        def answer(result: _MapPublishResult, json_only: bool) -> MapPublishReply:
+            return MapPublishReply(
+                key=result.key,
+                data=_payload(result.data, result.b64data, "data", json_only=False),
+                tags=result.tags or None,
+                key_mode=result.key_mode,
+                idempotency_key=result.idempotency_key,
+                delta=result.delta,
+                version=result.version,
+                version_epoch=result.version_epoch,
+            )
+
+        reply = await self._decide(
+            "map_publish",
+            proxy,
+            event.client,
+            event.raw_data,
+            _MAP_PUBLISH,
+            answer,
+            channel=event.channel,
+            key=event.key,
+        )
+        return reply or MapPublishReply()
+
+    async def map_remove(self, event: MapRemoveEvent) -> MapRemoveReply | None:
+        """The map remove proxy decides alone (an answer, even empty, approves)."""
+        proxy = self._map_proxy("map_remove", event.channel)
+        if proxy is None:
+            handler = self.fallback("map_remove")
+            return await handler(event) if handler is not None else None
+
+        def answer(result: _MapRemoveResult, json_only: bool) -> MapRemoveReply:
+            return MapRemoveReply(
+                key=result.key, tags=result.tags or None, idempotency_key=result.idempotency_key
+            )
+
+        reply = await self._decide(
+            "map_remove",
+            proxy,
+            event.client,
+            None,
+            _MAP_REMOVE,
+            answer,
+            channel=event.channel,
+            key=event.key,
+        )
+        return reply or MapRemoveReply()
 
     async def sub_refresh(self, event: SubRefreshEvent) -> SubRefreshReply:
         """Extend an expiring subscription through its namespace's sub_refresh proxy."""
