@@ -297,3 +297,43 @@ def test_js_shared_poll_publish_reaches_other_nodes(
         {"key": "p1", "data": {"price": 1}, "version": 1},
         {"key": "p1", "data": {"price": 7}, "version": 100},
     ]
+
+
+def test_js_shared_poll_publish_over_grpc_api(
+    live_server: LiveServerFactory, run_js: RunJs
+) -> None:
+    """``SharedPollPublish`` of the gRPC server API reaches a centrifuge-js tracker."""
+    import grpc
+
+    from centrifuge_asgi.grpc import api_pb2 as pb
+    from centrifuge_asgi.grpc.api_pb2_grpc import CentrifugoApiStub
+
+    from .grpc_support import free_port
+
+    backend = Backend()
+    cfg = config()
+    port = free_port()
+    cfg["grpc_api"] = {"enabled": True, "address": "127.0.0.1", "port": port}
+    node = poll_node(backend, node_config=cfg)
+    errors: list[int] = []
+
+    @node.on_rpc("publish")
+    async def publish_over_grpc(event: RPCEvent) -> Any:
+        args = event.data
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = CentrifugoApiStub(channel)
+            data = json.dumps(args["data"]).encode()
+            bad = pb.SharedPollPublishRequest(channel=args["channel"], key=args["key"], data=data)
+            errors.append((await stub.SharedPollPublish(bad)).error.code)  # version 0: 107
+            request = pb.SharedPollPublishRequest(
+                channel=args["channel"], key=args["key"], data=data, version=args["version"]
+            )
+            reply = await stub.SharedPollPublish(request)
+            errors.append(reply.error.code)
+        return {}
+
+    srv = live_server(node.asgi_app())
+    url = srv.ws_url(WS_PATH)
+    result = run_js("sdk_shared_poll_multinode.mjs", url, url, token("u1"), POLL_SECRET, timeout=20)
+    assert result["updates"][1] == {"key": "p1", "data": {"price": 7}, "version": 100}
+    assert errors == [107, 0]

@@ -51,6 +51,7 @@ API_FIELDS: Final = {
         "rpc": (14, "RPCRequest"),
         "refresh": (15, "RefreshRequest"),
         "channels": (16, "ChannelsRequest"),
+        "shared_poll_publish": (42, "SharedPollPublishRequest"),
     },
     "Error": {"code": (1, "uint32"), "message": (2, "string")},
     "Reply": {
@@ -68,6 +69,7 @@ API_FIELDS: Final = {
         "rpc": (14, "RPCResult"),
         "refresh": (15, "RefreshResult"),
         "channels": (16, "ChannelsResult"),
+        "shared_poll_publish": (42, "SharedPollPublishResult"),
     },
     "BatchRequest": {"commands": (1, "repeated Command"), "parallel": (2, "bool")},
     "BatchResponse": {"replies": (1, "repeated Reply")},
@@ -205,6 +207,16 @@ API_FIELDS: Final = {
     "ChannelsRequest": {"pattern": (1, "string")},
     "ChannelsResponse": {"error": (1, "Error"), "result": (2, "ChannelsResult")},
     "ChannelsResult": {"channels": (1, "map<string,ChannelInfo>")},
+    "SharedPollPublishRequest": {
+        "channel": (1, "string"),
+        "key": (2, "string"),
+        "data": (3, "bytes"),
+        "b64data": (4, "string"),
+        "version": (5, "uint64"),
+        "epoch": (6, "string"),
+    },
+    "SharedPollPublishResponse": {"error": (1, "Error"), "result": (2, "SharedPollPublishResult")},
+    "SharedPollPublishResult": {},
     "ChannelInfo": {"num_clients": (1, "uint32")},
 }
 API_METHODS: Final = {
@@ -222,6 +234,7 @@ API_METHODS: Final = {
     "RPC": ("RPCRequest", "RPCResponse", False),
     "Refresh": ("RefreshRequest", "RefreshResponse", False),
     "Channels": ("ChannelsRequest", "ChannelsResponse", False),
+    "SharedPollPublish": ("SharedPollPublishRequest", "SharedPollPublishResponse", False),
 }
 UNI_FIELDS: Final = {
     "ConnectRequest": {

@@ -84,6 +84,11 @@ class CentrifugoApiStub(object):
                 request_serializer=centrifuge__asgi_dot_grpc_dot_api__pb2.ChannelsRequest.SerializeToString,
                 response_deserializer=centrifuge__asgi_dot_grpc_dot_api__pb2.ChannelsResponse.FromString,
                 )
+        self.SharedPollPublish = channel.unary_unary(
+                '/centrifugal.centrifugo.api.CentrifugoApi/SharedPollPublish',
+                request_serializer=centrifuge__asgi_dot_grpc_dot_api__pb2.SharedPollPublishRequest.SerializeToString,
+                response_deserializer=centrifuge__asgi_dot_grpc_dot_api__pb2.SharedPollPublishResponse.FromString,
+                )
 
 
 class CentrifugoApiServicer(object):
@@ -173,6 +178,12 @@ class CentrifugoApiServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SharedPollPublish(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CentrifugoApiServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -245,6 +256,11 @@ def add_CentrifugoApiServicer_to_server(servicer, server):
                     servicer.Channels,
                     request_deserializer=centrifuge__asgi_dot_grpc_dot_api__pb2.ChannelsRequest.FromString,
                     response_serializer=centrifuge__asgi_dot_grpc_dot_api__pb2.ChannelsResponse.SerializeToString,
+            ),
+            'SharedPollPublish': grpc.unary_unary_rpc_method_handler(
+                    servicer.SharedPollPublish,
+                    request_deserializer=centrifuge__asgi_dot_grpc_dot_api__pb2.SharedPollPublishRequest.FromString,
+                    response_serializer=centrifuge__asgi_dot_grpc_dot_api__pb2.SharedPollPublishResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -491,5 +507,22 @@ class CentrifugoApi(object):
         return grpc.experimental.unary_unary(request, target, '/centrifugal.centrifugo.api.CentrifugoApi/Channels',
             centrifuge__asgi_dot_grpc_dot_api__pb2.ChannelsRequest.SerializeToString,
             centrifuge__asgi_dot_grpc_dot_api__pb2.ChannelsResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def SharedPollPublish(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/centrifugal.centrifugo.api.CentrifugoApi/SharedPollPublish',
+            centrifuge__asgi_dot_grpc_dot_api__pb2.SharedPollPublishRequest.SerializeToString,
+            centrifuge__asgi_dot_grpc_dot_api__pb2.SharedPollPublishResponse.FromString,
             options, channel_credentials,
             insecure, call_credentials, compression, wait_for_ready, timeout, metadata)

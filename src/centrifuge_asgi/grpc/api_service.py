@@ -150,6 +150,16 @@ def _refresh(m: pb.RefreshRequest) -> s.RefreshRequest:
     )
 
 
+def _shared_poll_publish(m: pb.SharedPollPublishRequest) -> s.SharedPollPublishRequest:
+    return s.SharedPollPublishRequest(
+        channel=m.channel,
+        key=m.key,
+        b64data=_b64(m.data, m.b64data),
+        version=m.version,
+        epoch=m.epoch,
+    )
+
+
 # method name → (gRPC method, request type, response type, request conversion)
 METHODS: Final[dict[str, tuple[str, type[Message], type[Message], Callable[[Any], Any]]]] = {
     "publish": ("Publish", pb.PublishRequest, pb.PublishResponse, _publish),
@@ -184,6 +194,12 @@ METHODS: Final[dict[str, tuple[str, type[Message], type[Message], Callable[[Any]
         pb.ChannelsRequest,
         pb.ChannelsResponse,
         lambda m: s.ChannelsRequest(pattern=m.pattern),
+    ),
+    "shared_poll_publish": (
+        "SharedPollPublish",
+        pb.SharedPollPublishRequest,
+        pb.SharedPollPublishResponse,
+        _shared_poll_publish,
     ),
 }
 
