@@ -30,6 +30,7 @@ MAP_NAMESPACES: list[dict[str, Any]] = [
         "subscription_type": "map",
         "allow_subscribe_for_client": True,
         "map_clients_presence_channel_prefix": "clients:",
+        "map_users_presence_channel_prefix": "users:",
         "map": {
             "mode": "persistent",
             "allow_publish_for_subscriber": True,
@@ -39,6 +40,12 @@ MAP_NAMESPACES: list[dict[str, Any]] = [
     {
         "name": "clients",
         "subscription_type": "map_clients",
+        "allow_subscribe_for_client": True,
+        "map": {"mode": "recoverable", "key_ttl": "60s"},
+    },
+    {
+        "name": "users",
+        "subscription_type": "map_users",
         "allow_subscribe_for_client": True,
         "map": {"mode": "recoverable", "key_ttl": "60s"},
     },
@@ -135,6 +142,7 @@ EXPECTED: dict[str, Any] = {
     "resyncs": 0,
     "curUpdates": [False, True],
     "presence": 2,
+    "users": ["u1", "u2"],
     "tagged": {"sync": ["a1"], "updates": ["a2"]},
     "forbiddenPublish": 103,
     "wrongType": 103,

@@ -87,6 +87,13 @@ main(async () => {
   await subscribe(pres);
   await until(() => presSync.length === 1, 5000, 'presence sync');
 
+  // map_users presence of board:main (prefix "users:"): one entry per user
+  const users = other.newMapUsersSubscription(`users:${channel}`, {});
+  const usersSync = [];
+  users.on('sync', (ctx) => usersSync.push(ctx.entries.map((e) => e.key).sort()));
+  await subscribe(users);
+  await until(() => usersSync.length === 1, 5000, 'users presence sync');
+
   // tags filter: state, then live changes, only for the matching entries
   await c.rpc('map_publish', pack({ channel: 'tagged:x', items: [
     { key: 'a1', data: { n: 1 }, tags: { kind: 'a' } },
@@ -126,6 +133,7 @@ main(async () => {
     resyncs,
     curUpdates: curUpdates.map((u) => u.removed),
     presence: presSync[0].length,
+    users: usersSync[0],
     tagged: { sync: tfSync[0], updates: tfUpdates },
     forbiddenPublish: forbiddenPublish.code,
     wrongType: wrongType.code,
