@@ -1,6 +1,6 @@
 // Shared poll across two nodes: a client of node B tracks a key of a versioned namespace;
 // shared_poll_publish called on node A (through an RPC of a client connected there)
-// reaches it. JSON.
+// reaches it (the test of the gRPC API gives the same node twice). JSON.
 // Usage: node sdk_shared_poll_multinode.mjs <ws-url A> <ws-url B> <token> <secret>
 import crypto from 'node:crypto';
 import { argv, main } from '../lib.mjs';
