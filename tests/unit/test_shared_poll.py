@@ -473,3 +473,54 @@ def test_commands_over_a_connection_get_centrifuges_codes() -> None:
     assert (
         node.shared_poll.channels.get("vv:1") is None or not node.shared_poll.channels["vv:1"].keys
     )
+
+
+@pytest.mark.anyio
+async def test_batches_concurrency_limit_and_signature_expiry(running: Any) -> None:
+    """refresh_batch_size splits a cycle; concurrency_limit bounds calls over channels;
+    keys whose signature expired track_expired_extra_delay ago are dropped silently."""
+    in_flight = {"now": 0, "max": 0}
+    calls: list[tuple[str, list[str]]] = []
+
+    class Slow(Backend):
+        async def __call__(self, event: SharedPollRefreshEvent) -> SharedPollRefreshReply:
+            in_flight["now"] += 1
+            in_flight["max"] = max(in_flight["max"], in_flight["now"])
+            calls.append((event.channel, [i.key for i in event.items]))
+            await anyio.sleep(0.02)
+            in_flight["now"] -= 1
+            return SharedPollRefreshReply([SharedPollResult(i.key, 1) for i in event.items])
+
+    cfg = poll_config(
+        refresh_batch_size=2, max_keys_per_connection=10, track_expired_extra_delay="1s"
+    )
+    cfg["shared_poll"]["concurrency_limit"] = 1
+    node = await running(cfg, Slow())
+    conns = {}
+    for channel in ("vv:1", "vv:2"):
+        conn = conns[channel] = FakeConn("u")
+        opts = node.config.channel.namespaces[0].shared_poll
+        node.shared_poll.subscribe(channel, opts, conn, lambda: None)
+        keys = ["a", "b", "c", "d", "e"]
+        sig = make_signature(SECRET, "u", channel, keys, 60)
+        items = [KeyedItem(key=k) for k in keys]
+        req = SubRefreshRequest(
+            channel=channel, type=1, track=[TrackBatch(signature=sig, items=items)]
+        )
+        node.shared_poll.sub_refresh(conn, req)
+    await until(lambda: all(len(c.pushes) == 5 for c in conns.values()), "cold data")
+    assert all(len(keys) <= 2 for _, keys in calls)
+    assert in_flight["max"] == 1  # two channels polling at once, one call at a time
+    # a signature that expired 3 s ago still verifies (5 s grace), then expires here
+    conn = FakeConn("u")
+    opts = node.config.channel.namespaces[0].shared_poll
+    node.shared_poll.subscribe("vv:3", opts, conn, lambda: None)
+    old = make_signature(SECRET, "u", "vv:3", ["x"], 60, now=int(time.time()) - 63)
+    req = SubRefreshRequest(
+        channel="vv:3", type=1, track=[TrackBatch(signature=old, items=[KeyedItem(key="x")])]
+    )
+    result = node.shared_poll.sub_refresh(conn, req)
+    assert result.expires and result.ttl == 0
+    assert "x" in node.shared_poll.channels["vv:3"].keys
+    await until(lambda: "x" not in node.shared_poll.channels["vv:3"].keys, "expired key")
+    assert all(not p["pub"].get("removed") for p in conn.pushes)  # no removal push
