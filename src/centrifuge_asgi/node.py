@@ -287,6 +287,8 @@ class Node(MapApi):
                 # the broker may have entered a task group of its own before failing;
                 # it must be exited here, at its own nesting level (no shield around it)
                 with contextlib.suppress(Exception):
+                    await self.map_broker.close()  # entered after the broker's
+                with contextlib.suppress(Exception):
                     await self.broker.close()
             finally:
                 tg.cancel_scope.cancel()
@@ -331,13 +333,15 @@ class Node(MapApi):
             # their own I/O). That exit re-raises a cancellation of the scope hosting
             # the node; the presence manager is closed all the same.
             try:
-                with contextlib.suppress(Exception):
-                    await self.broker.close()
+                try:  # the map broker's task group was entered last: it exits first
+                    with contextlib.suppress(Exception):
+                        await self.map_broker.close()
+                finally:
+                    with contextlib.suppress(Exception):
+                        await self.broker.close()
             finally:
                 with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
                     await self.presence_manager.close()
-                with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
-                    await self.map_broker.close()
         finally:
             self._exiting = True  # node-owned tasks that start from now on are not shielded
             for scope in list(self._owned):

@@ -13,7 +13,6 @@ sharded subscriptions per master).
 
 from __future__ import annotations
 
-import bisect
 import logging
 import secrets
 import string
@@ -42,7 +41,7 @@ from .map_base import (
     MapStateResult,
     MapUpdateResult,
 )
-from .map_redis_lua import EXPIRE, PUBLISH, READ, REMOVE, STATE_KEYS
+from .map_redis_lua import EXPIRE, PUBLISH, READ, REMOVE, STATE_PAGE
 from .redis import _Shards, build_shards
 from .redis_pubsub import Subscriber
 from .redis_resp import RespConnection
@@ -131,7 +130,8 @@ class RedisMapBroker:
 
     def _keys(self, shard: Shard, channel: str) -> list[str]:
         t = f"{self.prefix}.map.%s.{shard.tag(channel)}"
-        return [t % part for part in ("state", "off", "rm", "exp", "ver", "stream", "meta")]
+        parts = ("state", "off", "rm", "exp", "ver", "stream", "meta", "keys")
+        return [t % part for part in parts]
 
     def _topic(self, shard: Shard, channel: str) -> bytes:
         return f"{self.prefix}.map.client.{shard.tag(channel)}".encode()
@@ -311,32 +311,20 @@ class RedisMapBroker:
     ) -> MapStateResult:
         shard = await self._shards.of(channel)
         names = self._keys(shard, channel)
-        state_key, off_key, meta_key = names[0], names[1], names[6]
-        reply = await self._run(shard, STATE_KEYS, [meta_key, state_key], [_new_epoch()])
-        position = StreamPosition(_int(reply[0]), _text(reply[1]))
+        keys = [names[6], names[0], names[1], names[7]]
+        if limit == 0 and not key:
+            keys_args: list[object] = [_new_epoch(), "", 0, "\x00"]  # no key: position only
+        else:
+            keys_args = [_new_epoch(), cursor, limit, key]
+        top, epoch, next_cursor, flat = await self._run(shard, STATE_PAGE, keys, keys_args)
+        position = StreamPosition(_int(top), _text(epoch))
         if revision is not None and revision.epoch != position.epoch:
             raise ClientError.of(ErrorCode.UNRECOVERABLE_POSITION)
-        all_keys = sorted(_text(k) for k in reply[2]) if isinstance(reply[2], list) else []
-        if key:
-            page = [key] if key in all_keys else []
-            next_cursor = ""
-        elif limit == 0:
-            return MapStateResult([], position)
-        else:
-            start = bisect.bisect_right(all_keys, cursor) if cursor else 0
-            end = len(all_keys) if limit < 0 else min(len(all_keys), start + limit)
-            page = all_keys[start:end]
-            next_cursor = all_keys[end - 1] if end < len(all_keys) and end > start else ""
-        if not page:
-            return MapStateResult([], position, next_cursor)
-        records = await shard.command("HMGET", state_key, *page)
-        offsets = await shard.command("HMGET", off_key, *page)
+        items = flat if isinstance(flat, list) else []
         pubs = [
-            _publication(bytes(rec), _int(off) if off is not None else 0)
-            for rec, off in zip(records, offsets, strict=True)
-            if rec is not None
+            _publication(bytes(items[i + 1]), _int(items[i + 2])) for i in range(0, len(items), 3)
         ]
-        return MapStateResult(pubs, position, next_cursor)
+        return MapStateResult(pubs, position, _text(next_cursor))
 
     async def read_stream(self, channel: str, flt: HistoryFilter) -> HistoryResult:
         flt.validate()

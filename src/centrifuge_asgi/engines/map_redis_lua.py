@@ -6,7 +6,8 @@ Keys of one channel (``T`` = the channel, in ``{}`` in a cluster):
 ``P.map.ver.T`` HASH key → version (and ``key:e`` → version epoch),
 ``P.map.stream.T`` STREAM (ID ``<offset>-0``, field ``d`` = record),
 ``P.map.meta.T`` HASH ``e`` epoch, ``s`` top offset, ``h`` has stream, ``n`` stream size,
-``t`` stream TTL (ms). An idempotency result is its own key (``P.map.res.T.<key>``).
+``t`` stream TTL (ms), ``P.map.keys.T`` ZSET of the keys, all with score 0 (pages in key
+order with ZRANGEBYLEX). An idempotency result is its own key (``P.map.res.T.<key>``).
 
 Records are opaque to the scripts (msgpack made by Python, see ``map_redis.py``); a
 removal fans out the removal record Python stored with the entry. Every change is
@@ -17,13 +18,13 @@ where the previous record of the key (``n`` bytes) is there only for a ``delta``
 
 from __future__ import annotations
 
-# KEYS: state, off, rm, exp, ver, stream, meta, result ("" when none)
+# KEYS: state, off, rm, exp, ver, stream, meta, keys, result ("" when none)
 # ARGV: key, record, removal, key_mode, key_ttl_ms, has_stream, stream_size, stream_ttl_ms,
 #       meta_ttl_ms, new_epoch, version, version_epoch, expected_offset (-1: none),
 #       expected_epoch, result_ttl_ms, now_ms, topic, publish_command, with_prev (0/1),
 #       refresh_ttl_on_suppress (0/1)
 PUBLISH = """
-local state, off, rm, exp, ver, stream, meta, res = unpack(KEYS)
+local state, off, rm, exp, ver, stream, meta, keyset, res = unpack(KEYS)
 local key, record, removal = ARGV[1], ARGV[2], ARGV[3]
 local key_mode, key_ttl = ARGV[4], tonumber(ARGV[5])
 local has_stream, stream_size, stream_ttl = ARGV[6] == '1', tonumber(ARGV[7]), tonumber(ARGV[8])
@@ -69,6 +70,7 @@ if has_stream then
   redis.call('PEXPIRE', stream, stream_ttl)
 end
 redis.call('HSET', state, key, record)
+redis.call('ZADD', keyset, 0, key)
 redis.call('HSET', off, key, offset)
 redis.call('HSET', rm, key, removal)
 if key_ttl > 0 then
@@ -88,6 +90,7 @@ return {top, epoch, ''}
 _REMOVE_KEY = """
 local function remove_key(key, record)
   redis.call('HDEL', state, key)
+  redis.call('ZREM', keyset, key)
   redis.call('HDEL', off, key)
   redis.call('HDEL', rm, key)
   redis.call('HDEL', ver, key, key .. ':e')
@@ -105,12 +108,12 @@ local function remove_key(key, record)
 end
 """
 
-# KEYS: state, off, rm, exp, ver, stream, meta, result ("" when none)
+# KEYS: state, off, rm, exp, ver, stream, meta, keys, result ("" when none)
 # ARGV: key, removal override ("" = the stored one), new_epoch, expected_offset (-1: none),
 #       expected_epoch, result_ttl_ms, topic, publish_command
 REMOVE = (
     """
-local state, off, rm, exp, ver, stream, meta, res = unpack(KEYS)
+local state, off, rm, exp, ver, stream, meta, keyset, res = unpack(KEYS)
 local key, override, new_epoch = ARGV[1], ARGV[2], ARGV[3]
 local expected_offset, expected_epoch = tonumber(ARGV[4]), ARGV[5]
 local result_ttl, topic, publish_command = tonumber(ARGV[6]), ARGV[7], ARGV[8]
@@ -139,12 +142,12 @@ return {top, epoch, ''}
 """
 )
 
-# KEYS: state, off, rm, exp, ver, stream, meta
+# KEYS: state, off, rm, exp, ver, stream, meta, keys
 # ARGV: now_ms, batch, topic, publish_command
 # Returns {removed count, the next expire-at in ms or -1}.
 EXPIRE = (
     """
-local state, off, rm, exp, ver, stream, meta = unpack(KEYS)
+local state, off, rm, exp, ver, stream, meta, keyset = unpack(KEYS)
 local now, batch, topic, publish_command = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3], ARGV[4]
 local epoch = redis.call('HGET', meta, 'e')
 local due = redis.call('ZRANGEBYSCORE', exp, '-inf', now, 'LIMIT', 0, batch)
@@ -206,15 +209,43 @@ end
 return {top, epoch, first, entries}
 """
 
-# KEYS: meta, state
-# ARGV: new_epoch
-# Returns {top, epoch, every key of the state}.
-STATE_KEYS = """
-local meta, state = KEYS[1], KEYS[2]
+# KEYS: meta, state, off, keys
+# ARGV: new_epoch, cursor ("" = from the start), limit (-1: all), key ("" = a page)
+# Returns {top, epoch, next cursor ("" = last page), {key, record, offset, ...}}.
+STATE_PAGE = """
+local meta, state, off, keyset = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local epoch = redis.call('HGET', meta, 'e')
 if not epoch then
   epoch = ARGV[1]
   redis.call('HSET', meta, 'e', epoch, 's', 0)
 end
-return {tonumber(redis.call('HGET', meta, 's') or '0'), epoch, redis.call('HKEYS', state)}
+local top = tonumber(redis.call('HGET', meta, 's') or '0')
+local limit = tonumber(ARGV[3])
+local names
+local next_cursor = ''
+if ARGV[4] ~= '' then
+  names = {ARGV[4]}
+else
+  local lower = '-'
+  if ARGV[2] ~= '' then lower = '(' .. ARGV[2] end
+  if limit > 0 then
+    names = redis.call('ZRANGEBYLEX', keyset, lower, '+', 'LIMIT', 0, limit + 1)
+    if #names > limit then
+      names[#names] = nil
+      next_cursor = names[#names]
+    end
+  else
+    names = redis.call('ZRANGEBYLEX', keyset, lower, '+')
+  end
+end
+local out = {}
+for _, name in ipairs(names) do
+  local record = redis.call('HGET', state, name)
+  if record then
+    out[#out + 1] = name
+    out[#out + 1] = record
+    out[#out + 1] = redis.call('HGET', off, name) or '0'
+  end
+end
+return {top, epoch, next_cursor, out}
 """
