@@ -14,12 +14,13 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:
     from .auth import TokenVerifier
     from .config import Config
-    from .engines.base import Broker, ClientInfo, PresenceManager, StreamPosition
+    from .engines.base import Broker, ClientInfo, PresenceManager, PublishResult, StreamPosition
     from .engines.map_base import MapBroker
     from .handlers import Handlers
     from .observer import Tracing
     from .op_limits import OperationLimits
     from .pacing import Pacer
+    from .pending import Pending
     from .policy import ChannelPolicy
     from .registry import Registry
     from .shared_poll import SharedPollManager
@@ -100,3 +101,14 @@ class SessionHost(Protocol):
         version: int = 0,
         version_epoch: str = "",
     ) -> StreamPosition: ...
+
+    async def publish_pipelined(
+        self,
+        channel: str,
+        data: Any,
+        *,
+        client_info: ClientInfo | None = None,
+        skip_history: bool = False,
+    ) -> Pending[PublishResult] | None: ...
+
+    def publish_outcome(self, channel: str, pending: Pending[PublishResult]) -> StreamPosition: ...

@@ -39,6 +39,7 @@ from .engines.base import (
     PresenceStats,
     Publication,
     PublishOptions,
+    PublishResult,
     StreamPosition,
     Sweeper,
 )
@@ -74,6 +75,7 @@ from .payload import (
     publication_data_problem,
     to_payload,
 )
+from .pending import Pending
 from .policy import ChannelPolicy, Feature
 from .registry import Registry
 from .session import Session
@@ -544,6 +546,52 @@ class Node(MapApi):
         and nothing is stored: unless the format is ``binary``, that is anything a JSON
         client could not receive (see :func:`~.payload.json_problem`).
         """
+        payload, options = self._publish_options(
+            channel,
+            data,
+            idempotency_key=idempotency_key,
+            skip_history=skip_history,
+            tags=tags,
+            client_info=client_info,
+            version=version,
+            version_epoch=version_epoch,
+            delta=delta,
+        )
+        try:
+            if self.tracing is None:
+                result = await self.broker.publish(channel, payload, options)
+            else:
+                attributes = {"centrifugo.channel": channel}
+                with self.tracing.span("centrifugo.publish", attributes):
+                    result = await self.broker.publish(channel, payload, options)
+        except EngineError as exc:
+            self.metrics.broker_publish_error()
+            log.error("publish to %s failed: %s", channel, exc)
+            raise ClientError.of(ErrorCode.INTERNAL) from exc
+        self.metrics.published("publication")
+        # The memory broker fans out synchronously. Publishing back to back lets each
+        # connection's writer send everything queued as one frame (coalescing); but once
+        # some outbox is half full, let the writers drain before the next publication,
+        # so a loop of publishes in one task never overflows healthy readers.
+        if self.outbox_pressure:
+            self.outbox_pressure = False
+            await anyio.lowlevel.checkpoint()
+        return result.position
+
+    def _publish_options(
+        self,
+        channel: str,
+        data: Any,
+        *,
+        idempotency_key: str = "",
+        skip_history: bool = False,
+        tags: Mapping[str, str] | None = None,
+        client_info: ClientInfo | None = None,
+        version: int = 0,
+        version_epoch: str = "",
+        delta: bool = False,
+    ) -> tuple[bytes, PublishOptions]:
+        """The checked payload and the broker's options of a publication (107, 102)."""
         if not channel:
             raise ClientError(ErrorCode.BAD_REQUEST, "channel required")
         opts = self.policy.resolve(channel)
@@ -571,25 +619,41 @@ class Node(MapApi):
             version_epoch=version_epoch,
             delta=delta or opts.delta_publish,
         )
+        return payload, options
+
+    async def publish_pipelined(
+        self,
+        channel: str,
+        data: Any,
+        *,
+        client_info: ClientInfo | None = None,
+        skip_history: bool = False,
+    ) -> Pending[PublishResult] | None:
+        """Queue a publication where the broker pipelines them; None where it does not.
+
+        Checks as :meth:`publish` does (errors raise here). The result is settled when
+        the broker has Redis's reply; :meth:`publish_outcome` turns it into the position
+        or the client error :meth:`publish` would raise. A connection uses this to send
+        its publications back to back (``Session``), its replies in order.
+        """
+        pipelined = getattr(self.broker, "publish_pipelined", None)
+        if pipelined is None or self.tracing is not None:
+            return None
+        payload, options = self._publish_options(
+            channel, data, client_info=client_info, skip_history=skip_history
+        )
+        pending: Pending[PublishResult] = await pipelined(channel, payload, options)
+        return pending
+
+    def publish_outcome(self, channel: str, pending: Pending[PublishResult]) -> StreamPosition:
+        """The position of a settled pipelined publication, or error 100 (as publish)."""
         try:
-            if self.tracing is None:
-                result = await self.broker.publish(channel, payload, options)
-            else:
-                attributes = {"centrifugo.channel": channel}
-                with self.tracing.span("centrifugo.publish", attributes):
-                    result = await self.broker.publish(channel, payload, options)
+            result = pending.result()
         except EngineError as exc:
             self.metrics.broker_publish_error()
             log.error("publish to %s failed: %s", channel, exc)
             raise ClientError.of(ErrorCode.INTERNAL) from exc
         self.metrics.published("publication")
-        # The memory broker fans out synchronously. Publishing back to back lets each
-        # connection's writer send everything queued as one frame (coalescing); but once
-        # some outbox is half full, let the writers drain before the next publication,
-        # so a loop of publishes in one task never overflows healthy readers.
-        if self.outbox_pressure:
-            self.outbox_pressure = False
-            await anyio.lowlevel.checkpoint()
         return result.position
 
     async def shared_poll_publish(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ from msgspec import UNSET, Raw
 
 from . import auth
 from .codes import DisconnectCode, ErrorCode, UnsubscribeCode
-from .engines.base import ClientInfo, Publication, StreamPosition
+from .engines.base import ClientInfo, Publication, PublishResult, StreamPosition
 from .errors import ClientError, Disconnect, EngineError
 from .handlers import (
     ClientRef,
@@ -37,6 +38,7 @@ from .op_limits import COMMANDS as _RATE_LIMITED
 from .op_limits import Buckets
 from .outbox import Outbox
 from .payload import optional_payload
+from .pending import Pending
 from .protocol.codec import Codec, EncodedOnce, InappropriateProtocol, ProtocolError
 from .protocol.json_codec import JSON
 from .protocol.messages import (
@@ -128,6 +130,9 @@ _METHODS = (
 # runs them; connect, unsubscribe, send and pongs keep the order of the frames.
 _CONCURRENT = frozenset(_METHODS) - {"connect", "unsubscribe", "send", "ping"}
 SUBSCRIBING_WAIT = 5.0  # how long an unsubscribe waits for a subscribe of its channel
+# Publications of one connection in flight to a pipelining broker (Redis) at once: their
+# replies go out in command order, and any other command waits until they are answered.
+PIPELINED_PUBLISHES = 16
 
 
 class Session:
@@ -136,6 +141,7 @@ class Session:
     __slots__ = (
         "_awaiting_pong",
         "_channels",
+        "_deferred",
         "_limits",
         "_rate_held",
         "_refresh_by_handler",
@@ -184,6 +190,7 @@ class Session:
         self._tasks: TaskGroup | None = None  # set inside command_tasks() when concurrent
         self._slots: anyio.Semaphore | None = None
         self._subscribing: dict[str, anyio.Event] = {}
+        self._deferred: deque[tuple[int, str, Pending[PublishResult]]] | None = None
         self._limits = node.rate_limits  # None unless client.rate_limit enables a limiter
         self._rate_held: dict[str, Buckets] | None = None if self._limits is None else {}
         node.stale_checks.add(self, node.config.client.stale_close_delay)
@@ -428,6 +435,43 @@ class Session:
             if channel:
                 self._subscribing.pop(channel).set()
 
+    # ------------------------------------------------------------ pipelined publishes
+
+    async def _defer_publish_reply(
+        self, cmd_id: int, channel: str, pending: Pending[PublishResult]
+    ) -> None:
+        """Answer a queued publication once the broker has its result, in command order.
+
+        Up to ``PIPELINED_PUBLISHES`` are in flight; the next one waits for the oldest.
+        The reply (success or error 100) is what the publication's own result says.
+        """
+        deferred = self._deferred
+        if deferred is None:
+            deferred = self._deferred = deque()
+        deferred.append((cmd_id, channel, pending))
+        pending.add_done_callback(self._answer_publishes)
+        while len(deferred) >= PIPELINED_PUBLISHES:
+            await deferred[0][2].settled()
+
+    def _answer_publishes(self, _: Pending[PublishResult]) -> None:
+        deferred = self._deferred
+        while deferred and deferred[0][2].done():
+            cmd_id, channel, pending = deferred.popleft()
+            if self.closing:
+                continue
+            try:
+                self.node.publish_outcome(channel, pending)
+            except ClientError as exc:
+                error = ErrorWire(code=exc.code, message=exc.message, temporary=exc.temporary)
+                self.send_reply(Reply(id=cmd_id, error=error))
+            else:
+                self.send_reply(Reply(id=cmd_id, publish=EmptyResult()))
+
+    async def _publishes_answered(self) -> None:
+        """Wait until every queued publication of this connection is answered."""
+        while self._deferred:
+            await self._deferred[-1][2].settled()
+
     async def _subscribe_finished(self, channel: str) -> None:
         """An unsubscribe waits for a running subscribe of its channel (3004 after 5 s)."""
         running = self._subscribing.get(channel)
@@ -453,6 +497,8 @@ class Session:
             # connect twice, anything before connect, or a command without an id
             self.disconnect(DisconnectCode.BAD_REQUEST)
             return
+        if self._deferred and method != "publish":
+            await self._publishes_answered()
         started = time.perf_counter()
         error_code = 0
         try:
@@ -544,8 +590,11 @@ class Session:
             await ch.unsubscribe(req.channel)
             return Reply(id=cmd.id, unsubscribe=EmptyResult())
         if method == "publish":
-            await ch.publish(req)
-            return Reply(id=cmd.id, publish=EmptyResult())
+            pending = await ch.publish(req, pipelined=self._tasks is None)
+            if pending is None:
+                return Reply(id=cmd.id, publish=EmptyResult())
+            await self._defer_publish_reply(cmd.id, req.channel, pending)
+            return None
         run: dict[str, Callable[[Any], Awaitable[Any]]] = {
             "connect": self._connect,
             "subscribe": ch.subscribe,

@@ -23,7 +23,7 @@ from msgspec import UNSET
 from . import auth
 from .codes import DisconnectCode, ErrorCode, UnsubscribeCode
 from .delta import FOSSIL, PublicationPush, delta_chain
-from .engines.base import HistoryFilter, Publication, StreamPosition
+from .engines.base import HistoryFilter, Publication, PublishResult, StreamPosition
 from .errors import ClientError, Disconnect
 from .handlers import (
     PublishEvent,
@@ -35,6 +35,7 @@ from .handlers import (
 )
 from .map_subscriptions import MAP_TYPES, MapCommands
 from .payload import ParsedJson, optional_payload, to_payload
+from .pending import Pending
 from .policy import Action, Feature, SubscribeAccess
 from .protocol.codec import EncodedOnce
 from .protocol.messages import (
@@ -298,9 +299,10 @@ class ChannelCommands:
             if s.subs.get(channel) is sub:
                 self.unsubscribe_push(channel, UnsubscribeCode.INSUFFICIENT_STATE)
 
-        epoch = node.shared_poll.subscribe(channel, opts.shared_poll, s, lost)
+        delta = bool(req.delta) and req.delta in opts.allowed_delta_types  # fossil per key
+        epoch = node.shared_poll.subscribe(channel, opts.shared_poll, s, lost, delta=delta)
         result = SubscribeResult(
-            type=SUBSCRIPTION_TYPE_SHARED_POLL, epoch=epoch, data=opt_raw(grant.data)
+            type=SUBSCRIPTION_TYPE_SHARED_POLL, epoch=epoch, data=opt_raw(grant.data), delta=delta
         )
         if sub.expire_at is not None:
             if sub.client_side_refresh:
@@ -955,10 +957,14 @@ class ChannelCommands:
         s = self.s
         return s.node.policy.allowed(opts, action, s.user, subscribed=channel in s.subs)
 
-    async def publish(self, req: PublishRequest) -> None:
+    async def publish(
+        self, req: PublishRequest, *, pipelined: bool = False
+    ) -> Pending[PublishResult] | None:
+        """Publish as the client; with ``pipelined``, where the broker pipelines them, the
+        publication is only queued and its pending result returned (``Session``)."""
         if req.type == 1:
             await self.maps.publish(req)
-            return
+            return None
         s = self.s
         node = s.node
         channel = req.channel
@@ -968,7 +974,7 @@ class ChannelCommands:
         data = bytes(req.data)
         if opts.subscribe_stream_proxy_enabled:
             await self._publish_to_stream(channel, data)
-            return
+            return None
         # node.publish checks the data; the JSON command decoder has parsed it already
         payload: object = ParsedJson(data) if s.codec.name == "json" else data
         skip_history = False
@@ -984,7 +990,14 @@ class ChannelCommands:
             raise ClientError.of(ErrorCode.PERMISSION_DENIED)
         sub = s.subs.get(channel)
         info = s.client_info(sub.chan_info if sub is not None else None)
+        if pipelined:
+            pending = await node.publish_pipelined(
+                channel, payload, client_info=info, skip_history=skip_history
+            )
+            if pending is not None:
+                return pending
         await node.publish(channel, payload, client_info=info, skip_history=skip_history)
+        return None
 
     async def _publish_to_stream(self, channel: str, data: bytes) -> None:
         """A bidirectional stream takes the client's publication (108 elsewhere)."""

@@ -56,3 +56,23 @@ async def test_two_brokers_share_state_and_changes() -> None:
     finally:  # task groups nest: the later one closes first
         await b.close()
         await a.close()
+
+
+@pytest.mark.anyio
+async def test_node_with_the_redis_map_broker_starts_and_stops() -> None:
+    """The map broker's task group is entered after the broker's and must exit first."""
+    require_main_redis()
+    from centrifuge_asgi import Node
+
+    config = {
+        "map_broker": {"type": "redis", "redis": {"prefix": unique_prefix()}},
+        "channel": {
+            "namespaces": [
+                {"name": "mm", "subscription_type": "map", "map": {"mode": "persistent"}}
+            ]
+        },
+    }
+    for _ in range(2):
+        async with Node(config) as node:
+            await node.map_publish("mm:1", "k", {"v": 1})
+            assert await node.map_stats("mm:1") == 1

@@ -15,7 +15,9 @@ Data model (``P`` = prefix; in a Redis Cluster ``<ch>`` is wrapped in a hash tag
   ``P.control`` (every node) and ``P.node.<id>`` (one node).
 
 Publishing appends to the stream and broadcasts in one Lua script, so the offset order
-on the topic is the stream order. Every key written has a TTL.
+on the topic is the stream order. Every key written has a TTL. Publications are queued
+per shard and sent many per round trip, in the order they were queued
+(:mod:`.redis_pipeline`); each caller still gets Redis's reply to its own publication.
 
 Each node remembers the highest stream position Redis showed it per channel (publish
 results, history reads, publications received) and hands it to the scripts: a stream
@@ -50,6 +52,7 @@ from anyio.abc import TaskGroup
 from ..codes import ErrorCode
 from ..config import PresenceRedisConfig, RedisConfig
 from ..errors import ClientError, EngineError, EngineUnavailable
+from ..pending import Pending
 from .base import (
     BrokerEventHandler,
     Capabilities,
@@ -72,6 +75,7 @@ from .redis_codec import (
     frame_leave,
 )
 from .redis_lua import HISTORY, PRESENCE_ADD, PRESENCE_GET, PRESENCE_REMOVE, PUBLISH
+from .redis_pipeline import PublishPipeline
 from .redis_pubsub import Subscriber
 from .redis_resp import Endpoint, RespConnection
 from .redis_shard import Shard, parse_targets, shard_index
@@ -167,6 +171,7 @@ class RedisBroker:
         self._routes: dict[str, Subscriber] = {}
         self._seen: dict[str, tuple[str, int]] = {}  # channel → highest (epoch, offset)
         self._rr = itertools.count()
+        self._pipes: dict[int, PublishPipeline] = {}  # shard index → batching writer
         self.malformed = 0
 
     @classmethod
@@ -229,6 +234,7 @@ class RedisBroker:
             self._node_scopes.clear()
             self._moving.clear()
             self._routes.clear()
+            self._pipes.clear()
             with anyio.CancelScope(shield=True):
                 await self._shards.close()
 
@@ -429,13 +435,71 @@ class RedisBroker:
 
     async def publish(self, channel: str, data: bytes, opts: PublishOptions) -> PublishResult:
         """Append to the stream (when history is on) and broadcast, in one script."""
+        return await (await self.publish_pipelined(channel, data, opts)).wait()
+
+    async def publish_pipelined(
+        self, channel: str, data: bytes, opts: PublishOptions
+    ) -> Pending[PublishResult]:
+        """Queue a publication and return at once with its :class:`Pending` result.
+
+        Publications queued one after another reach Redis in that order, many per round
+        trip (:mod:`.redis_pipeline`); each result is Redis's reply to that publication.
+        Waits only while the shard's queue is full. A cluster shard, or a broker that is
+        not started, publishes directly and returns a settled result.
+        """
         shard = await self._shards.of(channel)
+        pipe = self._pipe(shard)
+        if pipe is None:
+            pending: Pending[PublishResult] = Pending()
+            try:
+                pending.set_result(await self._publish_now(shard, channel, data, opts))
+            except EngineError as exc:
+                pending.set_error(exc)
+            return pending
+        if pipe.full():
+            await pipe.space()
         payload = encode_publication(data, opts.client_info, opts.tags, int(time.time() * 1000))
-        history = opts.history_size > 0 and opts.history_ttl > 0 and not opts.skip_history
         topic = shard.client_channel(channel)
-        if not history and not opts.idempotency_key:
+        if not self._scripted(opts):
+            return pipe.command((shard.publish_command, topic, payload), _published)
+
+        def converted(reply: object) -> PublishResult:
+            return self._publish_result(channel, reply)
+
+        keys, args = self._publish_script_call(shard, channel, topic, payload, opts)
+        return pipe.script(PUBLISH, keys, args, converted)
+
+    def _pipe(self, shard: Shard) -> PublishPipeline | None:
+        """The shard's batching writer (started on first use), None where there is none."""
+        if shard.cluster or self._tg is None:
+            return None
+        pipe = self._pipes.get(shard.index)
+        if pipe is None or pipe.closed:
+            pipe = self._pipes[shard.index] = PublishPipeline(shard)
+            self._tg.start_soon(pipe.run)
+        return pipe
+
+    @staticmethod
+    def _scripted(opts: PublishOptions) -> bool:
+        history = opts.history_size > 0 and opts.history_ttl > 0 and not opts.skip_history
+        return history or bool(opts.idempotency_key)
+
+    async def _publish_now(
+        self, shard: Shard, channel: str, data: bytes, opts: PublishOptions
+    ) -> PublishResult:
+        """One publication, one round trip (cluster shards, a broker not started)."""
+        payload = encode_publication(data, opts.client_info, opts.tags, int(time.time() * 1000))
+        topic = shard.client_channel(channel)
+        if not self._scripted(opts):
             await shard.command(shard.publish_command, topic, payload)
             return PublishResult()
+        keys, args = self._publish_script_call(shard, channel, topic, payload, opts)
+        return self._publish_result(channel, await shard.script(PUBLISH, keys, args))
+
+    def _publish_script_call(
+        self, shard: Shard, channel: str, topic: bytes, payload: bytes, opts: PublishOptions
+    ) -> tuple[tuple[str, ...], tuple[object, ...]]:
+        history = opts.history_size > 0 and opts.history_ttl > 0 and not opts.skip_history
         meta_ttl = opts.history_meta_ttl if opts.history_meta_ttl > 0 else DEFAULT_META_TTL
         keys = (
             shard.stream_key(channel),
@@ -458,7 +522,12 @@ class RedisBroker:
             *self._seen.get(channel, ("", 0)),
             int(opts.delta),
         )
-        top, epoch, cached, suppressed = await self._script(shard, PUBLISH, keys, args)
+        return keys, args
+
+    def _publish_result(self, channel: str, reply: object) -> PublishResult:
+        if not isinstance(reply, list):
+            raise EngineError(f"unexpected script reply {reply!r}")
+        top, epoch, cached, suppressed = reply
         position = StreamPosition(_int(top), _text(epoch))
         self._saw(channel, position.epoch, position.offset)
         return PublishResult(position, suppressed=bool(cached) or bool(suppressed))
@@ -536,6 +605,10 @@ class RedisBroker:
         """Drop the stream; the meta (top offset, epoch) stays."""
         shard = await self._shards.of(channel)
         await shard.command("DEL", shard.stream_key(channel))
+
+
+def _published(reply: object) -> PublishResult:
+    return PublishResult()
 
 
 def _int(value: object) -> int:
