@@ -13,6 +13,7 @@ from centrifuge_asgi.engines.redis import RedisBroker
 from centrifuge_asgi.engines.redis_pipeline import MAX_BATCH
 from centrifuge_asgi.errors import EngineError
 from centrifuge_asgi.pending import Pending
+from tests.engine_contract import wait_for
 from tests.unit.test_redis_engine import (
     redis_config,
     require_main_redis,
@@ -40,8 +41,7 @@ async def test_queued_publications_share_round_trips_and_keep_their_order() -> N
         broker = e.broker
         assert isinstance(broker, RedisBroker)
         pendings = [
-            await broker.publish_pipelined("ordered", b'{"n":%d}' % i, HISTORY)
-            for i in range(300)
+            await broker.publish_pipelined("ordered", b'{"n":%d}' % i, HISTORY) for i in range(300)
         ]
         results = [await p.wait() for p in pendings]
         assert [r.position.offset for r in results] == list(range(1, 301))
@@ -68,9 +68,7 @@ async def test_concurrent_callers_are_batched_and_each_gets_its_own_position() -
         assert sorted(offsets.values()) == list(range(1, 2 * MAX_BATCH + 1))
         assert _pipe_batches(broker) < 2 * MAX_BATCH // 2
         # what subscribers receive is the stream order: offsets ascend on the topic
-        with anyio.fail_after(10):
-            while len(e.handler.publications) < 2 * MAX_BATCH:
-                await anyio.sleep(0.02)
+        await wait_for(lambda: len(e.handler.publications) >= 2 * MAX_BATCH)
         received = [pub.offset for _, pub, _ in e.handler.publications]
         assert received == sorted(received)
 
