@@ -35,6 +35,7 @@ import anyio
 import msgspec
 
 from .codes import ErrorCode
+from .delta import patch_for
 from .errors import ClientError
 from .handlers import SharedPollItem, SharedPollRefreshEvent, SharedPollRefreshReply
 from .payload import to_payload
@@ -159,6 +160,7 @@ class KeyState:
     version: int = 0  # node's current version (synthetic in versionless mode)
     digest: bytes = b""  # versionless: SHA-256 of the data last seen
     fresh: bool = False  # versioned: published directly, the next poll skips it
+    data: bytes | None = None  # the data of ``version``, kept while delta subscribers exist
     trackers: dict[Tracker, int] = field(default_factory=dict)  # connection -> its version
 
 
@@ -172,19 +174,12 @@ class SharedPollChannel:
     keys: dict[str, KeyState] = field(default_factory=dict)
     subscribers: dict[Tracker, dict[str, int]] = field(default_factory=dict)  # key -> exp
     lost: dict[Tracker, Callable[[], None]] = field(default_factory=dict)  # epoch reset
+    delta: dict[Tracker, set[str]] = field(default_factory=dict)  # fossil: keys sent whole
     seq: int = 0  # versionless: the last synthetic version given out in this epoch
     wake: set[str] = field(default_factory=set)  # keys to poll now (cold or behind)
     wakeup: anyio.Event = field(default_factory=anyio.Event)
     empty_since: float | None = None
     running: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class _Result:
-    key: str
-    data: bytes | None
-    version: int
-    removed: bool
 
 
 class SharedPollManager:
@@ -205,11 +200,14 @@ class SharedPollManager:
         opts: SharedPollOptions,
         tracker: Tracker,
         lost: Callable[[], None],
+        *,
+        delta: bool = False,
     ) -> str:
         """Add a subscriber (no keys yet); return the epoch for the subscribe reply.
 
         ``lost`` unsubscribes it with the insufficient-state code (a publisher epoch
-        change in versioned mode).
+        change in versioned mode). With ``delta`` (fossil negotiated) it gets each key
+        whole first, then deltas against the version it holds.
         """
         ch = self.channels.get(channel)
         if ch is None:
@@ -217,6 +215,8 @@ class SharedPollManager:
             ch = self.channels[channel] = SharedPollChannel(channel, opts, epoch)
         ch.subscribers.setdefault(tracker, {})
         ch.lost[tracker] = lost
+        if delta:
+            ch.delta[tracker] = set()
         ch.empty_since = None
         self._ensure_running(ch)
         return ch.epoch
@@ -228,6 +228,7 @@ class SharedPollManager:
             return
         keys = ch.subscribers.pop(tracker, {})
         ch.lost.pop(tracker, None)
+        ch.delta.pop(tracker, None)
         self._drop(ch, tracker, keys)
         if not ch.subscribers:
             ch.empty_since = time.monotonic()
@@ -297,7 +298,10 @@ class SharedPollManager:
 
     @staticmethod
     def _drop(ch: SharedPollChannel, tracker: Tracker, keys: Iterable[str]) -> None:
+        ready = ch.delta.get(tracker)
         for key in keys:
+            if ready is not None:
+                ready.discard(key)
             state = ch.keys.get(key)
             if state is None:
                 continue
@@ -318,9 +322,8 @@ class SharedPollManager:
         state = ch.keys.get(key)
         if state is None or version <= state.version:
             return  # nobody tracks it here, or stale: dropped silently as Centrifugo
-        state.version = version
         state.fresh = True
-        self._deliver(ch, key, state, data)
+        self._changed(ch, key, state, data, version)
 
     # ------------------------------------------------------------------ polling
 
@@ -422,15 +425,15 @@ class SharedPollManager:
             if ch.opts.versioned:
                 if item.version <= 0:
                     continue  # versions start at 1
-                state.version = max(state.version, item.version)
-                self._deliver(ch, item.key, state, data, item.version)
+                self._changed(ch, item.key, state, data, item.version)
                 continue
             digest = hashlib.sha256(data).digest()
             if digest != state.digest:
                 state.digest = digest
                 ch.seq += 1  # channel-wide, so a rebuilt key never reuses a version
-                state.version = ch.seq
-            self._deliver(ch, item.key, state, data)
+                self._changed(ch, item.key, state, data, ch.seq)
+            else:
+                self._deliver(ch, item.key, state, data, state.version)
 
     def _epoch_changed(self, ch: SharedPollChannel, epoch: str) -> bool:
         """Versioned: a new publisher epoch resets the channel (True when it did)."""
@@ -447,27 +450,101 @@ class SharedPollManager:
             lost()  # unsubscribe (2500): the SDK resubscribes and tracks again
         return True
 
-    def _deliver(
-        self, ch: SharedPollChannel, key: str, state: KeyState, data: bytes, version: int = 0
+    def _changed(
+        self, ch: SharedPollChannel, key: str, state: KeyState, data: bytes, version: int
     ) -> None:
-        """Push the current data to every tracker of ``key`` that is behind."""
-        version = version or state.version
+        """``data`` is ``key`` at ``version``: advance the node's state and push it."""
+        base = (state.version, state.data)  # what a tracker at the node's version holds
+        if version > state.version:
+            state.version = version
+            state.data = data if ch.delta else None
+        self._deliver(ch, key, state, data, version, base)
+
+    def _deliver(
+        self,
+        ch: SharedPollChannel,
+        key: str,
+        state: KeyState,
+        data: bytes,
+        version: int,
+        base: tuple[int, bytes | None] = (0, None),
+    ) -> None:
+        """Push ``data`` (``key`` at ``version``) to every tracker of it that is behind.
+
+        Encoded once per protocol and form: plain; for fossil subscribers whole (in JSON
+        as a string) or, to one that already got the key whole and holds ``base``, the
+        delta from ``base``, when shorter.
+        """
         pub = PublicationWire(data=msgspec.Raw(data), key=key, version=version)
-        push = EncodedOnce(Reply(push=Push(channel=ch.name, pub=pub)))  # once per protocol
+        plain = EncodedOnce(Reply(push=Push(channel=ch.name, pub=pub)))  # once per protocol
+        forms: dict[tuple[str, bool], bytes] = {}
+        patch: bytes | None = None
         for tracker, have in state.trackers.items():
-            if have < version:
-                state.trackers[tracker] = version
-                tracker.send(push.get(tracker.codec))
+            if have >= version:
+                continue
+            state.trackers[tracker] = version
+            ready = ch.delta.get(tracker)
+            codec = tracker.codec
+            if ready is None:
+                tracker.send(plain.get(codec))
+                continue
+            json = codec.name == "json"
+            use = key in ready and have == base[0] and base[1] is not None
+            if use and patch is None:
+                patch = _patch(base[1] or b"", data)
+            use = use and bool(patch)
+            form = forms.get((codec.name, use))
+            if form is None:
+                if not use and not json:
+                    form = plain.get(codec)  # in Protobuf the whole form is the plain one
+                else:
+                    body = (patch or b"") if use else data
+                    raw = _json_string(body) if json else msgspec.Raw(body)
+                    wire = PublicationWire(data=raw, key=key, version=version, delta=use)
+                    form = EncodedOnce(Reply(push=Push(channel=ch.name, pub=wire))).get(codec)
+                forms[(codec.name, use)] = form
+            tracker.send(form)
+            ready.add(key)
 
     def _remove(self, ch: SharedPollChannel, key: str, state: KeyState) -> None:
         pub = PublicationWire(data=msgspec.UNSET, key=key, removed=True)
         push = EncodedOnce(Reply(push=Push(channel=ch.name, pub=pub)))
+        # a JSON fossil subscriber parses every payload: a removal carries "null"
+        null = PublicationWire(data=_json_string(b"null"), key=key, removed=True)
+        json_null = EncodedOnce(Reply(push=Push(channel=ch.name, pub=null)))
         del ch.keys[key]
         for tracker in state.trackers:
             mine = ch.subscribers.get(tracker)
             if mine is not None:
                 mine.pop(key, None)
-            tracker.send(push.get(tracker.codec))
+            ready = ch.delta.get(tracker)
+            codec = tracker.codec
+            if ready is not None:
+                ready.discard(key)
+                if codec.name == "json":
+                    tracker.send(json_null.get(codec))
+                    continue
+            tracker.send(push.get(codec))
+
+
+def _json_string(data: bytes) -> msgspec.Raw:
+    """``data`` as a JSON string literal (how a JSON fossil subscriber takes payloads);
+    unchanged when it is not UTF-8 (then refused for JSON clients, as any binary data)."""
+    try:
+        return msgspec.Raw(msgspec.json.encode(data.decode("utf-8")))
+    except UnicodeDecodeError:
+        return msgspec.Raw(data)
+
+
+def _patch(base: bytes, data: bytes) -> bytes:
+    """The fossil delta from ``base`` to ``data`` when shorter and UTF-8 (a JSON string
+    must be), else empty: the whole data goes."""
+    patch = patch_for(base, data)
+    try:
+        patch.decode("utf-8")
+    except UnicodeDecodeError:
+        return b""
+    return patch
 
 
 __all__ = [

@@ -93,6 +93,13 @@ def config(proxy_endpoint: str = "") -> dict[str, Any]:
             "allow_subscribe_for_client": True,
             "shared_poll": {**common, "mode": "versioned", "publish_enabled": True},
         },
+        {
+            "name": "deltas",
+            "subscription_type": "shared_poll",
+            "allow_subscribe_for_client": True,
+            "allowed_delta_types": ["fossil"],
+            "shared_poll": dict(common),
+        },
     ]
     return cfg
 
@@ -337,3 +344,26 @@ def test_js_shared_poll_publish_over_grpc_api(
     result = run_js("sdk_shared_poll_multinode.mjs", url, url, token("u1"), POLL_SECRET, timeout=20)
     assert result["updates"][1] == {"key": "p1", "data": {"price": 7}, "version": 100}
     assert errors == [107, 0]
+
+
+@pytest.mark.parametrize("protocol", ["json", "protobuf"])
+def test_js_shared_poll_fossil_delta(
+    live_server: LiveServerFactory, run_js: RunJs, protocol: str
+) -> None:
+    """delta: 'fossil' is negotiated per subscription; changes after the first go as deltas."""
+    backend = Backend()
+    srv = live_server(poll_node(backend).asgi_app())
+    result = run_js(
+        "sdk_shared_poll_delta.mjs",
+        srv.ws_url(WS_PATH),
+        token("u1"),
+        protocol,
+        POLL_SECRET,
+        timeout=20,
+    )
+    assert result == {
+        "ns": [0, 1, 2, 3, "removed"],
+        "intact": True,
+        "numFull": 2,  # the first data, and the removal (its "null")
+        "numDelta": 3,
+    }
