@@ -178,6 +178,14 @@ class MapCommands:
     def _catch_up_timeout(opts: ChannelOptions) -> float:
         return opts.map.subscribe_catch_up_timeout or CATCH_UP_TIMEOUT
 
+    def _sweep(self) -> None:
+        """Forget map subscribes abandoned for longer than their catch-up timeout."""
+        now = time.monotonic()
+        policy = self.s.node.policy
+        for channel, state in list(self.pending.items()):
+            if now - state.started > self._catch_up_timeout(policy.resolve(channel)):
+                del self.pending[channel]
+
     async def _begin(self, req: SubscribeRequest, opts: ChannelOptions) -> MapSubscribing:
         """The first command of a map subscribe: authorize it and remember the grant."""
         policy = self.s.node.policy
@@ -185,6 +193,9 @@ class MapCommands:
         tags_filter = None if req.tf is None else policy.tags_filter(opts, req.tf)
         if req.channel in self.pending or req.channel in self.s.subs:
             raise ClientError.of(ErrorCode.ALREADY_SUBSCRIBED)
+        self._sweep()
+        if len(self.s.subs) + len(self.pending) >= policy.channel_limit:
+            raise ClientError.of(ErrorCode.LIMIT_EXCEEDED)  # unfinished ones count too
         state = MapSubscribing(grant, time.monotonic(), tags_filter, epoch=req.epoch)
         self.pending[req.channel] = state
         return state

@@ -84,3 +84,29 @@ async def test_bad_map_commands(srv: LiveServer) -> None:
         assert await c.call(publish=ok) == {"id": c.next_id, "publish": {}}
         debounced = await c.call(subscribe={"channel": "deltamap:d", "type": 1, "phase": 2})
         assert debounced["subscribe"]["publish_debounce"] == 50  # client_publish_debounce_interval
+
+
+async def test_unfinished_map_subscribes_count_toward_the_channel_limit(
+    live_server: LiveServerFactory,
+) -> None:
+    cfg = copy.deepcopy(BASE_CONFIG)
+    cfg["channel"]["namespaces"] += MAP_NAMESPACES
+    cfg["client"]["channel_limit"] = 1
+    node = Node(cfg)
+    srv = live_server(node.asgi_app())
+
+    async def seed() -> None:
+        for i in range(150):  # two state pages of 100
+            await node.map_publish("board:big", f"k{i:03d}", {"i": i})
+
+    await srv.acall(seed())
+    async with websockets.connect(srv.ws_url(WS_PATH)) as ws:
+        c = Conn(ws)
+        await c.call(connect={"token": token("u1")})
+        first = await c.call(subscribe={"channel": "board:big", "type": 1, "phase": 2})
+        assert first["subscribe"]["phase"] == 2 and first["subscribe"]["cursor"] == "k099"
+        other = await c.call(subscribe={"channel": "board:other", "type": 1, "phase": 2})
+        assert _error(other) == 106
+        page = {"channel": "board:big", "type": 1, "phase": 2, "cursor": "k099"}
+        last = await c.call(subscribe=page)
+        assert len(last["subscribe"]["state"]) == 50 and "phase" not in last["subscribe"]
