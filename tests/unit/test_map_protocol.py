@@ -108,3 +108,11 @@ def test_live_phase_is_omitted_and_sub_refresh_items_encode() -> None:
     reply = Reply(id=2, sub_refresh=SubRefreshResult(ttl=10, items=[item]))
     m = pb.Reply.FromString(PROTOBUF.encode_reply(reply)[1:])
     assert m.sub_refresh.items[0].version == 3 and m.sub_refresh.ttl == 10
+
+
+def test_json_map_state_leaves_out_entries_a_json_client_cannot_receive() -> None:
+    good = PublicationWire(data=Raw(b'{"v":1}'), key="ok")
+    binary = PublicationWire(data=Raw(b"\xff\x00"), key="bin")
+    reply = Reply(id=1, subscribe=SubscribeResult(type=1, phase=2, state=[good, binary]))
+    decoded = msgspec.json.decode(JSON.encode_reply(reply))
+    assert decoded["subscribe"]["state"] == [{"data": {"v": 1}, "key": "ok"}]

@@ -56,7 +56,14 @@ def _deliverable(pubs: list[PublicationWire]) -> list[PublicationWire] | None:
 
 def _subscribe(result: SubscribeResult) -> SubscribeResult:
     pubs = _deliverable(result.publications)
-    return result if pubs is None else replace(result, publications=pubs)
+    state = _deliverable(result.state) if result.state else None  # map state entries
+    if pubs is None and state is None:
+        return result
+    return replace(
+        result,
+        publications=result.publications if pubs is None else pubs,
+        state=result.state if state is None else state,
+    )
 
 
 def _connect(result: ConnectResult) -> ConnectResult:
