@@ -22,6 +22,7 @@ after the last subscriber left. Backend calls over all channels are bounded by
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import logging
@@ -57,6 +58,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("centrifuge_asgi.shared_poll")
 
 GRACE_SECONDS = 5  # a signature expired less than this long ago still verifies
+CALL_BOUND = 10.0  # a refresh call may take the refresh interval, or this when longer
 TRACK, UNTRACK = 1, 2  # SubRefreshRequest.type
 
 
@@ -393,12 +395,14 @@ class SharedPollManager:
         items = [SharedPollItem(k, ch.keys[k].version if versioned else 0) for k in keys]
         event = SharedPollRefreshEvent(ch.name, items, versioned)
         self.refresh_calls += 1
+        bound = max(ch.opts.refresh_interval, CALL_BOUND)
         try:
-            if self._slots is None:
-                reply = await handler(event)
-            else:
-                async with self._slots:
+            async with self._slots or contextlib.nullcontext():
+                with anyio.fail_after(bound):
                     reply = await handler(event)
+        except TimeoutError:
+            log.warning("shared poll refresh of %s took over %gs: skipped", ch.name, bound)
+            return
         except Exception as exc:  # the cycle is skipped, the next one retries
             log.warning("shared poll refresh of %s failed: %s", ch.name, exc)
             return

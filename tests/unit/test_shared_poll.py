@@ -524,3 +524,31 @@ async def test_batches_concurrency_limit_and_signature_expiry(running: Any) -> N
     assert "x" in node.shared_poll.channels["vv:3"].keys
     await until(lambda: "x" not in node.shared_poll.channels["vv:3"].keys, "expired key")
     assert all(not p["pub"].get("removed") for p in conn.pushes)  # no removal push
+
+
+@pytest.mark.anyio
+async def test_a_hung_refresh_is_cancelled(running: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A refresh call is bounded (CALL_BOUND or the interval): a hung backend skips the
+    cycle and frees its concurrency slot; the next cycle asks again."""
+    from centrifuge_asgi import shared_poll
+
+    monkeypatch.setattr(shared_poll, "CALL_BOUND", 0.2)
+    hang = {"on": True}
+
+    class Hanging(Backend):
+        async def __call__(self, event: SharedPollRefreshEvent) -> SharedPollRefreshReply:
+            self.calls.append([(i.key, i.version) for i in event.items])
+            if hang["on"]:
+                await anyio.sleep_forever()
+            return SharedPollRefreshReply([SharedPollResult(i.key, 1) for i in event.items])
+
+    backend = Hanging()
+    cfg = poll_config()
+    cfg["shared_poll"]["concurrency_limit"] = 1
+    node = await running(cfg, backend)
+    c = FakeConn("u")
+    subscribe(node, c)
+    track(node, c, ["a"])
+    await until(lambda: len(backend.calls) >= 2, "a second call after the hung one")
+    hang["on"] = False
+    await until(lambda: len(c.pushes) == 1, "data once the backend answers")
