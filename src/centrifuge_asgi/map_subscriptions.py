@@ -286,8 +286,6 @@ class MapCommands:
         node = s.node
         channel = req.channel
         positioned = opts.map.has_stream
-        if recovery and not positioned:
-            raise ClientError.of(ErrorCode.BAD_REQUEST)
         delta = bool(req.delta) and req.delta in opts.allowed_delta_types
         json = delta and s.codec.name == "json"
         sub = self.channels.new_map_subscription(
