@@ -104,8 +104,9 @@ async def connect_one(
     await replied
 
 
-async def measure(n: int, peer: str) -> Cost:
-    """The cost per connect + subscribe for ``n`` clients that stay connected."""
+async def measure(n: int, peer: str, freeze: bool = False) -> Cost:
+    """The cost per connect + subscribe for ``n`` clients that stay connected; with
+    ``freeze``, ``gc.freeze()`` after start-up and warm-up (as ``serve`` does)."""
     tasks: list[asyncio.Future[None]] = []
     async with contextlib.AsyncExitStack() as stack:
         if peer == "floor":
@@ -116,7 +117,9 @@ async def measure(n: int, peer: str) -> Cost:
         for _ in range(100):  # warm-up
             await connect_one(app, tasks, frames, replies)
         gc.collect()
-        tracked = len(gc.get_objects())
+        if freeze:
+            gc.freeze()
+        tracked = len(gc.get_objects()) + gc.get_freeze_count()
         full_gc = 0.0
         started_gc = 0.0
 
@@ -138,7 +141,8 @@ async def measure(n: int, peer: str) -> Cost:
         finally:
             gc.callbacks.remove(on_gc)
         gc.collect()
-        tracked = len(gc.get_objects()) - tracked
+        tracked = len(gc.get_objects()) + gc.get_freeze_count() - tracked
+        gc.unfreeze()
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -149,16 +153,18 @@ def main() -> None:
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 10_000
     default = gc.get_threshold()
     runs = (
-        ("centrifuge-asgi", "us", default),
-        ("centrifuge-asgi, gen0 7000", "us", (7000, 10, 10)),
-        ("ASGI floor app", "floor", default),
+        ("centrifuge-asgi", "us", default, False),
+        ("centrifuge-asgi, gen0 7000", "us", (7000, 10, 10), False),
+        ("centrifuge-asgi, gc.freeze()", "us", default, True),
+        ("ASGI floor app", "floor", default, False),
+        ("ASGI floor app, gc.freeze()", "floor", default, True),
     )
     print(f"{n} clients kept open; per connect + subscribe:")
-    for label, peer, threshold in runs:
+    for label, peer, threshold, freeze in runs:
         gc.collect()
         gc.set_threshold(*threshold)
         try:
-            cost = asyncio.run(measure(n, peer))
+            cost = asyncio.run(measure(n, peer, freeze))
         finally:
             gc.set_threshold(*default)
         print(

@@ -13,7 +13,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import TYPE_CHECKING, Any
@@ -130,6 +130,7 @@ _METHODS = (
 # runs them; connect, unsubscribe, send and pongs keep the order of the frames.
 _CONCURRENT = frozenset(_METHODS) - {"connect", "unsubscribe", "send", "ping"}
 SUBSCRIBING_WAIT = 5.0  # how long an unsubscribe waits for a subscribe of its channel
+_NO_TASKS: AbstractAsyncContextManager[None] = nullcontext()
 # Publications of one connection in flight to a pipelining broker (Redis) at once: their
 # replies go out in command order, and any other command waits until they are answered.
 PIPELINED_PUBLISHES = 16
@@ -362,18 +363,22 @@ class Session:
 
     # ------------------------------------------------------------ concurrency
 
-    @asynccontextmanager
-    async def command_tasks(self) -> AsyncIterator[None]:
+    def command_tasks(self) -> AbstractAsyncContextManager[None]:
         """Where commands run concurrently (``client.concurrency`` > 1) while a transport
         feeds the session; leaving it cancels the commands still running.
 
         At most ``client.concurrency`` commands run at once; the next one waits for a free
-        slot, and so does the transport's reader (back-pressure, as in Centrifugo).
+        slot, and so does the transport's reader (back-pressure, as in Centrifugo). With
+        the default of one at a time it is a shared no-op: a connection then keeps no
+        suspended generator, context manager and weak reference (fewer objects for the
+        garbage collector to walk).
         """
-        limit = self.node.config.client.concurrency
-        if limit <= 1:
-            yield
-            return
+        if self.node.config.client.concurrency <= 1:
+            return _NO_TASKS
+        return self._concurrent_commands(self.node.config.client.concurrency)
+
+    @asynccontextmanager
+    async def _concurrent_commands(self, limit: int) -> AsyncIterator[None]:
         async with anyio.create_task_group() as tg:
             self._tasks, self._slots = tg, anyio.Semaphore(limit)
             try:

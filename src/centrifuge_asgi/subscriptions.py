@@ -196,11 +196,18 @@ class SessionView(Protocol):
 class ChannelCommands:
     """The channel half of a :class:`~centrifuge_asgi.session.Session`."""
 
-    __slots__ = ("maps", "s")
+    __slots__ = ("_maps", "s")
 
     def __init__(self, session: SessionView) -> None:
         self.s = session
-        self.maps = MapCommands(session, self)
+        self._maps: MapCommands | None = None  # made on a connection's first map command
+
+    @property
+    def maps(self) -> MapCommands:
+        maps = self._maps
+        if maps is None:
+            maps = self._maps = MapCommands(self.s, self)
+        return maps
 
     # ------------------------------------------------------------------ subscribe
 
@@ -774,7 +781,8 @@ class ChannelCommands:
     async def unsubscribe(self, channel: str) -> None:
         if not channel:
             raise Disconnect.of(DisconnectCode.BAD_REQUEST)
-        self.maps.pending.pop(channel, None)
+        if self._maps is not None:
+            self._maps.pending.pop(channel, None)
         await self.remove(channel)
 
     async def remove(self, channel: str) -> None:
