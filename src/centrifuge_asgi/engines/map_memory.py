@@ -11,6 +11,7 @@ once a second by the node), each removal fanned out like a client's remove.
 from __future__ import annotations
 
 import bisect
+import heapq
 import secrets
 import string
 import time
@@ -91,6 +92,9 @@ class MemoryMapBroker:
         self._handler: BrokerEventHandler | None = None
         self._channels: dict[str, _Channel] = {}
         self._results: dict[tuple[str, str], tuple[float, MapUpdateResult]] = {}
+        # (expire-at, channel, key) of every TTL set; stale items (the key was renewed,
+        # removed or cleared since) are skipped when they come up
+        self._expiry: list[tuple[float, str, str]] = []
 
     async def start(self, handler: BrokerEventHandler) -> None:
         self._handler = handler
@@ -177,6 +181,7 @@ class MemoryMapBroker:
         if reason:
             if opts.refresh_ttl_on_suppress and entry is not None and chopts.key_ttl > 0:
                 entry.expires_at = self._clock() + chopts.key_ttl
+                heapq.heappush(self._expiry, (entry.expires_at, channel, key))
             return MapUpdateResult(ch.position(), suppressed=True, suppress_reason=reason)
         pub = Publication(
             opts.data,
@@ -190,6 +195,8 @@ class MemoryMapBroker:
         if entry is None:
             ch.sorted_keys = None
         ch.state[key] = _Entry(pub, expires_at, opts.version, opts.version_epoch)
+        if chopts.key_ttl > 0:
+            heapq.heappush(self._expiry, (expires_at, channel, key))
         result = MapUpdateResult(ch.position())
         if opts.idempotency_key:
             ttl = opts.idempotent_result_ttl or 300.0
@@ -297,10 +304,14 @@ class MemoryMapBroker:
     def sweep(self) -> None:
         """Remove expired keys (fanning out their removals), expired streams and channels."""
         now = self._clock()
+        heap = self._expiry
+        while heap and heap[0][0] <= now:
+            _, name, key = heapq.heappop(heap)
+            channel = self._channels.get(name)
+            entry = channel.state.get(key) if channel is not None else None
+            if channel is not None and entry is not None and entry.expires_at <= now:
+                self._remove_entry(name, channel, key, entry.pub.tags)
         for name, ch in list(self._channels.items()):
-            expired = [k for k, e in ch.state.items() if e.expires_at <= now]
-            for key in sorted(expired):
-                self._remove_entry(name, ch, key, ch.state[key].pub.tags)
             if ch.stream and ch.stream_expires_at <= now:
                 ch.stream.clear()
             meta_ttl = ch.opts.effective_meta_ttl
