@@ -200,7 +200,7 @@ def check(result: dict[str, Any]) -> None:
     calls = result["calls"]
     assert all(len(keys) == len(set(keys)) for keys in calls), calls
     per_key = {key: sum(key in keys for keys in calls) for key in ("a", "b")}
-    assert 3 <= per_key["a"] <= 6 and per_key["a"] == per_key["b"], calls
+    assert 2 <= per_key["a"] <= 6 and per_key["a"] == per_key["b"], calls  # ~5; per tracker: ~10
     assert result["tracked"] == ["a"]  # b was removed by the backend
     assert result["afterUntrack"] == []
     assert result["replay"] == {"getSignatureCalls": 0}  # the cached signature was replayed

@@ -272,7 +272,7 @@ async def test_one_call_per_key_for_every_tracker(running: Any) -> None:
     await until(lambda: all(len(c.pushes) == 2 for c in conns), "cold data")
     backend.calls.clear()
     await anyio.sleep(0.55)
-    assert 3 <= len(backend.calls) <= 7
+    assert 2 <= len(backend.calls) <= 7  # ~5 cycles; polling per tracker would be ~25
     for call in backend.calls:
         assert sorted(call) == [("a", 0), ("b", 0)]  # every key once, versionless: no version
     assert all(len(c.pushes) == 2 for c in conns)  # unchanged data: nothing pushed
