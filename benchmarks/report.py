@@ -436,8 +436,9 @@ def _targets(data: dict[str, Any]) -> list[str]:
         rows.append(
             ("through Redis ≥ 70% of single process", "≥ 0.7", ratio(_rate(redis), single), 0.7)
         )
+    rows += _targets_19(data, ratio, p99, conn, single, redis)
     out = [
-        "**Targets from issue 6 (centrifuge-asgi, this run)**",
+        "**Targets from issues 6 and 19 (centrifuge-asgi, this run)**",
         "",
         "| target | wanted | measured | met |",
         "|---|--:|--:|:-:|",
@@ -450,6 +451,90 @@ def _targets(data: dict[str, Any]) -> list[str]:
         else:
             met = "yes" if got <= -bound else "**no**"
         out.append(f"| {name} | {want} | {'—' if got is None else f'{got:.2f}'} | {met} |")
+    return [*out, ""]
+
+
+def _targets_19(
+    data: dict[str, Any],
+    ratio: Any,
+    p99: Any,
+    conn: dict[str, float | None],
+    single: float | None,
+    redis: dict[str, Any] | None,
+) -> list[tuple[str, str, float | None, float]]:
+    """The raised targets of issue 19 (a row is n/a when its scenario did not run)."""
+    res = data["results"]
+    rows: list[tuple[str, str, float | None, float]] = []
+    rows.append(
+        (f"connect rate ≥ 0.9{X} ASGI floor", "≥ 0.9", ratio(conn.get(US), conn.get(REF_ASGI)), 0.9)
+    )
+    got = None if redis is None or redis.get("not_available") else ratio(_rate(redis), single)
+    rows.append(("through Redis ≥ 0.9 of single process", "≥ 0.9", got, 0.9))
+    big = res.get("burst-10000", {})
+    us, sio, asgi = (_rate(big.get(k)) for k in (US, REF_SIO, REF_ASGI))
+    rows.append((f"burst at 10,000 ≥ 10{X} python-socketio", "≥ 10", ratio(us, sio), 10))
+    rows.append((f"burst at 10,000 ≥ 2{X} ASGI floor", "≥ 2", ratio(us, asgi), 2))
+    subs = data["params"].get("steady_subs", 0) * data["params"].get("steady_rate", 0)
+    rows.append(
+        (
+            f"steady p99 at {subs:,} deliveries/s ≤ 1.2{X} ASGI floor's",
+            "≤ 1.2",
+            ratio(p99(US), p99(REF_ASGI)),
+            -1.2,
+        )
+    )
+    idle = res.get("idle", {})
+    last = data["params"]["idle_steps"][-1]
+    us_kb = _nearest(_idle_points(idle.get(US)), last)
+    asgi_kb = _nearest(_idle_points(idle.get(REF_ASGI)), last)
+    rows.append(
+        (f"idle RSS/client at {last:,} ≤ 1.0{X} ASGI floor", "≤ 1.0", ratio(us_kb, asgi_kb), -1.0)
+    )
+    scale = res.get("scale", {}).get(US)
+    n = data["params"].get("scale_n", 0)
+    done = None
+    if _ok(scale) and scale:
+        done = 1.0 if scale.get("complete") and scale.get("subscribers") == n else 0.0
+    rows.append((f"{n:,} connections in one process, every delivery", "all", done, 1))
+    return rows
+
+
+def _scale_table(data: dict[str, Any]) -> list[str]:
+    """Scenario 7: one process holding ``scale_n`` subscribed clients, one burst."""
+    res = data["results"].get("scale", {})
+    if not res:
+        return ["not run", ""]
+    n = data["params"].get("scale_n", 0)
+    pubs = data["params"].get("scale_pubs", 0)
+    out = [
+        f"**{n:,} connections, each subscribed to one channel; one burst of {pubs} publications**",
+        "",
+        "| peer | connected | connects/s | deliveries/s | all delivered | RSS MB | "
+        "tracked objects | full GC pass ms | full GCs during the run (total ms, longest ms) |",
+        "|---|--:|--:|--:|:-:|--:|--:|--:|---|",
+    ]
+    for key in _peers(data):
+        r = res.get(key)
+        if r is None:
+            continue
+        if not _ok(r):
+            out.append(f"| {_label(key)} | {_fail(r)} | | | | | | | |")
+            continue
+        gc = r.get("gc") or {}
+        passes = gc.get("full_gc_ms") or []
+        during = (
+            f"{gc.get('full_collections_during_run')} "
+            f"({gc.get('full_collections_ms_total')}, {gc.get('full_collection_longest_ms')})"
+            if gc
+            else "—"
+        )
+        out.append(
+            f"| {_label(key)} | {r.get('subscribers', 0):,} | {_num(r.get('connect_rate'), 0)} "
+            f"| {_num(_rate(r), 0)} | {'yes' if r.get('complete') else '**no**'} "
+            f"| {_num(gc.get('rss_mb', r.get('rss_mb')), 1)} "
+            f"| {_num(gc.get('tracked_objects'), 0)} "
+            f"| {', '.join(str(x) for x in passes) or '—'} | {during} |"
+        )
     return [*out, ""]
 
 
@@ -595,6 +680,7 @@ def render(data: dict[str, Any], plot_name: str = "benchmarks.png") -> str:
     lines += ["### 4. Idle memory", "", *_idle_table(data), *_memory_matrix(data)]
     lines += ["### 5. Connect rate", "", *_connect_table(data)]
     lines += ["### 6. Through Redis", "", *(_redis_table(data) or ["not run", ""])]
+    lines += ["### 7. Many connections in one process", "", *_scale_table(data)]
     extra = _profile(data) + _what_if(data) + _memtrace(data)
     if extra:
         lines += ["### Profile and what-if", "", *extra]

@@ -85,6 +85,8 @@ class Params:
     idle_settle_s: float
     redis_subs: int
     redis_pubs: int
+    scale_n: int = 15000
+    scale_pubs: int = 20
     repeats: int = 1
     repeat_budget_s: float = 0
     connect_rounds: int = 3
@@ -99,10 +101,10 @@ class Params:
 
 
 FULL = Params(
-    burst_sizes=[1000, 5000],
+    burst_sizes=[1000, 5000, 10000],
     burst_pubs=200,
     deadline_s=10,
-    steady_subs=1000,
+    steady_subs=2500,
     steady_rate=20,
     steady_seconds=10,
     steady_drain_s=5,
@@ -132,6 +134,8 @@ QUICK = Params(
     idle_settle_s=0.7,
     redis_subs=300,
     redis_pubs=40,
+    scale_n=1000,
+    scale_pubs=10,
     repeats=2,
     repeat_budget_s=2,
     connect_cap_s=10,
@@ -372,6 +376,31 @@ def job_burst(
         }
         budget = _connect_budget(ctx, n) + ctx.params.deadline_s + ctx.params.repeat_budget_s
         return run_loadgen(ctx, job, budget + 30)
+
+
+def job_scale(ctx: Ctx, peer: Peer) -> dict[str, Any]:
+    """Scenario 7: ``scale_n`` subscribed clients in one process, one burst, then the
+    server's collector (``servers/gcstats.py``) with every client still connected."""
+    ctx.job_no += 1
+    p = ctx.params
+    prefix = ctx.logs / f"gcstats-{peer.key}-{ctx.job_no}"
+    with servers(ctx, (peer, ["--gc-stats", str(prefix)])) as (srv,):
+        job = {
+            "proto": peer.proto,
+            "port": srv.port,
+            "scenario": "burst",
+            "subs": p.scale_n,
+            "pubs": p.scale_pubs,
+            "deadline_s": 2 * p.deadline_s,
+            "repeats": 1,
+            "gc_stats": str(prefix),
+            "pids": {"server": srv.pid},
+        }
+        budget = _connect_budget(ctx, p.scale_n) + 2 * p.deadline_s + 60
+        return run_loadgen(ctx, job, budget)
+
+
+SCALE_PEERS = ["asgi-floor", "centrifuge-asgi"]
 
 
 def job_steady(ctx: Ctx, peer: Peer) -> dict[str, Any]:
@@ -808,6 +837,10 @@ def run_suite(ctx: Ctx) -> dict[str, Any]:
                 }
                 continue
             record("redis", peer.key, job_redis, ctx, peer)
+    if "scale" in ctx.scenarios:
+        for peer in ctx.peers:
+            if peer.key in SCALE_PEERS:
+                record("scale", peer.key, job_scale, ctx, peer)
     if "memory-matrix" in ctx.scenarios and (p.memory_matrix or ctx.explicit):
         step = [p.matrix_n]
         for label, extra, deflate in MEMORY_VARIANTS:
@@ -851,6 +884,7 @@ SCENARIOS = [
     "channels",
     "idle",
     "redis",
+    "scale",
     "memory-matrix",
     "profile",
     "what-if",

@@ -558,7 +558,14 @@ async function scenarioBurst() {
   const r = runs.reduce((a, b) => (b.rate > a.rate ? b : a));
   r.runs = runs.map((x) => x.rate);
   const got = c.conns.map((x) => x.got);
+  let gc = null; // a server started with --gc-stats: its collector, all clients still open
+  if (job.gc_stats) {
+    await snapshotStep(`${job.gc_stats}.trigger`, `${job.gc_stats}.json`, "");
+    gc = JSON.parse(fs.readFileSync(`${job.gc_stats}.json`, "utf8"));
+  }
   return {
+    gc,
+    rss_mb: job.pids && job.pids.server ? +(rssBytes(job.pids.server) / 2 ** 20).toFixed(1) : null,
     subscribers: c.conns.length,
     connect_failures: c.failures,
     connect_rate: Math.round(c.rate),

@@ -68,6 +68,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--redis-prefix", default="bench")
     p.add_argument("--probe", action="store_true", help="exit 0 if servable, 3 if not")
     p.add_argument("--tracemalloc", metavar="PREFIX", help="see memtrace.py")
+    p.add_argument("--gc-stats", metavar="PREFIX", help="see gcstats.py")
     p.add_argument(
         "--what-if", default="", help="comma-separated what_if.py patches (centrifuge only)"
     )
@@ -81,6 +82,10 @@ def main(argv: list[str] | None = None) -> int:
         import memtrace
 
         memtrace.start(args.tracemalloc)
+    if args.gc_stats:
+        import gcstats
+
+        gcstats.start(args.gc_stats)
     module_name = PEERS[args.peer]
     if module_name is None:
         if args.probe:
