@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
@@ -396,7 +397,13 @@ class Executor:
 
     async def rpc(self, req: s.RpcRequest) -> dict[str, Any]:
         """No server-API RPC extensions exist (as in Centrifugo OSS): 107 or 104."""
-        raise ApiError(BAD_REQUEST if not req.method else NOT_FOUND)
+        started = time.perf_counter()
+        try:
+            raise ApiError(BAD_REQUEST if not req.method else NOT_FOUND)
+        finally:
+            labels = ("grpc" if self.any_bytes else "http", req.method)
+            took = time.perf_counter() - started
+            self.node.metrics.observe("api_rpc_duration_seconds", labels, took)
 
     # ------------------------------------------------------------ map channels
 

@@ -84,7 +84,8 @@ def build_app(node: Node, part: Part = "all") -> NodeApp:
         routes += internal_routes(node)
     if part in ("all", "external"):
         routes += admin.routes(node, external=True)  # admin.external
-    return NodeApp(routes, node.lifespan)
+    counting = node.registry.observer  # set when the node has metrics
+    return NodeApp(routes, node.lifespan, counting)
 
 
 def split_apps(node: Node) -> tuple[Starlette, Starlette]:

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from .engines.base import Broker, ClientInfo, PresenceManager, PublishResult, StreamPosition
     from .engines.map_base import MapBroker
     from .handlers import Handlers
-    from .observer import Tracing
+    from .observer import NodeObserver, Tracing
     from .op_limits import OperationLimits
     from .pacing import Pacer
     from .pending import Pending
@@ -39,6 +39,7 @@ class SessionHost(Protocol):
     rate_limits: OperationLimits | None  # client.rate_limit (Centrifugo PRO semantics)
     # connection index and fan-out
     registry: Registry[Any]  # of sessions: session.py imports this module
+    metrics: NodeObserver
     shared_poll: SharedPollManager  # shared poll channels: tracked keys, polling
     # engines
     broker: Broker

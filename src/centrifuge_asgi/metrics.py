@@ -29,7 +29,8 @@ import contextlib
 import math
 import os
 import time
-from collections.abc import Iterable, Sequence
+from collections import deque
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -39,6 +40,7 @@ from prometheus_client import CollectorRegistry, PlatformCollector, ProcessColle
 
 if TYPE_CHECKING:
     from .host import SessionHost
+    from .protocol.codec import Codec, EncodedOnce
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 #: the environment variable naming the directory the workers of one server share
@@ -49,9 +51,169 @@ STALE_AFTER = 10.0
 WRITE_INTERVAL = 1.0
 #: client_golang's default buckets (Centrifugo's histograms use them)
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-_FANOUT_TYPES = ("publication", "join", "leave")
+#: the deprecated Summaries' quantiles (Centrifugo's objectives)
+QUANTILES = (0.5, 0.99, 0.999)
+#: how many latest observations per label set the quantiles are computed over
+WINDOW = 512
 
 Labels = tuple[tuple[str, str], ...]
+
+NS = "channel_namespace"  # always empty here: a Centrifugo PRO label
+_CYCLE = (NS,)
+_TRIGGER = ("trigger", NS)
+_TRANSPORT = ("transport", "frame_type", NS)
+_PROXY = ("protocol", "type", "name")
+#: buckets of histograms that count items rather than seconds
+ITEM_BUCKETS = (0.0, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 5000.0)
+
+#: Centrifugo's families updated through :meth:`NodeMetrics.count` / ``observe``: name
+#: (without the namespace) → (type, label names, help). A ``summary`` is the deprecated
+#: Summary plus its ``_histogram`` companion, both fed by one ``observe``.
+EVENTS: dict[str, tuple[str, tuple[str, ...], str]] = {
+    "node_action_count": ("counter", ("action", NS), "Number of various actions called."),
+    "node_survey_duration_seconds": ("summary", ("op",), "Survey duration summary."),
+    "node_pub_sub_lag_seconds": ("histogram", (NS,), "Pub sub lag in seconds."),
+    "node_broadcast_duration_seconds": (
+        "histogram",
+        ("type", NS),
+        "Broadcast duration in seconds.",
+    ),
+    "node_tags_filter_dropped_publications": (
+        "counter",
+        (NS,),
+        "Number of publications dropped due to tags filtering.",
+    ),
+    "node_client_connection_limit": (
+        "counter",
+        (),
+        "Number of refused requests due to node client connection limit.",
+    ),
+    "node_incoming_http_requests_total": (
+        "counter",
+        ("path", "method", "status"),
+        "Number of incoming HTTP requests.",
+    ),
+    "client_num_server_unsubscribes": (
+        "counter",
+        ("code", NS),
+        "Number of server initiated unsubscribes.",
+    ),
+    "client_recover": (
+        "counter",
+        ("recovered", NS, "has_recovered_publications"),
+        "Count of recover operations with success/fail resolution.",
+    ),
+    "client_recovered_publications": (
+        "histogram",
+        (NS,),
+        "Number of publications recovered during subscription recovery.",
+    ),
+    "client_connections_accepted": (
+        "counter",
+        ("transport", "accept_protocol", "client_name", "client_version"),
+        "Count of accepted transports.",
+    ),
+    "client_ping_pong_duration_seconds": (
+        "histogram",
+        ("transport",),
+        "Ping/Pong duration in seconds.",
+    ),
+    "transport_messages_sent": (
+        "counter",
+        _TRANSPORT,
+        "Number of messages sent to client connections over specific transport.",
+    ),
+    "transport_messages_sent_size": (
+        "counter",
+        _TRANSPORT,
+        "Size in bytes of messages sent to client connections over specific transport.",
+    ),
+    "transport_messages_received": (
+        "counter",
+        _TRANSPORT,
+        "Number of messages received from client connections over specific transport.",
+    ),
+    "transport_messages_received_size": (
+        "counter",
+        _TRANSPORT,
+        "Size in bytes of messages received from client connections over specific transport.",
+    ),
+    "transport_outgoing_close_count": (
+        "counter",
+        ("transport", "code"),
+        "Number of close frames sent to client connections.",
+    ),
+    "proxy_inflight_requests": ("gauge", _PROXY, "Number of proxy requests in flight."),
+    "api_rpc_duration_seconds": ("summary", ("protocol", "method"), "Duration of API RPC."),
+    "broker_publish_suppressed_count": (
+        "counter",
+        ("reason", NS),
+        "Number of suppressed publish operations.",
+    ),
+    "map_broker_publish_suppressed_count": (
+        "counter",
+        ("reason", NS),
+        "Number of suppressed map publish operations.",
+    ),
+    "map_broker_remove_suppressed_count": (
+        "counter",
+        ("reason", NS),
+        "Number of suppressed map remove operations.",
+    ),
+    "shared_poll_cycle_duration_seconds": (
+        "histogram",
+        _CYCLE,
+        "Full shared poll cycle duration including the spread delay.",
+    ),
+    "shared_poll_cycle_work_duration_seconds": (
+        "histogram",
+        _CYCLE,
+        "Shared poll cycle duration without the spread delay.",
+    ),
+    "shared_poll_handler_duration_seconds": (
+        "histogram",
+        _TRIGGER,
+        "Shared poll handler duration.",
+    ),
+    "shared_poll_sem_wait_duration_seconds": (
+        "histogram",
+        _TRIGGER,
+        "Time waiting for a shared poll concurrency slot.",
+    ),
+    "shared_poll_handler_error_count": (
+        "counter",
+        _TRIGGER,
+        "Number of shared poll handler errors.",
+    ),
+    "shared_poll_items_count": (
+        "counter",
+        ("trigger", "result", NS),
+        "Items returned by shared poll handlers by result.",
+    ),
+    "shared_poll_publish_count": (
+        "counter",
+        ("result", NS),
+        "Number of publications produced by shared poll.",
+    ),
+    "shared_poll_proxy_request_items": (
+        "histogram",
+        ("name",),
+        "Number of items per shared poll refresh proxy request.",
+    ),
+    "shared_poll_proxy_response_items": (
+        "histogram",
+        ("name",),
+        "Number of items per shared poll refresh proxy response.",
+    ),
+}
+#: histograms of EVENTS whose observations are item counts
+_ITEM_HISTOGRAMS = frozenset(
+    {
+        "client_recovered_publications",
+        "shared_poll_proxy_request_items",
+        "shared_poll_proxy_response_items",
+    }
+)
 
 
 class Family(msgspec.Struct, array_like=True):
@@ -66,25 +228,32 @@ class Family(msgspec.Struct, array_like=True):
 
 class _Histogram:
     """Bucketed observations per label set (client_golang's histogram, cumulated when
-    exposed)."""
+    exposed), plus the latest :data:`WINDOW` values per label set for the deprecated
+    Summary's quantiles."""
 
-    __slots__ = ("series",)
+    __slots__ = ("buckets", "recent", "series")
 
-    def __init__(self) -> None:
-        self.series: dict[Labels, list[float]] = {}  # per-bucket counts..., +Inf, sum
+    def __init__(self, buckets: tuple[float, ...] = BUCKETS) -> None:
+        self.buckets = buckets
+        # label set (pairs, or an EVENTS family's values) → per-bucket counts, +Inf, sum
+        self.series: dict[tuple[Any, ...], list[float]] = {}
+        self.recent: dict[tuple[Any, ...], deque[float]] = {}
 
-    def observe(self, labels: Labels, value: float) -> None:
+    def observe(self, labels: tuple[Any, ...], value: float) -> None:
         row = self.series.get(labels)
         if row is None:
-            row = self.series[labels] = [0.0] * (len(BUCKETS) + 2)
-        row[bisect.bisect_left(BUCKETS, value)] += 1
+            row = self.series[labels] = [0.0] * (len(self.buckets) + 2)
+            self.recent[labels] = deque(maxlen=WINDOW)
+        row[bisect.bisect_left(self.buckets, value)] += 1
         row[-1] += value
+        self.recent[labels].append(value)
 
-    def samples(self, name: str) -> list[tuple[str, Labels, float]]:
+    def samples(self, name: str, names: Sequence[str] = ()) -> list[tuple[str, Labels, float]]:
+        """The exposed samples; ``names`` label the values of an :data:`EVENTS` family."""
         out: list[tuple[str, Labels, float]] = []
-        for labels, row in sorted(self.series.items()):
+        for _, labels, row in self._rows(names):
             total = 0.0
-            for bound, count in zip((*BUCKETS, math.inf), row, strict=False):
+            for bound, count in zip((*self.buckets, math.inf), row, strict=False):
                 total += count
                 le = "+Inf" if bound == math.inf else repr(bound)
                 out.append((f"{name}_bucket", (*labels, ("le", le)), total))
@@ -92,10 +261,22 @@ class _Histogram:
             out.append((f"{name}_count", labels, total))
         return out
 
-    def summary(self, name: str) -> list[tuple[str, Labels, float]]:
-        """The deprecated Summary's ``_sum`` and ``_count`` (no quantiles here)."""
+    def _rows(self, names: Sequence[str]) -> list[tuple[tuple[Any, ...], Labels, list[float]]]:
+        """(key, labels, row) by key: a key is the labels, or with ``names`` their values."""
+        rows = sorted(self.series.items())
+        if names:
+            return [(key, tuple(zip(names, key, strict=True)), row) for key, row in rows]
+        return [(key, key, row) for key, row in rows]
+
+    def summary(self, name: str, names: Sequence[str] = ()) -> list[tuple[str, Labels, float]]:
+        """The deprecated Summary: Centrifugo's quantiles (0.5, 0.99, 0.999) over the
+        latest :data:`WINDOW` observations of each label set, ``_sum`` and ``_count``."""
         out: list[tuple[str, Labels, float]] = []
-        for labels, row in sorted(self.series.items()):
+        for key, labels, row in self._rows(names):
+            recent = sorted(self.recent.get(key, ()))
+            for q in QUANTILES:
+                at = recent[min(len(recent) - 1, int(q * len(recent)))] if recent else math.nan
+                out.append((name, (*labels, ("quantile", repr(q))), at))
             out.append((f"{name}_sum", labels, row[-1]))
             out.append((f"{name}_count", labels, sum(row[:-1])))
         return out
@@ -118,7 +299,6 @@ class NodeMetrics:
         PlatformCollector(registry=self.registry)
         self.messages_sent: dict[Labels, float] = {}  # to the broker
         self.messages_received: dict[Labels, float] = {}  # from the broker, fanned out
-        self.transport_sent: dict[Labels, float] = {}  # pushes queued to connections
         self.reply_errors: dict[Labels, float] = {}
         self.server_disconnects: dict[Labels, float] = {}
         self.api_errors: dict[Labels, float] = {}
@@ -129,8 +309,54 @@ class NodeMetrics:
         self.commands = _Histogram()
         self.api = _Histogram()
         self.proxy = _Histogram()
+        self.events: dict[str, dict[tuple[str, ...], float]] = {
+            name: {} for name, spec in EVENTS.items() if spec[0] in ("counter", "gauge")
+        }
+        self.histograms = {
+            name: _Histogram(ITEM_BUCKETS if name in _ITEM_HISTOGRAMS else BUCKETS)
+            for name, spec in EVENTS.items()
+            if spec[0] in ("histogram", "summary")
+        }
         self._labels: dict[Any, Labels] = {}
         self._dir = os.environ.get(MULTIPROCESS_ENV, "")
+
+    # ------------------------------------------------- the generic (EVENTS) families
+
+    def count(self, family: str, labels: tuple[str, ...] = (), amount: float = 1.0) -> None:
+        """Add ``amount`` to counter (or gauge) ``family`` of :data:`EVENTS`."""
+        table = self.events[family]
+        table[labels] = table.get(labels, 0.0) + amount
+
+    def observe(self, family: str, labels: tuple[str, ...], value: float) -> None:
+        """One observation of histogram ``family`` of :data:`EVENTS` (and of its
+        deprecated Summary, when it has one)."""
+        self.histograms[family].observe(labels, value)
+
+    def fanout_sent(
+        self,
+        frame_type: str,
+        channel: str,
+        tally: Mapping[tuple[str, Codec], int],
+        data: EncodedOnce,
+        unsent: Sequence[tuple[str, Codec]] = (),
+    ) -> None:
+        """One fan-out queued a push to the subscribers ``tally`` counts by transport
+        and codec, less the ``unsent`` ones (left out by a tags filter, late, ...):
+        counted per transport, sizes from the encoding each codec got (once per fan-out)."""
+        sent, size = (
+            self.events["transport_messages_sent"],
+            self.events["transport_messages_sent_size"],
+        )
+        less: dict[tuple[str, Codec], int] = {}
+        for key in unsent:
+            less[key] = less.get(key, 0) + 1
+        for (transport, codec), n in tally.items():
+            n -= less.get((transport, codec), 0)
+            if n <= 0:
+                continue
+            labels = (transport, frame_type, "")
+            sent[labels] = sent.get(labels, 0.0) + n
+            size[labels] = size.get(labels, 0.0) + n * len(data.get(codec))
 
     def _key(self, *pairs: tuple[str, str]) -> Labels:
         labels = self._labels.get(pairs)
@@ -163,9 +389,6 @@ class NodeMetrics:
         """One broker message of ``kind`` was handed to ``count`` local connections."""
         key = self._key(("type", kind), ("channel_namespace", ""))
         self.messages_received[key] = self.messages_received.get(key, 0) + 1
-        if count:
-            sent = self._key(("transport", ""), ("frame_type", kind), ("channel_namespace", ""))
-            self.transport_sent[sent] = self.transport_sent.get(sent, 0) + count
 
     def broker_publish_error(self) -> None:
         """The broker failed to accept a publication."""
@@ -247,11 +470,6 @@ class NodeMetrics:
                 self.messages_received,
             ),
             _counter(
-                f"{p}_transport_messages_sent",
-                "Number of messages sent to client connections over specific transport.",
-                self.transport_sent,
-            ),
-            _counter(
                 f"{p}_client_num_reply_errors",
                 "Number of errors in replies sent to clients.",
                 self.reply_errors,
@@ -325,10 +543,76 @@ class NodeMetrics:
                 self.consumers_errors,
             ),
         ]
+        out.extend(self._event_families())
+        out.extend(self._engine_families())
         for metric in self.registry.collect():
             name = metric.name + ("_total" if metric.type == "counter" else "")
             samples = [(s.name, tuple(sorted(s.labels.items())), s.value) for s in metric.samples]
             out.append(Family(name, metric.type, metric.documentation, samples))
+        return out
+
+    def _event_families(self) -> list[Family]:
+        """The :data:`EVENTS` families; a gauge or counter without labels shows 0 before
+        its first event, a labelled one has no samples until then (as client_golang)."""
+        p, out = self.namespace, []
+        for family, (kind, names, help_) in EVENTS.items():
+            name = f"{p}_{family}"
+            if kind in ("counter", "gauge"):
+                table = self.events[family]
+                if not names and not table:
+                    table = {(): 0.0}
+                samples = [
+                    (name, tuple(zip(names, k, strict=True)), v) for k, v in sorted(table.items())
+                ]
+                out.append(Family(name, kind, help_, samples))
+                continue
+            hist = self.histograms[family]
+            if kind == "summary":
+                out.append(Family(name, "summary", help_, hist.summary(name, names)))
+                name = f"{name}_histogram"
+            out.append(Family(name, "histogram", help_, hist.samples(name, names)))
+        return out
+
+    def _engine_families(self) -> list[Family]:
+        """Counters the Redis engines keep themselves, read now: PUB/SUB connection
+        errors (failed dials, lost connections) and messages dropped because they could
+        not be handled; the Redis map broker's key expiry."""
+        p, out = self.namespace, []
+        for prefix, engine in (("broker", self.node.broker), ("map_broker", self.node.map_broker)):
+            subs = getattr(engine, "subscribers", None)
+            if subs is None:
+                continue
+            errors = float(sum(sub.errors for sub in subs))
+            dropped = float(sum(sub.malformed for sub in subs))
+            name = f"{p}_{prefix}_redis_pub_sub_errors"
+            labels: Labels = (("broker_name", ""), ("error", "connection"))
+            out.append(
+                Family(
+                    name, "counter", "Number of errors in Redis PUB/SUB.", [(name, labels, errors)]
+                )
+            )
+            name = f"{p}_{prefix}_redis_pub_sub_dropped_messages"
+            labels = (("broker_name", ""), ("channel_type", "all"))
+            help_ = "Number of dropped messages on application level in Redis PUB/SUB."
+            out.append(Family(name, "counter", help_, [(name, labels, dropped)]))
+        poll: Any = getattr(self.node, "shared_poll", None)
+        if poll is not None:
+            channels = list(poll.channels.values())
+            for suffix, value, help_ in (
+                ("num_channels", len(channels), "Number of shared poll channels."),
+                ("num_keys", sum(len(ch.keys) for ch in channels), "Number of tracked keys."),
+            ):
+                name = f"{p}_shared_poll_{suffix}"
+                out.append(Family(name, "gauge", help_, [(name, (), float(value))]))
+        map_broker: Any = self.node.map_broker
+        if hasattr(map_broker, "cleanup_removed"):
+            for suffix, value, help_ in (
+                ("removed_count", map_broker.cleanup_removed, "Expired map entries removed."),
+                ("errors_count", map_broker.cleanup_errors, "Map broker cleanup errors."),
+            ):
+                name = f"{p}_map_broker_cleanup_{suffix}"
+                sample = (name, (("broker_name", ""),), float(value))
+                out.append(Family(name, "counter", help_, [sample]))
         return out
 
     def exposition(self) -> bytes:
@@ -409,7 +693,7 @@ def merge(groups: Sequence[Iterable[Family]], namespace: str) -> list[Family]:
                 key = (sname, tuple((k, v) for k, v in labels))  # lists from JSON
                 if key not in table:
                     table[key] = value
-                elif mode == "sum":
+                elif mode == "sum" and not any(k == "quantile" for k, _ in labels):
                     table[key] += value
                 elif mode == "max":
                     table[key] = max(table[key], value)
@@ -426,6 +710,8 @@ def _escape(value: str) -> str:
 
 
 def _number(value: float) -> str:
+    if math.isnan(value):
+        return "NaN"
     if value == math.inf:
         return "+Inf"
     if value == -math.inf:

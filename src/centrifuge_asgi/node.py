@@ -168,6 +168,8 @@ class Node(MapApi):
             log.warning("client.insecure is on: every client may subscribe, publish and read")
         if observer is None and config.prometheus.enabled:
             self.metrics = EDGES.need("prometheus_observer")(self)
+        if not isinstance(self.metrics, NoObserver):  # fan-outs count their pushes
+            self.registry.observer = self.metrics
         # OpenTelemetry spans (tracing.py), None when off: each traced place tests it
         self.tracing: Tracing | None = None
         if config.opentelemetry.enabled:
@@ -507,14 +509,26 @@ class Node(MapApi):
     def handle_publication(
         self, channel: str, pub: Publication, epoch: str, prev: Publication | None = None
     ) -> None:
+        started = time.perf_counter()
         fanned = self.registry.broadcast_publication(channel, pub, epoch, prev)
-        self.metrics.fanout("publication", fanned)
+        self._fanned_out("publication", fanned, started)
+        if pub.time:
+            lag = max(0.0, time.time() - pub.time / 1000)
+            self.metrics.observe("node_pub_sub_lag_seconds", ("",), lag)
 
     def handle_join(self, channel: str, info: ClientInfo) -> None:
-        self.metrics.fanout("join", self.registry.broadcast_join(channel, info))
+        started = time.perf_counter()
+        self._fanned_out("join", self.registry.broadcast_join(channel, info), started)
 
     def handle_leave(self, channel: str, info: ClientInfo) -> None:
-        self.metrics.fanout("leave", self.registry.broadcast_leave(channel, info))
+        started = time.perf_counter()
+        self._fanned_out("leave", self.registry.broadcast_leave(channel, info), started)
+
+    def _fanned_out(self, kind: str, count: int, started: float) -> None:
+        """Metrics of one broker message fanned out (counted once, not per delivery)."""
+        self.metrics.fanout(kind, count)
+        took = time.perf_counter() - started
+        self.metrics.observe("node_broadcast_duration_seconds", (kind, ""), took)
 
     @property
     def controller(self) -> Controller:
@@ -569,6 +583,9 @@ class Node(MapApi):
             log.error("publish to %s failed: %s", channel, exc)
             raise ClientError.of(ErrorCode.INTERNAL) from exc
         self.metrics.published("publication")
+        if result.suppressed:  # deduplicated by idempotency key, or an older version
+            reason = "idempotency_key" if idempotency_key else "version"
+            self.metrics.count("broker_publish_suppressed_count", (reason, ""))
         # The memory broker fans out synchronously. Publishing back to back lets each
         # connection's writer send everything queued as one frame (coalescing); but once
         # some outbox is half full, let the writers drain before the next publication,
@@ -754,6 +771,7 @@ class Node(MapApi):
         whitelist: list[str] | None = None,
     ) -> None:
         """Disconnect every connection of ``user`` (or one ``client``/``session``)."""
+        self.metrics.count("node_action_count", ("user_disconnect", ""))
         await self.cluster.act(
             Disconnect(
                 origin=self.node_id,
@@ -797,10 +815,12 @@ class Node(MapApi):
 
     async def presence(self, channel: str) -> dict[str, ClientInfo]:
         self._require(channel, "presence")
+        self.metrics.count("node_action_count", ("presence", ""))
         return await self.presence_manager.presence(channel)
 
     async def presence_stats(self, channel: str) -> PresenceStats:
         self._require(channel, "presence")
+        self.metrics.count("node_action_count", ("presence_stats", ""))
         return await self.presence_manager.presence_stats(channel)
 
     async def history(
@@ -812,6 +832,7 @@ class Node(MapApi):
         reverse: bool = False,
     ) -> HistoryPage:
         opts = self._require(channel, "history")
+        self.metrics.count("node_action_count", ("history", ""))
         hist = await self.broker.history(
             channel,
             HistoryFilter(limit=limit, since=since, reverse=reverse),
@@ -821,6 +842,7 @@ class Node(MapApi):
 
     async def history_remove(self, channel: str) -> None:
         self._require(channel, "history")
+        self.metrics.count("node_action_count", ("history_remove", ""))
         await self.broker.remove_history(channel)
 
     def channels(self, pattern: str = "") -> dict[str, int]:
@@ -836,7 +858,16 @@ class Node(MapApi):
         Asks the peers this node knows about over the control channel and waits (at most
         ``wait`` seconds) for their answers; a silent peer is left out.
         """
-        return await self.cluster.channels(pattern, wait)
+        started = time.perf_counter()
+        try:
+            return await self.cluster.channels(pattern, wait)
+        finally:
+            self._surveyed("channels", started)
+
+    def _surveyed(self, op: str, started: float) -> None:
+        self.metrics.count("node_action_count", ("survey", ""))
+        took = time.perf_counter() - started
+        self.metrics.observe("node_survey_duration_seconds", (op,), took)
 
     def info(self) -> dict[str, Any]:
         """Statistics of every node in the cluster without asking anyone: this one plus
@@ -848,7 +879,11 @@ class Node(MapApi):
         """Statistics of every node in the cluster, each peer asked now with a survey (what
         the server API's ``info`` returns); a peer that does not answer within ``wait``
         seconds, or an older node that cannot, is listed as it last announced itself."""
-        return {"nodes": [self.node_stats(), *await self.cluster.info(wait)]}
+        started = time.perf_counter()
+        try:
+            return {"nodes": [self.node_stats(), *await self.cluster.info(wait)]}
+        finally:
+            self._surveyed("info", started)
 
     def node_stats(self) -> dict[str, Any]:
         """This node's statistics, as ``info`` lists them and announcements carry them."""

@@ -32,6 +32,7 @@ from .wire import client_info_wire
 
 if TYPE_CHECKING:
     from .config import ChannelOptions, Config
+    from .observer import NodeObserver
     from .policy import ChannelPolicy
 
 log = logging.getLogger("centrifuge_asgi.node")
@@ -53,6 +54,7 @@ class MapApi:
 
     policy: ChannelPolicy
     map_broker: MapBroker
+    metrics: NodeObserver
 
     def map_options(self, channel: str) -> tuple[ChannelOptions, MapChannelOptions]:
         """The namespace options of a map channel (107 when it is not one)."""
@@ -102,7 +104,11 @@ class MapApi:
             expected_position=expected_position,
             delta=delta or opts.delta_publish,
         )
-        return await self.map_broker.publish(channel, key, publish, chopts)
+        result = await self.map_broker.publish(channel, key, publish, chopts)
+        if result.suppressed:
+            reason = (result.suppress_reason, "")
+            self.metrics.count("map_broker_publish_suppressed_count", reason)
+        return result
 
     async def map_remove(
         self,
@@ -119,7 +125,11 @@ class MapApi:
         remove = MapRemoveOptions(
             idempotency_key=idempotency_key, expected_position=expected_position
         )
-        return await self.map_broker.remove(channel, key, remove, chopts)
+        result = await self.map_broker.remove(channel, key, remove, chopts)
+        if result.suppressed:
+            reason = (result.suppress_reason, "")
+            self.metrics.count("map_broker_remove_suppressed_count", reason)
+        return result
 
     async def map_read_state(
         self,

@@ -9,9 +9,12 @@ passed as ``Node(observer=…)``. Calls are on the hot path and must not block.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Mapping, MutableMapping, Sequence
 from contextlib import AbstractContextManager
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from .protocol.codec import Codec, EncodedOnce
 
 
 class NodeObserver(Protocol):
@@ -59,6 +62,28 @@ class NodeObserver(Protocol):
         """Consumer ``name`` failed an attempt (an outage, or a command to retry)."""
         ...
 
+    def count(self, family: str, labels: tuple[str, ...] = (), amount: float = 1.0) -> None:
+        """Add ``amount`` to Centrifugo's counter or gauge ``family`` (its name without
+        the namespace, ``metrics.EVENTS``) for the label values ``labels``, in order."""
+        ...
+
+    def observe(self, family: str, labels: tuple[str, ...], value: float) -> None:
+        """One observation of Centrifugo's histogram (or summary) ``family``."""
+        ...
+
+    def fanout_sent(
+        self,
+        frame_type: str,
+        channel: str,
+        tally: Mapping[tuple[str, Codec], int],
+        data: EncodedOnce,
+        unsent: Sequence[tuple[str, Codec]] = (),
+    ) -> None:
+        """One fan-out pushed ``data`` to the channel's subscribers, ``tally`` of them per
+        (transport name, codec), less the ``unsent`` ones (tags filter, late, ...); called
+        once per fan-out, only when the registry's ``observer`` is set."""
+        ...
+
 
 class NoObserver:
     """Observes nothing (the default when no exporter is enabled)."""
@@ -93,6 +118,22 @@ class NoObserver:
         pass
 
     def consumer_error(self, name: str) -> None:
+        pass
+
+    def count(self, family: str, labels: tuple[str, ...] = (), amount: float = 1.0) -> None:
+        pass
+
+    def observe(self, family: str, labels: tuple[str, ...], value: float) -> None:
+        pass
+
+    def fanout_sent(
+        self,
+        frame_type: str,
+        channel: str,
+        tally: Mapping[tuple[str, Codec], int],
+        data: EncodedOnce,
+        unsent: Sequence[tuple[str, Codec]] = (),
+    ) -> None:
         pass
 
 

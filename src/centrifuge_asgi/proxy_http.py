@@ -210,6 +210,8 @@ class ProxyCaller:
         node, started = self._node, time.perf_counter()
         protocol = "grpc" if is_grpc(proxy) else "http"
         ok = False
+        inflight = (protocol, kind, getattr(proxy, "name", "") or "default")
+        node.metrics.count("proxy_inflight_requests", inflight)
         try:
             tracing = node.tracing
             if tracing is None:
@@ -223,7 +225,8 @@ class ProxyCaller:
             ok = True
             return env
         finally:
-            name = getattr(proxy, "name", "") or "default"
+            node.metrics.count("proxy_inflight_requests", inflight, -1)
+            name = inflight[2]
             node.metrics.proxy_call(protocol, kind, name, time.perf_counter() - started, ok)
 
     async def _call(

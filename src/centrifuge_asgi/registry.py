@@ -7,7 +7,7 @@ subscriber's bounded outbox; nothing here awaits a client.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from typing import Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
 
 import anyio
 
@@ -17,6 +17,9 @@ from .protocol.codec import Codec, EncodedOnce
 from .protocol.messages import JoinLeave, Push, Reply
 from .tagfilter import NO_TAGS, TagsFilter
 from .wire import client_info_wire
+
+if TYPE_CHECKING:
+    from .observer import NodeObserver
 
 
 class SubscriptionState(Protocol):
@@ -35,6 +38,11 @@ class SubscriptionState(Protocol):
     def tags_filter(self) -> TagsFilter | None: ...
 
 
+class Named(Protocol):
+    @property
+    def name(self) -> str: ...
+
+
 class Subscriber(Protocol):
     """A connection as the index and the fan-out use it: ``session.Session``, which this
     module does not import (sessions reach the registry through their host)."""
@@ -49,15 +57,18 @@ class Subscriber(Protocol):
     def codec(self) -> Codec: ...
 
     @property
+    def transport(self) -> Named: ...
+
+    @property
     def subs(self) -> Mapping[str, SubscriptionState]: ...
 
     def send(self, data: bytes) -> None: ...
 
     def deliver_publication(
         self, channel: str, pub: Publication, epoch: str, data: EncodedOnce
-    ) -> None: ...
+    ) -> bool: ...
 
-    def deliver_join_leave(self, channel: str, data: EncodedOnce) -> None: ...
+    def deliver_join_leave(self, channel: str, data: EncodedOnce) -> bool: ...
 
 
 S = TypeVar("S", bound=Subscriber)
@@ -82,6 +93,10 @@ class Registry(Generic[S]):
         self._clients: dict[str, S] = {}
         self._empty: anyio.Event | None = None
         self._finishing: set[S] = set()  # unregistered, still releasing what they held
+        # set by the node when it has metrics: told once per fan-out how many pushes
+        # went out per transport (``_tally`` keeps the subscribers per transport, codec)
+        self.observer: NodeObserver | None = None
+        self._tally: dict[str, dict[tuple[str, Codec], int]] = {}
 
     async def feed_emulation(self, session_id: str, frame: bytes) -> bool:
         """Hand an ``/emulation`` frame to a stream held by this node (one that a client
@@ -94,12 +109,16 @@ class Registry(Generic[S]):
     def add_session(self, session: S) -> None:
         self._clients[session.client_id] = session
         self._users.setdefault(session.user, {})[session] = None
+        if self.observer is not None:
+            self.observer.count("node_action_count", ("add_client", ""))
 
     def remove_session(self, session: S, *, finishing: bool = False) -> None:
         """Unregister ``session``; ``finishing`` keeps :meth:`wait_empty` waiting until
         :meth:`finished` says its cleanup (unsubscribes, presence, leave) is done."""
         if self._clients.get(session.client_id) is session:
             del self._clients[session.client_id]
+            if self.observer is not None:
+                self.observer.count("node_action_count", ("remove_client", ""))
         users = self._users.get(session.user)
         if users is not None:
             users.pop(session, None)
@@ -148,6 +167,11 @@ class Registry(Generic[S]):
     def add_subscriber(self, channel: str, session: S) -> bool:
         """Index a subscriber; True when it is the channel's first on this node."""
         subs = self._channels.get(channel)
+        if self.observer is not None and (subs is None or session not in subs):
+            self.observer.count("node_action_count", ("add_subscription", ""))
+            tally = self._tally.setdefault(channel, {})
+            key = (session.transport.name, session.codec)
+            tally[key] = tally.get(key, 0) + 1
         if subs is None:
             self._channels[channel] = {session: None}
             return True
@@ -159,10 +183,19 @@ class Registry(Generic[S]):
         subs = self._channels.get(channel)
         if subs is None:
             return False
+        if self.observer is not None and session in subs:
+            self.observer.count("node_action_count", ("remove_subscription", ""))
+            tally = self._tally.get(channel, {})
+            key = (session.transport.name, session.codec)
+            if tally.get(key, 0) > 1:
+                tally[key] -= 1
+            else:
+                tally.pop(key, None)
         subs.pop(session, None)
         if subs:
             return False
         del self._channels[channel]
+        self._tally.pop(channel, None)
         return True
 
     def subscribers(self, channel: str) -> list[S]:
@@ -205,6 +238,8 @@ class Registry(Generic[S]):
         tags = NO_TAGS if pub.tags is None else pub.tags
         codec: Codec | None = None
         data = b""
+        unsent: list[tuple[str, Codec]] = []  # not queued: filtered, late, out of place
+        filtered = 0
         for session in list(subs):
             sub = session.subs.get(channel)
             if (
@@ -213,15 +248,23 @@ class Registry(Generic[S]):
                 or (has_offset and sub.positioned)
                 or sub.delta
             ):
-                session.deliver_publication(channel, pub, epoch, encoded)
+                if not session.deliver_publication(channel, pub, epoch, encoded):
+                    unsent.append((session.transport.name, session.codec))
                 continue
             tf = sub.tags_filter
             if tf is not None and not tf(tags):
+                unsent.append((session.transport.name, session.codec))
+                filtered += 1
                 continue
             if session.codec is not codec:
                 codec = session.codec
                 data = encoded.get(codec)
             session.send(data)
+        if self.observer is not None:  # once per fan-out, not per delivery
+            tally = self._tally.get(channel, {})
+            self.observer.fanout_sent("push_publication", channel, tally, encoded, unsent)
+            if filtered:
+                self.observer.count("node_tags_filter_dropped_publications", ("",), filtered)
         return len(subs)
 
     def broadcast_join(self, channel: str, info: ClientInfo) -> int:
@@ -237,6 +280,15 @@ class Registry(Generic[S]):
         body = JoinLeave(info=client_info_wire(info))
         push = Push(channel=channel, join=body) if join else Push(channel=channel, leave=body)
         encoded = EncodedOnce(Reply(push=push))
+        observer = self.observer
+        if observer is None:
+            for session in list(subs):
+                session.deliver_join_leave(channel, encoded)
+            return len(subs)
+        sent: dict[tuple[str, Codec], int] = {}
         for session in list(subs):
-            session.deliver_join_leave(channel, encoded)
+            if session.deliver_join_leave(channel, encoded):
+                key = (session.transport.name, session.codec)
+                sent[key] = sent.get(key, 0) + 1
+        observer.fanout_sent("push_join" if join else "push_leave", channel, sent, encoded)
         return len(subs)

@@ -186,7 +186,7 @@ class Session:
         self.close_reason = ""
         self._refresh_by_handler = False
         self._timers: dict[str, Timer] = {}
-        self._awaiting_pong = False
+        self._awaiting_pong = 0.0  # perf_counter() of the ping awaiting its pong
         self._channels = ChannelCommands(self)
         self._tasks: TaskGroup | None = None  # set inside command_tasks() when concurrent
         self._slots: anyio.Semaphore | None = None
@@ -228,17 +228,31 @@ class Session:
         elif outbox.size > outbox.max_bytes >> 1:
             self.node.outbox_pressure = True
 
-    def send_reply(self, reply: Reply) -> None:
-        """Queue a message for this connection only: 3506 when its protocol cannot carry it."""
+    def send_reply(self, reply: Reply) -> int:
+        """Queue a message for this connection only: 3506 when its protocol cannot carry
+        it. Returns its size (0 when not sent)."""
         try:
             data = self.codec.encode_reply(reply)
         except InappropriateProtocol:
             self.disconnect(DisconnectCode.INAPPROPRIATE_PROTOCOL)
-            return
+            return 0
+        if self.closing:
+            return 0
         self.send(data)
+        return len(data)
+
+    def _count_sent(self, frame_type: str, size: int) -> None:
+        """transport_messages_sent(_size) of one message to this connection alone."""
+        labels = (self.transport.name, frame_type, "")
+        metrics = self.node.metrics
+        metrics.count("transport_messages_sent", labels)
+        metrics.count("transport_messages_sent_size", labels, size)
 
     def send_push(self, push: Push) -> None:
-        self.send_reply(Reply(push=push))
+        size = self.send_reply(Reply(push=push))
+        if size:
+            kind = next((k for k in _PUSH_KINDS if getattr(push, k) is not None), "")
+            self._count_sent(_PUSH_FRAME.get(kind, f"push_{kind}"), size)
 
     def disconnect(self, code: int, reason: str = "") -> None:
         """Close the connection with ``code``; queued messages flush unless 3000/3008."""
@@ -259,6 +273,10 @@ class Session:
         self._cancel_timers()
         if code != DisconnectCode.CONNECTION_CLOSED:
             self.node.metrics_disconnect(int(code))
+            if self.transport.name in _CLOSE_FRAMES:  # a close frame carries the code
+                self.node.metrics.count(
+                    "transport_outgoing_close_count", (self.transport.name, str(int(code)))
+                )
             log.info(
                 "disconnect client=%s user=%s code=%s reason=%s",
                 self.client_id,
@@ -306,9 +324,10 @@ class Session:
         if not self.connected:
             return
         self.send(self.codec.ping)
+        self._count_sent("server_ping", len(self.codec.ping))
         cfg = self.node.config.client
         if cfg.pong_timeout > 0 and not self.transport.unidirectional:
-            self._awaiting_pong = True
+            self._awaiting_pong = time.perf_counter()  # truthy: when the ping left
             self._schedule("pong", cfg.pong_timeout, self._on_pong_timeout)
         self.node.pings.add(self, cfg.ping_interval)
 
@@ -319,7 +338,10 @@ class Session:
     def _handle_pong(self) -> None:
         # A pong nobody asked for is ignored (lenient; the SDKs never send one).
         if self._awaiting_pong:
-            self._awaiting_pong = False
+            rtt = time.perf_counter() - self._awaiting_pong
+            labels = (self.transport.name,)
+            self.node.metrics.observe("client_ping_pong_duration_seconds", labels, rtt)
+            self._awaiting_pong = 0.0
             self._cancel_timer("pong")
 
     # -------------------------------------------------------------------- commands
@@ -351,6 +373,8 @@ class Session:
             )
             self.disconnect(DisconnectCode.BAD_REQUEST)
             return
+        if self.node.registry.observer is not None:  # metrics on
+            self._count_received(commands, len(frame))
         pacer = self.node.pacer
         for command in commands:
             if not self._accepting_commands():
@@ -360,6 +384,17 @@ class Session:
             else:
                 await self.handle_command(command)
             await pacer.tick()  # a frame of many commands shares the loop (pacing.py)
+
+    def _count_received(self, commands: list[Command], size: int) -> None:
+        """transport_messages_received(_size) of one frame: each command by its method
+        (``client_pong`` for an empty one), the frame's bytes shared among them."""
+        metrics, name = self.node.metrics, self.transport.name
+        share = size / len(commands) if commands else 0
+        for cmd in commands:
+            method = next((m for m in _METHODS if getattr(cmd, m) is not None), "client_pong")
+            labels = (name, method, "")
+            metrics.count("transport_messages_received", labels)
+            metrics.count("transport_messages_received_size", labels, share)
 
     # ------------------------------------------------------------ concurrency
 
@@ -545,7 +580,9 @@ class Session:
             self.node.metrics_command(method, time.perf_counter() - started, error_code)
         if reply is None:
             return
-        self.send_reply(reply)
+        size = self.send_reply(reply)
+        if size:
+            self._count_sent(method, size)
         if reply.connect is not None:
             self._after_connect()
             await self._channels.activate_all()
@@ -839,6 +876,8 @@ class Session:
         return policy.subscribe_allowed_without_handler(channel, opts, self.user)
 
     def _after_connect(self) -> None:
+        labels = (self.transport.name, "", "", "")  # client name/version: see inflight
+        self.node.metrics.count("client_connections_accepted", labels)
         self.node.pings.add(self, self.node.config.client.ping_interval)
         self._schedule_expiry()
 
@@ -1021,22 +1060,26 @@ class Session:
         if not reason:
             known = code in UnsubscribeCode.__members__.values()
             reason = UnsubscribeCode(code).reason if known else "unsubscribe"
+        self.node.metrics.count("client_num_server_unsubscribes", (str(code), ""))
         await self._channels.server_unsubscribe(channel, code, reason)
 
     # ------------------------------------------------------------------- fan-out
 
     def deliver_publication(
         self, channel: str, pub: Publication, epoch: str, data: EncodedOnce
-    ) -> None:
-        self._channels.deliver_publication(channel, pub, epoch, data)
+    ) -> bool:
+        return self._channels.deliver_publication(channel, pub, epoch, data)
 
     def check_position(self, channel: str, top: StreamPosition) -> None:
         self._channels.check_position(channel, top)
 
-    def deliver_join_leave(self, channel: str, data: EncodedOnce) -> None:
+    def deliver_join_leave(self, channel: str, data: EncodedOnce) -> bool:
+        """Queue a join/leave push when this subscription wants it; True when queued."""
         sub = self.subs.get(channel)
         if sub is not None and sub.push_join_leave and sub.pending is None:
             self.send(data.get(self.codec))
+            return True
+        return False
 
     # ------------------------------------------------------------------- teardown
 
@@ -1074,6 +1117,25 @@ class Session:
 
 
 _MAX_REASON_BYTES = 123  # a WebSocket close frame's limit
+
+
+#: the fields of a Push, and the frame types Centrifugo counts them as
+_PUSH_KINDS = (
+    "pub",
+    "join",
+    "leave",
+    "unsubscribe",
+    "message",
+    "subscribe",
+    "connect",
+    "disconnect",
+    "refresh",
+)
+_PUSH_FRAME = {"pub": "push_publication"}
+
+#: the transports whose close frame carries the disconnect code (Centrifugo counts them in
+#: transport_outgoing_close_count)
+_CLOSE_FRAMES = frozenset({"websocket", "uni_websocket"})
 
 
 def _valid_close(code: int, reason: str) -> tuple[int, str]:

@@ -53,6 +53,7 @@ from .protocol.messages import (
 if TYPE_CHECKING:
     from .config import Config, SharedPollConfig, SharedPollOptions
     from .handlers import Handlers
+    from .observer import NodeObserver
     from .protocol.codec import Codec
 
 log = logging.getLogger("centrifuge_asgi.shared_poll")
@@ -139,6 +140,7 @@ class PollHost(Protocol):
 
     config: Config
     handlers: Handlers
+    metrics: NodeObserver
 
     def spawn(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> bool: ...
 
@@ -323,7 +325,11 @@ class SharedPollManager:
             return
         state = ch.keys.get(key)
         if state is None or version <= state.version:
-            return  # nobody tracks it here, or stale: dropped silently as Centrifugo
+            # nobody tracks it here, or stale: dropped silently as Centrifugo
+            result = "untracked" if state is None else "stale"
+            self._node.metrics.count("shared_poll_publish_count", (result, ""))
+            return
+        self._node.metrics.count("shared_poll_publish_count", ("delivered", ""))
         state.fresh = True
         self._changed(ch, key, state, data, version)
 
@@ -361,7 +367,13 @@ class SharedPollManager:
                     keys = [k for k, st in ch.keys.items() if not st.fresh]
                     for st in ch.keys.values():
                         st.fresh = False
-                    await self._poll(ch, keys, spread=True)
+                    started = time.perf_counter()
+                    slept = await self._poll(ch, keys, spread=True)
+                    took = time.perf_counter() - started
+                    metrics = self._node.metrics
+                    metrics.observe("shared_poll_cycle_duration_seconds", ("",), took)
+                    work = max(0.0, took - slept)
+                    metrics.observe("shared_poll_cycle_work_duration_seconds", ("",), work)
                     next_cycle = time.monotonic() + opts.refresh_interval
         finally:
             ch.running = False
@@ -374,19 +386,25 @@ class SharedPollManager:
             if expired:
                 self._untrack(ch, tracker, expired)
 
-    async def _poll(self, ch: SharedPollChannel, keys: list[str], *, spread: bool) -> None:
-        """Ask the backend about ``keys`` in batches (spread over the interval when asked)."""
+    async def _poll(self, ch: SharedPollChannel, keys: list[str], *, spread: bool) -> float:
+        """Ask the backend about ``keys`` in batches (spread over the interval when asked);
+        returns the seconds spent in the spreading pauses."""
         size = ch.opts.refresh_batch_size
         batches = [keys[i : i + size] for i in range(0, len(keys), size)]
         gap = ch.opts.refresh_interval / len(batches) if spread and batches else 0.0
+        trigger = "interval" if spread else "track"
+        slept = 0.0
         for n, batch in enumerate(batches):
             if n and gap:
+                started = time.perf_counter()
                 await anyio.sleep(gap)
+                slept += time.perf_counter() - started
             batch = [k for k in batch if k in ch.keys]  # untracked meanwhile
             if batch:
-                await self._refresh(ch, batch)
+                await self._refresh(ch, batch, trigger)
+        return slept
 
-    async def _refresh(self, ch: SharedPollChannel, keys: list[str]) -> None:
+    async def _refresh(self, ch: SharedPollChannel, keys: list[str], trigger: str = "") -> None:
         handler = self._node.handlers.shared_poll_refresh
         if handler is None:
             log.error("shared poll channel %s: no refresh proxy and no handler", ch.name)
@@ -396,31 +414,53 @@ class SharedPollManager:
         event = SharedPollRefreshEvent(ch.name, items, versioned)
         self.refresh_calls += 1
         bound = max(ch.opts.refresh_interval, CALL_BOUND)
+        metrics, labels = self._node.metrics, (trigger, "")
+        metrics.observe("shared_poll_proxy_request_items", ("default",), len(items))
         try:
+            waited = time.perf_counter()
             async with self._slots or contextlib.nullcontext():
-                with anyio.fail_after(bound):
-                    reply = await handler(event)
+                started = time.perf_counter()
+                metrics.observe("shared_poll_sem_wait_duration_seconds", labels, started - waited)
+                try:
+                    with anyio.fail_after(bound):
+                        reply = await handler(event)
+                finally:
+                    took = time.perf_counter() - started
+                    metrics.observe("shared_poll_handler_duration_seconds", labels, took)
         except TimeoutError:
+            metrics.count("shared_poll_handler_error_count", labels)
             log.warning("shared poll refresh of %s took over %gs: skipped", ch.name, bound)
             return
         except Exception as exc:  # the cycle is skipped, the next one retries
+            metrics.count("shared_poll_handler_error_count", labels)
             log.warning("shared poll refresh of %s failed: %s", ch.name, exc)
             return
+        metrics.observe("shared_poll_proxy_response_items", ("default",), len(reply.items))
         try:
-            self._apply(ch, reply)
+            self._apply(ch, reply, trigger)
         except Exception:  # a bad reply item must not end the channel's polling
             log.exception("shared poll reply for %s not applied", ch.name)
 
-    def _apply(self, ch: SharedPollChannel, reply: SharedPollRefreshReply) -> None:
+    def _apply(
+        self, ch: SharedPollChannel, reply: SharedPollRefreshReply, trigger: str = ""
+    ) -> None:
         if ch.opts.versioned and self._epoch_changed(ch, reply.epoch):
             return
+        metrics = self._node.metrics
         for item in reply.items:
             state = ch.keys.get(item.key)
             if state is None:
                 continue  # not tracked (any more) on this node
             if item.removed:
+                metrics.count("shared_poll_items_count", (trigger, "removed", ""))
                 self._remove(ch, item.key, state)
                 continue
+            changed = item.data is not None and (
+                item.version > state.version if ch.opts.versioned else True
+            )
+            if not changed or ch.opts.versioned:
+                result = "changed" if changed else "unchanged"
+                metrics.count("shared_poll_items_count", (trigger, result, ""))
             if item.data is None:
                 if ch.opts.versioned:
                     state.version = max(state.version, item.version)
@@ -432,6 +472,8 @@ class SharedPollManager:
                 self._changed(ch, item.key, state, data, item.version)
                 continue
             digest = hashlib.sha256(data).digest()
+            result = "changed" if digest != state.digest else "unchanged"
+            metrics.count("shared_poll_items_count", (trigger, result, ""))
             if digest != state.digest:
                 state.digest = digest
                 ch.seq += 1  # channel-wide, so a rebuilt key never reuses a version

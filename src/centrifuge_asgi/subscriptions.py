@@ -622,6 +622,12 @@ class ChannelCommands:
             top = (
                 await node.broker.history(sub.channel, HistoryFilter(limit=0), meta_ttl)
             ).position
+        if result.was_recovering:
+            has = "yes" if recovered and pubs else "no"
+            labels = ("yes" if recovered else "no", "", has)
+            node.metrics.count("client_recover", labels)
+            if recovered:
+                node.metrics.observe("client_recovered_publications", ("",), len(pubs))
         if req.recover and not recovered and not cache and req.flag & _REJECT_UNRECOVERED:
             raise ClientError.of(ErrorCode.UNRECOVERABLE_POSITION)
         result.epoch = top.epoch
@@ -691,45 +697,49 @@ class ChannelCommands:
 
     def deliver_publication(
         self, channel: str, pub: Publication, epoch: str, data: EncodedOnce
-    ) -> None:
+    ) -> bool:
         """One publication for this client: buffered while the subscribe is pending,
         offset-checked when positioned, else queued. ``Registry.broadcast_publication``
-        queues the last case itself, so a new delivery rule must be added there too."""
+        queues the last case itself, so a new delivery rule must be added there too.
+        False when nothing was queued or buffered (transport_messages_sent)."""
         s = self.s
         sub = s.subs.get(channel)
         if sub is None:
-            return
+            return False
         if sub.pending is not None:
             sub.pending_bytes += len(data.get(s.codec))
             if sub.pending_bytes > s.outbox.max_bytes > 0:
                 s.disconnect(DisconnectCode.SLOW)
-                return
+                return False
             sub.pending.append((pub, epoch, data))
-            return
+            return True
         if sub.positioned and pub.offset:
             if sub.epoch and epoch != sub.epoch:
                 self.insufficient_state(sub)
-                return
+                return False
             if pub.offset <= sub.offset:
-                return  # late duplicate (already recovered or delivered)
+                return False  # late duplicate (already recovered or delivered)
             if pub.offset != sub.offset + 1:
                 self.insufficient_state(sub)
-                return
+                return False
             sub.offset = pub.offset
             sub.epoch = epoch
         if sub.tags_filter is not None and not matches(sub.tags_filter, pub.tags):
-            return  # filtered out: its position counts, its data is not sent
+            # filtered out: its position counts, its data is not sent
+            s.node.metrics.count("node_tags_filter_dropped_publications", ("",))
+            return False
         if sub.delta:
             if not isinstance(data, PublicationPush):
                 data = PublicationPush(channel, pub)
             if sub.map_channel:  # per-key deltas (map_subscriptions.py)
                 s.send(data.map_delta_form(s.codec))
-                return
+                return True
             frame = data.delta_form(s.codec, sub.delta_base if sub.positioned else 0)
             sub.delta_base = pub.offset if frame else 0
             s.send(frame)
-            return
+            return True
         s.send(data.get(s.codec))
+        return True
 
     def check_position(self, channel: str, top: StreamPosition) -> None:
         """Periodic check: the client must have reached the top seen one check ago.

@@ -11,7 +11,7 @@ import io
 import json
 import logging
 import re
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -24,9 +24,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from centrifuge_asgi.config import LogConfig
 from centrifuge_asgi.errors import EngineError
 from centrifuge_asgi.logging_setup import configure_logging
+from centrifuge_asgi.metrics import NodeMetrics as NodeMetricsType
 from centrifuge_asgi.node import Node
 
 from .support import WS_PATH, make_config, token
+from .test_js_map import MAP_NAMESPACES
 
 if TYPE_CHECKING:
     from conftest import LiveServer, LiveServerFactory
@@ -64,7 +66,7 @@ def parse(text: str) -> Samples:
     return out
 
 
-def value(samples: Samples, name: str, **labels: str) -> float:
+def value(samples: Samples, name: str, /, **labels: str) -> float:
     return samples.get((P + name, tuple(sorted(labels.items()))), 0.0)
 
 
@@ -135,9 +137,10 @@ async def test_metrics_move_with_traffic(live_server: LiveServerFactory) -> None
         # went to the first
         assert value(during, "node_messages_sent_count", type="publication", **NS) == 1
         assert value(during, "node_messages_received_count", type="publication", **NS) == 1
-        sent = {"transport": "", "frame_type": "publication", **NS}
+        # counted per transport at the fan-out (once per batch), as Centrifugo names them
+        sent = {"transport": "websocket", "frame_type": "push_publication", **NS}
         assert value(during, "transport_messages_sent", **sent) == 2
-        assert value(during, "transport_messages_sent", **{**sent, "frame_type": "join"}) >= 1
+        assert value(during, "transport_messages_sent", **{**sent, "frame_type": "push_join"}) >= 1
         for method in ("connect", "subscribe"):
             name = "client_command_duration_seconds_histogram_count"
             assert value(during, name, method=method, **NS) == 2, method
@@ -378,3 +381,316 @@ async def test_json_logs_carry_connection_fields(
     failure = next(r for r in logged if r["logger"] == "centrifuge_asgi.api")
     assert (failure["method"], failure["code"], failure["level"]) == ("channels", 100, "error")
     assert "RuntimeError: boom" in failure["error"]
+
+
+# ------------------------------------------------- every family of Centrifugo's docs
+
+C, G, H, S = "counter", "gauge", "histogram", "summary"
+_NS = ("channel_namespace",)
+_TR = ("transport", "frame_type", "channel_namespace")
+_PX = ("protocol", "type", "name")
+_TRIG = ("trigger", "channel_namespace")
+
+#: every open-source family on Centrifugo v6's observability page (docs/server/
+#: observability.md of centrifugal.dev): name, type, label names (a Summary's
+#: ``_histogram`` companion is a row of its own)
+DOCUMENTED: list[tuple[str, str, tuple[str, ...]]] = [
+    ("node_messages_sent_count", C, ("type", *_NS)),
+    ("node_messages_received_count", C, ("type", *_NS)),
+    ("node_action_count", C, ("action", *_NS)),
+    ("node_num_clients", G, ()),
+    ("node_num_users", G, ()),
+    ("node_num_subscriptions", G, ()),
+    ("node_num_nodes", G, ()),
+    ("node_build", G, ("version",)),
+    ("node_num_channels", G, ()),
+    ("node_survey_duration_seconds", S, ("op",)),
+    ("node_survey_duration_seconds_histogram", H, ("op",)),
+    ("client_num_reply_errors", C, ("method", "code", *_NS)),
+    ("client_num_server_unsubscribes", C, ("code", *_NS)),
+    ("client_num_server_disconnects", C, ("code",)),
+    ("client_command_duration_seconds", S, ("method", *_NS)),
+    ("client_command_duration_seconds_histogram", H, ("method", *_NS)),
+    ("client_recover", C, ("recovered", *_NS, "has_recovered_publications")),
+    ("client_recovered_publications", H, _NS),
+    ("node_client_connection_limit", C, ()),
+    (
+        "client_connections_accepted",
+        C,
+        ("transport", "accept_protocol", "client_name", "client_version"),
+    ),
+    (
+        "client_connections_inflight",
+        G,
+        ("transport", "accept_protocol", "client_name", "client_version"),
+    ),
+    ("client_subscriptions_inflight", G, ("client_name", *_NS)),
+    ("client_ping_pong_duration_seconds", H, ("transport",)),
+    ("transport_messages_sent", C, _TR),
+    ("transport_messages_sent_size", C, _TR),
+    ("transport_messages_received", C, _TR),
+    ("transport_messages_received_size", C, _TR),
+    ("transport_outgoing_close_count", C, ("transport", "code")),
+    ("proxy_duration_seconds", S, _PX),
+    ("proxy_duration_seconds_histogram", H, _PX),
+    ("proxy_errors", C, _PX),
+    ("proxy_inflight_requests", G, _PX),
+    ("api_command_duration_seconds", S, ("protocol", "method")),
+    ("api_command_duration_seconds_histogram", H, ("protocol", "method")),
+    ("api_command_errors_total", C, ("protocol", "method", "error")),
+    ("api_rpc_duration_seconds", S, ("protocol", "method")),
+    ("api_rpc_duration_seconds_histogram", H, ("protocol", "method")),
+    ("node_pub_sub_lag_seconds", H, _NS),
+    ("node_broadcast_duration_seconds", H, ("type", *_NS)),
+    ("node_tags_filter_dropped_publications", C, _NS),
+    ("broker_redis_pub_sub_errors", C, ("broker_name", "error")),
+    ("broker_redis_pub_sub_dropped_messages", C, ("broker_name", "channel_type")),
+    ("map_broker_redis_pub_sub_errors", C, ("broker_name", "error")),
+    ("map_broker_redis_pub_sub_dropped_messages", C, ("broker_name", "channel_type")),
+    ("broker_publish_suppressed_count", C, ("reason", *_NS)),
+    ("map_broker_publish_suppressed_count", C, ("reason", *_NS)),
+    ("map_broker_remove_suppressed_count", C, ("reason", *_NS)),
+    ("map_broker_cleanup_removed_count", C, ("broker_name",)),
+    ("map_broker_cleanup_errors_count", C, ("broker_name",)),
+    ("consumers_messages_processed_total", C, ("consumer_name",)),
+    ("consumers_errors_total", C, ("consumer_name",)),
+    ("node_incoming_http_requests_total", C, ("path", "method", "status")),
+    ("shared_poll_num_channels", G, ()),
+    ("shared_poll_num_keys", G, ()),
+    ("shared_poll_cycle_duration_seconds", H, _NS),
+    ("shared_poll_cycle_work_duration_seconds", H, _NS),
+    ("shared_poll_handler_duration_seconds", H, _TRIG),
+    ("shared_poll_sem_wait_duration_seconds", H, _TRIG),
+    ("shared_poll_handler_error_count", C, _TRIG),
+    ("shared_poll_items_count", C, ("trigger", "result", *_NS)),
+    ("shared_poll_publish_count", C, ("result", *_NS)),
+    ("shared_poll_proxy_request_items", H, ("name",)),
+    ("shared_poll_proxy_response_items", H, ("name",)),
+]
+
+#: on the page but not exposed here, and why (docs/observability.md says the same)
+NOT_EXPOSED = {
+    # no buffer: PUB/SUB messages are handled as they are read
+    "broker_redis_pub_sub_buffered_messages",
+    "map_broker_redis_pub_sub_buffered_messages",
+    # not computed (the expiry loop does not look at the oldest pending entry)
+    "map_broker_cleanup_lag_seconds",
+    # no PostgreSQL broker here
+    "broker_postgres_cleanup_removed_total",
+    "broker_postgres_outbox_cursor_lag_seconds",
+    "map_broker_postgres_outbox_cursor_lag_seconds",
+    "broker_postgres_partitions",
+    "map_broker_postgres_partitions",
+    # no shared poll notification API here
+    "shared_poll_notify_count",
+    "shared_poll_dropped_notify_count",
+}
+
+
+#: exposed when the broker (or map broker) is the Redis one (see the Redis test)
+REDIS_ONLY = {
+    "broker_redis_pub_sub_errors",
+    "broker_redis_pub_sub_dropped_messages",
+    "map_broker_redis_pub_sub_errors",
+    "map_broker_redis_pub_sub_dropped_messages",
+    "map_broker_cleanup_removed_count",
+    "map_broker_cleanup_errors_count",
+}
+
+
+def exposed_types(text: str) -> dict[str, str]:
+    return dict(
+        (line.split()[2], line.split()[3])
+        for line in text.splitlines()
+        if line.startswith("# TYPE")
+    )
+
+
+def total(samples: Samples, family: str, kind: str) -> float:
+    """A family's sum over its label sets (a histogram or summary: its ``_count``)."""
+    name = P + family + ("_count" if kind in (H, S) else "")
+    return sum(v for (n, _), v in samples.items() if n == name)
+
+
+def label_names(samples: Samples, family: str, kind: str) -> set[tuple[str, ...]]:
+    name = P + family + ("_count" if kind in (H, S) else "")
+    return {tuple(sorted(k for k, _ in labels)) for (n, labels), _ in samples.items() if n == name}
+
+
+def test_documented_table_is_the_whole_page() -> None:
+    """Every family the docs page names is either in the table or named as not exposed."""
+    assert not {name for name, _, _ in DOCUMENTED} & NOT_EXPOSED
+    assert len({name for name, _, _ in DOCUMENTED}) == len(DOCUMENTED)
+    node = Node(node_config())
+    assert isinstance(node.metrics, NodeMetricsType)
+    types = exposed_types(node.metrics.exposition().decode())
+    for name, kind, _ in DOCUMENTED:
+        assert types.get(P + name) == (None if name in REDIS_ONLY else kind), name
+    for name in NOT_EXPOSED:
+        assert P + name not in types, name
+
+
+async def _call(http: httpx.AsyncClient, srv: LiveServer, method: str, body: Any) -> Any:
+    r = await http.post(srv.url(f"/api/{method}"), json=body, headers=AUTH)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+async def _frames(ws: Any, until: Callable[[dict[str, Any]], bool]) -> list[dict[str, Any]]:
+    """Read JSON frames (answering pings) until one satisfies ``until``."""
+    seen: list[dict[str, Any]] = []
+    with anyio.fail_after(TIMEOUT):
+        while True:
+            for line in str(await ws.recv()).split("\n"):
+                msg = json.loads(line)
+                if msg == {}:
+                    await ws.send("{}")  # pong
+                seen.append(msg)
+                if until(msg):
+                    return seen
+
+
+async def test_documented_families_move_with_their_events(
+    live_server: LiveServerFactory,
+) -> None:
+    """Each family of the docs table gets samples when its event happens over a live
+    uvicorn (WebSocket, uni_http_stream, server API, a proxy), with the documented label
+    names; the engine, shared poll and connection limit ones are driven further below."""
+    proxy_seen: list[float] = []
+    node_box: list[Node] = []
+
+    async def backend(request: Any) -> Any:
+        from starlette.responses import JSONResponse
+
+        # the call is in flight: the gauge shows it
+        text = node_box[0].metrics.exposition().decode()  # type: ignore[attr-defined]
+        proxy_seen.append(
+            value(
+                parse(text), "proxy_inflight_requests", protocol="http", type="rpc", name="default"
+            )
+        )
+        return JSONResponse({"result": {"data": {"ok": True}}})
+
+    from starlette.applications import Starlette
+    from starlette.routing import Route
+
+    backend_srv = live_server(Starlette(routes=[Route("/rpc", backend, methods=["POST"])]))
+    cfg = node_config()
+    cfg["client"].update(ping_interval="300ms", pong_timeout="250ms")
+    cfg["channel"]["namespaces"] += MAP_NAMESPACES
+    cfg["uni_http_stream"] = {"enabled": True}
+    rpc_proxy = {"endpoint": backend_srv.url("/rpc")}
+    cfg["rpc"] = {"proxy": rpc_proxy, "without_namespace": {"proxy_enabled": True}}
+    node = Node(cfg)
+    node_box.append(node)
+    srv = live_server(node.asgi_app())
+    async with httpx.AsyncClient(timeout=TIMEOUT) as http:
+        before = await scrape(http, srv)
+        first = await _call(http, srv, "publish", {"channel": "news:r", "data": {"n": 1}})
+        epoch = first["result"]["epoch"]
+        async with (
+            subscriber(srv, "1", "chat:e") as ws,
+            websockets.connect(srv.ws_url(WS_PATH), open_timeout=TIMEOUT) as rec,
+        ):
+            # a recovering subscribe (one publication missed), and a tags filter
+            await rec.send(json.dumps({"id": 1, "connect": {"token": token("2")}}))
+            recover = {"channel": "news:r", "recover": True, "offset": 0, "epoch": epoch}
+            await rec.send(json.dumps({"id": 2, "subscribe": recover}))
+            tf = {"key": "k", "cmp": "eq", "val": "yes"}
+            await rec.send(json.dumps({"id": 3, "subscribe": {"channel": "tags:t", "tf": tf}}))
+            await rec.send(json.dumps({"id": 4, "rpc": {"method": "m", "data": {}}}))
+            await _frames(rec, lambda m: m.get("id") == 4)
+            assert proxy_seen == [1.0]
+            pub = {"channel": "tags:t", "data": 1, "tags": {"k": "no"}}
+            await _call(http, srv, "publish", pub)  # dropped by the tags filter
+            await _call(http, srv, "publish", {"channel": "chat:e", "data": 2})
+            dup = {"channel": "news:r", "data": 3, "idempotency_key": "once"}
+            await _call(http, srv, "publish", dup)
+            await _call(http, srv, "publish", dup)  # suppressed
+            await _frames(ws, lambda m: "pub" in m.get("push", {}))
+            await _frames(rec, lambda m: m == {})  # a ping, answered
+            for method in ("presence", "presence_stats", "history", "history_remove"):
+                await _call(http, srv, method, {"channel": "news:r"})
+            await _call(http, srv, "channels", {})
+            await _call(http, srv, "info", {})
+            assert (await _call(http, srv, "rpc", {"method": "x"}))["error"]["code"] == 104
+            board = {"channel": "board:1", "key": "a", "data": {}, "key_mode": "if_new"}
+            await _call(http, srv, "map_publish", board)
+            await _call(http, srv, "map_publish", board)  # suppressed: key_exists
+            await _call(http, srv, "map_remove", {"channel": "board:1", "key": "zz"})
+            await _call(http, srv, "unsubscribe", {"user": "1", "channel": "chat:e"})
+            await _frames(ws, lambda m: "unsubscribe" in m.get("push", {}))
+            # a unidirectional client: its connect push counts under its transport
+            body = {"token": token("3")}
+            url = srv.url("/connection/uni_http_stream")
+            async with http.stream("POST", url, json=body) as stream:
+                assert stream.status_code == 200
+                async for chunk in stream.aiter_bytes():
+                    if b"connect" in chunk:
+                        break
+            during = await scrape(http, srv)
+            await _call(http, srv, "disconnect", {"user": "1"})
+            with anyio.fail_after(TIMEOUT), pytest.raises(websockets.ConnectionClosed):
+                while True:
+                    await ws.recv()
+        after = await scrape(http, srv)
+
+    moved = {
+        name: total(after, name, kind) - total(before, name, kind) for name, kind, _ in DOCUMENTED
+    }
+    elsewhere = {  # driven by the tests below (engines, shared poll, connection limit)
+        "broker_redis_pub_sub_errors",
+        "broker_redis_pub_sub_dropped_messages",
+        "map_broker_redis_pub_sub_errors",
+        "map_broker_redis_pub_sub_dropped_messages",
+        "map_broker_cleanup_removed_count",
+        "map_broker_cleanup_errors_count",
+        "consumers_messages_processed_total",
+        "consumers_errors_total",
+        "node_client_connection_limit",
+        "proxy_errors",
+        "client_num_reply_errors",
+        "proxy_inflight_requests",  # seen at 1 during the call (above), 0 again after
+    }
+    gauges = {name for name, kind, _ in DOCUMENTED if kind == G}
+    for name, kind, labels in DOCUMENTED:
+        if name in elsewhere or name.startswith("shared_poll_"):
+            continue
+        if name in gauges:
+            assert total(during, name, kind) > 0 or name == "node_num_nodes", name
+        else:
+            assert moved[name] > 0, name
+        seen = label_names(during, name, kind) | label_names(after, name, kind)
+        assert seen == {tuple(sorted(labels))}, (name, seen)
+    assert value(after, "proxy_inflight_requests", protocol="http", type="rpc", name="default") == 0
+    # transports and frame types as Centrifugo names them; replies are counted too
+    for transport, frame in [
+        ("websocket", "connect"),
+        ("websocket", "subscribe"),
+        ("websocket", "rpc"),
+        ("websocket", "push_publication"),
+        ("websocket", "push_unsubscribe"),
+        ("websocket", "server_ping"),
+        ("uni_http_stream", "push_connect"),
+    ]:
+        labels = {"transport": transport, "frame_type": frame, **NS}
+        assert value(during, "transport_messages_sent", **labels) >= 1, labels
+        assert value(during, "transport_messages_sent_size", **labels) > 0, labels
+    received = {"transport": "websocket", "frame_type": "subscribe", **NS}
+    assert value(during, "transport_messages_received", **received) == 3
+    dropped = {"transport": "websocket", "frame_type": "push_publication", **NS}
+    # chat:e's to one, news:r's (once: the repeat was suppressed) to the other; the one
+    # its tags filter left out is not counted
+    assert value(during, "transport_messages_sent", **dropped) == 2
+    assert (
+        value(during, "client_recover", recovered="yes", has_recovered_publications="yes", **NS)
+        == 1
+    )
+    closed = {"transport": "websocket", "code": str(ws.close_code)}
+    assert value(after, "transport_outgoing_close_count", **closed) == 1
+    ok = {"path": "/api/publish", "method": "POST", "status": "200"}
+    assert value(during, "node_incoming_http_requests_total", **ok) == 5
+    sup = {"reason": "idempotency_key", **NS}
+    assert value(during, "broker_publish_suppressed_count", **sup) == 1
+    assert value(during, "map_broker_publish_suppressed_count", reason="key_exists", **NS) == 1
+    assert value(during, "node_action_count", action="history", **NS) == 1

@@ -116,6 +116,8 @@ class RedisMapBroker:
         self._handler: BrokerEventHandler | None = None
         self._tg: TaskGroup | None = None
         self._subs: list[Subscriber] = []
+        self.cleanup_removed = 0  # expired keys removed (map_broker_cleanup_removed_count)
+        self.cleanup_errors = 0
 
     @classmethod
     def from_config(cls, cfg: MapBrokerRedisConfig) -> RedisMapBroker:
@@ -174,6 +176,11 @@ class RedisMapBroker:
             self._subs.clear()
             with anyio.CancelScope(shield=True):
                 await self._shards.close()
+
+    @property
+    def subscribers(self) -> list[Subscriber]:
+        """Every PUB/SUB connection of this broker (metrics, diagnostics)."""
+        return list(self._subs)
 
     def _subscriber(self, shard: Shard) -> Subscriber:
         marker = f"{self.prefix}.map.client.".encode()
@@ -363,8 +370,9 @@ class RedisMapBroker:
             await anyio.sleep(self._cleanup_interval)
             for shard in self._shards.all:
                 try:
-                    await self.expire_due(shard)
+                    self.cleanup_removed += await self.expire_due(shard)
                 except Exception as exc:  # an outage skips a round; keys expire later
+                    self.cleanup_errors += 1
                     log.warning("map key expiry on %s failed: %s", shard, exc)
 
     async def expire_due(self, shard: Shard) -> int:

@@ -116,6 +116,7 @@ class Subscriber:
         self._ready = anyio.Event()
         self.connects = 0
         self.malformed = 0
+        self.errors = 0  # failed dials and lost connections (broker_redis_pub_sub_errors)
 
     # ----------------------------------------------------------------- public API
 
@@ -186,6 +187,7 @@ class Subscriber:
             try:
                 conn = await self._dial()
             except Exception as exc:
+                self.errors += 1
                 log.warning("redis pub/sub %s: dial failed: %s", self.name, exc)
                 await anyio.sleep(self._redial_delay)
                 continue
@@ -193,6 +195,7 @@ class Subscriber:
             try:
                 await self._serve(conn)
             except Exception as exc:  # any failure of this connection means: redial
+                self.errors += 1
                 log.warning("redis pub/sub %s: reconnecting after %s", self.name, _reason(exc))
             finally:
                 self._drop()

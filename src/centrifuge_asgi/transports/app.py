@@ -12,12 +12,13 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
 from starlette.routing import BaseRoute, WebSocketRoute
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from . import emulation, http_stream, sse, uni_websocket, unidirectional, websocket
 
 if TYPE_CHECKING:
     from ..node import Node
+    from ..observer import NodeObserver
 
 
 def external_routes(node: Node) -> list[BaseRoute]:
@@ -40,8 +41,11 @@ class NodeApp(Starlette):
     Middleware added with ``add_middleware`` turns the shortcut off, so it sees every scope.
     """
 
-    def __init__(self, routes: Sequence[BaseRoute], lifespan: Any) -> None:
+    def __init__(
+        self, routes: Sequence[BaseRoute], lifespan: Any, observer: NodeObserver | None = None
+    ) -> None:
         super().__init__(routes=list(routes), lifespan=lifespan)
+        self.observer = observer  # counts HTTP requests (node_incoming_http_requests_total)
         self._websockets = {
             r.path: r.app
             for r in routes
@@ -49,12 +53,29 @@ class NodeApp(Starlette):
         }
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.observer is not None and scope["type"] == "http":
+            send = _counting_send(self.observer, scope, send)
         if scope["type"] == "websocket" and not self.user_middleware:
             endpoint = self._websockets.get(_route_path(scope))
             if endpoint is not None:
                 await endpoint(scope, receive, send)
                 return
         await super().__call__(scope, receive, send)
+
+
+def _counting_send(observer: NodeObserver, scope: Scope, send: Send) -> Send:
+    """``send`` that counts the request by path, method and status when it answers (a
+    path nothing served, 404, is counted with an empty path: bounded label values)."""
+
+    async def counted(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            status = int(message["status"])
+            path = _route_path(scope) if status != 404 else ""
+            labels = (path, str(scope.get("method", "")), str(status))
+            observer.count("node_incoming_http_requests_total", labels)
+        await send(message)
+
+    return counted
 
 
 def _route_path(scope: Scope) -> str:

@@ -186,6 +186,7 @@ def admission_status(
         log.info("request refused: origin %r not allowed", headers.get("origin"))
         return 403
     if connection and 0 < cfg.connection_limit <= node.registry.num_clients:
+        node.metrics.count("node_client_connection_limit")
         return 503
     return None
 

@@ -45,6 +45,12 @@ def negotiate(scope: Scope) -> tuple[Codec, str | None]:
     return JSON, chosen
 
 
+def _count_upgrade(node: Node, scope: Scope, status: int) -> None:
+    """node_incoming_http_requests_total of one upgrade request (101 when accepted)."""
+    labels = (scope.get("path", ""), "GET", str(status))
+    node.metrics.count("node_incoming_http_requests_total", labels)
+
+
 class WebSocketEndpoint:
     """ASGI app for one WebSocket route, bound to a node."""
 
@@ -59,6 +65,7 @@ class WebSocketEndpoint:
         headers = request_headers(scope)
         refused = admission_status(node, headers)
         if refused is not None:  # not started or shutting down, Origin, connection limit
+            _count_upgrade(node, scope, refused)
             await deny_handshake(scope, send, refused)
             return
         codec, subprotocol = negotiate(scope)
@@ -66,6 +73,7 @@ class WebSocketEndpoint:
         if subprotocol is not None:
             accept["subprotocol"] = subprotocol
         await send(accept)
+        _count_upgrade(node, scope, 101)
         session = node.create_session(TransportInfo(name="websocket", headers=headers, codec=codec))
         await self._serve(session, receive, send)
 
