@@ -51,6 +51,12 @@ API_FIELDS: Final = {
         "rpc": (14, "RPCRequest"),
         "refresh": (15, "RefreshRequest"),
         "channels": (16, "ChannelsRequest"),
+        "map_publish": (36, "MapPublishRequest"),
+        "map_remove": (37, "MapRemoveRequest"),
+        "map_read_state": (38, "MapReadStateRequest"),
+        "map_read_stream": (39, "MapReadStreamRequest"),
+        "map_stats": (40, "MapStatsRequest"),
+        "map_clear": (41, "MapClearRequest"),
         "shared_poll_publish": (42, "SharedPollPublishRequest"),
     },
     "Error": {"code": (1, "uint32"), "message": (2, "string")},
@@ -69,6 +75,12 @@ API_FIELDS: Final = {
         "rpc": (14, "RPCResult"),
         "refresh": (15, "RefreshResult"),
         "channels": (16, "ChannelsResult"),
+        "map_publish": (36, "MapPublishResult"),
+        "map_remove": (37, "MapRemoveResult"),
+        "map_read_state": (38, "MapReadStateResult"),
+        "map_read_stream": (39, "MapReadStreamResult"),
+        "map_stats": (40, "MapStatsResult"),
+        "map_clear": (41, "MapClearResult"),
         "shared_poll_publish": (42, "SharedPollPublishResult"),
     },
     "BatchRequest": {"commands": (1, "repeated Command"), "parallel": (2, "bool")},
@@ -207,6 +219,84 @@ API_FIELDS: Final = {
     "ChannelsRequest": {"pattern": (1, "string")},
     "ChannelsResponse": {"error": (1, "Error"), "result": (2, "ChannelsResult")},
     "ChannelsResult": {"channels": (1, "map<string,ChannelInfo>")},
+    "MapPublishRequest": {
+        "channel": (1, "string"),
+        "key": (2, "string"),
+        "data": (3, "bytes"),
+        "b64data": (4, "string"),
+        "stream_data": (5, "bytes"),
+        "b64stream_data": (6, "string"),
+        "tags": (7, "map<string,string>"),
+        "idempotency_key": (8, "string"),
+        "delta": (9, "bool"),
+        "version": (10, "uint64"),
+        "version_epoch": (11, "string"),
+        "score": (12, "int64"),
+        "key_mode": (13, "string"),
+    },
+    "MapPublishResponse": {"error": (1, "Error"), "result": (2, "MapPublishResult")},
+    "MapPublishResult": {
+        "offset": (1, "uint64"),
+        "epoch": (2, "string"),
+        "suppressed": (3, "bool"),
+        "suppress_reason": (4, "string"),
+    },
+    "MapRemoveRequest": {
+        "channel": (1, "string"),
+        "key": (2, "string"),
+        "idempotency_key": (3, "string"),
+    },
+    "MapRemoveResponse": {"error": (1, "Error"), "result": (2, "MapRemoveResult")},
+    "MapRemoveResult": {
+        "offset": (1, "uint64"),
+        "epoch": (2, "string"),
+        "suppressed": (3, "bool"),
+        "suppress_reason": (4, "string"),
+    },
+    "MapReadStateRequest": {
+        "channel": (1, "string"),
+        "cursor": (2, "string"),
+        "limit": (3, "int32"),
+        "key": (4, "string"),
+        "asc": (5, "bool"),
+        "revision_offset": (6, "uint64"),
+        "revision_epoch": (7, "string"),
+    },
+    "MapReadStateResponse": {"error": (1, "Error"), "result": (2, "MapReadStateResult")},
+    "MapReadStateResult": {
+        "entries": (1, "repeated MapEntry"),
+        "offset": (2, "uint64"),
+        "epoch": (3, "string"),
+        "cursor": (4, "string"),
+    },
+    "MapEntry": {
+        "key": (1, "string"),
+        "data": (2, "bytes"),
+        "tags": (3, "map<string,string>"),
+        "offset": (4, "uint64"),
+        "score": (5, "int64"),
+        "removed": (6, "bool"),
+        "time": (7, "int64"),
+    },
+    "MapReadStreamRequest": {
+        "channel": (1, "string"),
+        "since_offset": (2, "uint64"),
+        "since_epoch": (3, "string"),
+        "limit": (4, "int32"),
+        "reverse": (5, "bool"),
+    },
+    "MapReadStreamResponse": {"error": (1, "Error"), "result": (2, "MapReadStreamResult")},
+    "MapReadStreamResult": {
+        "entries": (1, "repeated MapEntry"),
+        "offset": (2, "uint64"),
+        "epoch": (3, "string"),
+    },
+    "MapStatsRequest": {"channel": (1, "string")},
+    "MapStatsResponse": {"error": (1, "Error"), "result": (2, "MapStatsResult")},
+    "MapStatsResult": {"num_keys": (1, "int32")},
+    "MapClearRequest": {"channel": (1, "string")},
+    "MapClearResponse": {"error": (1, "Error"), "result": (2, "MapClearResult")},
+    "MapClearResult": {},
     "SharedPollPublishRequest": {
         "channel": (1, "string"),
         "key": (2, "string"),
@@ -234,6 +324,12 @@ API_METHODS: Final = {
     "RPC": ("RPCRequest", "RPCResponse", False),
     "Refresh": ("RefreshRequest", "RefreshResponse", False),
     "Channels": ("ChannelsRequest", "ChannelsResponse", False),
+    "MapPublish": ("MapPublishRequest", "MapPublishResponse", False),
+    "MapRemove": ("MapRemoveRequest", "MapRemoveResponse", False),
+    "MapReadState": ("MapReadStateRequest", "MapReadStateResponse", False),
+    "MapReadStream": ("MapReadStreamRequest", "MapReadStreamResponse", False),
+    "MapStats": ("MapStatsRequest", "MapStatsResponse", False),
+    "MapClear": ("MapClearRequest", "MapClearResponse", False),
     "SharedPollPublish": ("SharedPollPublishRequest", "SharedPollPublishResponse", False),
 }
 UNI_FIELDS: Final = {
@@ -421,6 +517,89 @@ def test_connect_request_conversion() -> None:
     )
     sub = req.subs["ch"]
     assert (sub.recover, sub.epoch, sub.offset) == (True, "e", 5)
+
+
+def test_map_request_conversion() -> None:
+    """Every map request field the executor reads crosses from protobuf (via a batch)."""
+    commands = [
+        api_pb2.Command(
+            map_publish=api_pb2.MapPublishRequest(
+                channel="m:a",
+                key="k",
+                data=b"{}",
+                tags={"t": "v"},
+                idempotency_key="i",
+                delta=True,
+                version=3,
+                version_epoch="ve",
+                score=-4,
+                key_mode="if_new",
+            )
+        ),
+        api_pb2.Command(
+            map_remove=api_pb2.MapRemoveRequest(channel="m:a", key="k", idempotency_key="j")
+        ),
+        api_pb2.Command(
+            map_read_state=api_pb2.MapReadStateRequest(
+                channel="m:a",
+                cursor="c",
+                limit=5,
+                key="k",
+                asc=True,
+                revision_offset=7,
+                revision_epoch="e",
+            )
+        ),
+        api_pb2.Command(
+            map_read_stream=api_pb2.MapReadStreamRequest(
+                channel="m:a", since_offset=2, since_epoch="e", limit=-1, reverse=True
+            )
+        ),
+        api_pb2.Command(map_stats=api_pb2.MapStatsRequest(channel="m:s")),
+        api_pb2.Command(map_clear=api_pb2.MapClearRequest(channel="m:c")),
+    ]
+    pub, rem, state, stream, stats, clear = batch_request(
+        api_pb2.BatchRequest(commands=commands)
+    ).commands
+    assert pub is not None and pub.map_publish is not None
+    p = pub.map_publish
+    assert (p.channel, p.key, p.b64data, p.tags, p.idempotency_key, p.delta) == (
+        "m:a",
+        "k",
+        base64.b64encode(b"{}").decode(),
+        {"t": "v"},
+        "i",
+        True,
+    )
+    assert (p.version, p.version_epoch, p.score, p.key_mode) == (3, "ve", -4, "if_new")
+    assert rem is not None and rem.map_remove is not None
+    assert (rem.map_remove.channel, rem.map_remove.key, rem.map_remove.idempotency_key) == (
+        "m:a",
+        "k",
+        "j",
+    )
+    assert state is not None and state.map_read_state is not None
+    r = state.map_read_state
+    assert (r.channel, r.cursor, r.limit, r.key, r.asc, r.revision_offset, r.revision_epoch) == (
+        "m:a",
+        "c",
+        5,
+        "k",
+        True,
+        7,
+        "e",
+    )
+    assert stream is not None and stream.map_read_stream is not None
+    st = stream.map_read_stream
+    assert (st.channel, st.since_offset, st.since_epoch, st.limit, st.reverse) == (
+        "m:a",
+        2,
+        "e",
+        -1,
+        True,
+    )
+    assert stats is not None and stats.map_stats is not None and stats.map_stats.channel == "m:s"
+    assert clear is not None and clear.map_clear is not None and clear.map_clear.channel == "m:c"
 
 
 def test_batch_and_fill() -> None:

@@ -84,6 +84,36 @@ class CentrifugoApiStub(object):
                 request_serializer=centrifuge__asgi_dot_grpc_dot_api__pb2.ChannelsRequest.SerializeToString,
                 response_deserializer=centrifuge__asgi_dot_grpc_dot_api__pb2.ChannelsResponse.FromString,
                 )
+        self.MapPublish = channel.unary_unary(
+                '/centrifugal.centrifugo.api.CentrifugoApi/MapPublish',
+                request_serializer=centrifuge__asgi_dot_grpc_dot_api__pb2.MapPublishRequest.SerializeToString,
+                response_deserializer=centrifuge__asgi_dot_grpc_dot_api__pb2.MapPublishResponse.FromString,
+                )
+        self.MapRemove = channel.unary_unary(
+                '/centrifugal.centrifugo.api.CentrifugoApi/MapRemove',
+                request_serializer=centrifuge__asgi_dot_grpc_dot_api__pb2.MapRemoveRequest.SerializeToString,
+                response_deserializer=centrifuge__asgi_dot_grpc_dot_api__pb2.MapRemoveResponse.FromString,
+                )
+        self.MapReadState = channel.unary_unary(
+                '/centrifugal.centrifugo.api.CentrifugoApi/MapReadState',
+                request_serializer=centrifuge__asgi_dot_grpc_dot_api__pb2.MapReadStateRequest.SerializeToString,
+                response_deserializer=centrifuge__asgi_dot_grpc_dot_api__pb2.MapReadStateResponse.FromString,
+                )
+        self.MapReadStream = channel.unary_unary(
+                '/centrifugal.centrifugo.api.CentrifugoApi/MapReadStream',
+                request_serializer=centrifuge__asgi_dot_grpc_dot_api__pb2.MapReadStreamRequest.SerializeToString,
+                response_deserializer=centrifuge__asgi_dot_grpc_dot_api__pb2.MapReadStreamResponse.FromString,
+                )
+        self.MapStats = channel.unary_unary(
+                '/centrifugal.centrifugo.api.CentrifugoApi/MapStats',
+                request_serializer=centrifuge__asgi_dot_grpc_dot_api__pb2.MapStatsRequest.SerializeToString,
+                response_deserializer=centrifuge__asgi_dot_grpc_dot_api__pb2.MapStatsResponse.FromString,
+                )
+        self.MapClear = channel.unary_unary(
+                '/centrifugal.centrifugo.api.CentrifugoApi/MapClear',
+                request_serializer=centrifuge__asgi_dot_grpc_dot_api__pb2.MapClearRequest.SerializeToString,
+                response_deserializer=centrifuge__asgi_dot_grpc_dot_api__pb2.MapClearResponse.FromString,
+                )
         self.SharedPollPublish = channel.unary_unary(
                 '/centrifugal.centrifugo.api.CentrifugoApi/SharedPollPublish',
                 request_serializer=centrifuge__asgi_dot_grpc_dot_api__pb2.SharedPollPublishRequest.SerializeToString,
@@ -178,6 +208,42 @@ class CentrifugoApiServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def MapPublish(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def MapRemove(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def MapReadState(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def MapReadStream(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def MapStats(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def MapClear(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def SharedPollPublish(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -256,6 +322,36 @@ def add_CentrifugoApiServicer_to_server(servicer, server):
                     servicer.Channels,
                     request_deserializer=centrifuge__asgi_dot_grpc_dot_api__pb2.ChannelsRequest.FromString,
                     response_serializer=centrifuge__asgi_dot_grpc_dot_api__pb2.ChannelsResponse.SerializeToString,
+            ),
+            'MapPublish': grpc.unary_unary_rpc_method_handler(
+                    servicer.MapPublish,
+                    request_deserializer=centrifuge__asgi_dot_grpc_dot_api__pb2.MapPublishRequest.FromString,
+                    response_serializer=centrifuge__asgi_dot_grpc_dot_api__pb2.MapPublishResponse.SerializeToString,
+            ),
+            'MapRemove': grpc.unary_unary_rpc_method_handler(
+                    servicer.MapRemove,
+                    request_deserializer=centrifuge__asgi_dot_grpc_dot_api__pb2.MapRemoveRequest.FromString,
+                    response_serializer=centrifuge__asgi_dot_grpc_dot_api__pb2.MapRemoveResponse.SerializeToString,
+            ),
+            'MapReadState': grpc.unary_unary_rpc_method_handler(
+                    servicer.MapReadState,
+                    request_deserializer=centrifuge__asgi_dot_grpc_dot_api__pb2.MapReadStateRequest.FromString,
+                    response_serializer=centrifuge__asgi_dot_grpc_dot_api__pb2.MapReadStateResponse.SerializeToString,
+            ),
+            'MapReadStream': grpc.unary_unary_rpc_method_handler(
+                    servicer.MapReadStream,
+                    request_deserializer=centrifuge__asgi_dot_grpc_dot_api__pb2.MapReadStreamRequest.FromString,
+                    response_serializer=centrifuge__asgi_dot_grpc_dot_api__pb2.MapReadStreamResponse.SerializeToString,
+            ),
+            'MapStats': grpc.unary_unary_rpc_method_handler(
+                    servicer.MapStats,
+                    request_deserializer=centrifuge__asgi_dot_grpc_dot_api__pb2.MapStatsRequest.FromString,
+                    response_serializer=centrifuge__asgi_dot_grpc_dot_api__pb2.MapStatsResponse.SerializeToString,
+            ),
+            'MapClear': grpc.unary_unary_rpc_method_handler(
+                    servicer.MapClear,
+                    request_deserializer=centrifuge__asgi_dot_grpc_dot_api__pb2.MapClearRequest.FromString,
+                    response_serializer=centrifuge__asgi_dot_grpc_dot_api__pb2.MapClearResponse.SerializeToString,
             ),
             'SharedPollPublish': grpc.unary_unary_rpc_method_handler(
                     servicer.SharedPollPublish,
@@ -507,6 +603,108 @@ class CentrifugoApi(object):
         return grpc.experimental.unary_unary(request, target, '/centrifugal.centrifugo.api.CentrifugoApi/Channels',
             centrifuge__asgi_dot_grpc_dot_api__pb2.ChannelsRequest.SerializeToString,
             centrifuge__asgi_dot_grpc_dot_api__pb2.ChannelsResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def MapPublish(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/centrifugal.centrifugo.api.CentrifugoApi/MapPublish',
+            centrifuge__asgi_dot_grpc_dot_api__pb2.MapPublishRequest.SerializeToString,
+            centrifuge__asgi_dot_grpc_dot_api__pb2.MapPublishResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def MapRemove(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/centrifugal.centrifugo.api.CentrifugoApi/MapRemove',
+            centrifuge__asgi_dot_grpc_dot_api__pb2.MapRemoveRequest.SerializeToString,
+            centrifuge__asgi_dot_grpc_dot_api__pb2.MapRemoveResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def MapReadState(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/centrifugal.centrifugo.api.CentrifugoApi/MapReadState',
+            centrifuge__asgi_dot_grpc_dot_api__pb2.MapReadStateRequest.SerializeToString,
+            centrifuge__asgi_dot_grpc_dot_api__pb2.MapReadStateResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def MapReadStream(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/centrifugal.centrifugo.api.CentrifugoApi/MapReadStream',
+            centrifuge__asgi_dot_grpc_dot_api__pb2.MapReadStreamRequest.SerializeToString,
+            centrifuge__asgi_dot_grpc_dot_api__pb2.MapReadStreamResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def MapStats(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/centrifugal.centrifugo.api.CentrifugoApi/MapStats',
+            centrifuge__asgi_dot_grpc_dot_api__pb2.MapStatsRequest.SerializeToString,
+            centrifuge__asgi_dot_grpc_dot_api__pb2.MapStatsResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def MapClear(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/centrifugal.centrifugo.api.CentrifugoApi/MapClear',
+            centrifuge__asgi_dot_grpc_dot_api__pb2.MapClearRequest.SerializeToString,
+            centrifuge__asgi_dot_grpc_dot_api__pb2.MapClearResponse.FromString,
             options, channel_credentials,
             insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
 

@@ -160,6 +160,47 @@ def _shared_poll_publish(m: pb.SharedPollPublishRequest) -> s.SharedPollPublishR
     )
 
 
+def _map_publish(m: pb.MapPublishRequest) -> s.MapPublishRequest:
+    return s.MapPublishRequest(
+        channel=m.channel,
+        key=m.key,
+        b64data=_b64(m.data, m.b64data),
+        tags=dict(m.tags),
+        idempotency_key=m.idempotency_key,
+        delta=m.delta,
+        version=m.version,
+        version_epoch=m.version_epoch,
+        score=m.score,
+        key_mode=m.key_mode,
+    )
+
+
+def _map_remove(m: pb.MapRemoveRequest) -> s.MapRemoveRequest:
+    return s.MapRemoveRequest(channel=m.channel, key=m.key, idempotency_key=m.idempotency_key)
+
+
+def _map_read_state(m: pb.MapReadStateRequest) -> s.MapReadStateRequest:
+    return s.MapReadStateRequest(
+        channel=m.channel,
+        cursor=m.cursor,
+        limit=m.limit,
+        key=m.key,
+        asc=m.asc,
+        revision_offset=m.revision_offset,
+        revision_epoch=m.revision_epoch,
+    )
+
+
+def _map_read_stream(m: pb.MapReadStreamRequest) -> s.MapReadStreamRequest:
+    return s.MapReadStreamRequest(
+        channel=m.channel,
+        since_offset=m.since_offset,
+        since_epoch=m.since_epoch,
+        limit=m.limit,
+        reverse=m.reverse,
+    )
+
+
 # method name → (gRPC method, request type, response type, request conversion)
 METHODS: Final[dict[str, tuple[str, type[Message], type[Message], Callable[[Any], Any]]]] = {
     "publish": ("Publish", pb.PublishRequest, pb.PublishResponse, _publish),
@@ -195,6 +236,22 @@ METHODS: Final[dict[str, tuple[str, type[Message], type[Message], Callable[[Any]
         pb.ChannelsResponse,
         lambda m: s.ChannelsRequest(pattern=m.pattern),
     ),
+    "map_publish": ("MapPublish", pb.MapPublishRequest, pb.MapPublishResponse, _map_publish),
+    "map_remove": ("MapRemove", pb.MapRemoveRequest, pb.MapRemoveResponse, _map_remove),
+    "map_read_state": (
+        "MapReadState",
+        pb.MapReadStateRequest,
+        pb.MapReadStateResponse,
+        _map_read_state,
+    ),
+    "map_read_stream": (
+        "MapReadStream",
+        pb.MapReadStreamRequest,
+        pb.MapReadStreamResponse,
+        _map_read_stream,
+    ),
+    "map_stats": ("MapStats", pb.MapStatsRequest, pb.MapStatsResponse, _channel),
+    "map_clear": ("MapClear", pb.MapClearRequest, pb.MapClearResponse, _channel),
     "shared_poll_publish": (
         "SharedPollPublish",
         pb.SharedPollPublishRequest,
