@@ -9,7 +9,7 @@ kept as fallbacks, with this precedence:
 * ``subscribe``, ``publish``, ``sub_refresh``: the proxy decides in namespaces with
   ``<kind>_proxy_enabled``; the Python handler (if any) serves the other namespaces.
   So do ``map_publish`` and ``map_remove`` (``map.publish_proxy_enabled``,
-  ``map.remove_proxy_enabled``; HTTP proxies).
+  ``map.remove_proxy_enabled``; HTTP or gRPC proxies).
 * ``rpc``: ``on_rpc("method")`` handlers first, then the proxy of the method's RPC
   namespace when enabled, then the ``on_rpc()`` fallback, then 104 (unknown RPC
   namespace) or 108 (proxy not enabled there).

@@ -44,6 +44,8 @@ _METHODS: dict[str, tuple[str, Any]] = {
     "rpc": ("RPC", proxy_pb2.RPCRequest),
     "sub_refresh": ("SubRefresh", proxy_pb2.SubRefreshRequest),
     "shared_poll_refresh": ("SharedPollRefresh", proxy_pb2.SharedPollRefreshRequest),
+    "map_publish": ("MapPublish", proxy_pb2.MapPublishRequest),
+    "map_remove": ("MapRemove", proxy_pb2.MapRemoveRequest),
 }
 _RAW_JSON_FIELDS = frozenset({"meta"})  # bytes fields that hold JSON, not a payload
 

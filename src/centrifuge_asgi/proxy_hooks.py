@@ -456,7 +456,7 @@ class ProxyHooks:
         if opts is None or not getattr(opts.map, f"{action}_proxy_enabled"):
             return None
         proxy = self.node.config.proxy(kind, getattr(opts.map, f"{action}_proxy_name"))
-        if proxy is None or is_grpc(proxy):  # map proxies are HTTP only here
+        if proxy is None:
             raise ClientError.of(ErrorCode.NOT_AVAILABLE)
         return proxy
 

@@ -206,6 +206,59 @@ PROXY_FIELDS: Final = {
         "error": (2, "Error"),
         "disconnect": (3, "Disconnect"),
     },
+    "MapPublishRequest": {
+        "client": (1, "string"),
+        "transport": (2, "string"),
+        "protocol": (3, "string"),
+        "encoding": (4, "string"),
+        "user": (10, "string"),
+        "channel": (11, "string"),
+        "key": (12, "string"),
+        "data": (13, "bytes"),
+        "b64data": (14, "string"),
+        "meta": (15, "bytes"),
+        "labels": (16, "map<string,string>"),
+    },
+    "MapPublishResult": {
+        "key": (1, "string"),
+        "data": (2, "bytes"),
+        "b64data": (3, "string"),
+        "tags": (4, "map<string,string>"),
+        "score": (5, "int64"),
+        "key_mode": (6, "string"),
+        "stream_data": (7, "bytes"),
+        "b64stream_data": (8, "string"),
+        "idempotency_key": (9, "string"),
+        "delta": (10, "bool"),
+        "version": (11, "uint64"),
+        "version_epoch": (12, "string"),
+    },
+    "MapPublishResponse": {
+        "result": (1, "MapPublishResult"),
+        "error": (2, "Error"),
+        "disconnect": (3, "Disconnect"),
+    },
+    "MapRemoveRequest": {
+        "client": (1, "string"),
+        "transport": (2, "string"),
+        "protocol": (3, "string"),
+        "encoding": (4, "string"),
+        "user": (10, "string"),
+        "channel": (11, "string"),
+        "key": (12, "string"),
+        "meta": (13, "bytes"),
+        "labels": (14, "map<string,string>"),
+    },
+    "MapRemoveResult": {
+        "key": (1, "string"),
+        "tags": (2, "map<string,string>"),
+        "idempotency_key": (3, "string"),
+    },
+    "MapRemoveResponse": {
+        "result": (1, "MapRemoveResult"),
+        "error": (2, "Error"),
+        "disconnect": (3, "Disconnect"),
+    },
     "SharedPollRefreshRequest": {
         "channel": (1, "string"),
         "items": (2, "repeated SharedPollRefreshItem"),
@@ -244,6 +297,8 @@ PROXY_METHODS: Final = {
     "Publish": ("PublishRequest", "PublishResponse", False, False),
     "RPC": ("RPCRequest", "RPCResponse", False, False),
     "SubRefresh": ("SubRefreshRequest", "SubRefreshResponse", False, False),
+    "MapPublish": ("MapPublishRequest", "MapPublishResponse", False, False),
+    "MapRemove": ("MapRemoveRequest", "MapRemoveResponse", False, False),
     "SharedPollRefresh": ("SharedPollRefreshRequest", "SharedPollRefreshResponse", False, False),
     "SubscribeUnidirectional": ("SubscribeRequest", "StreamSubscribeResponse", False, True),
     "SubscribeBidirectional": ("StreamSubscribeRequest", "StreamSubscribeResponse", True, True),
@@ -289,6 +344,20 @@ def test_request_message_takes_the_body_fields_it_has() -> None:
     assert (message.data, message.meta) == (b'{"a":1}', b'{"m":2}')
     connect = request_message("connect", {"client": "c1", "name": "js", "user": "x"})
     assert (connect.client, connect.name) == ("c1", "js")  # ConnectRequest has no user
+
+
+def test_map_proxy_messages() -> None:
+    """A map publish body and reply cross as for HTTP: payload bytes as ``b64data``."""
+    body = {"client": "c", "user": "u", "channel": "m:1", "key": "k", "data": Raw(b"{}")}
+    message = request_message("map_publish", body)
+    assert isinstance(message, pb.MapPublishRequest)
+    assert (message.channel, message.key, message.data) == ("m:1", "k", b"{}")
+    remove = request_message("map_remove", {**body, "data": Raw(b"x")})
+    assert isinstance(remove, pb.MapRemoveRequest) and remove.key == "k"
+    result = pb.MapPublishResult(key="k2", data=b"\x01", tags={"t": "v"}, key_mode="if_new")
+    assert json.loads(answer_json(pb.MapPublishResponse(result=result))) == {
+        "result": {"key": "k2", "b64data": "AQ==", "tags": {"t": "v"}, "key_mode": "if_new"}
+    }
 
 
 def test_a_reply_becomes_the_http_answer() -> None:

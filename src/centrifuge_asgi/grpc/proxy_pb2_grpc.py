@@ -44,6 +44,16 @@ class CentrifugoProxyStub(object):
                 request_serializer=centrifuge__asgi_dot_grpc_dot_proxy__pb2.SubRefreshRequest.SerializeToString,
                 response_deserializer=centrifuge__asgi_dot_grpc_dot_proxy__pb2.SubRefreshResponse.FromString,
                 )
+        self.MapPublish = channel.unary_unary(
+                '/centrifugal.centrifugo.proxy.CentrifugoProxy/MapPublish',
+                request_serializer=centrifuge__asgi_dot_grpc_dot_proxy__pb2.MapPublishRequest.SerializeToString,
+                response_deserializer=centrifuge__asgi_dot_grpc_dot_proxy__pb2.MapPublishResponse.FromString,
+                )
+        self.MapRemove = channel.unary_unary(
+                '/centrifugal.centrifugo.proxy.CentrifugoProxy/MapRemove',
+                request_serializer=centrifuge__asgi_dot_grpc_dot_proxy__pb2.MapRemoveRequest.SerializeToString,
+                response_deserializer=centrifuge__asgi_dot_grpc_dot_proxy__pb2.MapRemoveResponse.FromString,
+                )
         self.SharedPollRefresh = channel.unary_unary(
                 '/centrifugal.centrifugo.proxy.CentrifugoProxy/SharedPollRefresh',
                 request_serializer=centrifuge__asgi_dot_grpc_dot_proxy__pb2.SharedPollRefreshRequest.SerializeToString,
@@ -100,6 +110,18 @@ class CentrifugoProxyServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def MapPublish(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def MapRemove(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def SharedPollRefresh(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -151,6 +173,16 @@ def add_CentrifugoProxyServicer_to_server(servicer, server):
                     servicer.SubRefresh,
                     request_deserializer=centrifuge__asgi_dot_grpc_dot_proxy__pb2.SubRefreshRequest.FromString,
                     response_serializer=centrifuge__asgi_dot_grpc_dot_proxy__pb2.SubRefreshResponse.SerializeToString,
+            ),
+            'MapPublish': grpc.unary_unary_rpc_method_handler(
+                    servicer.MapPublish,
+                    request_deserializer=centrifuge__asgi_dot_grpc_dot_proxy__pb2.MapPublishRequest.FromString,
+                    response_serializer=centrifuge__asgi_dot_grpc_dot_proxy__pb2.MapPublishResponse.SerializeToString,
+            ),
+            'MapRemove': grpc.unary_unary_rpc_method_handler(
+                    servicer.MapRemove,
+                    request_deserializer=centrifuge__asgi_dot_grpc_dot_proxy__pb2.MapRemoveRequest.FromString,
+                    response_serializer=centrifuge__asgi_dot_grpc_dot_proxy__pb2.MapRemoveResponse.SerializeToString,
             ),
             'SharedPollRefresh': grpc.unary_unary_rpc_method_handler(
                     servicer.SharedPollRefresh,
@@ -276,6 +308,40 @@ class CentrifugoProxy(object):
         return grpc.experimental.unary_unary(request, target, '/centrifugal.centrifugo.proxy.CentrifugoProxy/SubRefresh',
             centrifuge__asgi_dot_grpc_dot_proxy__pb2.SubRefreshRequest.SerializeToString,
             centrifuge__asgi_dot_grpc_dot_proxy__pb2.SubRefreshResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def MapPublish(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/centrifugal.centrifugo.proxy.CentrifugoProxy/MapPublish',
+            centrifuge__asgi_dot_grpc_dot_proxy__pb2.MapPublishRequest.SerializeToString,
+            centrifuge__asgi_dot_grpc_dot_proxy__pb2.MapPublishResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def MapRemove(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/centrifugal.centrifugo.proxy.CentrifugoProxy/MapRemove',
+            centrifuge__asgi_dot_grpc_dot_proxy__pb2.MapRemoveRequest.SerializeToString,
+            centrifuge__asgi_dot_grpc_dot_proxy__pb2.MapRemoveResponse.FromString,
             options, channel_credentials,
             insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
 
