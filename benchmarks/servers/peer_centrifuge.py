@@ -7,6 +7,8 @@ does the same work per publication: read one frame from the publisher, fan out.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 from typing import Any
 
 from centrifuge_asgi import ConfigError, Node
@@ -24,6 +26,8 @@ def config(args: argparse.Namespace) -> dict[str, Any]:
         "client": {"allow_anonymous_connect_without_token": True},
         "channel": {"without_namespace": dict(_OPEN)},
     }
+    if os.environ.get("BENCH_PROMETHEUS"):  # metrics on: what they cost the fan-out
+        cfg["prometheus"] = {"enabled": True}
     if args.broker == "redis":
         cfg["engine"] = {
             "type": "redis",
@@ -33,8 +37,14 @@ def config(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def build_app(args: argparse.Namespace) -> Any:
-    """The node's Starlette app (``/connection/websocket``), lifespan included."""
-    return Node(config(args)).asgi_app()
+    """The node's Starlette app (``/connection/websocket``), lifespan included, with the
+    collector set as ``centrifuge-asgi serve`` sets it (``centrifuge_asgi/collector.py``)."""
+    app = Node(config(args)).asgi_app()
+    with contextlib.suppress(ImportError):  # a tree from before the setting existed
+        from centrifuge_asgi.collector import tune_for_serving
+
+        tune_for_serving()
+    return app
 
 
 def available(args: argparse.Namespace) -> str:

@@ -583,7 +583,8 @@ class NodeMetrics:
             if subs is None:
                 continue
             errors = float(sum(sub.errors for sub in subs))
-            dropped = float(sum(sub.malformed for sub in subs))
+            # undecodable messages (the broker's) and failed handlings (a connection's)
+            dropped = float(getattr(engine, "malformed", 0) + sum(s.malformed for s in subs))
             name = f"{p}_{prefix}_redis_pub_sub_errors"
             labels: Labels = (("broker_name", ""), ("error", "connection"))
             out.append(

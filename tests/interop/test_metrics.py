@@ -694,3 +694,179 @@ async def test_documented_families_move_with_their_events(
     assert value(during, "broker_publish_suppressed_count", **sup) == 1
     assert value(during, "map_broker_publish_suppressed_count", reason="key_exists", **NS) == 1
     assert value(during, "node_action_count", action="history", **NS) == 1
+
+
+def _families(node: Node) -> Samples:
+    assert isinstance(node.metrics, NodeMetricsType)
+    return parse(node.metrics.exposition().decode())
+
+
+def _moved(before: Samples, after: Samples, family: str, kind: str = C) -> float:
+    return total(after, family, kind) - total(before, family, kind)
+
+
+async def test_redis_engine_families_move() -> None:
+    """A private redis-server: undecodable PUB/SUB messages are dropped and counted (broker
+    and map broker), expired map keys removed by the cleanup are counted, and killing the
+    server counts PUB/SUB connection errors."""
+    from tests.unit.test_redis_engine import RedisProcess, unique_prefix
+
+    proc = RedisProcess().start()
+    try:
+        prefix = unique_prefix()
+        redis = {"address": [f"redis://{proc.address}"], "prefix": prefix}
+        cfg = node_config(
+            engine={"type": "redis", "redis": redis},
+            map_broker={"type": "redis", "redis": {**redis, "cleanup_interval": "100ms"}},
+        )
+        ephemeral = {"mode": "ephemeral", "key_ttl": "1s"}
+        cfg["channel"]["namespaces"].append(
+            {"name": "eph", "subscription_type": "map", "map": ephemeral}
+        )
+        node = Node(cfg)
+        with anyio.fail_after(20):
+            async with node:
+                before = _families(node)
+                types = exposed_types(node.metrics.exposition().decode())  # type: ignore[attr-defined]
+                assert {name: types.get(P + name) for name in REDIS_ONLY} == dict.fromkeys(
+                    REDIS_ONLY, C
+                )
+                await node.broker.subscribe("chat:r")
+                await node.map_broker.subscribe("eph:1")
+                proc.cli("PUBLISH", f"{prefix}.client.chat:r", "garbage")
+                proc.cli("PUBLISH", f"{prefix}.map.client.eph:1", "garbage")
+                await node.map_publish("eph:1", "k", {"v": 1})
+                while True:
+                    now = _families(node)
+                    if (
+                        _moved(before, now, "broker_redis_pub_sub_dropped_messages")
+                        and _moved(before, now, "map_broker_redis_pub_sub_dropped_messages")
+                        and _moved(before, now, "map_broker_cleanup_removed_count")
+                    ):
+                        break
+                    await anyio.sleep(0.05)
+                assert not _moved(before, now, "broker_redis_pub_sub_errors")
+                proc.kill()
+                while not (  # noqa: ASYNC110 (polls the node's counters)
+                    _moved(before, now := _families(node), "broker_redis_pub_sub_errors")
+                    and _moved(before, now, "map_broker_redis_pub_sub_errors")
+                ):
+                    await anyio.sleep(0.05)
+                with anyio.move_on_after(0.5):  # cleanup rounds now fail
+                    while not _moved(before, _families(node), "map_broker_cleanup_errors_count"):  # noqa: ASYNC110 (polls the node's counters)
+                        await anyio.sleep(0.05)
+                after = _families(node)
+        assert _moved(before, after, "map_broker_cleanup_errors_count") > 0
+        assert (
+            value(
+                after, "broker_redis_pub_sub_dropped_messages", broker_name="", channel_type="all"
+            )
+            == 1
+        )
+    finally:
+        proc.kill()
+
+
+async def test_shared_poll_families_move() -> None:
+    """A shared poll channel polled by a Python handler: its gauges, cycle and handler
+    durations, items by result, publish results and handler errors move."""
+    from tests.unit.test_shared_poll import Backend, FakeConn, poll_config, subscribe, track
+
+    backend = Backend()
+    backend.data, backend.versions = {"a": b'{"n":1}', "b": b'{"n":2}'}, {"a": 1, "b": 1}
+    cfg = {**node_config(), **poll_config(mode="versioned", publish_enabled=True)}
+    node = Node(cfg)
+    node.on_shared_poll_refresh(backend)
+    with anyio.fail_after(10):
+        async with node:
+            before = _families(node)
+            conn = FakeConn("u")
+            subscribe(node, conn)
+            track(node, conn, ["a", "b"])
+            during = _families(node)
+            assert value(during, "shared_poll_num_channels") == 1
+            assert value(during, "shared_poll_num_keys") == 2
+            while not _moved(before, _families(node), "shared_poll_cycle_duration_seconds", H):  # noqa: ASYNC110 (polls the node's counters)
+                await anyio.sleep(0.02)
+            await node.shared_poll_publish("vv:1", "a", b"5", 9)
+            await node.shared_poll_publish("vv:1", "a", b"4", 8)  # stale
+            backend.fail = True
+            while not _moved(before, _families(node), "shared_poll_handler_error_count"):  # noqa: ASYNC110 (polls the node's counters)
+                await anyio.sleep(0.02)
+            after = _families(node)
+    for name, kind, _ in DOCUMENTED:
+        if name.startswith("shared_poll_") and kind != G:
+            assert _moved(before, after, name, kind) > 0, name
+    track_changed = {"trigger": "track", "result": "changed", **NS}
+    assert value(after, "shared_poll_items_count", **track_changed) == 2
+    assert value(after, "shared_poll_publish_count", result="delivered", **NS) == 1
+    assert value(after, "shared_poll_publish_count", result="stale", **NS) == 1
+    assert value(after, "shared_poll_proxy_request_items_count", name="default") >= 2
+
+
+async def test_connection_limit_and_upgrades_are_counted(live_server: LiveServerFactory) -> None:
+    """client.connection_limit: the refused upgrade is counted (and as a 503 request)."""
+    node = Node(node_config(client={**make_config()["client"], "connection_limit": 1}))
+    srv = live_server(node.asgi_app())
+    async with (
+        httpx.AsyncClient(timeout=TIMEOUT) as http,
+        subscriber(srv, "1", "chat:l"),
+    ):
+        with pytest.raises(websockets.InvalidStatus):
+            async with websockets.connect(srv.ws_url(WS_PATH), open_timeout=TIMEOUT):
+                pass
+        samples = await scrape(http, srv)
+    assert value(samples, "node_client_connection_limit") == 1
+    upgrade = {"path": WS_PATH, "method": "GET"}
+    assert value(samples, "node_incoming_http_requests_total", status="503", **upgrade) == 1
+    assert value(samples, "node_incoming_http_requests_total", status="101", **upgrade) == 1
+
+
+def test_fanout_costs_one_observer_call_per_fanout() -> None:
+    """The fan-out tells the observer once per publication, whatever the subscriber count
+    (transport_messages_sent is counted from the per-channel tally, not per delivery)."""
+    from centrifuge_asgi.engines.base import Publication
+
+    node = Node(node_config())
+    calls: list[tuple[str, dict[Any, int]]] = []
+    real = node.metrics.fanout_sent
+
+    def spy(frame_type: str, channel: str, tally: Any, data: Any, unsent: Any = ()) -> None:
+        calls.append((frame_type, dict(tally)))
+        real(frame_type, channel, tally, data, unsent)
+
+    node.registry.observer.fanout_sent = spy  # type: ignore[union-attr,method-assign]
+
+    class Sess:
+        def __init__(self, i: int, transport: str) -> None:
+            from centrifuge_asgi.protocol.json_codec import JSON
+            from centrifuge_asgi.session import TransportInfo
+
+            self.client_id, self.user, self.codec = str(i), str(i), JSON
+            self.transport = TransportInfo(name=transport)
+            self.subs = {
+                "c": type(
+                    "S",
+                    (),
+                    {"pending": None, "positioned": False, "delta": False, "tags_filter": None},
+                )()
+            }
+            self.sent: list[bytes] = []
+
+        def send(self, data: bytes) -> None:
+            self.sent.append(data)
+
+    sessions = [Sess(i, "websocket" if i % 3 else "sse") for i in range(30)]
+    for s in sessions:
+        node.registry.add_subscriber("c", s)  # type: ignore[arg-type]
+    node.registry.remove_subscriber("c", sessions[0])  # type: ignore[arg-type]
+    node.handle_publication("c", Publication(data=b'{"x":1}'), "")
+    assert len(calls) == 1
+    assert calls[0][0] == "push_publication"
+    assert sorted((t, n) for (t, _), n in calls[0][1].items()) == [("sse", 9), ("websocket", 20)]
+    samples = _families(node)
+    sent = {"frame_type": "push_publication", **NS}
+    assert value(samples, "transport_messages_sent", transport="websocket", **sent) == 20
+    assert value(samples, "transport_messages_sent", transport="sse", **sent) == 9
+    size = len(sessions[1].sent[0])
+    assert value(samples, "transport_messages_sent_size", transport="sse", **sent) == 9 * size

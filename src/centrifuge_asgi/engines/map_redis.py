@@ -116,6 +116,7 @@ class RedisMapBroker:
         self._handler: BrokerEventHandler | None = None
         self._tg: TaskGroup | None = None
         self._subs: list[Subscriber] = []
+        self.malformed = 0  # PUB/SUB messages that could not be decoded (dropped)
         self.cleanup_removed = 0  # expired keys removed (map_broker_cleanup_removed_count)
         self.cleanup_errors = 0
 
@@ -195,6 +196,7 @@ class RedisMapBroker:
                 pub = _publication(rest[cut:], int(offset))
                 prev = _publication(rest[:cut], 0) if cut else None
             except (ValueError, msgspec.DecodeError) as exc:
+                self.malformed += 1
                 log.warning("malformed map message on %r: %s", topic, exc)
                 return
             channel = topic[len(marker) :].decode()
