@@ -28,6 +28,8 @@ def config(args: argparse.Namespace) -> dict[str, Any]:
     }
     if os.environ.get("BENCH_PROMETHEUS"):  # metrics on: what they cost the fan-out
         cfg["prometheus"] = {"enabled": True}
+    if os.environ.get("BENCH_PROMETHEUS"):  # metrics on: what they cost the fan-out
+        cfg["prometheus"] = {"enabled": True}
     if args.broker == "redis":
         cfg["engine"] = {
             "type": "redis",
