@@ -10,7 +10,8 @@ message names are ours, so both cannot share one protobuf descriptor pool):
     python tests/interop/upstream_grpc_check.py ~/src/centrifugo [python-with-grpc-tools]
 
 The client connects a Consume stream, publishes through the API, reads the publication
-from the stream, runs a batch (history, a PRO command, presence) and calls a PRO method;
+from the stream, publishes to a map and reads its state, runs a batch (history, a PRO
+command, presence, map stats) and calls a PRO method;
 the script exits 1 with the client's output when any expectation fails.
 """
 
@@ -42,15 +43,25 @@ reply = api.Publish(api_pb2.PublishRequest(channel="news:x", data=b'{"a":1}'), m
 assert reply.result.offset == 1, reply
 pushed = next(stream)
 assert (pushed.channel, pushed.pub.data) == ("news:x", b'{"a":1}'), pushed
+mp = api.MapPublish(
+    api_pb2.MapPublishRequest(channel="board:x", key="k", data=b'{"b":1}', tags={"t": "v"}),
+    metadata=key,
+)
+assert (mp.result.offset, mp.result.suppressed) == (1, False), mp
+state = api.MapReadState(api_pb2.MapReadStateRequest(channel="board:x", limit=-1), metadata=key)
+entries = [(e.key, e.data, dict(e.tags), e.offset) for e in state.result.entries]
+assert entries == [("k", b'{"b":1}', {"t": "v"}, 1)], state
 batch = api.Batch(api_pb2.BatchRequest(commands=[
     api_pb2.Command(history=api_pb2.HistoryRequest(channel="news:x", limit=-1)),
     api_pb2.Command(connections=api_pb2.ConnectionsRequest(user="x")),
     api_pb2.Command(presence=api_pb2.PresenceRequest(channel="news:x")),
+    api_pb2.Command(map_stats=api_pb2.MapStatsRequest(channel="board:x")),
 ]), metadata=key)
-history, pro, presence = batch.replies
+history, pro, presence, map_stats = batch.replies
 assert history.history.publications[0].data == b'{"a":1}', batch
 assert pro.error.code == 104, batch
 assert [i.user for i in presence.presence.presence.values()] == ["alice"], batch
+assert map_stats.map_stats.num_keys == 1, batch
 try:
     api.Connections(api_pb2.ConnectionsRequest(), metadata=key)
     raise AssertionError("a PRO method answered")
@@ -80,7 +91,8 @@ async def check(out: Path) -> str:
         "client": {"token": {"hmac_secret_key": "secret"}},
         "channel": {
             "namespaces": [
-                {"name": "news", "presence": True, "history_size": 10, "history_ttl": "60s"}
+                {"name": "news", "presence": True, "history_size": 10, "history_ttl": "60s"},
+                {"name": "board", "subscription_type": "map", "map": {"mode": "persistent"}},
             ]
         },
         "grpc_api": {"enabled": True, "address": "127.0.0.1", "port": api_port, "key": "k"},
