@@ -7,7 +7,6 @@ does the same work per publication: read one frame from the publisher, fan out.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 from typing import Any
 
@@ -28,8 +27,6 @@ def config(args: argparse.Namespace) -> dict[str, Any]:
     }
     if os.environ.get("BENCH_PROMETHEUS"):  # metrics on: what they cost the fan-out
         cfg["prometheus"] = {"enabled": True}
-    if os.environ.get("BENCH_PROMETHEUS"):  # metrics on: what they cost the fan-out
-        cfg["prometheus"] = {"enabled": True}
     if args.broker == "redis":
         cfg["engine"] = {
             "type": "redis",
@@ -39,14 +36,8 @@ def config(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def build_app(args: argparse.Namespace) -> Any:
-    """The node's Starlette app (``/connection/websocket``), lifespan included, with the
-    collector set as ``centrifuge-asgi serve`` sets it (``centrifuge_asgi/collector.py``)."""
-    app = Node(config(args)).asgi_app()
-    with contextlib.suppress(ImportError):  # a tree from before the setting existed
-        from centrifuge_asgi.collector import tune_for_serving
-
-        tune_for_serving()
-    return app
+    """The node's Starlette app (``/connection/websocket``), lifespan included."""
+    return Node(config(args)).asgi_app()
 
 
 def available(args: argparse.Namespace) -> str:
