@@ -7,6 +7,7 @@ does the same work per publication: read one frame from the publisher, fan out.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 from typing import Any
 
@@ -36,8 +37,14 @@ def config(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def build_app(args: argparse.Namespace) -> Any:
-    """The node's Starlette app (``/connection/websocket``), lifespan included."""
-    return Node(config(args)).asgi_app()
+    """The node's Starlette app (``/connection/websocket``), lifespan included, with the
+    collector set as ``centrifuge-asgi serve`` sets it (``centrifuge_asgi/collector.py``)."""
+    app = Node(config(args)).asgi_app()
+    with contextlib.suppress(ImportError):  # a tree from before the setting existed
+        from centrifuge_asgi.collector import tune_for_serving
+
+        tune_for_serving()
+    return app
 
 
 def available(args: argparse.Namespace) -> str:

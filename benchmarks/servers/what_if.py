@@ -12,6 +12,10 @@ the library's behaviour is whatever ``src/`` says.
   behind, so while thousands connect the collector runs often over a growing heap;
   ``benchmarks/connect_cost.py`` measures the library's share of that.
 
+- ``gc-freeze``: ``gc.collect(); gc.freeze()`` once the library is imported, before the
+  app is built: the start-up objects leave the collector's generations, so a full
+  collection walks only what the connections added.
+
 (``no-write-timeout``, which removed the ``anyio.fail_after`` around every send, was
 retired once commit bf0758f replaced that scope with a shared write watchdog.)
 
@@ -76,4 +80,8 @@ def apply(names: list[str]) -> list[str]:
     if "gc-gen0-7000" in names:
         gc.set_threshold(7000, 10, 10)
         applied.append("gc-gen0-7000")
+    if "gc-freeze" in names:
+        gc.collect()
+        gc.freeze()
+        applied.append("gc-freeze")
     return applied

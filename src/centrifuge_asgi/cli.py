@@ -31,6 +31,7 @@ def _load(path: str | None, overrides: dict[str, Any] | None = None) -> Any:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from .collector import tune_for_serving
     from .logging_setup import configure_logging
     from .node import Node
     from .server import WS_PROTOCOL, run
@@ -52,6 +53,7 @@ def _serve(args: argparse.Namespace) -> int:
         if count > 1:
             return _supervise(args, config, count)
     node = Node(config)
+    tune_for_serving()  # collector.py: freeze the start-up heap, fewer full collections
     server = config.http_server
     host = server.address or "0.0.0.0"
     max_size = config.websocket.message_size_limit

@@ -103,6 +103,9 @@ class WebSocketEndpoint:
                         session.disconnect(_MESSAGE_TOO_BIG, "message too big")
                         break
                     await session.handle_frame(data)
+                    # an idle connection waits for its next frame without keeping the
+                    # last one (the message dict, its text and bytes) alive meanwhile
+                    del msg, text, data
                     if session.closing:
                         break
         except asyncio.CancelledError:
