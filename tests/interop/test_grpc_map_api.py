@@ -30,7 +30,13 @@ pytestmark = [pytest.mark.interop, pytest.mark.anyio]
 @pytest.fixture
 def env(live_server: LiveServerFactory) -> GrpcEnv:
     cfg = grpc_config(uni=False)
-    cfg["channel"]["namespaces"] = [*cfg["channel"]["namespaces"], *MAP_NAMESPACES]
+    binary = {
+        "name": "binmap",
+        "subscription_type": "map",
+        "publication_data_format": "binary",
+        "map": {"mode": "persistent"},
+    }
+    cfg["channel"]["namespaces"] = [*cfg["channel"]["namespaces"], *MAP_NAMESPACES, binary]
     return start(live_server, cfg)
 
 
@@ -108,13 +114,15 @@ async def test_map_publish_read_remove_stats_clear(env: GrpcEnv) -> None:
         assert list(fresh.result.entries) == [] and fresh.result.epoch != epoch
 
 
-async def test_binary_payload_on_a_binary_map(env: GrpcEnv) -> None:
-    """Bytes that are not JSON: refused on a JSON map (107), ``b64data`` wins over ``data``."""
+async def test_binary_payloads(env: GrpcEnv) -> None:
+    """Bytes that are not JSON: refused on a JSON map (107), kept and read back as they are
+    on a binary one; ``b64data`` wins over ``data``."""
     async with api(env.api_target) as s:
-        bad = await s.MapPublish(
-            pb.MapPublishRequest(channel="cursors:x", key="k", data=b"\xff\x00"), metadata=AUTH
-        )
-        assert error_of(bad) == (107, "bad request")
+        for channel in ("cursors:x", "board:bin"):
+            bad = await s.MapPublish(
+                pb.MapPublishRequest(channel=channel, key="k", data=b"\xff\x00"), metadata=AUTH
+            )
+            assert error_of(bad) == (107, "bad request")
         ok = await s.MapPublish(
             pb.MapPublishRequest(
                 channel="board:b64", key="k", data=b"ignored", b64data="eyJ4IjoxfQ=="
@@ -126,6 +134,19 @@ async def test_binary_payload_on_a_binary_map(env: GrpcEnv) -> None:
             pb.MapReadStateRequest(channel="board:b64", limit=-1), metadata=AUTH
         )
         assert [json.loads(e.data) for e in state.result.entries] == [{"x": 1}]
+        raw = await s.MapPublish(
+            pb.MapPublishRequest(channel="binmap:x", key="k", data=b"\xff\x00"), metadata=AUTH
+        )
+        assert error_of(raw) is None
+        for read in (
+            await s.MapReadState(
+                pb.MapReadStateRequest(channel="binmap:x", limit=-1), metadata=AUTH
+            ),
+            await s.MapReadStream(
+                pb.MapReadStreamRequest(channel="binmap:x", limit=-1), metadata=AUTH
+            ),
+        ):
+            assert [e.data for e in read.result.entries] == [b"\xff\x00"]
 
 
 ERRORS: list[tuple[str, Any, int, str]] = [
