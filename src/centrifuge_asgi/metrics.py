@@ -63,8 +63,11 @@ _CYCLE = (NS,)
 _TRIGGER = ("trigger", NS)
 _TRANSPORT = ("transport", "frame_type", NS)
 _PROXY = ("protocol", "type", "name")
-#: buckets of histograms that count items rather than seconds
-ITEM_BUCKETS = (0.0, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 5000.0)
+#: Centrifugo's buckets where they are not client_golang's defaults (BUCKETS)
+_FINE = (0.0001, 0.00025, 0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5)
+COMMAND_BUCKETS = (*_FINE, 1.0, 2.5, 5.0, 10.0)
+_ITEMS = (0.0, 1.0, 2.0, 3.0, 5.0, 10.0, 20.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2000.0)
+_POLL = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 #: Centrifugo's families updated through :meth:`NodeMetrics.count` / ``observe``: name
 #: (without the namespace) → (type, label names, help). A ``summary`` is the deprecated
@@ -206,14 +209,20 @@ EVENTS: dict[str, tuple[str, tuple[str, ...], str]] = {
         "Number of items per shared poll refresh proxy response.",
     ),
 }
-#: histograms of EVENTS whose observations are item counts
-_ITEM_HISTOGRAMS = frozenset(
-    {
-        "client_recovered_publications",
-        "shared_poll_proxy_request_items",
-        "shared_poll_proxy_response_items",
-    }
-)
+#: the buckets of EVENTS histograms (BUCKETS when not listed)
+_BUCKETS_OF: dict[str, tuple[float, ...]] = {
+    "node_survey_duration_seconds": (0.001, *BUCKETS[:-4], 1.0, 2.5, 5.0, 10.0),
+    "node_pub_sub_lag_seconds": (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10),
+    "node_broadcast_duration_seconds": (1e-06, 5e-06, 1e-05, 5e-05, *COMMAND_BUCKETS),
+    "client_ping_pong_duration_seconds": COMMAND_BUCKETS,
+    "client_recovered_publications": (*_ITEMS, 5000.0, 10000.0),
+    "shared_poll_cycle_duration_seconds": (*_POLL, 60.0),
+    "shared_poll_cycle_work_duration_seconds": (*_POLL, 60.0),
+    "shared_poll_handler_duration_seconds": (0.001, 0.005, *_POLL),
+    "shared_poll_sem_wait_duration_seconds": (0.0001, 0.0005, 0.001, 0.005, *_POLL),
+    "shared_poll_proxy_request_items": _ITEMS,
+    "shared_poll_proxy_response_items": _ITEMS,
+}
 
 
 class Family(msgspec.Struct, array_like=True):
@@ -306,14 +315,14 @@ class NodeMetrics:
         self.proxy_errors: dict[Labels, float] = {}
         self.consumers_processed: dict[Labels, float] = {}
         self.consumers_errors: dict[Labels, float] = {}
-        self.commands = _Histogram()
+        self.commands = _Histogram(COMMAND_BUCKETS)
         self.api = _Histogram()
         self.proxy = _Histogram()
         self.events: dict[str, dict[tuple[str, ...], float]] = {
             name: {} for name, spec in EVENTS.items() if spec[0] in ("counter", "gauge")
         }
         self.histograms = {
-            name: _Histogram(ITEM_BUCKETS if name in _ITEM_HISTOGRAMS else BUCKETS)
+            name: _Histogram(_BUCKETS_OF.get(name, BUCKETS))
             for name, spec in EVENTS.items()
             if spec[0] in ("histogram", "summary")
         }
@@ -583,7 +592,7 @@ class NodeMetrics:
             if subs is None:
                 continue
             errors = float(sum(sub.errors for sub in subs))
-            # undecodable messages (the broker's) and failed handlings (a connection's)
+            # undecodable client-channel messages (the broker's) and failed handlings
             dropped = float(getattr(engine, "malformed", 0) + sum(s.malformed for s in subs))
             name = f"{p}_{prefix}_redis_pub_sub_errors"
             labels: Labels = (("broker_name", ""), ("error", "connection"))
@@ -593,7 +602,7 @@ class NodeMetrics:
                 )
             )
             name = f"{p}_{prefix}_redis_pub_sub_dropped_messages"
-            labels = (("broker_name", ""), ("channel_type", "all"))
+            labels = (("broker_name", ""), ("channel_type", "client"))
             help_ = "Number of dropped messages on application level in Redis PUB/SUB."
             out.append(Family(name, "counter", help_, [(name, labels, dropped)]))
         poll: Any = getattr(self.node, "shared_poll", None)

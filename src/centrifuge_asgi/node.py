@@ -513,7 +513,7 @@ class Node(MapApi):
         fanned = self.registry.broadcast_publication(channel, pub, epoch, prev)
         self._fanned_out("publication", fanned, started)
         if pub.time:
-            lag = max(0.0, time.time() - pub.time / 1000)
+            lag = abs(time.time() - pub.time / 1000)  # as Centrifugo: a skew counts too
             self.metrics.observe("node_pub_sub_lag_seconds", ("",), lag)
 
     def handle_join(self, channel: str, info: ClientInfo) -> None:
@@ -525,10 +525,12 @@ class Node(MapApi):
         self._fanned_out("leave", self.registry.broadcast_leave(channel, info), started)
 
     def _fanned_out(self, kind: str, count: int, started: float) -> None:
-        """Metrics of one broker message fanned out (counted once, not per delivery)."""
+        """Metrics of one broker message fanned out (counted once, not per delivery);
+        Centrifugo times the fan-out of publications only."""
         self.metrics.fanout(kind, count)
-        took = time.perf_counter() - started
-        self.metrics.observe("node_broadcast_duration_seconds", (kind, ""), took)
+        if kind == "publication":
+            took = time.perf_counter() - started
+            self.metrics.observe("node_broadcast_duration_seconds", (kind, ""), took)
 
     @property
     def controller(self) -> Controller:

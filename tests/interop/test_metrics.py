@@ -759,7 +759,10 @@ async def test_redis_engine_families_move() -> None:
         assert _moved(before, after, "map_broker_cleanup_errors_count") > 0
         assert (
             value(
-                after, "broker_redis_pub_sub_dropped_messages", broker_name="", channel_type="all"
+                after,
+                "broker_redis_pub_sub_dropped_messages",
+                broker_name="",
+                channel_type="client",
             )
             == 1
         )
