@@ -546,7 +546,8 @@ class ChannelCommands:
             stream.attached.set()
         presence_added = False
         try:
-            node.registry.add_subscriber(channel, s)
+            if node.registry.add_subscriber(channel, s):
+                node.metrics.count("node_action_count", ("broker_subscribe", ""))
             # Every subscriber waits for the broker subscription (idempotent once it is
             # confirmed), so none reads the stream top before delivery is live.
             await node.broker.subscribe(channel)
@@ -562,6 +563,7 @@ class ChannelCommands:
                 await self._position(sub, opts, req, result, cache=cache, auto=auto)
                 self._check_still_wanted(sub)
             if sub.presence:
+                node.metrics.count("node_action_count", ("add_presence", ""))
                 await node.presence_manager.add_presence(
                     channel, s.client_id, s.client_info(sub.chan_info)
                 )
@@ -826,8 +828,10 @@ class ChannelCommands:
                 await self.maps.leave(channel, node.policy.options(channel))
             # Checked right before the call: a subscriber that arrived meanwhile keeps it.
             elif not node.registry.has_subscribers(channel):
+                node.metrics.count("node_action_count", ("broker_unsubscribe", ""))
                 await node.broker.unsubscribe(channel)
             if sub.presence:
+                node.metrics.count("node_action_count", ("remove_presence", ""))
                 await node.presence_manager.remove_presence(channel, s.client_id, s.user)
             if sub.emit_join_leave and sub.pending is None:
                 await node.broker.publish_leave(channel, s.client_info(sub.chan_info))
@@ -966,6 +970,7 @@ class ChannelCommands:
         s = self.s
         with anyio.move_on_after(3):
             try:
+                s.node.metrics.count("node_action_count", ("remove_presence", ""))
                 await s.node.presence_manager.remove_presence(channel, s.client_id, s.user)
             except Exception as exc:
                 log.warning("presence of %s in %s not removed: %s", s.client_id, channel, exc)

@@ -693,7 +693,16 @@ async def test_documented_families_move_with_their_events(
     sup = {"reason": "idempotency_key", **NS}
     assert value(during, "broker_publish_suppressed_count", **sup) == 1
     assert value(during, "map_broker_publish_suppressed_count", reason="key_exists", **NS) == 1
-    assert value(during, "node_action_count", action="history", **NS) == 1
+    for action, times in [
+        ("history", 1),
+        ("add_client", 3),  # the uni_http_stream client too
+        ("add_subscription", 3),
+        ("broker_subscribe", 3),
+        ("add_presence", 2),  # chat:e and news:r keep presence, tags:t does not
+    ]:
+        assert value(during, "node_action_count", action=action, **NS) == times, action
+    for action in ("remove_client", "remove_subscription", "remove_presence"):
+        assert value(after, "node_action_count", action=action, **NS) >= 1, action
 
 
 def _families(node: Node) -> Samples:
