@@ -39,6 +39,7 @@ from .codes import ErrorCode
 from .delta import patch_for
 from .errors import ClientError
 from .handlers import SharedPollItem, SharedPollRefreshEvent, SharedPollRefreshReply
+from .observer import NoObserver
 from .payload import to_payload
 from .protocol.codec import EncodedOnce
 from .protocol.messages import (
@@ -154,6 +155,9 @@ class Tracker(Protocol):
     @property
     def codec(self) -> Codec: ...
 
+    @property
+    def transport(self) -> Any: ...  # its ``name`` labels transport_messages_sent
+
     def send(self, data: bytes) -> None: ...
 
 
@@ -195,6 +199,7 @@ class SharedPollManager:
         limit = node.config.shared_poll.concurrency_limit
         self._slots = anyio.Semaphore(limit) if limit > 0 else None
         self.refresh_calls = 0  # backend calls made (for tests and benchmarks)
+        self._silent = isinstance(node.metrics, NoObserver)  # no per-push counting then
 
     # ------------------------------------------------------------- connections
 
@@ -525,6 +530,8 @@ class SharedPollManager:
         plain = EncodedOnce(Reply(push=Push(channel=ch.name, pub=pub)))  # once per protocol
         forms: dict[tuple[str, bool], bytes] = {}
         patch: bytes | None = None
+        # transport_messages_sent per transport, told once per push (metrics on only)
+        sent: dict[str, list[int]] | None = None if self._silent else {}
         for tracker, have in state.trackers.items():
             if have >= version:
                 continue
@@ -532,7 +539,12 @@ class SharedPollManager:
             ready = ch.delta.get(tracker)
             codec = tracker.codec
             if ready is None:
-                tracker.send(plain.get(codec))
+                frame = plain.get(codec)
+                tracker.send(frame)
+                if sent is not None:
+                    row = sent.setdefault(tracker.transport.name, [0, 0])
+                    row[0] += 1
+                    row[1] += len(frame)
                 continue
             json = codec.name == "json"
             use = key in ready and have == base[0] and base[1] is not None
@@ -551,6 +563,16 @@ class SharedPollManager:
                 forms[(codec.name, use)] = form
             tracker.send(form)
             ready.add(key)
+            if sent is not None:
+                row = sent.setdefault(tracker.transport.name, [0, 0])
+                row[0] += 1
+                row[1] += len(form)
+        if sent:
+            metrics = self._node.metrics
+            for transport, (count, size) in sent.items():
+                labels = (transport, "push_publication", "")
+                metrics.count("transport_messages_sent", labels, count)
+                metrics.count("transport_messages_sent_size", labels, size)
 
     def _remove(self, ch: SharedPollChannel, key: str, state: KeyState) -> None:
         pub = PublicationWire(data=msgspec.UNSET, key=key, removed=True)

@@ -174,6 +174,9 @@ class SessionView(Protocol):
     def codec(self) -> Codec: ...
 
     @property
+    def transport(self) -> Any: ...  # its ``name`` labels the metrics
+
+    @property
     def outbox(self) -> Outbox: ...
 
     @property

@@ -782,7 +782,11 @@ async def test_redis_engine_families_move() -> None:
 async def test_shared_poll_families_move() -> None:
     """A shared poll channel polled by a Python handler: its gauges, cycle and handler
     durations, items by result, publish results and handler errors move."""
+    from centrifuge_asgi.session import TransportInfo
     from tests.unit.test_shared_poll import Backend, FakeConn, poll_config, subscribe, track
+
+    class SseConn(FakeConn):
+        transport = TransportInfo(name="sse")
 
     backend = Backend()
     backend.data, backend.versions = {"a": b'{"n":1}', "b": b'{"n":2}'}, {"a": 1, "b": 1}
@@ -792,7 +796,7 @@ async def test_shared_poll_families_move() -> None:
     with anyio.fail_after(10):
         async with node:
             before = _families(node)
-            conn = FakeConn("u")
+            conn = SseConn("u")
             subscribe(node, conn)
             track(node, conn, ["a", "b"])
             during = _families(node)
@@ -814,6 +818,10 @@ async def test_shared_poll_families_move() -> None:
     assert value(after, "shared_poll_publish_count", result="delivered", **NS) == 1
     assert value(after, "shared_poll_publish_count", result="stale", **NS) == 1
     assert value(after, "shared_poll_proxy_request_items_count", name="default") >= 2
+    # the pushes to the tracker count under its transport, sizes included
+    pushes = {"transport": "sse", "frame_type": "push_publication", **NS}
+    assert value(after, "transport_messages_sent", **pushes) == len(conn.pushes) == 3
+    assert value(after, "transport_messages_sent_size", **pushes) > 0
 
 
 async def test_connection_limit_and_upgrades_are_counted(live_server: LiveServerFactory) -> None:
