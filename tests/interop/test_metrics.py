@@ -29,6 +29,7 @@ from centrifuge_asgi.node import Node
 
 from .support import WS_PATH, make_config, token
 from .test_js_map import MAP_NAMESPACES
+from .test_unidirectional import open_uni
 
 if TYPE_CHECKING:
     from conftest import LiveServer, LiveServerFactory
@@ -578,7 +579,8 @@ async def test_documented_families_move_with_their_events(
     cfg = node_config()
     cfg["client"].update(ping_interval="300ms", pong_timeout="250ms")
     cfg["channel"]["namespaces"] += MAP_NAMESPACES
-    cfg["uni_http_stream"] = {"enabled": True}
+    for uni in ("uni_http_stream", "uni_sse", "uni_websocket"):
+        cfg[uni] = {"enabled": True}
     rpc_proxy = {"endpoint": backend_srv.url("/rpc")}
     cfg["rpc"] = {"proxy": rpc_proxy, "without_namespace": {"proxy_enabled": True}}
     node = Node(cfg)
@@ -628,6 +630,9 @@ async def test_documented_families_move_with_their_events(
                 async for chunk in stream.aiter_bytes():
                     if b"connect" in chunk:
                         break
+            for kind in ("uni_sse", "uni_websocket"):
+                async with open_uni(srv, kind, {"token": token("4")}) as uni:
+                    await uni.until(lambda push: "connect" in push)
             during = await scrape(http, srv)
             await _call(http, srv, "disconnect", {"user": "1"})
             with anyio.fail_after(TIMEOUT), pytest.raises(websockets.ConnectionClosed):
@@ -672,6 +677,8 @@ async def test_documented_families_move_with_their_events(
         ("websocket", "push_unsubscribe"),
         ("websocket", "server_ping"),
         ("uni_http_stream", "push_connect"),
+        ("uni_sse", "push_connect"),
+        ("uni_websocket", "push_connect"),
     ]:
         labels = {"transport": transport, "frame_type": frame, **NS}
         assert value(during, "transport_messages_sent", **labels) >= 1, labels
@@ -695,7 +702,7 @@ async def test_documented_families_move_with_their_events(
     assert value(during, "map_broker_publish_suppressed_count", reason="key_exists", **NS) == 1
     for action, times in [
         ("history", 1),
-        ("add_client", 3),  # the uni_http_stream client too
+        ("add_client", 5),  # the three unidirectional clients too
         ("add_subscription", 3),
         ("broker_subscribe", 3),
         ("add_presence", 2),  # chat:e and news:r keep presence, tags:t does not
