@@ -283,8 +283,8 @@ class _Histogram:
         out: list[tuple[str, Labels, float]] = []
         for key, labels, row in self._rows(names):
             recent = sorted(self.recent.get(key, ()))
-            for q in QUANTILES:
-                at = recent[min(len(recent) - 1, int(q * len(recent)))] if recent else math.nan
+            for q in QUANTILES if recent else ():  # (a row always has observations)
+                at = recent[min(len(recent) - 1, int(q * len(recent)))]
                 out.append((name, (*labels, ("quantile", repr(q))), at))
             out.append((f"{name}_sum", labels, row[-1]))
             out.append((f"{name}_count", labels, sum(row[:-1])))

@@ -897,3 +897,15 @@ def test_fanout_costs_one_observer_call_per_fanout() -> None:
     assert value(samples, "transport_messages_sent", transport="sse", **sent) == 9
     size = len(sessions[1].sent[0])
     assert value(samples, "transport_messages_sent_size", transport="sse", **sent) == 9 * size
+
+
+def test_summaries_have_quantiles() -> None:
+    """The deprecated Summaries carry Centrifugo's quantiles over the latest observations."""
+    node = Node(node_config())
+    for ms in range(1, 101):
+        node.metrics_command("publish", ms / 1000)
+    samples = _families(node)
+    name = "client_command_duration_seconds"
+    got = {q: value(samples, name, method="publish", quantile=q, **NS) for q in ("0.5", "0.99")}
+    assert got == {"0.5": 0.051, "0.99": 0.1}
+    assert value(samples, name + "_count", method="publish", **NS) == 100
