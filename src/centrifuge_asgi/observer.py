@@ -2,9 +2,12 @@
 
 The node and its sessions call an observer at a few points (a client command finished,
 a broker message was fanned out, a server API call finished, the broker refused a
-publication). Exporters live at the edge: ``metrics.py`` is the Prometheus one, and the
-node loads it only when ``prometheus.enabled``. Any object with these methods can be
-passed as ``Node(observer=…)``. Calls are on the hot path and must not block.
+publication), and name Centrifugo's other metric families through ``count``/``observe``;
+a fan-out reports once (``fanout_sent``), never per delivery. Exporters live at the
+edge: ``metrics.py`` is the Prometheus one, and the node loads it only when
+``prometheus.enabled``. Any object with these methods can be passed as
+``Node(observer=…)`` (subclass :class:`NoObserver` to get the ones added later as
+no-ops). Calls are on the hot path and must not block.
 """
 
 from __future__ import annotations
