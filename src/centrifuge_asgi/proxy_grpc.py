@@ -6,15 +6,15 @@ transport differs. A body becomes Centrifugo's request message of the proxy's ki
 JSON answer an HTTP proxy would give: a ``bytes`` payload field travels as its ``b64``
 sibling (Centrifugo reads ``b64data`` first, then ``data``; both are checked the same
 way), ``meta`` as raw JSON. Any failed call (unreachable, deadline, a status other than
-OK) is a :class:`~centrifuge_asgi.proxy_http.ProxyFailure`.
+OK) is a :class:`~centrifuge_asgi.errors.ProxyFailure`.
 
 grpcio is an optional extra: this module is imported only when a proxy has a gRPC
-endpoint (:func:`require_grpc` turns its absence into a config error at node start).
+endpoint (:func:`~centrifuge_asgi.grpc.runtime.load_grpc` turns its absence into a config
+error at node start).
 """
 
 from __future__ import annotations
 
-import base64
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from typing import TYPE_CHECKING, Any
@@ -23,10 +23,10 @@ import anyio
 import grpc
 import grpc.aio
 import msgspec
-from msgspec import Raw
 
 from .errors import ProxyFailure
 from .grpc import proxy_pb2, proxy_pb2_grpc
+from .grpc.convert import fill, to_plain
 from .grpc.servers import read_pem
 
 if TYPE_CHECKING:
@@ -53,39 +53,14 @@ _RAW_JSON_FIELDS = frozenset({"meta"})  # bytes fields that hold JSON, not a pay
 def request_message(kind: str, body: Mapping[str, Any]) -> Any:
     """The request message of ``kind`` carrying ``body`` (keys the message lacks are dropped)."""
     cls: Any = _METHODS[kind][1] if kind != "subscribe_stream" else proxy_pb2.SubscribeRequest
-    fields = cls.DESCRIPTOR.fields_by_name
-    values = {k: bytes(v) if isinstance(v, Raw) else v for k, v in body.items() if k in fields}
-    return cls(**values)
+    message = cls()
+    fill(message, body)
+    return message
 
 
 def answer_json(message: Any) -> bytes:
     """A reply message as the JSON answer of an HTTP proxy."""
-    return msgspec.json.encode(_plain(message))
-
-
-def _repeated(field: Any) -> bool:
-    flag = getattr(field, "is_repeated", None)  # protobuf >= 5.29; ``label`` before
-    return bool(flag) if flag is not None else field.label == field.LABEL_REPEATED
-
-
-def _plain(message: Any) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for field, value in message.ListFields():
-        name = field.name
-        if field.type == field.TYPE_BYTES:
-            if name in _RAW_JSON_FIELDS:
-                out[name] = Raw(value)
-            elif not getattr(message, f"b64{name}", ""):
-                out[f"b64{name}"] = base64.b64encode(value).decode()
-        elif field.message_type is not None and field.message_type.GetOptions().map_entry:
-            value_field = field.message_type.fields_by_name["value"]
-            nested = value_field.message_type is not None
-            out[name] = {k: _plain(v) if nested else v for k, v in value.items()}
-        elif field.message_type is not None:
-            out[name] = [_plain(v) for v in value] if _repeated(field) else _plain(value)
-        else:
-            out[name] = list(value) if _repeated(field) else value
-    return out
+    return msgspec.json.encode(to_plain(message, _RAW_JSON_FIELDS))
 
 
 def metadata(proxy: ProxyConfig, headers: Mapping[str, str]) -> list[tuple[str, str]]:

@@ -33,6 +33,7 @@ from .. import api_schema as s
 from ..api_exec import ApiError, Executor
 from ..protocol.protobuf_codec import uvarint
 from . import api_pb2 as pb
+from .convert import fill
 
 SERVICE: Final = "centrifugal.centrifugo.api.CentrifugoApi"
 STATUS_DETAILS_KEY: Final = "grpc-status-details-bin"
@@ -57,30 +58,24 @@ def _position(m: pb.StreamPosition) -> s.StreamPositionRequest:
     return s.StreamPositionRequest(offset=m.offset, epoch=m.epoch)
 
 
+def _payload(m: pb.PublishRequest | pb.BroadcastRequest | pb.MapPublishRequest) -> dict[str, Any]:
+    """The payload and publish options that publish, broadcast and map publish share."""
+    return {
+        "b64data": _b64(m.data, m.b64data),
+        "tags": dict(m.tags),
+        "idempotency_key": m.idempotency_key,
+        "delta": m.delta,
+        "version": m.version,
+        "version_epoch": m.version_epoch,
+    }
+
+
 def _publish(m: pb.PublishRequest) -> s.PublishRequest:
-    return s.PublishRequest(
-        channel=m.channel,
-        b64data=_b64(m.data, m.b64data),
-        skip_history=m.skip_history,
-        tags=dict(m.tags),
-        idempotency_key=m.idempotency_key,
-        delta=m.delta,
-        version=m.version,
-        version_epoch=m.version_epoch,
-    )
+    return s.PublishRequest(channel=m.channel, skip_history=m.skip_history, **_payload(m))
 
 
 def _broadcast(m: pb.BroadcastRequest) -> s.BroadcastRequest:
-    return s.BroadcastRequest(
-        channels=list(m.channels),
-        b64data=_b64(m.data, m.b64data),
-        skip_history=m.skip_history,
-        tags=dict(m.tags),
-        idempotency_key=m.idempotency_key,
-        delta=m.delta,
-        version=m.version,
-        version_epoch=m.version_epoch,
-    )
+    return s.BroadcastRequest(channels=list(m.channels), skip_history=m.skip_history, **_payload(m))
 
 
 def _override(m: pb.SubscribeOptionOverride) -> s.SubscribeOverride:
@@ -162,16 +157,7 @@ def _shared_poll_publish(m: pb.SharedPollPublishRequest) -> s.SharedPollPublishR
 
 def _map_publish(m: pb.MapPublishRequest) -> s.MapPublishRequest:
     return s.MapPublishRequest(
-        channel=m.channel,
-        key=m.key,
-        b64data=_b64(m.data, m.b64data),
-        tags=dict(m.tags),
-        idempotency_key=m.idempotency_key,
-        delta=m.delta,
-        version=m.version,
-        version_epoch=m.version_epoch,
-        score=m.score,
-        key_mode=m.key_mode,
+        channel=m.channel, key=m.key, score=m.score, key_mode=m.key_mode, **_payload(m)
     )
 
 
@@ -274,42 +260,6 @@ def batch_request(m: pb.BatchRequest) -> s.BatchRequest:
 
 
 # ----------------------------------------------------------------------------- replies
-
-
-def _repeated(field: Any) -> bool:
-    is_repeated = getattr(field, "is_repeated", None)  # protobuf >= 6; ``label`` before
-    if is_repeated is not None:
-        return bool(is_repeated)
-    return bool(field.label == field.LABEL_REPEATED)
-
-
-def fill(message: Message, values: Mapping[str, Any]) -> None:
-    """Set ``message``'s fields from an executor result dict (``Raw`` → bytes; dicts
-    into sub-messages and maps, lists into repeated fields); unknown keys are skipped."""
-    fields = message.DESCRIPTOR.fields_by_name
-    for key, value in values.items():
-        field = fields.get(key)
-        if field is None:
-            continue
-        target = getattr(message, key)
-        entry = field.message_type
-        if entry is not None and entry.GetOptions().map_entry:
-            if entry.fields_by_name["value"].message_type is None:
-                target.update(value)
-            else:
-                for k, v in value.items():
-                    fill(target[k], v)
-        elif _repeated(field):
-            if entry is None:
-                target.extend(value)
-            else:
-                for item in value:
-                    fill(target.add(), item)
-        elif entry is not None:
-            target.SetInParent()
-            fill(target, value)
-        else:
-            setattr(message, key, bytes(value) if isinstance(value, Raw) else value)
 
 
 def status_details(code: int, message: str, error: pb.Error) -> bytes:
