@@ -26,6 +26,7 @@ from .config import (
     RateLimitBuckets,
     UserCommandRateLimit,
 )
+from .token_bucket import TokenBucket
 
 MAX_USERS = 100_000  # users whose buckets the node keeps
 
@@ -48,28 +49,23 @@ COMMANDS = (*CHANNEL_COMMANDS, "refresh", "rpc")
 class Buckets:
     """The token buckets of one key (see the module docstring)."""
 
-    __slots__ = ("_spec", "_stamp", "_tokens")
+    __slots__ = ("_all", "_one")
 
     def __init__(self, spec: Spec, now: float) -> None:
-        self._spec = spec
-        self._tokens = [capacity for capacity, _ in spec]
-        self._stamp = now
+        self._all = tuple(TokenBucket(capacity, refill, now=now) for capacity, refill in spec)
+        self._one = self._all[0] if len(self._all) == 1 else None
 
     def allow(self, now: float) -> bool:
         """Take a token from every bucket if each has one (True); else take none."""
-        elapsed = now - self._stamp
-        tokens = self._tokens
-        if elapsed > 0:
-            self._stamp = now
-            for i, (capacity, refill) in enumerate(self._spec):
-                filled = tokens[i] + elapsed * refill
-                tokens[i] = capacity if filled > capacity else filled
-        for t in tokens:
-            if t < 1.0:
-                return False
-        for i in range(len(tokens)):
-            tokens[i] -= 1.0
-        return True
+        if self._one is not None:
+            return self._one.take(now)
+        ready = True
+        for bucket in self._all:
+            ready = bucket.fill(now) and ready  # every bucket is filled, ready or not
+        if ready:
+            for bucket in self._all:
+                bucket.take(now)
+        return ready
 
 
 def _spec(cfg: RateLimitBuckets) -> Spec | None:

@@ -66,3 +66,15 @@ def test_connection_rate_limiter_is_centrifugos_shape() -> None:
     assert connection_rate_limiter(-5) is None
     limiter = connection_rate_limiter(50)
     assert limiter is not None and (limiter.capacity, limiter.refill) == (50, 1.0)
+
+
+def test_take_and_fill_are_given_the_time_instead_of_the_clock() -> None:
+    def no_clock() -> float:
+        raise AssertionError("the clock is not read when the time is given")
+
+    bucket = TokenBucket(2, 0.5, no_clock, now=10.0)
+    assert [bucket.take(10.0) for _ in range(3)] == [True, True, False]
+    assert bucket.fill(11.0) is False  # half a token: fill takes nothing
+    assert bucket.fill(12.0) is True
+    assert bucket.fill(12.0) is True  # still there: fill alone never takes
+    assert [bucket.take(12.0) for _ in range(2)] == [True, False]
