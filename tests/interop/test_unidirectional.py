@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
@@ -185,6 +186,23 @@ async def test_disconnect_push_ends_the_stream(live_server: LiveServerFactory, k
         assert await reader.next() is None
         if kind == "uni_websocket":
             assert (reader.close_code, reader.close_reason) == (3503, "go away")
+    await no_leaks(srv, node)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_server_side_refresh_push(live_server: LiveServerFactory, kind: str) -> None:
+    """A server-side refresh tells the unidirectional client its new expiry (a refresh push)."""
+    node, srv = serve(live_server)
+    async with open_uni(srv, kind, {"token": token("u1")}) as reader:
+        assert (await reader.next() or {}).get("connect")
+        expire_at = int(time.time()) + 600
+        await srv.acall(node.refresh("u1", expire_at=expire_at))
+        push = await reader.until(lambda p: "refresh" in p)
+        assert push["refresh"]["expires"] is True
+        assert 590 <= push["refresh"]["ttl"] <= 600
+        await srv.acall(node.refresh("u1", expired=True))
+        push = await reader.until(lambda p: "disconnect" in p)
+        assert push["disconnect"]["code"] == 3005
     await no_leaks(srv, node)
 
 
