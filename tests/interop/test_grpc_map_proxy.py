@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent import futures
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
@@ -24,12 +24,14 @@ from centrifuge_asgi.grpc import proxy_pb2_grpc as proxy_grpc
 
 from .grpc_support import free_port
 from .support import BASE_CONFIG, WS_PATH, token
-from .test_map_proxy import proxied_node
+from .test_map_proxy import SCENARIO_RESULT, proxied_node
 
 if TYPE_CHECKING:
     from conftest import LiveServer, LiveServerFactory, RunJs
 
-pytestmark = pytest.mark.interop
+RunScenario = Callable[[Node, str, str], Any]
+
+pytestmark = [pytest.mark.interop, pytest.mark.parametrize("protocol", ["json", "protobuf"])]
 
 
 @dataclass
@@ -81,28 +83,24 @@ class GrpcEndpoint:
         return f"grpc://127.0.0.1:{self.port}"
 
 
-@pytest.mark.parametrize("protocol", ["json", "protobuf"])
+@pytest.fixture
+def run_scenario(live_server: LiveServerFactory, run_js: RunJs, protocol: str) -> RunScenario:
+    """Serve a node and run a centrifuge-js scenario against it as ``user``."""
+
+    def run(node: Node, script: str, user: str) -> Any:
+        srv = live_server(node.asgi_app())
+        return run_js(script, srv.ws_url(WS_PATH), token(user), protocol, timeout=20)
+
+    return run
+
+
 def test_same_scenario_as_the_http_map_proxy(
-    live_server: LiveServerFactory,
-    run_js: RunJs,
-    backend: tuple[MapBackend, int],
-    protocol: str,
+    run_scenario: RunScenario, backend: tuple[MapBackend, int], protocol: str
 ) -> None:
     impl, port = backend
     node = proxied_node(cast("LiveServer", GrpcEndpoint(port)))
-    srv = live_server(node.asgi_app())
-    result = run_js("sdk_map_proxy.mjs", srv.ws_url(WS_PATH), token("u1"), protocol, timeout=20)
-    assert result == {
-        "proxied": [
-            {"key": "owned-wanted", "removed": False, "data": {"v": 1}, "tags": {"by": "proxy"}}
-        ],
-        "deniedRemove": 1001,
-        "handled": [
-            {"key": "k", "removed": False, "data": {"v": 1, "by": "u1"}},
-            {"key": "k", "removed": True, "data": None},
-        ],
-        "refused": 4003,
-    }
+    result = run_scenario(node, "sdk_map_proxy.mjs", "u1")
+    assert result == SCENARIO_RESULT
     (publish, req, _), (remove, req2, _) = impl.calls
     assert publish == "MapPublish" and remove == "MapRemove"
     assert (req.channel, req.key, req.user, req.transport) == (
@@ -147,17 +145,11 @@ def failing_node(port: int) -> Node:
     return Node(cfg)
 
 
-@pytest.mark.parametrize("protocol", ["json", "protobuf"])
 def test_refusal_failure_disconnect_unavailable(
-    live_server: LiveServerFactory,
-    run_js: RunJs,
-    backend: tuple[MapBackend, int],
-    protocol: str,
+    run_scenario: RunScenario, backend: tuple[MapBackend, int]
 ) -> None:
     impl, port = backend
-    srv = live_server(failing_node(port).asgi_app())
-    url = srv.ws_url(WS_PATH)
-    result = run_js("grpc_map_proxy_fail.mjs", url, token("u2"), protocol, timeout=20)
+    result = run_scenario(failing_node(port), "grpc_map_proxy_fail.mjs", "u2")
     assert result == {
         "denied": [1403, "denied"],
         "failed": 100,

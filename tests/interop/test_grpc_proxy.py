@@ -292,6 +292,14 @@ async def connect(sdk_client: ClientFactory, env: Env, user: str, **options: Any
     return client, events
 
 
+async def subscribed_with(client: Any, channel: str, data: Any) -> tuple[Any, SubEvents]:
+    """Subscribe ``client`` to ``channel``; the subscribe answer must carry ``data``."""
+    sub, events = await subscribe(client, channel)
+    (subscribed,) = events.rec.of("subscribed")
+    assert subscribed.data == data
+    return sub, events
+
+
 # --------------------------------------------------------------------------- unary proxies
 
 
@@ -337,9 +345,7 @@ async def test_subscribe_publish_rpc_over_grpc(
 ) -> None:
     impl, _ = backend
     client, _ = await connect(sdk_client, env, "bob")
-    sub, sub_events = await subscribe(client, "px:room")
-    (subscribed,) = sub_events.rec.of("subscribed")
-    assert subscribed.data == {"room": "ok"}
+    sub, sub_events = await subscribed_with(client, "px:room", {"room": "ok"})
     (call,) = impl.of("Subscribe")
     assert (call.request.channel, call.request.user) == ("px:room", "bob")
     assert json.loads(call.request.meta) == {"tenant": "acme"}  # include_connection_meta
@@ -403,9 +409,7 @@ async def test_unidirectional_stream_feeds_the_subscriber(
 ) -> None:
     impl, _ = backend
     client, _ = await connect(sdk_client, env, "erin")
-    _, events = await subscribe(client, "stream:ticks")
-    (subscribed,) = events.rec.of("subscribed")
-    assert subscribed.data == {"s": 1}
+    _, events = await subscribed_with(client, "stream:ticks", {"s": 1})
     pubs = await events.rec.wait("publication", 3)
     assert [p.pub.data for p in pubs] == [{"tick": 0}, {"tick": 1}, {"tick": 2}]
     assert [p.pub.tags for p in pubs] == [{"n": "0"}, {"n": "1"}, {"n": "2"}]
@@ -538,9 +542,7 @@ async def test_python_stream_generator_feeds_a_channel(
 
     env = server(node)
     client, _ = await sdk_client(env, token=token("ivy"))
-    sub, events = await subscribe(client, "live:feed")
-    (subscribed,) = events.rec.of("subscribed")
-    assert subscribed.data == {"hello": "ivy"}
+    sub, events = await subscribed_with(client, "live:feed", {"hello": "ivy"})
     pubs = await events.rec.wait("publication", 4)
     assert [p.pub.data for p in pubs] == [{"n": 0}, {"n": 1}, {"n": 2}, {"raw": True}]
     await sub.unsubscribe()

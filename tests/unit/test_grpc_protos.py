@@ -17,13 +17,13 @@ from pathlib import Path
 from typing import Any, Final
 
 import pytest
-from google.protobuf.descriptor import FieldDescriptor
 from msgspec import Raw
 
 from centrifuge_asgi.config import Config
 from centrifuge_asgi.errors import ConfigError
 from centrifuge_asgi.grpc import api_pb2, unistream_pb2
-from centrifuge_asgi.grpc.api_service import METHODS, batch_request, fill, status_details
+from centrifuge_asgi.grpc.api_service import METHODS, batch_request, status_details
+from centrifuge_asgi.grpc.convert import fill
 from centrifuge_asgi.grpc.servers import listen_address, read_pem
 from centrifuge_asgi.grpc.uni_stream import UNI_PROTOBUF, connect_request
 from centrifuge_asgi.protocol.messages import (
@@ -35,7 +35,30 @@ from centrifuge_asgi.protocol.messages import (
     Reply,
     SubscribeResult,
 )
+from tests.proto_facts import assert_matches
 
+# field sets that more than one Centrifugo message declares number for number
+_MAP_CHANGE_RESULT: Final = {
+    "offset": (1, "uint64"),
+    "epoch": (2, "string"),
+    "suppressed": (3, "bool"),
+    "suppress_reason": (4, "string"),
+}
+_MAP_READ_RESULT: Final = {
+    "entries": (1, "repeated MapEntry"),
+    "offset": (2, "uint64"),
+    "epoch": (3, "string"),
+}
+_PUBLISH_OPTIONS: Final = {
+    "data": (2, "bytes"),
+    "b64data": (3, "string"),
+    "skip_history": (4, "bool"),
+    "tags": (5, "map<string,string>"),
+    "idempotency_key": (6, "string"),
+    "delta": (7, "bool"),
+    "version": (8, "uint64"),
+    "version_epoch": (9, "string"),
+}
 API_FIELDS: Final = {
     "Command": {
         "publish": (4, "PublishRequest"),
@@ -85,30 +108,10 @@ API_FIELDS: Final = {
     },
     "BatchRequest": {"commands": (1, "repeated Command"), "parallel": (2, "bool")},
     "BatchResponse": {"replies": (1, "repeated Reply")},
-    "PublishRequest": {
-        "channel": (1, "string"),
-        "data": (2, "bytes"),
-        "b64data": (3, "string"),
-        "skip_history": (4, "bool"),
-        "tags": (5, "map<string,string>"),
-        "idempotency_key": (6, "string"),
-        "delta": (7, "bool"),
-        "version": (8, "uint64"),
-        "version_epoch": (9, "string"),
-    },
+    "PublishRequest": {"channel": (1, "string"), **_PUBLISH_OPTIONS},
     "PublishResponse": {"error": (1, "Error"), "result": (2, "PublishResult")},
     "PublishResult": {"offset": (1, "uint64"), "epoch": (2, "string")},
-    "BroadcastRequest": {
-        "channels": (1, "repeated string"),
-        "data": (2, "bytes"),
-        "b64data": (3, "string"),
-        "skip_history": (4, "bool"),
-        "tags": (5, "map<string,string>"),
-        "idempotency_key": (6, "string"),
-        "delta": (7, "bool"),
-        "version": (8, "uint64"),
-        "version_epoch": (9, "string"),
-    },
+    "BroadcastRequest": {"channels": (1, "repeated string"), **_PUBLISH_OPTIONS},
     "BroadcastResponse": {"error": (1, "Error"), "result": (2, "BroadcastResult")},
     "BroadcastResult": {"responses": (1, "repeated PublishResponse")},
     "SubscribeRequest": {
@@ -235,24 +238,14 @@ API_FIELDS: Final = {
         "key_mode": (13, "string"),
     },
     "MapPublishResponse": {"error": (1, "Error"), "result": (2, "MapPublishResult")},
-    "MapPublishResult": {
-        "offset": (1, "uint64"),
-        "epoch": (2, "string"),
-        "suppressed": (3, "bool"),
-        "suppress_reason": (4, "string"),
-    },
+    "MapPublishResult": _MAP_CHANGE_RESULT,
     "MapRemoveRequest": {
         "channel": (1, "string"),
         "key": (2, "string"),
         "idempotency_key": (3, "string"),
     },
     "MapRemoveResponse": {"error": (1, "Error"), "result": (2, "MapRemoveResult")},
-    "MapRemoveResult": {
-        "offset": (1, "uint64"),
-        "epoch": (2, "string"),
-        "suppressed": (3, "bool"),
-        "suppress_reason": (4, "string"),
-    },
+    "MapRemoveResult": _MAP_CHANGE_RESULT,
     "MapReadStateRequest": {
         "channel": (1, "string"),
         "cursor": (2, "string"),
@@ -263,12 +256,7 @@ API_FIELDS: Final = {
         "revision_epoch": (7, "string"),
     },
     "MapReadStateResponse": {"error": (1, "Error"), "result": (2, "MapReadStateResult")},
-    "MapReadStateResult": {
-        "entries": (1, "repeated MapEntry"),
-        "offset": (2, "uint64"),
-        "epoch": (3, "string"),
-        "cursor": (4, "string"),
-    },
+    "MapReadStateResult": {**_MAP_READ_RESULT, "cursor": (4, "string")},
     "MapEntry": {
         "key": (1, "string"),
         "data": (2, "bytes"),
@@ -286,11 +274,7 @@ API_FIELDS: Final = {
         "reverse": (5, "bool"),
     },
     "MapReadStreamResponse": {"error": (1, "Error"), "result": (2, "MapReadStreamResult")},
-    "MapReadStreamResult": {
-        "entries": (1, "repeated MapEntry"),
-        "offset": (2, "uint64"),
-        "epoch": (3, "string"),
-    },
+    "MapReadStreamResult": _MAP_READ_RESULT,
     "MapStatsRequest": {"channel": (1, "string")},
     "MapStatsResponse": {"error": (1, "Error"), "result": (2, "MapStatsResult")},
     "MapStatsResult": {"num_keys": (1, "int32")},
@@ -310,27 +294,27 @@ API_FIELDS: Final = {
     "ChannelInfo": {"num_clients": (1, "uint32")},
 }
 API_METHODS: Final = {
-    "Batch": ("BatchRequest", "BatchResponse", False),
-    "Publish": ("PublishRequest", "PublishResponse", False),
-    "Broadcast": ("BroadcastRequest", "BroadcastResponse", False),
-    "Subscribe": ("SubscribeRequest", "SubscribeResponse", False),
-    "Unsubscribe": ("UnsubscribeRequest", "UnsubscribeResponse", False),
-    "Disconnect": ("DisconnectRequest", "DisconnectResponse", False),
-    "Presence": ("PresenceRequest", "PresenceResponse", False),
-    "PresenceStats": ("PresenceStatsRequest", "PresenceStatsResponse", False),
-    "History": ("HistoryRequest", "HistoryResponse", False),
-    "HistoryRemove": ("HistoryRemoveRequest", "HistoryRemoveResponse", False),
-    "Info": ("InfoRequest", "InfoResponse", False),
-    "RPC": ("RPCRequest", "RPCResponse", False),
-    "Refresh": ("RefreshRequest", "RefreshResponse", False),
-    "Channels": ("ChannelsRequest", "ChannelsResponse", False),
-    "MapPublish": ("MapPublishRequest", "MapPublishResponse", False),
-    "MapRemove": ("MapRemoveRequest", "MapRemoveResponse", False),
-    "MapReadState": ("MapReadStateRequest", "MapReadStateResponse", False),
-    "MapReadStream": ("MapReadStreamRequest", "MapReadStreamResponse", False),
-    "MapStats": ("MapStatsRequest", "MapStatsResponse", False),
-    "MapClear": ("MapClearRequest", "MapClearResponse", False),
-    "SharedPollPublish": ("SharedPollPublishRequest", "SharedPollPublishResponse", False),
+    "Batch": ("BatchRequest", "BatchResponse", False, False),
+    "Publish": ("PublishRequest", "PublishResponse", False, False),
+    "Broadcast": ("BroadcastRequest", "BroadcastResponse", False, False),
+    "Subscribe": ("SubscribeRequest", "SubscribeResponse", False, False),
+    "Unsubscribe": ("UnsubscribeRequest", "UnsubscribeResponse", False, False),
+    "Disconnect": ("DisconnectRequest", "DisconnectResponse", False, False),
+    "Presence": ("PresenceRequest", "PresenceResponse", False, False),
+    "PresenceStats": ("PresenceStatsRequest", "PresenceStatsResponse", False, False),
+    "History": ("HistoryRequest", "HistoryResponse", False, False),
+    "HistoryRemove": ("HistoryRemoveRequest", "HistoryRemoveResponse", False, False),
+    "Info": ("InfoRequest", "InfoResponse", False, False),
+    "RPC": ("RPCRequest", "RPCResponse", False, False),
+    "Refresh": ("RefreshRequest", "RefreshResponse", False, False),
+    "Channels": ("ChannelsRequest", "ChannelsResponse", False, False),
+    "MapPublish": ("MapPublishRequest", "MapPublishResponse", False, False),
+    "MapRemove": ("MapRemoveRequest", "MapRemoveResponse", False, False),
+    "MapReadState": ("MapReadStateRequest", "MapReadStateResponse", False, False),
+    "MapReadStream": ("MapReadStreamRequest", "MapReadStreamResponse", False, False),
+    "MapStats": ("MapStatsRequest", "MapStatsResponse", False, False),
+    "MapClear": ("MapClearRequest", "MapClearResponse", False, False),
+    "SharedPollPublish": ("SharedPollPublishRequest", "SharedPollPublishResponse", False, False),
 }
 UNI_FIELDS: Final = {
     "ConnectRequest": {
@@ -405,32 +389,8 @@ UNI_FIELDS: Final = {
     },
 }
 UNI_METHODS: Final = {
-    "Consume": ("ConnectRequest", "Push", True),
+    "Consume": ("ConnectRequest", "Push", False, True),
 }
-
-_SCALARS = {
-    FieldDescriptor.TYPE_STRING: "string",
-    FieldDescriptor.TYPE_BYTES: "bytes",
-    FieldDescriptor.TYPE_BOOL: "bool",
-    FieldDescriptor.TYPE_UINT32: "uint32",
-    FieldDescriptor.TYPE_UINT64: "uint64",
-    FieldDescriptor.TYPE_INT32: "int32",
-    FieldDescriptor.TYPE_INT64: "int64",
-    FieldDescriptor.TYPE_DOUBLE: "double",
-}
-
-
-def _type(field: Any) -> str:
-    """A field's type as a .proto file spells it (``repeated X``, ``map<K,V>``)."""
-    message = field.message_type
-    if message is not None and message.GetOptions().map_entry:
-        key, value = message.fields_by_name["key"], message.fields_by_name["value"]
-        return f"map<{_type(key)},{_type(value)}>"
-    name = message.name if message is not None else _SCALARS[field.type]
-    repeated = getattr(field, "is_repeated", None)
-    if repeated is None:
-        repeated = field.label == FieldDescriptor.LABEL_REPEATED
-    return f"repeated {name}" if repeated else name
 
 
 @pytest.mark.parametrize(
@@ -449,19 +409,7 @@ def _type(field: Any) -> str:
 def test_descriptors_match_centrifugo(
     module: Any, package: str, service: str, fields: dict[str, Any], methods: dict[str, Any]
 ) -> None:
-    file = module.DESCRIPTOR
-    assert file.package == package
-    ours = {
-        name: {f.name: (f.number, _type(f)) for f in message.fields}
-        for name, message in file.message_types_by_name.items()
-    }
-    assert ours == fields
-    (svc,) = file.services_by_name.values()
-    assert svc.full_name == f"{package}.{service}"
-    assert {
-        m.name: (m.input_type.name, m.output_type.name, m.server_streaming) for m in svc.methods
-    } == methods
-    assert not any(m.client_streaming for m in svc.methods)
+    assert_matches(module.DESCRIPTOR, package, service, fields, methods)
 
 
 def test_every_executor_method_is_served() -> None:

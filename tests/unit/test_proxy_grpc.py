@@ -23,8 +23,21 @@ from centrifuge_asgi.grpc import proxy_pb2 as pb
 from centrifuge_asgi.proxy_grpc import answer_json, metadata, request_message
 from centrifuge_asgi.proxy_hooks import _CONNECT, _RPC, _SUBSCRIBE
 from centrifuge_asgi.proxy_http import ProxyCaller, ProxyFailure, build_headers
+from tests.proto_facts import assert_matches
 
-from .test_grpc_protos import _type
+# the client fields every request to a proxy starts with
+_CLIENT: Final = {
+    "client": (1, "string"),
+    "transport": (2, "string"),
+    "protocol": (3, "string"),
+    "encoding": (4, "string"),
+}
+
+
+def _response(result: str) -> dict[str, tuple[int, str]]:
+    """A unary method's response: its result, an error or a disconnect."""
+    return {"result": (1, result), "error": (2, "Error"), "disconnect": (3, "Disconnect")}
+
 
 PROXY_FIELDS: Final = {
     "Error": {"code": (1, "uint32"), "message": (2, "string"), "temporary": (3, "bool")},
@@ -52,10 +65,7 @@ PROXY_FIELDS: Final = {
         "match": (3, "string"),
     },
     "ConnectRequest": {
-        "client": (1, "string"),
-        "transport": (2, "string"),
-        "protocol": (3, "string"),
-        "encoding": (4, "string"),
+        **_CLIENT,
         "data": (10, "bytes"),
         "b64data": (11, "string"),
         "name": (12, "string"),
@@ -85,16 +95,9 @@ PROXY_FIELDS: Final = {
         "caps": (10, "repeated ChannelsCapability"),
         "labels": (11, "map<string,string>"),
     },
-    "ConnectResponse": {
-        "result": (1, "ConnectResult"),
-        "error": (2, "Error"),
-        "disconnect": (3, "Disconnect"),
-    },
+    "ConnectResponse": _response("ConnectResult"),
     "RefreshRequest": {
-        "client": (1, "string"),
-        "transport": (2, "string"),
-        "protocol": (3, "string"),
-        "encoding": (4, "string"),
+        **_CLIENT,
         "user": (10, "string"),
         "meta": (11, "bytes"),
         "labels": (12, "map<string,string>"),
@@ -107,16 +110,9 @@ PROXY_FIELDS: Final = {
         "meta": (5, "bytes"),
         "caps": (6, "repeated ChannelsCapability"),
     },
-    "RefreshResponse": {
-        "result": (1, "RefreshResult"),
-        "error": (2, "Error"),
-        "disconnect": (3, "Disconnect"),
-    },
+    "RefreshResponse": _response("RefreshResult"),
     "SubscribeRequest": {
-        "client": (1, "string"),
-        "transport": (2, "string"),
-        "protocol": (3, "string"),
-        "encoding": (4, "string"),
+        **_CLIENT,
         "user": (10, "string"),
         "channel": (11, "string"),
         "token": (12, "string"),
@@ -135,16 +131,9 @@ PROXY_FIELDS: Final = {
         "allow": (7, "repeated string"),
         "server_tags_filter": (8, "FilterNode"),
     },
-    "SubscribeResponse": {
-        "result": (1, "SubscribeResult"),
-        "error": (2, "Error"),
-        "disconnect": (3, "Disconnect"),
-    },
+    "SubscribeResponse": _response("SubscribeResult"),
     "PublishRequest": {
-        "client": (1, "string"),
-        "transport": (2, "string"),
-        "protocol": (3, "string"),
-        "encoding": (4, "string"),
+        **_CLIENT,
         "user": (10, "string"),
         "channel": (11, "string"),
         "data": (12, "bytes"),
@@ -162,16 +151,9 @@ PROXY_FIELDS: Final = {
         "version": (7, "uint64"),
         "version_epoch": (8, "string"),
     },
-    "PublishResponse": {
-        "result": (1, "PublishResult"),
-        "error": (2, "Error"),
-        "disconnect": (3, "Disconnect"),
-    },
+    "PublishResponse": _response("PublishResult"),
     "RPCRequest": {
-        "client": (1, "string"),
-        "transport": (2, "string"),
-        "protocol": (3, "string"),
-        "encoding": (4, "string"),
+        **_CLIENT,
         "user": (10, "string"),
         "method": (11, "string"),
         "data": (12, "bytes"),
@@ -180,16 +162,9 @@ PROXY_FIELDS: Final = {
         "labels": (15, "map<string,string>"),
     },
     "RPCResult": {"data": (1, "bytes"), "b64data": (2, "string")},
-    "RPCResponse": {
-        "result": (1, "RPCResult"),
-        "error": (2, "Error"),
-        "disconnect": (3, "Disconnect"),
-    },
+    "RPCResponse": _response("RPCResult"),
     "SubRefreshRequest": {
-        "client": (1, "string"),
-        "transport": (2, "string"),
-        "protocol": (3, "string"),
-        "encoding": (4, "string"),
+        **_CLIENT,
         "user": (10, "string"),
         "channel": (11, "string"),
         "meta": (12, "bytes"),
@@ -201,16 +176,9 @@ PROXY_FIELDS: Final = {
         "info": (3, "bytes"),
         "b64info": (4, "string"),
     },
-    "SubRefreshResponse": {
-        "result": (1, "SubRefreshResult"),
-        "error": (2, "Error"),
-        "disconnect": (3, "Disconnect"),
-    },
+    "SubRefreshResponse": _response("SubRefreshResult"),
     "MapPublishRequest": {
-        "client": (1, "string"),
-        "transport": (2, "string"),
-        "protocol": (3, "string"),
-        "encoding": (4, "string"),
+        **_CLIENT,
         "user": (10, "string"),
         "channel": (11, "string"),
         "key": (12, "string"),
@@ -233,16 +201,9 @@ PROXY_FIELDS: Final = {
         "version": (11, "uint64"),
         "version_epoch": (12, "string"),
     },
-    "MapPublishResponse": {
-        "result": (1, "MapPublishResult"),
-        "error": (2, "Error"),
-        "disconnect": (3, "Disconnect"),
-    },
+    "MapPublishResponse": _response("MapPublishResult"),
     "MapRemoveRequest": {
-        "client": (1, "string"),
-        "transport": (2, "string"),
-        "protocol": (3, "string"),
-        "encoding": (4, "string"),
+        **_CLIENT,
         "user": (10, "string"),
         "channel": (11, "string"),
         "key": (12, "string"),
@@ -254,11 +215,7 @@ PROXY_FIELDS: Final = {
         "tags": (2, "map<string,string>"),
         "idempotency_key": (3, "string"),
     },
-    "MapRemoveResponse": {
-        "result": (1, "MapRemoveResult"),
-        "error": (2, "Error"),
-        "disconnect": (3, "Disconnect"),
-    },
+    "MapRemoveResponse": _response("MapRemoveResult"),
     "SharedPollRefreshRequest": {
         "channel": (1, "string"),
         "items": (2, "repeated SharedPollRefreshItem"),
@@ -306,20 +263,13 @@ PROXY_METHODS: Final = {
 
 
 def test_descriptors_match_centrifugo() -> None:
-    file = pb.DESCRIPTOR
-    assert file.package == "centrifugal.centrifugo.proxy"
-    ours = {
-        name: {f.name: (f.number, _type(f)) for f in message.fields}
-        for name, message in file.message_types_by_name.items()
-    }
-    assert ours == PROXY_FIELDS
-    (svc,) = file.services_by_name.values()
-    assert svc.full_name == "centrifugal.centrifugo.proxy.CentrifugoProxy"
-    methods = {
-        m.name: (m.input_type.name, m.output_type.name, m.client_streaming, m.server_streaming)
-        for m in svc.methods
-    }
-    assert methods == PROXY_METHODS
+    assert_matches(
+        pb.DESCRIPTOR,
+        "centrifugal.centrifugo.proxy",
+        "CentrifugoProxy",
+        PROXY_FIELDS,
+        PROXY_METHODS,
+    )
 
 
 def grpc_proxy(**fields: object) -> ProxyConfig:
