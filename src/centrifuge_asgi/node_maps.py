@@ -105,10 +105,7 @@ class MapApi:
             delta=delta or opts.delta_publish,
         )
         result = await self.map_broker.publish(channel, key, publish, chopts)
-        if result.suppressed:
-            reason = (result.suppress_reason, "")
-            self.metrics.count("map_broker_publish_suppressed_count", reason)
-        return result
+        return self._count_suppressed("map_broker_publish_suppressed_count", result)
 
     async def map_remove(
         self,
@@ -126,9 +123,12 @@ class MapApi:
             idempotency_key=idempotency_key, expected_position=expected_position
         )
         result = await self.map_broker.remove(channel, key, remove, chopts)
+        return self._count_suppressed("map_broker_remove_suppressed_count", result)
+
+    def _count_suppressed(self, metric: str, result: MapUpdateResult) -> MapUpdateResult:
+        """Count a suppressed update in ``metric`` under its reason."""
         if result.suppressed:
-            reason = (result.suppress_reason, "")
-            self.metrics.count("map_broker_remove_suppressed_count", reason)
+            self.metrics.count(metric, (result.suppress_reason, ""))
         return result
 
     async def map_read_state(

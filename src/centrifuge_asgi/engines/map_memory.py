@@ -82,6 +82,10 @@ class _Channel:
         return self.sorted_keys
 
 
+def _suppressed(ch: _Channel, reason: str) -> MapUpdateResult:
+    return MapUpdateResult(ch.position(), suppressed=True, suppress_reason=reason)
+
+
 class MemoryMapBroker:
     """A :class:`~.map_base.MapBroker` for a single node; ``clock`` drives every TTL."""
 
@@ -129,6 +133,14 @@ class MemoryMapBroker:
         return MapUpdateResult(
             hit[1].position, suppressed=True, suppress_reason=SUPPRESS_IDEMPOTENCY
         )
+
+    def _remember(
+        self, channel: str, idempotency_key: str, ttl: float, result: MapUpdateResult
+    ) -> MapUpdateResult:
+        """Keep ``result`` for a repeat of ``idempotency_key`` (``ttl`` 0: 300 s)."""
+        if idempotency_key:
+            self._results[(channel, idempotency_key)] = (self._clock() + (ttl or 300.0), result)
+        return result
 
     def _append(self, ch: _Channel, pub: Publication) -> Publication:
         """Give ``pub`` its offset (when the mode keeps a stream) and retain it."""
@@ -182,7 +194,7 @@ class MemoryMapBroker:
             if opts.refresh_ttl_on_suppress and entry is not None and chopts.key_ttl > 0:
                 entry.expires_at = self._clock() + chopts.key_ttl
                 heapq.heappush(self._expiry, (entry.expires_at, channel, key))
-            return MapUpdateResult(ch.position(), suppressed=True, suppress_reason=reason)
+            return _suppressed(ch, reason)
         pub = Publication(
             opts.data,
             info=opts.client_info,
@@ -198,9 +210,7 @@ class MemoryMapBroker:
         if chopts.key_ttl > 0:
             heapq.heappush(self._expiry, (expires_at, channel, key))
         result = MapUpdateResult(ch.position())
-        if opts.idempotency_key:
-            ttl = opts.idempotent_result_ttl or 300.0
-            self._results[(channel, opts.idempotency_key)] = (self._clock() + ttl, result)
+        self._remember(channel, opts.idempotency_key, opts.idempotent_result_ttl, result)
         self._emit(channel, ch, pub, entry.pub if opts.delta and entry is not None else None)
         return result
 
@@ -212,21 +222,14 @@ class MemoryMapBroker:
             return cached
         ch = self._channel(channel, chopts)
         if self._mismatch(ch, opts.expected_position):
-            return MapUpdateResult(
-                ch.position(), suppressed=True, suppress_reason=SUPPRESS_POSITION_MISMATCH
-            )
+            return _suppressed(ch, SUPPRESS_POSITION_MISMATCH)
         entry = ch.state.get(key)
         if entry is None:
-            return MapUpdateResult(
-                ch.position(), suppressed=True, suppress_reason=SUPPRESS_KEY_NOT_FOUND
-            )
+            return _suppressed(ch, SUPPRESS_KEY_NOT_FOUND)
         tags = opts.tags if opts.tags is not None else entry.pub.tags
         self._remove_entry(channel, ch, key, tags)
         result = MapUpdateResult(ch.position())
-        if opts.idempotency_key:
-            ttl = opts.idempotent_result_ttl or 300.0
-            self._results[(channel, opts.idempotency_key)] = (self._clock() + ttl, result)
-        return result
+        return self._remember(channel, opts.idempotency_key, opts.idempotent_result_ttl, result)
 
     def _remove_entry(
         self, channel: str, ch: _Channel, key: str, tags: dict[str, str] | None

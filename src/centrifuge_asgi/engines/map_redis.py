@@ -42,7 +42,7 @@ from .map_base import (
     MapUpdateResult,
 )
 from .map_redis_lua import EXPIRE, PUBLISH, READ, REMOVE, STATE_PAGE
-from .redis import _Shards, build_shards
+from .redis import _int, _Shards, _text, build_shards
 from .redis_pubsub import Subscriber
 from .redis_resp import RespConnection
 from .redis_shard import Shard
@@ -85,16 +85,6 @@ def _new_epoch() -> str:
 
 def _ms(seconds: float) -> int:
     return max(1, int(seconds * 1000))
-
-
-def _int(value: object) -> int:
-    if isinstance(value, int | bytes | str):
-        return int(value)
-    raise EngineError(f"unexpected integer reply {value!r}")
-
-
-def _text(value: object) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value or "")
 
 
 class RedisMapBroker:

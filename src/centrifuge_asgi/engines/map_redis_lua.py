@@ -18,27 +18,18 @@ where the previous record of the key (``n`` bytes) is there only for a ``delta``
 
 from __future__ import annotations
 
-# KEYS: state, off, rm, exp, ver, stream, meta, keys, result ("" when none)
-# ARGV: key, record, removal, key_mode, key_ttl_ms, has_stream, stream_size, stream_ttl_ms,
-#       meta_ttl_ms, new_epoch, version, version_epoch, expected_offset (-1: none),
-#       expected_epoch, result_ttl_ms, now_ms, topic, publish_command, with_prev (0/1),
-#       refresh_ttl_on_suppress (0/1)
-PUBLISH = """
-local state, off, rm, exp, ver, stream, meta, keyset, res = unpack(KEYS)
-local key, record, removal = ARGV[1], ARGV[2], ARGV[3]
-local key_mode, key_ttl = ARGV[4], tonumber(ARGV[5])
-local has_stream, stream_size, stream_ttl = ARGV[6] == '1', tonumber(ARGV[7]), tonumber(ARGV[8])
-local meta_ttl, new_epoch = tonumber(ARGV[9]), ARGV[10]
-local version, version_epoch = tonumber(ARGV[11]), ARGV[12]
-local expected_offset, expected_epoch = tonumber(ARGV[13]), ARGV[14]
-local result_ttl, now = tonumber(ARGV[15]), tonumber(ARGV[16])
+# Needs meta, new_epoch in scope: the channel's epoch, made (top offset 0) when it has none.
+_EPOCH = """
 local epoch = redis.call('HGET', meta, 'e')
 if not epoch then
   epoch = new_epoch
   redis.call('HSET', meta, 'e', epoch, 's', 0)
 end
-redis.call('HSET', meta, 'h', has_stream and 1 or 0, 'n', stream_size, 't', stream_ttl)
-if meta_ttl > 0 then redis.call('PEXPIRE', meta, meta_ttl) else redis.call('PERSIST', meta) end
+"""
+
+# Needs meta, epoch, res, expected_offset, expected_epoch in scope: the top offset; returns
+# early for a repeated idempotency key or a position mismatch.
+_TOP_UNLESS_DONE = """
 local top = tonumber(redis.call('HGET', meta, 's'))
 if res ~= '' then
   local done = redis.call('GET', res)
@@ -47,6 +38,31 @@ end
 if expected_offset >= 0 and (expected_epoch ~= epoch or expected_offset ~= top) then
   return {top, epoch, 'position_mismatch'}
 end
+"""
+
+# KEYS: state, off, rm, exp, ver, stream, meta, keys, result ("" when none)
+# ARGV: key, record, removal, key_mode, key_ttl_ms, has_stream, stream_size, stream_ttl_ms,
+#       meta_ttl_ms, new_epoch, version, version_epoch, expected_offset (-1: none),
+#       expected_epoch, result_ttl_ms, now_ms, topic, publish_command, with_prev (0/1),
+#       refresh_ttl_on_suppress (0/1)
+PUBLISH = (
+    """
+local state, off, rm, exp, ver, stream, meta, keyset, res = unpack(KEYS)
+local key, record, removal = ARGV[1], ARGV[2], ARGV[3]
+local key_mode, key_ttl = ARGV[4], tonumber(ARGV[5])
+local has_stream, stream_size, stream_ttl = ARGV[6] == '1', tonumber(ARGV[7]), tonumber(ARGV[8])
+local meta_ttl, new_epoch = tonumber(ARGV[9]), ARGV[10]
+local version, version_epoch = tonumber(ARGV[11]), ARGV[12]
+local expected_offset, expected_epoch = tonumber(ARGV[13]), ARGV[14]
+local result_ttl, now = tonumber(ARGV[15]), tonumber(ARGV[16])
+"""
+    + _EPOCH
+    + """
+redis.call('HSET', meta, 'h', has_stream and 1 or 0, 'n', stream_size, 't', stream_ttl)
+if meta_ttl > 0 then redis.call('PEXPIRE', meta, meta_ttl) else redis.call('PERSIST', meta) end
+"""
+    + _TOP_UNLESS_DONE
+    + """
 local previous = redis.call('HGET', state, key)
 local exists = previous ~= false
 if key_mode == 'if_new' and exists then
@@ -84,6 +100,7 @@ local message = offset .. ':' .. epoch .. ':' .. #previous .. ':' .. previous ..
 redis.call(ARGV[18], ARGV[17], message)
 return {top, epoch, ''}
 """
+)
 
 # Removes ``key`` (inline: used by REMOVE and EXPIRE). Needs state, off, rm, exp, ver,
 # stream, meta, epoch, topic, publish command in scope; returns the new top.
@@ -117,19 +134,10 @@ local state, off, rm, exp, ver, stream, meta, keyset, res = unpack(KEYS)
 local key, override, new_epoch = ARGV[1], ARGV[2], ARGV[3]
 local expected_offset, expected_epoch = tonumber(ARGV[4]), ARGV[5]
 local result_ttl, topic, publish_command = tonumber(ARGV[6]), ARGV[7], ARGV[8]
-local epoch = redis.call('HGET', meta, 'e')
-if not epoch then
-  epoch = new_epoch
-  redis.call('HSET', meta, 'e', epoch, 's', 0)
-end
-local top = tonumber(redis.call('HGET', meta, 's'))
-if res ~= '' then
-  local done = redis.call('GET', res)
-  if done then return {done, epoch, 'idempotency'} end
-end
-if expected_offset >= 0 and (expected_epoch ~= epoch or expected_offset ~= top) then
-  return {top, epoch, 'position_mismatch'}
-end
+"""
+    + _EPOCH
+    + _TOP_UNLESS_DONE
+    + """
 local removal = redis.call('HGET', rm, key)
 if not removal then return {top, epoch, 'key_not_found'} end
 if override ~= '' then removal = override end
@@ -175,13 +183,12 @@ return {count, -1}
 # KEYS: meta, stream
 # ARGV: new_epoch, read (0/1), reverse (0/1), since offset (-1: none), limit (-1: all)
 # Returns {top, epoch, first retained offset (0: none), entries}.
-READ = """
-local meta, stream = KEYS[1], KEYS[2]
-local epoch = redis.call('HGET', meta, 'e')
-if not epoch then
-  epoch = ARGV[1]
-  redis.call('HSET', meta, 'e', epoch, 's', 0)
-end
+READ = (
+    """
+local meta, stream, new_epoch = KEYS[1], KEYS[2], ARGV[1]
+"""
+    + _EPOCH
+    + """
 local top = tonumber(redis.call('HGET', meta, 's') or '0')
 local first = 0
 local head = redis.call('XRANGE', stream, '-', '+', 'COUNT', 1)
@@ -208,17 +215,18 @@ else
 end
 return {top, epoch, first, entries}
 """
+)
 
 # KEYS: meta, state, off, keys
 # ARGV: new_epoch, cursor ("" = from the start), limit (-1: all), key ("" = a page)
 # Returns {top, epoch, next cursor ("" = last page), {key, record, offset, ...}}.
-STATE_PAGE = """
+STATE_PAGE = (
+    """
 local meta, state, off, keyset = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local epoch = redis.call('HGET', meta, 'e')
-if not epoch then
-  epoch = ARGV[1]
-  redis.call('HSET', meta, 'e', epoch, 's', 0)
-end
+local new_epoch = ARGV[1]
+"""
+    + _EPOCH
+    + """
 local top = tonumber(redis.call('HGET', meta, 's') or '0')
 local limit = tonumber(ARGV[3])
 local names
@@ -249,3 +257,4 @@ for _, name in ipairs(names) do
 end
 return {top, epoch, next_cursor, out}
 """
+)
