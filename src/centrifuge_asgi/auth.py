@@ -58,6 +58,7 @@ __all__ = [
     "TokenVerifier",
     "connection_token",
     "encode_token",
+    "hmac_sha256_hex",
     "subscription_token",
 ]
 
@@ -983,6 +984,12 @@ def encode_token(claims: dict[str, object], secret: str, algorithm: str = "HS256
         mac = hmac.new(secret.encode(), signing_input, "sha" + algorithm[2:]).digest()
         return f"{header}.{payload}.{_b64url_encode(mac)}"
     return jwt.encode(claims, secret, algorithm=algorithm)
+
+
+def hmac_sha256_hex(secret: str, message: str) -> str:
+    """Hex HMAC-SHA256 of ``message`` under ``secret`` (both UTF-8): the admin page's
+    tokens and shared poll signatures."""
+    return hmac.new(secret.encode(), message.encode(), "sha256").hexdigest()
 
 
 def _timed_claims(user: str, ttl: float | None, claims: dict[str, object]) -> dict[str, object]:

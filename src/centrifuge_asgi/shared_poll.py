@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import anyio
 import msgspec
 
+from .auth import hmac_sha256_hex
 from .codes import ErrorCode
 from .delta import patch_for
 from .errors import ClientError
@@ -72,8 +73,7 @@ def _keys_hash(keys: Iterable[str]) -> str:
 
 
 def _mac(secret: str, iat: str, exp: str, user: str, channel: str, keys: list[str]) -> str:
-    payload = "\x00".join((iat, exp, user, channel, _keys_hash(keys)))
-    return hmac.new(secret.encode(), payload.encode(), hashlib.sha256).hexdigest()
+    return hmac_sha256_hex(secret, "\x00".join((iat, exp, user, channel, _keys_hash(keys))))
 
 
 def make_signature(
