@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("centrifuge_asgi.api")
 
-__all__ = ["ApiError", "api_app", "routes"]
+__all__ = ["ApiError", "BadBody", "api_app", "read_body", "routes", "text_response"]
 
 _JSON = "application/json"
 _DEFAULT_MAX_BODY = 1024 * 1024
@@ -46,8 +46,9 @@ _ANY = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 _encode = msgspec.json.encode
 
 
-class _BadBody(Exception):
-    """The body cannot be decoded (400), or is too large (413)."""
+class BadBody(Exception):
+    """The body cannot be decoded or the client went away (400), is too large (413), did
+    not arrive in time (408), or shutdown began while it was read (503)."""
 
     def __init__(self, status: int = 400, label: str = "unmarshal") -> None:
         super().__init__(label)
@@ -64,7 +65,8 @@ _PLAIN = {
 }
 
 
-def _plain(status: int) -> Response:
+def text_response(status: int) -> Response:
+    """Centrifugo's plain-text answer of an HTTP ``status``."""
     # a body that stopped half-way (408, 503) leaves the connection unusable: close it
     headers = {"connection": "close"} if status in (408, 503) else None
     return Response(_PLAIN.get(status, ""), status, headers, media_type="text/plain")
@@ -109,26 +111,7 @@ class ApiHandler:
         return query is not None and hmac.compare_digest(query.encode(), key)
 
     async def body(self, request: Request) -> bytes:
-        length = request.headers.get("content-length", "")
-        if length.isdigit() and int(length) > self.max_body:
-            raise _BadBody(413, "read_body")
-        try:  # bounded by http_server.read_timeout, and ended when shutdown begins
-            return await self.node.body_reads.read(lambda: self._read_body(request))
-        except BodyTimeout as exc:
-            raise _BadBody(exc.status, "read_body") from None
-
-    async def _read_body(self, request: Request) -> bytes:
-        chunks: list[bytes] = []
-        size = 0
-        try:
-            async for chunk in request.stream():
-                size += len(chunk)
-                if size > self.max_body:
-                    raise _BadBody(413, "read_body")
-                chunks.append(chunk)
-        except ClientDisconnect:
-            raise _BadBody(400, "read_body") from None
-        return b"".join(chunks)
+        return await read_body(self.node, request, self.max_body)
 
     def _gate(self, request: Request) -> Response | None:
         if request.method != "POST":
@@ -153,7 +136,7 @@ class ApiHandler:
         """``POST <prefix>/<method>`` (double slashes from a trailing ``/`` tolerated)."""
         method = request.path_params["method"].strip("/")
         if method not in _METHODS:
-            return _plain(404)
+            return text_response(404)
         denied = self._gate(request)
         if denied is not None:
             return denied
@@ -167,11 +150,11 @@ class ApiHandler:
                 self._observe(method, started)
                 return _json({"replies": replies})
             req = msgspec.json.decode(body, type=s.REQUEST_TYPES[method])
-        except (msgspec.DecodeError, RecursionError, _BadBody) as exc:
+        except (msgspec.DecodeError, RecursionError, BadBody) as exc:
             # RecursionError: JSON nested too deeply to decode, as undecodable as any
-            bad = exc if isinstance(exc, _BadBody) else _BadBody()
+            bad = exc if isinstance(exc, BadBody) else BadBody()
             self._observe(method, started, bad.label)
-            return _plain(bad.status)
+            return text_response(bad.status)
         try:
             with self._incoming(request):
                 result = await self.executor.call(method, req)
@@ -197,35 +180,40 @@ class ApiHandler:
             return Response("shutting down", status_code=503, media_type="text/plain")
         try:
             commands = _split_legacy(await self.body(request))
-        except _BadBody as exc:
-            return _plain(exc.status)
+        except BadBody as exc:
+            return text_response(exc.status)
         lines = []
         for cmd in commands:
-            lines.append(_encode(await self._legacy_one(cmd)))
+            lines.append(_encode(await self.executor.legacy(cmd)))
             await self.node.pacer.tick()
         return Response(b"\n".join(lines), media_type=_JSON)
 
-    async def _legacy_one(self, cmd: s.LegacyCommand) -> dict[str, Any]:
-        reply: dict[str, Any] = {"id": cmd.id} if cmd.id else {}
-        method = s.legacy_method(cmd.method)
-        started = time.perf_counter()
+
+async def read_body(node: Node, request: Request, max_body: int) -> bytes:
+    """The request body: at most ``max_body`` bytes, complete within
+    ``http_server.read_timeout``, and ended when shutdown begins; else :class:`BadBody`."""
+    length = request.headers.get("content-length", "")
+    # ASCII digits only (int() refuses "²", and more than 4300 digits)
+    if length.isascii() and length.isdigit() and (len(length) > 18 or int(length) > max_body):
+        raise BadBody(413, "read_body")
+
+    async def read() -> bytes:
+        chunks: list[bytes] = []
+        size = 0
         try:
-            if method is None:
-                raise ApiError(104)
-            try:
-                params = bytes(cmd.params)
-                if params in (b"", b"null"):
-                    params = b"{}"
-                req = msgspec.json.decode(params, type=s.REQUEST_TYPES[method])
-            except (msgspec.DecodeError, RecursionError):
-                raise ApiError(107) from None
-            reply["result"] = await self.executor.call(method, req)
-        except ApiError as exc:
-            reply["error"] = exc.as_dict()
-            self._observe(method or "unknown", started, str(exc.code))
-        else:
-            self._observe(method, started)
-        return reply
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > max_body:
+                    raise BadBody(413, "read_body")
+                chunks.append(chunk)
+        except ClientDisconnect:
+            raise BadBody(400, "read_body") from None
+        return b"".join(chunks)
+
+    try:
+        return await node.body_reads.read(read)
+    except BodyTimeout as exc:
+        raise BadBody(exc.status, "read_body") from None
 
 
 def _split_legacy(body: bytes) -> list[s.LegacyCommand]:
@@ -233,7 +221,7 @@ def _split_legacy(body: bytes) -> list[s.LegacyCommand]:
     try:
         text = body.decode()
     except UnicodeDecodeError:
-        raise _BadBody() from None
+        raise BadBody() from None
     decoder = json.JSONDecoder()
     commands: list[s.LegacyCommand] = []
     pos, end = 0, len(text)
@@ -246,10 +234,10 @@ def _split_legacy(body: bytes) -> list[s.LegacyCommand]:
             _, stop = decoder.raw_decode(text, pos)
             commands.append(msgspec.json.decode(text[pos:stop], type=s.LegacyCommand))
         except (ValueError, RecursionError, msgspec.DecodeError):
-            raise _BadBody() from None
+            raise BadBody() from None
         pos = stop
     if not commands:
-        raise _BadBody()
+        raise BadBody()
     return commands
 
 

@@ -202,6 +202,32 @@ class Executor:
         await run_all(one, batch.commands, parallel=batch.parallel, pacer=self.node.pacer)
         return replies
 
+    async def legacy(self, command: s.LegacyCommand, protocol: str = "http") -> dict[str, Any]:
+        """One ``{"id", "method", "params"}`` command of the legacy ``/api`` (or of the
+        admin page): ``{"id"?, "result"}`` or ``{"id"?, "error"}`` (104: unknown method,
+        107: params that do not decode), counted in the metrics under ``protocol``."""
+        reply: dict[str, Any] = {"id": command.id} if command.id else {}
+        method = s.legacy_method(command.method)
+        started = time.perf_counter()
+        error = ""
+        try:
+            if method is None:
+                raise ApiError(NOT_FOUND)
+            params = bytes(command.params)
+            try:
+                req = msgspec.json.decode(
+                    b"{}" if params in (b"", b"null") else params, type=s.REQUEST_TYPES[method]
+                )
+            except (msgspec.DecodeError, RecursionError):
+                raise ApiError(BAD_REQUEST) from None
+            reply["result"] = await self.call(method, req)
+        except ApiError as exc:
+            reply["error"] = exc.as_dict()
+            error = str(exc.code)
+        took = time.perf_counter() - started
+        self.node.metrics.api_call(method or "unknown", took, error, protocol)
+        return reply
+
     # ------------------------------------------------------------------ publishing
 
     def _payload(self, data: Raw, b64data: str) -> tuple[bytes, bool]:

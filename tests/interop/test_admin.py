@@ -23,6 +23,7 @@ import pytest
 from centrifuge_asgi import admin
 from centrifuge_asgi.app import split_apps
 from centrifuge_asgi.node import Node
+from centrifuge_asgi.observer import NoObserver
 from tests.unit.test_redis_engine import need, require_main_redis, unique_prefix
 
 from .support import BASE_CONFIG, WS_PATH, token
@@ -128,6 +129,223 @@ def test_token_expires_and_needs_the_secret() -> None:
     assert not admin.check_token("other", tok, now=1000)
     assert not admin.check_token("", tok, now=1000)
     assert not admin.check_token(SECRET, "garbage", now=1000)
+    # the token is the expiry and the hex HMAC-SHA256 of "centrifuge-asgi-admin:<expiry>"
+    assert tok == "4600.bbbc370147f9ceaaec2f77014e4415c929b0fddab718bde0e4c5a4163846ea4d"
+    for malformed in MALFORMED_TOKENS:
+        assert not admin.check_token(SECRET, malformed.decode("latin-1"), now=1000), malformed
+
+
+# ------------------------------------------------------------------------ bad input
+
+DEEP = b"[" * 100_000  # deeper than any JSON decoder recurses
+MALFORMED_TOKENS = [
+    b"\xb2",  # "²": str.isdigit() says yes, int() says no
+    b"\xb2.abc",
+    b"1\xb2.abc",
+    b"9" * 5000 + b".abc",  # more digits than int() converts
+    b"99999999999.\xe9",  # a non-ASCII signature: compare_digest refuses it
+    b"99999999999.",
+    b".abc",
+    b"-5.abc",
+    b"99999999999",
+]
+JSON, FORM = "application/json", "application/x-www-form-urlencoded"
+BAD_LOGINS = [
+    (JSON, DEEP),
+    (JSON, b'{"password": ' + DEEP),
+    (JSON, b""),
+    (JSON, b"not json"),
+    (JSON, b"[]"),
+    (JSON, b"null"),
+    (JSON, b'{"password": 5}'),
+    (JSON, b'{"password": ["admin-password"]}'),
+    (JSON, b'{"password": "\\ud800"}'),  # a lone surrogate, which str.encode() refuses
+    (JSON, b'{"password": "\xff"}'),  # not UTF-8
+    (FORM, b"password=%ff%fe%ED%A0%80"),
+    (FORM, b"\xff\xfe=\x00&&=="),
+    # over MAX_BODY: Centrifugo reads no password from it (400, not 413)
+    (FORM, f"password={PASSWORD}&pad=".encode() + b"a" * admin.MAX_BODY),
+    (JSON, b'{"password": "%s", "pad": "' % PASSWORD.encode() + b"a" * admin.MAX_BODY + b'"}'),
+]
+BAD_COMMANDS = [
+    DEEP,
+    b'{"method": "info", "params": ' + DEEP + b"}",
+    b"",
+    b"not json",
+    b"[]",
+    b"null",
+    b'{"method": 1.5}',
+    b'{"id": -1, "method": "info"}',
+    b'{"method": "info"} {"method": "info"}',
+    b'{"method": "\\ud800"}',
+]
+
+
+def asgi_client(node: Node) -> httpx.AsyncClient:
+    """An HTTP client of the node's app, in process (an exception fails the test)."""
+    return httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=node.asgi_app()), base_url="http://n"
+    )
+
+
+def assert_no_traceback(caplog: pytest.LogCaptureFixture) -> None:
+    logged = [r for r in caplog.records if r.exc_info or "Traceback" in r.getMessage()]
+    assert not logged, "a traceback was logged"
+
+
+def assert_bad_request(r: httpx.Response, case: object) -> None:
+    assert (r.status_code, r.text) == (400, "Bad Request"), case
+    assert r.headers["content-type"].startswith("text/plain"), case
+
+
+async def test_bad_login_bodies_are_400(caplog: pytest.LogCaptureFixture) -> None:
+    """Whatever the body of ``/admin/auth``: 400 ``Bad Request`` (Centrifugo's answer to a
+    body without the password), never a traceback; then the right password still works."""
+    node = Node(admin_config())
+    async with node, asgi_client(node) as http:
+        for content_type, body in BAD_LOGINS:
+            headers = {"content-type": content_type}
+            r = await http.post("/admin/auth", content=body, headers=headers)
+            assert_bad_request(r, (content_type, body[:60]))
+        assert (await http.post("/admin/auth", json={"password": PASSWORD})).status_code == 200
+        assert (await http.post("/admin/auth", data={"password": PASSWORD})).status_code == 200
+    assert_no_traceback(caplog)
+
+
+async def test_deep_login_body_over_uvicorn_is_400(
+    live_server: LiveServerFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The reviewer's case on a real uvicorn: 100,000 ``[`` was HTTP 500 and a traceback."""
+    node = Node(admin_config())
+    srv = live_server(node.asgi_app())
+    async with httpx.AsyncClient(timeout=TIMEOUT) as http:
+        r = await http.post(srv.url("/admin/auth"), content=DEEP, headers={"content-type": JSON})
+        assert_bad_request(r, "deep")
+        r = await http.post(srv.url("/admin/auth"), data={"password": PASSWORD})
+        assert r.status_code == 200
+    assert_no_traceback(caplog)
+
+
+async def test_malformed_tokens_are_not_authenticated(caplog: pytest.LogCaptureFixture) -> None:
+    """A malformed ``Authorization: token …`` is no login: ``/admin/init`` says so and
+    ``/admin/api`` answers 401 (not a ValueError or TypeError out of the token check)."""
+    node = Node(admin_config())
+    command = {"method": "info", "params": {}}
+    async with node, asgi_client(node) as http:
+        for malformed in MALFORMED_TOKENS:
+            headers = {b"authorization": b"token " + malformed}
+            init = await http.get("/admin/init", headers=headers)
+            assert init.json()["authenticated"] is False, malformed
+            r = await http.post("/admin/api", json=command, headers=headers)
+            assert r.status_code == 401, malformed
+    assert_no_traceback(caplog)
+
+
+class _ApiCalls(NoObserver):
+    """Records ``(method, error, protocol)`` of every server API call."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str, str]] = []
+
+    def api_call(
+        self, method: str, duration: float, error: str = "", protocol: str = "http"
+    ) -> None:
+        self.calls.append((method, error, protocol))
+
+
+async def test_bad_api_bodies_are_400_and_calls_count_as_admin(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """``/admin/api`` is one command of the legacy ``/api``: a body that does not decode is
+    400 (as Centrifugo's legacy route), the ``id`` comes back, and each call counts in the
+    metrics under protocol ``admin``."""
+    observer = _ApiCalls()
+    node = Node(admin_config(), observer=observer)
+    async with node, asgi_client(node) as http:
+        tok = (await http.post("/admin/auth", data={"password": PASSWORD})).json()["token"]
+        auth = {"Authorization": f"token {tok}"}
+        for body in BAD_COMMANDS:
+            r = await http.post("/admin/api", content=body, headers=auth)
+            assert_bad_request(r, body[:60])
+        assert observer.calls == []  # nothing ran
+        reply = (
+            await http.post("/admin/api", json={"id": 3, "method": "info"}, headers=auth)
+        ).json()
+        assert reply["id"] == 3 and len(reply["result"]["nodes"]) == 1
+        reply = (await http.post("/admin/api", json={"method": 99}, headers=auth)).json()
+        assert reply == {"error": {"code": 104, "message": "not found"}}
+        publish = {"method": "publish", "params": {"channel": "zzz:1", "data": 1}}
+        reply = (await http.post("/admin/api", json=publish, headers=auth)).json()
+        assert reply["error"]["code"] == 102
+    assert observer.calls == [
+        ("info", "", "admin"),
+        ("unknown", "104", "admin"),
+        ("publish", "102", "admin"),
+    ]
+    assert_no_traceback(caplog)
+
+
+async def _stalled() -> AsyncIterator[bytes]:
+    """A body that stops half-way: the peer never sends the rest."""
+    yield b"password="
+    await anyio.sleep(30)
+
+
+async def test_a_stalled_body_is_408_after_read_timeout() -> None:
+    """Admin bodies are read as ``/api`` reads them: within ``http_server.read_timeout``."""
+    cfg = admin_config()
+    cfg["http_server"] = {"read_timeout": "200ms"}
+    node = Node(cfg)
+    async with node, asgi_client(node) as http:
+        tok = (await http.post("/admin/auth", data={"password": PASSWORD})).json()["token"]
+        auth = {"Authorization": f"token {tok}"}
+        for path in ("/admin/auth", "/admin/api"):
+            with anyio.fail_after(5):
+                r = await http.post(path, content=_stalled(), headers=auth)
+            assert (r.status_code, r.text) == (408, "Request Timeout"), path
+            assert r.headers["connection"] == "close"
+        assert len(node.body_reads) == 0
+
+
+async def test_a_client_gone_mid_body_is_no_traceback(caplog: pytest.LogCaptureFixture) -> None:
+    """The client disconnects before the body is complete: 400, as ``/api``."""
+    node = Node(admin_config(insecure=True))
+    async with node:
+        app = node.asgi_app()
+        for path in ("/admin/auth", "/admin/api"):
+            incoming: list[dict[str, Any]] = [
+                {"type": "http.request", "body": b'{"password', "more_body": True},
+                {"type": "http.disconnect"},
+            ]
+            sent: list[dict[str, Any]] = []
+
+            async def receive(incoming: list[dict[str, Any]] = incoming) -> dict[str, Any]:
+                if incoming:
+                    return incoming.pop(0)
+                await anyio.sleep_forever()
+                raise AssertionError("unreachable")
+
+            async def send(message: dict[str, Any], sent: list[dict[str, Any]] = sent) -> None:
+                sent.append(message)
+
+            scope = {
+                "type": "http",
+                "asgi": {"version": "3.0"},
+                "http_version": "1.1",
+                "method": "POST",
+                "scheme": "http",
+                "path": path,
+                "raw_path": path.encode(),
+                "query_string": b"",
+                "root_path": "",
+                "headers": [(b"host", b"n"), (b"content-type", JSON.encode())],
+                "client": ("127.0.0.1", 1),
+                "server": ("n", 80),
+            }
+            with anyio.fail_after(5):
+                await app(scope, receive, send)
+            assert sent[0]["status"] == 400, path
+    assert_no_traceback(caplog)
 
 
 async def test_insecure_prefix_external_and_unset_password() -> None:

@@ -492,7 +492,8 @@ async def test_deeply_nested_legacy_params_are_107(make: Any) -> None:
     c = await make()
     handler = ApiHandler(c.node)  # type: ignore[attr-defined]
     params = b'{"channel": "news:1", "data": ' + DEEP + b"}"
-    reply = await handler._legacy_one(LegacyCommand(id=7, method="publish", params=Raw(params)))
+    command = LegacyCommand(id=7, method="publish", params=Raw(params))
+    reply = await handler.executor.legacy(command)
     assert reply == {"id": 7, "error": {"code": 107, "message": "bad request"}}
 
 

@@ -5,12 +5,18 @@ Endpoints under ``admin.handler_prefix`` (default: none), on the internal port u
 
 - ``GET <prefix>/admin/init``: ``{"insecure", "edition", "authenticated"}`` for the page;
 - ``POST <prefix>/admin/auth``: the ``password`` (form field or JSON) for a token that
-  expires after :data:`TOKEN_TTL` seconds (400 for a wrong password, or when
-  ``admin.password``/``admin.secret`` is not set);
+  expires after :data:`TOKEN_TTL` seconds; 400 ``Bad Request`` for a wrong password, a
+  body that is not a form or a JSON object with a string ``password``, a body over
+  :data:`MAX_BODY`, or when ``admin.password``/``admin.secret`` is not set (as Centrifugo,
+  which reads an empty password from such a body);
 - ``POST <prefix>/admin/api``: one server API command ``{"method", "params"}`` with
   ``Authorization: token <token>`` (401 without a valid one; ``admin.insecure`` needs
-  none), run by the same :class:`~centrifuge_asgi.api_exec.Executor` as ``/api``;
-  answers ``{"result": ...}`` or ``{"error": {"code", "message"}}``;
+  none), run as one command of the legacy ``/api``
+  (:meth:`~centrifuge_asgi.api_exec.Executor.legacy`, counted under protocol ``admin``):
+  ``{"result": ...}`` or ``{"error": {"code", "message"}}``; 400 for a body that does not
+  decode, 413 over :data:`MAX_BODY`;
+- a body not complete within ``http_server.read_timeout`` is 408, one cut by shutdown 503
+  (read as ``/api`` reads bodies);
 - ``GET <prefix>/``: the page, static files shipped in the package (``admin/web``), or
   the directory ``admin.web_path``.
 
@@ -20,9 +26,7 @@ node of a cluster with the same secret accepts it.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
-import json
 import logging
 import time
 from pathlib import Path
@@ -37,7 +41,9 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import Receive, Scope, Send
 
 from .. import api_schema as s
-from ..api_exec import ApiError, Executor
+from ..api import BadBody, read_body, text_response
+from ..api_exec import Executor
+from ..auth import hmac_sha256_hex
 
 if TYPE_CHECKING:
     from ..config import AdminConfig
@@ -47,7 +53,10 @@ log = logging.getLogger("centrifuge_asgi.admin")
 
 #: seconds a login token stays valid
 TOKEN_TTL = 3600
+#: bytes of a request body, at most
 MAX_BODY = 1024 * 1024
+#: digits of a token's expiry, at most (a Unix time has 10 until the year 2286)
+_EXPIRY_DIGITS = 16
 WEB_DIR = Path(__file__).parent / "web"
 #: what the page may load: itself only (no CDN, no inline script)
 CSP = (
@@ -65,7 +74,11 @@ def issue_token(secret: str, now: float | None = None) -> str:
 def check_token(secret: str, token: str, now: float | None = None) -> bool:
     """Whether ``token`` was issued with ``secret`` and has not expired."""
     expires, _, signature = token.partition(".")
-    if not secret or not expires.isdigit() or not signature:
+    # ASCII only: str.isdigit() takes "²", which int() refuses; compare_digest refuses
+    # non-ASCII strings (and a hex digest is ASCII)
+    if not secret or not signature or not (expires + signature).isascii():
+        return False
+    if not expires.isdigit() or len(expires) > _EXPIRY_DIGITS:
         return False
     if int(expires) < (time.time() if now is None else now):
         return False
@@ -73,8 +86,7 @@ def check_token(secret: str, token: str, now: float | None = None) -> bool:
 
 
 def _sign(secret: str, expires: int) -> str:
-    message = f"centrifuge-asgi-admin:{expires}".encode()
-    return hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
+    return hmac_sha256_hex(secret, f"centrifuge-asgi-admin:{expires}")
 
 
 class AdminHandler:
@@ -103,75 +115,48 @@ class AdminHandler:
         )
 
     async def auth(self, request: Request) -> Response:
-        body = await _body(request)
-        if body is None:
-            return Response("Request Entity Too Large", status_code=413)
+        try:
+            body = await read_body(self.node, request, MAX_BODY)
+        except BadBody as exc:
+            if exc.status != 413:
+                return text_response(exc.status)
+            body = b""  # too large: no password, as Centrifugo reads it
         password = _password(body, request.headers.get("content-type", ""))
         cfg = self.config
         if not cfg.password or not cfg.secret:
             log.error("admin.password and admin.secret must be set to log in to the admin page")
-            return Response("Bad Request", status_code=400)
+            return text_response(400)
         if not hmac.compare_digest(password.encode(), cfg.password.encode()):
-            return Response("Bad Request", status_code=400)
+            return text_response(400)
         return JSONResponse({"token": issue_token(cfg.secret)})
 
     async def api(self, request: Request) -> Response:
         if not self.authenticated(request):
             return Response(status_code=401)
-        body = await _body(request)
-        if body is None:
-            return Response("Request Entity Too Large", status_code=413)
         try:
+            body = await read_body(self.node, request, MAX_BODY)
             command = msgspec.json.decode(body, type=s.LegacyCommand)
-        except (msgspec.DecodeError, RecursionError):
-            return Response("Bad Request", status_code=400)
-        method = s.legacy_method(command.method)
-        started = time.perf_counter()
-        try:
-            if method is None:
-                raise ApiError(104)
-            params = bytes(command.params)
-            try:
-                req = msgspec.json.decode(
-                    b"{}" if params in (b"", b"null") else params, type=s.REQUEST_TYPES[method]
-                )
-            except (msgspec.DecodeError, RecursionError):
-                raise ApiError(107) from None
-            result = await self.executor.call(method, req)
-        except ApiError as exc:
-            self.node.metrics.api_call(method or "unknown", _since(started), str(exc.code), "admin")
-            return _json({"error": exc.as_dict()})
-        self.node.metrics.api_call(method, _since(started), "", "admin")
-        return _json({"result": result})
+        except BadBody as exc:
+            return text_response(exc.status)
+        except (msgspec.DecodeError, RecursionError):  # RecursionError: nested too deeply
+            return text_response(400)
+        reply = await self.executor.legacy(command, "admin")
+        return Response(msgspec.json.encode(reply), media_type="application/json")
 
 
-def _since(started: float) -> float:
-    return time.perf_counter() - started
+class _Login(msgspec.Struct):
+    """A JSON login body: anything but a string ``password`` is no password."""
 
-
-def _json(body: Any) -> Response:
-    return Response(msgspec.json.encode(body), media_type="application/json")
-
-
-async def _body(request: Request) -> bytes | None:
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_BODY:
-            return None
-        chunks.append(chunk)
-    return b"".join(chunks)
+    password: str = ""
 
 
 def _password(body: bytes, content_type: str) -> str:
     """``password`` of a form (as Centrifugo reads it) or of a JSON object."""
     if content_type.startswith("application/json"):
-        try:
-            value = json.loads(body)
-        except ValueError:
+        try:  # not json.loads: RecursionError, and "\ud800" that str.encode() refuses
+            return msgspec.json.decode(body, type=_Login).password
+        except (msgspec.DecodeError, RecursionError):
             return ""
-        password = value.get("password") if isinstance(value, dict) else None
-        return password if isinstance(password, str) else ""
     fields = parse_qs(body.decode(errors="replace"))
     return fields.get("password", [""])[0]
 
