@@ -491,7 +491,9 @@ def _targets_19(
         (f"idle RSS/client at {last:,} ≤ 1.0{X} ASGI floor", "≤ 1.0", ratio(us_kb, asgi_kb), -1.0)
     )
     scale = res.get("scale", {}).get(US)
-    n = data["params"].get("scale_n", 0)
+    n = data["params"].get("scale_n")
+    if n is None:  # a run from before scenario 7
+        return rows
     done = None
     if _ok(scale) and scale:
         done = 1.0 if scale.get("complete") and scale.get("subscribers") == n else 0.0
