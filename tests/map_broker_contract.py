@@ -140,6 +140,8 @@ class MapBrokerContract:
         assert [p.offset for p in since.publications] == [4, 5]
         rev = await b.read_stream(ch, HistoryFilter(limit=2, reverse=True))
         assert [p.offset for p in rev.publications] == [5, 4]
+        before = HistoryFilter(limit=-1, since=StreamPosition(5, top.epoch), reverse=True)
+        assert [p.offset for p in (await b.read_stream(ch, before)).publications] == [4, 3]
         with pytest.raises(ClientError) as err:
             await b.read_stream(ch, HistoryFilter(limit=-1, since=StreamPosition(1, top.epoch)))
         assert err.value.code == 112

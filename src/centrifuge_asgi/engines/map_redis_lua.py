@@ -195,23 +195,14 @@ local head = redis.call('XRANGE', stream, '-', '+', 'COUNT', 1)
 if head[1] then first = tonumber(string.match(head[1][1], '^(%d+)')) end
 if ARGV[2] == '0' then return {top, epoch, first, {}} end
 local since, limit = tonumber(ARGV[4]), tonumber(ARGV[5])
+local read, from, to = 'XRANGE', '-', '+'
+if ARGV[3] == '1' then read, from, to = 'XREVRANGE', '+', '-' end
+if since >= 0 then from = '(' .. since .. '-0' end
 local entries
-if ARGV[3] == '1' then
-  local upper = '+'
-  if since >= 0 then upper = '(' .. since .. '-0' end
-  if limit > 0 then
-    entries = redis.call('XREVRANGE', stream, upper, '-', 'COUNT', limit)
-  else
-    entries = redis.call('XREVRANGE', stream, upper, '-')
-  end
+if limit > 0 then
+  entries = redis.call(read, stream, from, to, 'COUNT', limit)
 else
-  local lower = '-'
-  if since >= 0 then lower = '(' .. since .. '-0' end
-  if limit > 0 then
-    entries = redis.call('XRANGE', stream, lower, '+', 'COUNT', limit)
-  else
-    entries = redis.call('XRANGE', stream, lower, '+')
-  end
+  entries = redis.call(read, stream, from, to)
 end
 return {top, epoch, first, entries}
 """
