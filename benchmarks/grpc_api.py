@@ -21,7 +21,6 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -32,18 +31,13 @@ from pathlib import Path
 
 import grpc
 import httpx
+from loopback import free_port
 
 from centrifuge_asgi.grpc import api_pb2
 from centrifuge_asgi.grpc.api_pb2_grpc import CentrifugoApiStub
 
 KEY = "bench-key"
 DATA = {"text": "hello", "n": 1}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def start_server(workdir: Path) -> tuple[subprocess.Popen[bytes], int, int]:

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from loopback import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 LOADGEN = ROOT / "benchmarks" / "loadgen" / "loadgen.mjs"
@@ -44,14 +45,6 @@ OPEN = {
     "allow_publish_for_client": True,
     "allow_publish_for_anonymous": True,
 }
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def children(pid: int) -> list[int]:

@@ -26,6 +26,8 @@ import anyio.to_thread
 import pytest
 import uvicorn
 
+from tests.conditions import CI, unavailable
+
 T = TypeVar("T")
 
 TESTS_DIR = Path(__file__).resolve().parent
@@ -202,19 +204,16 @@ def _node_problem() -> str | None:
 
 def _check_node() -> None:
     """Skip (locally) or fail (CI=true) when node (>= 20) or tests/js/node_modules is missing."""
-    ci = os.environ.get("CI") == "true"
     node_problem = _node_problem()
     if node_problem is not None:
         problem = node_problem
     elif not (JS_DIR / "node_modules" / "centrifuge").is_dir():
         problem = "node_modules missing: run npm ci " + (
-            "in tests/js" if ci else "--prefix tests/js"
+            "in tests/js" if CI else "--prefix tests/js"
         )
     else:
         return
-    if ci:
-        pytest.fail(problem, pytrace=False)
-    pytest.skip(problem)
+    unavailable(problem)
 
 
 def run_js(

@@ -30,7 +30,8 @@ from centrifuge import (
 from centrifuge_asgi.engines.base import StreamPosition
 from centrifuge_asgi.errors import ClientError
 from centrifuge_asgi.node import Node
-from tests.unit.test_redis_engine import RedisProcess, free_port, need, port_open, redis_py
+from tests.conditions import unavailable
+from tests.unit.test_redis_engine import RedisProcess, free_port, port_open, redis_py
 
 if TYPE_CHECKING:
     from conftest import LiveServer
@@ -43,7 +44,7 @@ def binary(name: str, *fallbacks: str) -> str:
     """The path of ``name`` (or of an existing fallback path); skip or fail (CI) if none."""
     found = shutil.which(name) or next((p for p in fallbacks if Path(p).is_file()), None)
     if found is None:
-        need(f"{name} is not installed (apt-get install {name})")
+        unavailable(f"{name} is not installed (apt-get install {name})")
     assert found is not None
     return found
 

@@ -32,7 +32,8 @@ import yaml
 from centrifuge import Client
 
 from centrifuge_asgi.auth import connection_token
-from tests.unit.test_redis_engine import RedisProcess, need, require_main_redis, unique_prefix
+from tests.conditions import unavailable, until
+from tests.unit.test_redis_engine import RedisProcess, require_main_redis, unique_prefix
 
 from .serve_process import free_port
 from .test_python_sdk import ClientEvents, SubEvents
@@ -167,12 +168,6 @@ def healthcheck(stage: dict[str, Any], env: dict[str, str]) -> int:
     return subprocess.run(command, env=env, capture_output=True, timeout=10, check=False).returncode
 
 
-async def until(predicate: Any) -> None:
-    with anyio.fail_after(WAIT):
-        while not predicate():  # noqa: ASYNC110 (polls SDK events)
-            await anyio.sleep(0.05)
-
-
 def test_dockerfile_stages_and_ignore_file() -> None:
     server = dockerfile_stage("server")
     assert server["user"] == "centrifuge" and server["entrypoint"] == ["centrifuge-asgi"]
@@ -258,7 +253,7 @@ async def test_image_command_serves_heals_and_stops_with_3001(
         await sub.subscribe()
         await sub_events.rec.wait("subscribed", within=WAIT)
         proc.send_signal(getattr(signal, stage["stopsignal"]))
-        await until(lambda: any(c.code == 3001 for c in events.rec.of("connecting")))
+        await until(lambda: any(c.code == 3001 for c in events.rec.of("connecting")), WAIT)
     finally:
         with anyio.move_on_after(5, shield=True):
             await client.disconnect()
@@ -309,7 +304,7 @@ def compose_topology(processes: Processes) -> Iterator[tuple[str, list[Any]]]:
     behind nginx with deploy/compose/nginx.conf; yields nginx's URL and the nodes."""
     nginx = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin")
     if not nginx:
-        need("nginx is not installed (apt-get install nginx-light)")
+        unavailable("nginx is not installed (apt-get install nginx-light)")
     assert nginx is not None
     redis = RedisProcess().start()
     tmp = Path(tempfile.mkdtemp(prefix="compose-"))

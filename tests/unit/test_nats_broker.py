@@ -23,6 +23,7 @@ from centrifuge_asgi.engines.base import ClientInfo, HistoryFilter, PublishOptio
 from centrifuge_asgi.engines.factory import build_engine
 from centrifuge_asgi.engines.memory import MemoryPresenceManager
 from centrifuge_asgi.errors import ClientError, EngineUnavailable
+from tests.conditions import unavailable
 from tests.engine_contract import RecordingHandler, wait_for
 
 if os.environ.get("CI") != "true":
@@ -37,10 +38,7 @@ NATS_URL = "nats://127.0.0.1:4222"
 def require_nats() -> None:
     with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", 4222), 0.5):
         return
-    problem = "NATS is not running at 127.0.0.1:4222 (.ci/run starts nats-server)"
-    if os.environ.get("CI") == "true":
-        pytest.fail(problem, pytrace=False)
-    pytest.skip(problem)
+    unavailable("NATS is not running at 127.0.0.1:4222 (.ci/run starts nats-server)")
 
 
 Handler = RecordingHandler  # with a node_id: the control handler of this node

@@ -17,7 +17,7 @@ import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -29,7 +29,9 @@ from centrifuge_asgi.config import Config
 from centrifuge_asgi.engines.base import ClientInfo, HistoryFilter, PublishOptions
 from centrifuge_asgi.engines.factory import build_engine
 from centrifuge_asgi.errors import ConfigError, EngineUnavailable
+from tests.conditions import unavailable, until
 from tests.engine_contract import EngineContract, EngineUnderTest, RecordingHandler, wait_for
+from tests.interop import serve_process
 
 # Under CI=true a missing redis-py fails the module (the `redis` extra must be installed).
 redis_py = __import__("redis") if os.environ.get("CI") == "true" else pytest.importorskip("redis")
@@ -56,11 +58,7 @@ HISTORY = PublishOptions(history_size=10, history_ttl=60.0)
 # --------------------------------------------------------------------------- helpers
 
 
-def need(problem: str) -> None:
-    """A missing service: fail under CI=true, skip locally."""
-    if os.environ.get("CI") == "true":
-        pytest.fail(problem, pytrace=False)
-    pytest.skip(problem)
+need = unavailable  # the name tests/interop/test_admin.py imports from here
 
 
 def port_open(host: str, port: int) -> bool:
@@ -71,7 +69,7 @@ def port_open(host: str, port: int) -> bool:
 
 def require_main_redis() -> None:
     if not port_open(*MAIN_REDIS):
-        need("Redis is not running at 127.0.0.1:6379 (.ci/run starts it)")
+        unavailable("Redis is not running at 127.0.0.1:6379 (.ci/run starts it)")
 
 
 def _bindable(port: int) -> bool:
@@ -86,21 +84,12 @@ def _bindable(port: int) -> bool:
 def free_port(cluster: bool = False) -> int:
     """A spare port; for a cluster node also ``port + 10000`` (its bus) must be free."""
     if not cluster:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            return int(s.getsockname()[1])
+        return serve_process.free_port()
     for _ in range(200):
         port = random.randint(20000, 45000)
         if _bindable(port) and _bindable(port + 10000):
             return port
     raise RuntimeError("no free port pair for a cluster node")
-
-
-async def until(predicate: Callable[[], object], timeout: float = 5.0) -> None:  # noqa: ASYNC109
-    """Poll ``predicate`` every 20 ms; fail the test after ``timeout`` seconds."""
-    with anyio.fail_after(timeout):
-        while not predicate():  # noqa: ASYNC110
-            await anyio.sleep(0.02)
 
 
 def unique_prefix() -> str:
@@ -112,7 +101,7 @@ class RedisProcess:
 
     def __init__(self, *extra: str, persistent: bool = False) -> None:
         if shutil.which("redis-server") is None:
-            need("redis-server is not installed (apt-get install redis-server)")
+            unavailable("redis-server is not installed (apt-get install redis-server)")
         self.port = free_port(cluster="--cluster-enabled" in extra)
         self.persistent = persistent
         self.dir = tempfile.mkdtemp(prefix="redis-test-")

@@ -1,0 +1,13 @@
+"""Loopback helpers shared by the benchmark scripts (run as ``python benchmarks/NAME.py``,
+so this directory is on ``sys.path``)."""
+
+from __future__ import annotations
+
+import socket
+
+
+def free_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

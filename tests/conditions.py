@@ -1,0 +1,36 @@
+"""Conditions a test needs or waits for, shared by every test package.
+
+:func:`unavailable` is the one rule for a missing service or SDK (skip locally, fail under
+``CI=true``); :func:`until` is the one bounded poll.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+from collections.abc import Callable
+from typing import NoReturn
+
+import anyio
+import pytest
+
+CI = os.environ.get("CI") == "true"
+
+
+def unavailable(problem: str) -> NoReturn:
+    """A service or SDK the test needs is missing: skip locally, fail under ``CI=true``."""
+    if CI:
+        pytest.fail(problem, pytrace=False)
+    pytest.skip(problem)
+
+
+async def until(check: Callable[[], object], within: float = 5.0, *, every: float = 0.02) -> None:
+    """Poll ``check`` (sync or async) until it is true; fail after ``within`` seconds."""
+    with anyio.fail_after(within):
+        while True:
+            value = check()
+            if inspect.isawaitable(value):
+                value = await value
+            if value:
+                return
+            await anyio.sleep(every)
