@@ -18,6 +18,7 @@ import json
 import sys
 import time
 
+import anyio
 from connect_cost import SCOPE  # the same WebSocket scope as the connect-cost harness
 
 from centrifuge_asgi import Node
@@ -78,9 +79,9 @@ class Client:
 async def main(which):
     node = Node(CONFIG)
     app = node.asgi_app()
-    async with node:
+    async with node, anyio.create_task_group() as tg:
         lag = Lag()
-        mon = asyncio.ensure_future(lag.run())
+        tg.start_soon(lag.run)
         if which == "frame":
             n = 100_000
             cmds = [
@@ -95,19 +96,19 @@ async def main(which):
                     {"type": "websocket.receive", "text": "\n".join(cmds)},
                 ],
             )
-            t = asyncio.ensure_future(c.run())
-            t0 = time.perf_counter()
-            while c.replies < n + 2 and not c.closed.is_set():  # noqa: ASYNC110
-                await asyncio.sleep(0.01)
-            print(
-                "frame: replies",
-                c.replies,
-                "close",
-                c.close_code,
-                "took %.2fs" % (time.perf_counter() - t0),
-            )
-            c.inbox.put_nowait({"type": "websocket.disconnect", "code": 1000})
-            await t
+            async with anyio.create_task_group() as running:
+                running.start_soon(c.run)
+                t0 = time.perf_counter()
+                while c.replies < n + 2 and not c.closed.is_set():  # noqa: ASYNC110
+                    await asyncio.sleep(0.01)
+                print(
+                    "frame: replies",
+                    c.replies,
+                    "close",
+                    c.close_code,
+                    "took %.2fs" % (time.perf_counter() - t0),
+                )
+                c.inbox.put_nowait({"type": "websocket.disconnect", "code": 1000})
         elif which == "drop":
             n = 5000
             clients = [
@@ -125,15 +126,17 @@ async def main(which):
                 )
                 for i in range(n)
             ]
-            tasks = [asyncio.ensure_future(c.run()) for c in clients]
-            while sum(c.replies for c in clients) < 2 * n:  # noqa: ASYNC110
-                await asyncio.sleep(0.05)
-            await asyncio.sleep(0.2)
-            lag.max = 0
-            t0 = time.perf_counter()
-            for c in clients:
-                c.inbox.put_nowait({"type": "websocket.disconnect", "code": 1006})
-            await asyncio.gather(*tasks)
+            async with anyio.create_task_group() as running:
+                for c in clients:
+                    running.start_soon(c.run)
+                while sum(c.replies for c in clients) < 2 * n:  # noqa: ASYNC110
+                    await asyncio.sleep(0.05)
+                await asyncio.sleep(0.2)
+                lag.max = 0
+                t0 = time.perf_counter()
+                for c in clients:
+                    c.inbox.put_nowait({"type": "websocket.disconnect", "code": 1006})
+            # the task group waited for every client to finish
             print("drop: took %.2fs" % (time.perf_counter() - t0))
         elif which == "batch":
             n = 24_000
@@ -164,7 +167,7 @@ async def main(which):
             print("batch: status", out[0].get("status"), "took %.2fs" % (time.perf_counter() - t0))
         await asyncio.sleep(0.05)
         print(which, "max loop stall %.0f ms" % (lag.max * 1000))
-        mon.cancel()
+        tg.cancel_scope.cancel()  # the monitor
 
 
 if __name__ == "__main__":

@@ -28,10 +28,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+import anyio
 import grpc
 import grpc.aio
 import uvicorn
 import websockets
+from loopback import free_port
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -39,12 +41,6 @@ from starlette.routing import Route
 
 from centrifuge_asgi.grpc import proxy_pb2 as pb
 from centrifuge_asgi.grpc import proxy_pb2_grpc
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class GrpcBackend(proxy_pb2_grpc.CentrifugoProxyServicer):  # type: ignore[misc]
@@ -141,12 +137,14 @@ async def main(args: argparse.Namespace) -> None:
     app = Starlette(routes=[Route("/rpc", http_rpc, methods=["POST"])])
     config = uvicorn.Config(app, host="127.0.0.1", port=http_port, log_level="error")
     http_server = uvicorn.Server(config)
-    http_task = asyncio.ensure_future(http_server.serve())
     try:
-        await measure_all(args, http_port, grpc_port)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(http_server.serve)
+            try:
+                await measure_all(args, http_port, grpc_port)
+            finally:
+                http_server.should_exit = True
     finally:
-        http_server.should_exit = True
-        await http_task
         await grpc_server.stop(None)
 
 
@@ -154,9 +152,10 @@ async def measure_all(args: argparse.Namespace, http_port: int, grpc_port: int) 
     with tempfile.TemporaryDirectory() as tmp:
         proc, port = start_node(Path(tmp), http_port, grpc_port)
         try:
-            async with websockets.connect(f"ws://127.0.0.1:{port}/connection/websocket") as ws:
+            url = f"ws://127.0.0.1:{port}/connection/websocket"
+            async with websockets.connect(url) as ws, anyio.create_task_group() as tg:
                 client = Client(ws)
-                reader = asyncio.ensure_future(client.read())
+                tg.start_soon(client.read)
                 await client.call(connect={})
                 for method in ("viahttp:warm", "viagrpc:warm"):  # open the pools and the channel
                     await measure(client, method, 0.5, 4)
@@ -166,7 +165,7 @@ async def measure_all(args: argparse.Namespace, http_port: int, grpc_port: int) 
                         for name, method in (("http", "viahttp:echo"), ("grpc", "viagrpc:echo")):
                             rate = await measure(client, method, args.seconds, inflight)
                             results.setdefault((name, inflight), []).append(rate)
-                reader.cancel()
+                tg.cancel_scope.cancel()  # the reader
         finally:
             proc.terminate()
             proc.wait(10)

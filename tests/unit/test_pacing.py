@@ -116,9 +116,10 @@ async def node() -> AsyncIterator[Node]:
 @pytest.fixture
 async def probe() -> AsyncIterator[Probe]:
     p = Probe()
-    task = asyncio.ensure_future(p.run())
-    yield p
-    task.cancel()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(p.run)
+        yield p
+        tg.cancel_scope.cancel()
 
 
 # ----------------------------------------------------------------------------- Pacer
@@ -128,13 +129,14 @@ async def test_ticks_within_the_slice_do_not_suspend() -> None:
     pacer = Pacer(slice_seconds=60.0)
     probe = Probe()
     probe.active = True
-    task = asyncio.ensure_future(probe.run())
-    await asyncio.sleep(0)  # the probe starts
-    before = probe.runs
-    for _ in range(1000):
-        await pacer.tick()
-    assert probe.runs == before  # nothing else ran: no tick suspended
-    task.cancel()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(probe.run)
+        await asyncio.sleep(0)  # the probe starts
+        before = probe.runs
+        for _ in range(1000):
+            await pacer.tick()
+        assert probe.runs == before  # nothing else ran: no tick suspended
+        tg.cancel_scope.cancel()
 
 
 async def test_work_past_the_slice_resumes_in_a_later_iteration_in_order() -> None:
@@ -148,9 +150,10 @@ async def test_work_past_the_slice_resumes_in_a_later_iteration_in_order() -> No
 
     probe = Probe()
     probe.active = True
-    task = asyncio.ensure_future(probe.run())
-    await asyncio.gather(*(worker(n) for n in range(40)))
-    task.cancel()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(probe.run)
+        await asyncio.gather(*(worker(n) for n in range(40)))
+        tg.cancel_scope.cancel()
     assert order == list(range(40))  # first come, first served
     assert probe.runs >= 10  # ~40 ms of work in 2 ms slices: the loop turned meanwhile
     assert pacer.waiting == 0
@@ -159,16 +162,27 @@ async def test_work_past_the_slice_resumes_in_a_later_iteration_in_order() -> No
 async def test_a_cancelled_waiter_passes_its_turn_on() -> None:
     pacer = Pacer(slice_seconds=0.001)
 
+    hogged = anyio.Event()
+    waiters = [anyio.CancelScope() for _ in range(3)]
+
     async def hog() -> None:  # uses up the slice of the iteration the others run in
         await pacer.tick()
         block(0.002)
+        hogged.set()
 
-    hogging = asyncio.ensure_future(hog())
-    waiting = [asyncio.ensure_future(pacer.tick()) for _ in range(3)]
-    await asyncio.sleep(0)  # all four ran, in order
-    assert hogging.done() and pacer.waiting == 3
-    waiting[0].cancel()
-    await asyncio.wait_for(asyncio.gather(*waiting[1:]), 5)
+    async def wait(scope: anyio.CancelScope) -> None:
+        with scope:
+            await pacer.tick()
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(hog)
+            for scope in waiters:
+                tg.start_soon(wait, scope)
+            await asyncio.sleep(0)  # all four ran, in order
+            assert hogged.is_set() and pacer.waiting == 3
+            waiters[0].cancel()
+        # the other two got their turns: the task group ended
     assert pacer.waiting == 0
 
 
@@ -210,15 +224,17 @@ async def test_a_frame_of_many_commands_shares_the_loop_and_is_answered(
     commands += [{"id": i + 3, "presence": {"channel": "c"}} for i in range(n)]
     sender = Client(node.asgi_app(), frame(*commands))
     probe.active = True
-    task = asyncio.ensure_future(sender.run())
-    await until(lambda: sender.messages >= n + 2 or sender.close_code is not None)
-    probe.active = False
-    # before pacing the replies piled up unsent and the reader was closed as slow (3008)
-    assert sender.close_code is None
-    assert sender.messages == n + 2
-    assert probe.runs >= 5
-    sender.leave()
-    await asyncio.wait_for(task, 10)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(sender.run)
+        await until(lambda: sender.messages >= n + 2 or sender.close_code is not None)
+        probe.active = False
+        # before pacing the replies piled up unsent and the reader was closed as slow (3008)
+        assert sender.close_code is None
+        assert sender.messages == n + 2
+        assert probe.runs >= 5
+        sender.leave()
+        tg.cancel_scope.deadline = anyio.current_time() + 10  # the sender ends within 10 s
+    assert not tg.cancel_scope.cancelled_caught, "the sender did not end within 10 s"
 
 
 async def test_a_large_api_batch_shares_the_loop(node: Node, probe: Probe) -> None:
@@ -254,12 +270,15 @@ async def test_a_large_api_batch_shares_the_loop(node: Node, probe: Probe) -> No
 async def test_many_connections_closing_at_once_share_the_loop(node: Node, probe: Probe) -> None:
     app = node.asgi_app()
     clients = [Client(app, connect_and_subscribe(f"c{i % 20}")) for i in range(2000)]
-    tasks = [asyncio.ensure_future(c.run()) for c in clients]
-    await until(lambda: all(c.messages >= 2 for c in clients))
-    probe.active = True
-    for c in clients:
-        c.leave()
-    await asyncio.wait_for(asyncio.gather(*tasks), 30)
+    async with anyio.create_task_group() as tg:
+        for c in clients:
+            tg.start_soon(c.run)
+        await until(lambda: all(c.messages >= 2 for c in clients))
+        probe.active = True
+        for c in clients:
+            c.leave()
+        tg.cancel_scope.deadline = anyio.current_time() + 30  # every client ends within 30 s
+    assert not tg.cancel_scope.cancelled_caught, "the clients did not end within 30 s"
     probe.active = False
     assert node.registry.num_clients == 0
     assert probe.runs >= 5
