@@ -16,14 +16,10 @@ import anyio
 import anyio.abc
 import pytest
 
+from tests import conditions
+from tests.conditions import unavailable
+
 PG_DSN = os.environ.get("CENTRIFUGE_ASGI_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
-CI = os.environ.get("CI") == "true"
-
-
-def unavailable(problem: str) -> None:
-    if CI:
-        pytest.fail(problem, pytrace=False)
-    pytest.skip(problem)
 
 
 @dataclass
@@ -104,10 +100,40 @@ async def outbox() -> AsyncIterator[Outbox]:
 
 
 async def until(check: Callable[[], Awaitable[bool]], within: float = 10.0) -> None:
-    """Poll ``check`` until it is true (bounded)."""
-    with anyio.fail_after(within):
-        while not await check():  # noqa: ASYNC110 (state in another process or loop)
-            await anyio.sleep(0.02)
+    """Poll the async ``check`` until it is true (bounded: 10 s unless told)."""
+    await conditions.until(check, within)
+
+
+async def recording_subscriber(url: str, token: str, channel: str) -> tuple[Any, list[Any]]:
+    """A centrifuge-python client at ``url`` subscribed to ``channel``, and the list that
+    collects the data of each publication it receives (disconnect the client when done)."""
+    from centrifuge import Client, PublicationContext, SubscriptionEventHandler
+
+    received: list[Any] = []
+
+    class Events(SubscriptionEventHandler):
+        async def on_publication(self, ctx: PublicationContext) -> None:
+            received.append(ctx.pub.data)
+
+    client = Client(url, token=token, timeout=5)
+    await client.connect()
+    sub = client.new_subscription(channel, events=Events())
+    await sub.subscribe()
+    await sub.ready(timeout=5)
+    return client, received
+
+
+async def roll_back_then_commit(conn: Any, channel: str, table: str) -> None:
+    """Publish ``{"n": 0}`` to the outbox in a transaction that rolls back (it must leave
+    no row), then ``{"n": 1}`` in one that commits."""
+    from centrifuge_asgi.consumers import outbox_table
+
+    with pytest.raises(RuntimeError):
+        async with conn.transaction():
+            await outbox_table.publish(conn, channel, {"n": 0}, table=table)
+            raise RuntimeError("the application fails: roll back")
+    async with conn.transaction():
+        await outbox_table.publish(conn, channel, {"n": 1}, table=table)
 
 
 class Proxy:

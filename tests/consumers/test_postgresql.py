@@ -27,7 +27,7 @@ from centrifuge_asgi.node import Node
 from centrifuge_asgi.observer import NoObserver
 from tests.interop.support import make_config
 
-from .conftest import Outbox, unavailable, until
+from .conftest import Outbox, recording_subscriber, roll_back_then_commit, unavailable, until
 
 if TYPE_CHECKING:
     from tests.conftest import LiveServer, LiveServerFactory
@@ -72,14 +72,8 @@ async def rollback_commit_and_kill(outbox: Outbox, srv: LiveServer, node: Node) 
 
     conn = await asyncpg.connect(outbox.dsn)
     try:
-        # a rolled-back transaction leaves no row
-        with pytest.raises(RuntimeError):
-            async with conn.transaction():
-                await outbox_table.publish(conn, "chat:lobby", {"n": 0}, table=outbox.table)
-                raise RuntimeError("the application fails: roll back")
-        async with conn.transaction():
-            await outbox_table.publish(conn, "chat:lobby", {"n": 1}, table=outbox.table)
-        assert await outbox.count() == 1
+        await roll_back_then_commit(conn, "chat:lobby", outbox.table)
+        assert await outbox.count() == 1  # the rolled-back transaction left no row
 
         # killed (cancelled) after the command ran and before its row was deleted
         ran: list[bytes] = []
@@ -111,21 +105,10 @@ async def rollback_commit_and_kill(outbox: Outbox, srv: LiveServer, node: Node) 
 async def test_committed_rows_reach_a_python_subscriber_exactly_once(
     outbox: Outbox, live_server: LiveServerFactory
 ) -> None:
-    from centrifuge import Client, PublicationContext, SubscriptionEventHandler
-
     node = Node(node_config())
     srv = live_server(node.asgi_app())
-    received: list[Any] = []
-
-    class Events(SubscriptionEventHandler):
-        async def on_publication(self, ctx: PublicationContext) -> None:
-            received.append(ctx.pub.data)
-
-    client = Client(srv.ws_url("/connection/websocket"), token=_token("alice"), timeout=5)
-    await client.connect()
-    sub = client.new_subscription("chat:lobby", events=Events())
-    await sub.subscribe()
-    await sub.ready(timeout=5)
+    url = srv.ws_url("/connection/websocket")
+    client, received = await recording_subscriber(url, _token("alice"), "chat:lobby")
     try:
         await rollback_commit_and_kill(outbox, srv, node)
         await until(lambda: _has(lambda: len(received) >= 2))
@@ -191,12 +174,7 @@ async def test_lifespan_listen_notify_health_and_metrics(outbox: Outbox, own_dsn
             await until(lambda: _running(node))
             assert set(statuses(node)) == {"pg"}  # the disabled one does not run
             await anyio.sleep(0.3)  # the LISTEN is set up (its first wakeup has passed)
-            with pytest.raises(RuntimeError):
-                async with conn.transaction():
-                    await outbox_table.publish(conn, "news:a", {"n": 0}, table=outbox.table)
-                    raise RuntimeError("roll back")
-            async with conn.transaction():
-                await outbox_table.publish(conn, "news:a", {"n": 1}, table=outbox.table)
+            await roll_back_then_commit(conn, "news:a", outbox.table)
             await until(lambda: _has_history(node, "news:a"), within=5)
             assert await history(node, "news:a") == [{"n": 1}]
             await until(lambda: _has(lambda: statuses(node)["pg"].processed == 1))

@@ -25,7 +25,7 @@ from centrifuge_asgi.node import Node
 from tests.interop.serve_process import ServeProcesses
 from tests.interop.support import make_config, token
 
-from .conftest import Outbox, until
+from .conftest import Outbox, recording_subscriber, until
 
 if TYPE_CHECKING:
     from tests.conftest import LiveServerFactory
@@ -48,24 +48,13 @@ def serve() -> Iterator[ServeProcesses]:
 async def test_a_killed_node_reruns_the_row_and_the_subscriber_sees_it_once(
     outbox: Outbox, live_server: LiveServerFactory, serve: ServeProcesses, tmp_path: Path
 ) -> None:
-    from centrifuge import Client, PublicationContext, SubscriptionEventHandler
-
     prefix = f"cf_kill_{uuid.uuid4().hex[:10]}"
     cfg = make_config()
     cfg["engine"] = {"type": "redis", "redis": {"address": ["127.0.0.1:6379"], "prefix": prefix}}
     node_b = Node(cfg)
     srv = live_server(node_b.asgi_app())
-    received: list[Any] = []
-
-    class Events(SubscriptionEventHandler):
-        async def on_publication(self, ctx: PublicationContext) -> None:
-            received.append(ctx.pub.data)
-
-    client = Client(srv.ws_url("/connection/websocket"), token=token("alice"), timeout=5)
-    await client.connect()
-    sub = client.new_subscription("chat:lobby", events=Events())
-    await sub.subscribe()
-    await sub.ready(timeout=5)
+    url = srv.ws_url("/connection/websocket")
+    client, received = await recording_subscriber(url, token("alice"), "chat:lobby")
 
     config_a = tmp_path / "config.json"
     config_a.write_text(
