@@ -3,7 +3,6 @@ SDKs: a (re)subscribing client gets the channel's latest publication, not a repl
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -11,8 +10,9 @@ import pytest
 
 from centrifuge_asgi.handlers import RPCEvent
 from centrifuge_asgi.node import Node
+from tests.unit.test_cache_recovery import cache_config  # namespaces cache, auto (and ctags)
 
-from .support import BASE_CONFIG, WS_PATH, token
+from .support import WS_PATH, token
 from .test_python_sdk import ClientFactory, Env, ReconnectHook, sdk_client, server, subscribe
 from .test_unidirectional import KINDS, open_uni
 
@@ -23,22 +23,9 @@ pytestmark = pytest.mark.interop
 
 __all__ = ["sdk_client", "server"]  # fixtures of test_python_sdk, used here
 
-_CACHE = {
-    "allow_subscribe_for_client": True,
-    "history_size": 5,
-    "history_ttl": "300s",
-    "force_recovery": True,
-    "force_recovery_mode": "cache",
-}
-
 
 def cache_node() -> Node:
-    cfg = copy.deepcopy(BASE_CONFIG)
-    cfg["channel"]["namespaces"] += [
-        {"name": "cache", **_CACHE},
-        {"name": "auto", **_CACHE, "auto_cache_recover": True},
-    ]
-    node = Node(cfg)
+    node = Node(cache_config())
 
     async def publish(channels: list[str], items: list[Any]) -> None:
         for channel in channels:
@@ -87,11 +74,7 @@ async def test_unidirectional_server_side_subscription_gets_the_latest(
 ) -> None:
     """auto_cache_recover (Centrifugo v6.8.3): a unidirectional client that only sends a
     token naming its channels gets the latest publication of each in its Connect push."""
-    cfg = copy.deepcopy(BASE_CONFIG)
-    cfg["channel"]["namespaces"] += [
-        {"name": "cache", **_CACHE},
-        {"name": "auto", **_CACHE, "auto_cache_recover": True},
-    ]
+    cfg = cache_config()
     cfg[kind] = {"enabled": True}
     node = Node(cfg)
     srv = live_server(node.asgi_app())

@@ -4,15 +4,15 @@ on one node and across two nodes sharing one Redis."""
 
 from __future__ import annotations
 
-import copy
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from centrifuge_asgi.node import Node
 from tests.unit.test_redis_engine import require_main_redis, unique_prefix
+from tests.unit.test_single_connection import single_config
 
-from .support import BASE_CONFIG, WS_PATH, token
+from .support import WS_PATH, token
 
 if TYPE_CHECKING:
     from conftest import LiveServerFactory, RunJs
@@ -27,13 +27,7 @@ EXPECTED = {
 
 
 def single_connection_config(**engine: Any) -> dict[str, Any]:
-    cfg = copy.deepcopy(BASE_CONFIG)
-    cfg["channel"]["namespaces"].append({"name": "personal", "presence": True})
-    cfg["client"]["subscribe_to_user_personal_channel"] = {
-        "enabled": True,
-        "personal_channel_namespace": "personal",
-        "single_connection": True,
-    }
+    cfg = single_config()
     cfg.update(engine)
     return cfg
 

@@ -359,21 +359,26 @@ async def test_newer_and_malformed_messages_are_logged_and_ignored(
     assert a.cluster.peers() == []
 
 
+class RecordingStream:
+    """An emulation stream that keeps every frame fed to it."""
+
+    def __init__(self) -> None:
+        self.fed: list[bytes] = []
+
+    async def feed(self, frame: bytes) -> bool:
+        self.fed.append(frame)
+        return True
+
+
 async def test_emulation_is_an_addressed_message(bus: Bus) -> None:
     a = Host(bus, "a", {})
     b = Host(bus, "b", {})
-    fed: list[bytes] = []
-
-    class Stream:
-        async def feed(self, frame: bytes) -> bool:
-            fed.append(frame)
-            return True
-
-    b.registry.emulation_streams["sess"] = Stream()
+    stream = RecordingStream()
+    b.registry.emulation_streams["sess"] = stream
     assert await a.cluster.forward_emulation("b", "sess", b'{"id":1}')
     assert not await a.cluster.forward_emulation("gone", "sess", b"{}")
     await settle()
-    assert fed == [b'{"id":1}']
+    assert stream.fed == [b'{"id":1}']
     to, data = bus.sent[0]
     assert to == "b"
     wire = {"op": "emulation", "origin": "a", "client": "sess", "info": b64(b'{"id":1}')}
@@ -469,16 +474,10 @@ async def test_emulation_frames_are_acknowledged_by_nodes_that_announced_it(bus:
 
 async def test_an_older_nodes_emulation_frame_gets_no_reply(bus: Bus) -> None:
     b = Host(bus, "b", {})
-    fed: list[bytes] = []
-
-    class Stream:
-        async def feed(self, frame: bytes) -> bool:
-            fed.append(frame)
-            return True
-
-    b.registry.emulation_streams["sess"] = Stream()
+    stream = RecordingStream()
+    b.registry.emulation_streams["sess"] = stream
     old = b'{"op":"emulation","origin":"old","client":"sess","info":"' + b64(b"[]").encode() + b'"}'
     b.cluster.handle_control(old)
     await settle()
-    assert fed == [b"[]"]
+    assert stream.fed == [b"[]"]
     assert bus.sent == []
