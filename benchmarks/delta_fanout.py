@@ -37,7 +37,7 @@ import time
 from typing import Any
 
 from centrifuge_asgi import Node, fossil
-from centrifuge_asgi.protocol.protobuf_codec import PROTOBUF
+from centrifuge_asgi.protocol.protobuf_codec import PROTOBUF, uvarint
 from centrifuge_asgi.session import Session, TransportInfo
 
 CONFIG: dict[str, Any] = {
@@ -93,13 +93,7 @@ def _frame(codec_protobuf: bool, cmd: dict[str, Any]) -> bytes:
     from centrifuge_asgi.protocol import client_pb2 as pb
 
     raw = ParseDict(cmd, pb.Command()).SerializeToString()
-    size, head = len(raw), bytearray()
-    while True:
-        part = size & 0x7F
-        size >>= 7
-        head.append(part | 0x80 if size else part)
-        if not size:
-            return bytes(head) + raw
+    return uvarint(len(raw)) + raw
 
 
 async def run(

@@ -35,7 +35,7 @@ from tests.unit.test_redis_engine import require_main_redis, unique_prefix
 from .support import BASE_CONFIG, WS_PATH, token
 
 if TYPE_CHECKING:
-    from conftest import LiveServerFactory, RunJs
+    from conftest import LiveServer, LiveServerFactory, RunJs
 
 pytestmark = pytest.mark.interop
 
@@ -224,13 +224,8 @@ def check(result: dict[str, Any]) -> None:
     assert versioned["count"] == 2  # the stale publish (version 50) was dropped
 
 
-@pytest.mark.parametrize("protocol", ["json", "protobuf"])
-def test_js_shared_poll_http_proxy(
-    live_server: LiveServerFactory, run_js: RunJs, protocol: str
-) -> None:
-    backend = Backend()
-    api = live_server(backend_app(backend))
-    srv = live_server(poll_node(backend, api.url("/refresh")).asgi_app())
+def run_scenario(run_js: RunJs, srv: LiveServer, protocol: str) -> None:
+    """``sdk_shared_poll.mjs`` against ``srv`` in ``protocol``, and its result checked."""
     result = run_js(
         "sdk_shared_poll.mjs",
         srv.ws_url(WS_PATH),
@@ -241,6 +236,16 @@ def test_js_shared_poll_http_proxy(
         timeout=40,
     )
     check(result)
+
+
+@pytest.mark.parametrize("protocol", ["json", "protobuf"])
+def test_js_shared_poll_http_proxy(
+    live_server: LiveServerFactory, run_js: RunJs, protocol: str
+) -> None:
+    backend = Backend()
+    api = live_server(backend_app(backend))
+    srv = live_server(poll_node(backend, api.url("/refresh")).asgi_app())
+    run_scenario(run_js, srv, protocol)
 
 
 @pytest.mark.parametrize("protocol", ["json", "protobuf"])
@@ -249,16 +254,7 @@ def test_js_shared_poll_python_handler(
 ) -> None:
     backend = Backend()
     srv = live_server(poll_node(backend).asgi_app())
-    result = run_js(
-        "sdk_shared_poll.mjs",
-        srv.ws_url(WS_PATH),
-        token("u1"),
-        token("u2"),
-        protocol,
-        POLL_SECRET,
-        timeout=40,
-    )
-    check(result)
+    run_scenario(run_js, srv, protocol)
 
 
 def test_js_shared_poll_grpc_proxy(
@@ -266,16 +262,7 @@ def test_js_shared_poll_grpc_proxy(
 ) -> None:
     backend, port = grpc_backend
     srv = live_server(poll_node(backend, f"grpc://127.0.0.1:{port}").asgi_app())
-    result = run_js(
-        "sdk_shared_poll.mjs",
-        srv.ws_url(WS_PATH),
-        token("u1"),
-        token("u2"),
-        "json",
-        POLL_SECRET,
-        timeout=40,
-    )
-    check(result)
+    run_scenario(run_js, srv, "json")
 
 
 def test_js_shared_poll_publish_reaches_other_nodes(

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from centrifuge_asgi import Node, fossil
 from centrifuge_asgi.engines.base import Publication
 from centrifuge_asgi.protocol import client_pb2 as pb
-from centrifuge_asgi.protocol.protobuf_codec import PROTOBUF
+from centrifuge_asgi.protocol.protobuf_codec import PROTOBUF, uvarint
 from centrifuge_asgi.session import Session, TransportInfo
 from tests.interop.support import make_config, token
 
@@ -224,14 +224,7 @@ def command(s: Session, cmd: dict[str, Any]) -> bytes:
         from google.protobuf.json_format import ParseDict
 
         raw = ParseDict(cmd, pb.Command()).SerializeToString()
-        size = len(raw)
-        head = bytearray()
-        while True:
-            part = size & 0x7F
-            size >>= 7
-            head.append(part | 0x80 if size else part)
-            if not size:
-                return bytes(head) + raw
+        return uvarint(len(raw)) + raw
     return json.dumps(cmd).encode()
 
 
