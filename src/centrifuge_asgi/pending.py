@@ -7,6 +7,7 @@ runs when it is set. It holds no task and no loop reference until someone waits.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
@@ -15,6 +16,7 @@ import anyio
 __all__ = ["Pending"]
 
 T = TypeVar("T")
+log = logging.getLogger("centrifuge_asgi.pending")
 
 
 class Pending(Generic[T]):
@@ -55,7 +57,10 @@ class Pending(Generic[T]):
             self._event.set()
         callbacks, self._callbacks = self._callbacks, None
         for callback in callbacks or ():
-            callback(self)
+            try:
+                callback(self)
+            except Exception:  # one caller's bug must not stop whoever settles it
+                log.exception("callback of a pending result failed")
 
     def add_done_callback(self, callback: Callable[[Pending[T]], None]) -> None:
         """Call ``callback(self)`` once settled (at once when it already is)."""

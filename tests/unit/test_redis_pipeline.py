@@ -5,6 +5,8 @@ result. Uses the Redis at 127.0.0.1:6379 (skips locally without it, fails under 
 
 from __future__ import annotations
 
+from typing import Any
+
 import anyio
 import pytest
 
@@ -129,3 +131,45 @@ def test_pending_settles_once_and_calls_back() -> None:
     failed.set_error(EngineError("boom"))
     with pytest.raises(EngineError):
         failed.result()
+
+
+def test_a_failing_callback_does_not_stop_the_others() -> None:
+    seen: list[int] = []
+    pending: Pending[int] = Pending()
+
+    def broken(_: Pending[int]) -> None:
+        raise RuntimeError("a caller's bug")
+
+    pending.add_done_callback(broken)
+    pending.add_done_callback(lambda p: seen.append(p.result()))
+    pending.set_result(3)
+    assert seen == [3]
+
+
+async def test_an_unexpected_failure_fails_its_batch_and_the_writer_goes_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async with started_engine(redis_config("127.0.0.1:6379")) as e:
+        broker = e.broker
+        assert isinstance(broker, RedisBroker)
+        assert (await broker.publish("goes-on", b"1", HISTORY)).position.offset == 1
+        pipe = next(iter(broker._pipes.values()))
+        real = pipe._execute
+        calls = 0
+
+        async def once_broken(batch: Any) -> Any:
+            nonlocal calls
+            calls += 1
+            if calls == 1:
+                raise RuntimeError("unexpected")
+            return await real(batch)
+
+        monkeypatch.setattr(pipe, "_execute", once_broken)
+        with pytest.raises(EngineError, match="unexpected"):
+            await broker.publish("goes-on", b"2", HISTORY)
+        assert (await broker.publish("goes-on", b"3", HISTORY)).position.offset == 2
+        # a reply of the wrong shape fails that publication only
+        bad = pipe.command(("PING",), lambda reply: int("not a number"))
+        with pytest.raises(EngineError, match="bad reply"):
+            await bad.wait()
+        assert (await broker.publish("goes-on", b"4", HISTORY)).position.offset == 3

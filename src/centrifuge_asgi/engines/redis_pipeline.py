@@ -20,6 +20,7 @@ The queue is bounded (``MAX_QUEUED``); :meth:`PublishPipeline.space` waits for r
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -38,6 +39,8 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
     ) from exc
 
 __all__ = ["MAX_BATCH", "MAX_QUEUED", "PublishPipeline"]
+
+log = logging.getLogger("centrifuge_asgi.engines.redis")
 
 MAX_BATCH = 256  # publications per round trip
 MAX_QUEUED = 2048  # publications waiting for a round trip, per shard
@@ -128,6 +131,11 @@ class PublishPipeline:
             for call in batch:
                 call.pending.set_error(exc)
             return
+        except Exception as exc:  # unexpected: fail this batch, keep the writer
+            log.exception("redis %s: a publish batch failed", self.shard)
+            for call in batch:
+                call.pending.set_error(EngineError(f"redis {self.shard}: {exc!r}"))
+            return
         except BaseException:  # cancelled mid-flight: nobody will know what Redis ran
             error = EngineUnavailable(f"redis {self.shard}: publishing was cancelled")
             for call in batch:
@@ -141,6 +149,8 @@ class PublishPipeline:
                 value = call.convert(reply)
             except EngineError as exc:
                 call.pending.set_error(exc)
+            except Exception as exc:  # a reply of an unexpected shape
+                call.pending.set_error(EngineError(f"redis {self.shard}: bad reply: {exc!r}"))
             else:
                 call.pending.set_result(value)
 
