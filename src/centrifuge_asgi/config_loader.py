@@ -66,7 +66,7 @@ _PROXY_OBJECTS = (*_CHANNEL_PROXY_KINDS, "shared_poll_refresh")  # channel.proxy
 _UNSUPPORTED_TOP = frozenset(
     {
         "swagger", "debug", "webtransport",
-        "controller", "shared_poll", "graphite", "usage_stats",
+        "controller", "graphite", "usage_stats",
         "node", "pid_file", "enable_unreleased_features", "dev",
     }
 )  # fmt: skip
