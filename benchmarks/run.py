@@ -660,7 +660,8 @@ def _established(port: int) -> int:
     return count
 
 
-WHAT_IFS = ["no-publish-yield", "gc-gen0-7000"]
+# gc-gen0-7000 and gc-freeze are what the peer now does itself (collector.py, as serve)
+WHAT_IFS = ["no-publish-yield"]
 
 
 def what_if_applicable(ctx: Ctx, patch: str) -> bool:
