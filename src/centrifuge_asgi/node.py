@@ -66,7 +66,6 @@ from .node_maps import MapApi, build_map_broker
 from .observer import NodeObserver, NoObserver, Tracing
 from .op_limits import OperationLimits
 from .pacing import Pacer
-from .token_bucket import connection_rate_limiter
 from .payload import (
     MAX_DEPTH,
     ParsedJson,
@@ -81,6 +80,7 @@ from .registry import Registry
 from .session import Session
 from .shared_poll import SharedPollManager
 from .timers import Scheduler, Wheel, WriteWatchdog, wheel_resolution
+from .token_bucket import connection_rate_limiter
 
 log = logging.getLogger("centrifuge_asgi.node")
 
