@@ -1,8 +1,10 @@
 """Client-protocol commands for the fuzz tests: valid ones, then mutated, as JSON or Protobuf.
 
-``channels`` and ``tokens`` are what a command may name: the session tests pass channels
-of the namespaces their node configures and tokens that verify, so that mutated commands
-reach the code behind the decoder, not only its error path.
+``channels``, ``tokens`` and ``signatures`` (shared poll track batches) are what a command
+may name: the session tests pass channels of the namespaces their node configures, tokens
+and signatures that verify, so that mutated commands reach the code behind the decoder,
+not only its error path. Subscribes carry map phases, cursors and delta types; publishes
+map keys; sub_refresh shared poll track and untrack batches.
 """
 
 from __future__ import annotations
@@ -37,7 +39,9 @@ KEYS = sorted(
     {*METHODS, "id", "token", "data", "subs", "name", "version", "headers", "flag", "channel"}
     | {"recover", "epoch", "offset", "positioned", "recoverable", "join_leave", "delta", "tf"}
     | {"type", "limit", "since", "reverse", "method"}
+    | {"phase", "cursor", "asc", "key", "removed", "track", "untrack", "signature", "items"}
 )
+Signatures = Sequence[tuple[str, list[str]]]
 
 u64 = st.integers(0, 2**64 - 1) | st.sampled_from([0, 1, 2**63, 2**64 - 1])
 i64 = st.integers(-(2**63), 2**63 - 1)
@@ -45,13 +49,25 @@ i32 = st.integers(-(2**31), 2**31 - 1)
 ids = st.integers(1, 100) | st.integers(1, 2**32 - 1)  # 0 (only for send) comes by mutation
 
 
+@st.composite
+def track_batches(draw: st.DrawFn, signatures: Signatures) -> dict[str, Any]:
+    """A shared poll track batch: a known signature with its keys (or anything), versions."""
+    known = st.sampled_from(list(signatures)) if signatures else st.nothing()
+    signature, keys = draw(known | known | st.tuples(texts, st.lists(texts, max_size=3)))
+    items = [{"key": k, **draw(st.fixed_dictionaries({}, optional={"version": u64}))} for k in keys]
+    return {"signature": signature, "items": items}
+
+
 def requests(
-    channels: Sequence[str] = DEFAULT_CHANNELS, tokens: Sequence[str] = ("",)
+    channels: Sequence[str] = DEFAULT_CHANNELS,
+    tokens: Sequence[str] = ("",),
+    signatures: Signatures = (),
 ) -> dict[str, st.SearchStrategy[dict[str, Any]]]:
     """One strategy of valid request objects per method."""
     channel = st.sampled_from(list(channels)) | texts
     token = st.sampled_from(list(tokens)) | texts
     data = json_values
+    map_key = st.sampled_from(["k1", "k2", "gone", ""]) | texts
     subscribe = st.fixed_dictionaries(
         {"channel": channel},
         optional={
@@ -63,10 +79,14 @@ def requests(
             "positioned": st.booleans(),
             "recoverable": st.booleans(),
             "join_leave": st.booleans(),
-            "delta": st.sampled_from(["", "fossil", "x"]),
+            "delta": st.sampled_from(["", "fossil", "x", "Fossil", "fossil "]),
             "tf": st.just({}),
             "flag": i64,
-            "type": i32,
+            "type": st.sampled_from([0, 1, 2, 3, 4, 5]) | i32,  # stream, map*, shared poll
+            "phase": st.sampled_from([0, 1, 2, 3, -1]) | i32,  # live, stream, state
+            "cursor": map_key,
+            "limit": st.sampled_from([0, 1, 2, 100, 1000, 1001, -1]) | i32,
+            "asc": st.booleans(),
         },
     )
     only_channel = st.fixed_dictionaries({"channel": channel})
@@ -85,7 +105,15 @@ def requests(
         ),
         "subscribe": subscribe,
         "unsubscribe": only_channel,
-        "publish": st.fixed_dictionaries({"channel": channel}, optional={"data": data}),
+        "publish": st.fixed_dictionaries(
+            {"channel": channel},
+            optional={
+                "data": data,
+                "type": st.sampled_from([0, 1, 2]) | i32,  # 1: map publish
+                "key": map_key,
+                "removed": st.booleans(),
+            },
+        ),
         "presence": only_channel,
         "presence_stats": only_channel,
         "history": st.fixed_dictionaries(
@@ -100,7 +128,15 @@ def requests(
         "send": st.fixed_dictionaries({}, optional={"data": data}),
         "rpc": st.fixed_dictionaries({}, optional={"data": data, "method": texts}),
         "refresh": st.fixed_dictionaries({}, optional={"token": token}),
-        "sub_refresh": st.fixed_dictionaries({"channel": channel}, optional={"token": token}),
+        "sub_refresh": st.fixed_dictionaries(
+            {"channel": channel},
+            optional={
+                "token": token,
+                "type": st.sampled_from([0, 1, 2, 3]) | i32,  # 1 track, 2 untrack
+                "track": st.lists(track_batches(signatures), max_size=3),
+                "untrack": st.lists(map_key, max_size=4),
+            },
+        ),
     }
 
 
@@ -108,9 +144,10 @@ def commands(
     channels: Sequence[str] = DEFAULT_CHANNELS,
     tokens: Sequence[str] = ("",),
     methods: Sequence[str] = METHODS,
+    signatures: Signatures = (),
 ) -> st.SearchStrategy[dict[str, Any]]:
     """Valid command objects: an id and one request (sometimes none: a pong)."""
-    reqs = requests(channels, tokens)
+    reqs = requests(channels, tokens, signatures)
     one = st.sampled_from(list(methods)).flatmap(
         lambda m: st.fixed_dictionaries({"id": ids, m: reqs[m]})
     )
@@ -122,13 +159,14 @@ def command_lists(
     tokens: Sequence[str] = ("",),
     methods: Sequence[str] = METHODS,
     lead: Sequence[str] = (),
+    signatures: Signatures = (),
 ) -> tuple[st.SearchStrategy[list[Any]], st.SearchStrategy[list[Any]]]:
     """(valid, mutated) lists of one to four commands; the first of ``lead``'s methods."""
-    one = commands(channels, tokens, methods)
+    one = commands(channels, tokens, methods, signatures)
     valid = st.lists(one, min_size=0 if lead else 1, max_size=3 if lead else 4)
     damaged = st.lists(mutated(one, KEYS), min_size=0 if lead else 1, max_size=3 if lead else 4)
     if lead:
-        first = commands(channels, tokens, lead)
+        first = commands(channels, tokens, lead, signatures)
         valid = st.tuples(first, valid).map(lambda t: [t[0], *t[1]])
         damaged = st.tuples(mutated(first, KEYS), damaged).map(lambda t: [t[0], *t[1]])
     return valid, damaged
@@ -139,9 +177,10 @@ def json_frames(
     tokens: Sequence[str] = ("",),
     methods: Sequence[str] = METHODS,
     lead: Sequence[str] = (),
+    signatures: Signatures = (),
 ) -> st.SearchStrategy[bytes]:
     """Frames of newline-separated commands: valid, mutated, byte-damaged or arbitrary."""
-    valid_lists, damaged_lists = command_lists(channels, tokens, methods, lead)
+    valid_lists, damaged_lists = command_lists(channels, tokens, methods, lead, signatures)
     valid = valid_lists.map(_json_lines)
     damaged = damaged_lists.map(_json_lines)
     return st.one_of(  # valid ones weigh more: they get past the decoder, into the session
@@ -204,6 +243,8 @@ def _utf8(value: Any) -> Any:
         return value.encode("utf-8", "replace").decode()
     if isinstance(value, dict):
         return {_utf8(k): _utf8(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_utf8(v) for v in value]
     return value
 
 
@@ -221,6 +262,13 @@ def _fill(target: Any, method: str, req: dict[str, Any]) -> None:
             target.headers.update(value)
         elif key == "tf":
             target.tf.SetInParent()
+        elif key == "track":
+            for batch in value:
+                entry = target.track.add(signature=batch["signature"])
+                for item in batch["items"]:
+                    entry.items.add(**item)
+        elif key == "untrack":
+            target.untrack.extend(value)
         elif key == "since":
             target.since.SetInParent()
             for k, v in value.items():
@@ -269,9 +317,10 @@ def protobuf_frames(
     tokens: Sequence[str] = ("",),
     methods: Sequence[str] = METHODS,
     lead: Sequence[str] = (),
+    signatures: Signatures = (),
 ) -> st.SearchStrategy[bytes]:
     """Delimited frames of Protobuf commands: valid, with bad fields, damaged, arbitrary."""
-    valid_lists, _ = command_lists(channels, tokens, methods, lead)
+    valid_lists, _ = command_lists(channels, tokens, methods, lead, signatures)
     messages = valid_lists.map(lambda cs: [to_pb(c).SerializeToString() for c in cs])
     extra = st.lists(st.lists(_raw_field() | _nested_bad(), max_size=2), min_size=4, max_size=4)
     bad = st.tuples(messages, extra).map(

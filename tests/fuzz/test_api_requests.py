@@ -49,6 +49,10 @@ u64 = st.integers(0, 2**64 - 1)
 i64 = st.integers(-(2**63), 2**63 - 1)
 opt_bool = st.fixed_dictionaries({}, optional={"value": st.booleans()})
 position = st.fixed_dictionaries({}, optional={"offset": u64, "epoch": texts})
+map_channel = st.sampled_from(["map:a", "cursor:a"]) | channel
+poll_channel = st.sampled_from(["poll:a", "pollx:a"]) | channel
+map_key = st.sampled_from(["k1", "k2", "gone", ""]) | texts
+limits = st.sampled_from([0, 1, -1, 1000, 1001]) | st.integers(-(2**31), 2**31 - 1)
 publish_fields = {
     "data": json_values,
     "b64data": b64,
@@ -134,10 +138,54 @@ REQUESTS: dict[str, st.SearchStrategy[dict[str, Any]]] = {
     "channels": st.fixed_dictionaries(
         {}, optional={"pattern": st.sampled_from(["*", "news:*", "[", "[!a-", "**?"]) | texts}
     ),
+    "map_publish": st.fixed_dictionaries(
+        {"channel": map_channel, "key": map_key},
+        optional={
+            **publish_fields,
+            "score": i64,
+            "key_mode": st.sampled_from(["", "if_new", "if_exists", "IF_NEW", "x"]) | texts,
+        },
+    ),
+    "map_remove": st.fixed_dictionaries(
+        {"channel": map_channel, "key": map_key}, optional={"idempotency_key": texts}
+    ),
+    "map_read_state": st.fixed_dictionaries(
+        {"channel": map_channel},
+        optional={
+            "cursor": map_key,
+            "limit": limits,
+            "key": map_key,
+            "asc": st.booleans(),
+            "revision_offset": u64,
+            "revision_epoch": texts,
+        },
+    ),
+    "map_read_stream": st.fixed_dictionaries(
+        {"channel": map_channel},
+        optional={
+            "since_offset": u64,
+            "since_epoch": texts,
+            "limit": limits,
+            "reverse": st.booleans(),
+        },
+    ),
+    "map_stats": st.fixed_dictionaries({"channel": map_channel}),
+    "map_clear": st.fixed_dictionaries({"channel": map_channel}),
+    "shared_poll_publish": st.fixed_dictionaries(
+        {"channel": poll_channel, "key": map_key},
+        optional={
+            "data": json_values,
+            "b64data": b64,
+            "version": st.sampled_from([0, 1, 2, 2**64 - 1]) | u64,
+            "epoch": st.sampled_from(["", "e1"]) | texts,
+        },
+    ),
 }
 assert set(REQUESTS) == set(REQUEST_TYPES)
 METHODS = sorted(REQUESTS)
-KEYS = sorted({"channel", "channels", "data", "user", "method", "params", "commands"})
+KEYS = sorted(
+    {"channel", "channels", "data", "user", "method", "params", "commands", "key", "version"}
+)
 
 single = st.sampled_from(METHODS).flatmap(lambda m: st.tuples(st.just(m), REQUESTS[m]))
 batch = st.fixed_dictionaries(
@@ -145,7 +193,11 @@ batch = st.fixed_dictionaries(
     optional={"parallel": st.booleans()},
 )
 legacy_one = single.map(lambda t: {"method": t[0], "params": t[1]}) | single.map(
-    lambda t: {"id": 1, "method": LEGACY_METHOD_NUMBERS.index(t[0]), "params": t[1]}
+    lambda t: {  # the map and shared poll methods have no number (by name: 104)
+        "id": 1,
+        "method": LEGACY_METHOD_NUMBERS.index(t[0]) if t[0] in LEGACY_METHOD_NUMBERS else t[0],
+        "params": t[1],
+    }
 )
 
 

@@ -29,7 +29,7 @@ from centrifuge_asgi.protocol.protobuf_codec import PROTOBUF, split_delimited
 from centrifuge_asgi.session import Session, TransportInfo
 
 from .commands import METHODS, delimited, json_frames, protobuf_frames, to_pb
-from .harness import CHANNELS, CONFIG, TOKEN, TOKENS, ErrorRecords, Served, serve
+from .harness import CHANNELS, CONFIG, SIGNATURES, TOKEN, TOKENS, ErrorRecords, Served, serve
 from .support import dump, examples
 
 ERROR_CODES = {int(c) for c in ErrorCode}
@@ -102,10 +102,10 @@ def run(served: Served, codec: Codec, connect: bool, frames: list[bytes]) -> Non
 
 
 AFTER_CONNECT = [m for m in METHODS if m != "connect"]
-json_connect = json_frames(CHANNELS, TOKENS, lead=["connect"])
-json_any = json_frames(CHANNELS, TOKENS, methods=AFTER_CONNECT)
-pb_connect = protobuf_frames(CHANNELS, TOKENS, lead=["connect"])
-pb_any = protobuf_frames(CHANNELS, TOKENS, methods=AFTER_CONNECT)
+json_connect = json_frames(CHANNELS, TOKENS, lead=["connect"], signatures=SIGNATURES)
+json_any = json_frames(CHANNELS, TOKENS, methods=AFTER_CONNECT, signatures=SIGNATURES)
+pb_connect = protobuf_frames(CHANNELS, TOKENS, lead=["connect"], signatures=SIGNATURES)
+pb_any = protobuf_frames(CHANNELS, TOKENS, methods=AFTER_CONNECT, signatures=SIGNATURES)
 
 
 @examples(0.5)
