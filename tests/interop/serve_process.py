@@ -7,6 +7,7 @@ test; :func:`free_port` and :class:`Served` are shared by the tests that use it.
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -41,6 +42,16 @@ class Served:
         if self.proc.poll() is None:
             self.proc.kill()
         return self.proc.communicate(timeout=10)[0]
+
+
+def terminate(proc: subprocess.Popen[str], within: float) -> str:
+    """SIGTERM ``proc`` and return everything it printed (SIGKILL after ``within`` s)."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.communicate(timeout=within)[0]
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.communicate()[0]
 
 
 class ServeProcesses:

@@ -14,7 +14,7 @@ import httpx
 import pytest
 import websockets
 
-from .serve_process import CLI, ServeProcesses
+from .serve_process import CLI, ServeProcesses, terminate
 
 pytestmark = pytest.mark.anyio
 
@@ -250,12 +250,7 @@ async def test_serve_configured_only_by_environment(tmp_path: Path, serve: Any) 
         pubs = r.json()["result"]["publications"]
         assert [p["data"] for p in pubs] == [1, 2], r.text  # history_size 2 from the env
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            out = proc.communicate(timeout=10)[0]
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            out = proc.communicate()[0]
+        out = terminate(proc, 10)
     assert "unknown environment variable" not in out, out
     assert "Traceback" not in out, out
 

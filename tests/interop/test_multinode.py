@@ -212,6 +212,24 @@ def test_info_lists_every_node(live_server: LiveServerFactory) -> None:
     assert set(entry) >= {"uid", "name", "version", "num_clients", "num_users", "uptime"}
 
 
+@contextlib.contextmanager
+def http_stream(srv: LiveServer) -> Iterator[tuple[httpx.Client, Iterator[str], dict[str, Any]]]:
+    """An HTTP-streaming connection of user u1 opened on ``srv``: an HTTP client, the
+    stream's lines and its connect result."""
+    connect = json.dumps({"id": 1, "connect": {"token": token("u1")}})
+    with (
+        httpx.Client(timeout=10) as http,
+        http.stream(
+            "POST",
+            srv.url("/connection/http_stream"),
+            content=connect,
+            headers={"content-type": "application/json"},
+        ) as stream,
+    ):
+        lines = stream.iter_lines()
+        yield http, lines, json.loads(next(lines))["connect"]
+
+
 def test_emulation_post_reaches_the_stream_on_another_node(
     live_server: LiveServerFactory,
 ) -> None:
@@ -221,18 +239,7 @@ def test_emulation_post_reaches_the_stream_on_another_node(
     config["http_stream"] = {"enabled": True}
     node_a, srv_a = serve_node(live_server, config)
     _, srv_b = serve_node(live_server, config)
-    connect = json.dumps({"id": 1, "connect": {"token": token("u1")}})
-    with (
-        httpx.Client(timeout=10) as http,
-        http.stream(
-            "POST",
-            srv_a.url("/connection/http_stream"),
-            content=connect,
-            headers={"content-type": "application/json"},
-        ) as stream,
-    ):
-        lines = stream.iter_lines()
-        result = json.loads(next(lines))["connect"]
+    with http_stream(srv_a) as (http, lines, result):
         assert result["node"] == node_a.node_id and result["session"]
         subscribe = json.dumps({"id": 2, "subscribe": {"channel": "chat:emu"}})
         answer = http.post(
@@ -319,18 +326,7 @@ def test_forwarded_emulation_frames_are_acknowledged(live_server: LiveServerFact
     node_a, srv_a = serve_node(live_server, config)
     node_b, srv_b = serve_node(live_server, config)
     wait_until(lambda: "emulation" in node_b.cluster._answers.get(node_a.node_id, ()), timeout=8)
-    connect = json.dumps({"id": 1, "connect": {"token": token("u1")}})
-    with (
-        httpx.Client(timeout=10) as http,
-        http.stream(
-            "POST",
-            srv_a.url("/connection/http_stream"),
-            content=connect,
-            headers={"content-type": "application/json"},
-        ) as stream,
-    ):
-        lines = stream.iter_lines()
-        result = json.loads(next(lines))["connect"]
+    with http_stream(srv_a) as (http, lines, result):
         subscribe = json.dumps({"id": 2, "subscribe": {"channel": "chat:ack"}})
         body = {"session": result["session"], "node": node_a.node_id, "data": subscribe}
         assert http.post(srv_b.url("/emulation"), json=body).status_code == 204

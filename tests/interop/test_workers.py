@@ -26,9 +26,10 @@ import pytest
 from centrifuge import Client, Subscription
 
 from centrifuge_asgi.auth import connection_token
+from tests import conditions
 from tests.unit.test_redis_engine import require_main_redis, unique_prefix
 
-from .serve_process import CLI, Served, ServeProcesses, free_port
+from .serve_process import CLI, Served, ServeProcesses, free_port, terminate
 from .test_python_sdk import ClientEvents, SubEvents
 
 pytestmark = [pytest.mark.interop, pytest.mark.anyio]
@@ -119,15 +120,8 @@ def alive(pid: int) -> bool:
 
 
 async def until(predicate: Any, within: float = WAIT) -> None:
-    """Poll ``predicate`` (sync or async) until it is true; fail after ``within`` s."""
-    with anyio.fail_after(within):
-        while True:  # polls processes and SDK events
-            value = predicate()
-            if hasattr(value, "__await__"):
-                value = await value
-            if value:
-                return
-            await anyio.sleep(0.05)
+    """The shared bounded poll with the process tests' patience (``WAIT`` s, every 50 ms)."""
+    await conditions.until(predicate, within, every=0.05)
 
 
 def wait_for(predicate: Any, what: str, timeout: float = WAIT) -> Any:
@@ -336,12 +330,7 @@ def uvicorn_workers() -> Iterator[int]:
         wait_for(lambda: health(port) == 200 and nodes_seen(port) == 2, "uvicorn workers")
         yield port
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            out = proc.communicate(timeout=20)[0]
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            out = proc.communicate()[0]
+        out = terminate(proc, 20)
     assert "Traceback" not in out, out
 
 
@@ -472,6 +461,7 @@ def test_orphaned_workers_stop(tmp_path: Path, serve: Any) -> None:
     require_main_redis()
     served = serve(write_config(tmp_path, cluster_config(unique_prefix())))
     workers = children(served.proc.pid)
+    assert len(workers) == 2, workers  # else the wait below would pass with nothing to stop
     served.proc.kill()
     served.proc.wait(5)
     wait_for(lambda: not any(alive(pid) for pid in workers), "orphaned workers to exit")
