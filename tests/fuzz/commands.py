@@ -68,6 +68,10 @@ def requests(
     token = st.sampled_from(list(tokens)) | texts
     data = json_values
     map_key = st.sampled_from(["k1", "k2", "gone", ""]) | texts
+    good_delta, bad_delta = (
+        st.sampled_from(["", "fossil"]),
+        st.sampled_from(["x", "Fossil", "fossil "]),
+    )
     subscribe = st.fixed_dictionaries(
         {"channel": channel},
         optional={
@@ -79,7 +83,7 @@ def requests(
             "positioned": st.booleans(),
             "recoverable": st.booleans(),
             "join_leave": st.booleans(),
-            "delta": st.sampled_from(["", "fossil", "x", "Fossil", "fossil "]),
+            "delta": st.one_of(good_delta, good_delta, good_delta, bad_delta),  # bad: 3501
             "tf": st.just({}),
             "flag": i64,
             "type": st.sampled_from([0, 1, 2, 3, 4, 5]) | i32,  # stream, map*, shared poll

@@ -325,3 +325,60 @@ def test_legacy_endpoint(served: Served, body: bytes) -> None:
         assert set(answer) - {"id"} in ({"result"}, {"error"}), answer
         if "error" in answer:
             check_error(answer["error"])
+
+
+def map_change(method: str) -> st.SearchStrategy[tuple[str, Any]]:
+    valid = REQUESTS[method].map(lambda r: {**r, "channel": "map:s"})
+    return st.tuples(st.just(method), st.one_of(valid, valid, mutated(valid, KEYS)))
+
+
+map_changes = st.sampled_from(["map_publish", "map_publish", "map_remove", "map_clear"]).flatmap(
+    map_change
+)
+
+
+def read_map(served: Served, channel: str) -> tuple[list[Any], list[Any], int]:
+    """(state entries, stream entries, top offset) of ``channel``, all of them."""
+    state: list[Any] = []
+    cursor = ""
+    for _ in range(50):
+        body = dump({"channel": channel, "limit": 1000, "cursor": cursor})
+        result = request(served, "/api/map_read_state", body)["result"]
+        state += result["entries"]
+        cursor = result.get("cursor", "")
+        if not cursor:
+            break
+    stream = request(served, "/api/map_read_stream", dump({"channel": channel, "limit": -1}))
+    assert stream["result"]["epoch"] == result["epoch"], (stream, result)
+    return state, stream["result"]["entries"], result["offset"]
+
+
+@examples(0.25)
+@given(st.lists(map_changes, max_size=6))
+def test_map_state_stays_consistent(served: Served, changes: list[tuple[str, Any]]) -> None:
+    """Whatever the API is asked, a map's state, stream and stats agree (server-api
+    spec: map methods): unique keys in key order, each key's entry is its last change in
+    the stream, offsets grow, and ``map_stats`` counts the state."""
+    for method, req in changes:
+        answer = request(served, f"/api/{method}", dump(req))
+        if answer is not None:
+            check_result(method, answer)
+    state, stream, top = read_map(served, "map:s")
+    keys = [e["key"] for e in state]
+    assert keys == sorted(set(keys)), keys
+    stats = request(served, "/api/map_stats", dump({"channel": "map:s"}))
+    assert stats == {"result": {"num_keys": len(state)}}, (stats, state)
+    offsets = [e["offset"] for e in stream]
+    assert offsets == sorted(set(offsets)) and all(0 < o <= top for o in offsets), (offsets, top)
+    assert all(0 < e["offset"] <= top for e in state), (state, top)
+    last = {e["key"]: e for e in stream}
+    window = offsets[0] if offsets else top + 1
+    for entry in state:
+        change = last.get(entry["key"])
+        if entry["offset"] >= window:
+            assert change is not None and not change.get("removed"), (entry, stream)
+            assert change["offset"] == entry["offset"], (entry, change)
+            assert change.get("data") == entry.get("data"), (entry, change)
+    for key, change in last.items():
+        if change.get("removed"):
+            assert key not in keys, (key, state)

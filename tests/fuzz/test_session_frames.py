@@ -134,3 +134,52 @@ def test_protobuf_session_before_connect(served: Served, first: bytes, rest: lis
 @given(frames=st.lists(pb_any, min_size=1, max_size=3))
 def test_protobuf_session_connected(served: Served, frames: list[bytes]) -> None:
     run(served, PROTOBUF, True, frames)
+
+
+_SIG, _KEYS = SIGNATURES[1]  # k1, k2 on poll:a
+_TRACK = {"signature": _SIG, "items": [{"key": k} for k in _KEYS]}
+SETUPS = {  # commands that put the session in a state the fuzzed frames then act on
+    "delta": [{"id": 2, "subscribe": {"channel": "delta:a", "delta": "fossil", "recover": True}}],
+    "map state": [{"id": 2, "subscribe": {"channel": "map:a", "type": 1, "phase": 2, "limit": 1}}],
+    "map delta": [
+        {"id": 2, "subscribe": {"channel": "map:a", "type": 1, "phase": 2, "delta": "fossil"}},
+        {"id": 3, "publish": {"channel": "map:a", "type": 1, "key": "k1", "data": {"a": 1}}},
+    ],
+    "map stream": [{"id": 2, "subscribe": {"channel": "map:a", "type": 1, "phase": 1}}],
+    "cursor": [{"id": 2, "subscribe": {"channel": "cursor:a", "type": 1, "phase": 2}}],
+    "poll": [
+        {"id": 2, "subscribe": {"channel": "poll:a", "type": 4, "delta": "fossil"}},
+        {"id": 3, "sub_refresh": {"channel": "poll:a", "type": 1, "track": [_TRACK]}},
+    ],
+    "pollx": [{"id": 2, "subscribe": {"channel": "pollx:a", "type": 4}}],
+}
+setups = st.sampled_from(sorted(SETUPS))
+
+
+@examples(0.5)
+@given(setup=setups, frames=st.lists(json_any, min_size=1, max_size=3))
+def test_json_session_after_setup(served: Served, setup: str, frames: list[bytes]) -> None:
+    """Fuzzed frames to a session subscribed to a delta, map or shared poll channel."""
+    event(setup)
+    run(served, JSON, True, [dump(c) for c in SETUPS[setup]] + frames)
+
+
+@examples(0.25)
+@given(setup=setups, frames=st.lists(pb_any, min_size=1, max_size=3))
+def test_protobuf_session_after_setup(served: Served, setup: str, frames: list[bytes]) -> None:
+    event(setup)
+    setup_frames = [delimited([to_pb(c).SerializeToString()]) for c in SETUPS[setup]]
+    run(served, PROTOBUF, True, setup_frames + frames)
+
+
+@pytest.mark.parametrize("delta", ["x", "Fossil", "fossil "])
+def test_unknown_delta_type_disconnects_with_3501(served: Served, delta: str) -> None:
+    frame = dump({"id": 2, "subscribe": {"channel": "delta:a", "delta": delta}})
+    outcome = served.portal.call(feed, served.node, JSON, True, [frame])
+    assert outcome == "disconnected 3501"
+
+
+def test_fossil_delta_subscribe_is_granted(served: Served) -> None:
+    frame = dump({"id": 2, "subscribe": {"channel": "delta:a", "delta": "fossil"}})
+    outcome = served.portal.call(feed, served.node, JSON, True, [frame])
+    assert outcome == "open, 1 subscriptions"
