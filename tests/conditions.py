@@ -24,9 +24,12 @@ def unavailable(problem: str) -> NoReturn:
     pytest.skip(problem)
 
 
-async def until(check: Callable[[], object], within: float = 5.0, *, every: float = 0.02) -> None:
-    """Poll ``check`` (sync or async) until it is true; fail after ``within`` seconds."""
-    with anyio.fail_after(within):
+async def until(
+    check: Callable[[], object], within: float = 5.0, *, every: float = 0.02, what: str = ""
+) -> None:
+    """Poll ``check`` (sync or async) until it is true; fail after ``within`` seconds (with
+    ``what`` in the message when given)."""
+    with anyio.move_on_after(within):
         while True:
             value = check()
             if inspect.isawaitable(value):
@@ -34,3 +37,4 @@ async def until(check: Callable[[], object], within: float = 5.0, *, every: floa
             if value:
                 return
             await anyio.sleep(every)
+    raise AssertionError(f"not true within {within} s" + (f": {what}" if what else ""))

@@ -24,6 +24,7 @@ from centrifuge import Client
 
 from centrifuge_asgi.handlers import RPCEvent, SubscribeEvent, SubscribeReply
 from centrifuge_asgi.node import Node
+from tests import conditions
 
 from .support import WS_PATH, make_config, make_node, token
 
@@ -191,12 +192,7 @@ async def raw_client(srv: LiveServer) -> AsyncIterator[RawClient]:
 
 async def until(check: Callable[[], bool], what: str) -> None:
     """Poll server-side state (``what`` names it in a failure) for up to TIMEOUT."""
-    with anyio.move_on_after(TIMEOUT):
-        while True:
-            if check():
-                return
-            await anyio.sleep(0.01)
-    raise AssertionError(f"timeout waiting for: {what}")
+    await conditions.until(check, TIMEOUT, every=0.01, what=what)
 
 
 def hold(cmd_id: int) -> Frame:

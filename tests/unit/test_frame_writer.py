@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
@@ -21,6 +22,7 @@ from centrifuge_asgi.flusher import Flusher, Resumed, step
 from centrifuge_asgi.transports.app import NodeApp
 from centrifuge_asgi.transports.http_common import RequestHeaders
 from centrifuge_asgi.transports.websocket import WebSocketEndpoint
+from tests import conditions
 from tests.interop.support import make_config, token
 
 pytestmark = pytest.mark.anyio
@@ -113,13 +115,7 @@ async def open_socket(node: Node, tg: Any, user: str, guarded: bool = False) -> 
     return sock
 
 
-async def until(check: Callable[[], bool]) -> None:
-    """Poll ``check`` (bounded to 2 s)."""
-    with anyio.fail_after(2):
-        while True:
-            if check():
-                return
-            await asyncio.sleep(0.005)
+until = functools.partial(conditions.until, within=2, every=0.005)
 
 
 async def test_a_stalled_send_holds_up_no_one_and_loses_nothing(node: Node) -> None:

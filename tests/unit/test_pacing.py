@@ -10,6 +10,7 @@ than timing them keeps the tests independent of the machine's speed.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import threading
 import time
@@ -21,6 +22,7 @@ import pytest
 
 from centrifuge_asgi import Node
 from centrifuge_asgi.pacing import Pacer
+from tests import conditions
 
 pytestmark = pytest.mark.anyio
 
@@ -94,10 +96,7 @@ def connect_and_subscribe(channel: str) -> str:
     return frame({"id": 1, "connect": {}}, {"id": 2, "subscribe": {"channel": channel}})
 
 
-async def until(condition: Any) -> None:
-    with anyio.fail_after(20):
-        while not condition():  # noqa: ASYNC110 (polls plain counters)
-            await asyncio.sleep(0.01)
+until = functools.partial(conditions.until, within=20, every=0.01)  # polls plain counters
 
 
 def block(seconds: float) -> None:

@@ -29,6 +29,7 @@ from centrifuge_asgi.handlers import (
 from centrifuge_asgi.protocol.json_codec import JSON
 from centrifuge_asgi.protocol.messages import KeyedItem, SubRefreshRequest, TrackBatch
 from centrifuge_asgi.shared_poll import check_batch, make_signature, verify_signature
+from tests import conditions
 
 SECRET = "poll-secret"
 
@@ -254,9 +255,7 @@ def subscribe(node: Node, conn: FakeConn) -> str:
 
 async def until(pred: Any, what: str) -> None:
     """Wait (at most 3 s) for ``pred()``; ``what`` names it in a failure."""
-    with anyio.fail_after(3.0):
-        while not pred():  # noqa: ASYNC110 (polls plain state)
-            await anyio.sleep(0.01)
+    await conditions.until(pred, 3.0, every=0.01, what=what)
 
 
 @pytest.mark.anyio
