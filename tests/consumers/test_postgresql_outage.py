@@ -13,7 +13,6 @@ import glob
 import json
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -26,6 +25,7 @@ import pytest
 from centrifuge_asgi.config import Config
 from centrifuge_asgi.consumers import CommandDispatcher, outbox_table, run_consumers, statuses
 from centrifuge_asgi.node import Node
+from tests.interop.serve_process import free_port
 from tests.interop.support import make_config
 
 from .conftest import unavailable, until
@@ -41,9 +41,7 @@ class Cluster:
     def __init__(self, bindir: Path, root: Path) -> None:
         self.bindir, self.root = bindir, root
         self.data = root / "data"
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
+        self.port = free_port()
         self.dsn = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
 
     def _run(self, tool: str, *args: str) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -18,6 +17,8 @@ import pytest
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect as ws_connect
 from websockets.typing import Origin
+
+from tests.interop.serve_process import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -52,9 +53,7 @@ def test_chat_example_serves_page_token_and_realtime(live_server: Any, run_js: A
 def test_chat_example_runs_as_its_readme_says(tmp_path: Path) -> None:
     """``python examples/chat/app.py`` starts a server; PORT picks the port, and the page
     served there may connect (``allowed_origins`` follows PORT)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     env = {**os.environ, "PORT": str(port)}
     proc = subprocess.Popen(
         [sys.executable, str(ROOT / "examples" / "chat" / "app.py")],

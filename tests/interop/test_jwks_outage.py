@@ -7,7 +7,6 @@ Before, an unavailable key set was an invalid token: disconnect 3500, and the SD
 from __future__ import annotations
 
 import json
-import socket
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -31,6 +30,7 @@ from jwt.algorithms import RSAAlgorithm
 from centrifuge_asgi.auth import TokenVerifier
 from centrifuge_asgi.config import TokenConfig
 from centrifuge_asgi.node import Node
+from tests.interop.serve_process import free_port
 
 from .support import WS_PATH, make_config, make_node
 
@@ -47,9 +47,7 @@ class JwksEndpoint:
     """A JWKS server on a fixed port that is down (nothing listens) until ``start()``."""
 
     def __init__(self, document: bytes) -> None:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            self.port = sock.getsockname()[1]
+        self.port = free_port()
         self.document = document
         self.requests = 0
         self._server: ThreadingHTTPServer | None = None

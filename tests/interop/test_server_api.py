@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import json
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -50,6 +49,7 @@ from cent.exceptions import CentApiResponseError, CentTransportError, CentUnauth
 from websockets.asyncio.client import ClientConnection
 
 from centrifuge_asgi.node import Node
+from tests.interop.serve_process import free_port
 
 from .support import WS_PATH, make_config, token
 
@@ -339,16 +339,10 @@ def test_bad_input_over_the_wire(api: Api) -> None:
 # ------------------------------------------------------------------ CLI: internal port
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def split_server(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], int, int]]:
     """``serve`` with ``http_server.internal_port`` and JSON logs: (process, port, internal)."""
-    port, internal = _free_port(), _free_port()
+    port, internal = free_port(), free_port()
     config = {
         "client": {"token": {"hmac_secret_key": "split-secret"}},
         "http_server": {"internal_port": str(internal)},

@@ -9,7 +9,6 @@ invalid gets 3500 / 103.
 from __future__ import annotations
 
 import json
-import socket
 from collections.abc import AsyncIterator
 from typing import Any, NoReturn
 
@@ -22,6 +21,7 @@ from centrifuge_asgi import Node
 from centrifuge_asgi.auth import JWKSUnavailable, TokenInvalid
 from centrifuge_asgi.protocol.messages import ConnectRequest
 from centrifuge_asgi.session import Session, TransportInfo
+from tests.interop.serve_process import free_port
 from tests.interop.support import make_config, sub_token, token
 
 pytestmark = pytest.mark.anyio
@@ -31,9 +31,7 @@ TEMPORARY = {"code": 100, "message": "internal server error", "temporary": True}
 
 def closed_port_url() -> str:
     """A JWKS URL nothing listens on: every fetch is refused."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return f"http://127.0.0.1:{sock.getsockname()[1]}/jwks"
+    return f"http://127.0.0.1:{free_port()}/jwks"
 
 
 @pytest.fixture(scope="module")

@@ -30,6 +30,7 @@ if os.environ.get("CI") != "true":
     pytest.importorskip("nats")
 
 from centrifuge_asgi.engines.nats import NatsBroker
+from tests.interop.serve_process import free_port
 
 pytestmark = pytest.mark.anyio
 NATS_URL = "nats://127.0.0.1:4222"
@@ -295,10 +296,8 @@ async def test_raw_mode_exchanges_bare_payloads(prefix: str) -> None:
 
 
 async def test_unreachable_nats_fails_fast() -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    broker = NatsBroker(NatsConfig(url=f"nats://127.0.0.1:{port}", dial_timeout=0.5))
+    url = f"nats://127.0.0.1:{free_port()}"  # nothing listens there
+    broker = NatsBroker(NatsConfig(url=url, dial_timeout=0.5))
     with pytest.raises(EngineUnavailable):
         await broker.start(Handler())
     await broker.close()

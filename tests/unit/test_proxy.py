@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import json
 import logging
-import socket
 import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -34,6 +33,7 @@ from centrifuge_asgi.handlers import ClientRef, Handlers
 from centrifuge_asgi.protocol.messages import ConnectRequest, SubscribeRequest
 from centrifuge_asgi.session import Session, TransportInfo
 from tests.conftest import LiveServer
+from tests.interop.serve_process import free_port
 from tests.interop.test_proxies import Backend, ok, proxy_config
 
 pytestmark = pytest.mark.anyio
@@ -98,18 +98,12 @@ def config(base: str, **extra: Any) -> dict[str, Any]:
             },
         },
         {"name": "junk", "endpoint": f"{base}/junk"},
-        {"name": "gone", "endpoint": f"http://127.0.0.1:{_closed_port()}/", "timeout": "2s"},
+        {"name": "gone", "endpoint": f"http://127.0.0.1:{free_port()}/", "timeout": "2s"},  # closed
     ]
     for key, value in extra.items():
         section, _, name = key.partition("__")
         cfg[section][name] = value
     return cfg
-
-
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture
