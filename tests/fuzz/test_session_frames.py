@@ -145,6 +145,14 @@ SETUPS = {  # commands that put the session in a state the fuzzed frames then ac
         {"id": 2, "subscribe": {"channel": "map:a", "type": 1, "phase": 2, "delta": "fossil"}},
         {"id": 3, "publish": {"channel": "map:a", "type": 1, "key": "k1", "data": {"a": 1}}},
     ],
+    "map unsubscribed": [  # entries in the map; the fuzzed subscribes start over
+        {"id": 2, "subscribe": {"channel": "map:a", "type": 1, "phase": 2}},
+        *(
+            {"id": n, "publish": {"channel": "map:a", "type": 1, "key": f"k{n}", "data": {}}}
+            for n in (3, 4)
+        ),
+        {"id": 5, "unsubscribe": {"channel": "map:a"}},
+    ],
     "map stream": [{"id": 2, "subscribe": {"channel": "map:a", "type": 1, "phase": 1}}],
     "cursor": [{"id": 2, "subscribe": {"channel": "cursor:a", "type": 1, "phase": 2}}],
     "poll": [
