@@ -682,7 +682,8 @@ class Node(MapApi):
 
         As Centrifugo: 107 without a channel, a key or a version >= 1, 102 for an unknown
         namespace, 107 when it is not ``shared_poll``, 108 without ``publish_enabled``
-        (which needs ``mode: versioned``). A version not newer than the one a node holds
+        (which needs ``mode: versioned``), 107 for data the namespace's
+        ``publication_data_format`` refuses. A version not newer than the one a node holds
         is dropped there silently.
         ``data`` is a JSON value or bytes of JSON. Every node of the cluster delivers it.
         """
@@ -694,6 +695,9 @@ class Node(MapApi):
         if not opts.shared_poll.publish_enabled:  # only valid with mode versioned
             raise ClientError.of(ErrorCode.NOT_AVAILABLE)
         payload = to_payload(data)
+        data_format = self.policy.data_format(opts)  # as publish: what JSON clients can get
+        if publication_data_problem(payload, data_format, parsed=is_parsed(data)):
+            raise ClientError.of(ErrorCode.BAD_REQUEST)
         self.shared_poll.publish(channel, key, payload, version, epoch)
         await self.cluster.shared_poll_publish(channel, key, payload, version, epoch)
 

@@ -142,7 +142,7 @@ async def refresh(event: SharedPollRefreshEvent) -> SharedPollRefreshReply:
     items = [
         SharedPollResult(i.key, removed=True)
         if i.key == "gone"
-        else SharedPollResult(i.key, {"v": i.version + 1}, i.version + 1)
+        else SharedPollResult(i.key, {"v": i.version}, min(i.version + 1, 2**64 - 1))
         for i in event.items
     ]
     return SharedPollRefreshReply(items)

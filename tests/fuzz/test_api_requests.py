@@ -16,6 +16,7 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
+import anyio
 import httpx
 import pytest
 from centrifuge.fossil import apply_delta
@@ -26,8 +27,9 @@ from centrifuge_asgi import Node
 from centrifuge_asgi.api_exec import API_MESSAGES, HTTP_STATUS
 from centrifuge_asgi.api_schema import LEGACY_METHOD_NUMBERS, REQUEST_TYPES
 from centrifuge_asgi.session import TransportInfo
+from centrifuge_asgi.shared_poll import make_signature
 
-from .harness import CHANNELS, CONFIG, TOKEN, ErrorRecords, Served, serve
+from .harness import CHANNELS, CONFIG, POLL_SECRET, TOKEN, ErrorRecords, Served, serve
 from .support import (
     bad_values,
     dump,
@@ -475,3 +477,79 @@ def test_fossil_delta_subscribers_rebuild_every_publication(
     errors.check()
     event("deltas pushed" if deltas else "no delta pushed")
     assert got == sent
+
+
+POLL_KEYS = ["k1", "k2"]
+poll_publishes = st.lists(
+    st.one_of(
+        poll_valid := REQUESTS["shared_poll_publish"].map(lambda r: {**r, "channel": "poll:s"}),
+        poll_valid.map(lambda r: {**r, "key": r["key"] if r["key"] in POLL_KEYS else "k1"}),
+        mutated(poll_valid, KEYS),
+    ),
+    min_size=1,
+    max_size=6,
+)
+
+
+async def publish_to_poll_subscriber(
+    node: Node, requests: list[Any]
+) -> tuple[list[tuple[str, int, Any]], list[Any]]:
+    """(pushes ``(key, version, data)`` a client tracking k1 and k2 of poll:s got, with
+    None for an unsubscribe; the API's answers)."""
+    session = node.create_session(TransportInfo())
+    await session.handle_frame(dump({"id": 1, "connect": {"token": TOKEN}}))
+    await session.handle_frame(dump({"id": 2, "subscribe": {"channel": "poll:s", "type": 4}}))
+    signature = make_signature(POLL_SECRET, "u1", "poll:s", POLL_KEYS, ttl=3600)
+    batch = {"signature": signature, "items": [{"key": k} for k in POLL_KEYS]}
+    track = {"channel": "poll:s", "type": 1, "track": [batch]}
+    await session.handle_frame(dump({"id": 3, "sub_refresh": track}))
+    answers = []
+    transport = httpx.ASGITransport(app=node.asgi_app())
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
+            for req in requests:
+                response = await client.post(
+                    "/api/shared_poll_publish", content=dump(req), headers=AUTH
+                )
+                answers.append(response.json() if response.status_code == 200 else None)
+        await anyio.sleep(0.02)  # the pushes of the last publish
+        pushes: list[Any] = []
+        for message in session.outbox.drain():
+            for line in message.split(b"\n"):
+                reply = json.loads(line)
+                assert "error" not in reply, reply
+                push = reply.get("push", {})
+                if "unsubscribe" in push:
+                    pushes.append(None)
+                elif "pub" in push:
+                    pub = push["pub"]
+                    pushes.append((pub["key"], pub.get("version", 0), pub.get("data")))
+        return pushes, answers
+    finally:
+        await session.finish()
+
+
+@examples(0.25)
+@given(poll_publishes)
+def test_shared_poll_versions_only_grow(served: Served, requests: list[Any]) -> None:
+    """Whatever ``shared_poll_publish`` is sent, a tracking client sees each key's
+    versions grow (until a publisher epoch change unsubscribes it: 2500), only its keys,
+    and every accepted publish newer than what it holds."""
+    with ErrorRecords() as errors:
+        pushes, answers = served.portal.call(publish_to_poll_subscriber, served.node, requests)
+    errors.check()
+    held: dict[str, int] = {}
+    for push in pushes:
+        if push is None:
+            held.clear()
+            continue
+        key, version, _data = push
+        assert key in POLL_KEYS and version > held.get(key, 0), (push, pushes)
+        held[key] = version
+    for answer in answers:
+        if answer is not None:
+            check_result("shared_poll_publish", answer)
+    if None not in pushes:
+        for req, answer in zip(requests, answers, strict=True):
+            if answer == {"result": {}} and req.get("key") in POLL_KEYS:
+                assert held.get(req["key"], 0) >= req.get("version", 0), (req, pushes)

@@ -14,7 +14,7 @@ import anyio
 import anyio.lowlevel
 import pytest
 
-from centrifuge_asgi import Node
+from centrifuge_asgi import ClientError, Node
 from centrifuge_asgi.auth import TokenInvalid, TokenVerifier, encode_token
 from centrifuge_asgi.config import TokenConfig, parse_duration
 from centrifuge_asgi.config_loader import config_from_mapping, merge_env
@@ -143,3 +143,17 @@ async def test_server_side_subscribe_already_expired_logs_no_traceback(
             await anyio.lowlevel.checkpoint()
         await session.finish()
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+
+
+# ---------------------------------------------------------------------------- shared poll
+
+
+@pytest.mark.parametrize("data", [b"O", b"\xff", b"{", b"1 2", b""])
+async def test_shared_poll_publish_of_data_json_clients_cannot_get_is_107(data: bytes) -> None:
+    """Was accepted: the version advanced, and JSON trackers silently never got it (a
+    warning "push skipped for json clients"), while publish and map_publish answer 107."""
+    async with Node(CONFIG) as node:
+        with pytest.raises(ClientError) as caught:
+            await node.shared_poll_publish("poll:a", "k1", data, 1)
+        assert caught.value.code == 107
+        await node.shared_poll_publish("poll:a", "k1", b'{"ok":1}', 1)  # JSON is fine
