@@ -12,13 +12,23 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Sequence
 from pathlib import Path
 
 import httpx
 
 CLI = [sys.executable, "-m", "centrifuge_asgi"]
 START_TIMEOUT = 15.0
+
+
+def with_file_limit(nofile: int) -> list[str]:
+    """A command prefix that sets RLIMIT_NOFILE to ``nofile`` and execs the rest."""
+    code = (
+        "import os, resource, sys; "
+        f"resource.setrlimit(resource.RLIMIT_NOFILE, ({nofile}, {nofile})); "
+        "os.execv(sys.argv[1], sys.argv[1:])"
+    )
+    return [sys.executable, "-c", code]
 
 
 def free_port() -> int:
@@ -66,19 +76,19 @@ class ServeProcesses:
         *extra: str,
         env: dict[str, str] | None = None,
         cwd: Path | None = None,
-        preexec_fn: Callable[[], None] | None = None,
+        prefix: Sequence[str] = (),
     ) -> Served:
-        """``serve`` with ``config`` (None: no ``-c``, so ``config.json`` in ``cwd`` if any)."""
+        """``serve`` with ``config`` (None: no ``-c``, so ``config.json`` in ``cwd`` if any);
+        ``prefix`` is a command that execs the rest (e.g. :func:`with_file_limit`)."""
         port = free_port()
         file = ["-c", str(config)] if config is not None else []
         proc = subprocess.Popen(
-            [*CLI, "serve", *file, "-a", "127.0.0.1", "-p", str(port), *extra],
+            [*prefix, *CLI, "serve", *file, "-a", "127.0.0.1", "-p", str(port), *extra],
             env={**os.environ, **(env or {})},
             cwd=cwd,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
-            preexec_fn=preexec_fn,
         )
         self.procs.append(proc)
         deadline = time.monotonic() + START_TIMEOUT

@@ -11,7 +11,6 @@ Each test runs a real ``serve`` process with small timeouts: incomplete request 
 from __future__ import annotations
 
 import json
-import resource
 import signal
 import time
 from collections.abc import Callable, Iterator
@@ -28,7 +27,7 @@ from centrifuge_asgi import connection_token
 from centrifuge_asgi.codes import DisconnectCode
 
 from .raw_http import half_body, open_stream, read_until_closed
-from .serve_process import Served, ServeProcesses
+from .serve_process import Served, ServeProcesses, with_file_limit
 
 pytestmark = pytest.mark.anyio
 
@@ -64,11 +63,12 @@ def serve() -> Iterator[Callable[..., Served]]:
     processes = ServeProcesses()
 
     def start(config: Path, *, nofile: int | None = None) -> Served:
-        def limit_files() -> None:
-            if nofile is not None:
-                resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
-
-        return processes.start(config, preexec_fn=limit_files)
+        if nofile is None:
+            return processes.start(config)
+        # The limit is set by the child itself before it execs serve: a preexec_fn would
+        # make subprocess fork() this process, whose gRPC threads (other tests load grpcio)
+        # then run their at-fork handlers in the child, which can kill it before exec.
+        return processes.start(config, prefix=with_file_limit(nofile))
 
     yield start
     processes.stop_all()
