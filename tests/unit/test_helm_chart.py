@@ -245,6 +245,12 @@ def test_memory_engine_with_one_replica_renders() -> None:
     docs = render(["engine.type=memory", "replicaCount=1", *SECRETS])
     config = accepted_by_the_loader(pod_environment(docs))
     assert config.engine.type == "memory"
+    # a budget of one available pod out of one would block every node drain
+    assert "PodDisruptionBudget" not in by_kind(docs)
+    scaled = render(
+        ["engine.redis.address=redis:6379", "replicaCount=1", "autoscaling.enabled=true", *SECRETS]
+    )
+    assert "PodDisruptionBudget" in by_kind(scaled)
 
 
 def test_the_renderer_refuses_what_it_does_not_know() -> None:
