@@ -182,6 +182,12 @@ class ChannelPolicy:
     def checked(self, channel: str) -> ChannelOptions:
         """:meth:`resolve` then :meth:`check_name` (102, then 107) with one lookup."""
         _, rest, opts = self.config.resolve_channel(channel)
+        return self.checked_resolved(channel, rest, opts)
+
+    def checked_resolved(
+        self, channel: str, rest: str, opts: ChannelOptions | None
+    ) -> ChannelOptions:
+        """:meth:`checked` of a channel already resolved by ``config.resolve_channel``."""
         if opts is None:
             raise ClientError.of(ErrorCode.UNKNOWN_CHANNEL)
         _check_name(channel, rest, opts)

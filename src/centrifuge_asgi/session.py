@@ -13,7 +13,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import TYPE_CHECKING, Any
@@ -130,7 +130,25 @@ _METHODS = (
 # runs them; connect, unsubscribe, send and pongs keep the order of the frames.
 _CONCURRENT = frozenset(_METHODS) - {"connect", "unsubscribe", "send", "ping"}
 SUBSCRIBING_WAIT = 5.0  # how long an unsubscribe waits for a subscribe of its channel
-_NO_TASKS: AbstractAsyncContextManager[None] = nullcontext()
+
+
+class _NoTasks:
+    """The shared no-op ``async with`` of one-at-a-time commands. Its methods are static,
+    so ``async with`` finds them without binding: a connection's reader then holds no
+    bound ``__aexit__`` (as it would with ``nullcontext()``) for its whole life."""
+
+    __slots__ = ()
+
+    @staticmethod
+    async def __aenter__() -> None:
+        return None
+
+    @staticmethod
+    async def __aexit__(*exc_info: object) -> None:
+        return None
+
+
+_NO_TASKS: AbstractAsyncContextManager[None] = _NoTasks()
 # Publications of one connection in flight to a pipelining broker (Redis) at once: their
 # replies go out in command order, and any other command waits until they are answered.
 PIPELINED_PUBLISHES = 16
@@ -243,6 +261,8 @@ class Session:
 
     def _count_sent(self, frame_type: str, size: int) -> None:
         """transport_messages_sent(_size) of one message to this connection alone."""
+        if self.node.registry.observer is None:  # metrics off
+            return
         labels = (self.transport.name, frame_type, "")
         metrics = self.node.metrics
         metrics.count("transport_messages_sent", labels)
@@ -250,7 +270,7 @@ class Session:
 
     def send_push(self, push: Push) -> None:
         size = self.send_reply(Reply(push=push))
-        if size:
+        if size and self.node.registry.observer is not None:  # metrics on
             kind = next((k for k in _PUSH_KINDS if getattr(push, k) is not None), "")
             self._count_sent(_PUSH_FRAME.get(kind, f"push_{kind}"), size)
 
@@ -581,7 +601,7 @@ class Session:
         if reply is None:
             return
         size = self.send_reply(reply)
-        if size:
+        if size and self.node.registry.observer is not None:  # metrics on
             self._count_sent(method, size)
         if reply.connect is not None:
             self._after_connect()
@@ -779,7 +799,9 @@ class Session:
         now = time.time()
         if creds.expire_at is not None and creds.expire_at <= now:
             raise ClientError.of(ErrorCode.EXPIRED)
-        await self._single_connection(creds.user)
+        channel = node.policy.single_connection_channel(creds.user)
+        if channel is not None:  # only then a coroutine: the default skips it
+            await self._single_connection(creds.user, channel)
         limit = cfg.user_connection_limit
         if limit > 0 and creds.user and node.registry.user_connection_count(creds.user) >= limit:
             raise Disconnect.of(DisconnectCode.CONNECTION_LIMIT)
@@ -816,14 +838,11 @@ class Session:
             result.time = int(now * 1000)
         return result
 
-    async def _single_connection(self, user: str) -> None:
-        """``single_connection``, as Centrifugo: when the user's personal channel has
+    async def _single_connection(self, user: str, channel: str) -> None:
+        """``single_connection``, as Centrifugo: when the user's personal ``channel`` has
         presence, every other connection of the user, on every node, is disconnected
         with 3504 before this one connects (3004 when the engine fails)."""
         node = self.node
-        channel = node.policy.single_connection_channel(user)
-        if channel is None:
-            return
         try:
             stats = await node.presence_manager.presence_stats(channel)
             if stats.num_clients >= 1:
@@ -876,8 +895,9 @@ class Session:
         return policy.subscribe_allowed_without_handler(channel, opts, self.user)
 
     def _after_connect(self) -> None:
-        labels = (self.transport.name, "", "", "")  # client name/version: see inflight
-        self.node.metrics.count("client_connections_accepted", labels)
+        if self.node.registry.observer is not None:  # metrics on
+            labels = (self.transport.name, "", "", "")  # client name/version: see inflight
+            self.node.metrics.count("client_connections_accepted", labels)
         self.node.pings.add(self, self.node.config.client.ping_interval)
         self._schedule_expiry()
 

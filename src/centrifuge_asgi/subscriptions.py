@@ -226,12 +226,12 @@ class ChannelCommands:
             raise ClientError.of(ErrorCode.ALREADY_SUBSCRIBED)
         if len(s.subs) >= policy.channel_limit:
             raise ClientError.of(ErrorCode.LIMIT_EXCEEDED)
-        spoll = node.config.channel_options(channel)
+        _, rest, found = node.config.resolve_channel(channel)  # one lookup for both checks
         if req.type == SUBSCRIPTION_TYPE_SHARED_POLL or (
-            spoll is not None and spoll.subscription_type == "shared_poll"
+            found is not None and found.subscription_type == "shared_poll"
         ):
             return await self._subscribe_shared_poll(req)
-        opts = policy.checked(channel)
+        opts = policy.checked_resolved(channel, rest, found)
         if req.type != 0 or opts.subscription_type not in ("", "stream"):
             return await self._typed_subscribe(req, opts)
         if opts.subscribe_stream_proxy_enabled and self._streamed(req, opts):

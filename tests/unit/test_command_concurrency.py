@@ -59,6 +59,13 @@ async def test_default_runs_inline() -> None:
         s = await connected(node)
         async with s.command_tasks():
             assert s._tasks is None
+        # the shared no-op context lets errors through, and ``async with`` binds nothing
+        # to it that a connection's reader would hold for its whole life
+        with pytest.raises(KeyError):
+            async with s.command_tasks():
+                raise KeyError("through")
+        tasks = s.command_tasks()
+        assert type(tasks).__aexit__ is tasks.__aexit__
         await s.finish()
 
 
