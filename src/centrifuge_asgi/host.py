@@ -40,6 +40,7 @@ class SessionHost(Protocol):
     # connection index and fan-out
     registry: Registry[Any]  # of sessions: session.py imports this module
     metrics: NodeObserver
+    counting: bool  # False for the default NoObserver: per-message counts are skipped
     shared_poll: SharedPollManager  # shared poll channels: tracked keys, polling
     # engines
     broker: Broker

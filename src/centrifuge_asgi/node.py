@@ -170,6 +170,9 @@ class Node(MapApi):
             self.metrics = EDGES.need("prometheus_observer")(self)
         if not isinstance(self.metrics, NoObserver):  # fan-outs count their pushes
             self.registry.observer = self.metrics
+        # the default observer: a connection skips its per-message counting entirely
+        # (an observer subclassing NoObserver still gets every ``count``)
+        self.counting = type(self.metrics) is not NoObserver
         # OpenTelemetry spans (tracing.py), None when off: each traced place tests it
         self.tracing: Tracing | None = None
         if config.opentelemetry.enabled:

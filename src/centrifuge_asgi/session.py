@@ -261,7 +261,7 @@ class Session:
 
     def _count_sent(self, frame_type: str, size: int) -> None:
         """transport_messages_sent(_size) of one message to this connection alone."""
-        if self.node.registry.observer is None:  # metrics off
+        if not self.node.counting:
             return
         labels = (self.transport.name, frame_type, "")
         metrics = self.node.metrics
@@ -270,7 +270,7 @@ class Session:
 
     def send_push(self, push: Push) -> None:
         size = self.send_reply(Reply(push=push))
-        if size and self.node.registry.observer is not None:  # metrics on
+        if size and self.node.counting:
             kind = next((k for k in _PUSH_KINDS if getattr(push, k) is not None), "")
             self._count_sent(_PUSH_FRAME.get(kind, f"push_{kind}"), size)
 
@@ -601,7 +601,7 @@ class Session:
         if reply is None:
             return
         size = self.send_reply(reply)
-        if size and self.node.registry.observer is not None:  # metrics on
+        if size and self.node.counting:
             self._count_sent(method, size)
         if reply.connect is not None:
             self._after_connect()
@@ -895,7 +895,7 @@ class Session:
         return policy.subscribe_allowed_without_handler(channel, opts, self.user)
 
     def _after_connect(self) -> None:
-        if self.node.registry.observer is not None:  # metrics on
+        if self.node.counting:
             labels = (self.transport.name, "", "", "")  # client name/version: see inflight
             self.node.metrics.count("client_connections_accepted", labels)
         self.node.pings.add(self, self.node.config.client.ping_interval)

@@ -427,3 +427,27 @@ async def test_fan_out_encodes_once_per_publication(node: Node, monkeypatch: Any
     await node.publish("news:fan", {"x": 1})
     assert len(calls) == 1
     assert all(len(replies(s)) == 1 for s in sessions)
+
+
+async def test_an_observer_subclassing_no_observer_gets_every_count() -> None:
+    """The default observer skips per-message counting; a subclass of it (the documented
+    way to write an observer) still gets the connect and reply counts."""
+    from centrifuge_asgi.observer import NoObserver
+
+    class Counts(NoObserver):
+        def __init__(self) -> None:
+            self.seen: list[tuple[str, tuple[str, ...]]] = []
+
+        def count(self, family: str, labels: tuple[str, ...] = (), amount: float = 1.0) -> None:
+            self.seen.append((family, labels))
+
+    counts = Counts()
+    async with Node(make_config(), observer=counts) as node:
+        assert node.counting
+        s = await connected(node)
+        await finish_all(node)
+    families = [family for family, _ in counts.seen]
+    assert "client_connections_accepted" in families
+    assert ("transport_messages_sent", (s.transport.name, "connect", "")) in counts.seen
+    async with Node(make_config()) as node:
+        assert not node.counting

@@ -47,7 +47,7 @@ def negotiate(scope: Scope) -> tuple[Codec, str | None]:
 
 def _count_upgrade(node: Node, scope: Scope, status: int) -> None:
     """node_incoming_http_requests_total of one upgrade request (101 when accepted)."""
-    if node.registry.observer is None:  # metrics off
+    if not node.counting:
         return
     labels = (scope.get("path", ""), "GET", str(status))
     node.metrics.count("node_incoming_http_requests_total", labels)
