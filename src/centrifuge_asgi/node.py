@@ -168,11 +168,11 @@ class Node(MapApi):
             log.warning("client.insecure is on: every client may subscribe, publish and read")
         if observer is None and config.prometheus.enabled:
             self.metrics = EDGES.need("prometheus_observer")(self)
-        if not isinstance(self.metrics, NoObserver):  # fan-outs count their pushes
-            self.registry.observer = self.metrics
         # the default observer: a connection skips its per-message counting entirely
-        # (an observer subclassing NoObserver still gets every ``count``)
+        # (an observer subclassing NoObserver, the documented way, still gets every count)
         self.counting = type(self.metrics) is not NoObserver
+        if self.counting:  # fan-outs count their pushes
+            self.registry.observer = self.metrics
         # OpenTelemetry spans (tracing.py), None when off: each traced place tests it
         self.tracing: Tracing | None = None
         if config.opentelemetry.enabled:

@@ -40,7 +40,6 @@ from .codes import ErrorCode
 from .delta import patch_for
 from .errors import ClientError
 from .handlers import SharedPollItem, SharedPollRefreshEvent, SharedPollRefreshReply
-from .observer import NoObserver
 from .payload import to_payload
 from .protocol.codec import EncodedOnce
 from .protocol.messages import (
@@ -142,6 +141,7 @@ class PollHost(Protocol):
     config: Config
     handlers: Handlers
     metrics: NodeObserver
+    counting: bool  # False for the default NoObserver (no per-push counting)
 
     def spawn(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> bool: ...
 
@@ -199,7 +199,7 @@ class SharedPollManager:
         limit = node.config.shared_poll.concurrency_limit
         self._slots = anyio.Semaphore(limit) if limit > 0 else None
         self.refresh_calls = 0  # backend calls made (for tests and benchmarks)
-        self._silent = isinstance(node.metrics, NoObserver)  # no per-push counting then
+        self._silent = not node.counting  # the default observer: no per-push counting
 
     # ------------------------------------------------------------- connections
 

@@ -441,11 +441,17 @@ async def test_an_observer_subclassing_no_observer_gets_every_count() -> None:
         def count(self, family: str, labels: tuple[str, ...] = (), amount: float = 1.0) -> None:
             self.seen.append((family, labels))
 
+        def fanout_sent(self, frame_type: str, channel: str, *args: Any, **kw: Any) -> None:
+            self.seen.append(("fanout", (frame_type, channel)))
+
     counts = Counts()
     async with Node(make_config(), observer=counts) as node:
         assert node.counting
         s = await connected(node)
+        await s.handle_frame(frame({"id": 2, "subscribe": {"channel": "news:a"}}))
+        await node.publish("news:a", {"n": 1})
         await finish_all(node)
+    assert ("fanout", ("push_publication", "news:a")) in counts.seen, counts.seen
     families = [family for family, _ in counts.seen]
     assert "client_connections_accepted" in families
     assert ("transport_messages_sent", (s.transport.name, "connect", "")) in counts.seen
