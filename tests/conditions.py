@@ -1,14 +1,17 @@
 """Conditions a test needs or waits for, shared by every test package.
 
 :func:`unavailable` is the one rule for a missing service or SDK (skip locally, fail under
-``CI=true``); :func:`until` is the one bounded poll.
+``CI=true``), :func:`module` the same for an optional Python package; :func:`until` is the
+one bounded poll.
 """
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import os
 from collections.abc import Callable
+from types import ModuleType
 from typing import NoReturn
 
 import anyio
@@ -22,6 +25,14 @@ def unavailable(problem: str) -> NoReturn:
     if CI:
         pytest.fail(problem, pytrace=False)
     pytest.skip(problem)
+
+
+def module(name: str) -> ModuleType:
+    """Import an optional package a test module needs: under ``CI=true`` a missing one fails
+    (the lock installs it), elsewhere the module is skipped."""
+    if CI:
+        return importlib.import_module(name)
+    return pytest.importorskip(name)
 
 
 async def until(

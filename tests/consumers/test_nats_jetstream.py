@@ -17,13 +17,14 @@ import pytest
 
 from centrifuge_asgi.consumers import outbox_table, statuses
 from centrifuge_asgi.node import Node
+from tests.conditions import module
 from tests.interop.support import make_config
 
 from .conftest import Proxy, unavailable, until
 
 pytestmark = [pytest.mark.anyio]
 
-nats = pytest.importorskip("nats")
+nats = module("nats")
 URL = "nats://127.0.0.1:4222"
 
 

@@ -25,6 +25,7 @@ from centrifuge_asgi.consumers.postgresql import PostgresConsumer
 from centrifuge_asgi.consumers.status import ConsumerStatus, Reporter
 from centrifuge_asgi.node import Node
 from centrifuge_asgi.observer import NoObserver
+from tests.conditions import module
 from tests.interop.support import make_config
 
 from .conftest import Outbox, recording_subscriber, roll_back_then_commit, unavailable, until
@@ -34,7 +35,7 @@ if TYPE_CHECKING:
 
 pytestmark = [pytest.mark.anyio]
 
-asyncpg = pytest.importorskip("asyncpg")
+asyncpg = module("asyncpg")
 
 
 def node_config(*consumers: dict[str, Any], **extra: Any) -> dict[str, Any]:

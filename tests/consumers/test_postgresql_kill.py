@@ -22,6 +22,7 @@ import pytest
 
 from centrifuge_asgi.consumers import outbox_table
 from centrifuge_asgi.node import Node
+from tests.conditions import module
 from tests.interop.serve_process import ServeProcesses
 from tests.interop.support import make_config, token
 
@@ -32,8 +33,8 @@ if TYPE_CHECKING:
 
 pytestmark = [pytest.mark.anyio]
 
-asyncpg = pytest.importorskip("asyncpg")
-pytest.importorskip("redis")
+asyncpg = module("asyncpg")
+module("redis")
 
 
 @pytest.fixture

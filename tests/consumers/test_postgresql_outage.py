@@ -25,6 +25,7 @@ import pytest
 from centrifuge_asgi.config import Config
 from centrifuge_asgi.consumers import CommandDispatcher, outbox_table, run_consumers, statuses
 from centrifuge_asgi.node import Node
+from tests.conditions import module
 from tests.interop.serve_process import free_port
 from tests.interop.support import make_config
 
@@ -32,7 +33,7 @@ from .conftest import unavailable, until
 
 pytestmark = [pytest.mark.anyio]
 
-asyncpg = pytest.importorskip("asyncpg")
+asyncpg = module("asyncpg")
 
 
 class Cluster:

@@ -23,13 +23,14 @@ from centrifuge_asgi.consumers.redis_stream import RedisStreamConsumer
 from centrifuge_asgi.consumers.status import ConsumerStatus, Reporter
 from centrifuge_asgi.node import Node
 from centrifuge_asgi.observer import NoObserver
+from tests.conditions import module
 from tests.interop.support import make_config
 
 from .conftest import Proxy, unavailable, until
 
 pytestmark = [pytest.mark.anyio]
 
-aioredis = pytest.importorskip("redis.asyncio")
+aioredis = module("redis.asyncio")
 URL = "redis://127.0.0.1:6379"
 
 
