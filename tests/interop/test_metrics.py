@@ -202,76 +202,137 @@ async def test_broker_publish_errors_are_counted() -> None:
     assert value(samples, "broker_publish_errors", broker_name="", error="publish") == 1
 
 
-#: the metric names the queries of Centrifugo's Grafana dashboard (id 13039) read for the
-#: features this library has, as listed on Centrifugo's observability docs page
-DASHBOARD_NAMES = [
-    "centrifugo_node_num_clients",
-    "centrifugo_node_num_users",
-    "centrifugo_node_num_subscriptions",
-    "centrifugo_node_num_channels",
-    "centrifugo_node_num_nodes",
-    "centrifugo_node_build",
-    "centrifugo_node_messages_sent_count",
-    "centrifugo_node_messages_received_count",
-    "centrifugo_client_num_reply_errors",
-    "centrifugo_client_connections_inflight",
-    "centrifugo_client_subscriptions_inflight",
-    "centrifugo_client_num_server_disconnects",
-    "centrifugo_client_command_duration_seconds_histogram_bucket",
-    "centrifugo_client_command_duration_seconds_histogram_count",
-    "centrifugo_transport_messages_sent",
-    "centrifugo_api_command_duration_seconds_histogram_bucket",
-    "centrifugo_api_command_duration_seconds_histogram_count",
-    "centrifugo_api_command_errors_total",
-    "centrifugo_proxy_duration_seconds_histogram_bucket",
-    "centrifugo_proxy_errors",
-    "centrifugo_consumers_messages_processed_total",
-    "centrifugo_consumers_errors_total",
-    "process_cpu_seconds_total",
-    "process_resident_memory_bytes",
-]
+async def test_dashboard_13039_queries_find_their_series(live_server: LiveServerFactory) -> None:
+    """Each query of Centrifugo's Grafana dashboard that shows data for Centrifugo OSS
+    (:mod:`.grafana_13039`'s table, read off the dashboard) selects a series here, with
+    every label its panel groups by, once each kind of traffic happened on a node with
+    the Redis engine; the PRO, Go-runtime and absent rows select nothing, as documented."""
+    from starlette.applications import Starlette
+    from starlette.responses import JSONResponse, Response
+    from starlette.routing import Route
 
+    from tests.unit.test_redis_engine import require_main_redis, unique_prefix
 
-async def test_dashboard_metric_names_are_exposed(live_server: LiveServerFactory) -> None:
-    """Every name the dashboard queries has a sample once each kind of traffic happened."""
-    node = Node(node_config())
+    from .grafana_13039 import DASHBOARD, VERSION_VARIABLE, Selector, unmet
+
+    async def backend(request: Any) -> Response:
+        if (await request.json()).get("method") == "fail":
+            return Response(status_code=500)
+        return JSONResponse({"result": {"data": {"ok": True}}})
+
+    require_main_redis()
+    backend_srv = live_server(Starlette(routes=[Route("/rpc", backend, methods=["POST"])]))
+    redis = {"address": "127.0.0.1:6379", "prefix": unique_prefix()}
+    cfg = node_config(engine={"type": "redis", "redis": redis})
+    cfg["client"].update(ping_interval="300ms", pong_timeout="250ms")
+    cfg["rpc"] = {
+        "proxy": {"endpoint": backend_srv.url("/rpc")},
+        "without_namespace": {"proxy_enabled": True},
+    }
+    node = Node(cfg)
     srv = live_server(node.asgi_app())
-    node.metrics_command("subscribe", 0.001, 103)
-    node.metrics.proxy_call("http", "connect", "default", 0.01, False)
-    node.metrics.consumer_processed("outbox", 2)
-    node.metrics.consumer_error("outbox")
+    # consumers are driven for real in the consumer tests; here their hooks are called
+    # as a consumer calls them
+    node.metrics.consumer_processed("outbox", 2)  # type: ignore[attr-defined]
+    node.metrics.consumer_error("outbox")  # type: ignore[attr-defined]
     async with (
         httpx.AsyncClient(timeout=TIMEOUT) as http,
         subscriber(srv, "1", "chat:d") as ws,
+        websockets.connect(srv.ws_url(WS_PATH), open_timeout=TIMEOUT) as rec,
     ):
-        bad = {"channel": "zzz:1", "data": 1}
-        r = await http.post(srv.url("/api/publish"), json=bad, headers=AUTH)
-        assert r.json()["error"]["code"] == 102
-        r = await http.post(
-            srv.url("/api/publish"), json={"channel": "chat:d", "data": 1}, headers=AUTH
-        )
-        assert r.json() == {"result": {}}
-        with anyio.fail_after(TIMEOUT):
-            while "pub" not in await ws.recv():
-                pass
-        samples = await scrape(http, srv)
-        r = await http.post(srv.url("/api/disconnect"), json={"user": "1"}, headers=AUTH)
-        assert r.json() == {"result": {}}
+        first = await _call(http, srv, "publish", {"channel": "news:d", "data": {"n": 1}})
+        epoch = first["result"]["epoch"]
+        await _call(http, srv, "publish", {"channel": "news:d", "data": {"n": 2}})
+        await rec.send(json.dumps({"id": 1, "connect": {"token": token("2")}}))
+        recover = {"channel": "news:d", "recover": True, "offset": 1, "epoch": epoch}
+        await rec.send(json.dumps({"id": 2, "subscribe": recover}))
+        await rec.send(json.dumps({"id": 3, "subscribe": {"channel": "zzz:1"}}))  # 102
+        replies = await _frames(rec, lambda m: m.get("id") == 3)
+        assert replies[-1]["error"]["code"] == 102
+        await rec.send(json.dumps({"id": 4, "rpc": {"method": "ok", "data": {}}}))
+        await rec.send(json.dumps({"id": 5, "rpc": {"method": "fail", "data": {}}}))
+        replies = await _frames(rec, lambda m: m.get("id") == 5)
+        assert "error" in replies[-1]
+        await _frames(rec, lambda m: m == {})  # a ping, answered
+        bad = await _call(http, srv, "publish", {"channel": "zzz:1", "data": 1})
+        assert bad["error"]["code"] == 102
+        await _call(http, srv, "publish", {"channel": "chat:d", "data": 1})
+        await _frames(ws, lambda m: "pub" in m.get("push", {}))
+        await _call(http, srv, "info", {})
+        await _call(http, srv, "unsubscribe", {"user": "2", "channel": "news:d"})
+        await _frames(rec, lambda m: "unsubscribe" in m.get("push", {}))
+        await _call(http, srv, "disconnect", {"user": "1"})
         with anyio.fail_after(TIMEOUT), pytest.raises(websockets.ConnectionClosed):
             while True:
                 await ws.recv()
-        code = str(ws.close_code)
+        disconnects = P + "client_num_server_disconnects"
         with anyio.fail_after(TIMEOUT):  # the count follows the close
-            while not value(  # noqa: ASYNC110 (polls the node over HTTP)
-                after := await scrape(http, srv), "client_num_server_disconnects", code=code
-            ):
+            while True:
+                samples = await scrape(http, srv)
+                if any(name == disconnects for name, _ in samples):
+                    break
                 await anyio.sleep(0.02)
-        assert value(after, "client_num_server_disconnects", code=code) == 1
-    names = {name for name, _ in samples} | {name for name, _ in after}
-    missing = [name for name in DASHBOARD_NAMES if name not in names]
-    assert not missing, missing
+    assert unmet(samples, DASHBOARD) == []
+    for panel, text, _, kind in DASHBOARD:
+        if kind != "oss":
+            for selector in Selector.parse(text).expand():
+                assert not selector.select(samples), (panel, kind, selector)
+    family, label = VERSION_VARIABLE
+    assert Selector.parse(family).select(samples) == [{label: node.version}]
+    names = {name for name, _ in samples}
     # counters keep client_golang's names: no _total appended to ..._count
     assert "centrifugo_node_messages_sent_count_total" not in names
+
+
+def test_dashboard_check_reads_selectors_and_finds_gaps() -> None:
+    """The check itself: selectors are read out of a dashboard's queries (instance
+    matchers, ranges and grouping dropped), quantile panels expand to each value, and a
+    missing series or grouping label is reported."""
+    from .grafana_13039 import Selector, dashboard_selectors, drift, unmet
+
+    dashboard = {
+        "panels": [
+            {
+                "title": "A",
+                "targets": [
+                    {
+                        "expr": 'sum(rate(m_total{instance=~"$instance", kind="x"}'
+                        "[$__rate_interval])) by (code)"
+                    },
+                    {"expr": 'avg(q_seconds{quantile="$quantile", instance=~"$instance"}) by (op)'},
+                ],
+            },
+            {"title": "B", "targets": [{"expr": "max(time() - start_time{})"}]},
+        ]
+    }
+    assert dashboard_selectors(dashboard) == [
+        ("A", 'm_total{kind="x"}'),
+        ("A", 'q_seconds{quantile="$quantile"}'),
+        ("B", "start_time"),
+    ]
+    rows = [
+        ("A", 'm_total{kind="x"}', ("code",), "oss"),
+        ("A", 'q_seconds{quantile="$quantile"}', ("op",), "oss"),
+        ("B", "start_time", (), "go"),
+    ]
+    samples = {
+        ("m_total", (("code", "1"), ("kind", "x"))): 1.0,
+        ("q_seconds", (("op", "a"), ("quantile", "0.5"))): 1.0,
+        ("q_seconds", (("quantile", "0.99"),)): 1.0,
+    }
+    assert unmet(samples, rows) == [
+        "A: q_seconds lacks ['op']",
+        "A: no series for " + repr(Selector("q_seconds", (("quantile", "=", "0.999"),))),
+    ]
+    assert unmet({("m_total", (("kind", "y"),)): 1.0}, rows[:1]) == [
+        "A: no series for " + repr(Selector("m_total", (("kind", "=", "x"),)))
+    ]
+    assert Selector.parse('m{a!="",b=~"x.*"}').matches({"a": "1", "b": "xy"})
+    assert not Selector.parse('m{a!=""}').matches({"b": "1"})
+    # the repository's table and this toy dashboard disagree both ways
+    unknown, unused = drift(dashboard)
+    assert "m_total[('kind', '=', 'x')]" in unknown
+    assert unused
 
 
 async def test_namespace_replaces_the_prefix() -> None:
