@@ -540,6 +540,119 @@ def _scale_table(data: dict[str, Any]) -> list[str]:
     return [*out, ""]
 
 
+def _sweep_rate(r: dict[str, Any] | None) -> float | None:
+    return float(r["sustained"]) if _ok(r) and r and r.get("sustained") is not None else None
+
+
+def _sweep_best(r: dict[str, Any] | None) -> dict[str, Any]:
+    """The round a peer's sweep summary reports (the one with the highest rate)."""
+    if not _ok(r) or r is None:
+        return {}
+    return next((x for x in r["runs"] if _ok(x) and x.get("sustained") == r["sustained"]), {})
+
+
+def _sweep_bound(r: dict[str, Any]) -> str:
+    """ "≥ " when the sweep stopped before a failure (top reached, invalid step) or when
+    the generator was near its own limit at the failing step."""
+    if r.get("ended") in ("top", "invalid", "stopped") or r.get("generator_busy_at_failure"):
+        return "≥ "
+    return ""
+
+
+def _sweep_table(data: dict[str, Any]) -> list[str]:
+    """Scenario 8: the highest delivery rate each peer sustains, and every step."""
+    res = data["results"].get("sweep", {})
+    if not res:
+        return ["not run", ""]
+    p = data["params"]
+    subs = p.get("sweep_subs", 0)
+    ref = {k: _sweep_rate(res.get(k)) for k in (REF_SIO, REF_ASGI)}
+    ref_bound = {k: _sweep_bound(_sweep_best(res.get(k))) for k in (REF_SIO, REF_ASGI)}
+
+    def ratio(rate: float | None, bound: str, k: str, peer: str) -> str:
+        # a lower bound over an exact rate is a lower bound; over a lower bound, unknown
+        if rate is None or ref[k] is None:
+            return "—"
+        if ref_bound[k] and k != peer:
+            return "—" if bound else f"≤ {_ratio(rate, ref[k])}"
+        return f"{bound}{_ratio(rate, ref[k])}"
+
+    out = [
+        f"**{subs:,} subscribers on one channel; offered deliveries/s from "
+        f"{p.get('sweep_start', 0):,.0f}, {p.get('sweep_factor', 0):.3g}{X} per step up to "
+        f"{p.get('sweep_max', 0):,.0f}, then bisections: {p.get('sweep_refine', 0)}; "
+        f"{p.get('sweep_step_s', 0):g} s per step, {p.get('sweep_drain_s', 0):g} s drain**. "
+        "A step is sustained when no client closed, every delivery arrived within the drain "
+        "time, deliveries ÷ (last - first delivery + one publication interval) ≥ 95% of the "
+        f"offered rate, and the median latency of the last second's publications ≤ "
+        f"1.5{X} the first second's + 20 ms. The rate is the highest sustained step below "
+        "the lowest failed one, best round; ≥ marks a lower bound (the sweep ended without "
+        "a failure, or the load generator was ≥ 90% busy at the failure).",
+        "",
+        "| peer | highest sustained deliveries/s | publications/s | vs python-socketio "
+        "| vs ASGI floor | each round | first failure (best round) |",
+        "|---|--:|--:|--:|--:|---|---|",
+    ]
+    for key in _peers(data):
+        r = res.get(key)
+        if r is None:
+            continue
+        if not _ok(r):
+            out.append(f"| {_label(key)} | {_fail(r)} | | | | | |")
+            continue
+        assert r is not None
+        rate = _sweep_rate(r)
+        best = _sweep_best(r)
+        bound = _sweep_bound(best)
+        fail = next((s for s in best.get("steps", []) if s["verdict"] != "pass"), None)
+        why = f"{_num(fail['offered'])}/s: {fail['why']}".replace("|", "/") if fail else "none"
+        rounds = ", ".join(
+            f"{_sweep_bound(x)}{_num(x.get('sustained'))}" if _ok(x) else "failed"
+            for x in r["runs"]
+        )
+        out.append(
+            f"| {_label(key)} | {bound}{_num(rate)} "
+            f"| {_num(rate / subs if rate and subs else None, 1)} "
+            f"| {ratio(rate, bound, REF_SIO, key)} | {ratio(rate, bound, REF_ASGI, key)} "
+            f"| {rounds} | {why} |"
+        )
+    out.append("")
+    for i in range(max(len(r.get("runs", [])) for r in res.values())):
+        out += [
+            f"**Round {i + 1}, every step** (latency in ms; CPU as a share of the step's wall "
+            "time, sending plus drain)",
+            "",
+            "| peer | offered/s | achieved/s | p50 | p99 | p50 first s | p50 last s "
+            "| server CPU | load gen CPU | sustained |",
+            "|---|--:|--:|--:|--:|--:|--:|--:|--:|---|",
+        ]
+        for key in _peers(data):
+            runs = (res.get(key) or {}).get("runs", [])
+            if i >= len(runs) or not _ok(runs[i]):
+                continue
+            for s in runs[i]["steps"]:
+                out.append(_sweep_step_row(key, s))
+        out.append("")
+    return out
+
+
+def _sweep_step_row(key: str, s: dict[str, Any]) -> str:
+    secs = [b for b in s.get("by_second", []) if b.get("n")]
+    first = secs[0]["p50_ms"] if secs else None
+    last = secs[-1]["p50_ms"] if secs else None
+    wall = s.get("wall_s") or 0
+    busy = 100 * (s.get("cpu_s") or {}).get("server", 0) / wall if wall else None
+    verdict = {"pass": "yes", "fail": "**no**"}.get(s["verdict"], s["verdict"])
+    if s.get("why"):
+        verdict += ": " + s["why"].replace("|", "/")
+    return (
+        f"| {_label(key)} | {_num(s['offered'])} | {_num(s.get('achieved'))} "
+        f"| {_num(s.get('p50_ms'), 1)} | {_num(s.get('p99_ms'), 1)} | {_num(first, 1)} "
+        f"| {_num(last, 1)} | {'—' if busy is None else f'{busy:.0f}%'} "
+        f"| {100 * s.get('loadgen_cpu_share', 0):.0f}% | {verdict} |"
+    )
+
+
 def _memory_matrix(data: dict[str, Any]) -> list[str]:
     sections = [k for k in data["results"] if k.startswith("memory:")]
     if not sections:
@@ -683,6 +796,7 @@ def render(data: dict[str, Any], plot_name: str = "benchmarks.png") -> str:
     lines += ["### 5. Connect rate", "", *_connect_table(data)]
     lines += ["### 6. Through Redis", "", *(_redis_table(data) or ["not run", ""])]
     lines += ["### 7. Many connections in one process", "", *_scale_table(data)]
+    lines += ["### 8. Highest sustained rate (sweep)", "", *_sweep_table(data)]
     extra = _profile(data) + _what_if(data) + _memtrace(data)
     if extra:
         lines += ["### Profile and what-if", "", *extra]
@@ -829,6 +943,16 @@ def plot(data: dict[str, Any], path: Path) -> None:
             panels.append(
                 (f"What-if, centrifuge-asgi burst {sizes[0]:,}", "deliveries/s", vals, True)
             )
+    sw = res.get("sweep", {})
+    if sw:
+        panels.append(
+            (
+                "Highest sustained rate (sweep)",
+                "deliveries/s",
+                {k: _sweep_rate(sw.get(k)) for k in peers if k in sw},
+                True,
+            )
+        )
     rd = res.get("redis", {})
     if rd:
         panels.append(

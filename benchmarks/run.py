@@ -19,8 +19,10 @@ import argparse
 import contextlib
 import hashlib
 import json
+import math
 import os
 import platform
+import queue
 import resource
 import shutil
 import signal
@@ -98,6 +100,18 @@ class Params:
     memory_matrix: bool = False
     profile: bool = False
     what_if: bool = False
+    # rate sweep (issue 19): deliveries/s from sweep_start, times sweep_factor per step,
+    # up to sweep_max; after the first failed step, sweep_refine geometric bisections
+    sweep_subs: int = 2500
+    sweep_start: float = 2500
+    sweep_factor: float = math.sqrt(2)
+    sweep_max: float = 2_000_000
+    sweep_refine: int = 2
+    sweep_step_s: float = 4
+    sweep_drain_s: float = 2
+    sweep_recover_s: float = 20
+    sweep_settle_s: float = 0.5
+    sweep_rounds: int = 2
 
 
 FULL = Params(
@@ -140,6 +154,15 @@ QUICK = Params(
     repeat_budget_s=2,
     connect_cap_s=10,
     connect_rounds=2,
+    sweep_subs=500,
+    sweep_start=1000,
+    sweep_factor=2,
+    sweep_max=200_000,
+    sweep_refine=1,
+    sweep_step_s=2,
+    sweep_drain_s=1,
+    sweep_recover_s=8,
+    sweep_rounds=1,
 )
 
 # uvicorn variants for the idle-memory matrix: (label, serve.py flags, client offers deflate)
@@ -419,6 +442,260 @@ def job_steady(ctx: Ctx, peer: Peer) -> dict[str, Any]:
         }
         budget = _connect_budget(ctx, p.steady_subs) + p.steady_seconds + p.steady_drain_s + 30
         return run_loadgen(ctx, job, budget)
+
+
+# ---------------------------------------------------------------------- rate sweep
+
+# A sweep step is sustained when all four hold (sweep_verdict):
+SWEEP_MIN_SHARE = 0.95  # achieved deliveries/s >= 95% of offered
+SWEEP_GROWTH_FACTOR = 1.5  # last second's p50 <= 1.5 x first second's p50 + 20 ms
+SWEEP_GROWTH_SLACK_MS = 20.0
+SWEEP_SEND_SLACK = 1.05  # the generator sent the step within 5% (+50 ms) of its duration
+SWEEP_LOADGEN_BUSY = 0.9  # a failed step with the generator this busy may be its limit
+SWEEP_DOWN_STEPS = 3  # when the first step fails: steps down, at most this many
+
+
+def sweep_verdict(step: dict[str, Any]) -> tuple[str, str]:
+    """``("pass" | "fail" | "invalid", why)`` for one step of the rate sweep.
+
+    Sustained ("pass"): no client closed or errored; every delivery of the step arrived
+    within ``drain_s`` after its last publication was sent (``complete``); deliveries /
+    (last - first delivery + one publication interval) is at least 95% of the offered
+    rate (publications/s x subscribers); and the median latency of the publications sent
+    in the step's last second is at most 1.5 x that of its first second + 20 ms (no
+    backlog growing through the step: a backlog delays every later message, the median
+    too; a second's p99 is its slowest 1%, which one scheduler pause on a shared machine
+    sets). "invalid": the measurement itself did not hold (the previous step's backlog
+    never drained, or the generator could not send at the rate).
+    """
+    if not step.get("recovered", False):
+        return (
+            "invalid",
+            f"previous backlog not drained ({step.get('backlog', '?')} deliveries owed)",
+        )
+    nominal = step["publications"] / step["rate_pubs"]
+    if step["send_s"] > nominal * SWEEP_SEND_SLACK + 0.05:
+        return "invalid", f"generator sent in {step['send_s']:.2f} s, not {nominal:.2f} s"
+    if step.get("closed") or step.get("errors"):
+        first = str(step.get("first_error") or "").strip()[:80]
+        why = f"{step.get('closed', 0)} clients closed, {step.get('errors', 0)} errors"
+        return "fail", why + (f" (first: {first})" if first else "")
+    if not step.get("complete"):
+        share = 100 * step["delivered"] / max(1, step["expected"])
+        return "fail", f"{share:.1f}% delivered within the drain time"
+    offered = step["rate_pubs"] * step["subscribers"]
+    achieved = sweep_achieved(step)
+    if achieved is None or achieved < SWEEP_MIN_SHARE * offered:
+        return "fail", f"achieved {achieved or 0:,.0f}/s of {offered:,.0f}/s offered"
+    seconds = [b for b in step.get("by_second", []) if b.get("n")]
+    if len(seconds) >= 2:
+        first, last = seconds[0]["p50_ms"], seconds[-1]["p50_ms"]
+        if last > first * SWEEP_GROWTH_FACTOR + SWEEP_GROWTH_SLACK_MS:
+            return "fail", f"p50 grew from {first:.1f} ms (first second) to {last:.1f} ms (last)"
+    return "pass", ""
+
+
+def sweep_achieved(step: dict[str, Any]) -> float | None:
+    """Deliveries/s of a step: deliveries / (last - first delivery + one interval)."""
+    span = step.get("span_s")
+    return step["delivered"] / span if span else None
+
+
+def next_sweep_rate(
+    history: list[tuple[float, str]], start: float, factor: float, top: float, refine: int
+) -> float | None:
+    """The next offered rate (deliveries/s) of a sweep, or None when it is done.
+
+    Geometric steps from ``start`` by ``factor`` up to ``top`` until a step fails. While no
+    step below the lowest failure has passed, steps go down by ``factor`` (at most
+    ``SWEEP_DOWN_STEPS`` below ``start``). Then ``refine`` geometric bisections between
+    the highest pass below the lowest failure and that failure. An invalid step ends the
+    sweep.
+    """
+    if not history:
+        return start
+    if any(v == "invalid" for _, v in history):
+        return None
+    fails = [r for r, v in history if v == "fail"]
+    if not fails:
+        last = history[-1][0]
+        return None if last >= top else min(last * factor, top)
+    lowest_fail = min(fails)
+    below = [r for r, v in history if v == "pass" and r < lowest_fail]
+    if not below:
+        down = lowest_fail / factor
+        return down if down >= start / factor**SWEEP_DOWN_STEPS * 0.999 else None
+    if _bisections(history) >= refine:
+        return None
+    return math.sqrt(max(below) * lowest_fail)
+
+
+def _bisections(history: list[tuple[float, str]]) -> int:
+    """Steps of ``history`` chosen by bisection: taken when a failure and a pass below
+    the lowest failure were both already known."""
+    count = 0
+    for i in range(len(history)):
+        fails = [r for r, v in history[:i] if v == "fail"]
+        if fails and any(v == "pass" and r < min(fails) for r, v in history[:i]):
+            count += 1
+    return count
+
+
+def sweep_sustained(history: list[tuple[float, str]], top: float) -> tuple[float | None, str]:
+    """The highest sustained rate: the highest pass below the lowest failure, and how the
+    sweep ended ("fail", "top" when it reached ``top`` without failing, "invalid")."""
+    fails = [r for r, v in history if v == "fail"]
+    ceiling = min(fails) if fails else math.inf
+    passes = [r for r, v in history if v == "pass" and r < ceiling]
+    best = max(passes) if passes else None
+    if any(v == "invalid" for _, v in history):
+        return best, "invalid"
+    if fails:
+        return best, "fail"
+    return best, "top" if history and history[-1][0] >= top else "stopped"
+
+
+class LoadgenSession:
+    """A load generator driven line by line (the sweep): every read is bounded."""
+
+    def __init__(self, ctx: Ctx, job: dict[str, Any], budget_s: float) -> None:
+        job = {
+            **job,
+            "clk_tck": os.sysconf("SC_CLK_TCK"),
+            "src_base": 10 + ctx.job_no % 240,
+            "window": ctx.params.window,
+            "warmup": ctx.params.warmup,
+            "connect_cap_s": ctx.params.connect_cap_s,
+            "budget_s": budget_s,
+        }
+        self.err_path = ctx.logs / f"{ctx.job_no:03d}-loadgen.err"
+        with open(self.err_path, "wb") as err:
+            self.proc = _track(
+                subprocess.Popen(
+                    [ctx.node, str(LOADGEN), json.dumps(job)],
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    stderr=err,
+                    cwd=ROOT,
+                    start_new_session=True,
+                )
+            )
+        self.lines: queue.Queue[str | None] = queue.Queue()
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for raw in self.proc.stdout:
+            line = raw.decode(errors="replace").strip()
+            if line.startswith("{"):
+                self.lines.put(line)
+        self.lines.put(None)
+
+    def reply(self, timeout: float) -> dict[str, Any]:
+        """The generator's next JSON line, or an error after ``timeout`` seconds."""
+        try:
+            line = self.lines.get(timeout=timeout)
+        except queue.Empty:
+            return {"ok": False, "error": f"no answer from the load generator in {timeout:.0f} s"}
+        if line is None:
+            tail = self.err_path.read_text(errors="replace")[-500:]
+            return {"ok": False, "error": f"load generator ended: {tail}"}
+        result: dict[str, Any] = json.loads(line)
+        return result
+
+    def send(self, command: dict[str, Any]) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(json.dumps(command).encode() + b"\n")
+        self.proc.stdin.flush()
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.send({"stop": True})
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(5)
+        _stop(self.proc, grace=0.5)
+        self.reader.join(5)
+
+
+def job_sweep(ctx: Ctx, peer: Peer) -> dict[str, Any]:
+    """One rate sweep of ``peer``: one server, ``sweep_subs`` subscribers, steps of
+    offered deliveries/s chosen by ``next_sweep_rate`` and judged by ``sweep_verdict``."""
+    ctx.job_no += 1
+    p = ctx.params
+    per_step = p.sweep_step_s + p.sweep_drain_s + p.sweep_recover_s + p.sweep_settle_s + 5
+    most = math.ceil(math.log(p.sweep_max / p.sweep_start, p.sweep_factor))
+    most += 2 + p.sweep_refine + SWEEP_DOWN_STEPS
+    connect = _connect_budget(ctx, p.sweep_subs) + 30
+    with servers(ctx, (peer, [])) as (srv,):
+        job = {
+            "proto": peer.proto,
+            "port": srv.port,
+            "scenario": "sweep",
+            "subs": p.sweep_subs,
+            "step_s": p.sweep_step_s,
+            "drain_s": p.sweep_drain_s,
+            "recover_s": p.sweep_recover_s,
+            "settle_s": p.sweep_settle_s,
+            "pids": {"server": srv.pid},
+        }
+        session = LoadgenSession(ctx, job, connect + most * per_step + 30)
+        try:
+            ready = session.reply(connect)
+            if not ready.get("ready"):
+                return {"ok": False, "error": ready.get("error", "not ready")}
+            subs = int(ready["subscribers"])
+            history: list[tuple[float, str]] = []
+            steps: list[dict[str, Any]] = []
+            while (
+                rate := next_sweep_rate(
+                    history, p.sweep_start, p.sweep_factor, p.sweep_max, p.sweep_refine
+                )
+            ) is not None:
+                session.send({"rate_pubs": round(rate / subs, 3)})
+                step = session.reply(per_step)
+                if not step.get("step"):
+                    return {"ok": False, "error": step.get("error", "?"), "steps": steps}
+                verdict, why = sweep_verdict(step)
+                busy = step.get("loadgen_cpu_share", 0) >= SWEEP_LOADGEN_BUSY
+                if verdict == "fail" and busy:
+                    why += f" (load generator {100 * step['loadgen_cpu_share']:.0f}% busy)"
+                offered = step["rate_pubs"] * subs
+                step.update(offered=offered, achieved=sweep_achieved(step), verdict=verdict)
+                step.update(why=why, loadgen_busy=busy)
+                steps.append(step)
+                history.append((offered, verdict))
+                ctx.log(f"    sweep {peer.key:<16} {offered:>10,.0f}/s  {verdict} {why}")
+        finally:
+            session.close()
+    best, ended = sweep_sustained(history, p.sweep_max)
+    limit = next((s for s in steps if s["verdict"] == "fail"), None)
+    return {
+        "ok": True,
+        "subscribers": subs,
+        "connect_rate": ready.get("connect_rate"),
+        "sustained": best,
+        "ended": ended,
+        "generator_busy_at_failure": bool(limit and limit["loadgen_busy"]),
+        "steps": steps,
+    }
+
+
+def sweep_summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """A peer's sweep over its rounds: the best round's rate, every round kept."""
+    good = [r for r in runs if r.get("ok") and r.get("sustained") is not None]
+    if not good:
+        failed = next((r for r in runs if not r.get("ok")), None)
+        why = "no step sustained" if failed is None else failed.get("error")
+        return {"ok": False, "error": why, "runs": runs}
+    best = max(good, key=lambda r: r["sustained"])
+    return {
+        "ok": True,
+        "sustained": best["sustained"],
+        "ended": best["ended"],
+        "rates": [r.get("sustained") if r.get("ok") else None for r in runs],
+        "runs": runs,
+    }
 
 
 def job_channels(ctx: Ctx, peer: Peer) -> dict[str, Any]:
@@ -775,7 +1052,7 @@ def _loadavg() -> str:
 def _short(r: dict[str, Any]) -> str:
     if not r.get("ok"):
         return f"FAILED: {r.get('error', '?')}"
-    keys = ("rate", "connect_rate", "p99_ms", "kb_per_client", "cpu_us_per_delivery")
+    keys = ("rate", "connect_rate", "p99_ms", "kb_per_client", "cpu_us_per_delivery", "sustained")
     bits = [f"{k}={r[k]}" for k in keys if k in r]
     if "points" in r:
         bits.append("kb/client=" + ",".join(str(pt["kb_per_client"]) for pt in r["points"]))
@@ -820,6 +1097,15 @@ def run_suite(ctx: Ctx) -> dict[str, Any]:
     if "steady" in ctx.scenarios:
         for peer in ctx.peers:
             record("steady", peer.key, job_steady, ctx, peer)
+    if "sweep" in ctx.scenarios:
+        # as for connect: rounds interleave the peers and rotate their order
+        sweeps: dict[str, list[dict[str, Any]]] = {}
+        for i in range(p.sweep_rounds):
+            shift = i % len(ctx.peers)
+            for peer in ctx.peers[shift:] + ctx.peers[:shift]:
+                record(f"sweep-round-{i + 1}", peer.key, job_sweep, ctx, peer)
+                sweeps.setdefault(peer.key, []).append(res.pop(f"sweep-round-{i + 1}")[peer.key])
+        res["sweep"] = {key: sweep_summary(runs) for key, runs in sweeps.items()}
     if "channels" in ctx.scenarios:
         for peer in ctx.peers:
             record("channels", peer.key, job_channels, ctx, peer)
@@ -882,6 +1168,7 @@ SCENARIOS = [
     "burst",
     "connect",
     "steady",
+    "sweep",
     "channels",
     "idle",
     "redis",

@@ -17,6 +17,7 @@ import crypto from "node:crypto";
 import fs from "node:fs";
 import net from "node:net";
 import { performance } from "node:perf_hooks";
+import readline from "node:readline";
 
 const job = JSON.parse(process.argv[2]);
 const CLK_TCK = job.clk_tck || 100;
@@ -95,6 +96,9 @@ let target = Infinity;
 let onTarget = null;
 let latencies = null;
 let latN = 0;
+let latSec = null; // sweep: per delivery, the second of its step the publication was sent in
+let latT0 = 0;
+let latFirstUs = 0; // sweep: when the step's first delivery arrived
 
 function noteError(msg) {
   stats.errors++;
@@ -117,7 +121,14 @@ function countPubs(conn, buf, s, e) {
         v = v * 10 + (c - 48);
         c = frame[++j];
       }
-      if (latN < latencies.length) latencies[latN++] = nowUs() - v;
+      if (latN < latencies.length) {
+        // sweep: also the second of the step in which the publication was sent
+        if (latSec !== null) {
+          latSec[latN] = Math.min(255, Math.max(0, Math.floor((v - latT0) / 1e6)));
+          if (latFirstUs === 0) latFirstUs = nowUs();
+        }
+        latencies[latN++] = nowUs() - v;
+      }
     }
     i = frame.indexOf(MARK, i + MARK.length);
   }
@@ -686,9 +697,110 @@ async function scenarioIdle() {
   return { baseline_mb, warm, connect_rate: rate, points, capped, trace };
 }
 
+// The rate sweep, driven step by step by run.py over stdin/stdout. After connect and
+// warm-up the generator prints {"ready":true,...}; then for each line {"rate_pubs":x} on
+// stdin it runs one step and prints its figures as one line; {"stop":true} ends it.
+// A step: wait (bounded by recover_s) until every delivery of earlier steps arrived, pause
+// settle_s, publish x publications/s for step_s seconds, then wait at most drain_s for
+// the step's deliveries. Whether the step was sustained is decided in run.py.
+async function scenarioSweep() {
+  const ch = job.channel || "bench";
+  const c = await connectAll(job.subs, () => [ch]);
+  const pub = await openConn(job.port, []);
+  await warmup(pub, c.conns.length, ch);
+  const subs = c.conns.length;
+  console.log(JSON.stringify({ ready: true, subscribers: subs, connect_rate: Math.round(c.rate) }));
+  const lines = readline.createInterface({ input: process.stdin })[Symbol.asyncIterator]();
+  let owed = stats.delivered; // deliveries expected so far, over all steps
+  const ms = (v) => (v === null ? null : +(v / 1000).toFixed(3));
+  for (;;) {
+    const next = await lines.next();
+    if (next.done) break;
+    const cmd = JSON.parse(next.value);
+    if (cmd.stop) break;
+    const rate = cmd.rate_pubs;
+    const recovered = await waitDelivered(owed, job.recover_s * 1000);
+    if (!recovered) {
+      console.log(JSON.stringify({ step: true, rate_pubs: rate, recovered: false, backlog: owed - stats.delivered }));
+      continue;
+    }
+    await sleep(job.settle_s * 1000);
+    const total = Math.max(1, Math.round(rate * job.step_s));
+    const expected = total * subs;
+    latencies = new Float64Array(expected);
+    latSec = new Uint8Array(expected);
+    latN = 0;
+    const base = stats.delivered;
+    const errors0 = stats.errors;
+    stats.firstError = ""; // this step's first error, if any
+    const closed0 = stats.closed;
+    const cpu0 = cpuAll();
+    const lg0 = process.cpuUsage();
+    const start = performance.now();
+    latT0 = nowUs();
+    latFirstUs = 0;
+    for (let i = 0; i < total; i++) {
+      const due = start + (i * 1000) / rate;
+      const wait = due - performance.now();
+      if (wait > 1) await sleep(wait);
+      pub.send(proto.publish(pub, ch, payload()));
+    }
+    const sentS = (performance.now() - start) / 1000;
+    owed = base + expected;
+    const complete = await waitDelivered(owed, job.drain_s * 1000);
+    const firstUs = latFirstUs;
+    const endUs = nowUs();
+    const lg = process.cpuUsage(lg0);
+    const cpu = cpuDelta(cpu0, cpuAll());
+    const delivered = stats.delivered - base;
+    const lastUs = stats.lastUs;
+    // per second of sending: p50 and p99 of the deliveries of that second's publications
+    const perSec = [];
+    const secs = Math.ceil(total / rate);
+    for (let k = 0; k < secs; k++) perSec.push([]);
+    for (let j = 0; j < latN; j++) if (latSec[j] < secs) perSec[latSec[j]].push(latencies[j]);
+    const bySecond = perSec.map((xs) => {
+      xs.sort((a, b) => a - b);
+      return { n: xs.length, p50_ms: ms(percentile(xs, 50)), p99_ms: ms(percentile(xs, 99)) };
+    });
+    const lat = Array.from(latencies.subarray(0, latN)).sort((a, b) => a - b);
+    const wallUs = Math.max(1, endUs - latT0);
+    console.log(
+      JSON.stringify({
+        step: true,
+        recovered: true,
+        rate_pubs: rate,
+        subscribers: subs,
+        publications: total,
+        expected,
+        delivered,
+        complete,
+        send_s: +sentS.toFixed(3),
+        step_s: job.step_s,
+        wall_s: +(wallUs / 1e6).toFixed(3), // from the first send to the end of the drain
+        // deliveries ÷ (last − first delivery + one publication interval)
+        span_s: delivered > 0 && firstUs > 0 ? +((lastUs - firstUs) / 1e6 + 1 / rate).toFixed(4) : null,
+        p50_ms: ms(percentile(lat, 50)),
+        p99_ms: ms(percentile(lat, 99)),
+        max_ms: ms(lat.length ? lat[lat.length - 1] : null),
+        by_second: bySecond,
+        errors: stats.errors - errors0,
+        first_error: stats.firstError,
+        closed: stats.closed - closed0,
+        cpu_s: cpu,
+        loadgen_cpu_share: +((lg.user + lg.system) / wallUs).toFixed(3),
+      }),
+    );
+    latencies = null;
+    latSec = null;
+  }
+  return { subscribers: subs, connect_rate: Math.round(c.rate) };
+}
+
 const scenarios = {
   burst: scenarioBurst,
   steady: scenarioSteady,
+  sweep: scenarioSweep,
   channels: scenarioChannels,
   idle: scenarioIdle,
 };
