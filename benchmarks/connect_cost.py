@@ -9,6 +9,8 @@ the library adds to the server's own handshake (uvicorn's cost is in ``run.py``'
 rate, not here).
 
     python benchmarks/connect_cost.py [N]       # default 10,000 clients
+    python benchmarks/connect_cost.py N --only centrifuge-asgi --collector-off
+    python benchmarks/connect_cost.py N --only centrifuge-asgi --tracemalloc
 
 It prints microseconds per connect under CPython's default garbage-collector settings
 and under a larger first-generation threshold, and the same for the suite's ASGI floor
@@ -16,6 +18,15 @@ app under the same harness. Each line also gives the time spent in full (generat
 collections and how many objects the collector tracks per connection kept open: a
 growing heap of long-lived connection objects makes the collector a large share of the
 cost, since each full collection walks all of them.
+
+``--only`` runs one peer once; with ``--collector-off`` the collector is disabled and not
+inspected, so the run does only the connects and their teardown. That is the mode for an
+instruction count that does not depend on the machine's load: the difference between two
+runs of ``valgrind --tool=callgrind`` (say N = 1,000 and N = 200), divided by the
+difference in N, is the instructions per connect + subscribe + teardown. With
+``--tracemalloc`` the run reports what the N connections kept allocated (the heap's growth
+per connection, harness included, and the library's lines that hold the most) and the
+objects the collector tracks per connection.
 """
 
 from __future__ import annotations
@@ -104,9 +115,10 @@ async def connect_one(
     await replied
 
 
-async def measure(n: int, peer: str, freeze: bool = False) -> Cost:
+async def measure(n: int, peer: str, freeze: bool = False, inspect_gc: bool = True) -> Cost:
     """The cost per connect + subscribe for ``n`` clients that stay connected; with
-    ``freeze``, ``gc.freeze()`` after start-up and warm-up (as ``serve`` does)."""
+    ``freeze``, ``gc.freeze()`` after start-up and warm-up (as ``serve`` does). Without
+    ``inspect_gc`` the collector is neither run nor counted (0 tracked objects)."""
     tasks: list[asyncio.Future[None]] = []
     async with contextlib.AsyncExitStack() as stack:
         if peer == "floor":
@@ -116,6 +128,15 @@ async def measure(n: int, peer: str, freeze: bool = False) -> Cost:
             app, frames, replies = node.asgi_app(), FRAMES, 2
         for _ in range(100):  # warm-up
             await connect_one(app, tasks, frames, replies)
+        if not inspect_gc:
+            started = time.perf_counter()
+            for _ in range(n):
+                await connect_one(app, tasks, frames, replies)
+            elapsed = time.perf_counter() - started
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            return Cost(elapsed / n * 1e6, 0.0, 0.0)
         gc.collect()
         if freeze:
             gc.freeze()
@@ -149,8 +170,67 @@ async def measure(n: int, peer: str, freeze: bool = False) -> Cost:
     return Cost(elapsed / n * 1e6, full_gc / n * 1e6, tracked / n)
 
 
+async def kept(n: int, peer: str, top: int = 25) -> None:
+    """Print what ``n`` connections keep allocated, per connection (tracemalloc)."""
+    import tracemalloc
+
+    tasks: list[asyncio.Future[None]] = []
+    async with contextlib.AsyncExitStack() as stack:
+        if peer == "floor":
+            app, frames, replies = build_floor_app(argparse.Namespace()), FLOOR_FRAMES, 1
+        else:
+            node = await stack.enter_async_context(Node(CONFIG))
+            app, frames, replies = node.asgi_app(), FRAMES, 2
+        for _ in range(100):  # warm-up
+            await connect_one(app, tasks, frames, replies)
+        gc.collect()
+        tracked = len(gc.get_objects())
+        tracemalloc.start()
+        before = tracemalloc.take_snapshot()
+        for _ in range(n):
+            await connect_one(app, tasks, frames, replies)
+        gc.collect()
+        after = tracemalloc.take_snapshot()
+        tracemalloc.stop()
+        diff = [s for s in after.compare_to(before, "lineno") if s.size_diff]
+        total = sum(s.size_diff for s in diff)
+        diff = [s for s in diff if "centrifuge_asgi" in s.traceback[0].filename]
+        del before, after  # the snapshots' traces are tracked tuples
+        gc.collect()
+        tracked = len(gc.get_objects()) - tracked
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    print(f"heap growth {total / n:.0f} B per connection; {tracked / n:.1f} tracked objects")
+    for stat in diff[:top]:
+        where = stat.traceback[0]
+        name = where.filename.split("/centrifuge_asgi/")[-1]
+        print(
+            f"  {stat.size_diff / n:7.1f} B {stat.count_diff / n:5.2f} blocks"
+            f"  {name}:{where.lineno}"
+        )
+
+
 def main() -> None:
-    n = int(sys.argv[1]) if len(sys.argv) > 1 else 10_000
+    ap = argparse.ArgumentParser(description="centrifuge-asgi's own cost per connect")
+    ap.add_argument("n", nargs="?", type=int, default=10_000, help="clients kept open")
+    ap.add_argument("--only", choices=("centrifuge-asgi", "floor"), help="one peer, one run")
+    ap.add_argument(
+        "--collector-off", action="store_true", help="with --only: gc.disable(), no gc figures"
+    )
+    ap.add_argument("--tracemalloc", action="store_true", help="with --only: what stays allocated")
+    args = ap.parse_args()
+    n = args.n
+    if args.only and args.tracemalloc:
+        asyncio.run(kept(n, "floor" if args.only == "floor" else "us"))
+        return
+    if args.only:
+        if args.collector_off:
+            gc.disable()
+        peer = "floor" if args.only == "floor" else "us"
+        cost = asyncio.run(measure(n, peer, inspect_gc=not args.collector_off))
+        print(f"{args.only}: {cost.us:6.1f} µs per connect + subscribe ({n} clients)")
+        return
     default = gc.get_threshold()
     runs = (
         ("centrifuge-asgi", "us", default, False),
