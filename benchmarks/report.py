@@ -581,11 +581,12 @@ def _sweep_table(data: dict[str, Any]) -> list[str]:
         f"**{subs:,} subscribers on one channel; offered deliveries/s from "
         f"{p.get('sweep_start', 0):,.0f}, {p.get('sweep_factor', 0):.3g}{X} per step up to "
         f"{p.get('sweep_max', 0):,.0f}, then bisections: {p.get('sweep_refine', 0)}; "
-        f"{p.get('sweep_step_s', 0):g} s per step, {p.get('sweep_drain_s', 0):g} s drain**. "
+        f"{p.get('sweep_step_s', 0):g} s per step (longer when that is fewer than 8 "
+        f"publications), {p.get('sweep_drain_s', 0):g} s drain**. "
         "A step is sustained when no client closed, every delivery arrived within the drain "
-        "time, deliveries ÷ (last - first delivery + one publication interval) ≥ 95% of the "
-        f"offered rate, and the median latency of the last second's publications ≤ "
-        f"1.5{X} the first second's + 20 ms. The rate is the highest sustained step below "
+        "time, deliveries ÷ max(sending time, first to last delivery) ≥ 95% of the offered "
+        "rate, and the median latency of the publications of the step's second half ≤ "
+        f"1.5{X} the first half's + 20 ms. The rate is the highest sustained step below "
         "the lowest failed one, best round; ≥ marks a lower bound (the sweep ended without "
         "a failure, or the load generator was ≥ 90% busy at the failure).",
         "",
@@ -622,7 +623,7 @@ def _sweep_table(data: dict[str, Any]) -> list[str]:
             f"**Round {i + 1}, every step** (latency in ms; CPU as a share of the step's wall "
             "time, sending plus drain)",
             "",
-            "| peer | offered/s | achieved/s | p50 | p99 | p50 first s | p50 last s "
+            "| peer | offered/s | achieved/s | p50 | p99 | p50 first half | p50 second half "
             "| server CPU | load gen CPU | sustained |",
             "|---|--:|--:|--:|--:|--:|--:|--:|--:|---|",
         ]
@@ -637,9 +638,8 @@ def _sweep_table(data: dict[str, Any]) -> list[str]:
 
 
 def _sweep_step_row(key: str, s: dict[str, Any]) -> str:
-    secs = [b for b in s.get("by_second", []) if b.get("n")]
-    first = secs[0]["p50_ms"] if secs else None
-    last = secs[-1]["p50_ms"] if secs else None
+    halves = s.get("halves") or [{}, {}]
+    first, last = halves[0].get("p50_ms"), halves[-1].get("p50_ms")
     wall = s.get("wall_s") or 0
     busy = 100 * (s.get("cpu_s") or {}).get("server", 0) / wall if wall else None
     verdict = {"pass": "yes", "fail": "**no**"}.get(s["verdict"], s["verdict"])

@@ -448,25 +448,26 @@ def job_steady(ctx: Ctx, peer: Peer) -> dict[str, Any]:
 
 # A sweep step is sustained when all four hold (sweep_verdict):
 SWEEP_MIN_SHARE = 0.95  # achieved deliveries/s >= 95% of offered
-SWEEP_GROWTH_FACTOR = 1.5  # last second's p50 <= 1.5 x first second's p50 + 20 ms
+SWEEP_GROWTH_FACTOR = 1.5  # p50 of the second half <= 1.5 x the first half's + 20 ms
 SWEEP_GROWTH_SLACK_MS = 20.0
 SWEEP_SEND_SLACK = 1.05  # the generator sent the step within 5% (+50 ms) of its duration
 SWEEP_LOADGEN_BUSY = 0.9  # a failed step with the generator this busy may be its limit
 SWEEP_DOWN_STEPS = 3  # when the first step fails: steps down, at most this many
+SWEEP_MIN_PUBS = 8  # a step lasts long enough for this many publications
 
 
 def sweep_verdict(step: dict[str, Any]) -> tuple[str, str]:
     """``("pass" | "fail" | "invalid", why)`` for one step of the rate sweep.
 
     Sustained ("pass"): no client closed or errored; every delivery of the step arrived
-    within ``drain_s`` after its last publication was sent (``complete``); deliveries /
-    (last - first delivery + one publication interval) is at least 95% of the offered
-    rate (publications/s x subscribers); and the median latency of the publications sent
-    in the step's last second is at most 1.5 x that of its first second + 20 ms (no
-    backlog growing through the step: a backlog delays every later message, the median
-    too; a second's p99 is its slowest 1%, which one scheduler pause on a shared machine
-    sets). "invalid": the measurement itself did not hold (the previous step's backlog
-    never drained, or the generator could not send at the rate).
+    within ``drain_s`` after its last publication was sent (``complete``); the achieved
+    rate (``sweep_achieved``) is at least 95% of the offered rate (publications/s x
+    subscribers); and the median latency of the publications sent in the step's second
+    half is at most 1.5 x that of its first half + 20 ms (no backlog growing through the
+    step: a backlog delays every later message, the median too, whereas a p99 is the
+    slowest 1%, which one scheduler pause on a shared machine sets). "invalid": the
+    measurement itself did not hold (the previous step's backlog never drained, or the
+    generator could not send at the rate).
     """
     if not step.get("recovered", False):
         return (
@@ -487,18 +488,23 @@ def sweep_verdict(step: dict[str, Any]) -> tuple[str, str]:
     achieved = sweep_achieved(step)
     if achieved is None or achieved < SWEEP_MIN_SHARE * offered:
         return "fail", f"achieved {achieved or 0:,.0f}/s of {offered:,.0f}/s offered"
-    seconds = [b for b in step.get("by_second", []) if b.get("n")]
-    if len(seconds) >= 2:
-        first, last = seconds[0]["p50_ms"], seconds[-1]["p50_ms"]
+    halves = [b for b in step.get("halves", []) if b.get("n")]
+    if len(halves) == 2:
+        first, last = halves[0]["p50_ms"], halves[1]["p50_ms"]
         if last > first * SWEEP_GROWTH_FACTOR + SWEEP_GROWTH_SLACK_MS:
-            return "fail", f"p50 grew from {first:.1f} ms (first second) to {last:.1f} ms (last)"
+            return "fail", f"p50 grew from {first:.1f} ms (first half) to {last:.1f} ms (second)"
     return "pass", ""
 
 
 def sweep_achieved(step: dict[str, Any]) -> float | None:
-    """Deliveries/s of a step: deliveries / (last - first delivery + one interval)."""
-    span = step.get("span_s")
-    return step["delivered"] / span if span else None
+    """Deliveries/s of a step: deliveries / max(the step's sending time, first to last
+    delivery). A peer that keeps up delivers over the sending time; one that falls behind
+    delivers its last message late, by what its backlog grew to."""
+    span = step.get("first_last_s")
+    if span is None or not step["delivered"]:
+        return None
+    nominal = step["publications"] / step["rate_pubs"]
+    return float(step["delivered"] / max(nominal, span))
 
 
 def next_sweep_rate(
@@ -623,9 +629,11 @@ def job_sweep(ctx: Ctx, peer: Peer) -> dict[str, Any]:
     offered deliveries/s chosen by ``next_sweep_rate`` and judged by ``sweep_verdict``."""
     ctx.job_no += 1
     p = ctx.params
-    per_step = p.sweep_step_s + p.sweep_drain_s + p.sweep_recover_s + p.sweep_settle_s + 5
+    lowest = p.sweep_start / p.sweep_factor**SWEEP_DOWN_STEPS / p.sweep_subs  # publications/s
+    longest = max(p.sweep_step_s, SWEEP_MIN_PUBS / lowest)
     most = math.ceil(math.log(p.sweep_max / p.sweep_start, p.sweep_factor))
     most += 2 + p.sweep_refine + SWEEP_DOWN_STEPS
+    slack = p.sweep_drain_s + p.sweep_recover_s + p.sweep_settle_s + 5
     connect = _connect_budget(ctx, p.sweep_subs) + 30
     with servers(ctx, (peer, [])) as (srv,):
         job = {
@@ -639,7 +647,7 @@ def job_sweep(ctx: Ctx, peer: Peer) -> dict[str, Any]:
             "settle_s": p.sweep_settle_s,
             "pids": {"server": srv.pid},
         }
-        session = LoadgenSession(ctx, job, connect + most * per_step + 30)
+        session = LoadgenSession(ctx, job, connect + most * (longest + slack) + 30)
         try:
             ready = session.reply(connect)
             if not ready.get("ready"):
@@ -652,8 +660,10 @@ def job_sweep(ctx: Ctx, peer: Peer) -> dict[str, Any]:
                     history, p.sweep_start, p.sweep_factor, p.sweep_max, p.sweep_refine
                 )
             ) is not None:
-                session.send({"rate_pubs": round(rate / subs, 3)})
-                step = session.reply(per_step)
+                pubs = round(rate / subs, 3)
+                step_s = max(p.sweep_step_s, SWEEP_MIN_PUBS / pubs)
+                session.send({"rate_pubs": pubs, "step_s": round(step_s, 3)})
+                step = session.reply(step_s + slack)
                 if not step.get("step"):
                     return {"ok": False, "error": step.get("error", "?"), "steps": steps}
                 verdict, why = sweep_verdict(step)

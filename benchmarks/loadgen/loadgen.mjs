@@ -22,6 +22,8 @@ import readline from "node:readline";
 const job = JSON.parse(process.argv[2]);
 const CLK_TCK = job.clk_tck || 100;
 const MARK = Buffer.from('"bt":');
+const PING_LINE = Buffer.from("\n{}\n"); // a centrifuge ping between two lines of a frame
+const PING_END = Buffer.from("\n{}"); // ... or as its last line
 const READ_BUF = Buffer.allocUnsafe(1 << 18);
 const nowUs = () => Math.round(performance.now() * 1000);
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -96,7 +98,7 @@ let target = Infinity;
 let onTarget = null;
 let latencies = null;
 let latN = 0;
-let latSec = null; // sweep: per delivery, the second of its step the publication was sent in
+let latMs = null; // sweep: per delivery, when in its step (ms) the publication was sent
 let latT0 = 0;
 let latFirstUs = 0; // sweep: when the step's first delivery arrived
 
@@ -123,8 +125,8 @@ function countPubs(conn, buf, s, e) {
       }
       if (latN < latencies.length) {
         // sweep: also the second of the step in which the publication was sent
-        if (latSec !== null) {
-          latSec[latN] = Math.min(255, Math.max(0, Math.floor((v - latT0) / 1e6)));
+        if (latMs !== null) {
+          latMs[latN] = Math.max(0, Math.floor((v - latT0) / 1000));
           if (latFirstUs === 0) latFirstUs = nowUs();
         }
         latencies[latN++] = nowUs() - v;
@@ -196,7 +198,14 @@ const protocols = {
       } else if (++conn.acks === conn.channels.length) conn.setReady();
     },
     fast(conn, buf, s, e) {
-      if (countPubs(conn, buf, s, e)) return;
+      if (countPubs(conn, buf, s, e)) {
+        // a ping ("{}") coalesced with publications into one frame must be answered too
+        const frame = buf.subarray(s, e);
+        if (frame[0] === 0x7b && frame[1] === 0x7d && frame[2] === 0x0a) conn.send("{}");
+        else if (frame.indexOf(PING_LINE) !== -1) conn.send("{}");
+        else if (e - s >= 3 && frame.indexOf(PING_END, e - s - 3) !== -1) conn.send("{}");
+        return;
+      }
       const text = buf.toString("latin1", s, e);
       if (text === "{}" || text.startsWith("{}\n") || text.includes("\n{}")) conn.send("{}");
       else if (text.includes('"error"')) noteError(text);
@@ -719,16 +728,17 @@ async function scenarioSweep() {
     const cmd = JSON.parse(next.value);
     if (cmd.stop) break;
     const rate = cmd.rate_pubs;
+    const stepS = cmd.step_s || job.step_s;
     const recovered = await waitDelivered(owed, job.recover_s * 1000);
     if (!recovered) {
       console.log(JSON.stringify({ step: true, rate_pubs: rate, recovered: false, backlog: owed - stats.delivered }));
       continue;
     }
     await sleep(job.settle_s * 1000);
-    const total = Math.max(1, Math.round(rate * job.step_s));
+    const total = Math.max(1, Math.round(rate * stepS));
     const expected = total * subs;
     latencies = new Float64Array(expected);
-    latSec = new Uint8Array(expected);
+    latMs = new Uint32Array(expected);
     latN = 0;
     const base = stats.delivered;
     const errors0 = stats.errors;
@@ -754,15 +764,23 @@ async function scenarioSweep() {
     const cpu = cpuDelta(cpu0, cpuAll());
     const delivered = stats.delivered - base;
     const lastUs = stats.lastUs;
-    // per second of sending: p50 and p99 of the deliveries of that second's publications
+    // p50 and p99 of the deliveries of the publications sent in each second of the step,
+    // and in its first and second half
+    const summary = (xs) => {
+      xs.sort((a, b) => a - b);
+      return { n: xs.length, p50_ms: ms(percentile(xs, 50)), p99_ms: ms(percentile(xs, 99)) };
+    };
     const perSec = [];
     const secs = Math.ceil(total / rate);
     for (let k = 0; k < secs; k++) perSec.push([]);
-    for (let j = 0; j < latN; j++) if (latSec[j] < secs) perSec[latSec[j]].push(latencies[j]);
-    const bySecond = perSec.map((xs) => {
-      xs.sort((a, b) => a - b);
-      return { n: xs.length, p50_ms: ms(percentile(xs, 50)), p99_ms: ms(percentile(xs, 99)) };
-    });
+    const halves = [[], []];
+    const halfMs = (total / rate / 2) * 1000;
+    for (let j = 0; j < latN; j++) {
+      const k = Math.floor(latMs[j] / 1000);
+      if (k < secs) perSec[k].push(latencies[j]);
+      halves[latMs[j] < halfMs ? 0 : 1].push(latencies[j]);
+    }
+    const bySecond = perSec.map(summary);
     const lat = Array.from(latencies.subarray(0, latN)).sort((a, b) => a - b);
     const wallUs = Math.max(1, endUs - latT0);
     console.log(
@@ -776,14 +794,15 @@ async function scenarioSweep() {
         delivered,
         complete,
         send_s: +sentS.toFixed(3),
-        step_s: job.step_s,
+        step_s: stepS,
         wall_s: +(wallUs / 1e6).toFixed(3), // from the first send to the end of the drain
-        // deliveries ÷ (last − first delivery + one publication interval)
-        span_s: delivered > 0 && firstUs > 0 ? +((lastUs - firstUs) / 1e6 + 1 / rate).toFixed(4) : null,
+        // from the step's first delivery to its last
+        first_last_s: delivered > 0 && firstUs > 0 ? +((lastUs - firstUs) / 1e6).toFixed(4) : null,
         p50_ms: ms(percentile(lat, 50)),
         p99_ms: ms(percentile(lat, 99)),
         max_ms: ms(lat.length ? lat[lat.length - 1] : null),
         by_second: bySecond,
+        halves: halves.map(summary),
         errors: stats.errors - errors0,
         first_error: stats.firstError,
         closed: stats.closed - closed0,
@@ -792,7 +811,7 @@ async function scenarioSweep() {
       }),
     );
     latencies = null;
-    latSec = null;
+    latMs = null;
   }
   return { subscribers: subs, connect_rate: Math.round(c.rate) };
 }
