@@ -9,7 +9,6 @@ clients connected over WebSocket: publications, server-side (un)subscribe, disco
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import json
 import socket
 import time
@@ -428,9 +427,51 @@ async def test_port_in_use_fails_the_start() -> None:
         assert not node.running
 
 
-async def test_reflection_without_grpcio_reflection(caplog: pytest.LogCaptureFixture) -> None:
-    if importlib.util.find_spec("grpc_reflection") is not None:
-        pytest.skip("grpcio-reflection is installed here")
+async def test_reflection_describes_the_api(live_server: LiveServerFactory) -> None:
+    """With ``grpc_api.reflection``, a client that has no stubs (as grpcurl) lists the
+    service and reads its methods and message fields from the server."""
+    from google.protobuf.descriptor_pool import DescriptorPool
+    from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
+        ProtoReflectionDescriptorDatabase,
+    )
+
+    env = start(live_server, grpc_config(api={"reflection": True}, uni=False))
+
+    def describe() -> tuple[list[str], list[str], dict[str, int]]:
+        with grpc.insecure_channel(env.api_target) as channel:
+            database = ProtoReflectionDescriptorDatabase(channel)
+            services = sorted(database.get_services())
+            service = DescriptorPool(database).FindServiceByName(services[0])
+            publish = service.FindMethodByName("Publish").input_type
+            methods = sorted(m.name for m in service.methods)
+            return services, methods, {f.name: f.number for f in publish.fields}
+
+    with anyio.fail_after(TIMEOUT):
+        services, methods, fields = await anyio.to_thread.run_sync(describe)
+    assert services == [
+        "centrifugal.centrifugo.api.CentrifugoApi",
+        "grpc.reflection.v1alpha.ServerReflection",
+    ]
+    assert {"Publish", "Broadcast", "Presence", "History", "Info", "Batch"} <= set(methods)
+    assert fields["channel"] == 1
+    assert fields["data"] == 2
+
+
+async def test_reflection_without_grpcio_reflection(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without the package (an install without the ``grpc`` extra's reflection), the
+    server runs without reflection and says why."""
+    import importlib
+
+    real = importlib.import_module
+
+    def without_reflection(name: str, package: str | None = None) -> Any:
+        if name.startswith("grpc_reflection"):
+            raise ImportError(name)
+        return real(name, package)
+
+    monkeypatch.setattr(importlib, "import_module", without_reflection)
     async with Node(grpc_config(api={"reflection": True}, uni=False)):
         pass
     assert "grpc_api.reflection needs grpcio-reflection" in caplog.text

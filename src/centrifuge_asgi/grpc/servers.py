@@ -105,7 +105,7 @@ def _bind(grpc: Any, server: Any, address: str, port: int, tls: TLSConfig, prefi
 
 
 def _reflection(server: Any, services: tuple[str, ...]) -> None:
-    try:  # grpcio-reflection is not part of the grpc extra
+    try:  # in the grpc extra, but an install with grpcio alone may lack it
         reflection = importlib.import_module("grpc_reflection.v1alpha.reflection")
     except ImportError:
         log.warning(
