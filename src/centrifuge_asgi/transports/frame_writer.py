@@ -68,9 +68,10 @@ class FrameWriter:
         self._stop_send: Callable[[], None] | None = None  # aborts it (write timeout)
         self._grace: Timer | None = None
         self._context = contextvars.copy_context()  # sends see the connection's context
-        session.outbox.listen(self._on_outbox)
+        session.outbox.listen(self)  # the writer itself: no bound method per connection
 
-    def _on_outbox(self) -> None:
+    def __call__(self) -> None:
+        """The outbox's listener: messages landed in it, or it closed."""
         self.node.flusher.schedule(self)
 
     # ---------------------------------------------------------------------- writing

@@ -17,7 +17,7 @@ from starlette.routing import BaseRoute, WebSocketRoute
 from ..protocol.codec import Codec
 from ..protocol.json_codec import JSON
 from ..protocol.protobuf_codec import PROTOBUF
-from ..session import Session, TransportInfo
+from ..session import TransportInfo
 from .frame_writer import FrameWriter
 from .http_common import Receive, Scope, Send, admission_status, deny_handshake, request_headers
 
@@ -77,14 +77,15 @@ class WebSocketEndpoint:
         await send(accept)
         _count_upgrade(node, scope, 101)
         session = node.create_session(TransportInfo(name="websocket", headers=headers, codec=codec))
-        await self._serve(session, receive, send)
-
-    async def _serve(self, session: Session, receive: Receive, send: Send) -> None:
-        """Read frames into the session until either side closes; the node's flusher writes."""
-        limit = self.node.config.websocket.message_size_limit
-        writer = FrameWriter(session, send, self.node)
-        pacer = self.node.pacer
+        # From here on the connection's reader: it reads frames into the session until
+        # either side closes, and the node's flusher writes. It runs in this coroutine
+        # rather than in one it awaits: an idle connection then keeps one suspended frame
+        # instead of two (about 300 bytes less per connection).
+        limit = node.config.websocket.message_size_limit
+        writer = FrameWriter(session, send, node)
+        pacer = node.pacer
         paced = False
+        del accept, headers, codec, subprotocol
         try:
             async with session.command_tasks():
                 while True:
