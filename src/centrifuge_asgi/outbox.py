@@ -22,7 +22,8 @@ class Outbox:
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
         self.size = 0
-        self._items: list[bytes] = []
+        # None while empty: an idle connection keeps no empty list (56 bytes)
+        self._items: list[bytes] | None = None
         self._closed = False
         self._listener: Callable[[], object] | None = None
 
@@ -46,17 +47,20 @@ class Outbox:
         if self.max_bytes > 0 and size > self.max_bytes:
             return False
         items = self._items
-        items.append(message)
         self.size = size
-        if len(items) == 1 and self._listener is not None:
-            self._listener()
+        if items is not None:
+            items.append(message)
+        else:
+            self._items = [message]
+            if self._listener is not None:
+                self._listener()
         return True
 
     def close(self, *, discard: bool = False) -> None:
         """Stop accepting messages; ``discard`` drops what is still queued."""
         self._closed = True
         if discard:
-            self._items = []
+            self._items = None
             self.size = 0
         if self._listener is not None:
             self._listener()
@@ -64,15 +68,15 @@ class Outbox:
     def drain(self) -> list[bytes]:
         """Return and remove everything queued, without waiting."""
         batch = self._items
-        if not batch:
+        if batch is None:
             return []
-        self._items = []
+        self._items = None
         self.size = 0
         return batch
 
     async def take_all(self) -> list[bytes] | None:
         """Wait for messages and return all queued; None once closed and drained."""
-        while not self._items:
+        while self._items is None:
             if self._closed:
                 return None
             waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()

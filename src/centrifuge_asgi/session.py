@@ -9,8 +9,8 @@ commands (subscribe, publish, presence, history) live in :mod:`.subscriptions`.
 from __future__ import annotations
 
 import logging
+import os
 import time
-import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -74,6 +74,16 @@ log = logging.getLogger("centrifuge_asgi.session")
 DECODE_INLINE_MAX = 64 * 1024  # bytes; a larger frame is decoded in a worker thread
 
 
+def new_id() -> str:
+    """A random (version 4) UUID as text, as ``str(uuid.uuid4())`` writes it, without
+    making the UUID object (half the time per connection)."""
+    raw = bytearray(os.urandom(16))
+    raw[6] = raw[6] & 0x0F | 0x40  # version 4
+    raw[8] = raw[8] & 0x3F | 0x80  # RFC 4122 variant
+    h = raw.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
 class State(Enum):
     CONNECTING = "connecting"
     CONNECTED = "connected"
@@ -129,6 +139,18 @@ _METHODS = (
 # With ``client.concurrency`` > 1 these commands run in tasks of their own, as Centrifugo
 # runs them; connect, unsubscribe, send and pongs keep the order of the frames.
 _CONCURRENT = frozenset(_METHODS) - {"connect", "unsubscribe", "send", "ping"}
+# Commands answered with their result in the reply field of their name, by whom: (on the
+# channel half, the method's name).
+_RUNS: dict[str, tuple[bool, str]] = {
+    "connect": (False, "_connect"),
+    "subscribe": (True, "subscribe"),
+    "presence": (True, "presence"),
+    "presence_stats": (True, "presence_stats"),
+    "history": (True, "history"),
+    "rpc": (False, "_rpc"),
+    "refresh": (False, "_refresh"),
+    "sub_refresh": (True, "sub_refresh"),
+}
 SUBSCRIBING_WAIT = 5.0  # how long an unsubscribe waits for a subscribe of its channel
 
 
@@ -189,9 +211,9 @@ class Session:
         self.node = node
         self.transport = transport
         self.codec = transport.codec
-        self.client_id = str(uuid.uuid4())
+        self.client_id = new_id()
         streamed = transport.emulation or transport.unidirectional
-        self.session_id = str(uuid.uuid4()) if streamed else ""
+        self.session_id = new_id() if streamed else ""
         self.user = ""
         self.info: bytes | None = None
         self.meta: Any = None
@@ -203,12 +225,14 @@ class Session:
         self.close_code = 0
         self.close_reason = ""
         self._refresh_by_handler = False
-        self._timers: dict[str, Timer] = {}
+        # Made when first needed, and dropped once empty: most connections hold no timer
+        # of their own, and a connection runs commands concurrently only when configured.
+        self._timers: dict[str, Timer] | None = None
         self._awaiting_pong = 0.0  # perf_counter() of the ping awaiting its pong
         self._channels = ChannelCommands(self)
         self._tasks: TaskGroup | None = None  # set inside command_tasks() when concurrent
         self._slots: anyio.Semaphore | None = None
-        self._subscribing: dict[str, anyio.Event] = {}
+        self._subscribing: dict[str, anyio.Event] | None = None
         self._deferred: deque[tuple[int, str, Pending[PublishResult]]] | None = None
         self._limits = node.rate_limits  # None unless client.rate_limit enables a limiter
         self._rate_held: dict[str, Buckets] | None = None if self._limits is None else {}
@@ -313,23 +337,30 @@ class Session:
     # ---------------------------------------------------------------------- timers
 
     def _schedule(self, name: str, delay: float, callback: Callable[[], object]) -> None:
-        old = self._timers.pop(name, None)
-        if old is not None:
-            old.cancel()
+        self._cancel_timer(name)
         if delay > 0:
-            self._timers[name] = self.node.scheduler.call_later(delay, callback)
+            timers = self._timers
+            if timers is None:
+                timers = self._timers = {}
+            timers[name] = self.node.scheduler.call_later(delay, callback)
 
     def _cancel_timer(self, name: str) -> None:
-        timer = self._timers.pop(name, None)
+        timers = self._timers
+        if timers is None:
+            return
+        timer = timers.pop(name, None)
         if timer is not None:
             timer.cancel()
+        if not timers:
+            self._timers = None
 
     def _cancel_timers(self) -> None:
         self.node.pings.discard(self)
         self.node.stale_checks.discard(self)
-        for timer in self._timers.values():
-            timer.cancel()
-        self._timers.clear()
+        timers, self._timers = self._timers, None
+        if timers is not None:
+            for timer in timers.values():
+                timer.cancel()
         for sub in self.subs.values():
             if sub.timer is not None:
                 sub.timer.cancel()
@@ -464,6 +495,8 @@ class Session:
             slots.release()
             return
         if channel:
+            if self._subscribing is None:
+                self._subscribing = {}
             self._subscribing[channel] = anyio.Event()
         tasks.start_soon(self._run_command, cmd, channel, slots)
 
@@ -471,9 +504,12 @@ class Session:
         """105 while a subscribe of ``channel`` runs; 106 when the running ones fill the
         channel limit (the subscribe itself checks the subscriptions it finds)."""
         code = None
-        if channel in self._subscribing:
+        subscribing = self._subscribing
+        if not subscribing:
+            return None
+        if channel in subscribing:
             code = ErrorCode.ALREADY_SUBSCRIBED
-        elif self._subscribing and self._reserved() >= self.node.policy.channel_limit:
+        elif self._reserved() >= self.node.policy.channel_limit:
             code = ErrorCode.LIMIT_EXCEEDED
         if code is None:
             return None
@@ -482,7 +518,7 @@ class Session:
 
     def _reserved(self) -> int:
         """Channels held: the subscriptions, and those whose subscribe is running."""
-        return len(self.subs.keys() | self._subscribing.keys())
+        return len(self.subs.keys() | (self._subscribing or {}).keys())
 
     async def _run_command(self, cmd: Command, channel: str, slots: anyio.Semaphore) -> None:
         try:
@@ -492,7 +528,7 @@ class Session:
             self.disconnect(DisconnectCode.SERVER_ERROR)
         finally:
             slots.release()
-            if channel:
+            if channel and self._subscribing is not None:
                 self._subscribing.pop(channel).set()
 
     # ------------------------------------------------------------ pipelined publishes
@@ -534,7 +570,7 @@ class Session:
 
     async def _subscribe_finished(self, channel: str) -> None:
         """An unsubscribe waits for a running subscribe of its channel (3004 after 5 s)."""
-        running = self._subscribing.get(channel)
+        running = self._subscribing.get(channel) if self._subscribing else None
         if running is None:
             return
         with anyio.move_on_after(SUBSCRIBING_WAIT):
@@ -657,21 +693,17 @@ class Session:
                 return Reply(id=cmd.id, publish=EmptyResult())
             await self._defer_publish_reply(cmd.id, req.channel, pending)
             return None
-        run: dict[str, Callable[[Any], Awaitable[Any]]] = {
-            "connect": self._connect,
-            "subscribe": ch.subscribe,
-            "presence": ch.presence,
-            "presence_stats": ch.presence_stats,
-            "history": ch.history,
-            "rpc": self._rpc,
-            "refresh": self._refresh,
-            "sub_refresh": ch.sub_refresh,
-        }
-        fn = run.get(method)
-        if fn is None:
+        # the handler's name, looked up on the session or its channel half (no table of
+        # bound methods built per command)
+        target = _RUNS.get(method)
+        if target is None:
             # "ping" is a protocol-v1 leftover that current servers do not accept.
             raise Disconnect.of(DisconnectCode.BAD_REQUEST)
-        return Reply(id=cmd.id, **{method: await fn(req)})
+        on_channels, name = target
+        fn: Callable[[Any], Awaitable[Any]] = getattr(ch if on_channels else self, name)
+        reply = Reply(id=cmd.id)
+        setattr(reply, method, await fn(req))
+        return reply
 
     # ---------------------------------------------------------------------- connect
 
