@@ -23,6 +23,8 @@ import time
 from collections.abc import Awaitable, Callable, Generator
 from typing import Any, Protocol
 
+import anyio
+
 log = logging.getLogger(__name__)
 
 ROUND_SLICE = 0.01  # seconds one round may write before the loop polls its sockets again
@@ -128,21 +130,25 @@ class Resumed:
     """Await an awaitable that :func:`step` started and that suspended on ``yielded``.
 
     It must be awaited by the task that ran :func:`step`. Every resumption runs in
-    ``context``, the context the first step ran in, and passes the awaited future (and
-    any cancellation) through.
+    ``context``, the context the first step ran in (None: the awaiting task's own), and
+    passes the awaited future (and any cancellation) through.
     """
 
     __slots__ = ("context", "coro", "yielded")
 
     def __init__(
-        self, coro: Generator[Any, Any, Any], yielded: object, context: contextvars.Context
+        self,
+        coro: Generator[Any, Any, Any],
+        yielded: object,
+        context: contextvars.Context | None,
     ) -> None:
         self.coro = coro
         self.yielded = yielded
         self.context = context
 
     def __await__(self) -> Generator[Any, Any, Any]:
-        coro, value, run = self.coro, self.yielded, self.context.run
+        coro, value = self.coro, self.yielded
+        run = _call if self.context is None else self.context.run
         while True:
             try:
                 received = yield value
@@ -161,15 +167,39 @@ class Resumed:
                     return stop.value
 
 
-def step(awaitable: Awaitable[Any], context: contextvars.Context) -> Resumed | None:
-    """Run ``awaitable`` in ``context`` until it completes (None) or suspends.
+def _call(fn: Callable[[Any], Any], arg: Any) -> Any:
+    return fn(arg)
+
+
+def step(awaitable: Awaitable[Any], context: contextvars.Context | None) -> Resumed | None:
+    """Run ``awaitable`` in ``context`` (None: the calling task's own) until it completes
+    (None) or suspends.
 
     A suspended one comes back as a :class:`Resumed`, which the calling task must await.
     Exceptions raised before the first suspension propagate to the caller.
     """
     coro = awaitable.__await__()
     try:
-        yielded = context.run(coro.send, None)
+        yielded = coro.send(None) if context is None else context.run(coro.send, None)
     except StopIteration:
         return None
     return Resumed(coro, yielded, context)
+
+
+async def shielded(awaitable: Awaitable[None], bound: float | None = None) -> None:
+    """Await ``awaitable`` shielded from cancellation and bounded by ``bound`` seconds,
+    as under ``anyio.CancelScope(shield=True)`` and ``anyio.move_on_after(bound)``.
+
+    The scopes are entered only if it suspends: a connection's clean-up steps mostly
+    finish without waiting, and until a step suspends no cancellation can reach it
+    (entering and leaving the scopes cost more than the steps themselves).
+    """
+    resumed = step(awaitable, None)
+    if resumed is None:
+        return
+    with anyio.CancelScope(shield=True):
+        if bound is None:
+            await resumed
+        else:
+            with anyio.move_on_after(bound):
+                await resumed

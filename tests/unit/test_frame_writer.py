@@ -18,7 +18,7 @@ import pytest
 
 from centrifuge_asgi import Node
 from centrifuge_asgi.codes import DisconnectCode
-from centrifuge_asgi.flusher import Flusher, Resumed, step
+from centrifuge_asgi.flusher import Flusher, Resumed, shielded, step
 from centrifuge_asgi.transports.app import NodeApp
 from centrifuge_asgi.transports.http_common import RequestHeaders
 from centrifuge_asgi.transports.websocket import WebSocketEndpoint
@@ -340,6 +340,46 @@ async def test_step_runs_inline_and_hands_a_suspended_awaitable_over() -> None:
     with anyio.move_on_after(0.05):  # cancellation reaches the suspended coroutine
         await finish()
     assert log[-1] == "cancelled"
+
+
+async def test_shielded_finishes_under_a_cancelled_scope_and_within_its_bound() -> None:
+    log: list[str] = []
+
+    async def quick() -> None:
+        log.append("quick")
+
+    async def slow(steps: int) -> None:
+        for i in range(steps):
+            await asyncio.sleep(0.01)
+            log.append(f"slow {i}")
+
+    with anyio.CancelScope() as scope:
+        scope.cancel()  # a cancelled caller, as a connection's reader at shutdown
+        await shielded(quick())  # runs inline, no scope entered
+        await shielded(slow(3))  # suspends: the rest runs shielded, to the end
+    assert log == ["quick", "slow 0", "slow 1", "slow 2"]
+
+    log.clear()
+    hung = asyncio.Event()
+
+    async def hangs() -> None:
+        log.append("waiting")
+        try:
+            await hung.wait()
+        except asyncio.CancelledError:
+            log.append("stopped")
+            raise
+
+    started = anyio.current_time()
+    await shielded(hangs(), 0.05)  # the bound stops it; shielded() itself returns
+    assert log == ["waiting", "stopped"]
+    assert anyio.current_time() - started < 1.0
+
+    async def fails() -> None:
+        raise ValueError("before any suspension")
+
+    with pytest.raises(ValueError):
+        await shielded(fails())
 
 
 async def test_a_send_that_enters_a_timeout_is_finished_by_the_task_that_started_it(

@@ -11,9 +11,9 @@ import asyncio
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
-import anyio
 from starlette.routing import BaseRoute, WebSocketRoute
 
+from ..flusher import shielded
 from ..protocol.codec import Codec
 from ..protocol.json_codec import JSON
 from ..protocol.protobuf_codec import PROTOBUF
@@ -121,13 +121,11 @@ class WebSocketEndpoint:
             # A plain task.cancel() (uvicorn's forced shutdown) passes a shield; whatever
             # happens to the writer, the session is still released.
             try:
-                with anyio.CancelScope(shield=True):
-                    if not paced:
-                        await pacer.tick()
-                    await writer.finish()
+                if not paced:
+                    await shielded(pacer.tick())
+                await shielded(writer.finish())
             finally:
-                with anyio.CancelScope(shield=True), anyio.move_on_after(5):
-                    await session.finish()
+                await shielded(session.finish(), 5)
 
 
 def routes(node: Node) -> list[BaseRoute]:
