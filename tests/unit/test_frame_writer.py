@@ -342,6 +342,42 @@ async def test_step_runs_inline_and_hands_a_suspended_awaitable_over() -> None:
     assert log[-1] == "cancelled"
 
 
+REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
+
+
+async def test_sends_see_the_connection_context_also_when_the_flusher_writes(node: Node) -> None:
+    """A variable set around the endpoint (as a middleware would) is seen by every send
+    of that connection, fan-out written by the flusher task included; a connection whose
+    context holds none writes in the flusher's (no copy kept) and sees none."""
+    seen: dict[str, list[str]] = {"tagged": [], "plain": []}
+
+    async def connection(name: str, tagged: bool, sock: FakeSocket) -> None:
+        if tagged:
+            REQUEST_ID.set("req-1")  # this task's own context (a copy of the group's)
+        plain_send = sock.send
+
+        async def send(message: dict[str, Any]) -> None:
+            if message["type"] == "websocket.send":
+                seen[name].append(REQUEST_ID.get())
+            await plain_send(message)
+
+        await WebSocketEndpoint(node)(dict(SCOPE), sock.receive, send)
+
+    async with anyio.create_task_group() as tg:
+        socks = {}
+        for name in ("tagged", "plain"):
+            sock = socks[name] = FakeSocket()
+            sock.frame(id=1, connect={"token": token(name)})
+            sock.frame(id=2, subscribe={"channel": CHANNEL})
+            tg.start_soon(connection, name, name == "tagged", sock)
+        await until(lambda: all(len(s.sent) >= 2 for s in socks.values()))
+        await node.publish(CHANNEL, {"i": 0})
+        await until(lambda: all(s.pushes() == [0] for s in socks.values()))
+        tg.cancel_scope.cancel()
+    assert seen["tagged"] and set(seen["tagged"]) == {"req-1"}
+    assert seen["plain"] and set(seen["plain"]) == {""}
+
+
 async def test_shielded_finishes_under_a_cancelled_scope_and_within_its_bound() -> None:
     log: list[str] = []
 

@@ -4,7 +4,8 @@ When messages land in the session's outbox, the :class:`FrameWriter` is schedule
 node's :class:`~centrifuge_asgi.flusher.Flusher`, which calls :meth:`FrameWriter.flush`:
 everything queued becomes one frame (newline-separated JSON in a text frame, or
 length-delimited Protobuf in a binary frame), and the ASGI ``send`` runs inline, in a copy
-of the connection's context. With uvicorn a send completes at once unless the socket
+of the connection's context (in the writing task's own when the connection's context holds
+no variable). With uvicorn a send completes at once unless the socket
 stopped draining; such a send is finished by the task that started it
 (:meth:`FrameWriter.complete`, under the write timeout) while later messages queue.
 
@@ -67,7 +68,10 @@ class FrameWriter:
         self._pending: asyncio.Future[None] | None = None  # a stalled send being finished
         self._stop_send: Callable[[], None] | None = None  # aborts it (write timeout)
         self._grace: Timer | None = None
-        self._context = contextvars.copy_context()  # sends see the connection's context
+        # Sends see the connection's context. Where it holds no variable (as under
+        # uvicorn) they run in the writing task's own instead: no copy kept per connection.
+        context = contextvars.copy_context()
+        self._context = context if len(context) else None
         session.outbox.listen(self)  # the writer itself: no bound method per connection
 
     def __call__(self) -> None:
