@@ -114,11 +114,13 @@ class Executor:
 
     ``any_bytes``: results carry payloads (history data, client info) whatever their
     bytes, for an edge whose wire has a bytes type (gRPC); JSON needs them to be JSON.
+    ``protocol`` names the edge in spans (``http``, ``grpc``, ``admin``).
     """
 
-    def __init__(self, node: Node, *, any_bytes: bool = False) -> None:
+    def __init__(self, node: Node, *, any_bytes: bool = False, protocol: str = "") -> None:
         self.node = node
         self.any_bytes = any_bytes
+        self.protocol = protocol or ("grpc" if any_bytes else "http")
         self._handlers: dict[str, Handler] = {
             "publish": self.publish,
             "broadcast": self.broadcast,
@@ -153,7 +155,7 @@ class Executor:
         """``call`` in a span ``centrifugo.api.<method>`` (``opentelemetry.api``), with
         ``centrifugo.channel`` or ``centrifugo.num_channels`` as Centrifugo sets them."""
         attributes: dict[str, Any] = {
-            "centrifugo.api.protocol": "grpc" if self.any_bytes else "http",
+            "centrifugo.api.protocol": self.protocol,
             "service.instance.id": self.node.node_id,
         }
         channel = getattr(req, "channel", "")
@@ -202,10 +204,10 @@ class Executor:
         await run_all(one, batch.commands, parallel=batch.parallel, pacer=self.node.pacer)
         return replies
 
-    async def legacy(self, command: s.LegacyCommand, protocol: str = "http") -> dict[str, Any]:
+    async def legacy(self, command: s.LegacyCommand) -> dict[str, Any]:
         """One ``{"id", "method", "params"}`` command of the legacy ``/api`` (or of the
         admin page): ``{"id"?, "result"}`` or ``{"id"?, "error"}`` (104: unknown method,
-        107: params that do not decode), counted in the metrics under ``protocol``."""
+        107: params that do not decode), counted in the metrics under the protocol."""
         reply: dict[str, Any] = {"id": command.id} if command.id else {}
         method = s.legacy_method(command.method)
         started = time.perf_counter()
@@ -225,7 +227,7 @@ class Executor:
             reply["error"] = exc.as_dict()
             error = str(exc.code)
         took = time.perf_counter() - started
-        self.node.metrics.api_call(method or "unknown", took, error, protocol)
+        self.node.metrics.api_call(method or "unknown", took, error, self.protocol)
         return reply
 
     # ------------------------------------------------------------------ publishing

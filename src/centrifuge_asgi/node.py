@@ -513,7 +513,12 @@ class Node(MapApi):
         self, channel: str, pub: Publication, epoch: str, prev: Publication | None = None
     ) -> None:
         started = time.perf_counter()
-        fanned = self.registry.broadcast_publication(channel, pub, epoch, prev)
+        if self.tracing is None:
+            fanned = self.registry.broadcast_publication(channel, pub, epoch, prev)
+        else:  # one span per fan-out, never one per delivery
+            with self.tracing.span("centrifugo.fanout", {"centrifugo.channel": channel}) as span:
+                fanned = self.registry.broadcast_publication(channel, pub, epoch, prev)
+                span.set("centrifugo.num_subscribers", fanned)
         self._fanned_out("publication", fanned, started)
         if pub.time:
             lag = abs(time.time() - pub.time / 1000)  # as Centrifugo: a skew counts too

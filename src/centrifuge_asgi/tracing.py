@@ -12,7 +12,7 @@ processor and an OTLP exporter configured by the standard ``OTEL_*`` variables
 (``OTEL_EXPORTER_OTLP_PROTOCOL`` or ``OTEL_EXPORTER_OTLP_TRACES_PROTOCOL``: ``http/protobuf``,
 the default, or ``grpc``; ``OTEL_EXPORTER_OTLP_ENDPOINT``, headers, ...), a resource with
 ``service.name`` (``OTEL_SERVICE_NAME``, default ``centrifugo``), the node id as
-``service.instance.id`` and ``version``, merged with ``OTEL_RESOURCE_ATTRIBUTES``. That
+``service.instance.id`` and ``version``, overridden by ``OTEL_RESOURCE_ATTRIBUTES``. That
 provider is flushed and shut down when the node stops.
 
 Propagation is the global text-map propagator's (W3C ``traceparent`` by default):
@@ -120,7 +120,13 @@ class OtelTracing:
 
     @contextlib.contextmanager
     def incoming(self, headers: Mapping[str, str]) -> Iterator[None]:
-        """Make the context that ``headers`` carry (a caller's ``traceparent``) current."""
+        """Make the context that ``headers`` carry (a caller's ``traceparent``) current,
+        unless a span is current already: a host that traces its requests (FastAPI's
+        instrumentation, a middleware) continued the caller's trace itself, and the
+        node's spans belong under the host's request span."""
+        if trace.get_current_span().get_span_context().is_valid:
+            yield
+            return
         token = otel_context.attach(propagate.extract(headers))
         try:
             yield
@@ -149,7 +155,7 @@ def _host_provider() -> Any:
 
 def build_provider(node_id: str, version: str) -> TracerProvider:
     """A provider exporting over OTLP as the ``OTEL_*`` variables say."""
-    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.resources import OTELResourceDetector, Resource
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
@@ -159,7 +165,9 @@ def build_provider(node_id: str, version: str) -> TracerProvider:
     )
     if not named:
         attributes["service.name"] = "centrifugo"
-    provider = TracerProvider(resource=Resource.create(attributes))
+    # the environment's OTEL_RESOURCE_ATTRIBUTES win over the node's own, as in Centrifugo
+    resource = Resource.create(attributes).merge(OTELResourceDetector().detect())
+    provider = TracerProvider(resource=resource)
     provider.add_span_processor(BatchSpanProcessor(_exporter()))
     return provider
 

@@ -228,6 +228,15 @@ async def test_spans_of_client_commands_proxy_handlers_and_api(
     node_publishes = receiver.named("centrifugo.publish")
     from_client = [s for s in node_publishes if s["parent"] == publish["span_id"]]
     assert from_client and from_client[0]["attributes"]["centrifugo.channel"] == "px:1"
+    # the memory broker fans out inside the publish: one span for the delivery to the
+    # channel's one subscriber, in the same trace
+    await receiver.wait_for("centrifugo.fanout")
+    (fanout,) = [
+        s for s in receiver.named("centrifugo.fanout") if s["trace_id"] == publish["trace_id"]
+    ]
+    assert fanout["parent"] == from_client[0]["span_id"]
+    assert fanout["attributes"]["centrifugo.channel"] == "px:1"
+    assert fanout["attributes"]["centrifugo.num_subscribers"] == 1
 
     # a server API call continues the caller's trace, with Centrifugo's attributes
     (api,) = receiver.named("centrifugo.api.publish")
@@ -257,7 +266,7 @@ def test_fastapi_host_provider_gets_the_spans() -> None:
         """
         import anyio, httpx
         from fastapi import FastAPI
-        from opentelemetry import trace
+        from opentelemetry import propagate, trace
         from opentelemetry.sdk.trace import TracerProvider
         from opentelemetry.sdk.trace.export import SimpleSpanProcessor
         from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -265,8 +274,10 @@ def test_fastapi_host_provider_gets_the_spans() -> None:
 
         # the node is created before the host sets up OpenTelemetry (a module-level
         # Node, instrumentation configured at startup): its spans still go there
-        node = Node({"opentelemetry": {"enabled": True},
+        node = Node({"opentelemetry": {"enabled": True, "api": True},
+                     "http_api": {"insecure": True},
                      "channel": {"without_namespace": {}}})
+        PARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
         exporter = InMemorySpanExporter()
         provider = TracerProvider()
         provider.add_span_processor(SimpleSpanProcessor(exporter))
@@ -276,7 +287,9 @@ def test_fastapi_host_provider_gets_the_spans() -> None:
 
         @app.middleware("http")
         async def traced(request, call_next):  # what opentelemetry-instrumentation does
-            with tracer.start_as_current_span(f"{request.method} {request.url.path}"):
+            context = propagate.extract(request.headers)
+            name = f"{request.method} {request.url.path}"
+            with tracer.start_as_current_span(name, context=context):
                 return await call_next(request)
 
         @app.post("/announce")
@@ -284,17 +297,30 @@ def test_fastapi_host_provider_gets_the_spans() -> None:
             await node.publish("news", {"text": "hello"})
             return {"ok": True}
 
+        app.mount("/", node.asgi_app())
+
         async def main() -> None:
             async with node:
                 transport = httpx.ASGITransport(app=app)
                 async with httpx.AsyncClient(transport=transport, base_url="http://h") as c:
                     assert (await c.post("/announce")).json() == {"ok": True}
+                    # the server API inside the host's traced request, with and without
+                    # a caller's traceparent (the host continued that trace itself)
+                    body = {"channel": "news", "data": {}}
+                    for headers in ({}, {"traceparent": PARENT}):
+                        r = await c.post("/api/publish", json=body, headers=headers)
+                        assert r.json() == {"result": {}}, r.text
 
         anyio.run(main)
         finished = exporter.get_finished_spans()
         by_id = {s.context.span_id: s for s in finished}
-        (request,) = [s for s in finished if s.name == "POST /announce" and s.parent is None]
-        (publish,) = [s for s in finished if s.name == "centrifugo.publish"]
+        # the middleware's spans (recent FastAPI releases also make server spans of their own)
+        host = [s for s in finished if s.instrumentation_scope.name == "host"]
+        (request,) = [s for s in host if s.name == "POST /announce"]
+        (publish,) = [
+            s for s in finished
+            if s.name == "centrifugo.publish" and s.context.trace_id == request.context.trace_id
+        ]
         assert publish.context.trace_id == request.context.trace_id
         ancestors, span = [], publish  # FastAPI adds spans of its own in between
         while span.parent is not None:
@@ -303,10 +329,113 @@ def test_fastapi_host_provider_gets_the_spans() -> None:
         assert ancestors[-1] is request, [s.name for s in ancestors]
         assert publish.attributes["centrifugo.channel"] == "news"
         assert publish.instrumentation_scope.name == "centrifuge_asgi"
+        # each API call is a span under the host's request span, in the host's trace
+        # (the one with traceparent in the caller's trace, which the host continued)
+        requests = [s for s in host if s.name == "POST /api/publish"]
+        calls = sorted(
+            (s for s in finished if s.name == "centrifugo.api.publish"),
+            key=lambda s: s.start_time,
+        )
+        assert len(requests) == 2 and len(calls) == 2
+        for call, parented in zip(calls, (False, True)):
+            span, outer = call, None
+            while span.parent is not None and span.parent.span_id in by_id:
+                span = by_id[span.parent.span_id]
+                if span in requests:
+                    outer = span
+            assert outer is not None, call.parent
+            assert call.context.trace_id == outer.context.trace_id
+            assert (outer.parent is not None) == parented
+        assert f"{calls[1].context.trace_id:032x}" == PARENT.split("-")[1]
         print("ok")
         """
     )
     assert out.strip() == "ok"
+
+
+@pytest.mark.anyio
+async def test_admin_calls_are_api_spans_of_protocol_admin(receiver: Receiver) -> None:
+    """The admin page's commands run through the server API executor: with
+    ``opentelemetry.api`` each is a ``centrifugo.api.<method>`` span, protocol ``admin``."""
+    cfg = make_config()
+    cfg["opentelemetry"] = {"enabled": True, "api": True}
+    cfg["admin"] = {"enabled": True, "password": "pw", "secret": "admin-secret"}
+    node = Node(cfg)
+    async with node:
+        transport = httpx.ASGITransport(app=node.asgi_app())
+        async with httpx.AsyncClient(transport=transport, base_url="http://n") as http:
+            tok = (await http.post("/admin/auth", json={"password": "pw"})).json()["token"]
+            command = {"method": "publish", "params": {"channel": "chat:adm", "data": {}}}
+            headers = {"Authorization": f"token {tok}"}
+            reply = (await http.post("/admin/api", json=command, headers=headers)).json()
+            assert "result" in reply, reply
+    await receiver.wait_for("centrifugo.api.publish")
+    (span,) = receiver.named("centrifugo.api.publish")
+    assert span["attributes"]["centrifugo.api.protocol"] == "admin"
+    assert span["attributes"]["centrifugo.channel"] == "chat:adm"
+
+
+def test_environment_resource_attributes_win(monkeypatch: pytest.MonkeyPatch) -> None:
+    """OTEL_RESOURCE_ATTRIBUTES overrides the node's own resource attributes, as in
+    Centrifugo (a pod name as service.instance.id, say)."""
+    monkeypatch.setenv("OTEL_RESOURCE_ATTRIBUTES", "service.instance.id=pod-7,team=rt")
+    monkeypatch.delenv("OTEL_SERVICE_NAME", raising=False)
+    provider = tracing.build_provider("node-1", "1.2.3")
+    try:
+        attributes = provider.resource.attributes
+        assert attributes["service.instance.id"] == "pod-7"
+        assert attributes["team"] == "rt"
+        assert attributes["version"] == "1.2.3"
+        assert attributes["service.name"] == "centrifugo"
+    finally:
+        provider.shutdown()
+
+
+@pytest.mark.anyio
+async def test_otlp_over_grpc(monkeypatch: pytest.MonkeyPatch) -> None:
+    """OTEL_EXPORTER_OTLP_PROTOCOL=grpc: the node's own provider exports to an OTLP/gRPC
+    receiver."""
+    from concurrent import futures
+
+    import grpc
+    from opentelemetry.proto.collector.trace.v1 import trace_service_pb2 as pb
+    from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc as pb_grpc
+
+    got: list[tuple[str, str]] = []
+
+    class Collector(pb_grpc.TraceServiceServicer):  # type: ignore[misc]
+        def Export(self, request: Any, context: Any) -> Any:
+            for rs in request.resource_spans:
+                resource = {a.key: _value(a.value) for a in rs.resource.attributes}
+                for ss in rs.scope_spans:
+                    got.extend((span.name, resource["service.instance.id"]) for span in ss.spans)
+            return pb.ExportTraceServiceResponse()
+
+    server = grpc.server(futures.ThreadPoolExecutor(2))
+    pb_grpc.add_TraceServiceServicer_to_server(Collector(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{port}")
+        monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "50")
+        monkeypatch.delenv("OTEL_RESOURCE_ATTRIBUTES", raising=False)
+        assert tracing._host_provider() is None
+        cfg = make_config()
+        cfg["http_api"] = {"key": KEY}
+        cfg["opentelemetry"] = {"enabled": True, "api": True}
+        node = Node(cfg)
+        async with node:
+            transport = httpx.ASGITransport(app=node.asgi_app())
+            async with httpx.AsyncClient(transport=transport, base_url="http://n") as http:
+                body = {"channel": "chat:1", "data": {}}
+                r = await http.post("/api/publish", json=body, headers={"X-API-Key": KEY})
+                assert r.json() == {"result": {}}
+        # the node's stop flushed its provider
+        assert ("centrifugo.api.publish", node.node_id) in got
+        assert ("centrifugo.publish", node.node_id) in got
+    finally:
+        server.stop(0)
 
 
 def test_off_by_default_imports_nothing_and_missing_packages_name_the_key() -> None:

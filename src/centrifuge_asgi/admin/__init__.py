@@ -95,7 +95,7 @@ class AdminHandler:
     def __init__(self, node: Node) -> None:
         self.node = node
         self.config: AdminConfig = node.config.admin
-        self.executor = Executor(node)
+        self.executor = Executor(node, protocol="admin")
 
     def authenticated(self, request: Request) -> bool:
         if self.config.insecure:
@@ -140,7 +140,7 @@ class AdminHandler:
             return text_response(exc.status)
         except (msgspec.DecodeError, RecursionError):  # RecursionError: nested too deeply
             return text_response(400)
-        reply = await self.executor.legacy(command, "admin")
+        reply = await self.executor.legacy(command)
         return Response(msgspec.json.encode(reply), media_type="application/json")
 
 
