@@ -23,8 +23,6 @@ import time
 from collections.abc import Awaitable, Callable, Generator
 from typing import Any, Protocol
 
-import anyio
-
 log = logging.getLogger(__name__)
 
 ROUND_SLICE = 0.01  # seconds one round may write before the loop polls its sockets again
@@ -184,22 +182,3 @@ def step(awaitable: Awaitable[Any], context: contextvars.Context | None) -> Resu
     except StopIteration:
         return None
     return Resumed(coro, yielded, context)
-
-
-async def shielded(awaitable: Awaitable[None], bound: float | None = None) -> None:
-    """Await ``awaitable`` shielded from cancellation and bounded by ``bound`` seconds,
-    as under ``anyio.CancelScope(shield=True)`` and ``anyio.move_on_after(bound)``.
-
-    The scopes are entered only if it suspends: a connection's clean-up steps mostly
-    finish without waiting, and until a step suspends no cancellation can reach it
-    (entering and leaving the scopes cost more than the steps themselves).
-    """
-    resumed = step(awaitable, None)
-    if resumed is None:
-        return
-    with anyio.CancelScope(shield=True):
-        if bound is None:
-            await resumed
-        else:
-            with anyio.move_on_after(bound):
-                await resumed

@@ -16,9 +16,9 @@ from typing import Any
 import anyio
 import pytest
 
-from centrifuge_asgi import Node
+from centrifuge_asgi import DisconnectEvent, Node
 from centrifuge_asgi.codes import DisconnectCode
-from centrifuge_asgi.flusher import Flusher, Resumed, shielded, step
+from centrifuge_asgi.flusher import Flusher, Resumed, step
 from centrifuge_asgi.transports.app import NodeApp
 from centrifuge_asgi.transports.http_common import RequestHeaders
 from centrifuge_asgi.transports.websocket import WebSocketEndpoint
@@ -378,44 +378,29 @@ async def test_sends_see_the_connection_context_also_when_the_flusher_writes(nod
     assert seen["plain"] and set(seen["plain"]) == {""}
 
 
-async def test_shielded_finishes_under_a_cancelled_scope_and_within_its_bound() -> None:
-    log: list[str] = []
+async def test_teardown_runs_a_disconnect_handler_that_enters_scopes_and_waits(
+    node: Node,
+) -> None:
+    """The clean-up after a client left runs shielded as a whole: a disconnect handler may
+    enter cancel scopes of its own and wait inside them (a shield entered only once the
+    clean-up first waited would not nest with them), even while the reader's task is
+    being cancelled."""
+    finished: list[str] = []
 
-    async def quick() -> None:
-        log.append("quick")
+    @node.on_disconnect
+    async def gone(event: DisconnectEvent) -> None:
+        with anyio.fail_after(2):
+            await asyncio.sleep(0.02)
+            await asyncio.sleep(0.02)
+        finished.append(event.client.user)
 
-    async def slow(steps: int) -> None:
-        for i in range(steps):
-            await asyncio.sleep(0.01)
-            log.append(f"slow {i}")
-
-    with anyio.CancelScope() as scope:
-        scope.cancel()  # a cancelled caller, as a connection's reader at shutdown
-        await shielded(quick())  # runs inline, no scope entered
-        await shielded(slow(3))  # suspends: the rest runs shielded, to the end
-    assert log == ["quick", "slow 0", "slow 1", "slow 2"]
-
-    log.clear()
-    hung = asyncio.Event()
-
-    async def hangs() -> None:
-        log.append("waiting")
-        try:
-            await hung.wait()
-        except asyncio.CancelledError:
-            log.append("stopped")
-            raise
-
-    started = anyio.current_time()
-    await shielded(hangs(), 0.05)  # the bound stops it; shielded() itself returns
-    assert log == ["waiting", "stopped"]
-    assert anyio.current_time() - started < 1.0
-
-    async def fails() -> None:
-        raise ValueError("before any suspension")
-
-    with pytest.raises(ValueError):
-        await shielded(fails())
+    async with anyio.create_task_group() as tg:
+        sock = await open_socket(node, tg, "leaving")
+        sock.incoming.put_nowait({"type": "websocket.disconnect", "code": 1001})
+        await asyncio.sleep(0.01)  # the handler is waiting in its scope
+        tg.cancel_scope.cancel()  # and the reader's task group is cancelled meanwhile
+    assert sock.ended.is_set()
+    assert finished == ["leaving"]
 
 
 async def test_a_send_that_enters_a_timeout_is_finished_by_the_task_that_started_it(
