@@ -83,7 +83,7 @@ class DisconnectCode(IntEnum):
         return _DISCONNECT_REASONS[self]
 
 
-_DISCONNECT_REASONS = {
+_DISCONNECT_REASONS: dict[int, str] = {
     DisconnectCode.CONNECTION_CLOSED: "connection closed",
     DisconnectCode.SHUTDOWN: "shutdown",
     DisconnectCode.SERVER_ERROR: "internal server error",
@@ -107,6 +107,12 @@ _DISCONNECT_REASONS = {
     DisconnectCode.NOT_AVAILABLE: "not available",
     DisconnectCode.TOO_MANY_ERRORS: "too many errors",
 }
+
+
+def disconnect_reason(code: int) -> str:
+    """The reason of a disconnect code, as ``Disconnect(code).reason`` gives it ("disconnect"
+    for a code of the application's), without making the exception."""
+    return _DISCONNECT_REASONS.get(code, "disconnect")
 
 
 class UnsubscribeCode(IntEnum):

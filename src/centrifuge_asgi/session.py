@@ -23,7 +23,7 @@ from anyio.abc import TaskGroup
 from msgspec import UNSET, Raw
 
 from . import auth
-from .codes import DisconnectCode, ErrorCode, UnsubscribeCode
+from .codes import DisconnectCode, ErrorCode, UnsubscribeCode, disconnect_reason
 from .engines.base import ClientInfo, Publication, PublishResult, StreamPosition
 from .errors import ClientError, Disconnect, EngineError
 from .handlers import (
@@ -580,8 +580,10 @@ class Session:
         raise Disconnect.of(DisconnectCode.SERVER_ERROR)
 
     async def handle_command(self, cmd: Command) -> None:
-        method = next((m for m in _METHODS if getattr(cmd, m) is not None), None)
-        if method is None:
+        for method in _METHODS:
+            if getattr(cmd, method) is not None:
+                break
+        else:  # no method: a pong
             if cmd.id == 0 and self.state is State.CONNECTED:
                 self._handle_pong()
             else:
@@ -595,7 +597,8 @@ class Session:
             return
         if self._deferred and method != "publish":
             await self._publishes_answered()
-        started = time.perf_counter()
+        counting = self.node.counting  # False: the default observer, which records nothing
+        started = time.perf_counter() if counting else 0.0
         error_code = 0
         try:
             if self._limits is not None and method in _RATE_LIMITED:
@@ -633,15 +636,17 @@ class Session:
                 id=cmd.id, error=ErrorWire(code=err.code, message=err.message, temporary=True)
             )
         finally:
-            self.node.metrics_command(method, time.perf_counter() - started, error_code)
+            if counting:
+                self.node.metrics_command(method, time.perf_counter() - started, error_code)
         if reply is None:
             return
         size = self.send_reply(reply)
-        if size and self.node.counting:
+        if size and counting:
             self._count_sent(method, size)
         if reply.connect is not None:
             self._after_connect()
-            await self._channels.activate_all()
+            if self.subs:  # server-side subscriptions
+                await self._channels.activate_all()
         elif reply.subscribe is not None and cmd.subscribe is not None:
             await self._channels.activate(cmd.subscribe.channel)
 
@@ -845,7 +850,8 @@ class Session:
         self._refresh_by_handler = creds.expire_at is not None and not creds.client_side_refresh
         node.registry.add_session(self)
         try:
-            subs = await self._server_side_subscribe(creds, req)
+            wanted = self._server_side_channels(creds, req)
+            subs = await self._server_side_subscribe(wanted, req) if wanted else {}
         except BaseException:
             await self._channels.remove_all()
             node.registry.remove_session(self)
@@ -888,9 +894,12 @@ class Session:
             log.error("single connection of user=%s not enforced: %s", user, exc)
             raise Disconnect.of(DisconnectCode.SERVER_ERROR) from None
 
-    async def _server_side_subscribe(
+    def _server_side_channels(
         self, creds: Credentials, req: ConnectRequest
-    ) -> dict[str, SubscribeResult]:
+    ) -> dict[str, auth.ServerSubscription]:
+        """The connection's server-side subscriptions: the token's or the connect handler's,
+        the personal channel, a unidirectional client's allowed ``subs``; 3010 past the
+        channel limit."""
         node = self.node
         wanted: dict[str, auth.ServerSubscription] = {s.channel: s for s in creds.subs}
         personal = node.policy.personal_channel(creds.user)
@@ -902,6 +911,11 @@ class Session:
                     wanted[channel] = auth.ServerSubscription(channel, None, None, None)
         if len(wanted) > node.config.client.channel_limit:
             raise Disconnect.of(DisconnectCode.CHANNEL_LIMIT)
+        return wanted
+
+    async def _server_side_subscribe(
+        self, wanted: dict[str, auth.ServerSubscription], req: ConnectRequest
+    ) -> dict[str, SubscribeResult]:
         results: dict[str, SubscribeResult] = {}
         for channel, spec in wanted.items():
             grant = Grant.from_server_subscription(spec)
@@ -1196,7 +1210,7 @@ def _valid_close(code: int, reason: str) -> tuple[int, str]:
         code = int(DisconnectCode.SERVER_ERROR)
         reason = ""
     if not reason:
-        reason = Disconnect(code).reason
+        reason = disconnect_reason(code)
     encoded = reason.encode()
     if len(encoded) > _MAX_REASON_BYTES:
         reason = encoded[:_MAX_REASON_BYTES].decode(errors="ignore")

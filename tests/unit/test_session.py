@@ -9,7 +9,9 @@ from typing import Any
 import pytest
 
 from centrifuge_asgi import ClientError, ConnectReply, Node, RPCEvent
-from centrifuge_asgi.session import Session, TransportInfo
+from centrifuge_asgi.codes import DisconnectCode, disconnect_reason
+from centrifuge_asgi.errors import Disconnect
+from centrifuge_asgi.session import Session, TransportInfo, new_id
 from tests.interop.support import make_config, token
 
 pytestmark = pytest.mark.anyio
@@ -457,3 +459,19 @@ async def test_an_observer_subclassing_no_observer_gets_every_count() -> None:
     assert ("transport_messages_sent", (s.transport.name, "connect", "")) in counts.seen
     async with Node(make_config()) as node:
         assert not node.counting
+
+
+def test_disconnect_reason_is_the_exceptions() -> None:
+    for code in [*DisconnectCode, 4000, 4999, 3999, 1009]:
+        assert disconnect_reason(int(code)) == Disconnect(int(code)).reason
+
+
+def test_client_ids_are_version_4_uuids() -> None:
+    import uuid
+
+    ids = {new_id() for _ in range(1000)}
+    assert len(ids) == 1000
+    for text in list(ids)[:50]:
+        parsed = uuid.UUID(text)
+        assert str(parsed) == text and parsed.version == 4
+        assert parsed.variant == uuid.RFC_4122
