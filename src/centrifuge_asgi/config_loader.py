@@ -939,6 +939,10 @@ class _Validator:
         ):
             if not 0 < port < 65536:
                 self.fail(key, port, "must be a TCP port (1-65535)")
+        for section in type(config).__struct_fields__:
+            prefix = getattr(getattr(config, section), "handler_prefix", None)
+            if isinstance(prefix, str) and prefix and not prefix.startswith("/"):
+                self.fail(f"{section}.handler_prefix", prefix, "must start with '/' (or be empty)")
         server = config.http_server
         if server.h2c_external and (
             server.internal_port in ("", str(server.port)) or server.tls.enabled

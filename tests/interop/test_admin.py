@@ -212,6 +212,26 @@ async def test_bad_login_bodies_are_400(caplog: pytest.LogCaptureFixture) -> Non
     assert_no_traceback(caplog)
 
 
+async def test_wrong_methods_are_405_and_content_type_is_case_insensitive() -> None:
+    """``GET /admin/api`` or ``/admin/auth`` is 405 with ``Allow`` (Centrifugo's POST-only
+    handlers), not the page's 404; a JSON login's media type matches in any case."""
+    node = Node(admin_config(handler_prefix="/ops"))
+    async with node, asgi_client(node) as http:
+        for method, path, allow in [
+            ("GET", "/ops/admin/api", "POST"),
+            ("PUT", "/ops/admin/api", "POST"),
+            ("GET", "/ops/admin/auth", "POST"),
+            ("POST", "/ops/admin/init", "GET, HEAD"),
+        ]:
+            r = await http.request(method, path)
+            assert (r.status_code, r.headers.get("allow")) == (405, allow), (method, path)
+        assert (await http.get("/ops/admin/init")).status_code == 200
+        headers = {"content-type": "Application/JSON; charset=UTF-8"}
+        body = b'{"password": "' + PASSWORD.encode() + b'"}'
+        r = await http.post("/ops/admin/auth", content=body, headers=headers)
+        assert r.status_code == 200 and "token" in r.json()
+
+
 async def test_deep_login_body_over_uvicorn_is_400(
     live_server: LiveServerFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -397,6 +417,35 @@ def test_page_files_ship_in_the_package() -> None:
     assert {"index.html", "app.js", "app.css"} <= names
     html = (admin.WEB_DIR / "index.html").read_text()
     assert "http://" not in html and "https://" not in html  # no CDN
+
+
+def test_the_wheel_carries_the_page(tmp_path: Path) -> None:
+    """The built wheel (not only the source tree) holds the page's files, the protocol's
+    .proto files and the type marker (built with the locked hatchling, no download)."""
+    import subprocess
+    import sys
+    import zipfile
+
+    root = Path(__file__).resolve().parents[2]
+    pip_wheel = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q"]
+    proc = subprocess.run(
+        [*pip_wheel, "--wheel-dir", str(tmp_path), str(root)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    (wheel,) = tmp_path.glob("centrifuge_asgi-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for shipped in [
+        "centrifuge_asgi/admin/web/index.html",
+        "centrifuge_asgi/admin/web/app.js",
+        "centrifuge_asgi/admin/web/app.css",
+        "centrifuge_asgi/grpc/api.proto",
+        "centrifuge_asgi/protocol/client.proto",
+        "centrifuge_asgi/py.typed",
+    ]:
+        assert shipped in names, shipped
 
 
 # ---------------------------------------------------------------------------- browser

@@ -766,3 +766,45 @@ def test_env_names_add_to_the_files_list(tmp_path: Path) -> None:
 def test_bad_env_names_name_the_variable(value: str) -> None:
     with pytest.raises(ConfigError, match="CENTRIFUGO_CHANNEL_NAMESPACES"):
         load_config(None, env={"CENTRIFUGO_CHANNEL_NAMESPACES": value})
+
+
+PREFIXED = [
+    "http_api",
+    "websocket",
+    "uni_websocket",
+    "http_stream",
+    "sse",
+    "uni_sse",
+    "uni_http_stream",
+    "emulation",
+    "init",
+    "health",
+    "prometheus",
+    "admin",
+]
+
+
+def test_every_handler_prefix_is_checked() -> None:
+    config = Config()
+    with_prefix = {
+        name
+        for name in type(config).__struct_fields__
+        if hasattr(getattr(config, name), "handler_prefix")
+    }
+    assert with_prefix == set(PREFIXED)
+
+
+@pytest.mark.parametrize("section", PREFIXED)
+def test_handler_prefix_must_be_a_path(section: str, tmp_path: Path) -> None:
+    """A handler prefix without its leading slash is a config error naming the key and
+    the file (Starlette would otherwise fail the app's build with a bare assertion);
+    empty is the default route."""
+    assert "handler_prefix" in type(getattr(Config(), section)).__struct_fields__
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({section: {"handler_prefix": "x/y"}}))
+    with pytest.raises(ConfigError, match=rf"'{section}\.handler_prefix'.*'/'.*c\.json"):
+        load_config(path, env={})
+    path.write_text(json.dumps({section: {"handler_prefix": "/x/y"}}))
+    assert getattr(load_config(path, env={}), section).handler_prefix == "/x/y"
+    empty = getattr(cfg({section: {"handler_prefix": ""}}), section).handler_prefix
+    assert empty in ("", getattr(Config(), section).handler_prefix)  # the default route

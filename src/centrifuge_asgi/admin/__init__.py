@@ -29,6 +29,7 @@ from __future__ import annotations
 import hmac
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
@@ -58,6 +59,7 @@ MAX_BODY = 1024 * 1024
 #: digits of a token's expiry, at most (a Unix time has 10 until the year 2286)
 _EXPIRY_DIGITS = 16
 WEB_DIR = Path(__file__).parent / "web"
+ANY = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 #: what the page may load: itself only (no CDN, no inline script)
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -152,7 +154,7 @@ class _Login(msgspec.Struct):
 
 def _password(body: bytes, content_type: str) -> str:
     """``password`` of a form (as Centrifugo reads it) or of a JSON object."""
-    if content_type.startswith("application/json"):
+    if content_type.lower().startswith("application/json"):
         try:  # not json.loads: RecursionError, and "\ud800" that str.encode() refuses
             return msgspec.json.decode(body, type=_Login).password
         except (msgspec.DecodeError, RecursionError):
@@ -191,12 +193,28 @@ def routes(node: Node, external: bool) -> list[BaseRoute]:
     handler = AdminHandler(node)
     prefix = cfg.handler_prefix.rstrip("/")
     directory = Path(cfg.web_path) if cfg.web_path else WEB_DIR
+    # every method reaches the endpoints (405 for the wrong one, as Centrifugo answers),
+    # rather than falling through to the page's mount and its 404
     return [
-        Route(f"{prefix}/admin/init", handler.init, methods=["GET"]),
-        Route(f"{prefix}/admin/auth", handler.auth, methods=["POST"]),
-        Route(f"{prefix}/admin/api", handler.api, methods=["POST"]),
+        Route(f"{prefix}/admin/init", _only(("GET", "HEAD"), handler.init), methods=ANY),
+        Route(f"{prefix}/admin/auth", _only(("POST",), handler.auth), methods=ANY),
+        Route(f"{prefix}/admin/api", _only(("POST",), handler.api), methods=ANY),
         Mount(prefix, app=_Page(directory)),
     ]
+
+
+def _only(
+    methods: tuple[str, ...], endpoint: Callable[[Request], Awaitable[Response]]
+) -> Callable[[Request], Awaitable[Response]]:
+    """``endpoint`` for ``methods``; 405 with ``Allow`` for any other method."""
+    allow = ", ".join(methods)
+
+    async def only(request: Request) -> Response:
+        if request.method not in methods:
+            return Response("Method Not Allowed", 405, headers={"Allow": allow})
+        return await endpoint(request)
+
+    return only
 
 
 __all__ = ["TOKEN_TTL", "AdminHandler", "check_token", "issue_token", "routes"]
