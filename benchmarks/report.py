@@ -624,8 +624,8 @@ def _sweep_table(data: dict[str, Any]) -> list[str]:
             "time, sending plus drain)",
             "",
             "| peer | offered/s | achieved/s | p50 | p99 | p50 first half | p50 second half "
-            "| server CPU | load gen CPU | sustained |",
-            "|---|--:|--:|--:|--:|--:|--:|--:|--:|---|",
+            "| frames/delivery | server CPU | load gen CPU | sustained |",
+            "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|",
         ]
         for key in _peers(data):
             runs = (res.get(key) or {}).get("runs", [])
@@ -642,13 +642,16 @@ def _sweep_step_row(key: str, s: dict[str, Any]) -> str:
     first, last = halves[0].get("p50_ms"), halves[-1].get("p50_ms")
     wall = s.get("wall_s") or 0
     busy = 100 * (s.get("cpu_s") or {}).get("server", 0) / wall if wall else None
+    frames = (
+        s["frames"] / s["delivered"] if s.get("frames") is not None and s["delivered"] else None
+    )
     verdict = {"pass": "yes", "fail": "**no**"}.get(s["verdict"], s["verdict"])
     if s.get("why"):
         verdict += ": " + s["why"].replace("|", "/")
     return (
         f"| {_label(key)} | {_num(s['offered'])} | {_num(s.get('achieved'))} "
         f"| {_num(s.get('p50_ms'), 1)} | {_num(s.get('p99_ms'), 1)} | {_num(first, 1)} "
-        f"| {_num(last, 1)} | {'—' if busy is None else f'{busy:.0f}%'} "
+        f"| {_num(last, 1)} | {_num(frames, 3)} | {'—' if busy is None else f'{busy:.0f}%'} "
         f"| {100 * s.get('loadgen_cpu_share', 0):.0f}% | {verdict} |"
     )
 

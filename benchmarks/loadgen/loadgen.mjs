@@ -742,6 +742,7 @@ async function scenarioSweep() {
     latN = 0;
     const base = stats.delivered;
     const errors0 = stats.errors;
+    const frames0 = stats.frames;
     stats.firstError = ""; // this step's first error, if any
     const closed0 = stats.closed;
     const cpu0 = cpuAll();
@@ -803,6 +804,7 @@ async function scenarioSweep() {
         max_ms: ms(lat.length ? lat[lat.length - 1] : null),
         by_second: bySecond,
         halves: halves.map(summary),
+        frames: stats.frames - frames0, // frames that carried the step's publications
         errors: stats.errors - errors0,
         first_error: stats.firstError,
         closed: stats.closed - closed0,

@@ -51,6 +51,7 @@ def step(**over: Any) -> dict[str, Any]:
         "p99_ms": 12.0,
         "by_second": [{"n": 10_000, "p50_ms": 5.0, "p99_ms": 12.0} for _ in range(4)],
         "halves": [{"n": 20_000, "p50_ms": 5.0, "p99_ms": 12.0} for _ in range(2)],
+        "frames": 40_000,
         "errors": 0,
         "closed": 0,
         "cpu_s": {"server": 1.0},
@@ -239,7 +240,9 @@ def test_the_report_gives_rates_ratios_bounds_and_every_step() -> None:
     assert f"| 20.0 | 4.00{x} | 1.00{x} | 20,000 | 40,000/s: 0.0% delivered" in floor
     ours = next(ln for ln in lines if ln.startswith("| **centrifuge-asgi** | ≥ 200,000 "))
     assert f"| ≥ 40.0{x} | ≥ 10.0{x} | ≥ 200,000 | none |" in ours
-    assert "| python-socketio | 10,000 | 10,000 | 5.0 | 12.0 | 5.0 | 5.0 | 25% | 20% " in text
+    assert (
+        "| python-socketio | 10,000 | 10,000 | 5.0 | 12.0 | 5.0 | 5.0 | 1.000 | 25% | 20% " in text
+    )
     assert "**no**: 2 clients closed" in text
     assert "Round 1, every step" in text
     whole = {**data, "machine": machine(), "mode": "quick", "started": "now"}
