@@ -60,6 +60,7 @@ from .handlers import (
     SharedPollRefreshHandler,
     SubRefreshHandler,
     SubscribeHandler,
+    SubscribeStreamEvent,
     SubscribeStreamHandler,
 )
 from .node_maps import MapApi, build_map_broker
@@ -220,8 +221,9 @@ class Node(MapApi):
 
     def on_subscribe_stream(self, fn: SubscribeStreamHandler) -> SubscribeStreamHandler:
         """Feed the channels of ``subscribe_stream_proxy_enabled`` namespaces that have no
-        proxy endpoint: ``fn`` is an async generator (see docs/proxies.md)."""
-        self.handlers.subscribe_stream = fn
+        proxy endpoint: ``fn`` is an async generator (see docs/proxies.md); traced until
+        its first item, the subscribe reply."""
+        self.handlers.subscribe_stream = self._traced_stream(fn)
         return fn
 
     def on_message(self, fn: MessageHandler) -> MessageHandler:
@@ -235,7 +237,7 @@ class Node(MapApi):
     def on_shared_poll_refresh(self, fn: SharedPollRefreshHandler) -> SharedPollRefreshHandler:
         """Answer the shared poll refreshes of namespaces whose ``shared_poll_refresh``
         proxy has no endpoint: ``fn(SharedPollRefreshEvent) -> SharedPollRefreshReply``."""
-        self.handlers.shared_poll_refresh = fn
+        self.handlers.shared_poll_refresh = self._traced("shared_poll_refresh", fn)
         return fn
 
     def on_rpc(self, method: str | None = None) -> Callable[[RPCHandler], RPCHandler]:
@@ -261,6 +263,32 @@ class Node(MapApi):
             attributes = {"centrifugo.handler": _name(fn)}
             with tracing.span(f"centrifugo.handler.{kind}", attributes):
                 return await fn(event)
+
+        return traced
+
+    def _traced_stream(self, fn: SubscribeStreamHandler) -> SubscribeStreamHandler:
+        """A stream generator inside a span ``handler.subscribe_stream`` until its first
+        item (the subscribe reply), not for the stream's whole life."""
+        tracing = self.tracing
+        if tracing is None:
+            return fn
+
+        @functools.wraps(fn)
+        async def traced(event: SubscribeStreamEvent) -> AsyncIterator[Any]:
+            attributes = {"centrifugo.handler": _name(fn)}
+            items = fn(event)
+            try:
+                with tracing.span("centrifugo.handler.subscribe_stream", attributes):
+                    first = await anext(items, _NOTHING)
+                if first is _NOTHING:
+                    return
+                yield first
+                async for item in items:
+                    yield item
+            finally:  # closed with the stream, as the generator itself would be
+                close = getattr(items, "aclose", None)
+                if close is not None:
+                    await close()
 
         return traced
 
@@ -918,6 +946,9 @@ class Node(MapApi):
         opts = self.policy.resolve(channel)
         self.policy.require(opts, feature)
         return opts
+
+
+_NOTHING = object()  # what a stream generator that yields nothing gave first
 
 
 def _name(fn: object) -> str:

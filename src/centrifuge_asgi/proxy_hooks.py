@@ -12,7 +12,7 @@ import base64
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
-from contextlib import aclosing
+from contextlib import ExitStack, aclosing
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
@@ -398,11 +398,12 @@ class ProxyHooks:
         before the reply is error 100 for the client, one after it ends the subscription.
         """
         proxy = self._channel_proxy("subscribe_stream", event.channel)
+        tracing = self.node.tracing
         if proxy is None or not proxy.endpoint:
             handler = self.fallback("subscribe_stream")
             if handler is None:
                 raise ClientError.of(ErrorCode.NOT_AVAILABLE)
-            async with aclosing(handler(event)) as own:
+            async with aclosing(handler(event)) as own:  # traced by node.on_subscribe_stream
                 async for item in own:
                     yield item
             return
@@ -412,16 +413,29 @@ class ProxyHooks:
             if not is_grpc(proxy):
                 raise ProxyFailure("a subscribe stream proxy needs a grpc:// endpoint")
             self._put_data(body, proxy, event.raw_data, session)
-            stream = self.caller.grpc().stream(proxy, body, headers, publications)
-            async with aclosing(stream):
-                answer, _ = await anext(stream)
-                if answer is None:  # not produced by stream(); kept for the type
-                    raise ProxyFailure("no subscribe answer")
-                result = self.caller.decode(answer, _SUBSCRIBE).settle()
-                json_only = self._json_only(session)
-                yield SubscribeReply() if result is None else _subscribe_reply(result, json_only)
-                async for _, pub in stream:
-                    yield StreamPublication(pub.data, dict(pub.tags) or None)
+            with ExitStack() as span:
+                # traced: a span until the backend's subscribe answer (not the stream's
+                # whole life), whose context travels in the call's metadata (traceparent)
+                if tracing is not None:
+                    attributes = {"centrifugo.proxy.endpoint": proxy.endpoint}
+                    span.enter_context(
+                        tracing.span("centrifugo.proxy.subscribe_stream", attributes, "client")
+                    )
+                    headers = dict(headers)
+                    tracing.inject(headers)
+                stream = self.caller.grpc().stream(proxy, body, headers, publications)
+                async with aclosing(stream):
+                    answer, _ = await anext(stream)
+                    if answer is None:  # not produced by stream(); kept for the type
+                        raise ProxyFailure("no subscribe answer")
+                    result = self.caller.decode(answer, _SUBSCRIBE).settle()
+                    json_only = self._json_only(session)
+                    span.close()  # the span ends with the answer
+                    yield (
+                        SubscribeReply() if result is None else _subscribe_reply(result, json_only)
+                    )
+                    async for _, pub in stream:
+                        yield StreamPublication(pub.data, dict(pub.tags) or None)
         except ProxyFailure as exc:
             self._failed("subscribe_stream", proxy, event.client.client, exc)
             raise ClientError.of(ErrorCode.INTERNAL) from None

@@ -422,6 +422,52 @@ async def test_unidirectional_stream_feeds_the_subscriber(
     await eventually(lambda: env.subscribers("stream:ticks"), 0)
 
 
+async def test_traced_streams_send_traceparent_and_end_at_the_answer(
+    backend: tuple[Backend, int], server: Callable[..., Env], sdk_client: ClientFactory
+) -> None:
+    """With tracing, opening a subscription stream is a span that ends with the subscribe
+    answer (not with the stream), and its context reaches the backend in the metadata;
+    a Python stream generator's span covers its first item."""
+    from .test_tracing import memory_tracing
+
+    impl, port = backend
+    node = grpc_node(port)
+    exporter = memory_tracing(node)
+    env = server(node)
+    client, _ = await connect(sdk_client, env, "erin")
+    _, events = await subscribed_with(client, "stream:ticks", {"s": 1})
+    await events.rec.wait("publication", 3)
+    spans = exporter.get_finished_spans()
+    (span,) = [s for s in spans if s.name == "centrifugo.proxy.subscribe_stream"]
+    (call,) = impl.of("SubscribeUnidirectional")
+    trace_id, span_id = f"{span.context.trace_id:032x}", f"{span.context.span_id:016x}"
+    assert call.metadata["traceparent"][:-2] == f"00-{trace_id}-{span_id}-"
+    (parent,) = [s for s in spans if s.name == "centrifugo.client.subscribe"]
+    assert span.parent is not None and span.parent.span_id == parent.context.span_id
+    assert span.status.status_code.name != "ERROR"
+    await client.disconnect()
+
+    # the Python generator: a span until its first item, while the stream goes on
+    node = python_stream_node()
+    exporter = memory_tracing(node)
+
+    @node.on_subscribe_stream
+    async def feed(event: SubscribeStreamEvent) -> Any:
+        yield SubscribeReply(data={"own": True})
+        yield {"n": 1}
+        await anyio.sleep_forever()
+
+    env = server(node)
+    client, _ = await sdk_client(env, token=token("ivy"))
+    _, events = await subscribed_with(client, "live:feed", {"own": True})
+    await events.rec.wait("publication", 1)
+    (handler,) = [
+        s for s in exporter.get_finished_spans() if s.name == "centrifugo.handler.subscribe_stream"
+    ]
+    assert handler.attributes["centrifugo.handler"] == "feed"
+    await client.disconnect()
+
+
 async def test_stream_errors(
     env: Env, backend: tuple[Backend, int], sdk_client: ClientFactory
 ) -> None:

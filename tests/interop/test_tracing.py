@@ -375,6 +375,22 @@ async def test_admin_calls_are_api_spans_of_protocol_admin(receiver: Receiver) -
     assert span["attributes"]["centrifugo.channel"] == "chat:adm"
 
 
+@pytest.mark.anyio
+async def test_shared_poll_refresh_handler_is_traced() -> None:
+    node = Node(make_config())
+    exporter = memory_tracing(node)
+
+    @node.on_shared_poll_refresh
+    async def refresh(event: Any) -> Any:
+        return "reply"
+
+    assert node.handlers.shared_poll_refresh is not None
+    assert await node.handlers.shared_poll_refresh(object()) == "reply"  # type: ignore[arg-type]
+    (span,) = exporter.get_finished_spans()
+    assert span.name == "centrifugo.handler.shared_poll_refresh"
+    assert span.attributes["centrifugo.handler"] == "refresh"
+
+
 def test_environment_resource_attributes_win(monkeypatch: pytest.MonkeyPatch) -> None:
     """OTEL_RESOURCE_ATTRIBUTES overrides the node's own resource attributes, as in
     Centrifugo (a pod name as service.instance.id, say)."""
