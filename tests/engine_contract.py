@@ -258,6 +258,26 @@ class EngineContract:
             1,
         ]
 
+    @pytest.mark.parametrize("since", [10**14, 2**53 + 1, 2**64 - 1])
+    async def test_history_since_an_offset_past_the_top(
+        self, engine: EngineUnderTest, channel: str, since: int
+    ) -> None:
+        """Any uint64 is a position a client may send: past the top (10**14 and above print
+        in exponent form as a Lua number) nothing follows it and everything precedes it."""
+        top = await self.publish_many(engine, channel, 3)
+        position = StreamPosition(since, top.epoch)
+        for limit in (ALL, 0, 2):
+            forward = await self.read(engine, channel, limit=limit, since=position)
+            assert (forward.publications, forward.position) == ([], top)
+        assert recovery_outcome(forward, since) == (False, [])
+        backward = await self.read(engine, channel, since=position, reverse=True)
+        assert (offsets(backward), backward.position) == ([3, 2, 1], top)
+        limited = await self.read(engine, channel, limit=2, since=position, reverse=True)
+        assert offsets(limited) == [3, 2]
+        with pytest.raises(ClientError) as info:
+            await self.read(engine, channel, since=StreamPosition(since, top.epoch + "x"))
+        assert info.value.code == 112
+
     async def test_reverse_since_zero_is_a_bad_request(
         self, engine: EngineUnderTest, channel: str
     ) -> None:
@@ -429,6 +449,29 @@ class EngineContract:
         await wait_for(lambda: b"unversioned" in engine.handler.data_in(channel))
         assert engine.handler.data_in(channel) == [b"v1", b"v3", b"e-v1", b"unversioned"]
         assert offsets(await self.read(engine, channel)) == [1, 2, 3, 4]
+
+    async def test_versions_above_two_to_the_53_compare_exactly(
+        self, engine: EngineUnderTest, channel: str
+    ) -> None:
+        """uint64 versions (nanosecond timestamps, say) differing by less than a double's
+        spacing up there are still ordered."""
+        await engine.broker.subscribe(channel)
+
+        async def publish(data: bytes, version: int) -> tuple[int, bool]:
+            result = await engine.broker.publish(channel, data, history_opts(version=version))
+            return result.position.offset, result.suppressed
+
+        assert await publish(b"a", 2**60 + 1) == (1, False)
+        assert await publish(b"b", 2**60 + 2) == (2, False)
+        assert await publish(b"c", 2**60 + 1) == (2, True)
+        assert await publish(b"d", 2**60 + 2) == (2, True)
+        assert await publish(b"e", 2**64 - 2) == (3, False)
+        assert await publish(b"f", 2**64 - 1) == (4, False)
+        assert await publish(b"g", 2**64 - 1) == (4, True)
+        assert await publish(b"h", 10**18) == (4, True)  # fewer digits, lower
+        assert await publish(b"end", 0) == (5, False)
+        await wait_for(lambda: b"end" in engine.handler.data_in(channel))
+        assert engine.handler.data_in(channel) == [b"a", b"b", b"e", b"f", b"end"]
 
     async def test_versions_are_ignored_without_history(
         self, engine: EngineUnderTest, channel: str

@@ -154,6 +154,49 @@ class MapBrokerContract:
         at_top = await b.read_stream(ch, HistoryFilter(limit=-1, since=top))
         assert at_top.publications == []
 
+    @pytest.mark.parametrize("since", [10**14, 2**53 + 1, 2**64 - 1])
+    async def test_stream_since_an_offset_past_the_top(
+        self, map_engine: MapUnderTest, since: int
+    ) -> None:
+        """Any uint64 is a position a client may send (10**14 and above print in exponent
+        form as a Lua number): nothing follows it, everything retained precedes it."""
+        b = map_engine.broker
+        ch = _ch()
+        for i in range(4):  # stream_size 3 keeps offsets 2..4
+            await b.publish(ch, f"k{i}", _data(str(i)), RECOVERABLE)
+        top = (await b.read_stream(ch, HistoryFilter())).position
+        position = StreamPosition(since, top.epoch)
+        for limit in (-1, 0, 2):
+            forward = await b.read_stream(ch, HistoryFilter(limit=limit, since=position))
+            assert (forward.publications, forward.position) == ([], top)
+        backward = await b.read_stream(ch, HistoryFilter(limit=-1, since=position, reverse=True))
+        assert [p.offset for p in backward.publications] == [4, 3, 2]
+        assert backward.position == top
+        with pytest.raises(ClientError) as err:
+            await b.read_stream(ch, HistoryFilter(limit=-1, since=StreamPosition(since, "x")))
+        assert err.value.code == 112
+
+    async def test_versions_above_two_to_the_53_compare_exactly(
+        self, map_engine: MapUnderTest
+    ) -> None:
+        b = map_engine.broker
+        ch = _ch()
+
+        async def publish(key: str, version: int, epoch: str = "") -> str:
+            opts = MapPublishOptions(data=b"{}", version=version, version_epoch=epoch)
+            return (await b.publish(ch, key, opts, PERSISTENT)).suppress_reason
+
+        assert await publish("a", 2**60 + 1) == ""
+        assert await publish("a", 2**60 + 2) == ""
+        assert await publish("a", 2**60 + 1) == "version"
+        assert await publish("a", 2**60 + 2) == "version"
+        assert await publish("a", 2**64 - 1) == ""
+        assert await publish("a", 10**18) == "version"  # fewer digits, lower
+        assert await publish("b", 2**60 + 1) == ""  # versions are per key
+        assert await publish("b", 2**60 + 1, "e") == ""  # a new version epoch resets
+        assert await publish("b", 2**60, "e") == "version"
+        assert [p.offset for p in (await b.read_state(ch)).publications] == [3, 5]
+
     async def test_key_ttl_expiry_is_a_removal(self, map_engine: MapUnderTest) -> None:
         b, h = map_engine.broker, map_engine.handler
         ch = _ch()

@@ -31,6 +31,7 @@ from websockets.asyncio.client import ClientConnection
 from centrifuge_asgi.auth import connection_token
 from centrifuge_asgi.handlers import DisconnectEvent, RPCEvent
 from centrifuge_asgi.node import Node
+from tests.conditions import unavailable
 
 from .support import SECRET, WS_PATH, eventually, make_config, make_node, token
 
@@ -350,6 +351,43 @@ async def test_integer_fields_at_the_edges_of_their_range(server: ServerFactory)
             assert [p["data"]["n"] for p in reply["history"]["publications"]] == expected
         sub = {"channel": "chat:edges", "flag": -(2**63), "type": 0, "offset": 2**64 - 1}
         assert await client.call("subscribe", sub) == {"id": 6, "subscribe": {}}
+    await assert_healthy(env)
+
+
+@pytest.mark.parametrize("engine", ["memory", "redis"])
+async def test_recovery_from_an_offset_past_the_top(server: ServerFactory, engine: str) -> None:
+    """Any uint64 is an offset a client may hold: recovering from far past the top (1e14
+    prints in exponent form in Lua; 2**64 - 1 is past any list index) is not recovered,
+    with the current position, not an internal error; history since it is empty."""
+    config = make_config()
+    if engine == "redis":
+        try:
+            socket.create_connection(("127.0.0.1", 6379), timeout=0.5).close()
+        except OSError:
+            unavailable("Redis is not running at 127.0.0.1:6379")
+        block = {"address": "127.0.0.1:6379", "prefix": f"test-{os.urandom(5).hex()}"}
+        config["engine"] = {"type": "redis", "redis": block}
+    env = server(config=config)
+    async with RawClient.open(env) as client:
+        await client.connect(CONNECT_OK["token"])
+        epoch = (await client.call("subscribe", {"channel": "news:far"}))["subscribe"]["epoch"]
+        await client.call("unsubscribe", {"channel": "news:far"})
+        for n in (1, 2):
+            await env.srv.acall(env.node.publish("news:far", {"n": n}))
+        for offset in (10**14, 2**64 - 1):
+            params = {"channel": "news:far", "recover": True, "offset": offset, "epoch": epoch}
+            reply = (await client.call("subscribe", params))["subscribe"]
+            assert reply == {
+                "recoverable": True,
+                "epoch": epoch,
+                "offset": 2,
+                "positioned": True,
+                "was_recovering": True,
+            }
+            since = {"offset": offset, "epoch": epoch}
+            reply = await client.call("history", {"channel": "news:far", "since": since})
+            assert reply["history"] == {"publications": [], "offset": 2, "epoch": epoch}
+            await client.call("unsubscribe", {"channel": "news:far"})
     await assert_healthy(env)
 
 

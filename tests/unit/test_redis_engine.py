@@ -487,6 +487,29 @@ async def test_lost_meta_starts_a_new_epoch_without_old_entries(engine: EngineUn
 
 
 @pytest.mark.anyio
+async def test_versions_stored_by_the_older_scripts_still_suppress(
+    engine: EngineUnderTest,
+) -> None:
+    """Older scripts stored a version as a Lua number: a double, in exponent form from
+    1e17 on. It is compared as a double, as then; the next version is stored as text."""
+    broker = engine.broker
+    await broker.publish("older", b"{}", HISTORY)
+    meta = f"{prefix_of(engine)}.stream.meta.older"
+    client = sync_redis()
+    client.hset(meta, mapping={"v": "1.152921504606847e+18", "ve": ""})  # 2**60 + 1, rounded
+
+    async def suppressed(version: int) -> bool:
+        opts = PublishOptions(10, 60.0, version=version)
+        return (await broker.publish("older", b"{}", opts)).suppressed
+
+    assert await suppressed(2**60 + 1)
+    assert not await suppressed(2**61)
+    assert client.hget(meta, "v") == b"2305843009213693952"
+    assert not await suppressed(2**61 + 1)
+    assert client.hget(meta, "v") == b"2305843009213693953"
+
+
+@pytest.mark.anyio
 async def test_presence_expires_without_refresh(monkeypatch: pytest.MonkeyPatch) -> None:
     """Each entry expires ``presence_ttl`` after its last add: its ZSET score is that expiry
     (unix seconds by the node's clock), and a read drops what is past it. The node's clock is

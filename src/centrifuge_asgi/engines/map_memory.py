@@ -294,7 +294,8 @@ class MemoryMapBroker:
             start = len(pubs) - end
             stop = None if flt.limit < 0 else start + flt.limit
             return HistoryResult(list(islice(reversed(pubs), start, stop)), position)
-        start = 0 if since is None else max(0, since.offset + 1 - first)
+        # clamped: islice takes no index above sys.maxsize, an offset may be any uint64
+        start = 0 if since is None else min(len(pubs), max(0, since.offset + 1 - first))
         stop = None if flt.limit < 0 else start + flt.limit
         return HistoryResult(list(islice(pubs, start, stop)), position)
 

@@ -334,7 +334,9 @@ class RedisMapBroker:
             _new_epoch(),
             int(flt.limit != 0),
             int(flt.reverse),
-            since.offset if since is not None else -1,
+            # exclusive of since; as text: an offset may be any uint64 (validate() refused
+            # a reverse read since 0, the one ID with nothing before it)
+            ("+" if flt.reverse else "-") if since is None else f"({since.offset}-0",
             flt.limit,
         ]
         top, epoch, first, entries = await self._run(shard, READ, [names[6], names[5]], args)

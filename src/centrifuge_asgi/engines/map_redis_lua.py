@@ -14,9 +14,16 @@ removal fans out the removal record Python stored with the entry. Every change i
 published as ``<offset>:<epoch>:<n>:<previous record><record>`` on ``P.map.client.T``,
 where the previous record of the key (``n`` bytes) is there only for a ``delta`` publish
 (the base of a fossil delta) and ``n`` is 0 otherwise.
+
+Offsets and versions are uint64, more than a Lua number (a double) holds exactly: the
+stream ID a read starts at comes from Python as text, versions stay decimal text
+(compared by :data:`~.redis_lua.NEWER`, stored as given) and offsets made by HINCRBY are
+formatted with ``%d``.
 """
 
 from __future__ import annotations
+
+from .redis_lua import NEWER
 
 # Needs meta, new_epoch in scope: the channel's epoch, made (top offset 0) when it has none.
 _EPOCH = """
@@ -46,13 +53,14 @@ end
 #       expected_epoch, result_ttl_ms, now_ms, topic, publish_command, with_prev (0/1),
 #       refresh_ttl_on_suppress (0/1)
 PUBLISH = (
-    """
+    NEWER
+    + """
 local state, off, rm, exp, ver, stream, meta, keyset, res = unpack(KEYS)
 local key, record, removal = ARGV[1], ARGV[2], ARGV[3]
 local key_mode, key_ttl = ARGV[4], tonumber(ARGV[5])
 local has_stream, stream_size, stream_ttl = ARGV[6] == '1', tonumber(ARGV[7]), tonumber(ARGV[8])
 local meta_ttl, new_epoch = tonumber(ARGV[9]), ARGV[10]
-local version, version_epoch = tonumber(ARGV[11]), ARGV[12]
+local version, version_epoch = ARGV[11], ARGV[12]
 local expected_offset, expected_epoch = tonumber(ARGV[13]), ARGV[14]
 local result_ttl, now = tonumber(ARGV[15]), tonumber(ARGV[16])
 """
@@ -70,10 +78,10 @@ if key_mode == 'if_new' and exists then
   return {top, epoch, 'key_exists'}
 end
 if key_mode == 'if_exists' and not exists then return {top, epoch, 'key_not_found'} end
-if version > 0 then
-  local current = tonumber(redis.call('HGET', ver, key) or '0')
+if version ~= '0' then
+  local current = redis.call('HGET', ver, key) or '0'
   local current_epoch = redis.call('HGET', ver, key .. ':e') or ''
-  if current > 0 and current_epoch == version_epoch and version <= current then
+  if current ~= '0' and current_epoch == version_epoch and not newer(version, current) then
     return {top, epoch, 'version'}
   end
   redis.call('HSET', ver, key, version, key .. ':e', version_epoch)
@@ -82,7 +90,7 @@ local offset = 0
 if has_stream then
   top = redis.call('HINCRBY', meta, 's', 1)
   offset = top
-  redis.call('XADD', stream, 'MAXLEN', stream_size, top .. '-0', 'd', record)
+  redis.call('XADD', stream, 'MAXLEN', stream_size, string.format('%d-0', top), 'd', record)
   redis.call('PEXPIRE', stream, stream_ttl)
 end
 redis.call('HSET', state, key, record)
@@ -96,7 +104,8 @@ else
 end
 if res ~= '' then redis.call('SET', res, top, 'PX', result_ttl) end
 if ARGV[19] ~= '1' or not previous then previous = '' end
-local message = offset .. ':' .. epoch .. ':' .. #previous .. ':' .. previous .. record
+local message = string.format('%d:', offset) .. epoch .. ':' .. #previous .. ':' .. previous
+  .. record
 redis.call(ARGV[18], ARGV[17], message)
 return {top, epoch, ''}
 """
@@ -117,10 +126,11 @@ local function remove_key(key, record)
   if redis.call('HGET', meta, 'h') == '1' then
     top = redis.call('HINCRBY', meta, 's', 1)
     offset = top
-    redis.call('XADD', stream, 'MAXLEN', redis.call('HGET', meta, 'n'), top .. '-0', 'd', record)
+    local id = string.format('%d-0', top)
+    redis.call('XADD', stream, 'MAXLEN', redis.call('HGET', meta, 'n'), id, 'd', record)
     redis.call('PEXPIRE', stream, tonumber(redis.call('HGET', meta, 't')))
   end
-  redis.call(publish_command, topic, offset .. ':' .. epoch .. ':0:' .. record)
+  redis.call(publish_command, topic, string.format('%d:', offset) .. epoch .. ':0:' .. record)
   return top
 end
 """
@@ -181,7 +191,8 @@ return {count, -1}
 )
 
 # KEYS: meta, stream
-# ARGV: new_epoch, read (0/1), reverse (0/1), since offset (-1: none), limit (-1: all)
+# ARGV: new_epoch, read (0/1), reverse (0/1), first stream ID ('(<since>-0', or '-'/'+'
+#       from the oldest/newest), limit (-1: all)
 # Returns {top, epoch, first retained offset (0: none), entries}.
 READ = (
     """
@@ -194,10 +205,9 @@ local first = 0
 local head = redis.call('XRANGE', stream, '-', '+', 'COUNT', 1)
 if head[1] then first = tonumber(string.match(head[1][1], '^(%d+)')) end
 if ARGV[2] == '0' then return {top, epoch, first, {}} end
-local since, limit = tonumber(ARGV[4]), tonumber(ARGV[5])
-local read, from, to = 'XRANGE', '-', '+'
-if ARGV[3] == '1' then read, from, to = 'XREVRANGE', '+', '-' end
-if since >= 0 then from = '(' .. since .. '-0' end
+local from, limit = ARGV[4], tonumber(ARGV[5])
+local read, to = 'XRANGE', '+'
+if ARGV[3] == '1' then read, to = 'XREVRANGE', '-' end
 local entries
 if limit > 0 then
   entries = redis.call(read, stream, from, to, 'COUNT', limit)

@@ -95,7 +95,8 @@ class _Stream:
             start = len(pubs) - end  # the same position counted in the reversed sequence
             stop = None if flt.limit < 0 else start + flt.limit
             return list(islice(reversed(pubs), start, stop))
-        start = 0 if flt.since is None else max(0, flt.since.offset + 1 - first)
+        # clamped: islice takes no index above sys.maxsize, an offset may be any uint64
+        start = 0 if flt.since is None else min(len(pubs), max(0, flt.since.offset + 1 - first))
         stop = None if flt.limit < 0 else start + flt.limit
         return list(islice(pubs, start, stop))
 

@@ -87,6 +87,7 @@ log = logging.getLogger("centrifuge_asgi.engines.redis")
 DEFAULT_META_TTL = 30 * 24 * 3600.0
 SEEN_LIMIT = 16384  # channels whose highest stream position a node remembers
 PROBE = b"__probe__"
+MAX_OFFSET = 2**64 - 1  # offsets are uint64, as are the first parts of stream IDs
 _EPOCH_ALPHABET = string.ascii_letters
 
 
@@ -585,7 +586,7 @@ class RedisBroker:
             _ms(meta_ttl if meta_ttl > 0 else DEFAULT_META_TTL),
             int(flt.limit != 0),
             int(flt.reverse),
-            flt.since.offset if flt.since is not None else -1,
+            _read_start(flt),
             flt.limit,
             *self._seen.get(channel, ("", 0)),
         )
@@ -605,6 +606,17 @@ class RedisBroker:
         """Drop the stream; the meta (top offset, epoch) stays."""
         shard = await self._shards.of(channel)
         await shard.command("DEL", shard.stream_key(channel))
+
+
+def _read_start(flt: HistoryFilter) -> str:
+    """The stream ID a history read starts at, as text for the script (an offset may be
+    any uint64, more than a Lua number holds exactly); "" when nothing can follow it."""
+    if flt.since is None:
+        return "+" if flt.reverse else "-"
+    if flt.reverse:  # validate() refused since 0
+        return str(flt.since.offset - 1)
+    after = flt.since.offset + 1
+    return str(after) if after <= MAX_OFFSET else ""
 
 
 def _published(reply: object) -> PublishResult:

@@ -11,13 +11,46 @@ stream lost its tail after the node saw it (an asynchronous replica was promoted
 old snapshot was restored): offsets would be handed out a second time under the same
 epoch, and subscribers already past them would skip the new publications as duplicates.
 The scripts then start a new epoch, which subscribers cannot mistake for their own.
+
+Lua numbers are doubles, exact only up to 2**53 and printed in exponent form from 1e14 on,
+while offsets and versions are uint64. So no client-given number becomes a Lua number:
+Python passes the stream ID to read from as text, and versions stay decimal text, compared
+by :data:`_NEWER` and stored as given. Offsets made by HINCRBY are formatted with ``%d``.
 """
 
 from __future__ import annotations
 
-__all__ = ["HISTORY", "PRESENCE_ADD", "PRESENCE_GET", "PRESENCE_REMOVE", "PUBLISH"]
+__all__ = ["HISTORY", "NEWER", "PRESENCE_ADD", "PRESENCE_GET", "PRESENCE_REMOVE", "PUBLISH"]
 
-PUBLISH = """
+NEWER = """
+-- newer(a, b): is version a above version b? a is decimal text without leading zeros (as
+-- Python writes it); so is b, unless an older release stored it as a Lua number (a double
+-- printed as '1.1529215046068e+18'): compared as doubles then, as that release did.
+local function newer(a, b)
+  if not string.find(b, '^%d+$') then
+    return tonumber(a) > tonumber(b)
+  end
+  if #a ~= #b then
+    return #a > #b
+  end
+  local n = #a
+  if n <= 15 then
+    return tonumber(a) > tonumber(b)
+  end
+  -- equal lengths of 16..20 digits: compare in two parts of at most 15 digits (exact)
+  local ha, hb = tonumber(string.sub(a, 1, n - 15)), tonumber(string.sub(b, 1, n - 15))
+  if ha ~= hb then
+    return ha > hb
+  end
+  return tonumber(string.sub(a, n - 14)) > tonumber(string.sub(b, n - 14))
+end
+"""
+"""Lua: exact comparison of two uint64 versions given as decimal text (used by the map
+broker's scripts too)."""
+
+PUBLISH = (
+    NEWER
+    + """
 -- KEYS: stream, meta, result
 -- ARGV: pubsub channel, payload, history (0/1), size, ttl ms, meta ttl ms, new epoch,
 --       use result (0/1), result ttl ms, version, version epoch, publish command,
@@ -42,11 +75,11 @@ if history then
     epoch = ARGV[7]
     redis.call('hset', meta, 'e', epoch)
   end
-  local version = tonumber(ARGV[10])
-  if version > 0 then
+  local version = ARGV[10]
+  if version ~= '0' then
     local stored = redis.call('hmget', meta, 'v', 've')
     local same_epoch = ARGV[11] == '' or ARGV[11] == (stored[2] or '')
-    if same_epoch and version <= (tonumber(stored[1]) or 0) then
+    if same_epoch and not newer(version, stored[1] or '0') then
       redis.call('pexpire', meta, ARGV[6])
       return {tonumber(redis.call('hget', meta, 's')) or 0, epoch, 0, 1}
     end
@@ -54,27 +87,28 @@ if history then
   end
   top = redis.call('hincrby', meta, 's', 1)
   redis.call('pexpire', meta, ARGV[6])
+  local id = string.format('%d', top)
   local prev = nil
   if top == 1 then
     redis.call('del', stream)
   elseif ARGV[15] == '1' then
     local last = redis.call('xrevrange', stream, '+', '-', 'COUNT', 1)
-    if last[1] and last[1][1] == (top - 1) .. '-0' then
+    if last[1] and last[1][1] == string.format('%d-0', top - 1) then
       prev = last[1][2][2]
     end
   end
-  local added = redis.pcall('xadd', stream, 'MAXLEN', ARGV[4], top .. '-0', 'd', payload)
+  local added = redis.pcall('xadd', stream, 'MAXLEN', ARGV[4], id .. '-0', 'd', payload)
   if type(added) == 'table' and added.err then
     -- entries above the top survived a rollback of the meta: never continue them
     redis.call('del', stream)
-    redis.call('xadd', stream, 'MAXLEN', ARGV[4], top .. '-0', 'd', payload)
+    redis.call('xadd', stream, 'MAXLEN', ARGV[4], id .. '-0', 'd', payload)
   end
   redis.call('pexpire', stream, ARGV[5])
   if prev then
     redis.call(ARGV[12], channel,
-      '__d1:' .. top .. ':' .. epoch .. ':' .. #prev .. '__' .. prev .. payload)
+      '__d1:' .. id .. ':' .. epoch .. ':' .. #prev .. '__' .. prev .. payload)
   else
-    redis.call(ARGV[12], channel, '__p1:' .. top .. ':' .. epoch .. '__' .. payload)
+    redis.call(ARGV[12], channel, '__p1:' .. id .. ':' .. epoch .. '__' .. payload)
   end
 else
   redis.call(ARGV[12], channel, payload)
@@ -85,11 +119,13 @@ if use_result then
 end
 return {top, epoch, 0, 0}
 """
+)
 
 HISTORY = """
 -- KEYS: stream, meta
 -- ARGV: new epoch, meta ttl ms, include publications (0/1), reverse (0/1),
---       since offset (-1 = none), limit (-1 = all), seen epoch, seen offset
+--       first stream ID to read ('-'/'+' from the oldest/newest, '' = none left),
+--       limit (-1 = all), seen epoch, seen offset
 local stream, meta = KEYS[1], KEYS[2]
 local stored = redis.call('hmget', meta, 's', 'e')
 local top, epoch = tonumber(stored[1]) or 0, stored[2]
@@ -102,28 +138,21 @@ redis.call('pexpire', meta, ARGV[2])
 if ARGV[3] ~= '1' then
   return {top, epoch, {}}
 end
-local since, limit = tonumber(ARGV[5]), tonumber(ARGV[6])
+local start, limit = ARGV[5], tonumber(ARGV[6])
+if start == '' then
+  return {top, epoch, {}}
+end
 local entries
 if ARGV[4] == '1' then
-  local last = '+'
-  if since >= 0 then
-    last = tostring(since - 1)
-  end
   if limit > 0 then
-    entries = redis.call('xrevrange', stream, last, '-', 'COUNT', limit)
+    entries = redis.call('xrevrange', stream, start, '-', 'COUNT', limit)
   else
-    entries = redis.call('xrevrange', stream, last, '-')
+    entries = redis.call('xrevrange', stream, start, '-')
   end
+elseif limit > 0 then
+  entries = redis.call('xrange', stream, start, '+', 'COUNT', limit)
 else
-  local first = '-'
-  if since >= 0 then
-    first = tostring(since + 1)
-  end
-  if limit > 0 then
-    entries = redis.call('xrange', stream, first, '+', 'COUNT', limit)
-  else
-    entries = redis.call('xrange', stream, first, '+')
-  end
+  entries = redis.call('xrange', stream, start, '+')
 end
 return {top, epoch, entries}
 """
