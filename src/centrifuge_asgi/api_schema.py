@@ -13,11 +13,21 @@ import msgspec
 from msgspec import Meta, Raw
 
 U32 = Annotated[int, Meta(ge=0, le=2**32 - 1)]
-U64 = Annotated[int, Meta(ge=0)]  # msgspec caps ints at uint64
+U64 = Annotated[int, Meta(ge=0)]
+"""Bounded above by :func:`_check_u64` in ``__post_init__``: msgspec decodes integers past
+2**64 - 1 and takes no ``le`` outside int64."""
 I32 = Annotated[int, Meta(ge=-(2**31), le=2**31 - 1)]
 I64 = Annotated[int, Meta(ge=-(2**63), le=2**63 - 1)]
 
 NO_RAW: Final = Raw(b"")
+UINT64_MAX: Final = 2**64 - 1
+
+
+def _check_u64(value: int) -> None:
+    """Fail the decode (msgspec turns the ValueError into a ValidationError: HTTP 400, a
+    consumed message skipped as bad) when a uint64 field is past its range, as Go does."""
+    if value > UINT64_MAX:
+        raise ValueError(f"Expected `int` <= {UINT64_MAX}")
 
 
 class _Req(msgspec.Struct, kw_only=True):
@@ -35,6 +45,9 @@ class PublishRequest(_Req):
     version: U64 = 0
     version_epoch: str = ""
 
+    def __post_init__(self) -> None:
+        _check_u64(self.version)
+
 
 class BroadcastRequest(_Req):
     channels: list[str] = []
@@ -47,10 +60,16 @@ class BroadcastRequest(_Req):
     version: U64 = 0
     version_epoch: str = ""
 
+    def __post_init__(self) -> None:
+        _check_u64(self.version)
+
 
 class StreamPositionRequest(_Req):
     offset: U64 = 0
     epoch: str = ""
+
+    def __post_init__(self) -> None:
+        _check_u64(self.offset)
 
 
 class BoolValue(_Req):
@@ -147,6 +166,9 @@ class MapPublishRequest(_Req):
     score: I64 = 0
     key_mode: str = ""
 
+    def __post_init__(self) -> None:
+        _check_u64(self.version)
+
 
 class SharedPollPublishRequest(_Req):
     channel: str = ""
@@ -155,6 +177,9 @@ class SharedPollPublishRequest(_Req):
     b64data: str = ""
     version: U64 = 0
     epoch: str = ""
+
+    def __post_init__(self) -> None:
+        _check_u64(self.version)
 
 
 class MapRemoveRequest(_Req):
@@ -172,6 +197,9 @@ class MapReadStateRequest(_Req):
     revision_offset: U64 = 0
     revision_epoch: str = ""
 
+    def __post_init__(self) -> None:
+        _check_u64(self.revision_offset)
+
 
 class MapReadStreamRequest(_Req):
     channel: str = ""
@@ -179,6 +207,9 @@ class MapReadStreamRequest(_Req):
     since_epoch: str = ""
     limit: I32 = 0
     reverse: bool = False
+
+    def __post_init__(self) -> None:
+        _check_u64(self.since_offset)
 
 
 REQUEST_TYPES: Final[dict[str, type[_Req]]] = {

@@ -324,6 +324,29 @@ async def test_bad_rows_are_logged_skipped_and_deleted(
     assert "Traceback" not in caplog.text
 
 
+async def test_a_version_past_uint64_is_a_bad_row(outbox: Outbox) -> None:
+    """A row whose version is past 2**64 - 1 is skipped as undecodable (Go's decoder
+    refuses it): run, it would suppress every later version of the channel."""
+    rows = [
+        ("publish", {"channel": "news:u64", "data": {"n": 1}, "version": 2**64 + 1}),
+        ("broadcast", {"channels": ["news:u64"], "data": {"n": 2}, "version": 2**64}),
+        ("publish", {"channel": "news:u64", "data": {"n": 3}, "version": 5}),
+    ]
+    conn = await asyncpg.connect(outbox.dsn)
+    try:
+        for method, payload in rows:
+            payload["version_epoch"] = "e"
+            await outbox_table.command(conn, method, payload, table=outbox.table)
+    finally:
+        await conn.close()
+    node = Node(node_config(outbox.consumer()))
+    async with node:
+        await until(lambda: _empty(outbox))
+        assert await history(node, "news:u64") == [{"n": 3}]
+        status = statuses(node)["pg"]
+        assert (status.processed, status.skipped, status.errors) == (3, 2, 0)
+
+
 async def test_internal_errors_keep_the_row_and_retry_in_order(outbox: Outbox) -> None:
     """Error 100 stops the batch: the rows before it are deleted, it and the rest stay."""
     calls: list[str] = []

@@ -88,6 +88,24 @@ async def test_entries_run_are_acked_and_bad_ones_skipped(redis: tuple[Any, str]
         assert await pending(client, stream) == 0
 
 
+async def test_a_version_past_uint64_is_a_bad_entry(redis: tuple[Any, str]) -> None:
+    """An entry whose version is past 2**64 - 1 is skipped and acked, not retried (Go's
+    decoder refuses it): run, it would suppress every later version of the channel."""
+    client, stream = redis
+    cfg = make_config()
+    cfg["consumers"] = [item(stream)]
+    node = Node(cfg)
+    async with node:
+        await until(lambda: _state(node, "running"))
+        for n, version in ((1, 2**64 + 1), (2, 2**64), (3, 5)):
+            body = {"channel": "news:u64", "data": {"n": n}, "version": version}
+            await client.xadd(stream, {"method": "publish", "payload": json.dumps(body)})
+        await until(lambda: _has(lambda: statuses(node)["rs"].processed == 3))
+        assert await history(node, "news:u64") == [{"n": 3}]
+        assert statuses(node)["rs"].skipped == 2
+        assert await pending(client, stream) == 0
+
+
 async def test_pending_entries_are_reclaimed_and_run_once(redis: tuple[Any, str]) -> None:
     client, stream = redis
     node = Node(make_config())
