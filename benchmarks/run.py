@@ -315,8 +315,13 @@ class Server:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 tail = self.log_path.read_text(errors="replace")[-800:]
-                raise RuntimeError(f"{self.peer.key} server exited: {tail}")
-            if _port_open(self.port):
+                taken = "address already in use" in tail
+                raise (PortTaken if taken else RuntimeError)(
+                    f"{self.peer.key} server exited: {tail}"
+                )
+            # the port may answer from another process (another run on this machine took
+            # it after Ports.take): only this server's own listening socket counts
+            if _listens(self.proc.pid, self.port):
                 return
             time.sleep(0.05)
         raise RuntimeError(f"{self.peer.key} server did not listen within {timeout} s")
@@ -326,14 +331,43 @@ class Server:
             _stop(self.proc)
 
 
+class PortTaken(RuntimeError):
+    """A server could not bind: another process took its port after ``Ports.take``."""
+
+
+def _listens(pid: int, port: int) -> bool:
+    """Does process ``pid`` hold the socket listening on 127.0.0.1:``port``?"""
+    inodes = set()
+    with contextlib.suppress(OSError), open("/proc/net/tcp") as f:
+        for line in f:
+            parts = line.split()
+            local = parts[1] if len(parts) > 9 else ""
+            if local in (f"0100007F:{port:04X}", f"00000000:{port:04X}") and parts[3] == "0A":
+                inodes.add(f"socket:[{parts[9]}]")
+    if not inodes:
+        return False
+    with contextlib.suppress(OSError):
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            with contextlib.suppress(OSError):
+                if os.readlink(f"/proc/{pid}/fd/{fd}") in inodes:
+                    return True
+    return False
+
+
 @contextlib.contextmanager
 def servers(ctx: Ctx, *specs: tuple[Peer, list[str]]) -> Iterator[list[Server]]:
     started: list[Server] = []
     try:
         for peer, extra in specs:
-            srv = Server(ctx, peer, extra)
-            started.append(srv)
-            srv.start()
+            for attempt in range(3):  # a port taken by another process: the next one
+                srv = Server(ctx, peer, extra)
+                started.append(srv)
+                try:
+                    srv.start()
+                    break
+                except PortTaken:
+                    if attempt == 2:
+                        raise
         yield started
     finally:
         for srv in started:
