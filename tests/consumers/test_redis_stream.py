@@ -9,6 +9,7 @@ the idempotency key drops the repeat. Stream keys are unique per test.
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -104,6 +105,45 @@ async def test_a_version_past_uint64_is_a_bad_entry(redis: tuple[Any, str]) -> N
         assert await history(node, "news:u64") == [{"n": 3}]
         assert statuses(node)["rs"].skipped == 2
         assert await pending(client, stream) == 0
+
+
+async def test_undecodable_entries_are_logged_skipped_and_acked(
+    redis: tuple[Any, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Entries whose bytes are no command (a non-UTF-8 payload or method, truncated JSON,
+    JSON nested past any decoder's depth) are each logged once, skipped and acked: none
+    stays pending, and the valid entry written after them is published."""
+    caplog.set_level(logging.INFO, "centrifuge_asgi.consumers")
+    client, stream = redis
+    cfg = make_config()
+    cfg["consumers"] = [item(stream)]
+    node = Node(cfg)
+    nested = "[" * 5000 + "]" * 5000
+    bad: list[dict[str, Any]] = [
+        {"method": "publish", "payload": b"\xff\xfe\x00"},  # not UTF-8
+        {"method": "publish", "payload": '{"channel":"news:bad","data":{"n"'},  # truncated
+        {"payload": "[" * 5000},  # an envelope nested deep and never closed
+        {"method": "publish", "payload": nested},  # nested deep and closed: not an object
+        {"method": "publish", "payload": '"' + "[" * 5000 + '"'},  # a string of no JSON
+        {"method": b"\xff", "payload": "{}"},  # a method that is not UTF-8
+    ]
+    with anyio.fail_after(3):
+        async with node:
+            await until(lambda: _state(node, "running"))
+            for fields in bad:
+                await client.xadd(stream, fields)
+            await client.xadd(stream, publish_fields("news:bad", {"n": 1}))
+            done = len(bad) + 1
+            await until(lambda: _has(lambda: statuses(node)["rs"].processed == done))
+            assert await history(node, "news:bad") == [{"n": 1}]
+            status = statuses(node)["rs"]
+            assert (status.skipped, status.errors) == (len(bad), 0)
+            assert await pending(client, stream) == 0
+    skips = [r.getMessage() for r in caplog.records if r.getMessage().startswith("skip ")]
+    assert len(skips) == len(bad), skips
+    assert skips[-1] == "skip unsupported consumed API command method '\ufffd'"
+    assert not any(r.exc_info for r in caplog.records)
+    assert "Traceback" not in caplog.text
 
 
 async def test_pending_entries_are_reclaimed_and_run_once(redis: tuple[Any, str]) -> None:
