@@ -324,6 +324,38 @@ async def test_bad_rows_are_logged_skipped_and_deleted(
     assert "Traceback" not in caplog.text
 
 
+async def test_payloads_that_are_no_object_are_skipped_and_deleted(
+    outbox: Outbox, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A payload that is JSONB ``null``, ``[]``, a number, or a JSON string whose text is
+    not JSON is logged, skipped and deleted; it does not hold up the row after it."""
+    bad = ["null", "[]", "123", '"not json"']
+    conn = await asyncpg.connect(outbox.dsn)
+    try:
+        for payload in bad:
+            await conn.execute(
+                f"INSERT INTO {outbox.table} (method, payload) VALUES ('publish', $1::jsonb)",
+                payload,
+            )
+        await outbox_table.command(
+            conn, "publish", {"channel": "news:nobj", "data": {"n": 1}}, table=outbox.table
+        )
+    finally:
+        await conn.close()
+    node = Node(node_config(outbox.consumer()))
+    with anyio.fail_after(3):
+        async with node:
+            await until(lambda: _empty(outbox))
+            assert await history(node, "news:nobj") == [{"n": 1}]
+            status = statuses(node)["pg"]
+            assert (status.processed, status.skipped, status.errors) == (5, 4, 0)
+    skips = [r.getMessage() for r in caplog.records if r.getMessage().startswith("skip ")]
+    assert len(skips) == len(bad), skips
+    assert all(m.startswith("skip consumed publish: bad payload: ") for m in skips), skips
+    assert not any(r.exc_info for r in caplog.records)
+    assert "Traceback" not in caplog.text
+
+
 async def test_a_version_past_uint64_is_a_bad_row(outbox: Outbox) -> None:
     """A row whose version is past 2**64 - 1 is skipped as undecodable (Go's decoder
     refuses it): run, it would suppress every later version of the channel."""
