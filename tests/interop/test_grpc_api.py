@@ -352,6 +352,38 @@ async def test_bad_requests(env: GrpcEnv) -> None:
         assert len((await s.Info(pb.InfoRequest(), metadata=AUTH)).result.nodes) == 1
 
 
+def _bytes_field(number: int, value: bytes) -> bytes:
+    """A length-delimited protobuf field (``value`` shorter than 128 bytes)."""
+    assert len(value) < 128
+    return bytes([number << 3 | 2, len(value)]) + value
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        _bytes_field(1, b"news:\xff\xfe") + _bytes_field(2, b"1"),  # channel not UTF-8
+        b"\x0b" * 200_000,  # a start-group tag (field 1) nested 200000 deep
+    ],
+    ids=["invalid-utf8-string", "nested-groups"],
+)
+async def test_undecodable_request_bytes(
+    env: GrpcEnv, body: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Bytes that are no PublishRequest end the call with INTERNAL "error unmarshalling
+    request", as grpc-go answers; the server answers the next call."""
+    async with grpc.aio.insecure_channel(env.api_target) as channel:
+        raw = channel.unary_unary("/centrifugal.centrifugo.api.CentrifugoApi/Publish")
+        with anyio.fail_after(TIMEOUT), pytest.raises(grpc.aio.AioRpcError) as caught:
+            await raw(body, metadata=AUTH)
+        assert caught.value.code() is grpc.StatusCode.INTERNAL
+        assert caught.value.details() == "grpc: error unmarshalling request"
+        s = CentrifugoApiStub(channel)
+        with anyio.fail_after(TIMEOUT):
+            reply = await s.Publish(pb.PublishRequest(channel="news:x", data=b"{}"), metadata=AUTH)
+        assert error_of(reply) is None and reply.result.offset == 1  # news: has history
+    assert not any(r.exc_info for r in caplog.records)
+
+
 async def test_max_receive_message_size(live_server: LiveServerFactory) -> None:
     env = start(live_server, grpc_config(api={"max_receive_message_size": 1000}, uni=False))
     async with api(env.api_target) as s:
