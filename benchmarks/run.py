@@ -374,9 +374,9 @@ def servers(ctx: Ctx, *specs: tuple[Peer, list[str]]) -> Iterator[list[Server]]:
             srv.stop()
 
 
-def run_loadgen(ctx: Ctx, job: dict[str, Any], budget_s: float) -> dict[str, Any]:
-    """Run one load generator job; its JSON result, or ``{"ok": False, "error": ...}``."""
-    job = {
+def loadgen_job(ctx: Ctx, job: dict[str, Any], budget_s: float) -> dict[str, Any]:
+    """``job`` with the settings every load generator run shares."""
+    return {
         **job,
         "clk_tck": os.sysconf("SC_CLK_TCK"),
         "src_base": 10 + ctx.job_no % 240,
@@ -385,6 +385,11 @@ def run_loadgen(ctx: Ctx, job: dict[str, Any], budget_s: float) -> dict[str, Any
         "connect_cap_s": ctx.params.connect_cap_s,
         "budget_s": budget_s,
     }
+
+
+def run_loadgen(ctx: Ctx, job: dict[str, Any], budget_s: float) -> dict[str, Any]:
+    """Run one load generator job; its JSON result, or ``{"ok": False, "error": ...}``."""
+    job = loadgen_job(ctx, job, budget_s)
     proc = _track(
         subprocess.Popen(
             [ctx.node, str(LOADGEN), json.dumps(job)],
@@ -599,15 +604,7 @@ class LoadgenSession:
     """A load generator driven line by line (the sweep): every read is bounded."""
 
     def __init__(self, ctx: Ctx, job: dict[str, Any], budget_s: float) -> None:
-        job = {
-            **job,
-            "clk_tck": os.sysconf("SC_CLK_TCK"),
-            "src_base": 10 + ctx.job_no % 240,
-            "window": ctx.params.window,
-            "warmup": ctx.params.warmup,
-            "connect_cap_s": ctx.params.connect_cap_s,
-            "budget_s": budget_s,
-        }
+        job = loadgen_job(ctx, job, budget_s)
         self.err_path = ctx.logs / f"{ctx.job_no:03d}-loadgen.err"
         with open(self.err_path, "wb") as err:
             self.proc = _track(
