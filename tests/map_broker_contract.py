@@ -83,6 +83,38 @@ class MapBrokerContract:
         assert (await b.read_state(ch, limit=0)).publications == []
         assert await b.stats(ch) == 5
 
+    async def test_a_cursor_that_is_no_key_is_an_exclusive_lower_bound(
+        self, map_engine: MapUnderTest
+    ) -> None:
+        """A cursor names no key of the map: the page starts after it in key order (byte
+        order, also for characters Redis' ZRANGEBYLEX gives meaning: ``( [ + -``), and
+        one past every key is an empty last page."""
+        b = map_engine.broker
+        ch = _ch()
+        for key in ("b", "d", "f"):
+            await b.publish(ch, key, _data(key), PERSISTENT)
+        cases = {
+            "zz": [],
+            "garbage!!": [],  # 'g' sorts after every key
+            "999999999999999999999999": ["b", "d", "f"],
+            "-1": ["b", "d", "f"],
+            "+": ["b", "d", "f"],
+            "\x00[(+-": ["b", "d", "f"],
+            "c": ["d", "f"],
+            "d\x00": ["f"],
+            "[d": ["b", "d", "f"],
+            "(d": ["b", "d", "f"],
+        }
+        for cursor, keys in cases.items():
+            for limit in (-1, 2, 10):
+                page = await b.read_state(ch, cursor=cursor, limit=limit)
+                got = [p.key for p in page.publications]
+                want = keys if limit < 0 else keys[:limit]
+                assert got == want, (cursor, limit)
+                more = 0 < limit < len(keys)
+                assert page.cursor == (want[-1] if more else ""), (cursor, limit)
+                assert page.position.offset == 3
+
     async def test_remove_and_suppressions(self, map_engine: MapUnderTest) -> None:
         b, h = map_engine.broker, map_engine.handler
         ch = _ch()

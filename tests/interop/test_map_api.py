@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from centrifuge_asgi.node import Node
+from tests.unit.test_redis_engine import require_main_redis, unique_prefix
 
 from .support import BASE_CONFIG
 from .test_js_map import MAP_NAMESPACES
@@ -97,6 +98,32 @@ def test_map_publish_read_remove_stats_clear(srv: LiveServer) -> None:
     assert call(srv, "map_stats", {"channel": ch})[1]["result"] == {"num_keys": 0}
     _, fresh = call(srv, "map_read_state", {"channel": ch, "limit": -1})
     assert fresh["result"]["entries"] == [] and fresh["result"]["epoch"] != epoch
+
+
+@pytest.mark.parametrize("map_broker", ["memory", "redis"])
+def test_map_read_state_with_a_cursor_that_is_no_key(
+    live_server: LiveServerFactory, map_broker: str
+) -> None:
+    """A cursor past every key is an empty last page (no cursor), not an error; one that
+    sorts between keys starts the page after it."""
+    cfg = copy.deepcopy(BASE_CONFIG)
+    cfg["channel"]["namespaces"] += MAP_NAMESPACES
+    cfg["http_api"] = {"key": KEY}
+    if map_broker == "redis":
+        require_main_redis()
+        cfg["map_broker"] = {"type": "redis", "redis": {"prefix": unique_prefix()}}
+    srv = live_server(Node(cfg).asgi_app())
+    ch = "board:cursor"
+    for key in ("a", "c"):
+        _, published = call(srv, "map_publish", {"channel": ch, "key": key, "data": {"k": key}})
+    epoch = published["result"]["epoch"]
+    for cursor in ("zz", "garbage!!", "c\u0000"):
+        status, page = call(srv, "map_read_state", {"channel": ch, "cursor": cursor})
+        empty = {"result": {"entries": [], "offset": 2, "epoch": epoch}}
+        assert (status, page) == (200, empty), cursor
+    _, page = call(srv, "map_read_state", {"channel": ch, "cursor": "b", "limit": 1})
+    assert [e["key"] for e in page["result"]["entries"]] == ["c"]
+    assert "cursor" not in page["result"]
 
 
 @pytest.mark.parametrize(
