@@ -16,6 +16,7 @@ import pytest
 import websockets
 
 from centrifuge_asgi.node import Node
+from tests.unit.test_redis_engine import require_main_redis, unique_prefix
 
 from .support import BASE_CONFIG, WS_PATH, token
 from .test_js_map import MAP_NAMESPACES
@@ -110,3 +111,61 @@ async def test_unfinished_map_subscribes_count_toward_the_channel_limit(
         page = {"channel": "board:big", "type": 1, "phase": 2, "cursor": "k099"}
         last = await c.call(subscribe=page)
         assert len(last["subscribe"]["state"]) == 50 and "phase" not in last["subscribe"]
+
+
+async def test_map_subscribe_phase_and_page_size_edges(
+    live_server: LiveServerFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A negative phase is 107 and leaves the connection usable; a page size that is
+    negative gets the default page (100), one of 2**31 - 1 the largest page (1000)."""
+    cfg = copy.deepcopy(BASE_CONFIG)
+    cfg["channel"]["namespaces"] += MAP_NAMESPACES
+    node = Node(cfg)
+    srv = live_server(node.asgi_app())
+
+    async def seed() -> None:
+        for i in range(1001):
+            await node.map_publish("board:lim", f"k{i:04d}", {"i": i})
+
+    await srv.acall(seed())
+    with anyio.fail_after(5):
+        async with websockets.connect(srv.ws_url(WS_PATH)) as ws:
+            c = Conn(ws)
+            assert "connect" in await c.call(connect={"token": token("u1")})
+            sub = {"channel": "board:lim", "type": 1}
+            assert _error(await c.call(subscribe={**sub, "phase": -1})) == 107
+            for limit, size in ((-5, 100), (0, 100), (2**31 - 1, 1000)):
+                page = (await c.call(subscribe={**sub, "phase": 2, "limit": limit}))["subscribe"]
+                assert page["phase"] == 2, limit
+                assert len(page["state"]) == size, limit
+                assert page["cursor"] == f"k{size - 1:04d}", limit
+    assert not any(r.exc_info for r in caplog.records)
+
+
+@pytest.mark.parametrize("map_broker", ["memory", "redis"])
+async def test_client_map_publish_with_a_60kb_key(
+    live_server: LiveServerFactory, map_broker: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Map keys have no length limit of their own (as in Centrifugo): a 60 KB key in a
+    frame under the message size limit is published and stored on either broker."""
+    cfg = copy.deepcopy(BASE_CONFIG)
+    cfg["channel"]["namespaces"] += MAP_NAMESPACES
+    if map_broker == "redis":
+        require_main_redis()
+        cfg["map_broker"] = {"type": "redis", "redis": {"prefix": unique_prefix()}}
+    node = Node(cfg)
+    srv = live_server(node.asgi_app())
+    key = "k" * 60_000
+    with anyio.fail_after(5):
+        async with websockets.connect(srv.ws_url(WS_PATH)) as ws:
+            c = Conn(ws)
+            assert "connect" in await c.call(connect={"token": token("u1")})
+            live = await c.call(subscribe={"channel": "board:big", "type": 1, "phase": 2})
+            assert "phase" not in live["subscribe"]
+            publish = {"channel": "board:big", "type": 1, "key": key, "data": {"a": 1}}
+            assert await c.call(publish=publish) == {"id": c.next_id, "publish": {}}
+    state = await srv.acall(node.map_broker.read_state("board:big", key=key))
+    assert len(state.publications) == 1
+    stored = state.publications[0]
+    assert stored.key == key and json.loads(stored.data) == {"a": 1}
+    assert not any(r.exc_info for r in caplog.records)
