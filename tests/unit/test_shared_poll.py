@@ -10,7 +10,7 @@ import hashlib
 import hmac
 import time
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import httpx
@@ -30,6 +30,9 @@ from centrifuge_asgi.protocol.json_codec import JSON
 from centrifuge_asgi.protocol.messages import KeyedItem, SubRefreshRequest, TrackBatch
 from centrifuge_asgi.shared_poll import check_batch, make_signature, verify_signature
 from tests import conditions
+
+if TYPE_CHECKING:
+    from tests.conftest import LiveServerFactory
 
 SECRET = "poll-secret"
 
@@ -472,6 +475,71 @@ def test_commands_over_a_connection_get_centrifuges_codes() -> None:
     assert (
         node.shared_poll.channels.get("vv:1") is None or not node.shared_poll.channels["vv:1"].keys
     )
+
+
+@pytest.mark.anyio
+async def test_track_frame_over_the_message_size_limit_closes_1009(
+    live_server: LiveServerFactory,
+) -> None:
+    """A sub_refresh track frame one byte over ``websocket.message_size_limit`` closes the
+    connection with 1009 and leaves no key tracked; the node serves the next connection,
+    where a track frame of exactly the limit is read."""
+    import json
+
+    import websockets
+
+    limit = 4096
+    cfg = poll_config()
+    cfg["client"] = {"allow_anonymous_connect_without_token": True}
+    cfg["websocket"] = {"message_size_limit": limit}
+    cfg["channel"]["namespaces"][0]["allow_subscribe_for_client"] = True
+    cfg["channel"]["namespaces"][0]["allow_subscribe_for_anonymous"] = True
+    node = Node(cfg)
+    node.on_shared_poll_refresh(Backend())
+    srv = live_server(node.asgi_app())
+
+    def frame(size: int) -> str:
+        """A track command for key "k" padded (a long untrack key) to ``size`` bytes."""
+        sig = make_signature(SECRET, "", "vv:1", ["k"], 60)
+        refresh = {
+            "channel": "vv:1",
+            "type": 1,
+            "track": [{"signature": sig, "items": [{"key": "k"}]}],
+        }
+        cmd = {"id": 3, "sub_refresh": {**refresh, "untrack": [""]}}
+        pad = size - len(json.dumps(cmd))
+        text = json.dumps({"id": 3, "sub_refresh": {**refresh, "untrack": ["x" * pad]}})
+        assert len(text.encode()) == size
+        return text
+
+    async def reply(ws: Any) -> dict[str, Any]:
+        return dict(json.loads(str(await ws.recv()).split("\n")[0]))
+
+    async def tracked() -> list[str]:
+        channel = node.shared_poll.channels.get("vv:1")
+        return [] if channel is None else list(channel.keys)
+
+    subscribe = json.dumps({"id": 2, "subscribe": {"channel": "vv:1", "type": 4}})
+    with anyio.fail_after(5):
+        async with websockets.connect(srv.ws_url("/connection/websocket")) as ws:
+            await ws.send(json.dumps({"id": 1, "connect": {}}))
+            assert "connect" in await reply(ws)
+            await ws.send(subscribe)
+            assert (await reply(ws))["subscribe"]["type"] == 4
+            await ws.send(frame(limit + 1))
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                await reply(ws)
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
+        assert await srv.acall(tracked()) == []
+        async with websockets.connect(srv.ws_url("/connection/websocket")) as ws:
+            await ws.send(json.dumps({"id": 1, "connect": {}}))
+            assert "connect" in await reply(ws)
+            await ws.send(subscribe)
+            assert (await reply(ws))["subscribe"]["type"] == 4
+            await ws.send(frame(limit))
+            answer = await reply(ws)
+            assert answer["id"] == 3 and "sub_refresh" in answer, answer
+            assert await srv.acall(tracked()) == ["k"]
 
 
 @pytest.mark.anyio
