@@ -601,10 +601,10 @@ class Session:
         started = time.perf_counter() if counting else 0.0
         error_code = 0
         try:
-            if self._limits is not None and method in _RATE_LIMITED:
-                self._check_rate(method, getattr(cmd, method))
             tracing = self.node.tracing
             if tracing is None:
+                if self._limits is not None and method in _RATE_LIMITED:
+                    self._check_rate(method, getattr(cmd, method))
                 reply = await self._dispatch(method, cmd)
             else:
                 reply = await self._traced_dispatch(tracing, method, cmd)
@@ -651,9 +651,9 @@ class Session:
             await self._channels.activate(cmd.subscribe.channel)
 
     async def _traced_dispatch(self, tracing: Tracing, method: str, cmd: Command) -> Reply | None:
-        """``_dispatch`` in a span ``centrifugo.client.<method>`` (``opentelemetry.enabled``):
-        the client, user, transport, channel or RPC method, and the error code it failed
-        with."""
+        """``_dispatch`` (and the rate limit check) in a span ``centrifugo.client.<method>``
+        (``opentelemetry.enabled``): the client, user, transport, channel or RPC method,
+        and the error code it failed with."""
         req = getattr(cmd, method)
         attributes = {
             "centrifugo.client": self.client_id,
@@ -665,9 +665,13 @@ class Session:
         if method == "rpc":
             attributes["centrifugo.rpc_method"] = req.method
         with tracing.span(f"centrifugo.client.{method}", attributes, kind="server") as span:
-            reply = await self._dispatch(method, cmd)
-            span.set("centrifugo.user", self.user)
-            return reply
+            try:
+                if self._limits is not None and method in _RATE_LIMITED:
+                    self._check_rate(method, req)
+                return await self._dispatch(method, cmd)
+            finally:  # a failed command has its user too (a connect's once it is known)
+                if self.user:
+                    span.set("centrifugo.user", self.user)
 
     def _check_rate(self, method: str, req: Any, user: str | None = None) -> None:
         """Error 111 when an operation rate limit (``client.rate_limit``) refuses it."""
@@ -722,7 +726,17 @@ class Session:
             return int(DisconnectCode.BAD_REQUEST)
         started = time.perf_counter()
         try:
-            result = await self._connect(req)
+            tracing = self.node.tracing
+            if tracing is None:
+                result = await self._connect(req)
+            else:
+                attributes = {
+                    "centrifugo.client": self.client_id,
+                    "centrifugo.transport": self.transport.name,
+                }
+                with tracing.span("centrifugo.client.connect", attributes, kind="server") as span:
+                    result = await self._connect(req)
+                    span.set("centrifugo.user", self.user)
         except ClientError as exc:
             self.disconnect(*self._unidirectional_disconnect(exc.code))
             return exc.code

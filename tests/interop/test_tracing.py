@@ -376,6 +376,81 @@ async def test_admin_calls_are_api_spans_of_protocol_admin(receiver: Receiver) -
 
 
 @pytest.mark.anyio
+async def test_refused_and_unidirectional_commands_have_spans(
+    live_server: LiveServerFactory,
+) -> None:
+    """A command refused by an operation rate limit (111) is a failed span too, a failed
+    command carries its user, and a unidirectional connect is a ``client.connect`` span."""
+    import json
+
+    import websockets
+
+    cfg = make_config(
+        rate_limit={
+            "client_command": {
+                "enabled": True,
+                "rpc": {"enabled": True, "buckets": [{"interval": "1m", "rate": 1}]},
+            }
+        }
+    )
+    cfg["uni_http_stream"] = {"enabled": True}
+    node = Node(cfg)
+    exporter = memory_tracing(node)
+
+    @node.on_rpc("echo")
+    async def echo(event: RPCEvent) -> Any:
+        return event.data
+
+    srv = live_server(node.asgi_app())
+    async with websockets.connect(srv.ws_url(WS_PATH), open_timeout=TIMEOUT) as ws:
+        frames = [
+            {"id": 1, "connect": {"token": token("u7")}},
+            {"id": 2, "rpc": {"method": "echo", "data": {}}},
+            {"id": 3, "rpc": {"method": "echo", "data": {}}},
+            {"id": 4, "subscribe": {"channel": "nope:1"}},
+        ]
+        await ws.send("\n".join(json.dumps(f) for f in frames))
+        got: dict[int, Any] = {}
+        with anyio.fail_after(TIMEOUT):
+            while len(got) < 4:
+                for line in str(await ws.recv()).split("\n"):
+                    msg = json.loads(line)
+                    got.setdefault(msg.get("id", 0), msg)
+                got.pop(0, None)
+    assert got[3]["error"]["code"] == 111
+    async with (
+        httpx.AsyncClient(timeout=TIMEOUT) as http,
+        http.stream(
+            "POST", srv.url("/connection/uni_http_stream"), json={"token": token("u8")}
+        ) as stream,
+    ):
+        assert stream.status_code == 200
+        async for chunk in stream.aiter_bytes():
+            if b"connect" in chunk:
+                break
+
+    def connects() -> int:
+        return sum(s.name == "centrifugo.client.connect" for s in exporter.get_finished_spans())
+
+    with anyio.fail_after(TIMEOUT):
+        while connects() < 2:  # noqa: ASYNC110 (spans end on the server's side)
+            await anyio.sleep(0.02)
+    spans = exporter.get_finished_spans()
+    rpcs = [s for s in spans if s.name == "centrifugo.client.rpc"]
+    assert [s.attributes.get("centrifugo.error_code") for s in rpcs] == [None, 111]
+    assert rpcs[1].status.status_code.name == "ERROR"
+    (refused,) = [s for s in spans if s.name == "centrifugo.client.subscribe"]
+    assert refused.attributes["centrifugo.error_code"] == 102
+    assert refused.attributes["centrifugo.user"] == "u7"
+    connects = {
+        s.attributes["centrifugo.transport"]: s.attributes["centrifugo.user"]
+        for s in spans
+        if s.name == "centrifugo.client.connect"
+    }
+    assert connects == {"websocket": "u7", "uni_http_stream": "u8"}
+
+
+@pytest.mark.anyio
 async def test_shared_poll_refresh_handler_is_traced() -> None:
     node = Node(make_config())
     exporter = memory_tracing(node)
