@@ -531,9 +531,9 @@ class Node(MapApi):
         the scheduler itself may not, since the wheels hold it)."""
         return self._scheduler
 
-    def create_session(self, transport: Any) -> Session:
+    def create_session(self, transport: Any, headers: Mapping[str, str] | None = None) -> Session:
         # mypy checks here that Node satisfies host.SessionHost, all a session sees of it
-        return Session(self, transport)
+        return Session(self, transport, headers)
 
     # -------------------------------------------------- BrokerEventHandler
 

@@ -293,7 +293,7 @@ class ProxyHooks:
         session = self._session(client)
         body = self._body(proxy, client, session)
         body.update(fields)
-        return session, body, build_headers(proxy, session.transport.headers if session else {})
+        return session, body, build_headers(proxy, session.headers if session else {})
 
     async def _decide(
         self,

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from enum import Enum
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -93,13 +94,33 @@ class State(Enum):
 
 @dataclass(frozen=True, slots=True)
 class TransportInfo:
-    """What the transport tells the session about itself."""
+    """What a transport tells its sessions about itself.
+
+    The same for every connection of one transport and codec, so transports share one
+    instance (:func:`transport_info`); the request's headers are the session's own.
+    """
 
     name: str = "websocket"
     emulation: bool = False
     unidirectional: bool = False
-    headers: Mapping[str, str] = field(default_factory=dict)
     codec: Codec = JSON
+
+
+_SHARED_INFO: dict[tuple[str, bool, bool, object], TransportInfo] = {}
+
+
+def transport_info(
+    name: str, emulation: bool = False, unidirectional: bool = False, codec: Codec = JSON
+) -> TransportInfo:
+    """The shared :class:`TransportInfo` of one transport and codec."""
+    key = (name, emulation, unidirectional, codec)
+    info = _SHARED_INFO.get(key)
+    if info is None:
+        info = _SHARED_INFO[key] = TransportInfo(name, emulation, unidirectional, codec)
+    return info
+
+
+_NO_HEADERS: Mapping[str, str] = MappingProxyType({})
 
 
 @dataclass(slots=True)
@@ -196,6 +217,7 @@ class Session:
         "close_reason",
         "codec",
         "expire_at",
+        "headers",
         "info",
         "meta",
         "node",
@@ -207,9 +229,15 @@ class Session:
         "user",
     )
 
-    def __init__(self, node: SessionHost, transport: TransportInfo) -> None:
+    def __init__(
+        self,
+        node: SessionHost,
+        transport: TransportInfo,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
         self.node = node
         self.transport = transport
+        self.headers = _NO_HEADERS if headers is None else headers  # the request's
         self.codec = transport.codec
         self.client_id = new_id()
         streamed = transport.emulation or transport.unidirectional
@@ -816,7 +844,7 @@ class Session:
                 raw_data=bytes(req.data) if req.data is not UNSET else None,
                 name=req.name,
                 version=req.version,
-                headers=dict(self.transport.headers),
+                headers=dict(self.headers),
                 emulated_headers={k.lower(): v for k, v in req.headers.items()},
             )
             reply = await handler(event)
@@ -837,7 +865,7 @@ class Session:
         header = self.node.config.client.user_id_http_header
         if not header:
             return None
-        return self.transport.headers.get(header.lower()) or None
+        return self.headers.get(header.lower()) or None
 
     async def _connect(self, req: ConnectRequest) -> ConnectResult:
         node = self.node

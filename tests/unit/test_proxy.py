@@ -196,7 +196,8 @@ async def test_forwarded_static_and_emulated_headers(base: str, backend: Backend
     )
     async with Node(cfg) as n:
         s = n.create_session(
-            TransportInfo(headers={"authorization": "Bearer t", "cookie": "c=1", "x-secret": "no"})
+            TransportInfo(),
+            headers={"authorization": "Bearer t", "cookie": "c=1", "x-secret": "no"},
         )
         connect_req = {"data": {"user": "h"}, "headers": {"X-Emu": "e", "X-Other": "o"}}
         await s.handle_frame(frame({"id": 1, "connect": connect_req}))

@@ -21,7 +21,7 @@ from ..codes import DisconnectCode
 from ..protocol.codec import ProtocolError
 from ..protocol.messages import Command, ConnectRequest, Reply, SubscribeRequest
 from ..protocol.protobuf_codec import encode_push
-from ..session import Session, TransportInfo
+from ..session import Session, transport_info
 from . import unistream_pb2 as pb
 
 if TYPE_CHECKING:
@@ -92,7 +92,7 @@ class UniStreamService:
             if isinstance(value, str)
         }
         session = node.create_session(
-            TransportInfo(name=TRANSPORT, unidirectional=True, headers=headers, codec=UNI_PROTOBUF)
+            transport_info(TRANSPORT, unidirectional=True, codec=UNI_PROTOBUF), headers
         )
         try:
             await session.connect_unidirectional(connect_request(request))

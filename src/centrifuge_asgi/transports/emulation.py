@@ -29,7 +29,7 @@ from starlette.routing import BaseRoute, Route
 from ..protocol.codec import ProtocolError
 from ..protocol.json_codec import DECODE_ERRORS
 from ..protocol.protobuf_codec import decode_emulation_request
-from ..session import TransportInfo
+from ..session import transport_info
 from .http_common import (
     OCTET_STREAM,
     Headers,
@@ -95,9 +95,7 @@ async def serve_emulated(
     extra_headers: Headers,
 ) -> None:
     """Open an emulated connection whose first commands are ``first_frame``."""
-    session = node.create_session(
-        TransportInfo(name=name, emulation=True, headers=headers, codec=codec)
-    )
+    session = node.create_session(transport_info(name, emulation=True, codec=codec), headers)
     stream = EmulationStream()
     index = node.registry.emulation_streams
 

@@ -20,7 +20,7 @@ from starlette.routing import BaseRoute, Route
 from ..protocol.codec import InappropriateProtocol, ProtocolError
 from ..protocol.json_codec import DECODE_ERRORS, one_line, without_undeliverable
 from ..protocol.messages import Command, ConnectRequest, Reply
-from ..session import Session, TransportInfo
+from ..session import Session, transport_info
 from .http_common import CONNECT_PARAM, Receive, Scope, Send, accept_request, respond
 from .streaming import FINISH_TIMEOUT, SSE, StreamFormat, json_lines, serve_stream
 
@@ -95,9 +95,7 @@ async def connect_session(
     codec: UniJsonCodec = UNI_JSON,
 ) -> tuple[Session, int | None]:
     """Create and connect a unidirectional session; the failing code or None."""
-    session = node.create_session(
-        TransportInfo(name=name, unidirectional=True, headers=headers, codec=codec)
-    )
+    session = node.create_session(transport_info(name, unidirectional=True, codec=codec), headers)
     try:
         return session, await session.connect_unidirectional(req)
     except BaseException:

@@ -17,7 +17,7 @@ from starlette.routing import BaseRoute, WebSocketRoute
 from ..protocol.codec import Codec
 from ..protocol.json_codec import JSON
 from ..protocol.protobuf_codec import PROTOBUF
-from ..session import TransportInfo
+from ..session import transport_info
 from .frame_writer import FrameWriter
 from .http_common import Receive, Scope, Send, admission_status, deny_handshake, request_headers
 
@@ -76,7 +76,7 @@ class WebSocketEndpoint:
             accept["subprotocol"] = subprotocol
         await send(accept)
         _count_upgrade(node, scope, 101)
-        session = node.create_session(TransportInfo(name="websocket", headers=headers, codec=codec))
+        session = node.create_session(transport_info("websocket", codec=codec), headers)
         # From here on the connection's reader: it reads frames into the session until
         # either side closes, and the node's flusher writes. It runs in this coroutine
         # rather than in one it awaits: an idle connection then keeps one suspended frame
