@@ -197,19 +197,29 @@ _NO_TASKS: AbstractAsyncContextManager[None] = _NoTasks()
 PIPELINED_PUBLISHES = 16
 
 
+class _Occasional:
+    """The state of features few connections use: concurrent commands, pipelined
+    publications, operation rate limits. Made on first use, so that a connection using
+    none of them holds one empty slot instead of five."""
+
+    __slots__ = ("deferred", "rate_held", "slots", "subscribing", "tasks")
+
+    def __init__(self) -> None:
+        self.tasks: TaskGroup | None = None  # set inside command_tasks() when concurrent
+        self.slots: anyio.Semaphore | None = None
+        self.subscribing: dict[str, anyio.Event] | None = None
+        self.deferred: deque[tuple[int, str, Pending[PublishResult]]] | None = None
+        self.rate_held: dict[str, Buckets] | None = None  # client.rate_limit's buckets
+
+
 class Session:
     """The state machine of one connection (see the module docstring)."""
 
     __slots__ = (
         "_awaiting_pong",
         "_channels",
-        "_deferred",
-        "_limits",
-        "_rate_held",
+        "_occasional",
         "_refresh_by_handler",
-        "_slots",
-        "_subscribing",
-        "_tasks",
         "_timers",
         "client_id",
         "client_side_refresh",
@@ -258,12 +268,7 @@ class Session:
         self._timers: dict[str, Timer] | None = None
         self._awaiting_pong = 0.0  # perf_counter() of the ping awaiting its pong
         self._channels = ChannelCommands(self)
-        self._tasks: TaskGroup | None = None  # set inside command_tasks() when concurrent
-        self._slots: anyio.Semaphore | None = None
-        self._subscribing: dict[str, anyio.Event] | None = None
-        self._deferred: deque[tuple[int, str, Pending[PublishResult]]] | None = None
-        self._limits = node.rate_limits  # None unless client.rate_limit enables a limiter
-        self._rate_held: dict[str, Buckets] | None = None if self._limits is None else {}
+        self._occasional: _Occasional | None = None
         node.stale_checks.add(self, node.config.client.stale_close_delay)
 
     # ------------------------------------------------------------------- properties
@@ -455,11 +460,13 @@ class Session:
         if self.node.registry.observer is not None:  # metrics on
             self._count_received(commands, len(frame))
         pacer = self.node.pacer
+        occasional = self._occasional
         for command in commands:
             if not self._accepting_commands():
                 return
-            if self._tasks is not None and self.state is State.CONNECTED:
-                await self._start_command(self._tasks, command)
+            tasks = None if occasional is None else occasional.tasks
+            if tasks is not None and self.state is State.CONNECTED:
+                await self._start_command(tasks, command)
             else:
                 await self.handle_command(command)
             await pacer.tick()  # a frame of many commands shares the loop (pacing.py)
@@ -493,13 +500,21 @@ class Session:
 
     @asynccontextmanager
     async def _concurrent_commands(self, limit: int) -> AsyncIterator[None]:
+        occasional = self._more()
         async with anyio.create_task_group() as tg:
-            self._tasks, self._slots = tg, anyio.Semaphore(limit)
+            occasional.tasks, occasional.slots = tg, anyio.Semaphore(limit)
             try:
                 yield
             finally:
-                self._tasks = None
+                occasional.tasks = None
                 tg.cancel_scope.cancel()
+
+    def _more(self) -> _Occasional:
+        """The connection's :class:`_Occasional` state, made on first use."""
+        occasional = self._occasional
+        if occasional is None:
+            occasional = self._occasional = _Occasional()
+        return occasional
 
     async def _start_command(self, tasks: TaskGroup, cmd: Command) -> None:
         """Run ``cmd`` in a task of its own when it may overtake others, else inline."""
@@ -513,7 +528,8 @@ class Session:
             if refused is not None:
                 self.send_reply(Reply(id=cmd.id, error=refused))
                 return
-        slots = self._slots
+        occasional = self._more()
+        slots = occasional.slots
         assert slots is not None
         try:
             slots.acquire_nowait()  # a free slot: no trip through the event loop
@@ -523,16 +539,16 @@ class Session:
             slots.release()
             return
         if channel:
-            if self._subscribing is None:
-                self._subscribing = {}
-            self._subscribing[channel] = anyio.Event()
+            if occasional.subscribing is None:
+                occasional.subscribing = {}
+            occasional.subscribing[channel] = anyio.Event()
         tasks.start_soon(self._run_command, cmd, channel, slots)
 
     def _subscribe_refused(self, channel: str) -> ErrorWire | None:
         """105 while a subscribe of ``channel`` runs; 106 when the running ones fill the
         channel limit (the subscribe itself checks the subscriptions it finds)."""
         code = None
-        subscribing = self._subscribing
+        subscribing = self._subscribing()
         if not subscribing:
             return None
         if channel in subscribing:
@@ -546,7 +562,12 @@ class Session:
 
     def _reserved(self) -> int:
         """Channels held: the subscriptions, and those whose subscribe is running."""
-        return len(self.subs.keys() | (self._subscribing or {}).keys())
+        return len(self.subs.keys() | (self._subscribing() or {}).keys())
+
+    def _subscribing(self) -> dict[str, anyio.Event] | None:
+        """The channels whose subscribe runs concurrently (None or empty: none)."""
+        occasional = self._occasional
+        return None if occasional is None else occasional.subscribing
 
     async def _run_command(self, cmd: Command, channel: str, slots: anyio.Semaphore) -> None:
         try:
@@ -556,8 +577,9 @@ class Session:
             self.disconnect(DisconnectCode.SERVER_ERROR)
         finally:
             slots.release()
-            if channel and self._subscribing is not None:
-                self._subscribing.pop(channel).set()
+            subscribing = self._subscribing()
+            if channel and subscribing is not None:
+                subscribing.pop(channel).set()
 
     # ------------------------------------------------------------ pipelined publishes
 
@@ -569,16 +591,17 @@ class Session:
         Up to ``PIPELINED_PUBLISHES`` are in flight; the next one waits for the oldest.
         The reply (success or error 100) is what the publication's own result says.
         """
-        deferred = self._deferred
+        occasional = self._more()
+        deferred = occasional.deferred
         if deferred is None:
-            deferred = self._deferred = deque()
+            deferred = occasional.deferred = deque()
         deferred.append((cmd_id, channel, pending))
         pending.add_done_callback(self._answer_publishes)
         while len(deferred) >= PIPELINED_PUBLISHES:
             await deferred[0][2].settled()
 
     def _answer_publishes(self, _: Pending[PublishResult]) -> None:
-        deferred = self._deferred
+        deferred = self._deferred()
         while deferred and deferred[0][2].done():
             cmd_id, channel, pending = deferred.popleft()
             if self.closing:
@@ -593,12 +616,19 @@ class Session:
 
     async def _publishes_answered(self) -> None:
         """Wait until every queued publication of this connection is answered."""
-        while self._deferred:
-            await self._deferred[-1][2].settled()
+        deferred = self._deferred()
+        while deferred:
+            await deferred[-1][2].settled()
+
+    def _deferred(self) -> deque[tuple[int, str, Pending[PublishResult]]] | None:
+        """The publications queued to a pipelining broker, oldest first (None: none yet)."""
+        occasional = self._occasional
+        return None if occasional is None else occasional.deferred
 
     async def _subscribe_finished(self, channel: str) -> None:
         """An unsubscribe waits for a running subscribe of its channel (3004 after 5 s)."""
-        running = self._subscribing.get(channel) if self._subscribing else None
+        subscribing = self._subscribing()
+        running = subscribing.get(channel) if subscribing else None
         if running is None:
             return
         with anyio.move_on_after(SUBSCRIBING_WAIT):
@@ -623,7 +653,8 @@ class Session:
             # connect twice, anything before connect, or a command without an id
             self.disconnect(DisconnectCode.BAD_REQUEST)
             return
-        if self._deferred and method != "publish":
+        occasional = self._occasional
+        if occasional is not None and occasional.deferred and method != "publish":
             await self._publishes_answered()
         counting = self.node.counting  # False: the default observer, which records nothing
         started = time.perf_counter() if counting else 0.0
@@ -631,7 +662,7 @@ class Session:
         try:
             tracing = self.node.tracing
             if tracing is None:
-                if self._limits is not None and method in _RATE_LIMITED:
+                if self.node.rate_limits is not None and method in _RATE_LIMITED:
                     self._check_rate(method, getattr(cmd, method))
                 reply = await self._dispatch(method, cmd)
             else:
@@ -694,7 +725,7 @@ class Session:
             attributes["centrifugo.rpc_method"] = req.method
         with tracing.span(f"centrifugo.client.{method}", attributes, kind="server") as span:
             try:
-                if self._limits is not None and method in _RATE_LIMITED:
+                if self.node.rate_limits is not None and method in _RATE_LIMITED:
                     self._check_rate(method, req)
                 return await self._dispatch(method, cmd)
             finally:  # a failed command has its user too (a connect's once it is known)
@@ -703,8 +734,11 @@ class Session:
 
     def _check_rate(self, method: str, req: Any, user: str | None = None) -> None:
         """Error 111 when an operation rate limit (``client.rate_limit``) refuses it."""
-        limits, held = self._limits, self._rate_held
-        assert limits is not None and held is not None
+        limits, occasional = self.node.rate_limits, self._more()
+        assert limits is not None
+        held = occasional.rate_held
+        if held is None:
+            held = occasional.rate_held = {}
         channel = getattr(req, "channel", None)
         namespace = None if channel is None else self.node.config.namespace_name(channel)
         rpc_method = req.method if method == "rpc" else ""
@@ -720,12 +754,14 @@ class Session:
             await self._send(req)
             return None
         if method == "unsubscribe":
-            if self._subscribing:
+            if self._subscribing():
                 await self._subscribe_finished(req.channel)
             await ch.unsubscribe(req.channel)
             return Reply(id=cmd.id, unsubscribe=EmptyResult())
         if method == "publish":
-            pending = await ch.publish(req, pipelined=self._tasks is None)
+            occasional = self._occasional
+            pipelined = occasional is None or occasional.tasks is None
+            pending = await ch.publish(req, pipelined=pipelined)
             if pending is None:
                 return Reply(id=cmd.id, publish=EmptyResult())
             await self._defer_publish_reply(cmd.id, req.channel, pending)
@@ -873,7 +909,7 @@ class Session:
         if node.closing:
             raise Disconnect.of(DisconnectCode.SHUTDOWN)
         creds = await self._authenticate(req)
-        if self._limits is not None and creds.user:
+        if node.rate_limits is not None and creds.user:
             self._check_rate("connect", req, creds.user)
         now = time.time()
         if creds.expire_at is not None and creds.expire_at <= now:

@@ -126,13 +126,43 @@ class Subscription:
     timer: Timer | None = None
     checked_top: int = 0  # stream top seen by the previous periodic position check
     pending_bytes: int = 0  # bytes buffered while the subscribe is in flight
-    unsubscribe_after: tuple[int, str] | None = None  # server unsubscribe while pending
     tags_filter: TagsFilter | None = None  # the subscribe's ``tf``, compiled
     delta: bool = False  # fossil delta negotiated (see delta.py)
     delta_base: int = 0  # offset of the payload the client holds as its delta base
-    stream: ChannelStream | None = None  # a subscription stream feeds this one
-    shared_poll: bool = False  # a shared poll subscription (shared_poll.py)
-    map_channel: bool = False  # a map subscription (map_subscriptions.py)
+    rare: RareParts | None = None  # made on first use: few subscriptions need one
+
+    @property
+    def stream(self) -> ChannelStream | None:
+        """The subscription stream that feeds this one, if any."""
+        return None if self.rare is None else self.rare.stream
+
+    @property
+    def shared_poll(self) -> bool:
+        """A shared poll subscription (shared_poll.py)."""
+        return self.rare is not None and self.rare.shared_poll
+
+    @property
+    def map_channel(self) -> bool:
+        """A map subscription (map_subscriptions.py)."""
+        return self.rare is not None and self.rare.map_channel
+
+    @property
+    def unsubscribe_after(self) -> tuple[int, str] | None:
+        """A server unsubscribe (code, reason) that arrived while the subscribe was
+        pending, carried out once it is live."""
+        return None if self.rare is None else self.rare.unsubscribe_after
+
+
+@dataclass(slots=True, eq=False)
+class RareParts:
+    """What only some subscriptions have: a stream handler, the map or shared poll kind,
+    a server unsubscribe held back while the subscribe was pending. Apart from
+    :class:`Subscription`, so that a plain one holds one empty slot instead of four."""
+
+    stream: ChannelStream | None = None
+    shared_poll: bool = False
+    map_channel: bool = False
+    unsubscribe_after: tuple[int, str] | None = None
 
 
 @dataclass(slots=True, eq=False)
@@ -266,7 +296,7 @@ class ChannelCommands:
             recoverable=positioned,
             expire_at=grant.expire_at,
             client_side_refresh=grant.client_side_refresh,
-            map_channel=True,
+            rare=RareParts(map_channel=True),
             delta=delta,
         )
 
@@ -301,7 +331,7 @@ class ChannelCommands:
             expire_at=grant.expire_at,
             client_side_refresh=grant.client_side_refresh,
             pending=None,
-            shared_poll=True,
+            rare=RareParts(shared_poll=True),
         )
         s.subs[channel] = sub
 
@@ -541,7 +571,7 @@ class ChannelCommands:
             expire_at=grant.expire_at,
             client_side_refresh=grant.client_side_refresh,
             tags_filter=tags_filter,
-            stream=stream,
+            rare=None if stream is None else RareParts(stream=stream),
             delta=bool(req.delta) and req.delta in opts.allowed_delta_types,
         )
         s.subs[channel] = sub
@@ -778,7 +808,9 @@ class ChannelCommands:
         """Server API ``unsubscribe``; waits for an in-flight subscribe reply first."""
         sub = self.s.subs.get(channel)
         if sub is not None and sub.pending is not None:
-            sub.unsubscribe_after = (code, reason)  # carried out by activate()
+            if sub.rare is None:
+                sub.rare = RareParts()
+            sub.rare.unsubscribe_after = (code, reason)  # carried out by activate()
             return
         sub = self._unsubscribe_now(channel, code, reason)
         if sub is not None:

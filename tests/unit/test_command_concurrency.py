@@ -58,7 +58,7 @@ async def test_default_runs_inline() -> None:
     async with Node(make_config()) as node:
         s = await connected(node)
         async with s.command_tasks():
-            assert s._tasks is None
+            assert s._occasional is None  # no task group, nor any state for one
         # the shared no-op context lets errors through, and ``async with`` binds nothing
         # to it that a connection's reader would hold for its whole life
         with pytest.raises(KeyError):
@@ -137,4 +137,4 @@ async def test_no_reply_after_the_connection_closed(node: Node) -> None:
         s.transport_closed()
     assert finished == ["cancelled"]
     assert s.outbox.drain() == []
-    assert not s._subscribing  # no subscribe left marked as running
+    assert not s._subscribing()  # no subscribe left marked as running
