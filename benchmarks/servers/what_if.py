@@ -16,6 +16,11 @@ the library's behaviour is whatever ``src/`` says.
   app is built: the start-up objects leave the collector's generations, so a full
   collection walks only what the connections added.
 
+- ``pacer-unbounded``: the node's pacer (``pacing.py``) gets a slice of an hour instead
+  of 10 ms, so paced work never waits for a later iteration. Under valgrind everything
+  runs some 50 times slower and the 10 ms slice would run out where it does not natively;
+  ``benchmarks/connect_instructions.py`` counts instructions with it.
+
 (``no-write-timeout``, which removed the ``anyio.fail_after`` around every send, was
 retired once commit bf0758f replaced that scope with a shared write watchdog.)
 
@@ -84,4 +89,9 @@ def apply(names: list[str]) -> list[str]:
         gc.collect()
         gc.freeze()
         applied.append("gc-freeze")
+    if "pacer-unbounded" in names:
+        from centrifuge_asgi.pacing import Pacer
+
+        Pacer.__init__.__defaults__ = (3600.0,)
+        applied.append("pacer-unbounded")
     return applied
