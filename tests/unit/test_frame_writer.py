@@ -466,3 +466,116 @@ async def test_websocket_routes_skip_starlette_unless_middleware_was_added() -> 
     ):
         ws.send_text(json.dumps({"id": 1, "connect": {"token": token("u1")}}))
         assert "connect" in json.loads(ws.receive_text())
+
+
+class TaskRecordingSocket(FakeSocket):
+    """Records which task ran each ``websocket.send``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.senders: list[asyncio.Task[Any] | None] = []
+
+    async def _send(self, message: dict[str, Any]) -> None:
+        self.senders.append(asyncio.current_task())
+        await super()._send(message)
+
+
+def replies(sock: FakeSocket) -> list[int]:
+    """The ``id`` of every reply received, in order, across frames."""
+    return [
+        json.loads(line).get("id", 0)
+        for m in sock.sent
+        for line in m.get("text", "").splitlines()
+        if json.loads(line).get("id")
+    ]
+
+
+async def test_replies_of_a_frame_that_never_waits_are_written_by_its_reader(node: Node) -> None:
+    sock = TaskRecordingSocket()
+    text = "\n".join(
+        json.dumps(c)
+        for c in (
+            {"id": 1, "connect": {"token": token("u1")}},
+            {"id": 2, "subscribe": {"channel": CHANNEL}},
+        )
+    )
+    sock.incoming.put_nowait({"type": "websocket.receive", "text": text})
+    async with anyio.create_task_group() as tg:
+
+        async def run() -> None:
+            sock.task = asyncio.current_task()
+            await WebSocketEndpoint(node)(dict(SCOPE), sock.receive, sock.send)
+
+        tg.start_soon(run)
+        await until(lambda: replies(sock) == [1, 2])
+        # the accept, then one frame with both replies, both sent by the reader itself
+        assert [m["type"] for m in sock.sent] == ["websocket.accept", "websocket.send"]
+        assert sock.senders == [sock.task, sock.task]
+        await node.publish(CHANNEL, {"i": 0})  # a push is the flusher's to write
+        await until(lambda: sock.pushes() == [0])
+        assert sock.senders[-1] is not sock.task
+        tg.cancel_scope.cancel()
+
+
+async def test_while_a_command_of_a_frame_waits_earlier_replies_and_pushes_go_out(
+    node: Node,
+) -> None:
+    release = asyncio.Event()
+
+    @node.on_rpc("slow")
+    async def slow_rpc(event: Any) -> Any:
+        await release.wait()
+        return None
+
+    @node.on_rpc("fast")
+    async def fast_rpc(event: Any) -> Any:
+        return None
+
+    async with anyio.create_task_group() as tg:
+        sock = await open_socket(node, tg, "u1")
+        text = "\n".join(
+            json.dumps(c)
+            for c in (
+                {"id": 3, "rpc": {"method": "fast"}},
+                {"id": 4, "rpc": {"method": "slow"}},
+                {"id": 5, "rpc": {"method": "fast"}},
+            )
+        )
+        sock.incoming.put_nowait({"type": "websocket.receive", "text": text})
+        await until(lambda: replies(sock) == [1, 2, 3])  # not held until the frame ends
+        await node.publish(CHANNEL, {"i": 0})
+        await until(lambda: sock.pushes() == [0])  # nor the pushes meanwhile
+        assert replies(sock) == [1, 2, 3]
+        release.set()
+        await until(lambda: replies(sock) == [1, 2, 3, 4, 5])
+        tg.cancel_scope.cancel()
+
+
+async def test_a_reply_write_that_stalls_in_the_reader_loses_nothing_and_times_out(
+    node: Node,
+) -> None:
+    @node.on_rpc("fast")
+    async def fast_rpc(event: Any) -> Any:
+        return None
+
+    async with anyio.create_task_group() as tg:
+        other = await open_socket(node, tg, "other")
+        sock = await open_socket(node, tg, "u1")
+        sock.writable.clear()
+        sock.frame(id=3, rpc={"method": "fast"})  # the reader's own write stalls
+        await asyncio.sleep(0.05)
+        await node.publish(CHANNEL, {"i": 0})
+        await until(lambda: other.pushes() == [0])  # nobody else is held up
+        sock.writable.set()
+        await until(lambda: replies(sock) == [1, 2, 3] and sock.pushes() == [0])
+        sock.frame(id=4, rpc={"method": "fast"})
+        await until(lambda: replies(sock) == [1, 2, 3, 4])
+        sock.writable.clear()
+        sock.frame(id=5, rpc={"method": "fast"})
+        with anyio.fail_after(4):  # 0.3 s write timeout, swept every second
+            await sock.ended.wait()
+        assert sock.close_code() is None
+        assert node.registry.num_clients == 1
+        await node.publish(CHANNEL, {"i": 1})
+        await until(lambda: other.pushes() == [0, 1])
+        tg.cancel_scope.cancel()
