@@ -60,10 +60,20 @@ class Pacer:
 
     async def tick(self) -> None:
         """Return at once while the slice lasts; past it, wait for a later iteration."""
+        if not self.room():
+            await self._wait(front=False)
+
+    def room(self) -> bool:
+        """The check of :meth:`tick` without a coroutine: True when the caller may go on
+        at once (the slice lasts), False when it must ``await pacer.wait()``."""
         if self._deadline is None:
             self._start()
-        elif self._waiters or time.perf_counter() >= self._deadline:
-            await self._wait(front=False)
+            return True
+        return not self._waiters and time.perf_counter() < self._deadline
+
+    async def wait(self) -> None:
+        """Wait for a later iteration, as :meth:`tick` does once :meth:`room` said no."""
+        await self._wait(front=False)
 
     async def run_sync(self, fn: Callable[[T], R], arg: T) -> R:
         """``fn(arg)`` in a worker thread, one such call at a time.

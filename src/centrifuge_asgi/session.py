@@ -469,7 +469,8 @@ class Session:
                 await self._start_command(tasks, command)
             else:
                 await self.handle_command(command)
-            await pacer.tick()  # a frame of many commands shares the loop (pacing.py)
+            if not pacer.room():  # a frame of many commands shares the loop (pacing.py)
+                await pacer.wait()
 
     def _count_received(self, commands: list[Command], size: int) -> None:
         """transport_messages_received(_size) of one frame: each command by its method

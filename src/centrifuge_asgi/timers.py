@@ -122,7 +122,11 @@ class Wheel(Generic[T]):
     def add(self, item: T, delay: float) -> None:
         """Fire ``item`` after ``delay`` seconds, replacing its earlier deadline (a delay
         that is not positive or finite means none)."""
-        self.discard(item)
+        earlier = self._tick_of.pop(item, None)  # discard(item), without the call
+        if earlier is not None:
+            items = self._ticks.get(earlier)
+            if items is not None:
+                items.pop(item, None)
         if not 0 < delay < math.inf:
             return
         now = self.scheduler.clock()
