@@ -182,8 +182,10 @@ def admission_status(
     rate = node.connection_rate
     if connection and rate is not None and not rate.allow():
         return 503
-    if not origin_allowed(headers.get("origin"), headers.get("host"), cfg.allowed_origins):
-        log.info("request refused: origin %r not allowed", headers.get("origin"))
+    origin = headers.get("origin")
+    # the Host header only matters for a browser's request (one with an Origin)
+    if origin and not origin_allowed(origin, headers.get("host"), cfg.allowed_origins):
+        log.info("request refused: origin %r not allowed", origin)
         return 403
     if connection and 0 < cfg.connection_limit <= node.registry.num_clients:
         node.metrics.count("node_client_connection_limit")
