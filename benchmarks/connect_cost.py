@@ -115,22 +115,28 @@ async def connect_one(
     await replied
 
 
+async def started_peer(
+    stack: contextlib.AsyncExitStack, peer: str
+) -> tuple[Node | None, Any, Any, int]:
+    """The peer's app (a started node's, or the floor's), its frames and reply count."""
+    if peer == "floor":
+        return None, build_floor_app(argparse.Namespace()), FLOOR_FRAMES, 1
+    node = await stack.enter_async_context(Node(CONFIG))
+    return node, node.asgi_app(), FRAMES, 2
+
+
 async def measure(n: int, peer: str, freeze: bool = False, inspect_gc: bool = True) -> Cost:
     """The cost per connect + subscribe for ``n`` clients that stay connected; with
     ``freeze``, ``gc.freeze()`` after start-up and warm-up (as ``serve`` does). Without
     ``inspect_gc`` the collector is neither run nor counted (0 tracked objects)."""
     tasks: list[asyncio.Future[None]] = []
     async with contextlib.AsyncExitStack() as stack:
-        if peer == "floor":
-            app, frames, replies = build_floor_app(argparse.Namespace()), FLOOR_FRAMES, 1
-        else:
-            node = await stack.enter_async_context(Node(CONFIG))
-            app, frames, replies = node.asgi_app(), FRAMES, 2
-            if not inspect_gc:
-                # Under valgrind a connect takes some 50 times longer, so the pacer's 10 ms
-                # slice (pacing.py) would run out in most connects, as it does not
-                # natively, and the count would depend on timing: an unbounded slice.
-                node.pacer.slice = 3600.0
+        node, app, frames, replies = await started_peer(stack, peer)
+        if node is not None and not inspect_gc:
+            # Under valgrind a connect takes some 50 times longer, so the pacer's 10 ms
+            # slice (pacing.py) would run out in most connects, as it does not
+            # natively, and the count would depend on timing: an unbounded slice.
+            node.pacer.slice = 3600.0
         for _ in range(100):  # warm-up
             await connect_one(app, tasks, frames, replies)
         if not inspect_gc:
@@ -181,11 +187,7 @@ async def kept(n: int, peer: str, top: int = 25) -> None:
 
     tasks: list[asyncio.Future[None]] = []
     async with contextlib.AsyncExitStack() as stack:
-        if peer == "floor":
-            app, frames, replies = build_floor_app(argparse.Namespace()), FLOOR_FRAMES, 1
-        else:
-            node = await stack.enter_async_context(Node(CONFIG))
-            app, frames, replies = node.asgi_app(), FRAMES, 2
+        _, app, frames, replies = await started_peer(stack, peer)
         for _ in range(100):  # warm-up
             await connect_one(app, tasks, frames, replies)
         gc.collect()

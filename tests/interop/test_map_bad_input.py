@@ -16,10 +16,9 @@ import pytest
 import websockets
 
 from centrifuge_asgi.node import Node
-from tests.unit.test_redis_engine import require_main_redis, unique_prefix
 
 from .support import BASE_CONFIG, WS_PATH, token
-from .test_js_map import MAP_NAMESPACES
+from .test_js_map import MAP_NAMESPACES, map_node
 
 if TYPE_CHECKING:
     from conftest import LiveServer, LiveServerFactory
@@ -148,12 +147,7 @@ async def test_client_map_publish_with_a_60kb_key(
 ) -> None:
     """Map keys have no length limit of their own (as in Centrifugo): a 60 KB key in a
     frame under the message size limit is published and stored on either broker."""
-    cfg = copy.deepcopy(BASE_CONFIG)
-    cfg["channel"]["namespaces"] += MAP_NAMESPACES
-    if map_broker == "redis":
-        require_main_redis()
-        cfg["map_broker"] = {"type": "redis", "redis": {"prefix": unique_prefix()}}
-    node = Node(cfg)
+    node = map_node(map_broker)
     srv = live_server(node.asgi_app())
     key = "k" * 60_000
     with anyio.fail_after(5):
