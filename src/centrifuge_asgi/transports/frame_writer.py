@@ -41,13 +41,11 @@ class FrameWriter:
 
     __slots__ = (
         "_context",
-        "_deferred",
         "_grace",
         "_pending",
         "_reader_cancelled",
         "_stop_send",
         "done",
-        "holding",
         "node",
         "peer_gone",
         "reader_done",
@@ -70,10 +68,6 @@ class FrameWriter:
         self._pending: asyncio.Future[None] | None = None  # a stalled send being finished
         self._stop_send: Callable[[], None] | None = None  # aborts it (write timeout)
         self._grace: Timer | None = None
-        # While the reader runs a frame's commands without suspending, a write is held
-        # (``_deferred``) and done by the reader itself right after: see :meth:`hold`.
-        self.holding = False
-        self._deferred = False
         # Sends see the connection's context. Where it holds no variable (as under
         # uvicorn) they run in the writing task's own instead: no copy kept per connection.
         context = contextvars.copy_context()
@@ -82,42 +76,7 @@ class FrameWriter:
 
     def __call__(self) -> None:
         """The outbox's listener: messages landed in it, or it closed."""
-        if self.holding:
-            self._deferred = True
-        else:
-            self.node.flusher.schedule(self)
-
-    def hold(self) -> None:
-        """From now until :meth:`release` or :meth:`write_held`, a write is held.
-
-        The reader calls it before running a frame's commands. Nothing else can write
-        to the connection until the reader suspends, so holding delays no message; the
-        reader calls :meth:`release` before it suspends and :meth:`write_held` when the
-        frame is done without suspending, which saves waking the flusher for the replies.
-        """
-        self.holding = True
-
-    def release(self) -> None:
-        """Stop holding: a held write goes to the flusher, as if never held."""
-        self.holding = False
-        if self._deferred:
-            self._deferred = False
-            self.node.flusher.schedule(self)
-
-    def write_held(self) -> Resumed | None:
-        """Stop holding and write what was held, inline (in the reader's task).
-
-        A send that suspends is returned unfinished: the reader must await
-        :meth:`complete` with it. Once the session closed, the reader's :meth:`finish`
-        writes instead (with the close frame).
-        """
-        self.holding = False
-        if not self._deferred:
-            return None
-        self._deferred = False
-        if self.session.closing:
-            return None
-        return self.flush()
+        self.node.flusher.schedule(self)
 
     # ---------------------------------------------------------------------- writing
 

@@ -2,8 +2,7 @@
 
 The connection's own task reads frames and feeds them to the session in order; its
 :class:`~.frame_writer.FrameWriter` turns the session's outbox into frames, written by the
-node's flusher (one task for every connection), except the replies to a frame whose
-commands all ran without waiting: the reader writes those itself before it reads on.
+node's flusher (one task for every connection).
 """
 
 from __future__ import annotations
@@ -15,7 +14,6 @@ from urllib.parse import parse_qs
 import anyio
 from starlette.routing import BaseRoute, WebSocketRoute
 
-from ..flusher import step
 from ..protocol.codec import Codec
 from ..protocol.json_codec import JSON
 from ..protocol.protobuf_codec import PROTOBUF
@@ -107,21 +105,7 @@ class WebSocketEndpoint:
                     if limit > 0 and len(data) > limit:
                         session.disconnect(_MESSAGE_TOO_BIG, "message too big")
                         break
-                    # The frame's commands run inline until one suspends. Until then the
-                    # writer holds the replies and the reader writes them itself (no wake
-                    # of the flusher); once a command waits, they go to the flusher at once
-                    # and so does every push meanwhile.
-                    writer.hold()
-                    try:
-                        waiting = step(session.handle_frame(data), None)
-                    except BaseException:
-                        writer.release()
-                        raise
-                    if waiting is not None:
-                        writer.release()
-                        await waiting
-                    elif (stalled := writer.write_held()) is not None:
-                        await writer.complete(stalled)
+                    await session.handle_frame(data)
                     # an idle connection waits for its next frame without keeping the
                     # last one (the message dict, its text and bytes) alive meanwhile
                     del msg, text, data
