@@ -12,22 +12,17 @@ from typing import Annotated, Any, Final
 import msgspec
 from msgspec import Meta, Raw
 
+from .protocol.messages import check_uint64
+
 U32 = Annotated[int, Meta(ge=0, le=2**32 - 1)]
 U64 = Annotated[int, Meta(ge=0)]
-"""Bounded above by :func:`_check_u64` in ``__post_init__``: msgspec decodes integers past
-2**64 - 1 and takes no ``le`` outside int64."""
+"""Bounded above by :func:`check_uint64` (the client protocol's) in ``__post_init__``:
+msgspec decodes integers past 2**64 - 1 and takes no ``le`` outside int64; the error fails
+the decode (HTTP 400, a consumed message skipped as bad), as in Go."""
 I32 = Annotated[int, Meta(ge=-(2**31), le=2**31 - 1)]
 I64 = Annotated[int, Meta(ge=-(2**63), le=2**63 - 1)]
 
 NO_RAW: Final = Raw(b"")
-UINT64_MAX: Final = 2**64 - 1
-
-
-def _check_u64(value: int) -> None:
-    """Fail the decode (msgspec turns the ValueError into a ValidationError: HTTP 400, a
-    consumed message skipped as bad) when a uint64 field is past its range, as Go does."""
-    if value > UINT64_MAX:
-        raise ValueError(f"Expected `int` <= {UINT64_MAX}")
 
 
 class _Req(msgspec.Struct, kw_only=True):
@@ -46,7 +41,7 @@ class PublishRequest(_Req):
     version_epoch: str = ""
 
     def __post_init__(self) -> None:
-        _check_u64(self.version)
+        check_uint64(self.version)
 
 
 class BroadcastRequest(_Req):
@@ -61,7 +56,7 @@ class BroadcastRequest(_Req):
     version_epoch: str = ""
 
     def __post_init__(self) -> None:
-        _check_u64(self.version)
+        check_uint64(self.version)
 
 
 class StreamPositionRequest(_Req):
@@ -69,7 +64,7 @@ class StreamPositionRequest(_Req):
     epoch: str = ""
 
     def __post_init__(self) -> None:
-        _check_u64(self.offset)
+        check_uint64(self.offset)
 
 
 class BoolValue(_Req):
@@ -167,7 +162,7 @@ class MapPublishRequest(_Req):
     key_mode: str = ""
 
     def __post_init__(self) -> None:
-        _check_u64(self.version)
+        check_uint64(self.version)
 
 
 class SharedPollPublishRequest(_Req):
@@ -179,7 +174,7 @@ class SharedPollPublishRequest(_Req):
     epoch: str = ""
 
     def __post_init__(self) -> None:
-        _check_u64(self.version)
+        check_uint64(self.version)
 
 
 class MapRemoveRequest(_Req):
@@ -198,7 +193,7 @@ class MapReadStateRequest(_Req):
     revision_epoch: str = ""
 
     def __post_init__(self) -> None:
-        _check_u64(self.revision_offset)
+        check_uint64(self.revision_offset)
 
 
 class MapReadStreamRequest(_Req):
@@ -209,7 +204,7 @@ class MapReadStreamRequest(_Req):
     reverse: bool = False
 
     def __post_init__(self) -> None:
-        _check_u64(self.since_offset)
+        check_uint64(self.since_offset)
 
 
 REQUEST_TYPES: Final[dict[str, type[_Req]]] = {

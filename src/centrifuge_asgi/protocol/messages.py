@@ -22,7 +22,7 @@ UINT64_MAX = 2**64 - 1
 Uint32 = Annotated[int, Meta(ge=0, le=2**32 - 1)]
 Int32 = Annotated[int, Meta(ge=-(2**31), le=2**31 - 1)]
 Int64 = Annotated[int, Meta(ge=-(2**63), le=2**63 - 1)]
-Uint64 = Annotated[int, Meta(ge=0)]  # msgspec bounds stop at int64: see _check_uint64
+Uint64 = Annotated[int, Meta(ge=0)]  # msgspec bounds stop at int64: see check_uint64
 Offset = Uint64  # stream offset
 
 # Subscription types (SubscribeRequest.type), map subscribe phases, publish types.
@@ -38,7 +38,7 @@ PUBLISH_TYPE_MAP = 1
 Limit = Int32  # history limit: any negative value means everything (-1 by convention)
 
 
-def _check_uint64(value: int) -> None:
+def check_uint64(value: int) -> None:
     """Called from ``__post_init__``: msgspec turns the error into a ValidationError."""
     if value > UINT64_MAX:
         raise ValueError(f"Expected `int` <= {UINT64_MAX}")
@@ -86,7 +86,7 @@ class SubscribeRequest(_In):
     asc: bool = False
 
     def __post_init__(self) -> None:
-        _check_uint64(self.offset)
+        check_uint64(self.offset)
 
 
 class ConnectRequest(_In):
@@ -118,7 +118,7 @@ class StreamPositionWire(msgspec.Struct, kw_only=True, omit_defaults=True):
     epoch: str = ""
 
     def __post_init__(self) -> None:
-        _check_uint64(self.offset)
+        check_uint64(self.offset)
 
 
 class HistoryRequest(_In):
@@ -148,7 +148,7 @@ class KeyedItem(_In):
     version: Uint64 = 0
 
     def __post_init__(self) -> None:
-        _check_uint64(self.version)
+        check_uint64(self.version)
 
 
 class TrackBatch(_In):
