@@ -191,10 +191,10 @@ class MapCommands:
         policy = self.s.node.policy
         grant = await self.channels._authorize_subscribe(req, opts)
         tags_filter = None if req.tf is None else policy.tags_filter(opts, req.tf)
-        if req.channel in self.pending or req.channel in self.s.subs:
+        if req.channel in self.pending or self.s.sub(req.channel) is not None:
             raise ClientError.of(ErrorCode.ALREADY_SUBSCRIBED)
         self._sweep()
-        if len(self.s.subs) + len(self.pending) >= policy.channel_limit:
+        if self.s.sub_count() + len(self.pending) >= policy.channel_limit:
             raise ClientError.of(ErrorCode.LIMIT_EXCEEDED)  # unfinished ones count too
         state = MapSubscribing(grant, time.monotonic(), tags_filter, epoch=req.epoch)
         self.pending[req.channel] = state
@@ -293,7 +293,7 @@ class MapCommands:
         )
         sub.tags_filter = state.tags_filter
         self.pending.pop(channel, None)
-        s.subs[channel] = sub
+        s.add_sub(sub)
         node.registry.add_subscriber(channel, s)
         result = SubscribeResult(
             type=SUBSCRIPTION_TYPE_MAP,
@@ -331,7 +331,7 @@ class MapCommands:
             if recovery:
                 result.was_recovering = req.recover
                 result.recovered = req.recover
-            if s.subs.get(channel) is not sub or s.closing:
+            if s.sub(channel) is not sub or s.closing:
                 raise ClientError.of(ErrorCode.INTERNAL)
             await self._join_presence(channel, opts)
         except BaseException:
@@ -416,7 +416,7 @@ class MapCommands:
             raise ClientError.of(ErrorCode.BAD_REQUEST)
         if publication_data_problem(data, node.policy.data_format(opts), parsed=parsed):
             raise ClientError.of(ErrorCode.BAD_REQUEST)
-        sub = s.subs.get(channel)
+        sub = s.sub(channel)
         publish = MapPublishOptions(
             data=data,
             client_info=s.client_info(sub.chan_info if sub is not None else None),
@@ -448,7 +448,7 @@ class MapCommands:
         """``map.allow_<publish|remove>_for_client/subscriber/anonymous``, then insecure (103)."""
         s = self.s
         m = opts.map
-        subscribed = channel in s.subs
+        subscribed = s.sub(channel) is not None
         if removed:
             allowed = m.allow_remove_for_client or (m.allow_remove_for_subscriber and subscribed)
             anonymous_ok = m.allow_remove_for_anonymous

@@ -468,7 +468,7 @@ class Node(MapApi):
         for session in self.registry.sessions():
             if not session.connected:
                 continue
-            for sub in list(session.subs.values()):
+            for sub in session.subscriptions():
                 if sub.presence:
                     await self.presence_manager.add_presence(
                         sub.channel, session.client_id, session.client_info(sub.chan_info)
@@ -482,7 +482,7 @@ class Node(MapApi):
         """Compare positioned subscribers with their stream top (catches lost publications)."""
         for channel in list(self.registry.channels()):
             sessions = self.registry.subscribers(channel)
-            if not any((sub := s.subs.get(channel)) and sub.positioned for s in sessions):
+            if not any((sub := s.sub(channel)) and sub.positioned for s in sessions):
                 continue
             opts = self.policy.options(channel)
             if opts is None:

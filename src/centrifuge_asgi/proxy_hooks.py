@@ -550,7 +550,7 @@ class ProxyHooks:
         except ProxyFailure as exc:
             self._failed("sub_refresh", proxy, event.client.client, exc)
             return SubRefreshReply(expire_at=int(time.time()) + RETRY_AFTER)
-        sub = session.subs.get(event.channel) if session is not None else None
+        sub = session.sub(event.channel) if session is not None else None
         if sub is not None and info is not None:
             sub.chan_info = info
         return SubRefreshReply(expire_at=result.expire_at or None)

@@ -6,8 +6,8 @@ subscriber's bounded outbox; nothing here awaits a client.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
-from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 import anyio
 
@@ -37,6 +37,9 @@ class SubscriptionState(Protocol):
     @property
     def tags_filter(self) -> TagsFilter | None: ...
 
+    @property
+    def channel(self) -> str: ...
+
 
 class Named(Protocol):
     @property
@@ -60,7 +63,9 @@ class Subscriber(Protocol):
     def transport(self) -> Named: ...
 
     @property
-    def subs(self) -> Mapping[str, SubscriptionState]: ...
+    def sub_slot(self) -> SubscriptionState | dict[str, Any] | None:
+        """None, the one subscription, or a dict of them (``SubscriptionState``) by channel."""
+        ...
 
     def send(self, data: bytes) -> None: ...
 
@@ -241,9 +246,11 @@ class Registry(Generic[S]):
         unsent: list[tuple[str, Codec]] = []  # not queued: filtered, late, out of place
         filtered = 0
         for session in list(subs):
-            sub = session.subs.get(channel)
+            held = session.sub_slot  # inline Session.sub(channel): once per delivery
+            sub: SubscriptionState | None = held.get(channel) if isinstance(held, dict) else held
             if (
                 sub is None
+                or sub.channel != channel
                 or sub.pending is not None
                 or (has_offset and sub.positioned)
                 or sub.delta

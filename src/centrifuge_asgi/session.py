@@ -121,6 +121,7 @@ def transport_info(
 
 
 _NO_HEADERS: Mapping[str, str] = MappingProxyType({})
+_NO_SUBS: Mapping[str, Subscription] = MappingProxyType({})
 
 
 @dataclass(slots=True)
@@ -234,7 +235,7 @@ class Session:
         "outbox",
         "session_id",
         "state",
-        "subs",
+        "sub_slot",
         "transport",
         "user",
     )
@@ -257,7 +258,10 @@ class Session:
         self.meta: Any = None
         self.state = State.CONNECTING
         self.outbox = Outbox(node.config.client.queue_max_size)
-        self.subs: dict[str, Subscription] = {}
+        # The subscriptions: None, the one Subscription, or a dict of them by channel
+        # (two or more); a connection mostly holds one, which then costs no dict. Read
+        # through sub() and the methods after it; the fan-out reads it inline.
+        self.sub_slot: Subscription | dict[str, Subscription] | None = None
         self.expire_at: int | None = None
         self.client_side_refresh = False
         self.close_code = 0
@@ -286,6 +290,69 @@ class Session:
 
     def client_ref(self) -> ClientRef:
         return ClientRef(self.client_id, self.user, self.transport.name, self.info)
+
+    # ---------------------------------------------------------------- subscriptions
+
+    def sub(self, channel: str) -> Subscription | None:
+        """The subscription of ``channel``, if any."""
+        held = self.sub_slot
+        if isinstance(held, dict):
+            return held.get(channel)
+        return held if held is not None and held.channel == channel else None
+
+    def sub_count(self) -> int:
+        held = self.sub_slot
+        if held is None:
+            return 0
+        return len(held) if isinstance(held, dict) else 1
+
+    def subscriptions(self) -> list[Subscription]:
+        """The subscriptions, as a list made now."""
+        held = self.sub_slot
+        if held is None:
+            return []
+        return list(held.values()) if isinstance(held, dict) else [held]
+
+    def sub_channels(self) -> list[str]:
+        """The subscribed channels, as a list made now."""
+        held = self.sub_slot
+        if held is None:
+            return []
+        return list(held) if isinstance(held, dict) else [held.channel]
+
+    def add_sub(self, sub: Subscription) -> None:
+        """Hold ``sub`` (its channel has none here yet)."""
+        held = self.sub_slot
+        if held is None:
+            self.sub_slot = sub
+        elif isinstance(held, dict):
+            held[sub.channel] = sub
+        else:
+            self.sub_slot = {held.channel: held, sub.channel: sub}
+
+    def pop_sub(self, channel: str) -> Subscription | None:
+        """Forget the subscription of ``channel``; returns it (None if there was none)."""
+        held = self.sub_slot
+        if isinstance(held, dict):
+            sub = held.pop(channel, None)
+            if len(held) == 1:  # back to one: no dict
+                self.sub_slot = next(iter(held.values()))
+            return sub
+        if held is not None and held.channel == channel:
+            self.sub_slot = None
+            return held
+        return None
+
+    @property
+    def subs(self) -> Mapping[str, Subscription]:
+        """The subscriptions by channel: a read-only mapping made now (for inspection;
+        change them with add_sub and pop_sub)."""
+        held = self.sub_slot
+        if held is None:
+            return _NO_SUBS
+        if isinstance(held, dict):
+            return MappingProxyType(dict(held))
+        return MappingProxyType({held.channel: held})
 
     # ----------------------------------------------------------------------- output
 
@@ -394,9 +461,11 @@ class Session:
         if timers is not None:
             for timer in timers.values():
                 timer.cancel()
-        for sub in self.subs.values():
-            if sub.timer is not None:
-                sub.timer.cancel()
+        held = self.sub_slot
+        if held is not None:
+            for sub in held.values() if isinstance(held, dict) else (held,):
+                if sub.timer is not None:
+                    sub.timer.cancel()
 
     def on_stale(self) -> None:
         """``client.stale_close_delay`` passed (``node.stale_checks``): close if not connected."""
@@ -563,7 +632,7 @@ class Session:
 
     def _reserved(self) -> int:
         """Channels held: the subscriptions, and those whose subscribe is running."""
-        return len(self.subs.keys() | (self._subscribing() or {}).keys())
+        return len({*self.sub_channels(), *(self._subscribing() or ())})
 
     def _subscribing(self) -> dict[str, anyio.Event] | None:
         """The channels whose subscribe runs concurrently (None or empty: none)."""
@@ -705,7 +774,7 @@ class Session:
             self._count_sent(method, size)
         if reply.connect is not None:
             self._after_connect()
-            if self.subs:  # server-side subscriptions
+            if self.sub_slot is not None:  # server-side subscriptions
                 await self._channels.activate_all()
         elif reply.subscribe is not None and cmd.subscribe is not None:
             await self._channels.activate(cmd.subscribe.channel)
@@ -1167,9 +1236,9 @@ class Session:
         With ``since``, publications after that position are recovered (all or nothing)
         and pushed right after the Subscribe push.
         """
-        if not self.connected or channel in self.subs:
+        if not self.connected or self.sub(channel) is not None:
             return
-        if len(self.subs) >= self.node.config.client.channel_limit:
+        if self.sub_count() >= self.node.config.client.channel_limit:
             self.disconnect(DisconnectCode.CHANNEL_LIMIT)
             return
         recover = None
@@ -1200,7 +1269,7 @@ class Session:
         self, channel: str, code: int = UnsubscribeCode.SERVER, reason: str = ""
     ) -> None:
         """Server API ``unsubscribe``: push Unsubscribe, then forget the channel."""
-        if channel not in self.subs or not self.connected:
+        if self.sub(channel) is None or not self.connected:
             return
         if not reason:
             known = code in UnsubscribeCode.__members__.values()
@@ -1220,8 +1289,15 @@ class Session:
 
     def deliver_join_leave(self, channel: str, data: EncodedOnce) -> bool:
         """Queue a join/leave push when this subscription wants it; True when queued."""
-        sub = self.subs.get(channel)
-        if sub is not None and sub.push_join_leave and sub.pending is None:
+        sub = self.sub_slot  # inline self.sub(channel): once per subscriber and join/leave
+        if isinstance(sub, dict):
+            sub = sub.get(channel)
+        if (
+            sub is not None
+            and sub.push_join_leave
+            and sub.pending is None
+            and sub.channel == channel
+        ):
             self.send(data.get(self.codec))
             return True
         return False

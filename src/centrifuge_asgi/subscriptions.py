@@ -209,8 +209,18 @@ class SessionView(Protocol):
     @property
     def outbox(self) -> Outbox: ...
 
-    @property
-    def subs(self) -> dict[str, Subscription]: ...
+    # None, the one Subscription, or a dict of them by channel (``Session.sub_slot``)
+    sub_slot: Subscription | dict[str, Subscription] | None
+
+    def sub(self, channel: str) -> Subscription | None: ...
+
+    def sub_count(self) -> int: ...
+
+    def sub_channels(self) -> list[str]: ...
+
+    def add_sub(self, sub: Subscription) -> None: ...
+
+    def pop_sub(self, channel: str) -> Subscription | None: ...
 
     @property
     def closing(self) -> bool: ...
@@ -252,9 +262,10 @@ class ChannelCommands:
             raise Disconnect.of(DisconnectCode.BAD_REQUEST)
         policy = node.policy
         policy.check_length(channel)
-        if channel in s.subs:
+        held = s.sub_slot  # None (no subscription yet) needs no call
+        if held is not None and s.sub(channel) is not None:
             raise ClientError.of(ErrorCode.ALREADY_SUBSCRIBED)
-        if len(s.subs) >= policy.channel_limit:
+        if (0 if held is None else s.sub_count()) >= policy.channel_limit:
             raise ClientError.of(ErrorCode.LIMIT_EXCEEDED)
         _, rest, found = node.config.resolve_channel(channel)  # one lookup for both checks
         if req.type == SUBSCRIPTION_TYPE_SHARED_POLL or (
@@ -317,7 +328,7 @@ class ChannelCommands:
         now = time.time()
         if grant.expire_at is not None and grant.expire_at <= now:
             raise ClientError.of(ErrorCode.EXPIRED)
-        if channel in s.subs or s.closing:
+        if s.sub(channel) is not None or s.closing:
             raise ClientError.of(ErrorCode.ALREADY_SUBSCRIBED)
         sub = Subscription(
             channel=channel,
@@ -333,10 +344,10 @@ class ChannelCommands:
             pending=None,
             rare=RareParts(shared_poll=True),
         )
-        s.subs[channel] = sub
+        s.add_sub(sub)
 
         def lost() -> None:
-            if s.subs.get(channel) is sub:
+            if s.sub(channel) is sub:
                 self.unsubscribe_push(channel, UnsubscribeCode.INSUFFICIENT_STATE)
 
         delta = bool(req.delta) and req.delta in opts.allowed_delta_types  # fossil per key
@@ -455,7 +466,7 @@ class ChannelCommands:
                     first.send_nowait(reply)
                     await stream.attached.wait()
                     async for item in items:
-                        sub = s.subs.get(channel)
+                        sub = s.sub(channel)
                         if sub is None or sub.stream is not stream:
                             return
                         self._deliver_streamed(channel, item)
@@ -470,7 +481,7 @@ class ChannelCommands:
                 code = UnsubscribeCode.INSUFFICIENT_STATE
             else:
                 code = UnsubscribeCode.SERVER
-            sub = s.subs.get(channel)
+            sub = s.sub(channel)
             if sub is not None and sub.stream is stream:
                 self.unsubscribe_push(channel, code)
 
@@ -574,7 +585,10 @@ class ChannelCommands:
             rare=None if stream is None else RareParts(stream=stream),
             delta=bool(req.delta) and req.delta in opts.allowed_delta_types,
         )
-        s.subs[channel] = sub
+        if s.sub_slot is None:  # the usual first subscription: no call
+            s.sub_slot = sub
+        else:
+            s.add_sub(sub)
         if stream is not None:
             stream.attached.set()
         presence_added = False
@@ -604,7 +618,7 @@ class ChannelCommands:
                 self._check_still_wanted(sub)
         except BaseException:
             with anyio.CancelScope(shield=True):
-                if s.subs.get(channel) is sub:
+                if s.sub(channel) is sub:
                     await self.remove(channel)
                 elif presence_added:  # detached meanwhile (connection closed): undo
                     await self._forget_presence(channel)
@@ -707,8 +721,10 @@ class ChannelCommands:
     async def activate(self, channel: str) -> None:
         """After the subscribe reply: flush buffered publications, then announce the join."""
         s = self.s
-        sub = s.subs.get(channel)
-        if sub is None or sub.pending is None:
+        sub = s.sub_slot  # inline s.sub(channel): after every subscribe
+        if isinstance(sub, dict):
+            sub = sub.get(channel)
+        if sub is None or sub.pending is None or sub.channel != channel:
             return
         buffered, sub.pending = sub.pending, None
         sub.pending_bytes = 0
@@ -718,14 +734,14 @@ class ChannelCommands:
             code, reason = sub.unsubscribe_after
             await self.server_unsubscribe(channel, code, reason)
             return
-        if sub.emit_join_leave and s.subs.get(channel) is sub:
+        if sub.emit_join_leave and s.sub(channel) is sub:
             try:
                 await s.node.broker.publish_join(channel, s.client_info(sub.chan_info))
             except Exception as exc:  # join/leave are at most once; the subscription stands
                 log.warning("join of %s not published: %s", channel, exc)
 
     async def activate_all(self) -> None:
-        for channel in list(self.s.subs):
+        for channel in self.s.sub_channels():
             await self.activate(channel)
 
     # ---------------------------------------------------------------- delivery
@@ -738,8 +754,10 @@ class ChannelCommands:
         queues the last case itself, so a new delivery rule must be added there too.
         False when nothing was queued or buffered (transport_messages_sent)."""
         s = self.s
-        sub = s.subs.get(channel)
-        if sub is None:
+        sub = s.sub_slot  # inline s.sub(channel): once per delivery
+        if isinstance(sub, dict):
+            sub = sub.get(channel)
+        if sub is None or sub.channel != channel:
             return False
         if sub.pending is not None:
             sub.pending_bytes += len(data.get(s.codec))
@@ -782,7 +800,7 @@ class ChannelCommands:
         Comparing with the previous check's top (not the current one) leaves a full
         interval for publications still in flight, so only real loss is flagged.
         """
-        sub = self.s.subs.get(channel)
+        sub = self.s.sub(channel)
         if sub is None or not sub.positioned or sub.pending is not None:
             return
         if (sub.epoch and sub.epoch != top.epoch) or sub.offset < sub.checked_top:
@@ -806,7 +824,7 @@ class ChannelCommands:
 
     async def server_unsubscribe(self, channel: str, code: int, reason: str) -> None:
         """Server API ``unsubscribe``; waits for an in-flight subscribe reply first."""
-        sub = self.s.subs.get(channel)
+        sub = self.s.sub(channel)
         if sub is not None and sub.pending is not None:
             if sub.rare is None:
                 sub.rare = RareParts()
@@ -841,7 +859,11 @@ class ChannelCommands:
     def _detach(self, channel: str) -> Subscription | None:
         """Forget ``channel`` locally at once: no more deliveries, out of the index."""
         s = self.s
-        sub = s.subs.pop(channel, None)
+        sub = s.sub_slot
+        if sub is not None and not isinstance(sub, dict) and sub.channel == channel:
+            s.sub_slot = None  # the usual one subscription: no call
+        else:
+            sub = s.pop_sub(channel)
         if sub is not None:
             if sub.timer is not None:
                 sub.timer.cancel()
@@ -880,7 +902,11 @@ class ChannelCommands:
 
     async def remove_all(self, grace: float = 3.0) -> None:
         """Detach every subscription now, then release them concurrently (bounded)."""
-        subs = [sub for ch in list(self.s.subs) if (sub := self._detach(ch)) is not None]
+        held = self.s.sub_slot
+        if held is None:
+            return
+        channels = list(held) if isinstance(held, dict) else [held.channel]
+        subs = [sub for ch in channels if (sub := self._detach(ch)) is not None]
         if not subs:
             return
         with anyio.move_on_after(grace):
@@ -908,7 +934,7 @@ class ChannelCommands:
 
     def _on_expired(self, sub: Subscription) -> None:
         s = self.s
-        if s.subs.get(sub.channel) is not sub or s.closing:
+        if s.sub(sub.channel) is not sub or s.closing:
             return
         if not sub.client_side_refresh and s.node.handlers.sub_refresh is not None:
             s.node.spawn(self._refresh_with_handler, sub)
@@ -936,10 +962,10 @@ class ChannelCommands:
                 s.client_id,
                 extra={"client": s.client_id, "user": s.user, "method": "sub_refresh"},
             )
-            if s.subs.get(sub.channel) is sub:
+            if s.sub(sub.channel) is sub:
                 sub.timer = s.node.scheduler.call_later(10.0, lambda: self._on_expired(sub))
             return
-        if s.subs.get(sub.channel) is not sub or s.closing:
+        if s.sub(sub.channel) is not sub or s.closing:
             return  # unsubscribed (maybe resubscribed) while the handler ran
         if reply.expired or (reply.expire_at is not None and reply.expire_at <= time.time()):
             if sub.server_side:
@@ -954,7 +980,7 @@ class ChannelCommands:
         s = self.s
         if not req.channel:
             raise Disconnect.of(DisconnectCode.BAD_REQUEST)
-        sub = s.subs.get(req.channel)
+        sub = s.sub(req.channel)
         if sub is None:
             raise ClientError.of(ErrorCode.PERMISSION_DENIED)
         if sub.shared_poll and req.type in (1, 2):  # shared poll track / untrack
@@ -998,7 +1024,10 @@ class ChannelCommands:
     def _check_still_wanted(self, sub: Subscription) -> None:
         """After an await: the connection may have closed and dropped the subscription."""
         s = self.s
-        if s.subs.get(sub.channel) is not sub or s.closing:
+        held = s.sub_slot  # inline s.sub(sub.channel): after each wait of a subscribe
+        if held is not sub and (not isinstance(held, dict) or held.get(sub.channel) is not sub):
+            raise ClientError.of(ErrorCode.INTERNAL)
+        if s.closing:
             raise ClientError.of(ErrorCode.INTERNAL)
 
     async def _forget_presence(self, channel: str) -> None:
@@ -1013,7 +1042,7 @@ class ChannelCommands:
     def _permitted(self, opts: ChannelOptions, action: Action, channel: str) -> bool:
         """The ``allow_<action>_for_client/subscriber/anonymous`` scheme, then insecure."""
         s = self.s
-        return s.node.policy.allowed(opts, action, s.user, subscribed=channel in s.subs)
+        return s.node.policy.allowed(opts, action, s.user, subscribed=s.sub(channel) is not None)
 
     async def publish(
         self, req: PublishRequest, *, pipelined: bool = False
@@ -1046,7 +1075,7 @@ class ChannelCommands:
             skip_history = reply.skip_history
         elif not self._permitted(opts, "publish", channel):
             raise ClientError.of(ErrorCode.PERMISSION_DENIED)
-        sub = s.subs.get(channel)
+        sub = s.sub(channel)
         info = s.client_info(sub.chan_info if sub is not None else None)
         if pipelined:
             pending = await node.publish_pipelined(
@@ -1059,7 +1088,7 @@ class ChannelCommands:
 
     async def _publish_to_stream(self, channel: str, data: bytes) -> None:
         """A bidirectional stream takes the client's publication (108 elsewhere)."""
-        sub = self.s.subs.get(channel)
+        sub = self.s.sub(channel)
         inbox = sub.stream.inbox if sub is not None and sub.stream is not None else None
         if inbox is None:
             raise ClientError.of(ErrorCode.NOT_AVAILABLE)

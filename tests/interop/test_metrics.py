@@ -932,13 +932,17 @@ def test_fanout_costs_one_observer_call_per_fanout() -> None:
 
             self.client_id, self.user, self.codec = str(i), str(i), JSON
             self.transport = TransportInfo(name=transport)
-            self.subs = {
-                "c": type(
-                    "S",
-                    (),
-                    {"pending": None, "positioned": False, "delta": False, "tags_filter": None},
-                )()
-            }
+            self.sub_slot = type(  # one subscription, held as Session holds it
+                "S",
+                (),
+                {
+                    "channel": "c",
+                    "pending": None,
+                    "positioned": False,
+                    "delta": False,
+                    "tags_filter": None,
+                },
+            )()
             self.sent: list[bytes] = []
 
         def send(self, data: bytes) -> None:
