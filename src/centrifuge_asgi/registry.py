@@ -79,6 +79,15 @@ class Subscriber(Protocol):
 S = TypeVar("S", bound=Subscriber)
 
 
+class _Subscribers(dict[S, None]):
+    """One channel's subscribers on this node, and the channel's name as the index
+    keeps it: the subscriptions of later subscribers hold that str instead of a copy."""
+
+    __slots__ = ("name",)
+
+    name: str
+
+
 class EmulationTarget(Protocol):
     """An open HTTP-streaming/SSE stream that takes the client's emulation frames."""
 
@@ -93,7 +102,7 @@ class Registry(Generic[S]):
     def __init__(self) -> None:
         # emulation session id → its stream on this node (see transports/emulation.py)
         self.emulation_streams: dict[str, EmulationTarget] = {}
-        self._channels: dict[str, dict[S, None]] = {}
+        self._channels: dict[str, _Subscribers[S]] = {}
         self._users: dict[str, dict[S, None]] = {}
         self._clients: dict[str, S] = {}
         self._empty: anyio.Event | None = None
@@ -169,8 +178,10 @@ class Registry(Generic[S]):
 
     # --------------------------------------------------------------------- channels
 
-    def add_subscriber(self, channel: str, session: S) -> bool:
-        """Index a subscriber; True when it is the channel's first on this node."""
+    def add_subscriber(self, channel: str, session: S) -> str | None:
+        """Index a subscriber. None when it is the channel's first on this node; else the
+        channel's name as the index holds it, for the subscription to keep instead of its
+        own equal str (one name per channel, not per subscriber)."""
         subs = self._channels.get(channel)
         if self.observer is not None and (subs is None or session not in subs):
             self.observer.count("node_action_count", ("add_subscription", ""))
@@ -178,10 +189,12 @@ class Registry(Generic[S]):
             key = (session.transport.name, session.codec)
             tally[key] = tally.get(key, 0) + 1
         if subs is None:
-            self._channels[channel] = {session: None}
-            return True
+            subs = self._channels[channel] = _Subscribers()
+            subs.name = channel
+            subs[session] = None
+            return None
         subs[session] = None
-        return False
+        return subs.name
 
     def remove_subscriber(self, channel: str, session: S) -> bool:
         """Drop a subscriber; True when the channel has no subscribers left here."""

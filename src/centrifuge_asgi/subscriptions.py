@@ -593,8 +593,11 @@ class ChannelCommands:
             stream.attached.set()
         presence_added = False
         try:
-            if node.registry.add_subscriber(channel, s):
+            name = node.registry.add_subscriber(channel, s)
+            if name is None:  # the channel's first subscriber on this node
                 node.metrics.count("node_action_count", ("broker_subscribe", ""))
+            else:  # keep the index's str of the channel name, not a copy per subscriber
+                sub.channel = name
             # Every subscriber waits for the broker subscription (idempotent once it is
             # confirmed), so none reads the stream top before delivery is live.
             await node.broker.subscribe(channel)
