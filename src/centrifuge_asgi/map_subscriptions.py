@@ -135,7 +135,7 @@ class MapCommands:
 
     __slots__ = ("channels", "pending", "s")
 
-    def __init__(self, session: Any, channels: _Channels) -> None:  # a SessionView
+    def __init__(self, session: Any, channels: _Channels) -> None:  # the Session, twice
         self.s = session
         self.channels = channels
         self.pending: dict[str, MapSubscribing] = {}

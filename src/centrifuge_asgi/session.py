@@ -25,7 +25,7 @@ from msgspec import UNSET, Raw
 
 from . import auth
 from .codes import DisconnectCode, ErrorCode, UnsubscribeCode, disconnect_reason
-from .engines.base import ClientInfo, Publication, PublishResult, StreamPosition
+from .engines.base import ClientInfo, PublishResult, StreamPosition
 from .errors import ClientError, Disconnect, EngineError
 from .handlers import (
     ClientRef,
@@ -62,7 +62,7 @@ from .protocol.messages import (
     SubscribeRequest,
     SubscribeResult,
 )
-from .subscriptions import ChannelCommands, Grant, Subscription
+from .subscriptions import ChannelCommands, Grant
 from .timers import Timer
 from .wire import opt_raw
 
@@ -121,7 +121,6 @@ def transport_info(
 
 
 _NO_HEADERS: Mapping[str, str] = MappingProxyType({})
-_NO_SUBS: Mapping[str, Subscription] = MappingProxyType({})
 
 
 @dataclass(slots=True)
@@ -161,17 +160,17 @@ _METHODS = (
 # With ``client.concurrency`` > 1 these commands run in tasks of their own, as Centrifugo
 # runs them; connect, unsubscribe, send and pongs keep the order of the frames.
 _CONCURRENT = frozenset(_METHODS) - {"connect", "unsubscribe", "send", "ping"}
-# Commands answered with their result in the reply field of their name, by whom: (on the
-# channel half, the method's name).
-_RUNS: dict[str, tuple[bool, str]] = {
-    "connect": (False, "_connect"),
-    "subscribe": (True, "subscribe"),
-    "presence": (True, "presence"),
-    "presence_stats": (True, "presence_stats"),
-    "history": (True, "history"),
-    "rpc": (False, "_rpc"),
-    "refresh": (False, "_refresh"),
-    "sub_refresh": (True, "sub_refresh"),
+# Commands answered with their result in the reply field of their name, by whom (the
+# session's method; the channel ones are those of ChannelCommands).
+_RUNS: dict[str, str] = {
+    "connect": "_connect",
+    "subscribe": "subscribe",
+    "presence": "presence",
+    "presence_stats": "presence_stats",
+    "history": "history",
+    "rpc": "_rpc",
+    "refresh": "_refresh",
+    "sub_refresh": "sub_refresh",
 }
 SUBSCRIBING_WAIT = 5.0  # how long an unsubscribe waits for a subscribe of its channel
 
@@ -213,12 +212,12 @@ class _Occasional:
         self.rate_held: dict[str, Buckets] | None = None  # client.rate_limit's buckets
 
 
-class Session:
-    """The state machine of one connection (see the module docstring)."""
+class Session(ChannelCommands):
+    """The state machine of one connection (see the module docstring); its channel
+    commands are those of :class:`~.subscriptions.ChannelCommands`, which it inherits."""
 
     __slots__ = (
         "_awaiting_pong",
-        "_channels",
         "_occasional",
         "_refresh_by_handler",
         "_timers",
@@ -235,7 +234,6 @@ class Session:
         "outbox",
         "session_id",
         "state",
-        "sub_slot",
         "transport",
         "user",
     )
@@ -258,10 +256,8 @@ class Session:
         self.meta: Any = None
         self.state = State.CONNECTING
         self.outbox = Outbox(node.config.client.queue_max_size)
-        # The subscriptions: None, the one Subscription, or a dict of them by channel
-        # (two or more); a connection mostly holds one, which then costs no dict. Read
-        # through sub() and the methods after it; the fan-out reads it inline.
-        self.sub_slot: Subscription | dict[str, Subscription] | None = None
+        self.sub_slot = None  # the subscriptions (see ChannelCommands)
+        self._maps = None  # made on a connection's first map command
         self.expire_at: int | None = None
         self.client_side_refresh = False
         self.close_code = 0
@@ -271,7 +267,6 @@ class Session:
         # of their own, and a connection runs commands concurrently only when configured.
         self._timers: dict[str, Timer] | None = None
         self._awaiting_pong = 0.0  # perf_counter() of the ping awaiting its pong
-        self._channels = ChannelCommands(self)
         self._occasional: _Occasional | None = None
         node.stale_checks.add(self, node.config.client.stale_close_delay)
 
@@ -290,69 +285,6 @@ class Session:
 
     def client_ref(self) -> ClientRef:
         return ClientRef(self.client_id, self.user, self.transport.name, self.info)
-
-    # ---------------------------------------------------------------- subscriptions
-
-    def sub(self, channel: str) -> Subscription | None:
-        """The subscription of ``channel``, if any."""
-        held = self.sub_slot
-        if isinstance(held, dict):
-            return held.get(channel)
-        return held if held is not None and held.channel == channel else None
-
-    def sub_count(self) -> int:
-        held = self.sub_slot
-        if held is None:
-            return 0
-        return len(held) if isinstance(held, dict) else 1
-
-    def subscriptions(self) -> list[Subscription]:
-        """The subscriptions, as a list made now."""
-        held = self.sub_slot
-        if held is None:
-            return []
-        return list(held.values()) if isinstance(held, dict) else [held]
-
-    def sub_channels(self) -> list[str]:
-        """The subscribed channels, as a list made now."""
-        held = self.sub_slot
-        if held is None:
-            return []
-        return list(held) if isinstance(held, dict) else [held.channel]
-
-    def add_sub(self, sub: Subscription) -> None:
-        """Hold ``sub`` (its channel has none here yet)."""
-        held = self.sub_slot
-        if held is None:
-            self.sub_slot = sub
-        elif isinstance(held, dict):
-            held[sub.channel] = sub
-        else:
-            self.sub_slot = {held.channel: held, sub.channel: sub}
-
-    def pop_sub(self, channel: str) -> Subscription | None:
-        """Forget the subscription of ``channel``; returns it (None if there was none)."""
-        held = self.sub_slot
-        if isinstance(held, dict):
-            sub = held.pop(channel, None)
-            if len(held) == 1:  # back to one: no dict
-                self.sub_slot = next(iter(held.values()))
-            return sub
-        if held is not None and held.channel == channel:
-            self.sub_slot = None
-            return held
-        return None
-
-    @property
-    def subs(self) -> Mapping[str, Subscription]:
-        """The subscriptions by channel: a read-only mapping made now (for inspection;
-        change them with add_sub and pop_sub)."""
-        held = self.sub_slot
-        if held is None:
-            return _NO_SUBS
-        if isinstance(held, dict):
-            return MappingProxyType(dict(held))
-        return MappingProxyType({held.channel: held})
 
     # ----------------------------------------------------------------------- output
 
@@ -775,9 +707,9 @@ class Session:
         if reply.connect is not None:
             self._after_connect()
             if self.sub_slot is not None:  # server-side subscriptions
-                await self._channels.activate_all()
+                await self.activate_all()
         elif reply.subscribe is not None and cmd.subscribe is not None:
-            await self._channels.activate(cmd.subscribe.channel)
+            await self.activate(cmd.subscribe.channel)
 
     async def _traced_dispatch(self, tracing: Tracing, method: str, cmd: Command) -> Reply | None:
         """``_dispatch`` (and the rate limit check) in a span ``centrifugo.client.<method>``
@@ -819,31 +751,29 @@ class Session:
     async def _dispatch(self, method: str, cmd: Command) -> Reply | None:
         """Run one command; returns its reply (None for ``send``)."""
         req: Any = getattr(cmd, method)
-        ch = self._channels
         if method == "send":
             await self._send(req)
             return None
         if method == "unsubscribe":
             if self._subscribing():
                 await self._subscribe_finished(req.channel)
-            await ch.unsubscribe(req.channel)
+            await self.unsubscribe(req.channel)
             return Reply(id=cmd.id, unsubscribe=EmptyResult())
         if method == "publish":
             occasional = self._occasional
             pipelined = occasional is None or occasional.tasks is None
-            pending = await ch.publish(req, pipelined=pipelined)
+            pending = await self.publish(req, pipelined=pipelined)
             if pending is None:
                 return Reply(id=cmd.id, publish=EmptyResult())
             await self._defer_publish_reply(cmd.id, req.channel, pending)
             return None
-        # the handler's name, looked up on the session or its channel half (no table of
-        # bound methods built per command)
+        # the handler's name, looked up on the session (no table of bound methods built
+        # per command)
         target = _RUNS.get(method)
         if target is None:
             # "ping" is a protocol-v1 leftover that current servers do not accept.
             raise Disconnect.of(DisconnectCode.BAD_REQUEST)
-        on_channels, name = target
-        fn: Callable[[Any], Awaitable[Any]] = getattr(ch if on_channels else self, name)
+        fn: Callable[[Any], Awaitable[Any]] = getattr(self, target)
         reply = Reply(id=cmd.id)
         setattr(reply, method, await fn(req))
         return reply
@@ -889,7 +819,7 @@ class Session:
             self.node.metrics_command("connect", time.perf_counter() - started)
         self.send_push(Push(connect=result))
         self._after_connect()
-        await self._channels.activate_all()
+        await self.activate_all()
         return None
 
     def _unidirectional_disconnect(self, error_code: int) -> tuple[int, str]:
@@ -1001,7 +931,7 @@ class Session:
             wanted = self._server_side_channels(creds, req)
             subs = await self._server_side_subscribe(wanted, req) if wanted else {}
         except BaseException:
-            await self._channels.remove_all()
+            await self.remove_all()
             node.registry.remove_session(self)
             raise
         self.state = State.CONNECTED
@@ -1067,7 +997,7 @@ class Session:
         results: dict[str, SubscribeResult] = {}
         for channel, spec in wanted.items():
             grant = Grant.from_server_subscription(spec)
-            results[channel] = await self._channels.subscribe_server_side(
+            results[channel] = await self.subscribe_server_side(
                 channel, grant, req.subs.get(channel)
             )
         return results
@@ -1246,9 +1176,7 @@ class Session:
             recover = SubscribeRequest(
                 channel=channel, recover=True, offset=since.offset, epoch=since.epoch
             )
-        result = await self._channels.subscribe_server_side(
-            channel, grant, recover, stream_recovery=True
-        )
+        result = await self.subscribe_server_side(channel, grant, recover, stream_recovery=True)
         self.send_push(
             Push(
                 channel=channel,
@@ -1263,7 +1191,7 @@ class Session:
         )
         for pub in result.publications:
             self.send_push(Push(channel=channel, pub=pub))
-        await self._channels.activate(channel)
+        await self.activate(channel)
 
     async def server_unsubscribe(
         self, channel: str, code: int = UnsubscribeCode.SERVER, reason: str = ""
@@ -1275,17 +1203,9 @@ class Session:
             known = code in UnsubscribeCode.__members__.values()
             reason = UnsubscribeCode(code).reason if known else "unsubscribe"
         self.node.metrics.count("client_num_server_unsubscribes", (str(code), ""))
-        await self._channels.server_unsubscribe(channel, code, reason)
+        await self.unsubscribe_by_server(channel, code, reason)
 
     # ------------------------------------------------------------------- fan-out
-
-    def deliver_publication(
-        self, channel: str, pub: Publication, epoch: str, data: EncodedOnce
-    ) -> bool:
-        return self._channels.deliver_publication(channel, pub, epoch, data)
-
-    def check_position(self, channel: str, top: StreamPosition) -> None:
-        self._channels.check_position(channel, top)
 
     def deliver_join_leave(self, channel: str, data: EncodedOnce) -> bool:
         """Queue a join/leave push when this subscription wants it; True when queued."""
@@ -1316,7 +1236,7 @@ class Session:
         registry = self.node.registry
         registry.remove_session(self, finishing=True)
         try:
-            await self._channels.remove_all()
+            await self.remove_all()
             handler = self.node.handlers.disconnect
             if was_connected and handler is not None:
                 try:

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import aclosing
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
 
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
@@ -187,75 +188,116 @@ class ChannelStream:
             self.outbox.close()
 
 
-class SessionView(Protocol):
-    """What the channel half uses of its session: ``session.Session``, which imports this
-    module (and satisfies this structurally; mypy checks it where it builds its half)."""
-
-    @property
-    def node(self) -> SessionHost: ...
-
-    @property
-    def client_id(self) -> str: ...
-
-    @property
-    def user(self) -> str: ...
-
-    @property
-    def codec(self) -> Codec: ...
-
-    @property
-    def transport(self) -> Any: ...  # its ``name`` labels the metrics
-
-    @property
-    def outbox(self) -> Outbox: ...
-
-    # None, the one Subscription, or a dict of them by channel (``Session.sub_slot``)
-    sub_slot: Subscription | dict[str, Subscription] | None
-
-    def sub(self, channel: str) -> Subscription | None: ...
-
-    def sub_count(self) -> int: ...
-
-    def sub_channels(self) -> list[str]: ...
-
-    def add_sub(self, sub: Subscription) -> None: ...
-
-    def pop_sub(self, channel: str) -> Subscription | None: ...
-
-    @property
-    def closing(self) -> bool: ...
-
-    def client_info(self, chan_info: bytes | None = None) -> ClientInfo: ...
-
-    def client_ref(self) -> ClientRef: ...
-
-    def send(self, data: bytes) -> None: ...
-
-    def send_push(self, push: Push) -> None: ...
-
-    def disconnect(self, code: int, reason: str = "") -> None: ...
+_NO_SUBS: Mapping[str, Subscription] = MappingProxyType({})
 
 
 class ChannelCommands:
-    """The channel half of a :class:`~centrifuge_asgi.session.Session`."""
+    """The channel commands of a connection: ``session.Session`` inherits them (this
+    module may not import that one), so they run on the session itself, with no object
+    of their own. The subscriptions are here too: ``sub_slot`` holds None, the one
+    :class:`Subscription`, or a dict of them by channel (two or more); a connection
+    mostly holds one, which then costs no dict. Read it through :meth:`sub` and the
+    methods after it; the fan-out and the subscribe path read it inline."""
 
-    __slots__ = ("_maps", "s")
+    __slots__ = ("_maps", "sub_slot")
 
-    def __init__(self, session: SessionView) -> None:
-        self.s = session
-        self._maps: MapCommands | None = None  # made on a connection's first map command
+    if TYPE_CHECKING:  # what these methods use of their Session (set up by its __init__)
+        sub_slot: Subscription | dict[str, Subscription] | None
+        _maps: MapCommands | None
+        node: SessionHost
+        client_id: str
+        user: str
+        codec: Codec
+        transport: Any  # its ``name`` labels the metrics
+        outbox: Outbox
+
+        @property
+        def closing(self) -> bool: ...
+
+        def client_info(self, chan_info: bytes | None = None) -> ClientInfo: ...
+
+        def client_ref(self) -> ClientRef: ...
+
+        def send(self, data: bytes) -> None: ...
+
+        def send_push(self, push: Push) -> None: ...
+
+        def disconnect(self, code: int, reason: str = "") -> None: ...
 
     @property
     def maps(self) -> MapCommands:
         maps = self._maps
         if maps is None:
-            maps = self._maps = MapCommands(self.s, self)
+            maps = self._maps = MapCommands(self, self)
         return maps
+
+    # ---------------------------------------------------------------- subscriptions
+
+    def sub(self, channel: str) -> Subscription | None:
+        """The subscription of ``channel``, if any."""
+        held = self.sub_slot
+        if isinstance(held, dict):
+            return held.get(channel)
+        return held if held is not None and held.channel == channel else None
+
+    def sub_count(self) -> int:
+        held = self.sub_slot
+        if held is None:
+            return 0
+        return len(held) if isinstance(held, dict) else 1
+
+    def subscriptions(self) -> list[Subscription]:
+        """The subscriptions, as a list made now."""
+        held = self.sub_slot
+        if held is None:
+            return []
+        return list(held.values()) if isinstance(held, dict) else [held]
+
+    def sub_channels(self) -> list[str]:
+        """The subscribed channels, as a list made now."""
+        held = self.sub_slot
+        if held is None:
+            return []
+        return list(held) if isinstance(held, dict) else [held.channel]
+
+    def add_sub(self, sub: Subscription) -> None:
+        """Hold ``sub`` (its channel has none here yet)."""
+        held = self.sub_slot
+        if held is None:
+            self.sub_slot = sub
+        elif isinstance(held, dict):
+            held[sub.channel] = sub
+        else:
+            self.sub_slot = {held.channel: held, sub.channel: sub}
+
+    def pop_sub(self, channel: str) -> Subscription | None:
+        """Forget the subscription of ``channel``; returns it (None if there was none)."""
+        held = self.sub_slot
+        if isinstance(held, dict):
+            sub = held.pop(channel, None)
+            if len(held) == 1:  # back to one: no dict
+                self.sub_slot = next(iter(held.values()))
+            return sub
+        if held is not None and held.channel == channel:
+            self.sub_slot = None
+            return held
+        return None
+
+    @property
+    def subs(self) -> Mapping[str, Subscription]:
+        """The subscriptions by channel: a read-only mapping made now (for inspection;
+        change them with add_sub and pop_sub)."""
+        held = self.sub_slot
+        if held is None:
+            return _NO_SUBS
+        if isinstance(held, dict):
+            return MappingProxyType(dict(held))
+        return MappingProxyType({held.channel: held})
 
     # ------------------------------------------------------------------ subscribe
 
     async def subscribe(self, req: SubscribeRequest) -> SubscribeResult:
-        s = self.s
+        s = self
         node = s.node
         channel = req.channel
         if not channel or (req.delta and req.delta != FOSSIL):
@@ -314,7 +356,7 @@ class ChannelCommands:
     async def _subscribe_shared_poll(self, req: SubscribeRequest) -> SubscribeResult:
         """A shared poll subscribe: authorized as usual; no broker, positions or presence.
         Data flows once the client tracks keys (``sub_refresh`` types 1 and 2)."""
-        s = self.s
+        s = self
         node = s.node
         channel = req.channel
         # as Centrifuge: another type on a shared poll channel is 107, type 4 elsewhere 108
@@ -363,7 +405,7 @@ class ChannelCommands:
         return result
 
     async def _authorize_subscribe(self, req: SubscribeRequest, opts: ChannelOptions) -> Grant:
-        s = self.s
+        s = self
         node = s.node
         channel = req.channel
         if req.token:
@@ -390,7 +432,7 @@ class ChannelCommands:
 
     def _streamed(self, req: SubscribeRequest, opts: ChannelOptions) -> bool:
         """As Centrifugo: a token, a private or a user-limited channel is decided as usual."""
-        access = self.s.node.policy.subscribe_access(req.channel, opts, self.s.user)
+        access = self.node.policy.subscribe_access(req.channel, opts, self.user)
         return not req.token and access is SubscribeAccess.ASK
 
     async def _subscribe_stream(
@@ -398,7 +440,7 @@ class ChannelCommands:
     ) -> SubscribeResult:
         """Subscribe through the stream handler: its first item decides, the rest is pushed
         to this client alone (no positions, no recovery, as Centrifugo)."""
-        s = self.s
+        s = self
         node = s.node
         channel = req.channel
         handler = node.handlers.subscribe_stream
@@ -455,7 +497,7 @@ class ChannelCommands:
         first: MemoryObjectSendStream[Any],
     ) -> None:
         """Run one stream handler: hand its first item to the subscribe, deliver the rest."""
-        s = self.s
+        s = self
         with stream.scope, first:
             try:
                 async with aclosing(items):  # type: ignore[type-var]
@@ -495,7 +537,7 @@ class ChannelCommands:
         self.deliver_publication(channel, pub, "", encoded)
 
     async def _verify_sub_token(self, token: str, channel: str) -> auth.SubscribeToken:
-        s = self.s
+        s = self
         try:
             claims = await s.node.subscription_token_verifier.verify_subscribe(token)
         except auth.TokenExpired:
@@ -538,7 +580,7 @@ class ChannelCommands:
         ``stream_recovery`` (the server API's subscribe, as in Centrifugo) recovers as a
         stream even in a ``force_recovery_mode: cache`` namespace.
         """
-        opts = self.s.node.policy.resolve(channel)
+        opts = self.node.policy.resolve(channel)
         req = recover if recover is not None else SubscribeRequest(channel=channel)
         return await self._subscribe(
             channel, opts, grant, req, server_side=True, stream_recovery=stream_recovery
@@ -556,7 +598,7 @@ class ChannelCommands:
         stream: ChannelStream | None = None,
         stream_recovery: bool = False,
     ) -> SubscribeResult:
-        s = self.s
+        s = self
         node = s.node
         now = time.time()
         if grant.expire_at is not None and grant.expire_at <= now:
@@ -645,7 +687,7 @@ class ChannelCommands:
     ) -> None:
         """Fill the stream position, recovering missed publications when asked (or
         unasked with ``auto``); ``cache`` recovers only the latest publication."""
-        node = self.s.node
+        node = self.node
         meta_ttl = node.policy.meta_ttl(opts)
         result.positioned = True
         result.recoverable = sub.recoverable
@@ -692,7 +734,7 @@ class ChannelCommands:
             tf = sub.tags_filter
             sent = [p for p in pubs if tf is None or matches(tf, p.tags)]
             if sub.delta:
-                json = self.s.codec.name == "json"
+                json = self.codec.name == "json"
                 result.publications, sub.delta_base = await delta_chain(sent, json=json)
             else:
                 result.publications = [publication_wire(p) for p in sent]
@@ -705,7 +747,7 @@ class ChannelCommands:
         """Cache recovery: the stream top, the latest publication this subscriber may
         see (newest first within the recovery limit when it has a tags filter), and
         whether it counts as recovered (see :func:`_cache_recovered`)."""
-        node = self.s.node
+        node = self.node
         tf = sub.tags_filter
         limit = 1 if tf is None else node.policy.recovery_limit
         hist = await node.broker.history(
@@ -723,7 +765,7 @@ class ChannelCommands:
 
     async def activate(self, channel: str) -> None:
         """After the subscribe reply: flush buffered publications, then announce the join."""
-        s = self.s
+        s = self
         sub = s.sub_slot  # inline s.sub(channel): after every subscribe
         if isinstance(sub, dict):
             sub = sub.get(channel)
@@ -735,7 +777,7 @@ class ChannelCommands:
             self.deliver_publication(channel, pub, epoch, data)
         if sub.unsubscribe_after is not None:  # the server unsubscribed it meanwhile
             code, reason = sub.unsubscribe_after
-            await self.server_unsubscribe(channel, code, reason)
+            await self.unsubscribe_by_server(channel, code, reason)
             return
         if sub.emit_join_leave and s.sub(channel) is sub:
             try:
@@ -744,7 +786,7 @@ class ChannelCommands:
                 log.warning("join of %s not published: %s", channel, exc)
 
     async def activate_all(self) -> None:
-        for channel in self.s.sub_channels():
+        for channel in self.sub_channels():
             await self.activate(channel)
 
     # ---------------------------------------------------------------- delivery
@@ -756,7 +798,7 @@ class ChannelCommands:
         offset-checked when positioned, else queued. ``Registry.broadcast_publication``
         queues the last case itself, so a new delivery rule must be added there too.
         False when nothing was queued or buffered (transport_messages_sent)."""
-        s = self.s
+        s = self
         sub = s.sub_slot  # inline s.sub(channel): once per delivery
         if isinstance(sub, dict):
             sub = sub.get(channel)
@@ -803,7 +845,7 @@ class ChannelCommands:
         Comparing with the previous check's top (not the current one) leaves a full
         interval for publications still in flight, so only real loss is flagged.
         """
-        sub = self.s.sub(channel)
+        sub = self.sub(channel)
         if sub is None or not sub.positioned or sub.pending is not None:
             return
         if (sub.epoch and sub.epoch != top.epoch) or sub.offset < sub.checked_top:
@@ -813,7 +855,7 @@ class ChannelCommands:
 
     def insufficient_state(self, sub: Subscription) -> None:
         """A gap in a positioned stream: resubscribe (client-side) or reconnect (server-side)."""
-        s = self.s
+        s = self
         if sub.server_side:
             s.disconnect(DisconnectCode.INSUFFICIENT_STATE)
             return
@@ -823,11 +865,11 @@ class ChannelCommands:
         """Tell the client it lost ``channel``; nothing more is sent for it."""
         sub = self._unsubscribe_now(channel, code, code.reason)
         if sub is not None:
-            self.s.node.spawn(self._release, sub)
+            self.node.spawn(self._release, sub)
 
-    async def server_unsubscribe(self, channel: str, code: int, reason: str) -> None:
+    async def unsubscribe_by_server(self, channel: str, code: int, reason: str) -> None:
         """Server API ``unsubscribe``; waits for an in-flight subscribe reply first."""
-        sub = self.s.sub(channel)
+        sub = self.sub(channel)
         if sub is not None and sub.pending is not None:
             if sub.rare is None:
                 sub.rare = RareParts()
@@ -841,7 +883,7 @@ class ChannelCommands:
         sub = self._detach(channel)
         if sub is not None:
             push = Push(channel=channel, unsubscribe=UnsubscribePush(code=code, reason=reason))
-            self.s.send_push(push)
+            self.send_push(push)
         return sub
 
     # ----------------------------------------------------------- unsubscribe
@@ -861,7 +903,7 @@ class ChannelCommands:
 
     def _detach(self, channel: str) -> Subscription | None:
         """Forget ``channel`` locally at once: no more deliveries, out of the index."""
-        s = self.s
+        s = self
         sub = s.sub_slot
         if sub is not None and not isinstance(sub, dict) and sub.channel == channel:
             s.sub_slot = None  # the usual one subscription: no call
@@ -877,7 +919,7 @@ class ChannelCommands:
 
     async def _release(self, sub: Subscription) -> None:
         """The engine side of a detached subscription: broker, presence, leave."""
-        s = self.s
+        s = self
         node = s.node
         channel = sub.channel
         if sub.shared_poll:
@@ -905,7 +947,7 @@ class ChannelCommands:
 
     async def remove_all(self, grace: float = 3.0) -> None:
         """Detach every subscription now, then release them concurrently (bounded)."""
-        held = self.s.sub_slot
+        held = self.sub_slot
         if held is None:
             return
         channels = list(held) if isinstance(held, dict) else [held.channel]
@@ -930,17 +972,15 @@ class ChannelCommands:
             return
         delay = sub.expire_at - time.time()
         if sub.client_side_refresh:
-            delay += self.s.node.config.client.expired_sub_close_delay
-        sub.timer = self.s.node.scheduler.call_later(
-            max(delay, 0.001), lambda: self._on_expired(sub)
-        )
+            delay += self.node.config.client.expired_sub_close_delay
+        sub.timer = self.node.scheduler.call_later(max(delay, 0.001), lambda: self._on_expired(sub))
 
     def _on_expired(self, sub: Subscription) -> None:
-        s = self.s
+        s = self
         if s.sub(sub.channel) is not sub or s.closing:
             return
         if not sub.client_side_refresh and s.node.handlers.sub_refresh is not None:
-            s.node.spawn(self._refresh_with_handler, sub)
+            s.node.spawn(self._sub_refresh_with_handler, sub)
             return
         if sub.expire_at is not None and sub.expire_at > time.time():
             self._schedule_sub_expiry(sub)
@@ -949,8 +989,8 @@ class ChannelCommands:
         else:
             self.unsubscribe_push(sub.channel, UnsubscribeCode.EXPIRED)
 
-    async def _refresh_with_handler(self, sub: Subscription) -> None:
-        s = self.s
+    async def _sub_refresh_with_handler(self, sub: Subscription) -> None:
+        s = self
         handler = s.node.handlers.sub_refresh
         if handler is None:
             return
@@ -980,7 +1020,7 @@ class ChannelCommands:
         self._schedule_sub_expiry(sub)
 
     async def sub_refresh(self, req: SubRefreshRequest) -> SubRefreshResult:
-        s = self.s
+        s = self
         if not req.channel:
             raise Disconnect.of(DisconnectCode.BAD_REQUEST)
         sub = s.sub(req.channel)
@@ -1018,7 +1058,7 @@ class ChannelCommands:
         """3501 for no channel, then 102, 107 and (for ``feature``) 108."""
         if not channel:
             raise Disconnect.of(DisconnectCode.BAD_REQUEST)
-        policy = self.s.node.policy
+        policy = self.node.policy
         opts = policy.checked(channel)
         if feature is not None:
             policy.require(opts, feature)
@@ -1026,7 +1066,7 @@ class ChannelCommands:
 
     def _check_still_wanted(self, sub: Subscription) -> None:
         """After an await: the connection may have closed and dropped the subscription."""
-        s = self.s
+        s = self
         held = s.sub_slot  # inline s.sub(sub.channel): after each wait of a subscribe
         if held is not sub and (not isinstance(held, dict) or held.get(sub.channel) is not sub):
             raise ClientError.of(ErrorCode.INTERNAL)
@@ -1034,7 +1074,7 @@ class ChannelCommands:
             raise ClientError.of(ErrorCode.INTERNAL)
 
     async def _forget_presence(self, channel: str) -> None:
-        s = self.s
+        s = self
         with anyio.move_on_after(3):
             try:
                 s.node.metrics.count("node_action_count", ("remove_presence", ""))
@@ -1044,7 +1084,7 @@ class ChannelCommands:
 
     def _permitted(self, opts: ChannelOptions, action: Action, channel: str) -> bool:
         """The ``allow_<action>_for_client/subscriber/anonymous`` scheme, then insecure."""
-        s = self.s
+        s = self
         return s.node.policy.allowed(opts, action, s.user, subscribed=s.sub(channel) is not None)
 
     async def publish(
@@ -1055,7 +1095,7 @@ class ChannelCommands:
         if req.type == 1:
             await self.maps.publish(req)
             return None
-        s = self.s
+        s = self
         node = s.node
         channel = req.channel
         opts = self._checked_options(channel)
@@ -1091,7 +1131,7 @@ class ChannelCommands:
 
     async def _publish_to_stream(self, channel: str, data: bytes) -> None:
         """A bidirectional stream takes the client's publication (108 elsewhere)."""
-        sub = self.s.sub(channel)
+        sub = self.sub(channel)
         inbox = sub.stream.inbox if sub is not None and sub.stream is not None else None
         if inbox is None:
             raise ClientError.of(ErrorCode.NOT_AVAILABLE)
@@ -1103,13 +1143,13 @@ class ChannelCommands:
     async def presence(self, req: ChannelRequest) -> PresenceResult:
         channel = req.channel
         self._check_presence(channel)
-        presence = await self.s.node.presence_manager.presence(channel)
+        presence = await self.node.presence_manager.presence(channel)
         return PresenceResult(presence={cid: client_info_wire(i) for cid, i in presence.items()})
 
     async def presence_stats(self, req: ChannelRequest) -> PresenceStatsResult:
         channel = req.channel
         self._check_presence(channel)
-        stats = await self.s.node.presence_manager.presence_stats(channel)
+        stats = await self.node.presence_manager.presence_stats(channel)
         return PresenceStatsResult(num_clients=stats.num_clients, num_users=stats.num_users)
 
     def _check_presence(self, channel: str) -> None:
@@ -1118,7 +1158,7 @@ class ChannelCommands:
             raise ClientError.of(ErrorCode.PERMISSION_DENIED)
 
     async def history(self, req: HistoryRequest) -> HistoryResult:
-        node = self.s.node
+        node = self.node
         channel = req.channel
         opts = self._checked_options(channel, "history")
         if not self._permitted(opts, "history", channel):
