@@ -78,7 +78,7 @@ from .payload import (
 from .pending import Pending
 from .policy import ChannelPolicy, Feature
 from .registry import Registry
-from .session import Session
+from .session import RawHeaders, Session
 from .shared_poll import SharedPollManager
 from .timers import Scheduler, Wheel, WriteWatchdog, wheel_resolution
 from .token_bucket import connection_rate_limiter
@@ -531,7 +531,9 @@ class Node(MapApi):
         the scheduler itself may not, since the wheels hold it)."""
         return self._scheduler
 
-    def create_session(self, transport: Any, headers: Mapping[str, str] | None = None) -> Session:
+    def create_session(
+        self, transport: Any, headers: Mapping[str, str] | RawHeaders | None = None
+    ) -> Session:
         # mypy checks here that Node satisfies host.SessionHost, all a session sees of it
         return Session(self, transport, headers)
 

@@ -12,7 +12,7 @@ import logging
 import os
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from enum import Enum
@@ -121,6 +121,51 @@ def transport_info(
 
 
 _NO_HEADERS: Mapping[str, str] = MappingProxyType({})
+RawHeaders = Iterable[tuple[bytes, bytes]]  # an ASGI scope's ``headers``
+
+
+class RequestHeaders(Mapping[str, str]):
+    """The request's headers, read from the ASGI scope when asked for.
+
+    Names are lower-cased and the last value wins. A connection keeps its scope anyway,
+    so reading from it on demand saves a copy of every header per connection.
+    """
+
+    __slots__ = ("_all", "_raw")
+
+    def __init__(self, raw: Iterable[tuple[bytes, bytes]]) -> None:
+        self._raw = raw
+        self._all: dict[str, str] | None = None
+
+    def get(self, key: str, default: Any = None) -> Any:
+        if self._all is not None:
+            return self._all.get(key.lower(), default)
+        name = key.lower().encode("latin-1")
+        found: bytes | None = None
+        for k, v in self._raw:
+            if k.lower() == name:
+                found = v
+        return default if found is None else found.decode("latin-1")
+
+    def __getitem__(self, key: str) -> str:
+        value: str | None = self.get(key)
+        if value is None:
+            raise KeyError(key)
+        return value
+
+    def _decoded(self) -> dict[str, str]:
+        if self._all is None:
+            self._all = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in self._raw}
+        return self._all
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._decoded())
+
+    def __len__(self) -> int:
+        return len(self._decoded())
+
+    def __repr__(self) -> str:
+        return f"RequestHeaders({self._decoded()!r})"
 
 
 @dataclass(slots=True)
@@ -218,6 +263,7 @@ class Session(ChannelCommands):
 
     __slots__ = (
         "_awaiting_pong",
+        "_headers",
         "_occasional",
         "_refresh_by_handler",
         "_timers",
@@ -227,7 +273,6 @@ class Session(ChannelCommands):
         "close_reason",
         "codec",
         "expire_at",
-        "headers",
         "info",
         "meta",
         "node",
@@ -242,11 +287,13 @@ class Session(ChannelCommands):
         self,
         node: SessionHost,
         transport: TransportInfo,
-        headers: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | RawHeaders | None = None,
     ) -> None:
         self.node = node
         self.transport = transport
-        self.headers = _NO_HEADERS if headers is None else headers  # the request's
+        # the request's, as given: a transport may hand its ASGI scope's list, which the
+        # scope keeps anyway; the mapping is made when someone reads ``headers``
+        self._headers = headers
         self.codec = transport.codec
         self.client_id = new_id()
         streamed = transport.emulation or transport.unidirectional
@@ -279,6 +326,16 @@ class Session(ChannelCommands):
     @property
     def connected(self) -> bool:
         return self.state is State.CONNECTED and not self.closing
+
+    @property
+    def headers(self) -> Mapping[str, str]:
+        """The request's headers (names lower-cased; made on each read from a raw list)."""
+        headers = self._headers
+        if headers is None:
+            return _NO_HEADERS
+        if isinstance(headers, Mapping):
+            return headers
+        return RequestHeaders(headers)
 
     def client_info(self, chan_info: bytes | None = None) -> ClientInfo:
         return ClientInfo(self.user, self.client_id, self.info, chan_info)
@@ -1292,4 +1349,4 @@ def _valid_close(code: int, reason: str) -> tuple[int, str]:
     return code, reason
 
 
-__all__ = ["Credentials", "Session", "State", "TransportInfo"]
+__all__ = ["Credentials", "RequestHeaders", "Session", "State", "TransportInfo"]

@@ -9,12 +9,13 @@ limit), :func:`accept_request` (the common preamble of every HTTP endpoint) and
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
 from ..body_reads import BodyTimeout
+from ..session import RequestHeaders
 from .origin import origin_allowed
 
 if TYPE_CHECKING:
@@ -36,50 +37,6 @@ CONNECT_PARAM = "cf_connect"  # the query parameter carrying a connect request
 
 
 # ------------------------------------------------------------------------- request
-
-
-class RequestHeaders(Mapping[str, str]):
-    """The request's headers, read from the ASGI scope when asked for.
-
-    Names are lower-cased and the last value wins. A connection keeps its scope anyway,
-    so reading from it on demand saves a copy of every header per connection.
-    """
-
-    __slots__ = ("_all", "_raw")
-
-    def __init__(self, raw: Iterable[tuple[bytes, bytes]]) -> None:
-        self._raw = raw
-        self._all: dict[str, str] | None = None
-
-    def get(self, key: str, default: Any = None) -> Any:
-        if self._all is not None:
-            return self._all.get(key.lower(), default)
-        name = key.lower().encode("latin-1")
-        found: bytes | None = None
-        for k, v in self._raw:
-            if k.lower() == name:
-                found = v
-        return default if found is None else found.decode("latin-1")
-
-    def __getitem__(self, key: str) -> str:
-        value: str | None = self.get(key)
-        if value is None:
-            raise KeyError(key)
-        return value
-
-    def _decoded(self) -> dict[str, str]:
-        if self._all is None:
-            self._all = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in self._raw}
-        return self._all
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._decoded())
-
-    def __len__(self) -> int:
-        return len(self._decoded())
-
-    def __repr__(self) -> str:
-        return f"RequestHeaders({self._decoded()!r})"
 
 
 def request_headers(scope: Scope) -> RequestHeaders:

@@ -76,7 +76,11 @@ class WebSocketEndpoint:
             accept["subprotocol"] = subprotocol
         await send(accept)
         _count_upgrade(node, scope, 101)
-        session = node.create_session(transport_info("websocket", codec=codec), headers)
+        # the scope's raw header list (kept by the scope anyway): no mapping object per
+        # connection unless someone reads session.headers
+        session = node.create_session(
+            transport_info("websocket", codec=codec), scope.get("headers", ())
+        )
         # From here on the connection's reader: it reads frames into the session until
         # either side closes, and the node's flusher writes. It runs in this coroutine
         # rather than in one it awaits: an idle connection then keeps one suspended frame
