@@ -66,6 +66,7 @@ from .handlers import (
 from .node_maps import MapApi, build_map_broker
 from .observer import NodeObserver, NoObserver, Tracing
 from .op_limits import OperationLimits
+from .outbox import Outbox
 from .pacing import Pacer
 from .payload import (
     MAX_DEPTH,
@@ -532,10 +533,15 @@ class Node(MapApi):
         return self._scheduler
 
     def create_session(
-        self, transport: Any, headers: Mapping[str, str] | RawHeaders | None = None
+        self,
+        transport: Any,
+        headers: Mapping[str, str] | RawHeaders | None = None,
+        outbox: Outbox | None = None,
     ) -> Session:
+        """A new connection's session; ``outbox``: the transport's own (the WebSocket
+        writer), else the session makes one."""
         # mypy checks here that Node satisfies host.SessionHost, all a session sees of it
-        return Session(self, transport, headers)
+        return Session(self, transport, headers, outbox)
 
     # -------------------------------------------------- BrokerEventHandler
 

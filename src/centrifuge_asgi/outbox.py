@@ -2,8 +2,9 @@
 
 Fan-out appends encoded messages without awaiting. The transport takes everything queued
 at once and sends it as one frame (coalescing), either by awaiting :meth:`Outbox.take_all`
-in a task of its own (the HTTP streaming transports) or by registering a listener that
-schedules a write (the WebSocket transport, through the node's flusher). Overflow is
+in a task of its own (the HTTP streaming transports) or through a listener that
+schedules a write (the WebSocket transport's writer, an Outbox itself that listens to
+itself, through the node's flusher). Overflow is
 reported to the caller, which disconnects the client as "slow".
 """
 

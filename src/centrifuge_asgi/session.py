@@ -288,6 +288,7 @@ class Session(ChannelCommands):
         node: SessionHost,
         transport: TransportInfo,
         headers: Mapping[str, str] | RawHeaders | None = None,
+        outbox: Outbox | None = None,
     ) -> None:
         self.node = node
         self.transport = transport
@@ -302,7 +303,7 @@ class Session(ChannelCommands):
         self.info: bytes | None = None
         self.meta: Any = None
         self.state = State.CONNECTING
-        self.outbox = Outbox(node.config.client.queue_max_size)
+        self.outbox = Outbox(node.config.client.queue_max_size) if outbox is None else outbox
         self.sub_slot = None  # the subscriptions (see ChannelCommands)
         self._maps = None  # made on a connection's first map command
         self.expire_at: int | None = None

@@ -1,7 +1,9 @@
 """The write side of one WebSocket connection, driven by the node's flusher.
 
-When messages land in the session's outbox, the :class:`FrameWriter` is scheduled on the
-node's :class:`~centrifuge_asgi.flusher.Flusher`, which calls :meth:`FrameWriter.flush`:
+The :class:`FrameWriter` is the session's outbox itself (an
+:class:`~centrifuge_asgi.outbox.Outbox`: one object per connection, not two). When
+messages land in it, it is scheduled on the node's
+:class:`~centrifuge_asgi.flusher.Flusher`, which calls :meth:`FrameWriter.flush`:
 everything queued becomes one frame (newline-separated JSON in a text frame, or
 length-delimited Protobuf in a binary frame), and the ASGI ``send`` runs inline, in a copy
 of the connection's context (in the writing task's own when the connection's context holds
@@ -24,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..codes import DisconnectCode
 from ..flusher import Resumed, step
+from ..outbox import Outbox
 from .http_common import Send
 
 if TYPE_CHECKING:
@@ -34,37 +37,50 @@ if TYPE_CHECKING:
 log = logging.getLogger("centrifuge_asgi.transports")
 
 COMMAND_GRACE = 5.0  # seconds an in-flight command may run on after the close frame
+# FrameWriter._flags
+_PEER_GONE = 1  # the client closed, or a write failed
+_READER_DONE = 2  # the reader ended (finish() runs)
+_READER_CANCELLED = 4  # the writer cancelled the reader (_cancel_reader)
+_READER_ENDED = _READER_DONE | _READER_CANCELLED
 
 
-class FrameWriter:
-    """Frames out of one session's outbox (see the module docstring)."""
+class FrameWriter(Outbox):
+    """One session's outbox, and the frames out of it (see the module docstring).
+
+    Made before its session, which takes it as its outbox (``Node.create_session``);
+    ``session`` is set right after.
+    """
 
     __slots__ = (
         "_context",
+        "_flags",
         "_grace",
         "_pending",
-        "_reader_cancelled",
         "_stop_send",
         "done",
         "node",
-        "peer_gone",
-        "reader_done",
         "reader_idle",
         "reader_task",
         "send",
         "session",
     )
 
-    def __init__(self, session: Session, send: Send, node: Node) -> None:
-        self.session = session
+    session: Session
+
+    def __init__(self, send: Send, node: Node) -> None:
+        # the Outbox's state, set here rather than through its __init__ (one call less
+        # per connection)
+        self.max_bytes = node.config.client.queue_max_size
+        self.size = 0
+        self._items = None
+        self._closed = False
+        self._listener = self  # the writer itself: no bound method per connection
         self.send = send
         self.node = node
         self.done = False  # the close frame was written, or nothing more can be
-        self.peer_gone = False  # the client closed, or a write failed
         self.reader_task: asyncio.Task[Any] | None = asyncio.current_task()
         self.reader_idle = False  # the reader waits for the next frame
-        self.reader_done = False
-        self._reader_cancelled = False
+        self._flags = 0  # _PEER_GONE, _READER_DONE, _READER_CANCELLED: rarely set, one slot
         self._pending: asyncio.Future[None] | None = None  # a stalled send being finished
         self._stop_send: Callable[[], None] | None = None  # aborts it (write timeout)
         self._grace: Timer | None = None
@@ -72,7 +88,6 @@ class FrameWriter:
         # uvicorn) they run in the writing task's own instead: no copy kept per connection.
         context = contextvars.copy_context()
         self._context = context if len(context) else None
-        session.outbox.listen(self)  # the writer itself: no bound method per connection
 
     def __call__(self) -> None:
         """The outbox's listener: messages landed in it, or it closed."""
@@ -117,8 +132,7 @@ class FrameWriter:
         if self.done:
             return None
         session = self.session
-        outbox = session.outbox
-        batch = outbox.drain()
+        batch = self.drain()
         if batch:
             codec = session.codec
             frame = codec.join(batch)
@@ -128,10 +142,10 @@ class FrameWriter:
                 return {"type": "websocket.send", "text": self.node.flusher.decode(frame)}
             except UnicodeDecodeError:  # binary payload (e.g. published by a Protobuf client)
                 session.disconnect(DisconnectCode.INAPPROPRIATE_PROTOCOL)
-        if not outbox.closed:
+        if not self._closed:
             return None
         self.done = True
-        if self.peer_gone:
+        if self._flags & _PEER_GONE:
             return None
         code, reason = session.close_code, session.close_reason
         return {"type": "websocket.close", "code": code, "reason": reason}
@@ -193,7 +207,7 @@ class FrameWriter:
 
     def _failed(self, exc: Exception) -> None:
         """A write failed: nothing more is written to this connection."""
-        self.peer_gone = True
+        self._flags |= _PEER_GONE
         self.done = True
         if isinstance(exc, TimeoutError):
             self.session.disconnect(DisconnectCode.WRITE_ERROR)
@@ -209,10 +223,19 @@ class FrameWriter:
     @property
     def reader_cancelled(self) -> bool:
         """True when :meth:`_cancel_reader` cancelled the reader task (not someone else)."""
-        return self._reader_cancelled
+        return bool(self._flags & _READER_CANCELLED)
+
+    @property
+    def peer_gone(self) -> bool:
+        """The client closed, or a write failed: nothing more can be written."""
+        return bool(self._flags & _PEER_GONE)
+
+    @peer_gone.setter
+    def peer_gone(self, gone: bool) -> None:
+        self._flags = self._flags | _PEER_GONE if gone else self._flags & ~_PEER_GONE
 
     def _stop_reader(self) -> None:
-        if self.reader_done or self._reader_cancelled:
+        if self._flags & _READER_ENDED:
             return
         if self.reader_idle:
             self._cancel_reader()
@@ -220,18 +243,19 @@ class FrameWriter:
             self._grace = self.node.scheduler.call_later(COMMAND_GRACE, self._cancel_reader)
 
     def _cancel_reader(self) -> None:
-        if self.reader_done or self._reader_cancelled or self.reader_task is None:
+        if self._flags & _READER_ENDED or self.reader_task is None:
             return
-        self._reader_cancelled = True
+        self._flags |= _READER_CANCELLED
         self.reader_task.cancel()
 
     async def finish(self) -> None:
         """Once the reader ended: send what is left and the close frame (bounded)."""
-        self.reader_done = True
+        self._flags |= _READER_DONE
         if self._grace is not None:
             self._grace.cancel()
         if not self.session.closing:  # the reader failed: the server closes the socket
-            self.done = self.peer_gone = True
+            self.done = True
+            self._flags |= _PEER_GONE
         elif (stalled := self.flush()) is not None:
             await self.complete(stalled)
             return

@@ -78,15 +78,15 @@ class WebSocketEndpoint:
         _count_upgrade(node, scope, 101)
         # the scope's raw header list (kept by the scope anyway): no mapping object per
         # connection unless someone reads session.headers
-        session = node.create_session(
-            transport_info("websocket", codec=codec), scope.get("headers", ())
+        writer = FrameWriter(send, node)  # the session's outbox
+        session = writer.session = node.create_session(
+            transport_info("websocket", codec=codec), scope.get("headers", ()), writer
         )
         # From here on the connection's reader: it reads frames into the session until
         # either side closes, and the node's flusher writes. It runs in this coroutine
         # rather than in one it awaits: an idle connection then keeps one suspended frame
         # instead of two (about 300 bytes less per connection).
         limit = node.config.websocket.message_size_limit
-        writer = FrameWriter(session, send, node)
         pacer = node.pacer
         paced = False
         del accept, headers, codec, subprotocol
