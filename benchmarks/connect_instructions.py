@@ -20,6 +20,10 @@ Under valgrind a connect is ~50x slower; keep N small (about a minute per server
 its server gets the ``pacer-unbounded`` what-if unless ``--pacer-bounded``. A client older
 than the ping interval (25 s, centrifuge-asgi and python-socketio) gets a ping inside the
 counted phase: ``oldest_s`` in the output says how old the first client was at the dump.
+For N in the thousands (``--n 100,5000 --no-pings --wait 1200``: about 15 minutes per
+server) ``--no-pings`` sets centrifuge-asgi's ping interval to a day, so that no ping falls
+inside the counted phase however long valgrind takes (natively a 5,000-client connect
+phase lasts seconds); uvicorn's own pings are off in every run.
 Only user-space instructions are counted (not the kernel's socket work).
 """
 
@@ -174,8 +178,16 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="keep the pacer's 10 ms slice (it runs out under valgrind, not natively)",
     )
+    p.add_argument(
+        "--no-pings",
+        action="store_true",
+        help="centrifuge-asgi's ping interval a day: no pings however long the run (uvicorn's "
+        "are off in every run)",
+    )
+    p.add_argument("--wait", type=float, default=WAIT_S, help="bound on each wait, seconds")
     p.add_argument("--keep", type=Path, help="keep the callgrind files here")
     args = p.parse_args(argv)
+    globals()["WAIT_S"] = args.wait
     n1, n2 = (int(x) for x in args.n.split(","))
     peers = [run.PEER_BY_KEY[k] for k in args.peers.split(",")]
     for tool in ("valgrind", "callgrind_control", "node"):
@@ -203,6 +215,8 @@ def main(argv: list[str] | None = None) -> int:
                 extra = ["--what-if", "pacer-unbounded"] if peer.server == "centrifuge" else []
                 if args.pacer_bounded:
                     extra = []
+                if args.no_pings and peer.server == "centrifuge":
+                    extra += ["--client-ping-interval", "86400"]
                 a, b = measure(ctx, peer, n1, out, extra), measure(ctx, peer, n2, out, extra)
                 row: dict[str, Any] = {"peer": peer.key, "round": rnd + 1, "raw": [a, b]}
                 for phase in ("connect", "teardown"):

@@ -26,6 +26,8 @@ def config(args: argparse.Namespace) -> dict[str, Any]:
         "client": {"allow_anonymous_connect_without_token": True},
         "channel": {"without_namespace": dict(_OPEN)},
     }
+    if getattr(args, "client_ping_interval", None):  # connect_instructions.py --no-pings
+        cfg["client"]["ping_interval"] = f"{args.client_ping_interval}s"
     if os.environ.get("BENCH_PROMETHEUS"):  # metrics on: what they cost the fan-out
         cfg["prometheus"] = {"enabled": True}
     if args.broker == "redis":

@@ -64,6 +64,11 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--ws", default="websockets-sansio")
     p.add_argument("--deflate", action="store_true", help="allow permessage-deflate")
     p.add_argument("--ws-ping-interval", type=_interval, default=20.0)
+    p.add_argument(
+        "--client-ping-interval",
+        type=float,
+        help="centrifuge-asgi's client.ping_interval in seconds (default: the library's)",
+    )
     p.add_argument("--broker", choices=["memory", "redis"], default="memory")
     p.add_argument("--redis-prefix", default="bench")
     p.add_argument("--probe", action="store_true", help="exit 0 if servable, 3 if not")
