@@ -62,7 +62,7 @@ from .protocol.messages import (
     SubscribeRequest,
     SubscribeResult,
 )
-from .subscriptions import ChannelCommands, Grant
+from .subscriptions import SUB_PUSH_JOIN_LEAVE, ChannelCommands, Grant
 from .timers import Timer
 from .wire import opt_raw
 
@@ -1272,7 +1272,7 @@ class Session(ChannelCommands):
             sub = sub.get(channel)
         if (
             sub is not None
-            and sub.push_join_leave
+            and sub.flags & SUB_PUSH_JOIN_LEAVE
             and sub.pending is None
             and sub.channel == channel
         ):

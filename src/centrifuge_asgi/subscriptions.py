@@ -107,20 +107,25 @@ class Grant:
         )
 
 
+# Subscription.flags: what a subscription does, fixed when it is made. Its properties of
+# the same names read them; the subscribe path and the fan-out test the bits inline.
+SUB_SERVER_SIDE = 1
+SUB_PRESENCE = 2
+SUB_EMIT_JOIN_LEAVE = 4  # publishes its join and leave
+SUB_PUSH_JOIN_LEAVE = 8  # receives the channel's joins and leaves
+SUB_RECOVERABLE = 16
+SUB_CLIENT_SIDE_REFRESH = 32
+
+
 @dataclass(slots=True, eq=False)
 class Subscription:
     """One channel subscription of one connection."""
 
     channel: str
-    server_side: bool
+    flags: int  # SUB_* bits (one slot instead of six booleans)
     chan_info: bytes | None
-    presence: bool
-    emit_join_leave: bool
-    push_join_leave: bool
     positioned: bool
-    recoverable: bool
     expire_at: int | None = None
-    client_side_refresh: bool = False
     offset: int = 0
     epoch: str = ""
     pending: list[tuple[Publication, str, EncodedOnce]] | None = field(default_factory=list)
@@ -131,6 +136,30 @@ class Subscription:
     delta: bool = False  # fossil delta negotiated (see delta.py)
     delta_base: int = 0  # offset of the payload the client holds as its delta base
     rare: RareParts | None = None  # made on first use: few subscriptions need one
+
+    @property
+    def server_side(self) -> bool:
+        return bool(self.flags & SUB_SERVER_SIDE)
+
+    @property
+    def presence(self) -> bool:
+        return bool(self.flags & SUB_PRESENCE)
+
+    @property
+    def emit_join_leave(self) -> bool:
+        return bool(self.flags & SUB_EMIT_JOIN_LEAVE)
+
+    @property
+    def push_join_leave(self) -> bool:
+        return bool(self.flags & SUB_PUSH_JOIN_LEAVE)
+
+    @property
+    def recoverable(self) -> bool:
+        return bool(self.flags & SUB_RECOVERABLE)
+
+    @property
+    def client_side_refresh(self) -> bool:
+        return bool(self.flags & SUB_CLIENT_SIDE_REFRESH)
 
     @property
     def stream(self) -> ChannelStream | None:
@@ -340,15 +369,11 @@ class ChannelCommands:
         """The subscription a map subscribe makes live (no presence or join/leave)."""
         return Subscription(
             channel=channel,
-            server_side=False,
+            flags=(SUB_RECOVERABLE if positioned else 0)
+            | (SUB_CLIENT_SIDE_REFRESH if grant.client_side_refresh else 0),
             chan_info=grant.info,
-            presence=False,
-            emit_join_leave=False,
-            push_join_leave=False,
             positioned=positioned,
-            recoverable=positioned,
             expire_at=grant.expire_at,
-            client_side_refresh=grant.client_side_refresh,
             rare=RareParts(map_channel=True),
             delta=delta,
         )
@@ -374,15 +399,10 @@ class ChannelCommands:
             raise ClientError.of(ErrorCode.ALREADY_SUBSCRIBED)
         sub = Subscription(
             channel=channel,
-            server_side=False,
+            flags=SUB_CLIENT_SIDE_REFRESH if grant.client_side_refresh else 0,
             chan_info=grant.info,
-            presence=False,
-            emit_join_leave=False,
-            push_join_leave=False,
             positioned=False,
-            recoverable=False,
             expire_at=grant.expire_at,
-            client_side_refresh=grant.client_side_refresh,
             pending=None,
             rare=RareParts(shared_poll=True),
         )
@@ -614,15 +634,15 @@ class ChannelCommands:
         positioned = gets.positioned and stream is None
         sub = Subscription(
             channel=channel,
-            server_side=server_side,
+            flags=(SUB_SERVER_SIDE if server_side else 0)
+            | (SUB_PRESENCE if gets.presence else 0)
+            | (SUB_EMIT_JOIN_LEAVE if gets.emit_join_leave else 0)
+            | (SUB_PUSH_JOIN_LEAVE if gets.push_join_leave else 0)
+            | (SUB_RECOVERABLE if gets.recoverable and stream is None else 0)
+            | (SUB_CLIENT_SIDE_REFRESH if grant.client_side_refresh else 0),
             chan_info=grant.info,
-            presence=gets.presence,
-            emit_join_leave=gets.emit_join_leave,
-            push_join_leave=gets.push_join_leave,
             positioned=positioned,
-            recoverable=gets.recoverable and stream is None,
             expire_at=grant.expire_at,
-            client_side_refresh=grant.client_side_refresh,
             tags_filter=tags_filter,
             rare=None if stream is None else RareParts(stream=stream),
             delta=bool(req.delta) and req.delta in opts.allowed_delta_types,
@@ -654,7 +674,7 @@ class ChannelCommands:
                 auto = cache and gets.auto_recover
                 await self._position(sub, opts, req, result, cache=cache, auto=auto)
                 self._check_still_wanted(sub)
-            if sub.presence:
+            if gets.presence:
                 node.metrics.count("node_action_count", ("add_presence", ""))
                 await node.presence_manager.add_presence(
                     channel, s.client_id, s.client_info(sub.chan_info)
@@ -690,14 +710,14 @@ class ChannelCommands:
         node = self.node
         meta_ttl = node.policy.meta_ttl(opts)
         result.positioned = True
-        result.recoverable = sub.recoverable
+        recoverable = result.recoverable = bool(sub.flags & SUB_RECOVERABLE)
         recovered = False
         pubs: list[Publication] = []
         top = StreamPosition()
-        if sub.recoverable and cache and (req.recover or auto):
+        if recoverable and cache and (req.recover or auto):
             result.was_recovering = True
             top, pubs, recovered = await self._recover_latest(sub, req, meta_ttl)
-        elif sub.recoverable and req.recover:
+        elif recoverable and req.recover:
             result.was_recovering = True
             since = StreamPosition(req.offset, req.epoch)
             try:
@@ -779,7 +799,7 @@ class ChannelCommands:
             code, reason = sub.unsubscribe_after
             await self.unsubscribe_by_server(channel, code, reason)
             return
-        if sub.emit_join_leave and s.sub(channel) is sub:
+        if sub.flags & SUB_EMIT_JOIN_LEAVE and s.sub(channel) is sub:
             try:
                 await s.node.broker.publish_join(channel, s.client_info(sub.chan_info))
             except Exception as exc:  # join/leave are at most once; the subscription stands
@@ -932,10 +952,10 @@ class ChannelCommands:
             elif not node.registry.has_subscribers(channel):
                 node.metrics.count("node_action_count", ("broker_unsubscribe", ""))
                 await node.broker.unsubscribe(channel)
-            if sub.presence:
+            if sub.flags & SUB_PRESENCE:
                 node.metrics.count("node_action_count", ("remove_presence", ""))
                 await node.presence_manager.remove_presence(channel, s.client_id, s.user)
-            if sub.emit_join_leave and sub.pending is None:
+            if sub.flags & SUB_EMIT_JOIN_LEAVE and sub.pending is None:
                 await node.broker.publish_leave(channel, s.client_info(sub.chan_info))
         except Exception:
             log.exception(
