@@ -117,16 +117,16 @@ class Wheel(Generic[T]):
         self.fire = fire
         self.resolution = resolution
         self._ticks: dict[int, dict[T, None]] = {}
-        self._tick_of: dict[T, int] = {}
+        # item → the dict of its tick in _ticks (shared by the tick's items, where the
+        # tick's number would be an int object per item)
+        self._tick_of: dict[T, dict[T, None]] = {}
 
     def add(self, item: T, delay: float) -> None:
         """Fire ``item`` after ``delay`` seconds, replacing its earlier deadline (a delay
         that is not positive or finite means none)."""
         earlier = self._tick_of.pop(item, None)  # discard(item), without the call
         if earlier is not None:
-            items = self._ticks.get(earlier)
-            if items is not None:
-                items.pop(item, None)
+            earlier.pop(item, None)
         if not 0 < delay < math.inf:
             return
         now = self.scheduler.clock()
@@ -138,14 +138,12 @@ class Wheel(Generic[T]):
                 tick * self.resolution - now, functools.partial(self._due, tick)
             )
         items[item] = None
-        self._tick_of[item] = tick
+        self._tick_of[item] = items
 
     def discard(self, item: T) -> None:
-        tick = self._tick_of.pop(item, None)
-        if tick is not None:
-            items = self._ticks.get(tick)
-            if items is not None:
-                items.pop(item, None)
+        items = self._tick_of.pop(item, None)
+        if items is not None:
+            items.pop(item, None)
 
     def __len__(self) -> int:
         return len(self._tick_of)
@@ -154,8 +152,13 @@ class Wheel(Generic[T]):
         return item in self._tick_of
 
     def _due(self, tick: int) -> None:
-        for item in self._ticks.pop(tick, {}):
-            if self._tick_of.get(item) != tick:
+        items = self._ticks.pop(tick, None)
+        if not items:
+            return
+        # a copy: a callback may discard or move other items of this tick (they leave
+        # this dict), and those are skipped
+        for item in list(items):
+            if self._tick_of.get(item) is not items:
                 continue  # discarded or moved by an earlier callback of this tick
             del self._tick_of[item]
             try:
