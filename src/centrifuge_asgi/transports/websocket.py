@@ -53,6 +53,33 @@ def _count_upgrade(node: Node, scope: Scope, status: int) -> None:
     node.metrics.count("node_incoming_http_requests_total", labels)
 
 
+async def _handshake(node: Node, scope: Scope, receive: Receive, send: Send) -> FrameWriter | None:
+    """The upgrade: admission, subprotocol, accept. Returns the connection's writer (its
+    session's outbox, ``session`` set), or None when refused or the client went away."""
+    msg = await receive()
+    if msg["type"] != "websocket.connect":
+        return None
+    headers = request_headers(scope)
+    refused = admission_status(node, headers)
+    if refused is not None:  # not started or shutting down, Origin, connection limit
+        _count_upgrade(node, scope, refused)
+        await deny_handshake(scope, send, refused)
+        return None
+    codec, subprotocol = negotiate(scope)
+    accept: dict[str, Any] = {"type": "websocket.accept"}
+    if subprotocol is not None:
+        accept["subprotocol"] = subprotocol
+    await send(accept)
+    _count_upgrade(node, scope, 101)
+    writer = FrameWriter(send, node)  # made in the reader's task (it keeps that task)
+    # the session keeps the scope's raw header list (the scope keeps it anyway): no
+    # mapping object per connection unless someone reads session.headers
+    writer.session = node.create_session(
+        transport_info("websocket", codec=codec), scope.get("headers", ()), writer
+    )
+    return writer
+
+
 class WebSocketEndpoint:
     """ASGI app for one WebSocket route, bound to a node."""
 
@@ -60,36 +87,17 @@ class WebSocketEndpoint:
         self.node = node
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        node = self.node
-        msg = await receive()
-        if msg["type"] != "websocket.connect":
+        writer = await _handshake(self.node, scope, receive, send)
+        if writer is None:
             return
-        headers = request_headers(scope)
-        refused = admission_status(node, headers)
-        if refused is not None:  # not started or shutting down, Origin, connection limit
-            _count_upgrade(node, scope, refused)
-            await deny_handshake(scope, send, refused)
-            return
-        codec, subprotocol = negotiate(scope)
-        accept: dict[str, Any] = {"type": "websocket.accept"}
-        if subprotocol is not None:
-            accept["subprotocol"] = subprotocol
-        await send(accept)
-        _count_upgrade(node, scope, 101)
-        # the scope's raw header list (kept by the scope anyway): no mapping object per
-        # connection unless someone reads session.headers
-        writer = FrameWriter(send, node)  # the session's outbox
-        session = writer.session = node.create_session(
-            transport_info("websocket", codec=codec), scope.get("headers", ()), writer
-        )
+        session = writer.session
         # From here on the connection's reader: it reads frames into the session until
         # either side closes, and the node's flusher writes. It runs in this coroutine
-        # rather than in one it awaits: an idle connection then keeps one suspended frame
-        # instead of two (about 300 bytes less per connection).
-        limit = node.config.websocket.message_size_limit
-        pacer = node.pacer
+        # rather than in one it awaits, and the handshake's locals stayed in _handshake's
+        # frame: an idle connection keeps one small suspended frame (and few locals: each
+        # is 8 bytes of it).
+        limit = self.node.config.websocket.message_size_limit
         paced = False
-        del accept, headers, codec, subprotocol
         try:
             async with session.command_tasks():
                 while True:
@@ -101,25 +109,28 @@ class WebSocketEndpoint:
                         # thousands of peers gone at once release their sessions a slice
                         # of the loop at a time (pacing.py)
                         paced = True
-                        await pacer.tick()
+                        await self.node.pacer.tick()
                         session.transport_closed()
                         break
-                    text = msg.get("text")
-                    data: bytes = text.encode() if text is not None else msg.get("bytes") or b""
+                    data = msg.get("text")  # then its bytes (one local for both)
+                    data = data.encode() if data is not None else msg.get("bytes") or b""
                     if limit > 0 and len(data) > limit:
                         session.disconnect(_MESSAGE_TOO_BIG, "message too big")
                         break
                     await session.handle_frame(data)
                     # an idle connection waits for its next frame without keeping the
                     # last one (the message dict, its text and bytes) alive meanwhile
-                    del msg, text, data
+                    del msg, data
                     if session.closing:
                         break
         except asyncio.CancelledError:
             # The writer stops the reader once the close frame is out; any other
             # cancellation (the server shutting down) goes on.
-            task = writer.reader_task
-            if not writer.reader_cancelled or task is None or task.uncancel() > 0:
+            if (
+                not writer.reader_cancelled
+                or writer.reader_task is None
+                or writer.reader_task.uncancel() > 0
+            ):
                 raise
         finally:
             # One shield for the whole clean-up (a cancel scope costs more than these steps
@@ -128,7 +139,7 @@ class WebSocketEndpoint:
             with anyio.CancelScope(shield=True):
                 try:
                     if not paced:
-                        await pacer.tick()
+                        await self.node.pacer.tick()
                     await writer.finish()
                 finally:
                     with anyio.move_on_after(5):
