@@ -214,9 +214,11 @@ _RUNS: dict[str, str] = {
     "presence_stats": "presence_stats",
     "history": "history",
     "rpc": "_rpc",
-    "refresh": "_refresh",
+    "refresh": "_refresher",
     "sub_refresh": "sub_refresh",
 }
+_CLIENT_REFRESH = 1  # Session._refresher
+_HANDLER_REFRESH = 2
 SUBSCRIBING_WAIT = 5.0  # how long an unsubscribe waits for a subscribe of its channel
 
 
@@ -265,10 +267,9 @@ class Session(ChannelCommands):
         "_awaiting_pong",
         "_headers",
         "_occasional",
-        "_refresh_by_handler",
+        "_refresher",
         "_timers",
         "client_id",
-        "client_side_refresh",
         "close_code",
         "close_reason",
         "codec",
@@ -307,10 +308,11 @@ class Session(ChannelCommands):
         self.sub_slot = None  # the subscriptions (see ChannelCommands)
         self._maps = None  # made on a connection's first map command
         self.expire_at: int | None = None
-        self.client_side_refresh = False
         self.close_code = 0
         self.close_reason = ""
-        self._refresh_by_handler = False
+        # who refreshes the connection before expire_at: nobody (0), the client
+        # (_CLIENT_REFRESH) or a refresh handler (_HANDLER_REFRESH); one slot, not two
+        self._refresher = 0
         # Made when first needed, and dropped once empty: most connections hold no timer
         # of their own, and a connection runs commands concurrently only when configured.
         self._timers: dict[str, Timer] | None = None
@@ -319,6 +321,11 @@ class Session(ChannelCommands):
         node.stale_checks.add(self, node.config.client.stale_close_delay)
 
     # ------------------------------------------------------------------- properties
+
+    @property
+    def client_side_refresh(self) -> bool:
+        """The client refreshes its connection (its token allowed it)."""
+        return self._refresher == _CLIENT_REFRESH
 
     @property
     def closing(self) -> bool:
@@ -982,8 +989,13 @@ class Session(ChannelCommands):
         self.info = creds.info
         self.meta = creds.meta
         self.expire_at = creds.expire_at
-        self.client_side_refresh = creds.client_side_refresh
-        self._refresh_by_handler = creds.expire_at is not None and not creds.client_side_refresh
+        self._refresher = (
+            _CLIENT_REFRESH
+            if creds.client_side_refresh
+            else _HANDLER_REFRESH
+            if creds.expire_at is not None
+            else 0
+        )
         node.registry.add_session(self)
         try:
             wanted = self._server_side_channels(creds, req)
@@ -1005,7 +1017,7 @@ class Session(ChannelCommands):
         if cfg.ping_interval > 0 and self.codec.ping:  # uni_grpc sends no pings
             result.ping = max(1, int(cfg.ping_interval))
             result.pong = cfg.pong_timeout > 0 and not self.transport.unidirectional
-        if self.client_side_refresh and self.expire_at is not None:
+        if self._refresher == _CLIENT_REFRESH and self.expire_at is not None:
             result.expires = True
             result.ttl = max(1, int(self.expire_at - now))
         if cfg.connect_include_server_time:
@@ -1090,7 +1102,7 @@ class Session(ChannelCommands):
             self._cancel_timer("expire")
             return
         delay = self.expire_at - time.time()
-        if self._refresh_by_handler:
+        if self._refresher == _HANDLER_REFRESH:
             self._schedule("expire", max(delay, 0.001), self._on_expire_refresh)
         else:
             delay += self.node.config.client.expired_close_delay
@@ -1131,7 +1143,7 @@ class Session(ChannelCommands):
         self._extend(reply.expire_at)
 
     async def _refresh(self, req: RefreshRequest) -> RefreshResult:
-        if not self.client_side_refresh or not req.token:
+        if self._refresher != _CLIENT_REFRESH or not req.token:
             raise Disconnect.of(DisconnectCode.BAD_REQUEST)
         try:
             token = await self.node.token_verifier.verify_connect(req.token)
