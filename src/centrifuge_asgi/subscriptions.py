@@ -130,8 +130,10 @@ class Subscription:
     epoch: str = ""
     pending: list[tuple[Publication, str, EncodedOnce]] | None = field(default_factory=list)
     timer: Timer | None = None
-    checked_top: int = 0  # stream top seen by the previous periodic position check
-    pending_bytes: int = 0  # bytes buffered while the subscribe is in flight
+    # one slot, two phases: while the subscribe is in flight, the bytes buffered; once
+    # live (reset by activate), the stream top seen by the previous periodic position
+    # check (check_position skips pending subscriptions)
+    watermark: int = 0
     tags_filter: TagsFilter | None = None  # the subscribe's ``tf``, compiled
     delta: bool = False  # fossil delta negotiated (see delta.py)
     delta_base: int = 0  # offset of the payload the client holds as its delta base
@@ -792,7 +794,7 @@ class ChannelCommands:
         if sub is None or sub.pending is None or sub.channel != channel:
             return
         buffered, sub.pending = sub.pending, None
-        sub.pending_bytes = 0
+        sub.watermark = 0  # from bytes buffered to the stream top of the last check
         for pub, epoch, data in buffered:
             self.deliver_publication(channel, pub, epoch, data)
         if sub.unsubscribe_after is not None:  # the server unsubscribed it meanwhile
@@ -825,8 +827,8 @@ class ChannelCommands:
         if sub is None or sub.channel != channel:
             return False
         if sub.pending is not None:
-            sub.pending_bytes += len(data.get(s.codec))
-            if sub.pending_bytes > s.outbox.max_bytes > 0:
+            sub.watermark += len(data.get(s.codec))  # bytes buffered
+            if sub.watermark > s.outbox.max_bytes > 0:
                 s.disconnect(DisconnectCode.SLOW)
                 return False
             sub.pending.append((pub, epoch, data))
@@ -868,10 +870,10 @@ class ChannelCommands:
         sub = self.sub(channel)
         if sub is None or not sub.positioned or sub.pending is not None:
             return
-        if (sub.epoch and sub.epoch != top.epoch) or sub.offset < sub.checked_top:
+        if (sub.epoch and sub.epoch != top.epoch) or sub.offset < sub.watermark:
             self.insufficient_state(sub)
             return
-        sub.checked_top = top.offset
+        sub.watermark = top.offset
 
     def insufficient_state(self, sub: Subscription) -> None:
         """A gap in a positioned stream: resubscribe (client-side) or reconnect (server-side)."""
