@@ -214,7 +214,7 @@ _RUNS: dict[str, str] = {
     "presence_stats": "presence_stats",
     "history": "history",
     "rpc": "_rpc",
-    "refresh": "_refresher",
+    "refresh": "_refresh",
     "sub_refresh": "sub_refresh",
 }
 _CLIENT_REFRESH = 1  # Session._refresher

@@ -56,6 +56,17 @@ async def test_connect_reply_advertises_ping_and_expiry(node: Node) -> None:
     assert "session" not in result and "node" not in result
 
 
+async def test_client_side_refresh_moves_the_expiry(node: Node) -> None:
+    s = node.create_session(TransportInfo())
+    await s.handle_frame(frame({"id": 1, "connect": {"token": token("u1", ttl=100)}}))
+    [reply] = replies(s)
+    assert reply["connect"]["expires"] is True and s.client_side_refresh
+    await s.handle_frame(frame({"id": 2, "refresh": {"token": token("u1", ttl=200)}}))
+    [reply] = replies(s)
+    assert reply["id"] == 2 and reply["refresh"]["expires"] is True
+    assert 198 <= reply["refresh"]["ttl"] <= 200 and s.connected
+
+
 async def test_connect_and_subscribe_in_one_frame(node: Node) -> None:
     s = node.create_session(TransportInfo())
     await s.handle_frame(
