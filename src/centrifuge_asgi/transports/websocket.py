@@ -90,16 +90,15 @@ class WebSocketEndpoint:
         writer = await _handshake(self.node, scope, receive, send)
         if writer is None:
             return
-        session = writer.session
         # From here on the connection's reader: it reads frames into the session until
         # either side closes, and the node's flusher writes. It runs in this coroutine
         # rather than in one it awaits, and the handshake's locals stayed in _handshake's
-        # frame: an idle connection keeps one small suspended frame (and few locals: each
-        # is 8 bytes of it).
+        # frame: an idle connection keeps one small suspended frame (each local and each
+        # slot of its stack depth is 8 bytes of it: the session is read as writer.session).
         limit = self.node.config.websocket.message_size_limit
         paced = False
         try:
-            async with session.command_tasks():
+            async with writer.session.command_tasks():
                 while True:
                     writer.reader_idle = True
                     msg = await receive()
@@ -110,18 +109,18 @@ class WebSocketEndpoint:
                         # of the loop at a time (pacing.py)
                         paced = True
                         await self.node.pacer.tick()
-                        session.transport_closed()
+                        writer.session.transport_closed()
                         break
                     data = msg.get("text")  # then its bytes (one local for both)
                     data = data.encode() if data is not None else msg.get("bytes") or b""
                     if limit > 0 and len(data) > limit:
-                        session.disconnect(_MESSAGE_TOO_BIG, "message too big")
+                        writer.session.disconnect(_MESSAGE_TOO_BIG, "message too big")
                         break
-                    await session.handle_frame(data)
+                    await writer.session.handle_frame(data)
                     # an idle connection waits for its next frame without keeping the
                     # last one (the message dict, its text and bytes) alive meanwhile
                     del msg, data
-                    if session.closing:
+                    if writer.session.closing:
                         break
         except asyncio.CancelledError:
             # The writer stops the reader once the close frame is out; any other
@@ -133,17 +132,27 @@ class WebSocketEndpoint:
             ):
                 raise
         finally:
-            # One shield for the whole clean-up (a cancel scope costs more than these steps
-            # usually take). A plain task.cancel() (uvicorn's forced shutdown) passes a
-            # shield; whatever happens to the writer, the session is still released.
-            with anyio.CancelScope(shield=True):
-                try:
-                    if not paced:
-                        await self.node.pacer.tick()
-                    await writer.finish()
-                finally:
-                    with anyio.move_on_after(5):
-                        await session.finish()
+            await _teardown(writer, paced)
+
+
+async def _teardown(writer: FrameWriter, paced: bool) -> None:
+    """After the reader: the writer's last frames, then the session's release.
+
+    Apart from the reader's coroutine so that its frame, suspended for the connection's
+    life, needs no stack room for these nested blocks. One shield for the whole
+    clean-up (a cancel scope costs more than these steps usually take). A plain
+    task.cancel() (uvicorn's forced shutdown) passes a shield; whatever happens to the
+    writer, the session is still released. It is entered before the first await, as
+    when it was written inline.
+    """
+    with anyio.CancelScope(shield=True):
+        try:
+            if not paced:
+                await writer.node.pacer.tick()
+            await writer.finish()
+        finally:
+            with anyio.move_on_after(5):
+                await writer.session.finish()
 
 
 def routes(node: Node) -> list[BaseRoute]:
