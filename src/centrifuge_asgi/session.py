@@ -246,12 +246,15 @@ PIPELINED_PUBLISHES = 16
 
 class _Occasional:
     """The state of features few connections use: concurrent commands, pipelined
-    publications, operation rate limits. Made on first use, so that a connection using
-    none of them holds one empty slot instead of five."""
+    publications, operation rate limits, connection meta, the session id of an emulated
+    or unidirectional stream. Made on first use, so that a connection using none of them
+    holds one empty slot instead of seven."""
 
-    __slots__ = ("deferred", "rate_held", "slots", "subscribing", "tasks")
+    __slots__ = ("deferred", "meta", "rate_held", "session_id", "slots", "subscribing", "tasks")
 
     def __init__(self) -> None:
+        self.meta: Any = None  # Session.meta
+        self.session_id = ""  # Session.session_id
         self.tasks: TaskGroup | None = None  # set inside command_tasks() when concurrent
         self.slots: anyio.Semaphore | None = None
         self.subscribing: dict[str, anyio.Event] | None = None
@@ -275,10 +278,8 @@ class Session(ChannelCommands):
         "codec",
         "expire_at",
         "info",
-        "meta",
         "node",
         "outbox",
-        "session_id",
         "state",
         "transport",
         "user",
@@ -298,11 +299,8 @@ class Session(ChannelCommands):
         self._headers = headers
         self.codec = transport.codec
         self.client_id = new_id()
-        streamed = transport.emulation or transport.unidirectional
-        self.session_id = new_id() if streamed else ""
         self.user = ""
         self.info: bytes | None = None
-        self.meta: Any = None
         self.state = State.CONNECTING
         self.outbox = Outbox(node.config.client.queue_max_size) if outbox is None else outbox
         self.sub_slot = None  # the subscriptions (see ChannelCommands)
@@ -318,9 +316,28 @@ class Session(ChannelCommands):
         self._timers: dict[str, Timer] | None = None
         self._awaiting_pong = 0.0  # perf_counter() of the ping awaiting its pong
         self._occasional: _Occasional | None = None
+        if transport.emulation or transport.unidirectional:  # a stream found by its id
+            self._more().session_id = new_id()
         node.stale_checks.add(self, node.config.client.stale_close_delay)
 
     # ------------------------------------------------------------------- properties
+
+    @property
+    def session_id(self) -> str:
+        """The id of an emulated or unidirectional stream ("" for other transports)."""
+        occasional = self._occasional
+        return "" if occasional is None else occasional.session_id
+
+    @property
+    def meta(self) -> Any:
+        """The connection's meta (from its token, connect handler or proxy), or None."""
+        occasional = self._occasional
+        return None if occasional is None else occasional.meta
+
+    @meta.setter
+    def meta(self, meta: Any) -> None:
+        if meta is not None or self._occasional is not None:
+            self._more().meta = meta
 
     @property
     def client_side_refresh(self) -> bool:
@@ -987,7 +1004,8 @@ class Session(ChannelCommands):
             raise Disconnect.of(DisconnectCode.CONNECTION_LIMIT)
         self.user = creds.user
         self.info = creds.info
-        self.meta = creds.meta
+        if creds.meta is not None:  # (the meta setter, without its call)
+            self._more().meta = creds.meta
         self.expire_at = creds.expire_at
         self._refresher = (
             _CLIENT_REFRESH
