@@ -194,6 +194,13 @@ class WriteWatchdog:
     def done(self, key: object) -> None:
         self._writing.pop(key, None)
 
+    def expire(self, key: object) -> None:
+        """Expire ``key``'s send now, as a sweep past its deadline would (nothing when
+        it is not registered: finished, or expired already)."""
+        entry = self._writing.pop(key, None)
+        if entry is not None:
+            entry[1]()
+
     def sweep(self) -> None:
         now = self.clock()
         for key, (deadline, on_expire) in list(self._writing.items()):

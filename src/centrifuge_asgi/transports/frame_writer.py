@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..codes import DisconnectCode
@@ -41,6 +40,7 @@ COMMAND_GRACE = 5.0  # seconds an in-flight command may run on after the close f
 _PEER_GONE = 1  # the client closed, or a write failed
 _READER_DONE = 2  # the reader ended (finish() runs)
 _READER_CANCELLED = 4  # the writer cancelled the reader (_cancel_reader)
+_DONE = 8  # the close frame was written, or nothing more can be
 _READER_ENDED = _READER_DONE | _READER_CANCELLED
 
 
@@ -56,8 +56,6 @@ class FrameWriter(Outbox):
         "_flags",
         "_grace",
         "_pending",
-        "_stop_send",
-        "done",
         "node",
         "reader_idle",
         "reader_task",
@@ -77,12 +75,10 @@ class FrameWriter(Outbox):
         self._listener = self  # the writer itself: no bound method per connection
         self.send = send
         self.node = node
-        self.done = False  # the close frame was written, or nothing more can be
         self.reader_task: asyncio.Task[Any] | None = asyncio.current_task()
         self.reader_idle = False  # the reader waits for the next frame
-        self._flags = 0  # _PEER_GONE, _READER_DONE, _READER_CANCELLED: rarely set, one slot
+        self._flags = 0  # _DONE, _PEER_GONE, _READER_DONE, _READER_CANCELLED: one slot
         self._pending: asyncio.Future[None] | None = None  # a stalled send being finished
-        self._stop_send: Callable[[], None] | None = None  # aborts it (write timeout)
         self._grace: Timer | None = None
         # Sends see the connection's context. Where it holds no variable (as under
         # uvicorn) they run in the writing task's own instead: no copy kept per connection.
@@ -123,13 +119,13 @@ class FrameWriter(Outbox):
                 return None
             if stalled is not None:
                 return stalled
-        if self.done:
+        if self._flags & _DONE:
             self._stop_reader()
         return None
 
     def _next_message(self) -> dict[str, Any] | None:
         """The next ASGI message to send: a frame of everything queued, or the close."""
-        if self.done:
+        if self._flags & _DONE:
             return None
         session = self.session
         batch = self.drain()
@@ -144,7 +140,7 @@ class FrameWriter(Outbox):
                 session.disconnect(DisconnectCode.INAPPROPRIATE_PROTOCOL)
         if not self._closed:
             return None
-        self.done = True
+        self._flags |= _DONE
         if self._flags & _PEER_GONE:
             return None
         code, reason = session.close_code, session.close_reason
@@ -169,7 +165,6 @@ class FrameWriter(Outbox):
             expirations += 1
             task.cancel()
 
-        self._stop_send = expire
         try:
             try:
                 next_stalled: Resumed | None = stalled
@@ -195,9 +190,8 @@ class FrameWriter(Outbox):
         except Exception as exc:
             self._failed(exc)
         finally:
-            self._stop_send = None
             self._resolve_pending()
-        if self.done:
+        if self._flags & _DONE:
             self._stop_reader()
 
     def _resolve_pending(self) -> None:
@@ -207,8 +201,7 @@ class FrameWriter(Outbox):
 
     def _failed(self, exc: Exception) -> None:
         """A write failed: nothing more is written to this connection."""
-        self._flags |= _PEER_GONE
-        self.done = True
+        self._flags |= _PEER_GONE | _DONE
         if isinstance(exc, TimeoutError):
             self.session.disconnect(DisconnectCode.WRITE_ERROR)
         elif isinstance(exc, OSError):
@@ -224,6 +217,11 @@ class FrameWriter(Outbox):
     def reader_cancelled(self) -> bool:
         """True when :meth:`_cancel_reader` cancelled the reader task (not someone else)."""
         return bool(self._flags & _READER_CANCELLED)
+
+    @property
+    def done(self) -> bool:
+        """The close frame was written, or nothing more can be."""
+        return bool(self._flags & _DONE)
 
     @property
     def peer_gone(self) -> bool:
@@ -254,8 +252,7 @@ class FrameWriter(Outbox):
         if self._grace is not None:
             self._grace.cancel()
         if not self.session.closing:  # the reader failed: the server closes the socket
-            self.done = True
-            self._flags |= _PEER_GONE
+            self._flags |= _DONE | _PEER_GONE
         elif (stalled := self.flush()) is not None:
             await self.complete(stalled)
             return
@@ -265,6 +262,6 @@ class FrameWriter(Outbox):
         # another task is finishing a stalled send: wait for it, then stop it if needed
         timeout = self.node.config.websocket.write_timeout or 1.0
         finished, _ = await asyncio.wait((pending,), timeout=timeout + 1.0)
-        if not finished and self._stop_send is not None:
-            self._stop_send()
+        if not finished:  # complete() waits in that send: expire it (its watchdog entry)
+            self.node.write_watchdog.expire(self)
             await asyncio.wait((pending,), timeout=1.0)
