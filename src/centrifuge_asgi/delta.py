@@ -29,6 +29,12 @@ from .protocol.codec import Codec, EncodedOnce
 from .protocol.messages import PublicationWire, Push, Reply
 from .wire import publication_wire
 
+# The bits of a subscription's flags (``subscriptions.Subscription.flags``) that decide
+# how a publication reaches it, read per delivery by the fan-out (``registry.py``) and
+# by ``deliver_publication``; here, below both, so that they share one definition.
+SUB_POSITIONED = 64  # its stream position is checked (offsets, epoch)
+SUB_DELTA = 128  # fossil delta negotiated: publications in the delta form
+
 if TYPE_CHECKING:
     from .engines.base import Publication
 

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 import anyio
 
-from .delta import PublicationPush
+from .delta import SUB_DELTA, SUB_POSITIONED, PublicationPush
 from .engines.base import ClientInfo, Publication
 from .protocol.codec import Codec, EncodedOnce
 from .protocol.messages import JoinLeave, Push, Reply
@@ -29,10 +29,7 @@ class SubscriptionState(Protocol):
     def pending(self) -> object: ...  # not None while its subscribe is in flight
 
     @property
-    def positioned(self) -> bool: ...
-
-    @property
-    def delta(self) -> bool: ...
+    def flags(self) -> int: ...  # its SUB_POSITIONED and SUB_DELTA bits (delta.py)
 
     @property
     def tags_filter(self) -> TagsFilter | None: ...
@@ -252,7 +249,9 @@ class Registry(Generic[S]):
         if not subs:
             return 0
         encoded = PublicationPush(channel, pub, prev)
-        has_offset = bool(pub.offset)
+        # the subscriptions that take the encoded bytes as they are: those with none of
+        # these bits (a position to check only matters for a publication with an offset)
+        special = SUB_POSITIONED | SUB_DELTA if pub.offset else SUB_DELTA
         tags = NO_TAGS if pub.tags is None else pub.tags
         codec: Codec | None = None
         data = b""
@@ -265,8 +264,7 @@ class Registry(Generic[S]):
                 sub is None
                 or sub.channel != channel
                 or sub.pending is not None
-                or (has_offset and sub.positioned)
-                or sub.delta
+                or sub.flags & special
             ):
                 if not session.deliver_publication(channel, pub, epoch, encoded):
                     unsent.append((session.transport.name, session.codec))

@@ -23,7 +23,7 @@ from msgspec import UNSET
 
 from . import auth
 from .codes import DisconnectCode, ErrorCode, UnsubscribeCode
-from .delta import FOSSIL, PublicationPush, delta_chain
+from .delta import FOSSIL, SUB_DELTA, SUB_POSITIONED, PublicationPush, delta_chain
 from .engines.base import HistoryFilter, Publication, PublishResult, StreamPosition
 from .errors import ClientError, Disconnect
 from .handlers import (
@@ -115,6 +115,7 @@ SUB_EMIT_JOIN_LEAVE = 4  # publishes its join and leave
 SUB_PUSH_JOIN_LEAVE = 8  # receives the channel's joins and leaves
 SUB_RECOVERABLE = 16
 SUB_CLIENT_SIDE_REFRESH = 32
+# SUB_POSITIONED (64) and SUB_DELTA (128), read per delivery, are defined in delta.py
 
 
 @dataclass(slots=True, eq=False)
@@ -122,9 +123,8 @@ class Subscription:
     """One channel subscription of one connection."""
 
     channel: str
-    flags: int  # SUB_* bits (one slot instead of six booleans)
+    flags: int  # SUB_* bits (one slot instead of eight booleans)
     chan_info: bytes | None
-    positioned: bool
     expire_at: int | None = None
     offset: int = 0
     epoch: str = ""
@@ -135,9 +135,17 @@ class Subscription:
     # check (check_position skips pending subscriptions)
     watermark: int = 0
     tags_filter: TagsFilter | None = None  # the subscribe's ``tf``, compiled
-    delta: bool = False  # fossil delta negotiated (see delta.py)
     delta_base: int = 0  # offset of the payload the client holds as its delta base
     rare: RareParts | None = None  # made on first use: few subscriptions need one
+
+    @property
+    def positioned(self) -> bool:
+        return bool(self.flags & SUB_POSITIONED)
+
+    @property
+    def delta(self) -> bool:
+        """Fossil delta negotiated (see delta.py)."""
+        return bool(self.flags & SUB_DELTA)
 
     @property
     def server_side(self) -> bool:
@@ -371,13 +379,12 @@ class ChannelCommands:
         """The subscription a map subscribe makes live (no presence or join/leave)."""
         return Subscription(
             channel=channel,
-            flags=(SUB_RECOVERABLE if positioned else 0)
-            | (SUB_CLIENT_SIDE_REFRESH if grant.client_side_refresh else 0),
+            flags=(SUB_RECOVERABLE | SUB_POSITIONED if positioned else 0)
+            | (SUB_CLIENT_SIDE_REFRESH if grant.client_side_refresh else 0)
+            | (SUB_DELTA if delta else 0),
             chan_info=grant.info,
-            positioned=positioned,
             expire_at=grant.expire_at,
             rare=RareParts(map_channel=True),
-            delta=delta,
         )
 
     async def _subscribe_shared_poll(self, req: SubscribeRequest) -> SubscribeResult:
@@ -403,7 +410,6 @@ class ChannelCommands:
             channel=channel,
             flags=SUB_CLIENT_SIDE_REFRESH if grant.client_side_refresh else 0,
             chan_info=grant.info,
-            positioned=False,
             expire_at=grant.expire_at,
             pending=None,
             rare=RareParts(shared_poll=True),
@@ -634,6 +640,7 @@ class ChannelCommands:
             join_leave=req.join_leave,
         )
         positioned = gets.positioned and stream is None
+        delta = bool(req.delta) and req.delta in opts.allowed_delta_types
         sub = Subscription(
             channel=channel,
             flags=(SUB_SERVER_SIDE if server_side else 0)
@@ -641,13 +648,13 @@ class ChannelCommands:
             | (SUB_EMIT_JOIN_LEAVE if gets.emit_join_leave else 0)
             | (SUB_PUSH_JOIN_LEAVE if gets.push_join_leave else 0)
             | (SUB_RECOVERABLE if gets.recoverable and stream is None else 0)
-            | (SUB_CLIENT_SIDE_REFRESH if grant.client_side_refresh else 0),
+            | (SUB_CLIENT_SIDE_REFRESH if grant.client_side_refresh else 0)
+            | (SUB_POSITIONED if positioned else 0)
+            | (SUB_DELTA if delta else 0),
             chan_info=grant.info,
-            positioned=positioned,
             expire_at=grant.expire_at,
             tags_filter=tags_filter,
             rare=None if stream is None else RareParts(stream=stream),
-            delta=bool(req.delta) and req.delta in opts.allowed_delta_types,
         )
         if s.sub_slot is None:  # the usual first subscription: no call
             s.sub_slot = sub
@@ -668,7 +675,7 @@ class ChannelCommands:
             self._check_still_wanted(sub)
             result = SubscribeResult(
                 data=opt_raw(grant.data),
-                delta=sub.delta,
+                delta=delta,
                 publish_debounce=int(opts.client_publish_debounce_interval * 1000),
             )
             if positioned:
@@ -755,7 +762,7 @@ class ChannelCommands:
             # only the matching ones, as Centrifugo; the position still moves past all
             tf = sub.tags_filter
             sent = [p for p in pubs if tf is None or matches(tf, p.tags)]
-            if sub.delta:
+            if sub.flags & SUB_DELTA:
                 json = self.codec.name == "json"
                 result.publications, sub.delta_base = await delta_chain(sent, json=json)
             else:
@@ -833,7 +840,8 @@ class ChannelCommands:
                 return False
             sub.pending.append((pub, epoch, data))
             return True
-        if sub.positioned and pub.offset:
+        flags = sub.flags
+        if flags & SUB_POSITIONED and pub.offset:
             if sub.epoch and epoch != sub.epoch:
                 self.insufficient_state(sub)
                 return False
@@ -848,13 +856,13 @@ class ChannelCommands:
             # filtered out: its position counts, its data is not sent
             s.node.metrics.count("node_tags_filter_dropped_publications", ("",))
             return False
-        if sub.delta:
+        if flags & SUB_DELTA:
             if not isinstance(data, PublicationPush):
                 data = PublicationPush(channel, pub)
             if sub.map_channel:  # per-key deltas (map_subscriptions.py)
                 s.send(data.map_delta_form(s.codec))
                 return True
-            frame = data.delta_form(s.codec, sub.delta_base if sub.positioned else 0)
+            frame = data.delta_form(s.codec, sub.delta_base if flags & SUB_POSITIONED else 0)
             sub.delta_base = pub.offset if frame else 0
             s.send(frame)
             return True

@@ -938,8 +938,7 @@ def test_fanout_costs_one_observer_call_per_fanout() -> None:
                 {
                     "channel": "c",
                     "pending": None,
-                    "positioned": False,
-                    "delta": False,
+                    "flags": 0,
                     "tags_filter": None,
                 },
             )()
