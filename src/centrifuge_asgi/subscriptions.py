@@ -300,12 +300,15 @@ class ChannelCommands:
         return list(held) if isinstance(held, dict) else [held.channel]
 
     def add_sub(self, sub: Subscription) -> None:
-        """Hold ``sub`` (its channel has none here yet)."""
+        """Hold ``sub``, in place of any subscription of its channel (as a dict's item
+        assignment would: the callers checked for one before they awaited)."""
         held = self.sub_slot
         if held is None:
             self.sub_slot = sub
         elif isinstance(held, dict):
             held[sub.channel] = sub
+        elif held.channel == sub.channel:
+            self.sub_slot = sub
         else:
             self.sub_slot = {held.channel: held, sub.channel: sub}
 
@@ -316,7 +319,7 @@ class ChannelCommands:
             sub = held.pop(channel, None)
             if len(held) == 1:  # back to one: no dict
                 self.sub_slot = next(iter(held.values()))
-            return sub
+            return sub  # (a dict holds two or more, so it is never left empty)
         if held is not None and held.channel == channel:
             self.sub_slot = None
             return held

@@ -12,6 +12,7 @@ from centrifuge_asgi import ClientError, ConnectReply, Node, RPCEvent
 from centrifuge_asgi.codes import DisconnectCode, disconnect_reason
 from centrifuge_asgi.errors import Disconnect
 from centrifuge_asgi.session import Session, TransportInfo, new_id
+from centrifuge_asgi.subscriptions import Subscription
 from tests.interop.support import make_config, token
 
 pytestmark = pytest.mark.anyio
@@ -54,6 +55,23 @@ async def test_connect_reply_advertises_ping_and_expiry(node: Node) -> None:
     assert result["ping"] == 25 and result["pong"] is True
     assert result["expires"] is True and 98 <= result["ttl"] <= 100
     assert "session" not in result and "node" not in result
+
+
+async def test_subscriptions_slot_holds_a_dict_only_for_two_or_more(node: Node) -> None:
+    s = node.create_session(TransportInfo())
+    a, b, a2 = (Subscription(channel=ch, flags=0, chan_info=None) for ch in ("a", "b", "a"))
+    s.add_sub(a)
+    assert s.sub_slot is a and s.sub("a") is a and s.sub("b") is None and s.sub_count() == 1
+    s.add_sub(b)
+    assert s.sub_slot == {"a": a, "b": b} and s.sub_channels() == ["a", "b"]
+    assert s.pop_sub("a") is a and s.sub_slot is b and s.pop_sub("a") is None
+    s.add_sub(a)
+    s.add_sub(a2)  # in place of the subscription of its channel, as a dict would
+    assert s.sub_slot == {"a": a2, "b": b} and dict(s.subs) == {"a": a2, "b": b}
+    assert s.pop_sub("b") is b and s.sub_slot is a2
+    s.add_sub(a)
+    assert s.sub_slot is a and s.pop_sub("a") is a and s.sub_slot is None and not s.subs
+    await s.finish()
 
 
 async def test_client_side_refresh_moves_the_expiry(node: Node) -> None:
