@@ -1024,12 +1024,13 @@ class Session(ChannelCommands):
             raise
         self.state = State.CONNECTED
         node.stale_checks.discard(self)
+        occasional = self._occasional  # (self.session_id, without the property's call)
         result = ConnectResult(
             client=self.client_id,
             version=node.version,
             data=opt_raw(creds.data),
             subs=subs,
-            session=self.session_id,
+            session="" if occasional is None else occasional.session_id,
             node=node.node_id if self.transport.emulation else "",
         )
         if cfg.ping_interval > 0 and self.codec.ping:  # uni_grpc sends no pings
