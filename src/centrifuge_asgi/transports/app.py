@@ -7,7 +7,7 @@ apps themselves are assembled in ``centrifuge_asgi.app`` with the API, health an
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
@@ -33,11 +33,13 @@ def external_routes(node: Node) -> list[BaseRoute]:
     ]
 
 
-class NodeApp(Starlette):
+class NodeApp(websocket.WebSocketReader, Starlette):
     """The node's Starlette app; a WebSocket on a connection path goes straight to its endpoint.
 
     Long-lived connections otherwise keep the frames of Starlette's middleware and router
     alive for their whole life (about 3 KB each) and pass every frame through its wrapper.
+    A bidirectional WebSocket is read in this app's own coroutine
+    (:class:`~.websocket.WebSocketReader`): no frame of the app stays above the reader's.
     Middleware added with ``add_middleware`` turns the shortcut off, so it sees every scope.
     """
 
@@ -46,21 +48,25 @@ class NodeApp(Starlette):
     ) -> None:
         super().__init__(routes=list(routes), lifespan=lifespan)
         self.observer = observer  # counts HTTP requests (node_incoming_http_requests_total)
-        self._websockets = {
-            r.path: r.app
-            for r in routes
-            if isinstance(r, WebSocketRoute) and not r.param_convertors
+        direct = [r for r in routes if isinstance(r, WebSocketRoute) and not r.param_convertors]
+        self._websockets = {r.path: r.app for r in direct}
+        self._readers = {
+            r.path: r.app.node for r in direct if isinstance(r.app, websocket.WebSocketEndpoint)
         }
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def _reader_node(self, scope: Scope) -> Node | None:
+        if scope["type"] == "websocket" and not self.user_middleware:
+            return self._readers.get(_route_path(scope))
+        return None
+
+    def _route(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
         if self.observer is not None and scope["type"] == "http":
             send = _counting_send(self.observer, scope, send)
         if scope["type"] == "websocket" and not self.user_middleware:
             endpoint = self._websockets.get(_route_path(scope))
             if endpoint is not None:
-                await endpoint(scope, receive, send)
-                return
-        await super().__call__(scope, receive, send)
+                return endpoint(scope, receive, send)
+        return Starlette.__call__(self, scope, receive, send)
 
 
 def _counting_send(observer: NodeObserver, scope: Scope, send: Send) -> Send:

@@ -8,11 +8,15 @@ node's flusher (one task for every connection).
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
 import anyio
 from starlette.routing import BaseRoute, WebSocketRoute
+from starlette.types import Receive as AppReceive
+from starlette.types import Scope as AppScope
+from starlette.types import Send as AppSend
 
 from ..protocol.codec import Codec
 from ..protocol.json_codec import JSON
@@ -80,22 +84,39 @@ async def _handshake(node: Node, scope: Scope, receive: Receive, send: Send) -> 
     return writer
 
 
-class WebSocketEndpoint:
-    """ASGI app for one WebSocket route, bound to a node."""
+class WebSocketReader:
+    """An ASGI app whose coroutine becomes the reader of a bidirectional WebSocket.
 
-    def __init__(self, node: Node) -> None:
-        self.node = node
+    An idle connection keeps its reader's suspended frame for its whole life, and every
+    coroutine that awaits that frame too (one more about 250 bytes). So the reader runs in
+    the coroutine the server awaits: :class:`WebSocketEndpoint` serves every scope it is
+    given this way, and the node's app (``transports/app.py``) runs its WebSocket path the
+    same way, handing every other scope to :meth:`_route`.
+    """
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        writer = await _handshake(self.node, scope, receive, send)
+    def _reader_node(self, scope: AppScope) -> Node | None:
+        """The node whose WebSocket reader serves ``scope`` here; None: :meth:`_route`."""
+        raise NotImplementedError
+
+    def _route(self, scope: AppScope, receive: AppReceive, send: AppSend) -> Awaitable[None]:
+        """The app serving a scope that :meth:`_reader_node` gave away (returned, not
+        awaited here: no coroutine of this app stays under it)."""
+        raise NotImplementedError
+
+    async def __call__(self, scope: AppScope, receive: AppReceive, send: AppSend) -> None:
+        node = self._reader_node(scope)
+        if node is None:
+            await self._route(scope, receive, send)
+            return
+        writer = await _handshake(node, scope, receive, send)  # type: ignore[arg-type]
         if writer is None:
             return
         # From here on the connection's reader: it reads frames into the session until
-        # either side closes, and the node's flusher writes. It runs in this coroutine
-        # rather than in one it awaits, and the handshake's locals stayed in _handshake's
-        # frame: an idle connection keeps one small suspended frame (each local and each
-        # slot of its stack depth is 8 bytes of it: the session is read as writer.session).
-        limit = self.node.config.websocket.message_size_limit
+        # either side closes, and the node's flusher writes. The handshake's locals stayed
+        # in _handshake's frame: an idle connection keeps one small suspended frame (each
+        # local and each slot of its stack depth is 8 bytes of it: the session is read as
+        # writer.session).
+        limit = node.config.websocket.message_size_limit
         paced = False
         try:
             async with writer.session.command_tasks():
@@ -108,7 +129,7 @@ class WebSocketEndpoint:
                         # thousands of peers gone at once release their sessions a slice
                         # of the loop at a time (pacing.py)
                         paced = True
-                        await self.node.pacer.tick()
+                        await node.pacer.tick()
                         writer.session.transport_closed()
                         break
                     data = msg.get("text")  # then its bytes (one local for both)
@@ -133,6 +154,16 @@ class WebSocketEndpoint:
                 raise
         finally:
             await _teardown(writer, paced)
+
+
+class WebSocketEndpoint(WebSocketReader):
+    """ASGI app for one WebSocket route, bound to a node."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+
+    def _reader_node(self, scope: AppScope) -> Node | None:
+        return self.node
 
 
 async def _teardown(writer: FrameWriter, paced: bool) -> None:
