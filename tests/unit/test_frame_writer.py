@@ -47,6 +47,8 @@ class FakeSocket:
         self.ended = asyncio.Event()
         self.task: asyncio.Task[Any] | None = None  # the connection's handler task
         self.raise_cancelled = False  # the send fails with a CancelledError of its own
+        self.swallow_cancels = 0  # how many cancellations a waiting send absorbs
+        self.cancelled_sends = 0  # sends that ended by a cancellation
 
     def frame(self, **command: Any) -> None:
         self.incoming.put_nowait({"type": "websocket.receive", "text": json.dumps(command)})
@@ -64,7 +66,16 @@ class FakeSocket:
 
     async def _send(self, message: dict[str, Any]) -> None:
         if message["type"] == "websocket.send":
-            await self.writable.wait()
+            while not self.writable.is_set():
+                try:
+                    await self.writable.wait()
+                except asyncio.CancelledError:
+                    task = asyncio.current_task()
+                    if self.swallow_cancels <= 0 or task is None:
+                        self.cancelled_sends += 1
+                        raise
+                    self.swallow_cancels -= 1
+                    task.uncancel()
             if self.raise_cancelled:
                 raise asyncio.CancelledError  # e.g. a future of the server's, cancelled
         self.sent.append(message)
@@ -466,3 +477,44 @@ async def test_websocket_routes_skip_starlette_unless_middleware_was_added() -> 
     ):
         ws.send_text(json.dumps({"id": 1, "connect": {"token": token("u1")}}))
         assert "connect" in json.loads(ws.receive_text())
+
+
+async def test_the_node_app_reads_a_websocket_in_the_coroutine_the_server_awaits(
+    node: Node,
+) -> None:
+    """No coroutine of the library stays suspended above the reader's: an idle
+    connection's await chain goes from the app's coroutine straight to ``receive()``."""
+    app = node.asgi_app()
+    sock = FakeSocket()
+    coro = app(dict(SCOPE), sock.receive, sock.send)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(lambda: coro)
+        sock.frame(id=1, connect={"token": token("u1")})
+        sock.frame(id=2, subscribe={"channel": CHANNEL})
+        with anyio.fail_after(5):
+            await until(lambda: len(sock.sent) >= 2)
+        await until(lambda: sock.incoming.empty() and coro.cr_await is not None)
+        awaited = coro.cr_await
+        assert awaited.cr_code is FakeSocket.receive.__code__  # type: ignore[union-attr]
+        assert "connect" in sock.sent[1]["text"] and "subscribe" in sock.sent[1]["text"]
+        sock.incoming.put_nowait({"type": "websocket.disconnect", "code": 1000})
+    assert sock.close_code() is None  # the peer closed: no close frame back
+
+
+async def test_a_send_that_swallows_its_write_timeout_is_cancelled_again(node: Node) -> None:
+    """A server's send may absorb one cancellation and go on waiting; the write timeout
+    then still closes the connection with 3009, and the send is cancelled again rather
+    than left holding its task and the session."""
+    async with anyio.create_task_group() as tg:
+        slow = await open_socket(node, tg, "slow")
+        slow.swallow_cancels = 1
+        slow.writable.clear()
+        await node.publish(CHANNEL, {"i": 0})
+        with anyio.fail_after(5):
+            await conditions.until(lambda: slow.swallow_cancels == 0, within=4, every=0.01)
+        slow.incoming.put_nowait({"type": "websocket.disconnect", "code": 1000})
+        with anyio.fail_after(5):
+            await slow.ended.wait()
+            await conditions.until(lambda: slow.cancelled_sends == 1, within=4, every=0.01)
+        assert node.registry.num_clients == 0
+        tg.cancel_scope.cancel()

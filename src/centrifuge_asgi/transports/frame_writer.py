@@ -164,6 +164,9 @@ class FrameWriter(Outbox):
             nonlocal expirations
             expirations += 1
             task.cancel()
+            # armed again: a send that swallows the cancellation is cancelled again at its
+            # next deadline, or by finish() (``write_watchdog.expire``) once the reader ended
+            watchdog.start(self, timeout, expire)
 
         try:
             try:
