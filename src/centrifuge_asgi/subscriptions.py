@@ -22,6 +22,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from msgspec import UNSET
 
 from . import auth
+from .bitflag import BitFlag
 from .codes import DisconnectCode, ErrorCode, UnsubscribeCode
 from .delta import FOSSIL, SUB_DELTA, SUB_POSITIONED, PublicationPush, delta_chain
 from .engines.base import HistoryFilter, Publication, PublishResult, StreamPosition
@@ -138,38 +139,14 @@ class Subscription:
     delta_base: int = 0  # offset of the payload the client holds as its delta base
     rare: RareParts | None = None  # made on first use: few subscriptions need one
 
-    @property
-    def positioned(self) -> bool:
-        return bool(self.flags & SUB_POSITIONED)
-
-    @property
-    def delta(self) -> bool:
-        """Fossil delta negotiated (see delta.py)."""
-        return bool(self.flags & SUB_DELTA)
-
-    @property
-    def server_side(self) -> bool:
-        return bool(self.flags & SUB_SERVER_SIDE)
-
-    @property
-    def presence(self) -> bool:
-        return bool(self.flags & SUB_PRESENCE)
-
-    @property
-    def emit_join_leave(self) -> bool:
-        return bool(self.flags & SUB_EMIT_JOIN_LEAVE)
-
-    @property
-    def push_join_leave(self) -> bool:
-        return bool(self.flags & SUB_PUSH_JOIN_LEAVE)
-
-    @property
-    def recoverable(self) -> bool:
-        return bool(self.flags & SUB_RECOVERABLE)
-
-    @property
-    def client_side_refresh(self) -> bool:
-        return bool(self.flags & SUB_CLIENT_SIDE_REFRESH)
+    positioned = BitFlag(SUB_POSITIONED)
+    delta = BitFlag(SUB_DELTA)  # fossil delta negotiated (see delta.py)
+    server_side = BitFlag(SUB_SERVER_SIDE)
+    presence = BitFlag(SUB_PRESENCE)
+    emit_join_leave = BitFlag(SUB_EMIT_JOIN_LEAVE)
+    push_join_leave = BitFlag(SUB_PUSH_JOIN_LEAVE)
+    recoverable = BitFlag(SUB_RECOVERABLE)
+    client_side_refresh = BitFlag(SUB_CLIENT_SIDE_REFRESH)
 
     @property
     def stream(self) -> ChannelStream | None:

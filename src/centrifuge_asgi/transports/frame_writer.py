@@ -23,6 +23,7 @@ import contextvars
 import logging
 from typing import TYPE_CHECKING, Any
 
+from ..bitflag import BitFlag
 from ..codes import DisconnectCode
 from ..flusher import Resumed, step
 from ..outbox import Outbox
@@ -216,24 +217,11 @@ class FrameWriter(Outbox):
 
     # ------------------------------------------------------------------ the reader
 
-    @property
-    def reader_cancelled(self) -> bool:
-        """True when :meth:`_cancel_reader` cancelled the reader task (not someone else)."""
-        return bool(self._flags & _READER_CANCELLED)
-
-    @property
-    def done(self) -> bool:
-        """The close frame was written, or nothing more can be."""
-        return bool(self._flags & _DONE)
-
-    @property
-    def peer_gone(self) -> bool:
-        """The client closed, or a write failed: nothing more can be written."""
-        return bool(self._flags & _PEER_GONE)
-
-    @peer_gone.setter
-    def peer_gone(self, gone: bool) -> None:
-        self._flags = self._flags | _PEER_GONE if gone else self._flags & ~_PEER_GONE
+    # True when _cancel_reader cancelled the reader task (not someone else)
+    reader_cancelled = BitFlag(_READER_CANCELLED, "_flags")
+    done = BitFlag(_DONE, "_flags")  # the close frame was written, or nothing more can be
+    # the client closed, or a write failed: nothing more can be written
+    peer_gone = BitFlag(_PEER_GONE, "_flags", read_only=False)
 
     def _stop_reader(self) -> None:
         if self._flags & _READER_ENDED:
