@@ -638,19 +638,23 @@ async def test_jwks_unknown_or_missing_kid_invalid(keys: Keys, jwks: JwksServer)
 async def test_jwks_key_rotated_in_after_a_fetch_is_temporary(keys: Keys, jwks: JwksServer) -> None:
     """A kid published right after the key set was fetched: unavailable (the client
     retries) until the set may be fetched again, then accepted."""
+    # the refetch interval leaves a loaded machine ample time between the first fetch and
+    # the rotated token's first check (0.3 s was once too short in CI)
+    interval = 2.0
     jwks.serve([jwk_of(keys.rsa, "old")])
-    v = TokenVerifier(TokenConfig(jwks_public_endpoint=jwks.url()), jwks_refetch_interval=0.3)
+    v = TokenVerifier(TokenConfig(jwks_public_endpoint=jwks.url()), jwks_refetch_interval=interval)
+    rotated = signed(keys.ed, "EdDSA", "new", {"sub": "y"})  # signed before the clock starts
+    other = signed(keys.ed, "EdDSA", "other", {"sub": "y"})
     await v.verify_connect(signed(keys.rsa, "RS256", "old", {"sub": "x"}))
     jwks.serve([jwk_of(keys.rsa, "old"), jwk_of(keys.ed, "new")])
-    rotated = signed(keys.ed, "EdDSA", "new", {"sub": "y"})
     with pytest.raises(JWKSUnavailable):
         await v.verify_connect(rotated)
-    await anyio.sleep(0.35)
+    await anyio.sleep(interval + 0.05)
     assert (await v.verify_connect(rotated)).user == "y"
     # a kid missing from the set fetched for this very token is invalid
-    await anyio.sleep(0.35)
+    await anyio.sleep(interval + 0.05)
     with pytest.raises(TokenInvalid, match="unknown token kid"):
-        await v.verify_connect(signed(keys.ed, "EdDSA", "other", {"sub": "y"}))
+        await v.verify_connect(other)
     assert len(jwks.requests) == 3
 
 
