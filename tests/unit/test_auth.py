@@ -1025,8 +1025,8 @@ async def test_jwks_known_url_outage_spends_no_shared_budget(keys: Keys, jwks: J
     jwks.serve([jwk_of(keys.rsa, "k")], path="/acme/jwks")
     v = tenant_verifier(
         jwks,
-        jwks_cache_ttl=0.3,
-        jwks_refetch_interval=0.2,
+        jwks_cache_ttl=1.0,  # wide windows: a loaded CI machine may stall for tenths of a second
+        jwks_refetch_interval=0.6,
         jwks_fetch_burst=1,
         jwks_fetch_rate=0.001,  # the first fetch spends the whole shared budget
     )
@@ -1035,14 +1035,14 @@ async def test_jwks_known_url_outage_spends_no_shared_budget(keys: Keys, jwks: J
     with pytest.raises(JWKSUnavailable, match="rate limit"):
         await v.verify_connect(tenant_token(keys, "other"))
     del jwks.documents["/acme/jwks"]  # the endpoint fails from now on
-    await anyio.sleep(0.35)
+    await anyio.sleep(1.05)
     with pytest.raises(JWKSUnavailable, match="404"):
         await v.verify_connect(acme)
     with pytest.raises(JWKSUnavailable, match="failed recently"):  # remembered
         await v.verify_connect(acme)
     assert jwks.requests.count("/acme/jwks") == 2
     jwks.serve([jwk_of(keys.rsa, "k")], path="/acme/jwks")
-    await anyio.sleep(0.25)  # a known URL is retried after the refetch interval, no backoff
+    await anyio.sleep(0.65)  # a known URL is retried after the refetch interval, no backoff
     assert (await v.verify_connect(acme)).user == "acme"
     assert jwks.requests.count("/acme/jwks") == 3
 
