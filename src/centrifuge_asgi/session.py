@@ -475,11 +475,9 @@ class Session(ChannelCommands):
         if timers is not None:
             for timer in timers.values():
                 timer.cancel()
-        held = self.sub_slot
-        if held is not None:
-            for sub in held.values() if isinstance(held, dict) else (held,):
-                if sub.timer is not None:
-                    sub.timer.cancel()
+        for sub in self.subscriptions():
+            if sub.timer is not None:
+                sub.timer.cancel()
 
     def on_stale(self) -> None:
         """``client.stale_close_delay`` passed (``node.stale_checks``): close if not connected."""

@@ -316,17 +316,16 @@ class ChannelCommands:
     # ------------------------------------------------------------------ subscribe
 
     async def subscribe(self, req: SubscribeRequest) -> SubscribeResult:
-        s = self
-        node = s.node
+        node = self.node
         channel = req.channel
         if not channel or (req.delta and req.delta != FOSSIL):
             raise Disconnect.of(DisconnectCode.BAD_REQUEST)
         policy = node.policy
         policy.check_length(channel)
-        held = s.sub_slot  # None (no subscription yet) needs no call
-        if held is not None and s.sub(channel) is not None:
+        held = self.sub_slot  # None (no subscription yet) needs no call
+        if held is not None and self.sub(channel) is not None:
             raise ClientError.of(ErrorCode.ALREADY_SUBSCRIBED)
-        if (0 if held is None else s.sub_count()) >= policy.channel_limit:
+        if (0 if held is None else self.sub_count()) >= policy.channel_limit:
             raise ClientError.of(ErrorCode.LIMIT_EXCEEDED)
         _, rest, found = node.config.resolve_channel(channel)  # one lookup for both checks
         if req.type == SUBSCRIPTION_TYPE_SHARED_POLL or (
@@ -370,8 +369,7 @@ class ChannelCommands:
     async def _subscribe_shared_poll(self, req: SubscribeRequest) -> SubscribeResult:
         """A shared poll subscribe: authorized as usual; no broker, positions or presence.
         Data flows once the client tracks keys (``sub_refresh`` types 1 and 2)."""
-        s = self
-        node = s.node
+        node = self.node
         channel = req.channel
         # as Centrifuge: another type on a shared poll channel is 107, type 4 elsewhere 108
         if req.type != SUBSCRIPTION_TYPE_SHARED_POLL:
@@ -384,7 +382,7 @@ class ChannelCommands:
         now = time.time()
         if grant.expire_at is not None and grant.expire_at <= now:
             raise ClientError.of(ErrorCode.EXPIRED)
-        if s.sub(channel) is not None or s.closing:
+        if self.sub(channel) is not None or self.closing:
             raise ClientError.of(ErrorCode.ALREADY_SUBSCRIBED)
         sub = Subscription(
             channel=channel,
@@ -394,14 +392,14 @@ class ChannelCommands:
             pending=None,
             rare=RareParts(shared_poll=True),
         )
-        s.add_sub(sub)
+        self.add_sub(sub)
 
         def lost() -> None:
-            if s.sub(channel) is sub:
+            if self.sub(channel) is sub:
                 self.unsubscribe_push(channel, UnsubscribeCode.INSUFFICIENT_STATE)
 
         delta = bool(req.delta) and req.delta in opts.allowed_delta_types  # fossil per key
-        epoch = node.shared_poll.subscribe(channel, opts.shared_poll, s, lost, delta=delta)
+        epoch = node.shared_poll.subscribe(channel, opts.shared_poll, self, lost, delta=delta)
         result = SubscribeResult(
             type=SUBSCRIPTION_TYPE_SHARED_POLL, epoch=epoch, data=opt_raw(grant.data), delta=delta
         )
@@ -413,15 +411,14 @@ class ChannelCommands:
         return result
 
     async def _authorize_subscribe(self, req: SubscribeRequest, opts: ChannelOptions) -> Grant:
-        s = self
-        node = s.node
+        node = self.node
         channel = req.channel
         if req.token:
             return Grant.from_token(await self._verify_sub_token(req.token, channel))
         policy = node.policy
         # A private channel needs a token; on a user-limited channel only its user list
         # decides: another user's channel never reaches the subscribe proxy or handler.
-        access = policy.subscribe_access(channel, opts, s.user)
+        access = policy.subscribe_access(channel, opts, self.user)
         if access is SubscribeAccess.DENIED:
             raise ClientError.of(ErrorCode.PERMISSION_DENIED)
         if access is SubscribeAccess.GRANTED:
@@ -429,10 +426,10 @@ class ChannelCommands:
         handler = node.handlers.subscribe
         if handler is not None:
             raw = bytes(req.data) if req.data is not UNSET else None
-            reply = await handler(SubscribeEvent(s.client_ref(), channel, raw))
+            reply = await handler(SubscribeEvent(self.client_ref(), channel, raw))
             if reply is not None:
                 return Grant.from_reply(reply)
-        if policy.subscribe_allowed(channel, opts, s.user):
+        if policy.subscribe_allowed(channel, opts, self.user):
             return Grant()
         raise ClientError.of(ErrorCode.PERMISSION_DENIED)
 
@@ -448,8 +445,7 @@ class ChannelCommands:
     ) -> SubscribeResult:
         """Subscribe through the stream handler: its first item decides, the rest is pushed
         to this client alone (no positions, no recovery, as Centrifugo)."""
-        s = self
-        node = s.node
+        node = self.node
         channel = req.channel
         handler = node.handlers.subscribe_stream
         if handler is None:
@@ -461,7 +457,7 @@ class ChannelCommands:
             stream.inbox, stream.outbox = anyio.create_memory_object_stream[bytes](_STREAM_INBOX)
         raw = bytes(req.data) if req.data is not UNSET else None
         publications = _drain(stream.outbox)
-        event = SubscribeStreamEvent(s.client_ref(), channel, raw, bidi, publications)
+        event = SubscribeStreamEvent(self.client_ref(), channel, raw, bidi, publications)
         first_out, first_in = anyio.create_memory_object_stream[Any](1)
         if not node.spawn(self._pump, stream, handler(event), channel, first_out):
             stream.close()
@@ -481,9 +477,9 @@ class ChannelCommands:
                 log.error(
                     "subscribe stream of channel %s failed for client=%s: %r",
                     channel,
-                    s.client_id,
+                    self.client_id,
                     first,
-                    extra={"client": s.client_id, "channel": channel, "code": 100},
+                    extra={"client": self.client_id, "channel": channel, "code": 100},
                 )
                 raise ClientError.of(ErrorCode.INTERNAL)
             grant = Grant.from_reply(first)
@@ -505,7 +501,6 @@ class ChannelCommands:
         first: MemoryObjectSendStream[Any],
     ) -> None:
         """Run one stream handler: hand its first item to the subscribe, deliver the rest."""
-        s = self
         with stream.scope, first:
             try:
                 async with aclosing(items):  # type: ignore[type-var]
@@ -516,7 +511,7 @@ class ChannelCommands:
                     first.send_nowait(reply)
                     await stream.attached.wait()
                     async for item in items:
-                        sub = s.sub(channel)
+                        sub = self.sub(channel)
                         if sub is None or sub.stream is not stream:
                             return
                         self._deliver_streamed(channel, item)
@@ -526,12 +521,12 @@ class ChannelCommands:
                     first.send_nowait(exc)
                     return
                 log.warning(
-                    "subscribe stream of %s for client=%s failed: %r", channel, s.client_id, exc
+                    "subscribe stream of %s for client=%s failed: %r", channel, self.client_id, exc
                 )
                 code = UnsubscribeCode.INSUFFICIENT_STATE
             else:
                 code = UnsubscribeCode.SERVER
-            sub = s.sub(channel)
+            sub = self.sub(channel)
             if sub is not None and sub.stream is stream:
                 self.unsubscribe_push(channel, code)
 
@@ -545,32 +540,41 @@ class ChannelCommands:
         self.deliver_publication(channel, pub, "", encoded)
 
     async def _verify_sub_token(self, token: str, channel: str) -> auth.SubscribeToken:
-        s = self
         try:
-            claims = await s.node.subscription_token_verifier.verify_subscribe(token)
+            claims = await self.node.subscription_token_verifier.verify_subscribe(token)
         except auth.TokenExpired:
             raise ClientError.of(ErrorCode.TOKEN_EXPIRED) from None
         except auth.JWKSUnavailable as exc:
             # nothing is known about the token yet: a temporary error the SDK retries
             log.info(
                 "subscription token of client=%s not checked: %s",
-                s.client_id,
+                self.client_id,
                 exc,
-                extra={"client": s.client_id, "user": s.user, "channel": channel, "code": 100},
+                extra={
+                    "client": self.client_id,
+                    "user": self.user,
+                    "channel": channel,
+                    "code": 100,
+                },
             )
             raise ClientError.of(ErrorCode.INTERNAL) from None
         except auth.TokenInvalid as exc:
             log.info(
                 "invalid subscription token from client=%s: %s",
-                s.client_id,
+                self.client_id,
                 exc,
-                extra={"client": s.client_id, "user": s.user, "channel": channel, "code": 103},
+                extra={
+                    "client": self.client_id,
+                    "user": self.user,
+                    "channel": channel,
+                    "code": 103,
+                },
             )
             raise ClientError.of(ErrorCode.PERMISSION_DENIED) from None
         if (
             claims.channel != channel
-            or claims.user != s.user
-            or (claims.client and claims.client != s.client_id)
+            or claims.user != self.user
+            or (claims.client and claims.client != self.client_id)
         ):
             raise Disconnect.of(DisconnectCode.INVALID_TOKEN)
         return claims
@@ -606,14 +610,13 @@ class ChannelCommands:
         stream: ChannelStream | None = None,
         stream_recovery: bool = False,
     ) -> SubscribeResult:
-        s = self
-        node = s.node
+        node = self.node
         now = time.time()
         if grant.expire_at is not None and grant.expire_at <= now:
             raise ClientError.of(ErrorCode.EXPIRED)
         gets = node.policy.features(
             opts,
-            s.user,
+            self.user,
             grant.override,
             recoverable=req.recoverable,
             positioned=req.positioned,
@@ -636,15 +639,15 @@ class ChannelCommands:
             tags_filter=tags_filter,
             rare=None if stream is None else RareParts(stream=stream),
         )
-        if s.sub_slot is None:  # the usual first subscription: no call
-            s.sub_slot = sub
+        if self.sub_slot is None:  # the usual first subscription: no call
+            self.sub_slot = sub
         else:
-            s.add_sub(sub)
+            self.add_sub(sub)
         if stream is not None:
             stream.attached.set()
         presence_added = False
         try:
-            name = node.registry.add_subscriber(channel, s)
+            name = node.registry.add_subscriber(channel, self)
             if name is None:  # the channel's first subscriber on this node
                 node.metrics.count("node_action_count", ("broker_subscribe", ""))
             else:  # keep the index's str of the channel name, not a copy per subscriber
@@ -666,13 +669,13 @@ class ChannelCommands:
             if gets.presence:
                 node.metrics.count("node_action_count", ("add_presence", ""))
                 await node.presence_manager.add_presence(
-                    channel, s.client_id, s.client_info(sub.chan_info)
+                    channel, self.client_id, self.client_info(sub.chan_info)
                 )
                 presence_added = True
                 self._check_still_wanted(sub)
         except BaseException:
             with anyio.CancelScope(shield=True):
-                if s.sub(channel) is sub:
+                if self.sub(channel) is sub:
                     await self.remove(channel)
                 elif presence_added:  # detached meanwhile (connection closed): undo
                     await self._forget_presence(channel)
@@ -774,8 +777,7 @@ class ChannelCommands:
 
     async def activate(self, channel: str) -> None:
         """After the subscribe reply: flush buffered publications, then announce the join."""
-        s = self
-        sub = s.sub_slot  # inline s.sub(channel): after every subscribe
+        sub = self.sub_slot  # inline s.sub(channel): after every subscribe
         if isinstance(sub, dict):
             sub = sub.get(channel)
         if sub is None or sub.pending is None or sub.channel != channel:
@@ -788,9 +790,9 @@ class ChannelCommands:
             code, reason = sub.unsubscribe_after
             await self.unsubscribe_by_server(channel, code, reason)
             return
-        if sub.flags & SUB_EMIT_JOIN_LEAVE and s.sub(channel) is sub:
+        if sub.flags & SUB_EMIT_JOIN_LEAVE and self.sub(channel) is sub:
             try:
-                await s.node.broker.publish_join(channel, s.client_info(sub.chan_info))
+                await self.node.broker.publish_join(channel, self.client_info(sub.chan_info))
             except Exception as exc:  # join/leave are at most once; the subscription stands
                 log.warning("join of %s not published: %s", channel, exc)
 
@@ -807,16 +809,15 @@ class ChannelCommands:
         offset-checked when positioned, else queued. ``Registry.broadcast_publication``
         queues the last case itself, so a new delivery rule must be added there too.
         False when nothing was queued or buffered (transport_messages_sent)."""
-        s = self
-        sub = s.sub_slot  # inline s.sub(channel): once per delivery
+        sub = self.sub_slot  # inline s.sub(channel): once per delivery
         if isinstance(sub, dict):
             sub = sub.get(channel)
         if sub is None or sub.channel != channel:
             return False
         if sub.pending is not None:
-            sub.watermark += len(data.get(s.codec))  # bytes buffered
-            if sub.watermark > s.outbox.max_bytes > 0:
-                s.disconnect(DisconnectCode.SLOW)
+            sub.watermark += len(data.get(self.codec))  # bytes buffered
+            if sub.watermark > self.outbox.max_bytes > 0:
+                self.disconnect(DisconnectCode.SLOW)
                 return False
             sub.pending.append((pub, epoch, data))
             return True
@@ -834,19 +835,19 @@ class ChannelCommands:
             sub.epoch = epoch
         if sub.tags_filter is not None and not matches(sub.tags_filter, pub.tags):
             # filtered out: its position counts, its data is not sent
-            s.node.metrics.count("node_tags_filter_dropped_publications", ("",))
+            self.node.metrics.count("node_tags_filter_dropped_publications", ("",))
             return False
         if flags & SUB_DELTA:
             if not isinstance(data, PublicationPush):
                 data = PublicationPush(channel, pub)
             if sub.map_channel:  # per-key deltas (map_subscriptions.py)
-                s.send(data.map_delta_form(s.codec))
+                self.send(data.map_delta_form(self.codec))
                 return True
-            frame = data.delta_form(s.codec, sub.delta_base if flags & SUB_POSITIONED else 0)
+            frame = data.delta_form(self.codec, sub.delta_base if flags & SUB_POSITIONED else 0)
             sub.delta_base = pub.offset if frame else 0
-            s.send(frame)
+            self.send(frame)
             return True
-        s.send(data.get(s.codec))
+        self.send(data.get(self.codec))
         return True
 
     def check_position(self, channel: str, top: StreamPosition) -> None:
@@ -865,9 +866,8 @@ class ChannelCommands:
 
     def insufficient_state(self, sub: Subscription) -> None:
         """A gap in a positioned stream: resubscribe (client-side) or reconnect (server-side)."""
-        s = self
         if sub.server_side:
-            s.disconnect(DisconnectCode.INSUFFICIENT_STATE)
+            self.disconnect(DisconnectCode.INSUFFICIENT_STATE)
             return
         self.unsubscribe_push(sub.channel, UnsubscribeCode.INSUFFICIENT_STATE)
 
@@ -913,27 +913,25 @@ class ChannelCommands:
 
     def _detach(self, channel: str) -> Subscription | None:
         """Forget ``channel`` locally at once: no more deliveries, out of the index."""
-        s = self
-        sub = s.sub_slot
+        sub = self.sub_slot
         if sub is not None and not isinstance(sub, dict) and sub.channel == channel:
-            s.sub_slot = None  # the usual one subscription: no call
+            self.sub_slot = None  # the usual one subscription: no call
         else:
-            sub = s.pop_sub(channel)
+            sub = self.pop_sub(channel)
         if sub is not None:
             if sub.timer is not None:
                 sub.timer.cancel()
             if sub.stream is not None:
                 sub.stream.close()
-            s.node.registry.remove_subscriber(channel, s)
+            self.node.registry.remove_subscriber(channel, self)
         return sub
 
     async def _release(self, sub: Subscription) -> None:
         """The engine side of a detached subscription: broker, presence, leave."""
-        s = self
-        node = s.node
+        node = self.node
         channel = sub.channel
         if sub.shared_poll:
-            node.shared_poll.unsubscribe(channel, s)
+            node.shared_poll.unsubscribe(channel, self)
             return
         try:
             if sub.map_channel:
@@ -944,15 +942,15 @@ class ChannelCommands:
                 await node.broker.unsubscribe(channel)
             if sub.flags & SUB_PRESENCE:
                 node.metrics.count("node_action_count", ("remove_presence", ""))
-                await node.presence_manager.remove_presence(channel, s.client_id, s.user)
+                await node.presence_manager.remove_presence(channel, self.client_id, self.user)
             if sub.flags & SUB_EMIT_JOIN_LEAVE and sub.pending is None:
-                await node.broker.publish_leave(channel, s.client_info(sub.chan_info))
+                await node.broker.publish_leave(channel, self.client_info(sub.chan_info))
         except Exception:
             log.exception(
                 "cleanup of channel %s failed for client=%s",
                 channel,
-                s.client_id,
-                extra={"client": s.client_id, "user": s.user, "channel": channel},
+                self.client_id,
+                extra={"client": self.client_id, "user": self.user, "channel": channel},
             )
 
     async def remove_all(self, grace: float = 3.0) -> None:
@@ -986,43 +984,41 @@ class ChannelCommands:
         sub.timer = self.node.scheduler.call_later(max(delay, 0.001), lambda: self._on_expired(sub))
 
     def _on_expired(self, sub: Subscription) -> None:
-        s = self
-        if s.sub(sub.channel) is not sub or s.closing:
+        if self.sub(sub.channel) is not sub or self.closing:
             return
-        if not sub.client_side_refresh and s.node.handlers.sub_refresh is not None:
-            s.node.spawn(self._sub_refresh_with_handler, sub)
+        if not sub.client_side_refresh and self.node.handlers.sub_refresh is not None:
+            self.node.spawn(self._sub_refresh_with_handler, sub)
             return
         if sub.expire_at is not None and sub.expire_at > time.time():
             self._schedule_sub_expiry(sub)
         elif sub.server_side:
-            s.disconnect(DisconnectCode.SUBSCRIPTION_EXPIRED)
+            self.disconnect(DisconnectCode.SUBSCRIPTION_EXPIRED)
         else:
             self.unsubscribe_push(sub.channel, UnsubscribeCode.EXPIRED)
 
     async def _sub_refresh_with_handler(self, sub: Subscription) -> None:
-        s = self
-        handler = s.node.handlers.sub_refresh
+        handler = self.node.handlers.sub_refresh
         if handler is None:
             return
         try:
-            reply = await handler(SubRefreshEvent(s.client_ref(), sub.channel))
+            reply = await handler(SubRefreshEvent(self.client_ref(), sub.channel))
         except Disconnect as exc:
-            s.disconnect(exc.code, exc.reason)
+            self.disconnect(exc.code, exc.reason)
             return
         except Exception:  # retried later, like the connection refresh
             log.exception(
                 "sub_refresh handler failed for client=%s",
-                s.client_id,
-                extra={"client": s.client_id, "user": s.user, "method": "sub_refresh"},
+                self.client_id,
+                extra={"client": self.client_id, "user": self.user, "method": "sub_refresh"},
             )
-            if s.sub(sub.channel) is sub:
-                sub.timer = s.node.scheduler.call_later(10.0, lambda: self._on_expired(sub))
+            if self.sub(sub.channel) is sub:
+                sub.timer = self.node.scheduler.call_later(10.0, lambda: self._on_expired(sub))
             return
-        if s.sub(sub.channel) is not sub or s.closing:
+        if self.sub(sub.channel) is not sub or self.closing:
             return  # unsubscribed (maybe resubscribed) while the handler ran
         if reply.expired or (reply.expire_at is not None and reply.expire_at <= time.time()):
             if sub.server_side:
-                s.disconnect(DisconnectCode.SUBSCRIPTION_EXPIRED)
+                self.disconnect(DisconnectCode.SUBSCRIPTION_EXPIRED)
             else:
                 self.unsubscribe_push(sub.channel, UnsubscribeCode.EXPIRED)
             return
@@ -1030,14 +1026,13 @@ class ChannelCommands:
         self._schedule_sub_expiry(sub)
 
     async def sub_refresh(self, req: SubRefreshRequest) -> SubRefreshResult:
-        s = self
         if not req.channel:
             raise Disconnect.of(DisconnectCode.BAD_REQUEST)
-        sub = s.sub(req.channel)
+        sub = self.sub(req.channel)
         if sub is None:
             raise ClientError.of(ErrorCode.PERMISSION_DENIED)
         if sub.shared_poll and req.type in (1, 2):  # shared poll track / untrack
-            return s.node.shared_poll.sub_refresh(s, req)
+            return self.node.shared_poll.sub_refresh(self, req)
         if not req.token:
             raise ClientError.of(ErrorCode.BAD_REQUEST)
         if not sub.client_side_refresh:
@@ -1076,26 +1071,25 @@ class ChannelCommands:
 
     def _check_still_wanted(self, sub: Subscription) -> None:
         """After an await: the connection may have closed and dropped the subscription."""
-        s = self
-        held = s.sub_slot  # inline s.sub(sub.channel): after each wait of a subscribe
+        held = self.sub_slot  # inline s.sub(sub.channel): after each wait of a subscribe
         if held is not sub and (not isinstance(held, dict) or held.get(sub.channel) is not sub):
             raise ClientError.of(ErrorCode.INTERNAL)
-        if s.closing:
+        if self.closing:
             raise ClientError.of(ErrorCode.INTERNAL)
 
     async def _forget_presence(self, channel: str) -> None:
-        s = self
         with anyio.move_on_after(3):
             try:
-                s.node.metrics.count("node_action_count", ("remove_presence", ""))
-                await s.node.presence_manager.remove_presence(channel, s.client_id, s.user)
+                self.node.metrics.count("node_action_count", ("remove_presence", ""))
+                await self.node.presence_manager.remove_presence(channel, self.client_id, self.user)
             except Exception as exc:
-                log.warning("presence of %s in %s not removed: %s", s.client_id, channel, exc)
+                log.warning("presence of %s in %s not removed: %s", self.client_id, channel, exc)
 
     def _permitted(self, opts: ChannelOptions, action: Action, channel: str) -> bool:
         """The ``allow_<action>_for_client/subscriber/anonymous`` scheme, then insecure."""
-        s = self
-        return s.node.policy.allowed(opts, action, s.user, subscribed=s.sub(channel) is not None)
+        return self.node.policy.allowed(
+            opts, action, self.user, subscribed=self.sub(channel) is not None
+        )
 
     async def publish(
         self, req: PublishRequest, *, pipelined: bool = False
@@ -1105,8 +1099,7 @@ class ChannelCommands:
         if req.type == 1:
             await self.maps.publish(req)
             return None
-        s = self
-        node = s.node
+        node = self.node
         channel = req.channel
         opts = self._checked_options(channel)
         if req.data is UNSET:
@@ -1116,20 +1109,20 @@ class ChannelCommands:
             await self._publish_to_stream(channel, data)
             return None
         # node.publish checks the data; the JSON command decoder has parsed it already
-        payload: object = ParsedJson(data) if s.codec.name == "json" else data
+        payload: object = ParsedJson(data) if self.codec.name == "json" else data
         skip_history = False
         handler = node.handlers.publish
         reply = None
         if handler is not None:
-            reply = await handler(PublishEvent(s.client_ref(), channel, data))
+            reply = await handler(PublishEvent(self.client_ref(), channel, data))
         if reply is not None:
             if reply.data is not None:
                 payload = reply.data  # a handler's or a proxy's data, checked all the same
             skip_history = reply.skip_history
         elif not self._permitted(opts, "publish", channel):
             raise ClientError.of(ErrorCode.PERMISSION_DENIED)
-        sub = s.sub(channel)
-        info = s.client_info(sub.chan_info if sub is not None else None)
+        sub = self.sub(channel)
+        info = self.client_info(sub.chan_info if sub is not None else None)
         if pipelined:
             pending = await node.publish_pipelined(
                 channel, payload, client_info=info, skip_history=skip_history
